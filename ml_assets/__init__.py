@@ -1,0 +1,1 @@
+"""NYC-taxi trip-duration model as Dagster software-defined assets."""

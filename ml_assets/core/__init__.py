@@ -1,0 +1,1 @@
+"""Dagster-free data and ML logic: sources, cleaning, features, tuning, training, storage."""

@@ -1,0 +1,30 @@
+"""Month keys (`YYYY-MM`, as in TLC file names) and their time bounds."""
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+def check_month(month: str) -> str:
+    if not _MONTH.match(month):
+        raise ValueError(f"month must look like YYYY-MM, got {month!r}")
+    return month
+
+
+def month_bounds(month: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """[start, end) of the month as naive timestamps (TLC times are naive local time)."""
+    start = pd.Timestamp(check_month(month) + "-01")
+    return start, start + pd.offsets.MonthBegin(1)
+
+
+def shift_month(month: str, offset: int) -> str:
+    return (pd.Period(check_month(month), freq="M") + offset).strftime("%Y-%m")
+
+
+def month_range(first: str, last: str) -> list[str]:
+    """Inclusive list of months from `first` to `last`."""
+    periods = pd.period_range(check_month(first), check_month(last), freq="M")
+    return [p.strftime("%Y-%m") for p in periods]
