@@ -6,6 +6,11 @@ Every source offers the same two calls:
 """
 from __future__ import annotations
 
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 
 class SourceError(Exception):
     """A month could not be had from its source."""
@@ -26,3 +31,17 @@ class InvalidSourceFileError(SourceError):
 def trip_file_name(taxi: str, month: str) -> str:
     """TLC's file name for one month, e.g. `green_tripdata_2021-02.parquet`."""
     return f"{taxi}_tripdata_{month}.parquet"
+
+
+def check_parquet(path: str | os.PathLike, month: str) -> None:
+    """Raise InvalidSourceFileError unless `path` reads as parquet from end to end.
+
+    The footer alone can look fine while a column chunk is cut off or corrupt, so every row group
+    is decoded too (one at a time, to bound memory on large months).
+    """
+    try:
+        with pq.ParquetFile(path) as parquet:
+            for i in range(parquet.num_row_groups):
+                parquet.read_row_group(i)
+    except (OSError, pa.ArrowException) as exc:
+        raise InvalidSourceFileError(f"month {month}: {path} is not readable parquet: {exc}") from exc

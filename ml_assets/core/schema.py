@@ -1,0 +1,69 @@
+"""One schema for every month, whatever TLC's writer of the year used.
+
+TLC changes physical types between years (int64 vs int32 ids, double vs int64 codes, a
+null-typed `ehail_fee`, string vs large_string) and names pickup/dropoff columns per taxi
+type (`lpep_` green, `tpep_` yellow). Months must stack into one training window, so
+every file is cast to the canonical schema below.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+PICKUP, DROPOFF = "pickup_datetime", "dropoff_datetime"
+
+REQUIRED = {
+    PICKUP: pa.timestamp("us"),
+    DROPOFF: pa.timestamp("us"),
+    "PULocationID": pa.int32(),
+    "DOLocationID": pa.int32(),
+    "trip_distance": pa.float64(),
+}
+# Codes are nullable in TLC data; float64 keeps the nulls as NaN, which XGBoost understands.
+OPTIONAL = {
+    "VendorID": pa.float64(),
+    "store_and_fwd_flag": pa.string(),
+    "RatecodeID": pa.float64(),
+    "passenger_count": pa.float64(),
+    "fare_amount": pa.float64(),
+    "tip_amount": pa.float64(),
+    "tolls_amount": pa.float64(),
+    "total_amount": pa.float64(),
+    "payment_type": pa.float64(),
+    "trip_type": pa.float64(),
+    "congestion_surcharge": pa.float64(),
+}
+CANONICAL = pa.schema({**REQUIRED, **OPTIONAL})
+
+
+class SchemaError(ValueError):
+    """A month's file lacks what the pipeline needs, or holds values of the wrong kind."""
+
+
+def _source_name(name: str) -> str:
+    """`lpep_pickup_datetime` / `tpep_pickup_datetime` -> `pickup_datetime`."""
+    for prefix in ("lpep_", "tpep_"):
+        if name.startswith(prefix) and name[len(prefix):] in (PICKUP, DROPOFF):
+            return name[len(prefix):]
+    return name
+
+
+def unify_schema(table: pa.Table, where: str) -> pa.Table:
+    """Cast `table` to CANONICAL; `where` (month and file) goes into every error message."""
+    columns = {_source_name(name): table.column(name) for name in table.column_names}
+    missing = [name for name in REQUIRED if name not in columns]
+    if missing:
+        raise SchemaError(f"{where}: missing required column(s) {', '.join(missing)}")
+    arrays = []
+    for field in CANONICAL:
+        column = columns.get(field.name)
+        if column is None:
+            arrays.append(pa.nulls(table.num_rows, field.type))
+            continue
+        try:
+            arrays.append(pc.cast(column, field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+            raise SchemaError(
+                f"{where}: column {field.name} of type {column.type} cannot be read as {field.type}: {error}"
+            ) from error
+    return pa.Table.from_arrays(arrays, schema=CANONICAL)

@@ -1,0 +1,47 @@
+"""TLC trip files already on disk, e.g. a mirror or a shared folder, named as TLC names them."""
+from __future__ import annotations
+
+import pathlib
+from dataclasses import dataclass
+
+from ml_assets.core.months import check_month
+from ml_assets.core.sources import (
+    MonthNotPublishedError,
+    SourceUnavailableError,
+    check_parquet,
+    trip_file_name,
+)
+
+
+@dataclass(frozen=True)
+class DirectorySource:
+    path: str
+    taxi: str = "green"
+
+    def fetch(self, month: str) -> pathlib.Path:
+        """The month's file in place; nothing is copied."""
+        file = self._file(month)
+        if self.probe(month) is None:
+            raise MonthNotPublishedError(f"month {month} is not published yet: {file} does not exist")
+        check_parquet(file, month)
+        return file
+
+    def probe(self, month: str) -> dict | None:
+        """Fingerprint (size, mtime) of the month's file, or None if absent.
+
+        A missing or unreadable directory raises instead: that is a broken setup, not a month that
+        has yet to appear, and must not be mistaken for one.
+        """
+        file = self._file(month)
+        try:
+            stat = file.stat()
+        except FileNotFoundError:
+            if pathlib.Path(self.path).is_dir():
+                return None
+            raise SourceUnavailableError(f"directory {self.path} does not exist") from None
+        except OSError as exc:
+            raise SourceUnavailableError(f"cannot read {file}: {exc}") from exc
+        return {"path": str(file), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    def _file(self, month: str) -> pathlib.Path:
+        return pathlib.Path(self.path) / trip_file_name(self.taxi, check_month(month))

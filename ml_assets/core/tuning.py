@@ -1,0 +1,68 @@
+"""Optuna search over XGBoost hyperparameters, on the training window's holdout only."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ml_assets.core.features import DesignMatrices
+from ml_assets.core.training import train_booster
+
+TUNING_ROUNDS, TUNING_EARLY_STOP = 1000, 30
+
+
+def suggest_params(trial) -> dict:
+    return {
+        "max_depth": trial.suggest_int("max_depth", 3, 12),
+        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.3, log=True),
+        "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 50.0, log=True),
+        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
+        "reg_alpha": trial.suggest_float("reg_alpha", 1e-3, 10.0, log=True),
+    }
+
+
+@dataclass(frozen=True)
+class TuningResult:
+    params: dict
+    valid_rmse: float
+    best_trial: int
+    trials_run: int  # in this call
+    trials_total: int  # in the study, earlier materializations included
+
+
+def tune(data: DesignMatrices, storage_url: str, study_name: str, n_trials: int, timeout_seconds: float,
+         warm_start: dict | None = None, seed: int = 0, threads: int | None = None,
+         log: Callable[[str], None] = print) -> TuningResult:
+    """Continue (or start) the persistent study `study_name`; `warm_start` params are tried first."""
+    import optuna
+    from optuna_integration import XGBoostPruningCallback
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage_url,
+        load_if_exists=True,
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20),
+    )
+    before = len(study.trials)
+    if warm_start:
+        study.enqueue_trial(warm_start, skip_if_exists=True)
+
+    def objective(trial) -> float:
+        pruning = XGBoostPruningCallback(trial, "valid-rmse")
+        booster = train_booster(data, suggest_params(trial), TUNING_ROUNDS, TUNING_EARLY_STOP, threads, [pruning])
+        trial.set_user_attr("best_iteration", booster.best_iteration)
+        return booster.best_score
+
+    def report(study, trial) -> None:
+        value = "pruned" if trial.value is None else f"valid RMSE {trial.value:.4f}"
+        log(f"trial {trial.number} {trial.state.name.lower()}: {value}; best so far {study.best_value:.4f} "
+            f"(trial {study.best_trial.number})")
+
+    study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds, callbacks=[report])
+    best = study.best_trial
+    return TuningResult(params=best.params, valid_rmse=float(best.value), best_trial=best.number,
+                        trials_run=len(study.trials) - before, trials_total=len(study.trials))

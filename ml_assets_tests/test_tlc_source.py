@@ -1,0 +1,172 @@
+"""TlcSource against a real local HTTP server serving the TLC sample files."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+
+import pytest
+from http_server import TLC_DATA, serve_directory, tlc_server  # noqa: F401 (fixture)
+
+from ml_assets.core.sources import (
+    InvalidSourceFileError,
+    MonthNotPublishedError,
+    SourceUnavailableError,
+)
+from ml_assets.core.sources.tlc import TlcSource
+
+MONTH = "2021-01"
+NAME = f"green_tripdata_{MONTH}.parquet"
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def source(tmp_path, server, **overrides) -> TlcSource:
+    options = dict(backoff_seconds=0.01, timeout_seconds=2.0)
+    return TlcSource(cache_dir=str(tmp_path / "cache"), base_url=server.url, **(options | overrides))
+
+
+def cache_listing(tmp_path) -> list[str]:
+    cache = tmp_path / "cache"
+    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+
+
+def test_url_joins_base_and_file_name():
+    src = TlcSource(cache_dir="unused", base_url="https://example.test/trip-data/")
+    assert src.url(MONTH) == f"https://example.test/trip-data/{NAME}"
+    with pytest.raises(ValueError):
+        src.url("2021-1")
+
+
+def test_fetch_downloads_byte_identical_file(tmp_path, tlc_server):
+    path = source(tmp_path, tlc_server).fetch(MONTH)
+    assert path == tmp_path / "cache" / NAME
+    assert sha256(path) == sha256(TLC_DATA / NAME)
+    assert cache_listing(tmp_path) == [NAME]
+    assert tlc_server.count() == 1
+
+
+def test_cached_month_is_not_downloaded_again(tmp_path, tlc_server):
+    src = source(tmp_path, tlc_server)
+    src.fetch(MONTH)
+    assert src.fetch(MONTH) == tmp_path / "cache" / NAME
+    assert tlc_server.count() == 1
+
+
+def test_prefilled_cache_makes_no_request(tmp_path, tlc_server):
+    (tmp_path / "cache").mkdir()
+    shutil.copy(TLC_DATA / NAME, tmp_path / "cache" / NAME)
+    source(tmp_path, tlc_server).fetch(MONTH)
+    assert tlc_server.count() == 0
+
+
+def test_invalid_cached_file_is_downloaded_again(tmp_path, tlc_server):
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / NAME).write_bytes(b"not parquet")
+    path = source(tmp_path, tlc_server).fetch(MONTH)
+    assert sha256(path) == sha256(TLC_DATA / NAME)
+    assert tlc_server.count() == 1
+
+
+def test_transient_errors_are_retried(tmp_path, tlc_server, caplog):
+    tlc_server.script = [503, 429, 500]
+    with caplog.at_level(logging.WARNING, logger="ml_assets.sources"):
+        path = source(tmp_path, tlc_server).fetch(MONTH)
+    assert sha256(path) == sha256(TLC_DATA / NAME)
+    assert tlc_server.count() == 4
+    assert sum("retrying" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_retries_exhausted_raise_source_unavailable(tmp_path, tlc_server):
+    tlc_server.script = [503] * 3
+    src = source(tmp_path, tlc_server, retries=2)
+    with pytest.raises(SourceUnavailableError, match="HTTP 503") as info:
+        src.fetch(MONTH)
+    assert src.url(MONTH) in str(info.value)
+    assert tlc_server.count() == 3
+    assert cache_listing(tmp_path) == []
+
+
+def test_unreachable_server_raises_source_unavailable(tmp_path):
+    with serve_directory(TLC_DATA) as closed:
+        pass  # its port is now closed: connections are refused
+    with pytest.raises(SourceUnavailableError, match="after 3 attempts"):
+        source(tmp_path, closed, retries=2).fetch(MONTH)
+
+
+@pytest.mark.parametrize("script", [[], [403]], ids=["404", "403"])
+def test_missing_month_fails_at_once(tmp_path, tlc_server, script):
+    tlc_server.script = list(script)
+    month = "2021-01" if script else "2030-01"
+    with pytest.raises(MonthNotPublishedError, match=f"month {month} is not published yet at http"):
+        source(tmp_path, tlc_server).fetch(month)
+    assert tlc_server.count() == 1
+    assert cache_listing(tmp_path) == []
+
+
+@pytest.mark.parametrize("content", ["garbage", "truncated"])
+def test_invalid_download_fails_without_retry_and_leaves_no_file(tmp_path, content):
+    served = tmp_path / "served"
+    served.mkdir()
+    data = (TLC_DATA / NAME).read_bytes()
+    body = {"garbage": b"<html>Access denied</html>" * 100, "truncated": data[: len(data) * 2 // 3]}[content]
+    (served / NAME).write_bytes(body)
+    with serve_directory(served) as server:
+        with pytest.raises(InvalidSourceFileError, match=f"month {MONTH}.*{NAME}"):
+            source(tmp_path, server).fetch(MONTH)
+        assert server.count() == 1
+    assert cache_listing(tmp_path) == []
+
+
+def test_disconnect_mid_body_is_retried(tmp_path, tlc_server):
+    tlc_server.script = ["disconnect", "disconnect"]
+    path = source(tmp_path, tlc_server).fetch(MONTH)
+    assert sha256(path) == sha256(TLC_DATA / NAME)
+    assert tlc_server.count() == 3
+    assert cache_listing(tmp_path) == [NAME]
+
+
+def test_timeout_is_retried(tmp_path, tlc_server):
+    tlc_server.script = ["hang"]
+    path = source(tmp_path, tlc_server, timeout_seconds=0.2).fetch(MONTH)
+    assert sha256(path) == sha256(TLC_DATA / NAME)
+    assert tlc_server.count() == 2
+
+
+def test_probe_fingerprints_published_month(tmp_path, tlc_server):
+    src = source(tmp_path, tlc_server)
+    fingerprint = src.probe(MONTH)
+    assert fingerprint["url"] == src.url(MONTH)
+    assert fingerprint["size"] == (TLC_DATA / NAME).stat().st_size
+    assert fingerprint["etag"] and fingerprint["last_modified"]
+    assert [r.method for r in tlc_server.requests] == ["HEAD"]
+    assert src.probe("2021-02")["etag"] != fingerprint["etag"]
+
+
+def test_probe_missing_month_is_none(tmp_path, tlc_server):
+    assert source(tmp_path, tlc_server).probe("2030-01") is None
+    tlc_server.script = [403]
+    assert source(tmp_path, tlc_server).probe(MONTH) is None
+    assert tlc_server.count() == 2
+
+
+def test_probe_retries_then_raises_source_unavailable(tmp_path, tlc_server):
+    tlc_server.script = [503, "hang"]
+    assert source(tmp_path, tlc_server, timeout_seconds=0.2).probe(MONTH) is not None
+    tlc_server.script = [502] * 3
+    with pytest.raises(SourceUnavailableError, match="HTTP 502"):
+        source(tmp_path, tlc_server, retries=2).probe(MONTH)
+    assert tlc_server.count() == 6
+
+
+def test_probe_falls_back_to_range_get_without_head(tmp_path, tlc_server):
+    src = source(tmp_path, tlc_server)
+    expected = src.probe(MONTH)
+    tlc_server.allow_head = False
+    assert src.probe(MONTH) == expected
+    fallback = tlc_server.requests[-1]
+    assert [r.method for r in tlc_server.requests] == ["HEAD", "HEAD", "GET"]
+    assert fallback.headers["Range"] == "bytes=0-0"
+    assert src.probe("2030-01") is None
