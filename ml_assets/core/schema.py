@@ -48,12 +48,16 @@ def _source_name(name: str) -> str:
     return name
 
 
-def unify_schema(table: pa.Table, where: str) -> pa.Table:
-    """Cast `table` to CANONICAL; `where` (month and file) goes into every error message."""
-    columns = {_source_name(name): table.column(name) for name in table.column_names}
-    missing = [name for name in REQUIRED if name not in columns]
+def check_required_columns(schema: pa.Schema, where: str) -> None:
+    missing = sorted(set(REQUIRED) - {_source_name(name) for name in schema.names})
     if missing:
         raise SchemaError(f"{where}: missing required column(s) {', '.join(missing)}")
+
+
+def unify_schema(table: pa.Table, where: str) -> pa.Table:
+    """Cast `table` to CANONICAL; `where` (month and file) goes into every error message."""
+    check_required_columns(table.schema, where)
+    columns = {_source_name(name): table.column(name) for name in table.column_names}
     arrays = []
     for field in CANONICAL:
         column = columns.get(field.name)

@@ -1,0 +1,49 @@
+"""The training window for month M: fitted on the months before M, tested on M."""
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetIn, Config, asset
+from pydantic import Field
+
+from ml_assets.core.features import SPLIT, build_features
+from ml_assets.partitions import TRAINING_MONTHS, monthly_partitions, training_window
+
+
+class FeatureConfig(Config):
+    feature_set: str = Field(default="rich", description="rich (default) or course (PU_DO + trip_distance)")
+    holdout_fraction: float = Field(default=0.15, description="share of training rows held out for early stopping and tuning")
+    seed: int = 0
+
+
+class MissingTrainingMonthsError(ValueError):
+    """Month M has no earlier month to train on."""
+
+
+@asset(
+    partitions_def=monthly_partitions,
+    ins={"cleaned_trips": AssetIn(partition_mapping=training_window)},
+    group_name="features",
+    kinds={"pandas"},
+)
+def trip_features(context: AssetExecutionContext, config: FeatureConfig,
+                  cleaned_trips: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Model inputs for the months before M (train + holdout) and for M (test), as one frame with a `split`."""
+    month = context.partition_key
+    training = {key: trips for key, trips in cleaned_trips.items() if key != month}
+    if not training:
+        raise MissingTrainingMonthsError(
+            f"trip_features for {month} needs at least one earlier month of cleaned_trips to train on "
+            f"(up to {TRAINING_MONTHS} months before {month}), and none exists before the first partition "
+            f"{monthly_partitions.get_first_partition_key()}; materialize a later month, or set "
+            f"ML_ASSETS_START_MONTH earlier"
+        )
+    frame = build_features(training, cleaned_trips[month], month, config.feature_set,
+                           config.holdout_fraction, config.seed)
+    rows = frame[SPLIT].value_counts()
+    context.add_output_metadata({
+        "feature_set": config.feature_set,
+        "training_months": ", ".join(sorted(training)),
+        "test_month": month,
+        **{f"{split}_rows": int(count) for split, count in rows.items()},
+        "features": ", ".join(c for c in frame.columns if c not in ("duration", SPLIT)),
+    })
+    return frame

@@ -1,0 +1,107 @@
+"""Tune XGBoost with optuna, then train and evaluate the month's model, tracked in MLflow."""
+
+import os
+from typing import Optional
+
+import pandas as pd
+from dagster import AssetExecutionContext, Config, MetadataValue, asset
+from pydantic import Field
+
+from ml_assets.core.features import TEST, design_matrices
+from ml_assets.core.months import shift_month
+from ml_assets.partitions import monthly_partitions
+from ml_assets.resources import OptunaStorage
+
+
+class TuningConfig(Config):
+    n_trials: int = Field(default=25, description="trial budget per materialization")
+    timeout_seconds: float = Field(default=40.0, description="time budget per materialization")
+    seed: int = 0
+
+
+class TrainingConfig(Config):
+    num_boost_round: int = 2000
+    early_stopping_rounds: int = 50
+
+
+def _threads() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def _previous_best(optuna_storage: OptunaStorage, feature_set: str, month: str) -> Optional[dict]:
+    """The previous month's best params, to try first (warm start); None if that study does not exist."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=optuna_storage.study_name(feature_set, shift_month(month, -1)),
+                                  storage=optuna_storage.url)
+        return study.best_params
+    except (KeyError, ValueError):  # no such study, or no finished trial in it
+        return None
+
+
+@asset(partitions_def=monthly_partitions, group_name="training", kinds={"optuna"}, io_manager_key="json_io_manager")
+def best_params(context: AssetExecutionContext, config: TuningConfig, optuna_storage: OptunaStorage,
+                trip_features: pd.DataFrame) -> dict:
+    """Best XGBoost hyperparameters for the month, from a persistent optuna study (TPE + pruning)."""
+    from ml_assets.core.tuning import tune
+
+    month, feature_set = context.partition_key, trip_features.attrs["feature_set"]
+    warm_start = _previous_best(optuna_storage, feature_set, month)
+    result = tune(design_matrices(trip_features), optuna_storage.url, optuna_storage.study_name(feature_set, month),
+                  config.n_trials, config.timeout_seconds, warm_start=warm_start, seed=config.seed,
+                  threads=_threads(), log=context.log.info)
+    context.add_output_metadata({
+        "valid_rmse": result.valid_rmse,
+        "trials_run": result.trials_run,
+        "trials_total": result.trials_total,
+        "best_trial": result.best_trial,
+        "warm_start": MetadataValue.json(warm_start or {}),
+        "study": optuna_storage.study_name(feature_set, month),
+        "params": MetadataValue.json(result.params),
+    })
+    return result.params
+
+
+@asset(partitions_def=monthly_partitions, group_name="training", kinds={"xgboost", "mlflow"},
+       io_manager_key="model_io_manager", required_resource_keys={"mlflow"})
+def trained_model(context: AssetExecutionContext, config: TrainingConfig, trip_features: pd.DataFrame,
+                  best_params: dict):
+    """XGBoost with the best params and early stopping on the holdout, evaluated on month M."""
+    import mlflow
+
+    from ml_assets.core.tracking import log_trained_model
+    from ml_assets.core.training import baseline_rmse, predict, regression_metrics, train_booster
+
+    month = context.partition_key
+    try:
+        data = design_matrices(trip_features)
+        booster = train_booster(data, best_params, config.num_boost_round, config.early_stopping_rounds, _threads())
+        metrics = {**regression_metrics(data.y[TEST], predict(booster, data.X[TEST])),
+                   "baseline_rmse": baseline_rmse(trip_features)}
+        tracked = log_trained_model(
+            run_name=f"trained_model {month}",
+            params={**best_params, **config.model_dump(), "feature_set": data.encoder["feature_set"]},
+            metrics={**metrics, "best_iteration": booster.best_iteration},
+            tags={"partition": month, "training_months": ",".join(trip_features.attrs["training_months"])},
+            booster=booster, encoder=data.encoder, input_example=data.X[TEST][:5],
+        )
+        mlflow.end_run()
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    context.add_output_metadata({
+        "rmse": metrics["rmse"],
+        "baseline_rmse": metrics["baseline_rmse"],
+        "mae": metrics["mae"],
+        "train_rows": int(data.y["train"].size),
+        "valid_rows": int(data.y["valid"].size),
+        "test_rows": int(data.y[TEST].size),
+        "feature_count": int(data.X[TEST].shape[1]),
+        "best_iteration": booster.best_iteration,
+        "mlflow_run_id": tracked["run_id"],
+        "mlflow_model_uri": tracked["model_uri"],
+        "registered_model": tracked["registered_model"],
+        "model_version": tracked["model_version"],
+    })
+    return booster

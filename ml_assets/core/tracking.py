@@ -1,0 +1,38 @@
+"""MLflow bookkeeping for one trained model: params, metrics, model, encoder, registry."""
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+REGISTERED_MODEL = "trip_duration_xgboost"
+
+
+def ensure_experiment(tracking_uri: str | None, name: str) -> None:
+    """Create `name` with its artifacts beside a local sqlite store (not in the working directory)."""
+    import mlflow
+
+    if not tracking_uri or not tracking_uri.startswith("sqlite:///"):
+        return
+    client = mlflow.MlflowClient(tracking_uri)
+    if client.get_experiment_by_name(name) is None:
+        database = Path(urlparse(tracking_uri).path)
+        client.create_experiment(name, artifact_location=(database.parent / "mlartifacts").as_uri())
+
+
+def log_trained_model(*, run_name: str, params: dict, metrics: dict, tags: dict,
+                      booster, encoder: dict, input_example, registered_model: str = REGISTERED_MODEL) -> dict:
+    """Log into the active run (dagster-mlflow starts it) and register a new model version."""
+    import mlflow
+    import mlflow.xgboost
+    from mlflow.models import infer_signature
+
+    mlflow.set_tags({"mlflow.runName": run_name, **tags})
+    mlflow.log_params(params)
+    mlflow.log_metrics(metrics)
+    mlflow.log_dict(encoder, "encoder.json")
+    signature = infer_signature(input_example, booster.inplace_predict(input_example))
+    info = mlflow.xgboost.log_model(booster, name="model", signature=signature, model_format="ubj",
+                                    registered_model_name=registered_model)
+    run_id = mlflow.active_run().info.run_id
+    return {"run_id": run_id, "model_uri": info.model_uri, "model_version": str(info.registered_model_version),
+            "registered_model": registered_model}

@@ -1,0 +1,20 @@
+"""Monthly partitions keyed `YYYY-MM` (as in TLC's file names) and the training window."""
+from __future__ import annotations
+
+import os
+
+from dagster import MonthlyPartitionsDefinition, TimeWindowPartitionMapping
+
+from ml_assets.core.months import check_month
+from ml_assets.settings import env_int
+
+START_MONTH = check_month(os.environ.get("ML_ASSETS_START_MONTH") or "2021-01")
+TRAINING_MONTHS = env_int("ML_ASSETS_TRAINING_MONTHS", 3)
+
+monthly_partitions = MonthlyPartitionsDefinition(start_date=START_MONTH, fmt="%Y-%m")
+
+# Features for month M read the TRAINING_MONTHS months before M plus M itself (the test month).
+# Months before the first partition are skipped, so early months train on what exists.
+training_window = TimeWindowPartitionMapping(
+    start_offset=-TRAINING_MONTHS, end_offset=0, allow_nonexistent_upstream_partitions=True
+)

@@ -1,0 +1,27 @@
+"""Defaults that follow the environment, so one `export` reconfigures the whole project."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagster import EnvVar
+
+
+def dagster_home() -> Path:
+    """Where this project keeps its state when nothing else is configured."""
+    return Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").resolve()
+
+
+def env_or(name: str, default):
+    """`EnvVar(name)` when the variable is set (resolved at run time, shown in the UI), else `default`."""
+    return EnvVar(name) if os.environ.get(name) else default
+
+
+def env_source(name: str, default: str):
+    """The same for old-style (`StringSource`) config such as dagster-mlflow's."""
+    return {"env": name} if os.environ.get(name) else default
+
+
+def env_int(name: str, default: int) -> int:
+    """For the few settings the asset graph's shape depends on, read once at load time."""
+    return int(os.environ.get(name) or default)
