@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 
 from ml_assets.core.storage import atomic_path, read_json, write_json, write_table
-from ml_assets.settings import dagster_home
+from ml_assets.settings import state_dir
 
 
 class NotMaterializedError(FileNotFoundError):
@@ -22,7 +22,7 @@ class NotMaterializedError(FileNotFoundError):
 
 
 class _FileIOManager(ConfigurableIOManager):
-    root: str = str(dagster_home() / "storage")
+    root: str = str(state_dir() / "assets")
 
     suffix: typing.ClassVar[str]
 

@@ -7,7 +7,7 @@ from dagster import ConfigurableResource, InitResourceContext, resource
 from dagster_mlflow import mlflow_tracking
 from pydantic import Field
 
-from ml_assets.settings import dagster_home, env_source
+from ml_assets.settings import state_dir, env_source
 
 
 class TripSource(ConfigurableResource):
@@ -16,7 +16,7 @@ class TripSource(ConfigurableResource):
     source: str = Field(default="synthetic", description="synthetic | tlc | path of a directory of TLC files")
     taxi: str = Field(default="green", description="TLC taxi type: green or yellow")
     tlc_url: str = Field(default="https://d37ci6vzurychx.cloudfront.net/trip-data", description="TLC base URL")
-    cache_dir: str = Field(default=str(dagster_home() / "downloads"), description="downloaded/generated files")
+    cache_dir: str = Field(default=str(state_dir() / "downloads"), description="downloaded/generated files")
     synthetic_seed: int = 0
     synthetic_rows: int = 60_000
     synthetic_published_through: Optional[str] = Field(
@@ -52,7 +52,7 @@ class TripSource(ConfigurableResource):
 class OptunaStorage(ConfigurableResource):
     """RDB storage for optuna studies, so re-materializing a month continues its study."""
 
-    url: str = Field(default=f"sqlite:///{dagster_home() / 'optuna.db'}", description="optuna RDB storage URL")
+    url: str = Field(default=f"sqlite:///{state_dir() / 'optuna.db'}", description="optuna RDB storage URL")
     study_prefix: str = "trip_duration"
 
     def study_name(self, feature_set: str, month: str) -> str:
@@ -60,7 +60,7 @@ class OptunaStorage(ConfigurableResource):
 
 
 def default_tracking_uri() -> str:
-    return f"sqlite:///{dagster_home() / 'mlflow.db'}"
+    return f"sqlite:///{state_dir() / 'mlflow.db'}"
 
 
 @resource(config_schema=mlflow_tracking.config_schema, description=mlflow_tracking.description)

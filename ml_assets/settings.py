@@ -7,9 +7,9 @@ from pathlib import Path
 from dagster import EnvVar
 
 
-def dagster_home() -> Path:
-    """Where this project keeps its state when nothing else is configured."""
-    return Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").resolve()
+def state_dir() -> Path:
+    """Where this project keeps its files when nothing else is configured: beside Dagster's own."""
+    return Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").resolve() / "ml_assets"
 
 
 def env_or(name: str, default):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import urlparse
 
 REGISTERED_MODEL = "trip_duration_xgboost"
 
@@ -11,11 +10,12 @@ def ensure_experiment(tracking_uri: str | None, name: str) -> None:
     """Create `name` with its artifacts beside a local sqlite store (not in the working directory)."""
     import mlflow
 
-    if not tracking_uri or not tracking_uri.startswith("sqlite:///"):
+    prefix = "sqlite:///"
+    if not tracking_uri or not tracking_uri.startswith(prefix):
         return
     client = mlflow.MlflowClient(tracking_uri)
     if client.get_experiment_by_name(name) is None:
-        database = Path(urlparse(tracking_uri).path)
+        database = Path(tracking_uri[len(prefix):]).resolve()
         client.create_experiment(name, artifact_location=(database.parent / "mlartifacts").as_uri())
 
 
