@@ -1,29 +1,32 @@
 """The code location: every asset, resource and automation of ml_assets."""
-from __future__ import annotations
-
 from dagster import Definitions, load_assets_from_modules
 
 from ml_assets.assets import features, ingestion, training
 from ml_assets.io_managers import JsonIOManager, ParquetIOManager, XGBoostModelIOManager
-from ml_assets.resources import OptunaStorage, TripSource, mlflow_resource
-from ml_assets.settings import state_dir, env_or
+from ml_assets.resources import DEFAULT_TLC_URL, OptunaStorage, TripSource, mlflow_resource
+from ml_assets.settings import env_or, state_dir
 
-storage_root = env_or("ML_ASSETS_STORAGE_ROOT", str(state_dir() / "assets"))
 
-defs = Definitions(
-    assets=load_assets_from_modules([ingestion, features, training]),
-    resources={
+def build_resources() -> dict:
+    """Resources configured from the environment (see the README's table of variables)."""
+    state = state_dir()
+    storage_root = env_or("ML_ASSETS_STORAGE_ROOT", str(state / "assets"))
+    return {
         "trip_source": TripSource(
             source=env_or("ML_ASSETS_SOURCE", "synthetic"),
             taxi=env_or("ML_ASSETS_TAXI", "green"),
-            tlc_url=env_or("ML_ASSETS_TLC_URL", "https://d37ci6vzurychx.cloudfront.net/trip-data"),
-            cache_dir=env_or("ML_ASSETS_CACHE_DIR", str(state_dir() / "downloads")),
+            tlc_url=env_or("ML_ASSETS_TLC_URL", DEFAULT_TLC_URL),
+            cache_dir=env_or("ML_ASSETS_CACHE_DIR", str(state / "downloads")),
             synthetic_published_through=env_or("ML_ASSETS_SYNTHETIC_PUBLISHED_THROUGH", None),
         ),
-        "optuna_storage": OptunaStorage(url=env_or("ML_ASSETS_OPTUNA_STORAGE", f"sqlite:///{state_dir() / 'optuna.db'}")),
+        "optuna_storage": OptunaStorage(url=env_or("ML_ASSETS_OPTUNA_STORAGE", f"sqlite:///{state / 'optuna.db'}")),
         "mlflow": mlflow_resource(),
         "io_manager": ParquetIOManager(root=storage_root),
         "json_io_manager": JsonIOManager(root=storage_root),
         "model_io_manager": XGBoostModelIOManager(root=storage_root),
-    },
-)
+    }
+
+
+all_assets = load_assets_from_modules([ingestion, features, training])
+
+defs = Definitions(assets=all_assets, resources=build_resources())

@@ -14,7 +14,6 @@ import pyarrow.parquet as pq
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 
 from ml_assets.core.storage import atomic_path, read_json, write_json, write_table
-from ml_assets.settings import state_dir
 
 
 class NotMaterializedError(FileNotFoundError):
@@ -22,7 +21,7 @@ class NotMaterializedError(FileNotFoundError):
 
 
 class _FileIOManager(ConfigurableIOManager):
-    root: str = str(state_dir() / "assets")
+    root: str
 
     suffix: typing.ClassVar[str]
 

@@ -7,7 +7,8 @@ from dagster import ConfigurableResource, InitResourceContext, resource
 from dagster_mlflow import mlflow_tracking
 from pydantic import Field
 
-from ml_assets.settings import state_dir, env_source
+from ml_assets.core.sources.tlc import DEFAULT_TLC_URL
+from ml_assets.settings import env_source, state_dir
 
 
 class TripSource(ConfigurableResource):
@@ -15,8 +16,8 @@ class TripSource(ConfigurableResource):
 
     source: str = Field(default="synthetic", description="synthetic | tlc | path of a directory of TLC files")
     taxi: str = Field(default="green", description="TLC taxi type: green or yellow")
-    tlc_url: str = Field(default="https://d37ci6vzurychx.cloudfront.net/trip-data", description="TLC base URL")
-    cache_dir: str = Field(default=str(state_dir() / "downloads"), description="downloaded/generated files")
+    tlc_url: str = Field(default=DEFAULT_TLC_URL, description="TLC base URL")
+    cache_dir: str = Field(description="where downloaded and generated month files are kept")
     synthetic_seed: int = 0
     synthetic_rows: int = 60_000
     synthetic_published_through: Optional[str] = Field(
@@ -52,7 +53,7 @@ class TripSource(ConfigurableResource):
 class OptunaStorage(ConfigurableResource):
     """RDB storage for optuna studies, so re-materializing a month continues its study."""
 
-    url: str = Field(default=f"sqlite:///{state_dir() / 'optuna.db'}", description="optuna RDB storage URL")
+    url: str = Field(description="optuna RDB storage URL, e.g. sqlite:///path/optuna.db")
     study_prefix: str = "trip_duration"
 
     def study_name(self, feature_set: str, month: str) -> str:

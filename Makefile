@@ -1,0 +1,36 @@
+# Two commands on a fresh machine: `make run` (the pipeline, end to end) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+MONTH ?= 2021-02
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export MLFLOW_DISABLE_TELEMETRY ?= true
+
+.PHONY: install run test dev bench clean
+
+$(BIN)/.installed: pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+run: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m ml_assets.quickstart $(MONTH)
+
+test: install
+	$(BIN)/python -m pytest
+
+dev: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev
+
+bench: install
+	$(BIN)/python -m benchmarks.run
+
+clean:
+	rm -rf $(DAGSTER_HOME)

@@ -1,0 +1,63 @@
+"""Cleaning and schema unification on real TLC files (../shared/data/nyc-tlc)."""
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import TLC_DATA
+from ml_assets.core.cleaning import EmptyMonthError, clean_trips
+from ml_assets.core.schema import CANONICAL, SchemaError, unify_schema
+
+
+def real(month: str) -> pa.Table:
+    return pq.read_table(TLC_DATA / f"green_tripdata_{month}.parquet")
+
+
+@pytest.mark.parametrize("month, course_rows, kept", [("2021-01", 73_908, 73_906), ("2021-02", 61_921, 61_920)])
+def test_course_months_keep_the_course_rows_minus_out_of_month_pickups(month, course_rows, kept):
+    cleaned = clean_trips(real(month), month, month)
+    assert len(cleaned.trips) == kept
+    assert cleaned.dropped_rows == cleaned.raw_rows - kept == sum(cleaned.dropped.values())
+    # The course notebook's duration filter alone (no month filter) keeps `course_rows`.
+    raw = real(month).to_pandas()
+    minutes = (raw.lpep_dropoff_datetime - raw.lpep_pickup_datetime).dt.total_seconds() / 60
+    assert minutes.between(1, 60).sum() == course_rows
+    start = pd.Timestamp(month + "-01")
+    assert cleaned.trips["pickup_datetime"].between(start, start + pd.offsets.MonthBegin(1), inclusive="left").all()
+    assert cleaned.trips["duration"].between(1, 60).all()
+    assert cleaned.trips["PULocationID"].dtype == "category"
+
+
+def test_months_of_different_years_unify_to_one_schema():
+    old, new = real("2021-01"), real("2023-03")
+    assert old.schema.field("PULocationID").type != new.schema.field("PULocationID").type  # real drift
+    assert old.schema.field("ehail_fee").type == pa.null()
+    for table, where in ((old, "2021-01"), (new, "2023-03")):
+        assert unify_schema(table, where).schema == CANONICAL
+    frames = [clean_trips(real(m), m, m).trips for m in ("2021-01", "2022-02", "2023-03")]
+    stacked = pd.concat(frames, ignore_index=True)
+    assert len(stacked) == sum(map(len, frames))
+    assert stacked["trip_distance"].dtype == "float64"
+    assert stacked["RatecodeID"].dtype == "float64"
+
+
+def test_missing_required_column_names_month_file_and_column():
+    table = real("2021-01").drop(["trip_distance"])
+    with pytest.raises(SchemaError, match=r"2021-01 \(x\.parquet\): missing required column\(s\) trip_distance"):
+        clean_trips(table, "2021-01", "2021-01 (x.parquet)")
+
+
+def test_uncastable_column_is_a_schema_error():
+    table = real("2021-01")
+    table = table.set_column(table.schema.get_field_index("trip_distance"), "trip_distance",
+                             pa.array(["far"] * table.num_rows))
+    with pytest.raises(SchemaError, match="trip_distance of type string"):
+        unify_schema(table, "2021-01")
+
+
+def test_empty_month_and_month_with_nothing_left_fail_clearly():
+    table = real("2021-01")
+    with pytest.raises(EmptyMonthError, match="has no trips"):
+        clean_trips(table.slice(0, 0), "2021-01", "2021-01")
+    with pytest.raises(EmptyMonthError, match="no trips left after cleaning"):
+        clean_trips(table, "2021-05", "2021-05")  # every pickup is outside May

@@ -1,0 +1,79 @@
+"""Features, training and tuning as plain functions, on real TLC months."""
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import TLC_DATA
+from ml_assets.core.cleaning import clean_trips
+from ml_assets.core.features import SPLIT, TEST, TRAIN, VALID, build_features, design_matrices
+from ml_assets.core.training import (baseline_rmse, load_booster, model_bytes, predict, regression_metrics,
+                                     train_booster)
+from ml_assets.core.tuning import tune
+
+
+@pytest.fixture(scope="module")
+def months():
+    return {m: clean_trips(pq.read_table(TLC_DATA / f"green_tripdata_{m}.parquet"), m, m).trips
+            for m in ("2021-01", "2021-02")}
+
+
+@pytest.fixture(scope="module")
+def rich(months):
+    return build_features({"2021-01": months["2021-01"]}, months["2021-02"], "2021-02")
+
+
+def test_splits_keep_the_test_month_apart(months, rich):
+    counts = rich[SPLIT].value_counts()
+    assert counts[TEST] == len(months["2021-02"])
+    assert counts[TRAIN] + counts[VALID] == len(months["2021-01"])
+    assert 0.1 < counts[VALID] / (counts[TRAIN] + counts[VALID]) < 0.2
+    assert rich.attrs == {"feature_set": "rich", "training_months": ["2021-01"], "test_month": "2021-02"}
+
+
+def test_zone_categories_come_from_training_months_only(months):
+    train = months["2021-01"]
+    unseen = train["PULocationID"].iloc[0]
+    kept = train[train["PULocationID"] != unseen]
+    frame = build_features({"2021-01": kept}, months["2021-02"], "2021-02")
+    assert unseen not in frame["PULocationID"].cat.categories
+    tested = frame[frame[SPLIT] == TEST]
+    seen = set(kept["PULocationID"].astype(int))
+    unseen_in_test = ~months["2021-02"]["PULocationID"].astype(int).isin(seen)
+    assert tested["PULocationID"].isna().sum() == unseen_in_test.sum()
+    assert (months["2021-02"]["PULocationID"] == unseen).sum() > 0
+
+
+def test_course_features_reproduce_the_course_linear_regression(months):
+    course = build_features({"2021-01": months["2021-01"]}, months["2021-02"], "2021-02", feature_set="course")
+    assert baseline_rmse(course) == pytest.approx(7.76, abs=0.02)
+    data = design_matrices(course)
+    assert data.X[TEST].shape[1] == len(data.encoder["vocabulary"])
+    assert "trip_distance" in data.encoder["vocabulary"]
+
+
+def test_trained_model_beats_baseline_and_round_trips(rich):
+    data = design_matrices(rich)
+    booster = train_booster(data, {"max_depth": 6, "learning_rate": 0.3}, num_boost_round=200, early_stopping_rounds=10)
+    predicted = predict(booster, data.X[TEST])
+    assert regression_metrics(data.y[TEST], predicted)["rmse"] < baseline_rmse(rich) - 1.0
+    again = load_booster(model_bytes(booster))
+    np.testing.assert_allclose(predict(again, data.X[TEST]), predicted, rtol=1e-6)
+
+
+def test_study_continues_and_tries_the_warm_start_first(tmp_path, rich):
+    sample = rich.sample(8_000, random_state=0)
+    sample.attrs = rich.attrs
+    data = design_matrices(sample)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    warm = {"max_depth": 5, "learning_rate": 0.2, "min_child_weight": 2.0, "subsample": 0.9,
+            "colsample_bytree": 0.9, "reg_lambda": 1.0, "reg_alpha": 0.01}
+    logged = []
+    first = tune(data, storage, "s", n_trials=2, timeout_seconds=60, warm_start=warm, log=logged.append)
+    assert (first.trials_run, first.trials_total) == (2, 2)
+    import optuna
+
+    assert optuna.load_study(study_name="s", storage=storage).trials[0].params == warm
+    second = tune(data, storage, "s", n_trials=2, timeout_seconds=60, warm_start=warm)
+    assert (second.trials_run, second.trials_total) == (2, 4)  # continued, warm start not repeated
+    assert second.valid_rmse <= first.valid_rmse
+    assert len(logged) == 2 and logged[0].startswith("trial 0 complete: valid RMSE")
