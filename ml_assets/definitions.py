@@ -4,6 +4,8 @@ from dagster import Definitions, load_assets_from_modules
 from ml_assets.assets import features, ingestion, training
 from ml_assets.io_managers import JsonIOManager, ParquetIOManager, XGBoostModelIOManager
 from ml_assets.resources import DEFAULT_TLC_URL, OptunaStorage, TripSource, mlflow_resource
+from ml_assets.schedules import monthly_retrain_schedule, retrain_month_job
+from ml_assets.sensors import ingest_month_job, new_month_sensor, training_automation_sensor
 from ml_assets.settings import env_or, state_dir
 
 
@@ -17,6 +19,7 @@ def build_resources() -> dict:
             taxi=env_or("ML_ASSETS_TAXI", "green"),
             tlc_url=env_or("ML_ASSETS_TLC_URL", DEFAULT_TLC_URL),
             cache_dir=env_or("ML_ASSETS_CACHE_DIR", str(state / "downloads")),
+            synthetic_rows=env_or("ML_ASSETS_SYNTHETIC_ROWS", 60_000),
             synthetic_published_through=env_or("ML_ASSETS_SYNTHETIC_PUBLISHED_THROUGH", None),
         ),
         "optuna_storage": OptunaStorage(url=env_or("ML_ASSETS_OPTUNA_STORAGE", f"sqlite:///{state / 'optuna.db'}")),
@@ -29,4 +32,10 @@ def build_resources() -> dict:
 
 all_assets = load_assets_from_modules([ingestion, features, training])
 
-defs = Definitions(assets=all_assets, resources=build_resources())
+defs = Definitions(
+    assets=all_assets,
+    resources=build_resources(),
+    jobs=[ingest_month_job, retrain_month_job],
+    sensors=[new_month_sensor, training_automation_sensor],
+    schedules=[monthly_retrain_schedule],
+)

@@ -66,14 +66,24 @@ def default_tracking_uri() -> str:
 
 @resource(config_schema=mlflow_tracking.config_schema, description=mlflow_tracking.description)
 def mlflow_tracking_resource(context: InitResourceContext):
-    """dagster-mlflow's `mlflow_tracking`, with local artifacts beside a sqlite tracking store.
+    """dagster-mlflow's `mlflow_tracking`, with two fixes for asset jobs.
 
-    MLflow would otherwise put artifacts in `./mlruns` of whatever directory the run starts in.
+    - Artifacts go beside a sqlite tracking store, not into `./mlruns` of whatever directory
+      the run starts in.
+    - `mlflow_tracking` starts an MLflow run as soon as it is initialized, which the in-process
+      executor does for every step of a run. A run that never reaches `trained_model` leaves
+      that MLflow run empty: it is deleted at teardown, so each MLflow run is one trained model.
     """
-    from ml_assets.core.tracking import ensure_experiment
+    from ml_assets.core.tracking import discard_unused_run, ensure_experiment
 
     ensure_experiment(context.resource_config.get("mlflow_tracking_uri"), context.resource_config["experiment_name"])
-    return mlflow_tracking.resource_fn(context)
+    generator = mlflow_tracking.resource_fn(context)
+    tracking = next(generator)
+    try:
+        yield tracking
+    finally:
+        discard_unused_run(tracking.mlflow_run_id)
+        generator.close()
 
 
 def mlflow_resource():

@@ -14,7 +14,9 @@ def state_dir() -> Path:
 
 def env_or(name: str, default):
     """`EnvVar(name)` when the variable is set (resolved at run time, shown in the UI), else `default`."""
-    return EnvVar(name) if os.environ.get(name) else default
+    if not os.environ.get(name):
+        return default
+    return EnvVar.int(name) if isinstance(default, int) else EnvVar(name)
 
 
 def env_source(name: str, default: str):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TLC_DATA = ROOT.parent / "shared" / "data" / "nyc-tlc"
+from http_server import TLC_DATA, tlc_server  # noqa: E402,F401  (fixture for every test module)
 
 # Small budgets: tests check behaviour, benchmarks check model quality and speed.
 FAST_CONFIG = {

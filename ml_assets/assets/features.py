@@ -6,6 +6,7 @@ from pydantic import Field
 
 from ml_assets.core.features import SPLIT, build_features
 from ml_assets.partitions import TRAINING_MONTHS, monthly_partitions, training_window
+from ml_assets.sensors import EAGER_ALL_MONTHS
 
 
 class FeatureConfig(Config):
@@ -23,6 +24,7 @@ class MissingTrainingMonthsError(ValueError):
     ins={"cleaned_trips": AssetIn(partition_mapping=training_window)},
     group_name="features",
     kinds={"pandas"},
+    automation_condition=EAGER_ALL_MONTHS,
 )
 def trip_features(context: AssetExecutionContext, config: FeatureConfig,
                   cleaned_trips: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -11,6 +11,7 @@ from ml_assets.core.features import TEST, design_matrices
 from ml_assets.core.months import shift_month
 from ml_assets.partitions import monthly_partitions
 from ml_assets.resources import OptunaStorage
+from ml_assets.sensors import EAGER_ALL_MONTHS
 
 
 class TuningConfig(Config):
@@ -40,7 +41,8 @@ def _previous_best(optuna_storage: OptunaStorage, feature_set: str, month: str) 
         return None
 
 
-@asset(partitions_def=monthly_partitions, group_name="training", kinds={"optuna"}, io_manager_key="json_io_manager")
+@asset(partitions_def=monthly_partitions, group_name="training", kinds={"optuna"}, io_manager_key="json_io_manager",
+       automation_condition=EAGER_ALL_MONTHS)
 def best_params(context: AssetExecutionContext, config: TuningConfig, optuna_storage: OptunaStorage,
                 trip_features: pd.DataFrame) -> dict:
     """Best XGBoost hyperparameters for the month, from a persistent optuna study (TPE + pruning)."""
@@ -64,7 +66,8 @@ def best_params(context: AssetExecutionContext, config: TuningConfig, optuna_sto
 
 
 @asset(partitions_def=monthly_partitions, group_name="training", kinds={"xgboost", "mlflow"},
-       io_manager_key="model_io_manager", required_resource_keys={"mlflow"})
+       io_manager_key="model_io_manager", required_resource_keys={"mlflow"},
+       automation_condition=EAGER_ALL_MONTHS)
 def trained_model(context: AssetExecutionContext, config: TrainingConfig, trip_features: pd.DataFrame,
                   best_params: dict):
     """XGBoost with the best params and early stopping on the holdout, evaluated on month M."""

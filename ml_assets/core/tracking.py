@@ -19,6 +19,18 @@ def ensure_experiment(tracking_uri: str | None, name: str) -> None:
         client.create_experiment(name, artifact_location=(database.parent / "mlartifacts").as_uri())
 
 
+def discard_unused_run(run_id: str) -> None:
+    """End the active run; delete it if nothing was logged into it."""
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.end_run()
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    if not run.data.metrics and not run.data.params:
+        client.delete_run(run_id)
+
+
 def log_trained_model(*, run_name: str, params: dict, metrics: dict, tags: dict,
                       booster, encoder: dict, input_example, registered_model: str = REGISTERED_MODEL) -> dict:
     """Log into the active run (dagster-mlflow starts it) and register a new model version."""

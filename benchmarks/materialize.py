@@ -1,0 +1,58 @@
+"""Child process: materialize months in-process with default config, as `make run` does.
+
+Writes, per month, the trained_model and best_params metadata and the step times of the
+month's run, and the process's peak memory, as JSON to `--out`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+from dagster import AssetKey, DagsterInstance
+
+from benchmarks.harness import step_seconds
+from ml_assets.quickstart import run
+
+
+def _metadata(instance: DagsterInstance, asset: str) -> tuple[str, dict]:
+    """The latest materialization's run id and its metadata values."""
+    event = instance.get_latest_materialization_event(AssetKey(asset))
+    return event.run_id, {key: value.value for key, value in event.asset_materialization.metadata.items()}
+
+
+def materialize(month: str, instance: DagsterInstance) -> dict:
+    start = time.perf_counter()
+    model = run(month, instance)
+    seconds = time.perf_counter() - start
+    run_id, params = _metadata(instance, "best_params")
+    return {
+        "seconds": seconds,  # earlier months' ingestion included, when it was needed
+        "steps": step_seconds(instance, run_id),
+        "rmse": model["rmse"],
+        "baseline_rmse": model["baseline_rmse"],
+        "trials_run": params["trials_run"],
+        "valid_rmse": params["valid_rmse"],
+    }
+
+
+def peak_rss_mib() -> dict[str, float]:
+    """ru_maxrss (KiB on Linux) of this process and of its largest finished child."""
+    return {who: resource.getrusage(flag).ru_maxrss / 1024
+            for who, flag in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("months", nargs="+")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    with DagsterInstance.get() as instance:
+        months = {month: materialize(month, instance) for month in args.months}
+    with open(args.out, "w") as out:
+        json.dump({"months": months, "peak_rss_mib": peak_rss_mib()}, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The whole asset graph, materialized in-process: synthetic data, real TLC files over HTTP, bad input."""
+import hashlib
+import shutil
+
+import mlflow
+import pyarrow.parquet as pq
+import pytest
+from dagster import AssetKey
+
+from conftest import TLC_DATA, latest_metadata, materialize_month
+
+INGESTION = ["raw_trips", "cleaned_trips"]
+GRAPH = ["raw_trips", "cleaned_trips", "trip_features", "best_params", "trained_model"]
+
+
+def materialized(instance, asset: str) -> set[str]:
+    return set(instance.get_materialized_partitions(AssetKey(asset)))
+
+
+def failure_message(result) -> str:
+    return "\n".join(str(event.step_failure_data.error) for event in result.all_events if event.is_step_failure)
+
+
+def test_whole_graph_on_the_synthetic_source(instance, dagster_home, monkeypatch):
+    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "20000")
+    materialize_month(instance, "2021-01", INGESTION)
+    assert materialize_month(instance, "2021-02").success
+    assert all(materialized(instance, asset) >= {"2021-02"} for asset in GRAPH)
+    assert latest_metadata(instance, "raw_trips", "2021-02")["source"] == "synthetic"
+    cleaned = latest_metadata(instance, "cleaned_trips", "2021-02")
+    assert cleaned["dropped_rows"] == 20_000 - cleaned["rows"] > 0
+    model = latest_metadata(instance, "trained_model", "2021-02")
+    assert model["rmse"] < model["baseline_rmse"]
+
+    client = mlflow.MlflowClient(f"sqlite:///{dagster_home / 'ml_assets' / 'mlflow.db'}")
+    run = client.get_run(model["mlflow_run_id"])
+    assert run.info.run_name == "trained_model 2021-02" and run.info.status == "FINISHED"
+    assert run.data.metrics["rmse"] == pytest.approx(model["rmse"])
+    assert run.data.params["feature_set"] == "rich" and "max_depth" in run.data.params
+    assert "encoder.json" in [artifact.path for artifact in client.list_artifacts(run.info.run_id)]
+    version = client.get_model_version(model["registered_model"], model["model_version"])
+    assert version.run_id == run.info.run_id
+    mlflow.set_tracking_uri(client.tracking_uri)
+    logged = mlflow.xgboost.load_model(model["mlflow_model_uri"])
+    assert logged.num_boosted_rounds() > 0
+    assert (dagster_home / "ml_assets" / "assets" / "trained_model" / "2021-02.ubj").exists()
+
+
+def test_first_month_says_which_months_it_needs(instance, monkeypatch):
+    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "5000")
+    result = materialize_month(instance, "2021-01", raise_on_error=False)
+    assert not result.success
+    assert "trip_features for 2021-01 needs at least one earlier month" in failure_message(result)
+    assert materialized(instance, "cleaned_trips") == {"2021-01"}
+    assert materialized(instance, "trained_model") == set()
+
+
+def test_missing_window_month_names_it(instance, monkeypatch):
+    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "5000")
+    result = materialize_month(instance, "2021-03", raise_on_error=False)
+    message = failure_message(result)
+    assert "cleaned_trips for 2021-01 is not materialized yet" in message, message
+
+
+def test_real_tlc_months_through_the_download_code(instance, monkeypatch, tlc_server):
+    monkeypatch.setenv("ML_ASSETS_SOURCE", "tlc")
+    monkeypatch.setenv("ML_ASSETS_TLC_URL", tlc_server.url)
+    tlc_server.script = [503]  # a transient server error is retried
+    materialize_month(instance, "2021-01", INGESTION)
+    assert materialize_month(instance, "2021-02").success
+    assert tlc_server.count("GET") == 3
+
+    raw = latest_metadata(instance, "raw_trips", "2021-01")
+    source_file = TLC_DATA / "green_tripdata_2021-01.parquet"
+    assert raw["sha256"] == hashlib.sha256(source_file.read_bytes()).hexdigest()
+    assert raw["rows"] == 76_518 and raw["source"] == f"tlc {tlc_server.url}"
+    assert latest_metadata(instance, "cleaned_trips", "2021-01")["rows"] == 73_906
+    assert latest_metadata(instance, "cleaned_trips", "2021-02")["rows"] == 61_920
+    model = latest_metadata(instance, "trained_model", "2021-02")
+    assert model["baseline_rmse"] == pytest.approx(7.76, abs=0.02)
+    assert model["rmse"] < 6.0
+
+    missing = materialize_month(instance, "2021-04", ["raw_trips"], raise_on_error=False)
+    assert "month 2021-04 is not published yet" in failure_message(missing)
+    assert tlc_server.count("GET") == 4  # a 404 is not retried
+
+
+def _write(table, path):
+    pq.write_table(table, path)
+
+
+BAD_FILES = {
+    "truncated": (lambda good, path: path.write_bytes(good.read_bytes()[:200_000]), "raw_trips",
+                  "is not readable parquet"),
+    "missing column": (lambda good, path: _write(pq.read_table(good).drop(["lpep_dropoff_datetime"]), path),
+                       "raw_trips", "missing required column(s) dropoff_datetime"),
+    "empty": (lambda good, path: _write(pq.read_table(good).slice(0, 0), path), "raw_trips", "the file has no trips"),
+    "shifted timestamps": (lambda good, path: shutil.copy(TLC_DATA / "green_tripdata_2021-01.parquet", path),
+                           "cleaned_trips", "no trips left after cleaning"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_bad_month_fails_clearly_and_loses_nothing(case, instance, monkeypatch, tmp_path):
+    source = tmp_path / "source"
+    source.mkdir()
+    good = TLC_DATA / "green_tripdata_2021-02.parquet"
+    shutil.copy(good, source / good.name)
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(source))
+    materialize_month(instance, "2021-02", INGESTION)
+    assets = tmp_path / "dagster_home" / "ml_assets" / "assets"
+    stored = {path: path.read_bytes() for path in assets.rglob("2021-02.parquet")}
+
+    make_bad, failing_asset, message = BAD_FILES[case]
+    make_bad(good, source / good.name)
+    result = materialize_month(instance, "2021-02", INGESTION, raise_on_error=False)
+    assert not result.success
+    error = failure_message(result)
+    assert "2021-02" in error and message in error
+    if failing_asset == "raw_trips":
+        assert str(source / good.name) in error
+    failed = [event.step_key for event in result.all_events if event.is_step_failure]
+    assert failed == [failing_asset]
+    # Nothing was built from the bad file: the failing asset and everything below it keep their
+    # earlier good values (raw_trips keeps the file as the source now publishes it).
+    downstream = INGESTION[INGESTION.index(failing_asset):]
+    for path, content in stored.items():
+        if path.parent.name in downstream:
+            assert path.read_bytes() == content
+    for asset in downstream:
+        assert len(instance.fetch_materializations(AssetKey(asset), limit=10).records) == 1

@@ -1,0 +1,303 @@
+"""new_month_sensor against real sources and a real instance; the automation that trains after it; the schedule."""
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+
+import pytest
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
+    Definitions,
+    RunRequest,
+    SensorResult,
+    SkipReason,
+    build_schedule_context,
+    build_sensor_context,
+    evaluate_automation_conditions,
+)
+
+from http_server import TLC_DATA, serve_directory
+from ml_assets.partitions import monthly_partitions
+from ml_assets.resources import TripSource
+from ml_assets.schedules import monthly_retrain_schedule
+from ml_assets.sensors import (
+    EAGER_ALL_MONTHS,
+    MAX_MONTHS_ENV,
+    fingerprint_hash,
+    ingest_month_job,
+    load_cursor,
+    new_month_sensor,
+)
+
+MONTHS = ["2021-01", "2021-02", "2021-03", "2022-01", "2022-02", "2022-03", "2023-01", "2023-02"]
+TRAINING = ["trip_features", "best_params", "trained_model"]
+
+
+def tlc_file(month: str):
+    return TLC_DATA / f"green_tripdata_{month}.parquet"
+
+
+@pytest.fixture(autouse=True)
+def default_max_months(monkeypatch):
+    monkeypatch.delenv(MAX_MONTHS_ENV, raising=False)
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A directory of TLC files (copies, so tests may re-publish them) and a function adding more."""
+    folder = tmp_path / "tlc-mirror"
+    folder.mkdir()
+
+    def publish(*months: str, content_of: str | None = None):
+        for month in months:
+            target = folder / f"green_tripdata_{month}.parquet"
+            target.unlink(missing_ok=True)
+            shutil.copyfile(tlc_file(content_of or month), target)
+        return folder
+
+    return publish
+
+
+def directory_source(folder, tmp_path) -> TripSource:
+    return TripSource(source=str(folder), cache_dir=str(tmp_path / "cache"))
+
+
+def tick(instance, trip_source: TripSource, cursor: str | None = None):
+    """One evaluation: (run requests, the cursor after the tick, skip message or None)."""
+    context = build_sensor_context(instance=instance, cursor=cursor, resources={"trip_source": trip_source})
+    result = new_month_sensor(context)
+    if isinstance(result, SkipReason):
+        return [], context.cursor, result.skip_message
+    assert isinstance(result, SensorResult)
+    for request in result.run_requests:
+        assert isinstance(request, RunRequest)
+    skip = result.skip_reason.skip_message if result.skip_reason else None
+    return list(result.run_requests), result.cursor, skip
+
+
+def months_of(requests) -> list[str]:
+    return [request.partition_key for request in requests]
+
+
+def report(instance, asset: str, month: str, **metadata):
+    instance.report_runless_asset_event(AssetMaterialization(asset_key=asset, partition=month, metadata=metadata))
+
+
+def test_every_new_month_is_requested_oldest_first_a_few_per_tick(instance, files, tmp_path):
+    source = directory_source(files(*reversed(MONTHS)), tmp_path)
+    seen_keys, cursor, ticks = [], None, []
+    for _ in range(4):
+        requests, cursor, skip = tick(instance, source, cursor)
+        ticks.append(months_of(requests))
+        seen_keys += [request.run_key for request in requests]
+    assert ticks == [MONTHS[:3], MONTHS[3:6], MONTHS[6:], []]
+    assert skip and "nothing new" in skip
+    assert len(set(seen_keys)) == len(seen_keys) == len(MONTHS)
+    assert all(key.startswith(f"{month}:") for key, month in zip(seen_keys, MONTHS))
+    assert sorted(load_cursor(cursor)) == MONTHS
+
+
+def test_max_months_per_tick_comes_from_the_environment(instance, files, tmp_path, monkeypatch):
+    monkeypatch.setenv(MAX_MONTHS_ENV, "5")
+    requests, _, _ = tick(instance, directory_source(files(*MONTHS), tmp_path))
+    assert months_of(requests) == MONTHS[:5]
+
+
+def test_no_duplicates_while_runs_are_pending(instance, files, tmp_path):
+    """Requested months are neither materialized nor asked for again; run keys are deterministic."""
+    source = directory_source(files("2021-01", "2021-02"), tmp_path)
+    first, cursor, _ = tick(instance, source)
+    assert months_of(first) == ["2021-01", "2021-02"]
+    again, cursor_again, skip = tick(instance, source, cursor)
+    assert again == [] and load_cursor(cursor_again) == load_cursor(cursor)
+    assert "requested earlier but not materialized: 2021-01, 2021-02" in skip
+    # A lost cursor repeats the same run keys, which Dagster never launches twice for one sensor.
+    replay, _, _ = tick(instance, source)
+    assert [r.run_key for r in replay] == [r.run_key for r in first]
+    # A file landing later is picked up by comparison with the cursor, whatever happened meanwhile.
+    files("2021-03")
+    later, _, _ = tick(instance, source, cursor_again)
+    assert months_of(later) == ["2021-03"]
+
+
+def test_materialized_months_are_not_requested(instance, files, tmp_path):
+    folder = files("2021-01", "2021-02", "2021-03")
+    report(instance, "raw_trips", "2021-01")  # no size recorded: the current file is adopted
+    report(instance, "raw_trips", "2021-02", size_bytes=tlc_file("2021-02").stat().st_size)
+    report(instance, "raw_trips", "2021-03", size_bytes=123)  # ingested from another version of the file
+    requests, cursor, _ = tick(instance, directory_source(folder, tmp_path))
+    assert months_of(requests) == ["2021-03"]
+    assert requests[0].tags["ml_assets/trigger"] == "republished"
+    assert sorted(load_cursor(cursor)) == ["2021-01", "2021-02", "2021-03"]
+
+
+def test_republished_month_is_requested_again(instance, files, tmp_path):
+    folder = files("2021-01", "2021-02", "2021-03")
+    source = directory_source(folder, tmp_path)
+    first, cursor, _ = tick(instance, source)
+    for month in months_of(first):
+        report(instance, "raw_trips", month)
+    assert tick(instance, source, cursor)[0] == []
+
+    files("2021-02", content_of="2022-02")  # TLC re-publishes February: new size and mtime
+    requests, cursor, _ = tick(instance, source, cursor)
+    assert months_of(requests) == ["2021-02"]
+    assert requests[0].tags["ml_assets/trigger"] == "republished"
+    assert requests[0].run_key not in {r.run_key for r in first}
+    assert tick(instance, source, cursor)[0] == []
+
+    stat = (folder / "green_tripdata_2021-03.parquet").stat()  # same bytes, touched: a new mtime
+    os.utime(folder / "green_tripdata_2021-03.parquet", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert months_of(tick(instance, source, cursor)[0]) == ["2021-03"]
+
+
+def test_unreachable_directory_skips_and_keeps_the_cursor(instance, files, tmp_path):
+    folder = files("2021-01")
+    first, cursor, _ = tick(instance, directory_source(folder, tmp_path))
+    shutil.rmtree(folder)
+    context = build_sensor_context(instance=instance, cursor=cursor,
+                                   resources={"trip_source": directory_source(folder, tmp_path)})
+    result = new_month_sensor(context)
+    assert isinstance(result, SkipReason)
+    assert "unreachable" in result.skip_message and str(folder) in result.skip_message
+    assert context.cursor == cursor
+
+
+def test_tlc_source_over_http(instance, files, tmp_path):
+    folder = files("2021-01", "2021-02")
+    with serve_directory(folder) as server:
+        source = TripSource(source="tlc", tlc_url=server.url, cache_dir=str(tmp_path / "cache"))
+        first, cursor, _ = tick(instance, source)
+        assert months_of(first) == ["2021-01", "2021-02"]  # every other month answers 404: not published
+        assert server.count("HEAD") == len(monthly_partitions.get_partition_keys())
+        assert server.count("GET") == 0
+        fingerprints = load_cursor(cursor)
+
+        assert tick(instance, source, cursor)[0] == []
+        files("2021-02", content_of="2022-02")  # new ETag, size and Last-Modified
+        files("2021-03")
+        requests, cursor, _ = tick(instance, source, cursor)
+        assert [(r.partition_key, r.tags["ml_assets/trigger"]) for r in requests] == [
+            ("2021-02", "republished"), ("2021-03", "new")]
+        assert load_cursor(cursor)["2021-01"] == fingerprints["2021-01"]
+        assert load_cursor(cursor)["2021-02"] != fingerprints["2021-02"]
+
+    # The server is gone: the tick is skipped quickly, the cursor kept.
+    context = build_sensor_context(instance=instance, cursor=cursor, resources={"trip_source": source})
+    result = new_month_sensor(context)
+    assert isinstance(result, SkipReason) and "unreachable" in result.skip_message
+    assert context.cursor == cursor
+
+
+def test_fingerprint_hash_ignores_key_order():
+    assert fingerprint_hash({"size": 1, "etag": "x"}) == fingerprint_hash({"etag": "x", "size": 1})
+    assert fingerprint_hash({"size": 1, "etag": "x"}) != fingerprint_hash({"size": 1, "etag": "y"})
+    assert fingerprint_hash({"url": "http://a/f", "size": 1}) == fingerprint_hash({"url": "http://b/f", "size": 1})
+
+
+def requested(result, asset: str) -> set[str]:
+    return set(result.get_requested_partitions(AssetKey(asset)))
+
+
+def test_training_waits_for_the_whole_window(instance, files, monkeypatch):
+    """The sensor's job ingests one month; features and models of M wait until every window month is in."""
+    from ml_assets.definitions import all_assets, build_resources, defs
+
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(files("2021-01", "2021-02", "2021-03")))
+    ingest = Definitions(assets=all_assets, resources=build_resources(), jobs=[ingest_month_job]).resolve_job_def(
+        ingest_month_job.name)
+
+    def ingest_month(month: str):
+        result = ingest.execute_in_process(partition_key=month, instance=instance)
+        assert result.success  # a month's ingestion never needs another month, whatever the order
+        assert month in instance.get_materialized_partitions(AssetKey("cleaned_trips"))
+
+    result = evaluate_automation_conditions(defs=defs, instance=instance)
+    assert result.total_requested == 0
+
+    ingest_month("2021-03")  # the window of 2021-03 is 2021-01..2021-03 (nothing exists before 2021-01)
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.total_requested == 0
+
+    ingest_month("2021-02")
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.total_requested == 0  # 2021-02 and 2021-03 both still wait for 2021-01
+
+    ingest_month("2021-01")
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    for asset in TRAINING:  # in one tick: features, then params and model of the same month after them
+        assert requested(result, asset) >= {"2021-02", "2021-03"}
+        assert requested(result, asset) <= {"2021-01", "2021-02", "2021-03"}  # 2021-01: the known edge
+
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert result.total_requested == 0  # handled: not requested twice
+
+
+def test_training_is_not_limited_to_the_latest_partition(instance):
+    """Plain eager() would only ever train the latest month; EAGER_ALL_MONTHS trains every month."""
+    from ml_assets.definitions import defs
+
+    for asset in TRAINING:
+        assert defs.resolve_assets_def(asset).automation_conditions_by_key[AssetKey(asset)] == EAGER_ALL_MONTHS
+    assert "in_latest_time_window" not in repr(EAGER_ALL_MONTHS)
+    result = evaluate_automation_conditions(defs=defs, instance=instance)
+    for month in ("2021-10", "2021-11", "2021-12", "2022-01", "2022-02"):
+        report(instance, "cleaned_trips", month)
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert requested(result, "trip_features") == {"2022-01", "2022-02"}  # windows complete, months old
+
+
+def test_training_waits_while_a_window_month_is_being_ingested(instance):
+    """A month's features wait while an earlier window month is (re)ingested, then follow."""
+    from dagster._core.storage.dagster_run import DagsterRunStatus
+
+    from ml_assets.definitions import defs
+
+    result = evaluate_automation_conditions(defs=defs, instance=instance)
+    for month in ("2021-01", "2021-02", "2021-03"):
+        report(instance, "cleaned_trips", month)
+    run = instance.create_run_for_job(
+        job_def=defs.resolve_job_def("ingest_month"), tags={"dagster/partition": "2021-02"},
+        status=DagsterRunStatus.STARTED, asset_selection=frozenset({AssetKey("raw_trips"), AssetKey("cleaned_trips")}),
+    )
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert not requested(result, "trip_features") & {"2021-02", "2021-03"}
+    instance.report_run_canceled(run)  # the run is over (how it ended does not matter here)
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert requested(result, "trip_features") == {"2021-02", "2021-03"}
+
+
+def test_definitions_wire_sensor_automation_and_schedule():
+    from ml_assets.definitions import defs
+
+    repo = defs.get_repository_def()
+    sensors = {s.name: s for s in repo.sensor_defs}
+    assert sensors["new_month_sensor"].default_status == DefaultSensorStatus.RUNNING
+    assert sensors["training_automation_sensor"].default_status == DefaultSensorStatus.RUNNING
+    assert "default_automation_condition_sensor" not in sensors  # it would start STOPPED
+    assert sensors["new_month_sensor"].job_name == "ingest_month"
+    assert repo.get_schedule_def("monthly_retrain_schedule").default_status == DefaultScheduleStatus.STOPPED
+    ingest = defs.resolve_job_def("ingest_month")
+    assert {key.to_user_string() for key in ingest.asset_layer.executable_asset_keys} == {"raw_trips", "cleaned_trips"}
+    retrain = defs.resolve_job_def("retrain_month")
+    assert {key.to_user_string() for key in retrain.asset_layer.executable_asset_keys} == set(TRAINING)
+
+
+def schedule_tick(instance, when=datetime.datetime(2026, 11, 2, 6, tzinfo=datetime.timezone.utc)):
+    return monthly_retrain_schedule(build_schedule_context(instance=instance, scheduled_execution_time=when))
+
+
+def test_schedule_retrains_the_latest_complete_month(instance):
+    assert isinstance(schedule_tick(instance), SkipReason)
+    report(instance, "cleaned_trips", "2021-01")
+    assert isinstance(schedule_tick(instance), SkipReason)  # the first month has nothing to train on
+    for month in ("2021-02", "2021-03", "2022-03"):  # 2022-03 lacks 2021-12..2022-02
+        report(instance, "cleaned_trips", month)
+    request = schedule_tick(instance)
+    assert isinstance(request, RunRequest)
+    assert request.partition_key == "2021-03"
+    assert request.run_key == "retrain:2021-03:2026-11-02"
