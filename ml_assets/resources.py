@@ -82,7 +82,7 @@ def mlflow_tracking_resource(context: InitResourceContext):
     try:
         yield tracking
     finally:
-        discard_unused_run(tracking.mlflow_run_id)
+        discard_unused_run(tracking.tracking_uri, tracking.mlflow_run_id)
         generator.close()
 
 

@@ -19,13 +19,13 @@ def ensure_experiment(tracking_uri: str | None, name: str) -> None:
         client.create_experiment(name, artifact_location=(database.parent / "mlartifacts").as_uri())
 
 
-def discard_unused_run(run_id: str) -> None:
+def discard_unused_run(tracking_uri: str | None, run_id: str) -> None:
     """End the active run; delete it if nothing was logged into it."""
     import mlflow
 
     if mlflow.active_run() is not None:
         mlflow.end_run()
-    client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient(tracking_uri)
     run = client.get_run(run_id)
     if not run.data.metrics and not run.data.params:
         client.delete_run(run_id)
