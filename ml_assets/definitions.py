@@ -1,7 +1,8 @@
 """The code location: every asset, resource and automation of ml_assets."""
 from dagster import Definitions, load_assets_from_modules
 
-from ml_assets.assets import features, ingestion, training
+from ml_assets.assets import features, ingestion, predictions, training
+from ml_assets.checks import all_checks
 from ml_assets.io_managers import JsonIOManager, ParquetIOManager, XGBoostModelIOManager
 from ml_assets.resources import DEFAULT_TLC_URL, OptunaStorage, TripSource, mlflow_resource
 from ml_assets.schedules import monthly_retrain_schedule, retrain_month_job
@@ -30,10 +31,11 @@ def build_resources() -> dict:
     }
 
 
-all_assets = load_assets_from_modules([ingestion, features, training])
+all_assets = load_assets_from_modules([ingestion, features, training, predictions])
 
 defs = Definitions(
     assets=all_assets,
+    asset_checks=all_checks,
     resources=build_resources(),
     jobs=[ingest_month_job, retrain_month_job],
     sensors=[new_month_sensor, training_automation_sensor],

@@ -77,12 +77,15 @@ def mlflow_tracking_resource(context: InitResourceContext):
     from ml_assets.core.tracking import discard_unused_run, ensure_experiment
 
     ensure_experiment(context.resource_config.get("mlflow_tracking_uri"), context.resource_config["experiment_name"])
+    import mlflow
+
     generator = mlflow_tracking.resource_fn(context)
     tracking = next(generator)
+    run_id = mlflow.active_run().info.run_id
     try:
         yield tracking
     finally:
-        discard_unused_run(tracking.tracking_uri, tracking.mlflow_run_id)
+        discard_unused_run(tracking.tracking_uri, run_id)
         generator.close()
 
 

@@ -118,7 +118,7 @@ EAGER_ALL_MONTHS = (
     .with_label("eager_all_months")
 )
 
-TRAINING_ASSETS = ("trip_features", "best_params", "trained_model")
+TRAINING_ASSETS = ("trip_features", "best_params", "trained_model", "trip_duration_predictions")
 
 training_automation_sensor = AutomationConditionSensorDefinition(
     "training_automation_sensor",

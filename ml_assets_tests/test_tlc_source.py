@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import shutil
 
 import pytest
@@ -17,6 +19,7 @@ from ml_assets.core.sources.tlc import TlcSource
 
 MONTH = "2021-01"
 NAME = f"green_tripdata_{MONTH}.parquet"
+RECORD = f"{NAME}.fingerprint.json"
 
 
 def sha256(path) -> str:
@@ -33,6 +36,24 @@ def cache_listing(tmp_path) -> list[str]:
     return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
 
 
+def methods(server) -> list[str]:
+    return [r.method for r in server.requests]
+
+
+def recorded(tmp_path) -> dict:
+    return json.loads((tmp_path / "cache" / RECORD).read_text())
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A directory served over HTTP with a copy of the month's file, so a test can re-publish it."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    shutil.copy(TLC_DATA / NAME, folder / NAME)
+    with serve_directory(folder) as server:
+        yield folder, server
+
+
 def test_url_joins_base_and_file_name():
     src = TlcSource(cache_dir="unused", base_url="https://example.test/trip-data/")
     assert src.url(MONTH) == f"https://example.test/trip-data/{NAME}"
@@ -44,22 +65,101 @@ def test_fetch_downloads_byte_identical_file(tmp_path, tlc_server):
     path = source(tmp_path, tlc_server).fetch(MONTH)
     assert path == tmp_path / "cache" / NAME
     assert sha256(path) == sha256(TLC_DATA / NAME)
-    assert cache_listing(tmp_path) == [NAME]
-    assert tlc_server.count() == 1
+    assert cache_listing(tmp_path) == [NAME, RECORD]
+    assert methods(tlc_server) == ["HEAD", "GET"]
+    probed = source(tmp_path, tlc_server).probe(MONTH)
+    assert recorded(tmp_path) == probed
 
 
 def test_cached_month_is_not_downloaded_again(tmp_path, tlc_server):
     src = source(tmp_path, tlc_server)
     src.fetch(MONTH)
     assert src.fetch(MONTH) == tmp_path / "cache" / NAME
-    assert tlc_server.count() == 1
+    assert src.fetch(MONTH) == tmp_path / "cache" / NAME
+    assert methods(tlc_server) == ["HEAD", "GET", "HEAD", "HEAD"]  # only a probe once cached
 
 
-def test_prefilled_cache_makes_no_request(tmp_path, tlc_server):
+def test_prefilled_cache_is_adopted_without_download(tmp_path, tlc_server):
+    (tmp_path / "cache").mkdir()
+    shutil.copy(TLC_DATA / NAME, tmp_path / "cache" / NAME)  # no fingerprint record, newer than the published file
+    source(tmp_path, tlc_server).fetch(MONTH)
+    assert methods(tlc_server) == ["HEAD"]
+    assert cache_listing(tmp_path) == [NAME, RECORD]
+    source(tmp_path, tlc_server).fetch(MONTH)
+    assert methods(tlc_server) == ["HEAD", "HEAD"]
+
+
+def test_prefilled_cache_older_than_published_file_is_downloaded_again(tmp_path, tlc_server):
     (tmp_path / "cache").mkdir()
     shutil.copy(TLC_DATA / NAME, tmp_path / "cache" / NAME)
+    os.utime(tmp_path / "cache" / NAME, (946684800, 946684800))  # 2000-01-01: before TLC published it
     source(tmp_path, tlc_server).fetch(MONTH)
-    assert tlc_server.count() == 0
+    assert methods(tlc_server) == ["HEAD", "GET"]
+    assert cache_listing(tmp_path) == [NAME, RECORD]
+
+
+def test_republished_month_is_downloaded_again(tmp_path, served):
+    folder, server = served
+    src = source(tmp_path, server)
+    first = src.probe(MONTH)
+    src.fetch(MONTH)
+    shutil.copy(TLC_DATA / "green_tripdata_2022-02.parquet", folder / NAME)  # new bytes, size and ETag
+    republished = src.probe(MONTH)
+    assert republished["etag"] != first["etag"]
+
+    path = src.fetch(MONTH)
+    assert sha256(path) == sha256(TLC_DATA / "green_tripdata_2022-02.parquet")
+    assert recorded(tmp_path) == republished
+    assert cache_listing(tmp_path) == [NAME, RECORD]
+    assert methods(server) == ["HEAD", "HEAD", "GET", "HEAD", "HEAD", "GET"]
+    src.fetch(MONTH)
+    assert methods(server)[-1:] == ["HEAD"] and server.count("GET") == 2  # the new version once too
+
+
+def test_touched_month_is_downloaded_again(tmp_path, served):
+    """Same bytes but a new Last-Modified: a different fingerprint, as the sensor sees it too."""
+    folder, server = served
+    src = source(tmp_path, server)
+    src.fetch(MONTH)
+    stat = (folder / NAME).stat()
+    os.utime(folder / NAME, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    src.fetch(MONTH)
+    assert methods(server) == ["HEAD", "GET", "HEAD", "GET"]
+    assert recorded(tmp_path) == src.probe(MONTH)
+
+
+def test_failed_redownload_keeps_the_cached_version(tmp_path, served):
+    folder, server = served
+    src = source(tmp_path, server)
+    src.fetch(MONTH)
+    before = recorded(tmp_path)
+    (folder / NAME).write_bytes(b"<html>Access denied</html>" * 100)
+    with pytest.raises(InvalidSourceFileError):
+        src.fetch(MONTH)
+    assert sha256(tmp_path / "cache" / NAME) == sha256(TLC_DATA / NAME)
+    assert recorded(tmp_path) == before
+    assert cache_listing(tmp_path) == [NAME, RECORD]
+
+
+def test_unreachable_server_uses_the_cached_file(tmp_path, caplog):
+    with serve_directory(TLC_DATA) as server:
+        source(tmp_path, server).fetch(MONTH)
+    # its port is now closed: connections are refused
+    with caplog.at_level(logging.WARNING, logger="ml_assets.sources"):
+        path = source(tmp_path, server, retries=1).fetch(MONTH)
+    assert path == tmp_path / "cache" / NAME
+    assert sha256(path) == sha256(TLC_DATA / NAME)
+    assert any("cannot check for a re-published file" in r.getMessage() for r in caplog.records)
+
+
+def test_withdrawn_month_uses_the_cached_file(tmp_path, tlc_server, caplog):
+    src = source(tmp_path, tlc_server)
+    src.fetch(MONTH)
+    tlc_server.script = [404]
+    with caplog.at_level(logging.WARNING, logger="ml_assets.sources"):
+        assert src.fetch(MONTH) == tmp_path / "cache" / NAME
+    assert methods(tlc_server) == ["HEAD", "GET", "HEAD"]
+    assert any("no longer published" in r.getMessage() for r in caplog.records)
 
 
 def test_invalid_cached_file_is_downloaded_again(tmp_path, tlc_server):
@@ -67,15 +167,15 @@ def test_invalid_cached_file_is_downloaded_again(tmp_path, tlc_server):
     (tmp_path / "cache" / NAME).write_bytes(b"not parquet")
     path = source(tmp_path, tlc_server).fetch(MONTH)
     assert sha256(path) == sha256(TLC_DATA / NAME)
-    assert tlc_server.count() == 1
+    assert methods(tlc_server) == ["HEAD", "GET"]
 
 
 def test_transient_errors_are_retried(tmp_path, tlc_server, caplog):
-    tlc_server.script = [503, 429, 500]
+    tlc_server.script = [503, "serve", 429, 500]  # the probe fails once, the download twice
     with caplog.at_level(logging.WARNING, logger="ml_assets.sources"):
         path = source(tmp_path, tlc_server).fetch(MONTH)
     assert sha256(path) == sha256(TLC_DATA / NAME)
-    assert tlc_server.count() == 4
+    assert methods(tlc_server) == ["HEAD", "HEAD", "GET", "GET", "GET"]
     assert sum("retrying" in r.getMessage() for r in caplog.records) == 3
 
 
@@ -116,23 +216,23 @@ def test_invalid_download_fails_without_retry_and_leaves_no_file(tmp_path, conte
     with serve_directory(served) as server:
         with pytest.raises(InvalidSourceFileError, match=f"month {MONTH}.*{NAME}"):
             source(tmp_path, server).fetch(MONTH)
-        assert server.count() == 1
+        assert methods(server) == ["HEAD", "GET"]
     assert cache_listing(tmp_path) == []
 
 
 def test_disconnect_mid_body_is_retried(tmp_path, tlc_server):
-    tlc_server.script = ["disconnect", "disconnect"]
+    tlc_server.script = ["serve", "disconnect", "disconnect"]  # the probe, then two GETs cut short
     path = source(tmp_path, tlc_server).fetch(MONTH)
     assert sha256(path) == sha256(TLC_DATA / NAME)
-    assert tlc_server.count() == 3
-    assert cache_listing(tmp_path) == [NAME]
+    assert methods(tlc_server) == ["HEAD", "GET", "GET", "GET"]
+    assert cache_listing(tmp_path) == [NAME, RECORD]
 
 
 def test_timeout_is_retried(tmp_path, tlc_server):
-    tlc_server.script = ["hang"]
+    tlc_server.script = ["serve", "hang"]  # the probe, then a GET that never answers
     path = source(tmp_path, tlc_server, timeout_seconds=0.2).fetch(MONTH)
     assert sha256(path) == sha256(TLC_DATA / NAME)
-    assert tlc_server.count() == 2
+    assert methods(tlc_server) == ["HEAD", "GET", "GET"]
 
 
 def test_probe_fingerprints_published_month(tmp_path, tlc_server):

@@ -4,10 +4,10 @@ import os
 from typing import Optional
 
 import pandas as pd
-from dagster import AssetExecutionContext, Config, MetadataValue, asset
+from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 
-from ml_assets.core.features import TEST, design_matrices
+from ml_assets.core.features import SPLIT, TEST, design_matrices, transform
 from ml_assets.core.months import shift_month
 from ml_assets.partitions import monthly_partitions
 from ml_assets.resources import OptunaStorage
@@ -23,6 +23,7 @@ class TuningConfig(Config):
 class TrainingConfig(Config):
     num_boost_round: int = 2000
     early_stopping_rounds: int = 50
+    champion_tolerance: float = Field(default=0.02, description="how much worse (relative RMSE) than the champion a new model may be")
 
 
 def _threads() -> int:
@@ -67,14 +68,20 @@ def best_params(context: AssetExecutionContext, config: TuningConfig, optuna_sto
 
 @asset(partitions_def=monthly_partitions, group_name="training", kinds={"xgboost", "mlflow"},
        io_manager_key="model_io_manager", required_resource_keys={"mlflow"},
-       automation_condition=EAGER_ALL_MONTHS)
+       automation_condition=EAGER_ALL_MONTHS,
+       check_specs=[AssetCheckSpec("quality_gate", asset="trained_model",
+                                   description="beats the baseline and is no worse than the champion")])
 def trained_model(context: AssetExecutionContext, config: TrainingConfig, trip_features: pd.DataFrame,
                   best_params: dict):
-    """XGBoost with the best params and early stopping on the holdout, evaluated on month M."""
+    """XGBoost with the best params and early stopping on the holdout, evaluated on month M.
+
+    The new version is registered in MLflow; the `champion` alias moves to it only if the quality
+    gate passes (`challenger` otherwise).
+    """
     import mlflow
 
-    from ml_assets.core.tracking import log_trained_model
-    from ml_assets.core.training import baseline_rmse, predict, regression_metrics, train_booster
+    from ml_assets.core import tracking
+    from ml_assets.core.training import baseline_rmse, predict, quality_gate, regression_metrics, train_booster
 
     month = context.partition_key
     try:
@@ -82,21 +89,38 @@ def trained_model(context: AssetExecutionContext, config: TrainingConfig, trip_f
         booster = train_booster(data, best_params, config.num_boost_round, config.early_stopping_rounds, _threads())
         metrics = {**regression_metrics(data.y[TEST], predict(booster, data.X[TEST])),
                    "baseline_rmse": baseline_rmse(trip_features)}
-        tracked = log_trained_model(
+        champion = tracking.load_champion()
+        if champion is not None:
+            version, champion_booster, encoder = champion
+            test_rows = trip_features[trip_features[SPLIT] == TEST]
+            metrics["champion_rmse"] = regression_metrics(
+                data.y[TEST], predict(champion_booster, transform(test_rows, encoder)))["rmse"]
+        passed, reason = quality_gate(metrics["rmse"], metrics["baseline_rmse"], metrics.get("champion_rmse"),
+                                      config.champion_tolerance)
+        tracked = tracking.log_trained_model(
             run_name=f"trained_model {month}",
             params={**best_params, **config.model_dump(), "feature_set": data.encoder["feature_set"]},
             metrics={**metrics, "best_iteration": booster.best_iteration},
-            tags={"partition": month, "training_months": ",".join(trip_features.attrs["training_months"])},
+            tags={"partition": month, "training_months": ",".join(trip_features.attrs["training_months"]),
+                  "quality_gate": "passed" if passed else "failed"},
             booster=booster, encoder=data.encoder, input_example=data.X[TEST][:5],
         )
+        alias = tracking.CHAMPION if passed else tracking.CHALLENGER
+        tracking.set_alias(tracked["model_version"], alias)
         mlflow.end_run()
     except BaseException:
         mlflow.end_run(status="FAILED")
         raise
-    context.add_output_metadata({
+    gate = {
         "rmse": metrics["rmse"],
         "baseline_rmse": metrics["baseline_rmse"],
-        "mae": metrics["mae"],
+        "champion_rmse": metrics.get("champion_rmse"),
+        "champion_version_before": str(champion[0].version) if champion else None,
+        "tolerance": config.champion_tolerance,
+        "reason": reason,
+    }
+    yield Output(booster, metadata={
+        **metrics,
         "train_rows": int(data.y["train"].size),
         "valid_rows": int(data.y["valid"].size),
         "test_rows": int(data.y[TEST].size),
@@ -106,5 +130,9 @@ def trained_model(context: AssetExecutionContext, config: TrainingConfig, trip_f
         "mlflow_model_uri": tracked["model_uri"],
         "registered_model": tracked["registered_model"],
         "model_version": tracked["model_version"],
+        "alias": alias,
+        "champion_version": tracked["model_version"] if passed else gate["champion_version_before"],
+        "champion_reason": reason,
     })
-    return booster
+    yield AssetCheckResult(check_name="quality_gate", passed=passed,
+                           metadata={key: value for key, value in gate.items() if value is not None})

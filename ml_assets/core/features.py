@@ -27,7 +27,8 @@ FEATURE_SETS = {
 }
 
 
-def _with_derived(trips: pd.DataFrame) -> pd.DataFrame:
+def derive_features(trips: pd.DataFrame) -> pd.DataFrame:
+    """Cleaned trips plus the columns the feature sets compute from pickup time."""
     pickup = trips[PICKUP]
     return trips.assign(
         pickup_hour=pickup.dt.hour + pickup.dt.minute / 60,
@@ -53,10 +54,10 @@ def build_features(
     if not training:
         raise ValueError(f"no training months for {test_month}")
     columns = FEATURE_SETS[feature_set] + [TARGET]
-    train = pd.concat([_with_derived(training[m])[columns] for m in sorted(training)], ignore_index=True)
+    train = pd.concat([derive_features(training[m])[columns] for m in sorted(training)], ignore_index=True)
     holdout = np.random.default_rng(seed).random(len(train)) < holdout_fraction
     train[SPLIT] = np.where(holdout, VALID, TRAIN)
-    tested = _with_derived(test)[columns].assign(**{SPLIT: TEST})
+    tested = derive_features(test)[columns].assign(**{SPLIT: TEST})
     for zone in ZONES:
         categories = sorted(set(train[zone].astype(int)))
         train[zone] = pd.Categorical(train[zone].astype(int), categories=categories)
@@ -76,23 +77,47 @@ class DesignMatrices:
     encoder: dict
 
 
-def design_matrices(frame: pd.DataFrame) -> DesignMatrices:
+def fit_encoder(frame: pd.DataFrame) -> dict:
+    """The encoding of a feature frame, fitted on its training months, as plain JSON (for MLflow)."""
     feature_set = frame.attrs["feature_set"]
-    features = FEATURE_SETS[feature_set]
-    parts = {split: frame[frame[SPLIT] == split] for split in (TRAIN, VALID, TEST)}
-    y = {split: part[TARGET].to_numpy() for split, part in parts.items()}
+    training = frame[frame[SPLIT] != TEST]
     if feature_set == "course":
-        vectorizer = fit_course_vectorizer(frame[frame[SPLIT] != TEST])
-        X = {split: vectorizer.transform(course_records(part)) for split, part in parts.items()}
-        encoder = {"feature_set": feature_set, "vocabulary": vectorizer.feature_names_}
-    else:
-        X = {split: part[features] for split, part in parts.items()}
-        encoder = {
-            "feature_set": feature_set,
-            "features": features,
-            "categories": {zone: [int(c) for c in frame[zone].cat.categories] for zone in ZONES},
-        }
-    return DesignMatrices(X=X, y=y, encoder=encoder)
+        return {"feature_set": feature_set, "vocabulary": fit_course_vectorizer(training).feature_names_}
+    return {
+        "feature_set": feature_set,
+        "features": FEATURE_SETS[feature_set],
+        "categories": {zone: sorted(int(c) for c in training[zone].dropna().unique()) for zone in ZONES},
+    }
+
+
+def transform(rows: pd.DataFrame, encoder: dict):
+    """Model input for `rows` (feature columns, see `derive_features`) under a fitted `encoder`.
+
+    Works for any month and any model's encoder, so a champion trained on other months can be
+    evaluated on this one.
+    """
+    if encoder["feature_set"] == "course":
+        from sklearn.feature_extraction import DictVectorizer
+
+        vectorizer = DictVectorizer()
+        vectorizer.feature_names_ = encoder["vocabulary"]
+        vectorizer.vocabulary_ = {name: i for i, name in enumerate(encoder["vocabulary"])}
+        return vectorizer.transform(course_records(rows))
+    X = rows[encoder["features"]].copy()
+    for zone, categories in encoder["categories"].items():
+        X[zone] = pd.Categorical(rows[zone].astype("float64"), categories=[float(c) for c in categories])
+        X[zone] = X[zone].cat.rename_categories(categories)
+    return X
+
+
+def design_matrices(frame: pd.DataFrame) -> DesignMatrices:
+    encoder = fit_encoder(frame)
+    parts = {split: frame[frame[SPLIT] == split] for split in (TRAIN, VALID, TEST)}
+    return DesignMatrices(
+        X={split: transform(part, encoder) for split, part in parts.items()},
+        y={split: part[TARGET].to_numpy() for split, part in parts.items()},
+        encoder=encoder,
+    )
 
 
 def course_records(trips: pd.DataFrame) -> list[dict]:

@@ -48,3 +48,28 @@ def log_trained_model(*, run_name: str, params: dict, metrics: dict, tags: dict,
     run_id = mlflow.active_run().info.run_id
     return {"run_id": run_id, "model_uri": info.model_uri, "model_version": str(info.registered_model_version),
             "registered_model": registered_model}
+
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+def load_champion(registered_model: str = REGISTERED_MODEL):
+    """(version, booster, encoder) of the model the `champion` alias points at, or None."""
+    import mlflow
+    import mlflow.xgboost
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(registered_model, CHAMPION)
+    except MlflowException:  # no registered model yet, or no champion alias
+        return None
+    booster = mlflow.xgboost.load_model(f"models:/{registered_model}@{CHAMPION}")
+    encoder = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/encoder.json")
+    return version, booster, encoder
+
+
+def set_alias(version: str, alias: str, registered_model: str = REGISTERED_MODEL) -> None:
+    import mlflow
+
+    mlflow.MlflowClient().set_registered_model_alias(registered_model, alias, version)

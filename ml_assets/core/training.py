@@ -65,3 +65,15 @@ def load_booster(raw: bytes):
     booster = xgb.Booster()
     booster.load_model(bytearray(raw))
     return booster
+
+
+def quality_gate(rmse: float, baseline: float, champion: float | None, tolerance: float) -> tuple[bool, str]:
+    """A new model must beat the baseline and be at most `tolerance` (relative) worse than the champion."""
+    if rmse >= baseline:
+        return False, f"RMSE {rmse:.3f} does not beat the LinearRegression baseline {baseline:.3f}"
+    if champion is None:
+        return True, f"RMSE {rmse:.3f} beats the baseline {baseline:.3f}; there is no champion yet"
+    limit = champion * (1 + tolerance)
+    if rmse > limit:
+        return False, f"RMSE {rmse:.3f} is worse than the champion's {champion:.3f} by more than {tolerance:.0%}"
+    return True, f"RMSE {rmse:.3f} beats the baseline {baseline:.3f} and is within {tolerance:.0%} of the champion's {champion:.3f}"

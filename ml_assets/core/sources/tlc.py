@@ -1,4 +1,8 @@
-"""NYC TLC trip files over HTTP, downloaded once per month into a local cache.
+"""NYC TLC trip files over HTTP, downloaded once per published version of a month into a local cache.
+
+Beside each cached file, `<file>.fingerprint.json` records the version fingerprint (size, ETag,
+Last-Modified) it was downloaded with. `fetch` asks the server for the current fingerprint (one HEAD)
+and downloads again only when TLC has re-published the month; see `TlcSource.fetch`.
 
 Transient failures (network errors, timeouts, HTTP 5xx/429, a body cut short) are retried with
 exponential backoff. A missing month (404, or 403 as TLC's CloudFront answers) fails at once. A
@@ -7,6 +11,8 @@ in full, so asking again would only fetch the same bad bytes.
 """
 from __future__ import annotations
 
+import datetime
+import email.utils
 import logging
 import pathlib
 import time
@@ -23,13 +29,16 @@ from ml_assets.core.sources import (
     check_parquet,
     trip_file_name,
 )
-from ml_assets.core.storage import atomic_path
+from ml_assets.core.storage import atomic_path, read_json, write_json
 
 DEFAULT_TLC_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data"
 
 log = logging.getLogger("ml_assets.sources")
 
 T = TypeVar("T")
+
+# The keys of a fingerprint that tell versions apart; `url` only says where the file was.
+VERSION_KEYS = ("size", "etag", "last_modified")
 
 
 class _TransientError(Exception):
@@ -59,31 +68,105 @@ class TlcSource:
         return f"{self.base_url.rstrip('/')}/{trip_file_name(self.taxi, check_month(month))}"
 
     def fetch(self, month: str) -> pathlib.Path:
-        """The month's file in the cache, downloaded first if it is not there yet."""
+        """The month's file in the cache, downloaded first if it is missing or TLC re-published it.
+
+        Every call probes the server once (a HEAD). A valid cached file whose recorded fingerprint
+        has the probe's size, ETag and Last-Modified is returned without a download; otherwise the
+        month is downloaded again, and the cached file and its fingerprint are replaced only once the
+        new file has arrived in full and reads as parquet (a failed download leaves the old cache in
+        place and raises). A cached file without a recorded fingerprint (placed by hand or by an
+        older version of this code) is kept if its size matches and it is not older than the
+        published Last-Modified; its fingerprint is then recorded.
+
+        With a valid cached file, `fetch` still returns it, logging a warning, when
+        - the server cannot be reached (SourceUnavailableError from the probe): offline use works,
+          though a re-publication cannot be noticed until the server answers again;
+        - the month is no longer published (404/403): TLC rarely withdraws a file, and a CDN hiccup
+          must not fail a run whose data is at hand.
+        Without one, those cases raise SourceUnavailableError and MonthNotPublishedError.
+        """
         url = self.url(month)
         target = pathlib.Path(self.cache_dir) / trip_file_name(self.taxi, month)
-        if target.exists():
-            try:
-                check_parquet(target, month)
+        cached = self._cached_file_is_valid(target, month)
+        try:
+            published = self._fingerprint(url, month)
+        except SourceUnavailableError as exc:
+            if not cached:
+                raise
+            log.warning("month %s: cannot check for a re-published file (%s); using cached %s",
+                        month, exc, target)
+            return target
+        except MonthNotPublishedError:
+            if not cached:
+                raise
+            log.warning("month %s: %s is no longer published; using cached %s", month, url, target)
+            return target
+        if cached:
+            recorded = self._recorded_fingerprint(target, published)
+            if recorded is not None and same_version(recorded, published):
                 log.debug("month %s: using cached %s", month, target)
                 return target
-            except InvalidSourceFileError as exc:
-                log.warning("month %s: cached file is invalid, downloading again: %s", month, exc)
-                target.unlink()
+            log.info("month %s: TLC re-published it (cached %s, now %s), downloading again",
+                     month, _version(recorded), _version(published))
         log.info("month %s: downloading %s", month, url)
         with atomic_path(target) as tmp:
-            self._with_retries(url, lambda: self._download(url, month, tmp))
+            received = self._with_retries(url, lambda: self._download(url, month, tmp))
             check_parquet(tmp, month)
+        # The parquet file first: a crash in between leaves an outdated fingerprint beside the new
+        # bytes, which only costs another download, never a stale file taken for a new one.
+        # The GET's own headers describe the bytes received, should the file change after the probe.
+        fingerprint = published | {key: value for key, value in received.items() if value is not None}
+        write_json(fingerprint, _fingerprint_path(target))
         log.info("month %s: saved %s (%d bytes)", month, target, target.stat().st_size)
         return target
 
     def probe(self, month: str) -> dict | None:
         """Version fingerprint (size, ETag, Last-Modified) of the published month, or None if absent."""
-        url = self.url(month)
         try:
-            return self._with_retries(url, lambda: self._probe_once(url, month))
+            return self._fingerprint(self.url(month), month)
         except MonthNotPublishedError:
             return None
+
+    def _fingerprint(self, url: str, month: str) -> dict:
+        return self._with_retries(url, lambda: self._probe_once(url, month))
+
+    def _cached_file_is_valid(self, target: pathlib.Path, month: str) -> bool:
+        """Whether the cached file exists and reads as parquet; an invalid one is removed."""
+        if not target.exists():
+            return False
+        try:
+            check_parquet(target, month)
+            return True
+        except InvalidSourceFileError as exc:
+            log.warning("month %s: cached file is invalid, downloading again: %s", month, exc)
+            target.unlink()
+            _fingerprint_path(target).unlink(missing_ok=True)
+            return False
+
+    def _recorded_fingerprint(self, target: pathlib.Path, published: dict) -> dict | None:
+        """The fingerprint the cached file was downloaded with, or None if it is not known.
+
+        A file without a readable record is adopted as the published version (and the record
+        written) if its size matches and it was written no earlier than the published Last-Modified.
+        """
+        path = _fingerprint_path(target)
+        try:
+            recorded = read_json(path)
+            if isinstance(recorded, dict):
+                return recorded
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            log.warning("%s is unreadable, ignoring it: %s", path, exc)
+        stat = target.stat()
+        if published.get("size") != stat.st_size:
+            return None
+        modified = _http_date(published.get("last_modified"))
+        if published.get("last_modified") is not None and (modified is None or stat.st_mtime < modified):
+            return None
+        log.info("%s: no recorded fingerprint, adopting the published one (same size, newer file)", target)
+        write_json(published, path)
+        return published
 
     def _with_retries(self, url: str, attempt: Callable[[], T]) -> T:
         last_error: Exception | None = None
@@ -100,7 +183,8 @@ class TlcSource:
             f"{url} unavailable after {self.retries + 1} attempts: {last_error}"
         ) from last_error
 
-    def _download(self, url: str, month: str, dest: pathlib.Path) -> None:
+    def _download(self, url: str, month: str, dest: pathlib.Path) -> dict:
+        """Write the file at `url` to `dest`; return the fingerprint of what the response said it was."""
         # identity: parquet is compressed already, and Content-Length then counts the bytes we write.
         headers = {"Accept-Encoding": "identity"}
         with requests.get(url, headers=headers, stream=True, timeout=self.timeout_seconds) as resp:
@@ -109,10 +193,12 @@ class TlcSource:
                 for chunk in resp.iter_content(chunk_size=1 << 20):
                     out.write(chunk)
             expected = resp.headers.get("Content-Length")
+            etag, last_modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
         # urllib3 usually catches a short body itself; this also covers versions that do not.
         written = dest.stat().st_size
         if expected is not None and written != int(expected):
             raise _TransientError(f"body ended after {written} of {expected} bytes")
+        return {"url": url, "size": written, "etag": etag, "last_modified": last_modified}
 
     def _probe_once(self, url: str, month: str) -> dict:
         resp = requests.head(url, timeout=self.timeout_seconds, allow_redirects=True)
@@ -128,6 +214,32 @@ class TlcSource:
             "etag": resp.headers.get("ETag"),
             "last_modified": resp.headers.get("Last-Modified"),
         }
+
+
+def same_version(a: dict, b: dict) -> bool:
+    """Whether two fingerprints describe the same published file (where it lives does not matter)."""
+    return all(a.get(key) == b.get(key) for key in VERSION_KEYS)
+
+
+def _version(fingerprint: dict | None) -> str:
+    if fingerprint is None:
+        return "unknown"
+    return ", ".join(f"{key}={fingerprint.get(key)}" for key in VERSION_KEYS)
+
+
+def _fingerprint_path(target: pathlib.Path) -> pathlib.Path:
+    return target.with_name(target.name + ".fingerprint.json")
+
+
+def _http_date(value: str | None) -> float | None:
+    """An HTTP date (`Last-Modified`) as a POSIX timestamp, or None if absent or unparsable."""
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)).timestamp()
 
 
 def _check_status(resp: requests.Response, url: str, month: str) -> None:

@@ -1,0 +1,34 @@
+"""Batch predictions for a month with the current champion model from the MLflow registry."""
+import pandas as pd
+from dagster import AssetExecutionContext, Failure, asset
+
+from ml_assets.core.features import derive_features, transform
+from ml_assets.core.schema import PICKUP
+from ml_assets.partitions import monthly_partitions
+from ml_assets.sensors import EAGER_ALL_MONTHS
+
+KEEP = [PICKUP, "PULocationID", "DOLocationID", "trip_distance", "duration"]
+
+
+@asset(partitions_def=monthly_partitions, group_name="predictions", kinds={"xgboost", "pandas"},
+       deps=["trained_model"], required_resource_keys={"mlflow"}, automation_condition=EAGER_ALL_MONTHS)
+def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.DataFrame) -> pd.DataFrame:
+    """Predicted duration of every trip of month M by the champion (after M's own model was judged)."""
+    from ml_assets.core import tracking
+    from ml_assets.core.training import predict, regression_metrics
+
+    champion = tracking.load_champion()
+    if champion is None:
+        raise Failure(f"no `{tracking.CHAMPION}` model in the MLflow registry yet: materialize trained_model "
+                      f"for a month with an earlier month to train on first")
+    version, booster, encoder = champion
+    predicted = predict(booster, transform(derive_features(cleaned_trips), encoder))
+    scored = cleaned_trips[KEEP].assign(predicted_duration=predicted, model_version=str(version.version))
+    context.add_output_metadata({
+        "rows": len(scored),
+        "model_version": str(version.version),
+        "mean_predicted_duration": float(scored["predicted_duration"].mean()),
+        "mean_actual_duration": float(scored["duration"].mean()),
+        "rmse": regression_metrics(scored["duration"].to_numpy(), predicted)["rmse"],
+    })
+    return scored

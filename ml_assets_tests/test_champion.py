@@ -1,0 +1,62 @@
+"""The quality gate and the `champion` alias in the MLflow registry; batch predictions by the champion."""
+import mlflow
+import pytest
+
+from conftest import FAST_CONFIG, latest_metadata, materialize_month
+from ml_assets.core.training import quality_gate
+
+
+def test_quality_gate_rules():
+    assert quality_gate(5.0, 7.0, None, 0.02)[0]
+    assert not quality_gate(7.5, 7.0, None, 0.02)[0]
+    assert quality_gate(5.09, 7.0, 5.0, 0.02)[0]
+    passed, reason = quality_gate(5.2, 7.0, 5.0, 0.02)
+    assert not passed and "worse than the champion's 5.000 by more than 2%" in reason
+
+
+def champion_version(dagster_home) -> str:
+    client = mlflow.MlflowClient(f"sqlite:///{dagster_home / 'ml_assets' / 'mlflow.db'}")
+    return str(client.get_model_version_by_alias("trip_duration_xgboost", "champion").version)
+
+
+def check_result(result, name="quality_gate"):
+    (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
+    return evaluation
+
+
+def test_champion_moves_only_for_a_model_that_passes_the_gate(instance, dagster_home, monkeypatch):
+    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "20000")
+    for month in ("2021-01", "2021-02"):
+        materialize_month(instance, month, ["raw_trips", "cleaned_trips"])
+    first = materialize_month(instance, "2021-02", ["trip_features", "best_params", "trained_model"])
+    assert check_result(first).passed
+    assert latest_metadata(instance, "trained_model", "2021-02")["alias"] == "champion"
+    assert champion_version(dagster_home) == "1"
+
+    # A crippled model (one boosting round) loses to the baseline: registered, but only a challenger.
+    crippled = {"ops": {**FAST_CONFIG["ops"], "trained_model": {"config": {"num_boost_round": 1}}}}
+    from dagster import materialize
+
+    from ml_assets.definitions import all_assets, build_resources
+
+    worse = materialize(all_assets, partition_key="2021-02", instance=instance, resources=build_resources(),
+                        run_config={"ops": {"trained_model": crippled["ops"]["trained_model"]}},
+                        selection=["trained_model"])
+    evaluation = check_result(worse)
+    assert not evaluation.passed
+    assert "does not beat the LinearRegression baseline" in evaluation.metadata["reason"].value
+    model = latest_metadata(instance, "trained_model", "2021-02")
+    assert (model["model_version"], model["alias"], model["champion_version"]) == ("2", "challenger", "1")
+    assert champion_version(dagster_home) == "1"
+
+    # A properly trained model is judged against the champion on the same test month and takes over.
+    better = materialize_month(instance, "2021-02", ["trained_model"])
+    evaluation = check_result(better)
+    assert evaluation.passed and evaluation.metadata["champion_rmse"].value > 0
+    assert champion_version(dagster_home) == "3"
+
+    predictions = materialize_month(instance, "2021-02", ["trip_duration_predictions"])
+    assert predictions.success
+    scored = latest_metadata(instance, "trip_duration_predictions", "2021-02")
+    assert scored["model_version"] == "3" and scored["rows"] > 15_000
+    assert scored["rmse"] == pytest.approx(latest_metadata(instance, "trained_model", "2021-02")["rmse"], rel=1e-3)
