@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 MONTH ?= 2021-02
+FROM ?= 2021-02
+TO ?= 2021-04
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install run test dev bench clean
+.PHONY: install run backfill test dev bench clean
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +23,10 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	cp dagster.yaml $@
 
 run: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/python -m ml_assets.quickstart $(MONTH)
+	$(BIN)/python -m ml_assets.runner $(MONTH)
+
+backfill: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m ml_assets.runner $(FROM) --to $(TO)
 
 test: install
 	$(BIN)/python -m pytest

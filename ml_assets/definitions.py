@@ -3,7 +3,9 @@ from dagster import Definitions, load_assets_from_modules
 
 from ml_assets.assets import features, ingestion, predictions, training
 from ml_assets.checks import all_checks
+from ml_assets.core.months import shift_month
 from ml_assets.io_managers import JsonIOManager, ParquetIOManager, XGBoostModelIOManager
+from ml_assets.partitions import START_MONTH
 from ml_assets.resources import DEFAULT_TLC_URL, OptunaStorage, TripSource, mlflow_resource
 from ml_assets.schedules import monthly_retrain_schedule, retrain_month_job
 from ml_assets.sensors import ingest_month_job, new_month_sensor, training_automation_sensor
@@ -21,7 +23,8 @@ def build_resources() -> dict:
             tlc_url=env_or("ML_ASSETS_TLC_URL", DEFAULT_TLC_URL),
             cache_dir=env_or("ML_ASSETS_CACHE_DIR", str(state / "downloads")),
             synthetic_rows=env_or("ML_ASSETS_SYNTHETIC_ROWS", 60_000),
-            synthetic_published_through=env_or("ML_ASSETS_SYNTHETIC_PUBLISHED_THROUGH", None),
+            # A fresh `dagster dev` shows a small live demo rather than years of runs.
+            synthetic_published_through=env_or("ML_ASSETS_SYNTHETIC_PUBLISHED_THROUGH", shift_month(START_MONTH, 5)),
         ),
         "optuna_storage": OptunaStorage(url=env_or("ML_ASSETS_OPTUNA_STORAGE", f"sqlite:///{state / 'optuna.db'}")),
         "mlflow": mlflow_resource(),

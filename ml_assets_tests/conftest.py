@@ -41,13 +41,15 @@ def instance(dagster_home):
 
 
 def materialize_month(instance, month: str, selection=None, raise_on_error: bool = True):
-    """Materialize `selection` (asset names; default all) for one month with the project's resources."""
+    """Materialize `selection` (asset names; default all) and its asset checks for one month with the project's resources."""
     from dagster import materialize
 
+    from ml_assets.checks import all_checks
     from ml_assets.definitions import all_assets, build_resources
 
     config = {"ops": {op: cfg for op, cfg in FAST_CONFIG["ops"].items() if selection is None or op in selection}}
-    return materialize(all_assets, partition_key=month, instance=instance, resources=build_resources(),
+    # The checks of every selected asset run too, as they do in the UI, the CLI and sensor runs.
+    return materialize([*all_assets, *all_checks], partition_key=month, instance=instance, resources=build_resources(),
                        run_config=config, selection=selection, raise_on_error=raise_on_error)
 
 

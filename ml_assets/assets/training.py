@@ -11,12 +11,15 @@ from ml_assets.core.features import SPLIT, TEST, design_matrices, transform
 from ml_assets.core.months import shift_month
 from ml_assets.partitions import monthly_partitions
 from ml_assets.resources import OptunaStorage
+from ml_assets.settings import env_int
 from ml_assets.sensors import EAGER_ALL_MONTHS
 
 
 class TuningConfig(Config):
-    n_trials: int = Field(default=25, description="trial budget per materialization")
-    timeout_seconds: float = Field(default=40.0, description="time budget per materialization")
+    # Defaults from the environment too: runs started by sensors and automation carry no run config.
+    n_trials: int = Field(default=env_int("ML_ASSETS_TUNING_TRIALS", 25), description="trial budget per materialization")
+    timeout_seconds: float = Field(default=env_int("ML_ASSETS_TUNING_TIMEOUT_SECONDS", 40),
+                                   description="time budget per materialization")
     seed: int = 0
 
 

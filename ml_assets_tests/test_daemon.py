@@ -1,0 +1,63 @@
+"""End to end with the real daemon: a month dropped into the source is trained with nobody launching a run."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from dagster import AssetKey, DagsterInstance
+
+from conftest import ROOT, TLC_DATA
+
+BIN = Path(sys.executable).parent
+WAIT_SECONDS = 600
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(condition, what: str, log: Path, seconds: float = WAIT_SECONDS):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(5)
+    raise AssertionError(f"{what} did not happen within {seconds} s; dagster dev log:\n{log.read_text()[-6000:]}")
+
+
+def test_new_month_is_ingested_and_trained_by_the_daemon(dagster_home, tmp_path):
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    shutil.copy(TLC_DATA / "green_tripdata_2021-01.parquet", incoming)
+    env = {**os.environ, "ML_ASSETS_SOURCE": str(incoming), "ML_ASSETS_SENSOR_INTERVAL_SECONDS": "5",
+           "ML_ASSETS_TUNING_TRIALS": "3", "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "15"}
+    log = tmp_path / "dagster_dev.log"
+    with log.open("w") as output:
+        # Own session (process group), so that stopping it stops the webserver, daemon and code server.
+        dev = subprocess.Popen([str(BIN / "dagster"), "dev", "-m", "ml_assets.definitions", "-p", str(free_port())],
+                               cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        with DagsterInstance.get() as instance:
+            def materialized(asset: str, month: str) -> bool:
+                return month in instance.get_materialized_partitions(AssetKey(asset))
+
+            wait_for(lambda: materialized("cleaned_trips", "2021-01"), "ingesting 2021-01", log)
+            shutil.copy(TLC_DATA / "green_tripdata_2021-02.parquet", incoming)  # TLC publishes a month
+            wait_for(lambda: materialized("trained_model", "2021-02"), "training 2021-02", log)
+            assert materialized("cleaned_trips", "2021-02") and materialized("best_params", "2021-02")
+            # Every run was started by a sensor: new_month_sensor ingests, training_automation_sensor trains.
+            starters = {run.tags.get("dagster/sensor_name") for run in instance.get_runs()}
+            assert starters == {"new_month_sensor", "training_automation_sensor"}
+    finally:
+        os.killpg(dev.pid, signal.SIGTERM)
+        try:
+            dev.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(dev.pid, signal.SIGKILL)
+            dev.wait()
