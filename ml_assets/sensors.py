@@ -112,11 +112,12 @@ PROBE_RETRIES = 1
 PROBE_TIMEOUT_SECONDS = 10.0
 
 # eager() minus in_latest_time_window(): every monthly partition, not only the latest (see above).
+# Also wait for the blocking checks of every upstream partition: a check failing in the sensor's
+# ingestion run cannot stop runs that automation starts later.
 EAGER_ALL_MONTHS = (
-    AutomationCondition.eager()
-    .without(AutomationCondition.in_latest_time_window())
-    .with_label("eager_all_months")
-)
+    AutomationCondition.eager().without(AutomationCondition.in_latest_time_window())
+    & AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("eager_all_months")
 
 TRAINING_ASSETS = ("trip_features", "best_params", "trained_model", "trip_duration_predictions")
 

@@ -68,7 +68,7 @@ def test_real_tlc_months_through_the_download_code(instance, monkeypatch, tlc_se
     tlc_server.script = [503]  # a transient server error is retried
     materialize_month(instance, "2021-01", INGESTION)
     assert materialize_month(instance, "2021-02").success
-    assert tlc_server.count("GET") == 3
+    assert (tlc_server.count("HEAD"), tlc_server.count("GET")) == (3, 2)  # the 503, then one download a month
 
     raw = latest_metadata(instance, "raw_trips", "2021-01")
     source_file = TLC_DATA / "green_tripdata_2021-01.parquet"
@@ -82,21 +82,23 @@ def test_real_tlc_months_through_the_download_code(instance, monkeypatch, tlc_se
 
     missing = materialize_month(instance, "2021-04", ["raw_trips"], raise_on_error=False)
     assert "month 2021-04 is not published yet" in failure_message(missing)
-    assert tlc_server.count("GET") == 4  # a 404 is not retried
+    assert (tlc_server.count("HEAD"), tlc_server.count("GET")) == (4, 2)  # a 404 is final: no retry, no download
 
 
 def _write(table, path):
     pq.write_table(table, path)
 
 
-BAD_FILES = {
+BAD_FILES = {  # how to spoil the month's file, the step that must fail, what its error must say
     "truncated": (lambda good, path: path.write_bytes(good.read_bytes()[:200_000]), "raw_trips",
                   "is not readable parquet"),
     "missing column": (lambda good, path: _write(pq.read_table(good).drop(["lpep_dropoff_datetime"]), path),
                        "raw_trips", "missing required column(s) dropoff_datetime"),
     "empty": (lambda good, path: _write(pq.read_table(good).slice(0, 0), path), "raw_trips", "the file has no trips"),
+    # January's trips published as February's: raw_trips stores what the source says, its blocking
+    # check stops everything below it.
     "shifted timestamps": (lambda good, path: shutil.copy(TLC_DATA / "green_tripdata_2021-01.parquet", path),
-                           "cleaned_trips", "no trips left after cleaning"),
+                           "raw_trips_quality", "raw_trips: pickups_in_month"),
 }
 
 
@@ -116,14 +118,14 @@ def test_bad_month_fails_clearly_and_loses_nothing(case, instance, monkeypatch, 
     result = materialize_month(instance, "2021-02", INGESTION, raise_on_error=False)
     assert not result.success
     error = failure_message(result)
-    assert "2021-02" in error and message in error
-    if failing_asset == "raw_trips":
-        assert str(source / good.name) in error
+    assert message in error
     failed = [event.step_key for event in result.all_events if event.is_step_failure]
     assert failed == [failing_asset]
+    if failing_asset == "raw_trips":
+        assert "2021-02" in error and str(source / good.name) in error
     # Nothing was built from the bad file: the failing asset and everything below it keep their
     # earlier good values (raw_trips keeps the file as the source now publishes it).
-    downstream = INGESTION[INGESTION.index(failing_asset):]
+    downstream = INGESTION if failing_asset == "raw_trips" else INGESTION[1:]
     for path, content in stored.items():
         if path.parent.name in downstream:
             assert path.read_bytes() == content
