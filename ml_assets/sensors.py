@@ -112,11 +112,14 @@ PROBE_RETRIES = 1
 PROBE_TIMEOUT_SECONDS = 10.0
 
 # eager() minus in_latest_time_window(): every monthly partition, not only the latest (see above).
-# Also wait for the blocking checks of every upstream partition: a check failing in the sensor's
-# ingestion run cannot stop runs that automation starts later.
+# Also never train on a window month whose blocking check failed: a check failing in the sensor's
+# ingestion run cannot stop runs that automation starts later. (`all_deps_blocking_checks_passed()`
+# would not do: it is satisfied when *one* month of the window passed.)
 EAGER_ALL_MONTHS = (
     AutomationCondition.eager().without(AutomationCondition.in_latest_time_window())
-    & AutomationCondition.all_deps_blocking_checks_passed()
+    & ~AutomationCondition.any_deps_match(
+        AutomationCondition.any_checks_match(AutomationCondition.check_failed(), blocking_only=True)
+    ).with_label("any_deps_blocking_check_failed")
 ).with_label("eager_all_months")
 
 TRAINING_ASSETS = ("trip_features", "best_params", "trained_model", "trip_duration_predictions")

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 from dagster import (
+    AssetCheckEvaluation,
     AssetKey,
     AssetMaterialization,
     DefaultScheduleStatus,
@@ -24,6 +25,9 @@ from http_server import TLC_DATA, serve_directory
 from ml_assets.partitions import monthly_partitions
 from ml_assets.resources import TripSource
 from ml_assets.schedules import monthly_retrain_schedule
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 from ml_assets.sensors import (
     EAGER_ALL_MONTHS,
     MAX_MONTHS_ENV,
@@ -83,8 +87,16 @@ def months_of(requests) -> list[str]:
     return [request.partition_key for request in requests]
 
 
-def report(instance, asset: str, month: str, **metadata):
+def report(instance, asset: str, month: str, failing_check: str | None = None, **metadata):
+    """A materialization of `asset` for `month`, and a failed evaluation of `failing_check` on it."""
     instance.report_runless_asset_event(AssetMaterialization(asset_key=asset, partition=month, metadata=metadata))
+    if failing_check:
+        (latest,) = instance.fetch_materializations(AssetKey(asset), limit=1).records
+        target = AssetCheckEvaluationTargetMaterializationData(
+            storage_id=latest.storage_id, run_id=latest.run_id, timestamp=latest.timestamp)
+        instance.report_runless_asset_event(AssetCheckEvaluation(
+            asset_key=AssetKey(asset), check_name=failing_check, passed=False, partition=month,
+            target_materialization_data=target))
 
 
 def test_every_new_month_is_requested_oldest_first_a_few_per_tick(instance, files, tmp_path):
@@ -205,11 +217,12 @@ def requested(result, asset: str) -> set[str]:
 
 def test_training_waits_for_the_whole_window(instance, files, monkeypatch):
     """The sensor's job ingests one month; features and models of M wait until every window month is in."""
+    from ml_assets.checks import all_checks
     from ml_assets.definitions import all_assets, build_resources, defs
 
     monkeypatch.setenv("ML_ASSETS_SOURCE", str(files("2021-01", "2021-02", "2021-03")))
-    ingest = Definitions(assets=all_assets, resources=build_resources(), jobs=[ingest_month_job]).resolve_job_def(
-        ingest_month_job.name)
+    ingest = Definitions(assets=all_assets, asset_checks=all_checks, resources=build_resources(),
+                         jobs=[ingest_month_job]).resolve_job_def(ingest_month_job.name)
 
     def ingest_month(month: str):
         result = ingest.execute_in_process(partition_key=month, instance=instance)
@@ -249,6 +262,18 @@ def test_training_is_not_limited_to_the_latest_partition(instance):
         report(instance, "cleaned_trips", month)
     result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert requested(result, "trip_features") == {"2022-01", "2022-02"}  # windows complete, months old
+
+
+def test_a_failed_blocking_check_keeps_its_month_out_of_training(instance):
+    from ml_assets.definitions import defs
+
+    result = evaluate_automation_conditions(defs=defs, instance=instance)
+    report(instance, "cleaned_trips", "2021-01")
+    report(instance, "cleaned_trips", "2021-02", failing_check="dropped_share")
+    report(instance, "cleaned_trips", "2021-03")
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert not requested(result, "trip_features") & {"2021-02", "2021-03"}  # both windows hold 2021-02
+    assert "2021-01" in requested(result, "trip_features")  # untouched by February (and fails: first month)
 
 
 def test_training_waits_while_a_window_month_is_being_ingested(instance):
