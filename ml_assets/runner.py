@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import argparse
 
-from dagster import AssetKey, DagsterInstance
+from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
 
+from ml_assets.checks import all_checks
 from ml_assets.core.months import month_range
-from ml_assets.definitions import defs
+from ml_assets.definitions import all_assets, build_resources
 from ml_assets.partitions import monthly_partitions, training_window
 
-INGESTION = [AssetKey("raw_trips"), AssetKey("cleaned_trips")]
+INGESTION = ["raw_trips", "cleaned_trips"]
+
+
+def materialize_month(instance: DagsterInstance, month: str, selection: list[str] | None = None,
+                      run_config: dict | None = None, raise_on_error: bool = True) -> ExecuteInProcessResult:
+    """One run for `month` of `selection` (asset names; default all) with their checks, as in the UI.
+
+    Resources are built from the environment at call time, not at import.
+    """
+    return materialize([*all_assets, *all_checks], partition_key=month, instance=instance,
+                       resources=build_resources(), run_config=run_config or {}, selection=selection,
+                       raise_on_error=raise_on_error)
 
 
 def window_months(month: str) -> list[str]:
@@ -28,15 +40,14 @@ def window_months(month: str) -> list[str]:
     return sorted(mapped.partitions_subset.get_partition_keys())
 
 
-def run(first: str, last: str, instance: DagsterInstance) -> dict[str, dict]:
+def run(first: str, last: str, instance: DagsterInstance, run_config: dict | None = None) -> dict[str, dict]:
     """Materialize every asset for each month from `first` to `last`; trained_model metadata per month."""
-    job = defs.resolve_implicit_global_asset_job_def()
     ingested = set(instance.get_materialized_partitions(AssetKey("cleaned_trips")))
     for earlier in sorted(set(window_months(first)) - {first} - ingested):
-        job.execute_in_process(partition_key=earlier, instance=instance, asset_selection=INGESTION)
+        materialize_month(instance, earlier, INGESTION)
     models = {}
     for month in month_range(first, last):
-        job.execute_in_process(partition_key=month, instance=instance)
+        materialize_month(instance, month, run_config=run_config)
         event = instance.get_latest_materialization_event(AssetKey("trained_model"))
         models[month] = {key: value.value for key, value in event.asset_materialization.metadata.items()}
     return models

@@ -1,73 +1,23 @@
 """New months in, models out: `new_month_sensor` ingests, declarative automation trains.
 
-How a month flows
------------------
-1. `new_month_sensor` (RUNNING by default) asks the configured `trip_source` for a version
-   fingerprint of every monthly partition up to now (`probe(month)`: synthetic seed/rows, TLC's
-   size/ETag/Last-Modified from a HEAD request, a directory file's size/mtime). It requests the
-   `ingest_month` job (raw_trips + cleaned_trips of that one month) for every available month that
-   - has no raw_trips materialization and was never requested before, or
-   - was requested or materialized before with a different fingerprint (TLC re-published it).
-   All such months are requested, oldest first so that training windows fill in order, at most
-   `ML_ASSETS_SENSOR_MAX_MONTHS` (default 3) per tick; the rest follow on the next ticks.
-2. trip_features, best_params and trained_model carry `EAGER_ALL_MONTHS`, and
-   `training_automation_sensor` (an automation condition sensor for these three assets, RUNNING by
-   default) requests a month's features and model once every month of its training window is in.
-   It is declared here rather than left to Dagster's `default_automation_condition_sensor` because
-   in 1.13 that one is created STOPPED: on a fresh instance nothing would train until someone
-   turned it on in the UI. Assets that others give an automation condition later fall to that
-   default sensor (add them to this sensor's target to have them run by default too; one asset
-   must not be targeted by two automation sensors).
-
-Why the sensor ingests only, and automation trains
----------------------------------------------------
-trip_features for M reads cleaned_trips for up to TRAINING_MONTHS months before M plus M itself.
-A sensor run over the whole graph for M (`define_asset_job` with every asset) would fail
-trip_features for M whenever M-1 is still queued in the same tick (several new months at once,
-a re-published month, a fresh instance catching up) and the model would only appear after a
-manual re-run. Ordering runs in the sensor would mean re-implementing a scheduler. So the sensor's
-runs touch one month only (they can never fail because of another month), and the window
-dependency is left to declarative automation, which sees partition mappings:
-`~any_deps_missing()` is evaluated over *all* upstream partitions that `training_window` maps M to
-(months before the first partition are dropped by the mapping), so features for M wait until
-each of those months has cleaned_trips; `~any_deps_in_progress()` also waits while one of them is
-being (re)ingested. Re-ingesting a re-published month updates cleaned_trips for it, so features
-and models of every month whose window contains it are rebuilt, once each.
-
-`AutomationCondition.eager()` as such would not do: in Dagster 1.13 it starts with
-`in_latest_time_window()`, so it only ever materializes the *latest* monthly partition and would
-leave every earlier month (all of them, when catching up) untrained. `EAGER_ALL_MONTHS` is eager()
-without that operand (everything else identical; builtin conditions only, so the daemon can
-evaluate it and the UI shows each sub-condition).
-
-Known edge: the first partition (START_MONTH) has no earlier month to train on, and no builtin
-condition can tell it apart, so when its cleaned_trips arrives automation requests trip_features
-for it once (with its best_params and trained_model in the same run, which are then skipped),
-and that run fails with `MissingTrainingMonthsError`; it is not retried, the request counts as
-handled. Excluding that partition would take a custom Python AutomationCondition, which Dagster
-only evaluates in a sensor with `use_user_code_server=True` (beta), not worth one failed run.
-
-Duplicates and failures
------------------------
-The fingerprint hash leaves out where the file is (`path`, `url`): moving a mirror or changing the
-TLC host re-ingests nothing. Every request has `run_key = f"{month}:{fingerprint hash}"`, and
-Dagster never launches two runs with the same run key for one sensor; the cursor (JSON,
-`{"months": {month: fingerprint hash}}`) also remembers what was requested, so a month whose run
-is queued, running or failed is not asked for again until its fingerprint changes. A failed ingestion is therefore not retried by the sensor
-(re-execute it, or enable run retries on the instance). Decisions compare the source with the
-instance's materializations and the cursor on every tick, never events, so a file that landed
-while Dagster was down (or the sensor off) is found on the next tick.
-
-When the cursor has no entry for a materialized month (sensor turned on for the first time, or its
-cursor reset) the month is requested again only if the source's size differs from the `size_bytes`
-that raw_trips recorded; otherwise its current fingerprint is adopted as the baseline.
-
-If the source is unreachable (`SourceUnavailableError`) the tick is skipped with the reason,
-the cursor is left as it was, and nothing is requested.
-
-Settings: `ML_ASSETS_SENSOR_MAX_MONTHS` (months requested per tick, default 3, read every tick),
-`ML_ASSETS_SENSOR_INTERVAL_SECONDS` (minimum seconds between ticks, default 300, read at load:
-probing TLC is one HEAD request per month since START_MONTH).
+- `new_month_sensor` (RUNNING) probes the trip source for every monthly partition (synthetic:
+  published-through month; TLC: a HEAD's size/ETag/Last-Modified; a folder: size/mtime) and runs
+  `ingest_month` (raw_trips + cleaned_trips of one month) for each month that is new or whose
+  fingerprint changed (re-published), oldest first, at most ML_ASSETS_SENSOR_MAX_MONTHS per tick.
+  It compares the source with the instance and its cursor on every tick, never events, so a file
+  that landed while Dagster was down is found on the next tick. `run_key = month:fingerprint`, and
+  the cursor remembers what was requested, so a queued or failed month is not requested again until
+  it changes. An unreachable source skips the tick and keeps the cursor.
+- Why the sensor does not run the whole graph: trip_features for M reads up to three months before
+  M, so a whole-graph run for M fails whenever M-1 is still queued in the same tick. Its runs touch
+  one month only; features, models and predictions carry EAGER_ALL_MONTHS, which waits until every
+  month of the window is in (`any_deps_missing` sees the partition mapping) and none of them failed
+  a blocking check, and `training_automation_sensor` (RUNNING; Dagster's default automation sensor
+  starts STOPPED) evaluates it.
+- Plain `eager()` would not do: in 1.13 it includes `in_latest_time_window()` and would only ever
+  train the latest month.
+- Known edge: the first partition has no earlier month; automation requests its features once, and
+  that run fails with MissingTrainingMonthsError (it is not retried).
 """
 from __future__ import annotations
 

@@ -21,7 +21,10 @@ FAST_CONFIG = {
 @pytest.fixture
 def dagster_home(tmp_path, monkeypatch) -> Path:
     """A fresh DAGSTER_HOME with the project's dagster.yaml; every project path derives from it."""
-    home = tmp_path / "dagster_home"
+    return use_new_home(tmp_path / "dagster_home", monkeypatch)
+
+
+def use_new_home(home: Path, monkeypatch) -> Path:
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
@@ -41,22 +44,17 @@ def instance(dagster_home):
 
 
 def materialize_month(instance, month: str, selection=None, raise_on_error: bool = True):
-    """Materialize `selection` (asset names; default all) and its asset checks for one month with the project's resources."""
-    from dagster import materialize
-
-    from ml_assets.checks import all_checks
-    from ml_assets.definitions import all_assets, build_resources
+    """The runner's one-month run, with FAST_CONFIG for the selected ops."""
+    from ml_assets.runner import materialize_month as run_month
 
     config = {"ops": {op: cfg for op, cfg in FAST_CONFIG["ops"].items() if selection is None or op in selection}}
-    # The checks of every selected asset run too, as they do in the UI, the CLI and sensor runs.
-    return materialize([*all_assets, *all_checks], partition_key=month, instance=instance, resources=build_resources(),
-                       run_config=config, selection=selection, raise_on_error=raise_on_error)
+    return run_month(instance, month, selection, config, raise_on_error)
 
 
 def latest_metadata(instance, asset: str, month: str) -> dict:
+    """Metadata of the newest materialization of `asset` for `month`."""
     from dagster import AssetKey
 
-    """Metadata of the newest materialization of `asset` for `month`."""
     for record in instance.fetch_materializations(AssetKey(asset), limit=100).records:
         materialization = record.asset_materialization
         if materialization.partition == month:

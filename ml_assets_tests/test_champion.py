@@ -2,7 +2,8 @@
 import mlflow
 import pytest
 
-from conftest import FAST_CONFIG, latest_metadata, materialize_month
+from conftest import latest_metadata, materialize_month
+from ml_assets.runner import materialize_month as run_month
 from ml_assets.core.training import quality_gate
 
 
@@ -34,14 +35,8 @@ def test_champion_moves_only_for_a_model_that_passes_the_gate(instance, dagster_
     assert champion_version(dagster_home) == "1"
 
     # A crippled model (one boosting round) loses to the baseline: registered, but only a challenger.
-    crippled = {"ops": {**FAST_CONFIG["ops"], "trained_model": {"config": {"num_boost_round": 1}}}}
-    from dagster import materialize
-
-    from ml_assets.definitions import all_assets, build_resources
-
-    worse = materialize(all_assets, partition_key="2021-02", instance=instance, resources=build_resources(),
-                        run_config={"ops": {"trained_model": crippled["ops"]["trained_model"]}},
-                        selection=["trained_model"])
+    worse = run_month(instance, "2021-02", ["trained_model"],
+                      run_config={"ops": {"trained_model": {"config": {"num_boost_round": 1}}}})
     evaluation = check_result(worse)
     assert not evaluation.passed
     assert "does not beat the LinearRegression baseline" in evaluation.metadata["reason"].value
