@@ -1,0 +1,53 @@
+"""A range of months gives what one-by-one runs give; re-materializing a month changes nothing."""
+import json
+
+import pytest
+from dagster import DagsterInstance
+
+from conftest import FAST_CONFIG, materialize_month, use_new_home
+from ml_assets.core.training import load_booster
+from ml_assets.runner import materialize_month as run_month
+from ml_assets.runner import run
+
+# A time budget that never cuts a study short, so both ways run exactly the same trials.
+CONFIG = {"ops": {**FAST_CONFIG["ops"], "best_params": {"config": {"n_trials": 3, "timeout_seconds": 3600}}}}
+
+
+def stored(home) -> dict[str, bytes]:
+    root = home / "ml_assets" / "assets"
+    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*.*"))}
+
+
+@pytest.fixture
+def synthetic(monkeypatch):
+    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "10000")
+
+
+def test_range_equals_one_by_one_and_is_idempotent(tmp_path, monkeypatch, synthetic):
+    one_by_one = use_new_home(tmp_path / "one_by_one", monkeypatch)
+    with DagsterInstance.get() as instance:
+        materialize_month(instance, "2021-01", ["raw_trips", "cleaned_trips"])
+        for month in ("2021-02", "2021-03"):
+            run_month(instance, month, run_config=CONFIG)
+    singles = stored(one_by_one)
+
+    ranged = use_new_home(tmp_path / "range", monkeypatch)
+    with DagsterInstance.get() as instance:
+        models = run("2021-02", "2021-03", instance, run_config=CONFIG)
+        assert set(models) == {"2021-02", "2021-03"}
+        backfilled = stored(ranged)
+
+        assert backfilled.keys() == singles.keys()
+        assert "trained_model/2021-03.ubj" in backfilled
+        for name, content in backfilled.items():
+            if name.startswith("best_params/"):
+                assert json.loads(content) == json.loads(singles[name]), name
+            elif name.startswith("trained_model/"):
+                assert load_booster(content).get_dump() == load_booster(singles[name]).get_dump(), name
+            else:
+                assert content == singles[name], name
+
+        materialize_month(instance, "2021-02", ["raw_trips", "cleaned_trips", "trip_features"])
+        again = stored(ranged)
+        assert {name: again[name] for name in again if name.endswith(".parquet")} == \
+            {name: backfilled[name] for name in backfilled if name.endswith(".parquet")}
