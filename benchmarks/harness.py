@@ -2,6 +2,9 @@
 
 Every phase runs in its own process: partitions and resources are fixed when `ml_assets` is
 imported, from `DAGSTER_HOME` and `ML_ASSETS_START_MONTH`, so each setting needs a new interpreter.
+The parent stays small on purpose (it never imports the project): on Linux a child's ru_maxrss
+starts at its parent's resident set when it is spawned, so a heavy parent would inflate every
+child's peak memory.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+TRAIN_MONTH, TEST_MONTH = "2021-01", "2021-02"  # the course's split
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "nyc-tlc"
 # Settings that would point a child's state outside its fresh home.
 _ESCAPING = ("ML_ASSETS_", "MLFLOW_TRACKING_URI")
@@ -38,7 +42,16 @@ def child_env(home: Path, data: Path, start_month: str) -> dict[str, str]:
 @dataclass(frozen=True)
 class Measured:
     seconds: float
+    cpu_seconds: float  # user + system, descendants included
     peak_rss_mib: float  # largest resident set of the process and its descendants
+    others_cpu_seconds: float  # CPU time the rest of the machine used meanwhile: how far to trust `seconds`
+
+
+def _busy_cpu_seconds() -> float:
+    """CPU time spent by the whole machine since boot (/proc/stat, all but idle and iowait)."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, stat.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def run_child(command: list[str], env: dict[str, str], log: Path) -> Measured:
@@ -47,16 +60,17 @@ def run_child(command: list[str], env: dict[str, str], log: Path) -> Measured:
     `os.wait4` gives this child's own rusage, so each phase's peak memory is its own rather than
     the running maximum over all children that RUSAGE_CHILDREN would give.
     """
-    start = time.perf_counter()
+    start, busy = time.perf_counter(), _busy_cpu_seconds()
     with log.open("w") as out:
         process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
+    seconds, busy = time.perf_counter() - start, _busy_cpu_seconds() - busy
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode:
         tail = "".join(log.read_text().splitlines(keepends=True)[-40:])
         raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}; end of {log}:\n{tail}")
-    return Measured(seconds, usage.ru_maxrss / 1024)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Measured(seconds, cpu, usage.ru_maxrss / 1024, max(busy - cpu, 0.0))
 
 
 def run_module(module: str, args: list[str], env: dict[str, str], workdir: Path) -> tuple[Measured, dict]:
@@ -65,6 +79,14 @@ def run_module(module: str, args: list[str], env: dict[str, str], workdir: Path)
     measured = run_child([sys.executable, "-m", module, *args, "--out", str(out)], env,
                          workdir / f"{out.stem}.log")
     return measured, json.loads(out.read_text())
+
+
+def latest_metadata(instance, asset: str) -> tuple[str, dict]:
+    """The run id and metadata values of `asset`'s latest materialization."""
+    from dagster import AssetKey
+
+    event = instance.get_latest_materialization_event(AssetKey(asset))
+    return event.run_id, {key: value.value for key, value in event.asset_materialization.metadata.items()}
 
 
 def step_seconds(instance, run_id: str) -> dict[str, float]:

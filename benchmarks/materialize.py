@@ -1,7 +1,8 @@
 """Child process: materialize months in-process with default config, as `make run` does.
 
 Writes, per month, the trained_model and best_params metadata and the step times of the
-month's run, and the process's peak memory, as JSON to `--out`.
+month's run, and the process's peak memory, as JSON to `--out`. Months are run one by one in the
+order given, each through `ml_assets.runner.run`, so they need not be consecutive.
 """
 from __future__ import annotations
 
@@ -10,23 +11,17 @@ import json
 import resource
 import time
 
-from dagster import AssetKey, DagsterInstance
+from dagster import DagsterInstance
 
-from benchmarks.harness import step_seconds
-from ml_assets.quickstart import run
-
-
-def _metadata(instance: DagsterInstance, asset: str) -> tuple[str, dict]:
-    """The latest materialization's run id and its metadata values."""
-    event = instance.get_latest_materialization_event(AssetKey(asset))
-    return event.run_id, {key: value.value for key, value in event.asset_materialization.metadata.items()}
+from benchmarks.harness import latest_metadata, step_seconds
+from ml_assets.runner import run
 
 
 def materialize(month: str, instance: DagsterInstance) -> dict:
     start = time.perf_counter()
-    model = run(month, instance)
+    model = run(month, month, instance)[month]
     seconds = time.perf_counter() - start
-    run_id, params = _metadata(instance, "best_params")
+    run_id, params = latest_metadata(instance, "best_params")
     return {
         "seconds": seconds,  # earlier months' ingestion included, when it was needed
         "steps": step_seconds(instance, run_id),

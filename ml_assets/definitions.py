@@ -1,5 +1,5 @@
 """The code location: every asset, resource and automation of ml_assets."""
-from dagster import Definitions, load_assets_from_modules
+from dagster import Definitions, in_process_executor, load_assets_from_modules
 
 from ml_assets.assets import features, ingestion, predictions, training
 from ml_assets.checks import all_checks
@@ -39,6 +39,9 @@ all_assets = load_assets_from_modules([ingestion, features, training, prediction
 defs = Definitions(
     assets=all_assets,
     asset_checks=all_checks,
+    # One process per run: XGBoost already uses every core, and a subprocess per step would
+    # re-import Dagster, MLflow and XGBoost for each of them.
+    executor=in_process_executor,
     resources=build_resources(),
     jobs=[ingest_month_job, retrain_month_job],
     sensors=[new_month_sensor, training_automation_sensor],

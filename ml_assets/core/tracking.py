@@ -43,7 +43,11 @@ def log_trained_model(*, run_name: str, params: dict, metrics: dict, tags: dict,
     mlflow.log_metrics(metrics)
     mlflow.log_dict(encoder, "encoder.json")
     signature = infer_signature(input_example, booster.inplace_predict(input_example))
+    import xgboost
+
+    # Stated, not inferred: inference imports the model again in a subprocess (seconds per run).
     info = mlflow.xgboost.log_model(booster, name="model", signature=signature, model_format="ubj",
+                                    pip_requirements=[f"xgboost=={xgboost.__version__}"],
                                     registered_model_name=registered_model)
     run_id = mlflow.active_run().info.run_id
     return {"run_id": run_id, "model_uri": info.model_uri, "model_version": str(info.registered_model_version),

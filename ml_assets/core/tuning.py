@@ -25,6 +25,16 @@ def suggest_params(trial) -> dict:
     }
 
 
+def _trials_so_far(storage_url: str, study_name: str) -> int:
+    """Seeding a continued study like a new one would replay the trials it already ran."""
+    import optuna
+
+    try:
+        return len(optuna.load_study(study_name=study_name, storage=storage_url).trials)
+    except KeyError:  # a new study
+        return 0
+
+
 def _pruning_callback(trial, observation_key: str):
     """optuna's XGBoost pruning callback, reporting every REPORT_EVERY rounds instead of every round."""
     from optuna_integration import XGBoostPruningCallback
@@ -57,7 +67,7 @@ def tune(data: DesignMatrices, storage_url: str, study_name: str, n_trials: int,
         storage=storage_url,
         load_if_exists=True,
         direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        sampler=optuna.samplers.TPESampler(seed=seed + _trials_so_far(storage_url, study_name)),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20),
     )
     before = len(study.trials)

@@ -1,0 +1,65 @@
+"""Child process: the MLOps-Zoomcamp split (train 2021-01, test 2021-02), the course's XGBoost and
+its LinearRegression; writes their test RMSE as JSON to `--out`."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import xgboost as xgb
+
+from benchmarks.harness import TEST_MONTH, TRAIN_MONTH
+from benchmarks.plain import cleaned
+from ml_assets.core.features import SPLIT, TARGET, TEST, build_features, course_records, fit_course_vectorizer
+from ml_assets.core.sources.directory import DirectorySource
+from ml_assets.core.training import baseline_rmse, dmatrix, predict, regression_metrics
+
+# The course notebook's best hyperopt result.
+COURSE_PARAMS = {
+    "learning_rate": 0.09585355369315604,
+    "max_depth": 30,
+    "min_child_weight": 1.060597050922164,
+    "objective": "reg:squarederror",
+    "reg_alpha": 0.018060244040060163,
+    "reg_lambda": 0.011658731377413597,
+    "seed": 42,
+}
+
+
+def course_xgboost_rmse(frame, rounds: int) -> dict:
+    """The course's model, early-stopped on the test month itself (the course's own shortcut)."""
+    training, test = frame[frame[SPLIT] != TEST], frame[frame[SPLIT] == TEST]
+    vectorizer = fit_course_vectorizer(training)
+    X_train, X_test = vectorizer.transform(course_records(training)), vectorizer.transform(course_records(test))
+    y_test = test[TARGET].to_numpy()
+    booster = xgb.train(COURSE_PARAMS, dmatrix(X_train, training[TARGET].to_numpy()), num_boost_round=rounds,
+                        evals=[(dmatrix(X_test, y_test), "test")], early_stopping_rounds=50, verbose_eval=False)
+    return {"rmse": regression_metrics(y_test, predict(booster, X_test))["rmse"],
+            "best_iteration": booster.best_iteration}
+
+
+def course_split(data: Path, rounds: int) -> dict:
+    """Both course models on the project's cleaning; `course` features fit on all of 2021-01."""
+    source = DirectorySource(str(data))
+    frame = build_features({TRAIN_MONTH: cleaned(source, TRAIN_MONTH)}, cleaned(source, TEST_MONTH), TEST_MONTH,
+                           feature_set="course")
+    start = time.perf_counter()
+    course = course_xgboost_rmse(frame, rounds)
+    seconds = time.perf_counter() - start
+    return {"xgboost": {**course, "params": COURSE_PARAMS, "rounds": rounds, "seconds": seconds},
+            "linear_rmse": baseline_rmse(frame)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="directory of TLC files")
+    parser.add_argument("--rounds", type=int, required=True, help="boosting rounds of the course XGBoost")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    with open(args.out, "w") as out:
+        json.dump(course_split(args.data, args.rounds), out)
+
+
+if __name__ == "__main__":
+    main()

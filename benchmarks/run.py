@@ -1,0 +1,235 @@
+"""Model quality and speed of ml_assets on real TLC green-taxi data; prints figures, asserts nothing.
+
+1. The course split (train 2021-01, test 2021-02): the course's XGBoost, its LinearRegression,
+   and ours (the Dagster graph with default config).
+2. 2023 months, each trained on up to 3 earlier months: ours against the LinearRegression baseline.
+3. Wall time per step and peak memory of the one-month run.
+4. Orchestration overhead: `dagster asset materialize` against the same work in plain Python.
+
+Each phase runs in its own process and a fresh, temporary DAGSTER_HOME. `--quick` is a smoke run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.harness import (DEFAULT_DATA, TEST_MONTH, TRAIN_MONTH, Measured, child_env, fresh_home,
+                                latest_metadata, run_child, run_module, step_seconds)
+
+MONTHS_2023 = ["2023-02", "2023-03", "2023-04", "2023-05", "2023-06"]
+TARGET_RMSE, TARGET_RATIO = 5.7, 1.15
+TUNING_TIMEOUT = 3600.0  # generous: the trial count, not the clock, bounds tuning in phase 4
+# The plain script's stages; a check's step counts with the asset it checks (its key starts with the name).
+ASSETS = ["raw_trips", "cleaned_trips", "trip_features", "best_params", "trained_model", "trip_duration_predictions"]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="directory of TLC green files (read-only)")
+    parser.add_argument("--months", nargs="+", choices=MONTHS_2023,
+                        help="2023 months for phase 2 (default 2023-04 2023-06; each month adds 1-3 min)")
+    parser.add_argument("--trials", type=int, help="optuna trials on each side of phase 4 (default 10)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="phase 4 pairs, alternating which side goes first; the fastest of each side counts")
+    parser.add_argument("--course-rounds", type=int, help="boosting rounds of the course XGBoost (default 1000)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 2023-06 only, 3 trials, 100 course rounds (figures not comparable)")
+    args = parser.parse_args()
+    args.months = args.months or (["2023-06"] if args.quick else ["2023-04", "2023-06"])
+    args.trials = args.trials or (3 if args.quick else 10)
+    args.course_rounds = args.course_rounds or (100 if args.quick else 1000)
+    return args
+
+
+def course(workdir: Path, data: Path, rounds: int) -> dict:
+    """Phase 1a-b, Dagster-free."""
+    state = fresh_home(workdir, "course")
+    return run_module("benchmarks.course", ["--data", str(data), "--rounds", str(rounds)],
+                      child_env(state, data, TRAIN_MONTH), state)[1]
+
+
+def materialize(workdir: Path, name: str, data: Path, start_month: str, months: list[str]) -> dict:
+    """Phases 1c-3: months through Dagster in-process with default config (`make run`'s path)."""
+    home = fresh_home(workdir, name)
+    return run_module("benchmarks.materialize", months, child_env(home, data, start_month), home)[1]
+
+
+def cli_run(workdir: Path, name: str, data: Path, trials: int) -> tuple[Measured, Path, str]:
+    """The whole graph for 2021-02 by `dagster asset materialize`, its window's ingestion first (untimed)."""
+    config = {"ops": {"best_params": {"config": {"n_trials": trials, "timeout_seconds": TUNING_TIMEOUT}}}}
+    home = fresh_home(workdir, name)
+    env = child_env(home, data, TRAIN_MONTH)
+    dagster = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "ml_assets.definitions"]
+    run_child([*dagster, "--select", "raw_trips,cleaned_trips", "--partition", TRAIN_MONTH], env, home / "ingest.log")
+    command = [*dagster, "--select", "*", "--partition", TEST_MONTH, "--config-json", json.dumps(config)]
+    return run_child(command, env, home / "cli.log"), home, shlex.join(["dagster", *command[1:]])
+
+
+def plain_run(workdir: Path, name: str, data: Path, trials: int) -> tuple[Measured, dict]:
+    state = fresh_home(workdir, name)
+    return run_module("benchmarks.plain",
+                      ["--data", str(data), "--state", str(state), "--train", TRAIN_MONTH, "--test", TEST_MONTH,
+                       "--trials", str(trials), "--timeout", str(TUNING_TIMEOUT)],
+                      child_env(state, data, TRAIN_MONTH), state)
+
+
+def overhead(workdir: Path, data: Path, trials: int, repeat: int) -> dict:
+    """Phase 4: CLI and plain runs on fresh storage each; the fastest run of each side counts."""
+    cli, plain = [], []
+    for i in range(repeat):  # alternate which side goes first, so a burst of other load hits both alike
+        if i % 2 == 0:
+            cli.append(cli_run(workdir, f"cli{i}", data, trials))
+        plain.append(plain_run(workdir, f"plain{i}", data, trials))
+        if i % 2 == 1:
+            cli.append(cli_run(workdir, f"cli{i}", data, trials))
+    cli_measured, home, command = min(cli, key=lambda run: run[0].seconds)
+    plain_measured, plain_result = min(plain, key=lambda run: run[0].seconds)
+    return {"cli": cli_measured, "cli_result": _cli_result(home), "cli_command": command,
+            "plain": plain_measured, "plain_result": plain_result,
+            "cli_all": [run[0] for run in cli], "plain_all": [run[0] for run in plain]}
+
+
+def _cli_result(home: Path) -> dict:
+    """The CLI run's RMSE, trial count and step times, from its instance.
+
+    Dagster is imported here, once every child has run, to keep the parent small until then.
+    """
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        _, model = latest_metadata(instance, "trained_model")
+        run_id, params = latest_metadata(instance, "best_params")
+        return {"rmse": model["rmse"], "trials_run": params["trials_run"], "steps": step_seconds(instance, run_id)}
+
+
+def per_asset(steps: dict[str, float]) -> dict[str, float]:
+    """Step times summed per asset of ASSETS, a check's step with the asset it checks."""
+    totals = dict.fromkeys(ASSETS, 0.0)
+    for step, seconds in steps.items():
+        owner = max((asset for asset in ASSETS if step.startswith(asset)), key=len, default=None)
+        if owner:
+            totals[owner] += seconds
+    return totals
+
+
+def verdict(value: float, target: float) -> str:
+    return f"target <= {target}: {'met' if value <= target else 'NOT met'}"
+
+
+def print_course(result: dict, ours: dict) -> None:
+    xgb = result["xgboost"]
+    print(f"\n1. Course split: train {TRAIN_MONTH}, test {TEST_MONTH} (test RMSE, minutes)")
+    print(f"   (a) course XGBoost, DictVectorizer(PU_DO + trip_distance)  {xgb['rmse']:.3f}   "
+          f"({xgb['rounds']} rounds max, best iteration {xgb['best_iteration']}, {xgb['seconds']:.0f} s)")
+    print(f"       params {xgb['params']}")
+    print("       NB: early stopping watches the TEST month, as the course does: this figure peeks at the test set")
+    print(f"   (b) LinearRegression on course features (baseline_rmse)   {result['linear_rmse']:.3f}")
+    print(f"   (c) ours: Dagster graph, default config (trained_model)    {ours['rmse']:.3f}   "
+          f"({verdict(ours['rmse'], TARGET_RMSE)}; tuning ran {ours['trials_run']} trials in its time budget)")
+
+
+def print_months(months: dict) -> None:
+    print("\n2. 2023 months (ML_ASSETS_START_MONTH=2023-01; each trains on up to 3 earlier months, default config)")
+    print(f"   {'month':8} {'ours':>6} {'baseline':>9} {'gain':>6} {'trials':>7} {'wall s':>7}")
+    for month, result in months.items():
+        gain = 1 - result["rmse"] / result["baseline_rmse"]
+        print(f"   {month:8} {result['rmse']:6.3f} {result['baseline_rmse']:9.3f} {gain:6.1%} "
+              f"{result['trials_run']:7d} {result['seconds']:7.0f}")
+    skipped = [m for m in MONTHS_2023 if m not in months]
+    if skipped:
+        print(f"   not run: {', '.join(skipped)} (--months {' '.join(MONTHS_2023)} runs all)")
+
+
+def print_steps(result: dict, peak: dict) -> None:
+    steps = dict(result["steps"])
+    run = steps.pop("run")
+    print(f"\n3. One-month run {TEST_MONTH} (in-process, default config): wall time per step from the event log")
+    for step, seconds in steps.items():
+        print(f"   {step:38} {seconds:6.1f} s")
+    print(f"   {'sum of steps':38} {sum(steps.values()):6.1f} s; run (RUN_START..RUN_SUCCESS) {run:.1f} s; "
+          f"whole call incl. the {TRAIN_MONTH} ingestion run {result['seconds']:.1f} s")
+    print(f"   peak RSS (ru_maxrss): self {peak['self']:.0f} MiB, children {peak['children']:.0f} MiB")
+    print("   (the child is MLflow's requirements inference in log_model; a child's ru_maxrss starts at its "
+          "parent's resident set when spawned, so it cannot read below self)")
+
+
+def print_overhead(result: dict, trials: int, repeat: int) -> None:
+    cli, plain = result["cli"], result["plain"]
+    steps, stages = per_asset(result["cli_result"]["steps"]), result["plain_result"]["stages"]
+    print(f"\n4. Orchestration overhead, {TEST_MONTH}, n_trials={trials} "
+          f"(timeout {TUNING_TIMEOUT:.0f} s) on both sides")
+    print(f"   CLI:   {result['cli_command']}")
+    print(f"          after an untimed CLI call materializing raw_trips,cleaned_trips for {TRAIN_MONTH}")
+    print(f"   plain: python -m benchmarks.plain (core functions; also cleans {TRAIN_MONTH}; writes no asset files)")
+    print("   between steps: the multiprocess executor's step subprocesses starting; outside: process start "
+          "(imports, definitions), exit")
+    if repeat > 1:
+        cli_walls, plain_walls = ([f"{run.seconds:.0f}" for run in result[side]] for side in ("cli_all", "plain_all"))
+        print(f"   {repeat} runs per side, fastest shown: CLI {', '.join(cli_walls)} s; "
+              f"plain {', '.join(plain_walls)} s")
+    print(f"   {'':38} {'CLI':>8} {'plain':>8}   (checks counted with their asset)")
+    run = result["cli_result"]["steps"]["run"]
+    rows = [*[(asset, steps[asset], stages[asset]) for asset in ASSETS],
+            ("in the run, between steps", run - sum(steps.values()), None),
+            ("outside the run / stages", cli.seconds - run, plain.seconds - sum(stages.values())),
+            ("wall", cli.seconds, plain.seconds),
+            ("CPU (user+sys)", cli.cpu_seconds, plain.cpu_seconds),
+            ("CPU used by other processes meanwhile", cli.others_cpu_seconds, plain.others_cpu_seconds)]
+    for name, left, right in rows:
+        print(f"   {name:38} {left:7.1f}s " + ("       -" if right is None else f"{right:7.1f}s"))
+    print(f"   {'peak RSS (largest process)':38} {cli.peak_rss_mib:5.0f}MiB {plain.peak_rss_mib:5.0f}MiB")
+    print(f"   {'test RMSE, trials':38} {result['cli_result']['rmse']:5.3f},{result['cli_result']['trials_run']:<2d}"
+          f" {result['plain_result']['rmse']:5.3f},{result['plain_result']['trials_run']:<2d}")
+    ratio = cli.seconds / plain.seconds
+    print(f"   ratio CLI / plain wall {ratio:.2f} ({verdict(round(ratio, 2), TARGET_RATIO)}); "
+          f"CPU {cli.cpu_seconds / plain.cpu_seconds:.2f}")
+
+
+def print_summary(course_result: dict, ours: dict, months: dict, over: dict) -> None:
+    cli, plain = over["cli"], over["plain"]
+    rows = [
+        (f"course XGBoost {TEST_MONTH} (peeks at test)", f"{course_result['xgboost']['rmse']:.3f}", ""),
+        (f"LinearRegression {TEST_MONTH}", f"{course_result['linear_rmse']:.3f}", ""),
+        (f"ours {TEST_MONTH}", f"{ours['rmse']:.3f}", f"<= {TARGET_RMSE}"),
+        *[(f"ours / baseline {m}", f"{r['rmse']:.3f} / {r['baseline_rmse']:.3f}", "") for m, r in months.items()],
+        (f"one-month run {TEST_MONTH}", f"{ours['steps']['run']:.1f} s", ""),
+        ("CLI / plain wall", f"{cli.seconds:.1f} / {plain.seconds:.1f} s", ""),
+        ("CLI / plain ratio", f"{cli.seconds / plain.seconds:.2f}", f"<= {TARGET_RATIO}"),
+    ]
+    print("\nSummary")
+    for name, value, target in rows:
+        print(f"   {name:38} {value:>18}  {target}")
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    args = parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows when the output is piped
+    print(f"python -m benchmarks.run {shlex.join(sys.argv[1:])}".rstrip())
+    print(f"data {args.data}; {len(os.sched_getaffinity(0))} cores; load average {_load()} "
+          "(other processes on this machine skew the timings)")
+    with tempfile.TemporaryDirectory(prefix="ml_assets_bench_") as tmp:
+        workdir = Path(tmp)
+        course_result = course(workdir, args.data, args.course_rounds)
+        one_month = materialize(workdir, "month", args.data, TRAIN_MONTH, [TEST_MONTH])
+        ours = one_month["months"][TEST_MONTH]
+        print_course(course_result, ours)
+        later = materialize(workdir, "2023", args.data, "2023-01", args.months)
+        print_months(later["months"])
+        print_steps(ours, one_month["peak_rss_mib"])
+        over = overhead(workdir, args.data, args.trials, args.repeat)
+        print_overhead(over, args.trials, args.repeat)
+    print_summary(course_result, ours, later["months"], over)
+    print(f"\nload average at the end {_load()}")
+
+
+if __name__ == "__main__":
+    main()
