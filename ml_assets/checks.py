@@ -13,8 +13,8 @@ Blocking: a failed ERROR-severity blocking check fails its step, so in the same 
 downstream of the checked asset (cleaned_trips after raw_trips, trip_features after cleaned_trips)
 are skipped for that month. Checks run whenever their asset is selected (UI, CLI, the
 `ingest_month` job of `new_month_sensor`). A blocking check only gates the run it is part of:
-a later run (e.g. declarative automation) is not stopped by an earlier failed check unless its
-automation condition asks for `AutomationCondition.all_deps_blocking_checks_passed()`.
+a later run is not stopped by an earlier failed check, so the automation condition of the training
+assets (`EAGER_ALL_MONTHS` in sensors.py) refuses any window month with a failed blocking check.
 
 Thresholds: `QualityRules` defaults, overridden by `ML_ASSETS_<RULE>` environment variables read
 when the check runs (ML_ASSETS_MIN_ROWS, ML_ASSETS_MAX_DROPPED_SHARE, ML_ASSETS_MIN_PICKUPS_IN_MONTH,
