@@ -154,8 +154,8 @@ def print_steps(result: dict, peak: dict) -> None:
     print(f"   {'sum of steps':38} {sum(steps.values()):6.1f} s; run (RUN_START..RUN_SUCCESS) {run:.1f} s; "
           f"whole call incl. the {TRAIN_MONTH} ingestion run {result['seconds']:.1f} s")
     print(f"   peak RSS (ru_maxrss): self {peak['self']:.0f} MiB, children {peak['children']:.0f} MiB")
-    print("   (the child is MLflow's requirements inference in log_model; a child's ru_maxrss starts at its "
-          "parent's resident set when spawned, so it cannot read below self)")
+    print("   (children: processes the run spawned; a child's ru_maxrss starts at its parent's resident set "
+          "when spawned)")
 
 
 def print_overhead(result: dict, trials: int, repeat: int) -> None:
@@ -166,7 +166,7 @@ def print_overhead(result: dict, trials: int, repeat: int) -> None:
     print(f"   CLI:   {result['cli_command']}")
     print(f"          after an untimed CLI call materializing raw_trips,cleaned_trips for {TRAIN_MONTH}")
     print(f"   plain: python -m benchmarks.plain (core functions; also cleans {TRAIN_MONTH}; writes no asset files)")
-    print("   between steps: the multiprocess executor's step subprocesses starting; outside: process start "
+    print("   between steps: the executor's bookkeeping (events, IO managers); outside: process start "
           "(imports, definitions), exit")
     if repeat > 1:
         cli_walls, plain_walls = ([f"{run.seconds:.0f}" for run in result[side]] for side in ("cli_all", "plain_all"))
