@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from dagster import ConfigurableResource, InitResourceContext, resource
-from dagster_mlflow import mlflow_tracking
+from dagster import ConfigurableResource, Field as ConfigField, InitResourceContext, Noneable, StringSource, resource
 from pydantic import Field
 
 from ml_assets.core.sources.tlc import DEFAULT_TLC_URL
@@ -64,9 +63,15 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{state_dir() / 'mlflow.db'}"
 
 
-@resource(config_schema=mlflow_tracking.config_schema, description=mlflow_tracking.description)
+@resource(
+    config_schema={
+        "experiment_name": ConfigField(StringSource, description="MLflow experiment name"),
+        "mlflow_tracking_uri": ConfigField(Noneable(StringSource), default_value=None, is_required=False),
+    },
+    description="dagster-mlflow's mlflow_tracking: one MLflow run per Dagster run",
+)
 def mlflow_tracking_resource(context: InitResourceContext):
-    """dagster-mlflow's `mlflow_tracking`, with two fixes for asset jobs.
+    """dagster-mlflow's `mlflow_tracking`, imported when a run needs it, with two fixes for asset jobs.
 
     - Artifacts go beside a sqlite tracking store, not into `./mlruns` of whatever directory
       the run starts in.
@@ -74,11 +79,12 @@ def mlflow_tracking_resource(context: InitResourceContext):
       executor does for every step of a run. A run that never reaches `trained_model` leaves
       that MLflow run empty: it is deleted at teardown, so each MLflow run is one trained model.
     """
+    import mlflow
+    from dagster_mlflow import mlflow_tracking
+
     from ml_assets.core.tracking import discard_unused_run, ensure_experiment
 
     ensure_experiment(context.resource_config.get("mlflow_tracking_uri"), context.resource_config["experiment_name"])
-    import mlflow
-
     generator = mlflow_tracking.resource_fn(context)
     tracking = next(generator)
     run_id = mlflow.active_run().info.run_id
