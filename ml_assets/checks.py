@@ -39,7 +39,6 @@ from dagster import (
     AssetCheckSpec,
     AssetIn,
     AssetKey,
-    AssetRecordsFilter,
     Config,
     PythonObjectDagsterType,
     asset_check,
@@ -50,6 +49,7 @@ from pydantic import Field
 
 from ml_assets.core import quality
 from ml_assets.core.months import shift_month
+from ml_assets.materializations import latest_metadata
 from ml_assets.partitions import monthly_partitions
 
 RAW, CLEANED = AssetKey("raw_trips"), AssetKey("cleaned_trips")
@@ -98,6 +98,15 @@ def _specs(asset: AssetKey, rules: dict[str, str], blocking: bool) -> list[Asset
     ])
 
 
+def _blocking_checks(asset: AssetKey, rules: dict[str, str]):
+    """One op per asset and month, loading the value once and reporting each rule as its own check."""
+    name = asset.to_user_string()
+    return multi_asset_check(
+        specs=_specs(asset, rules, blocking=True), ins={name: AssetIn(asset)}, can_subset=True,
+        name=f"{name}_quality", description=f"Blocking data checks on {name} (see ml_assets.core.quality).",
+    )
+
+
 def _result(asset: AssetKey, result: quality.RuleResult,
             severity: AssetCheckSeverity = AssetCheckSeverity.ERROR) -> AssetCheckResult:
     return AssetCheckResult(asset_key=asset, check_name=result.rule, passed=result.passed,
@@ -115,13 +124,7 @@ def _selected(context: AssetCheckExecutionContext, asset: AssetKey,
             yield _result(asset, result)
 
 
-@multi_asset_check(
-    specs=_specs(RAW, RAW_RULES, blocking=True),
-    ins={"raw_trips": AssetIn(RAW)},
-    can_subset=True,
-    name="raw_trips_quality",
-    description="Blocking data checks on raw_trips (see ml_assets.core.quality).",
-)
+@_blocking_checks(RAW, RAW_RULES)
 def raw_trips_quality(context: AssetCheckExecutionContext, config: QualityConfig, raw_trips: pa.Table):
     rules = config.rules()
     yield from _selected(context, RAW, quality.raw_rules(raw_trips, context.partition_key, rules))
@@ -129,23 +132,11 @@ def raw_trips_quality(context: AssetCheckExecutionContext, config: QualityConfig
 
 def _recorded_raw_rows(context: AssetCheckExecutionContext, month: str) -> Optional[int]:
     """`raw_rows` from cleaned_trips' newest materialization of `month` (the value being checked)."""
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=CLEANED, asset_partitions=[month]), limit=1
-    ).records
-    if not records or records[0].asset_materialization is None:
-        return None
-    value = records[0].asset_materialization.metadata.get("raw_rows")
-    value = getattr(value, "value", value)
+    value = (latest_metadata(context.instance, CLEANED, month) or {}).get("raw_rows")
     return int(value) if value is not None else None
 
 
-@multi_asset_check(
-    specs=_specs(CLEANED, CLEANED_RULES, blocking=True),
-    ins={"cleaned_trips": AssetIn(CLEANED)},
-    can_subset=True,
-    name="cleaned_trips_quality",
-    description="Blocking data checks on cleaned_trips (see ml_assets.core.quality).",
-)
+@_blocking_checks(CLEANED, CLEANED_RULES)
 def cleaned_trips_quality(context: AssetCheckExecutionContext, config: QualityConfig,
                           cleaned_trips: pd.DataFrame):
     month = context.partition_key
@@ -163,9 +154,7 @@ def _load_previous(context: AssetCheckExecutionContext, month: str) -> pd.DataFr
 
 
 def _previous_month_materialized(context: AssetCheckExecutionContext, month: str) -> bool:
-    return bool(context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=CLEANED, asset_partitions=[month]), limit=1
-    ).records)
+    return latest_metadata(context.instance, CLEANED, month) is not None
 
 
 def _drift_check(fn):

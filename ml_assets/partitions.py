@@ -18,3 +18,12 @@ monthly_partitions = MonthlyPartitionsDefinition(start_date=START_MONTH, fmt="%Y
 training_window = TimeWindowPartitionMapping(
     start_offset=-TRAINING_MONTHS, end_offset=0, allow_nonexistent_upstream_partitions=True
 )
+
+
+def window_months(month: str) -> list[str]:
+    """The cleaned_trips partitions trip_features for `month` reads: its training months and itself."""
+    subset = monthly_partitions.subset_with_partition_keys([month])
+    mapped = training_window.get_upstream_mapped_partitions_result_for_partitions(
+        subset, monthly_partitions, monthly_partitions
+    )
+    return sorted(mapped.partitions_subset.get_partition_keys())

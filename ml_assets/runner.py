@@ -15,7 +15,8 @@ from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materiali
 from ml_assets.checks import all_checks
 from ml_assets.core.months import month_range
 from ml_assets.definitions import all_assets, build_resources
-from ml_assets.partitions import monthly_partitions, training_window
+from ml_assets.materializations import latest_metadata
+from ml_assets.partitions import window_months
 
 INGESTION = ["raw_trips", "cleaned_trips"]
 
@@ -31,15 +32,6 @@ def materialize_month(instance: DagsterInstance, month: str, selection: list[str
                        raise_on_error=raise_on_error)
 
 
-def window_months(month: str) -> list[str]:
-    """The partitions trip_features for `month` reads: its training months and itself."""
-    subset = monthly_partitions.subset_with_partition_keys([month])
-    mapped = training_window.get_upstream_mapped_partitions_result_for_partitions(
-        subset, monthly_partitions, monthly_partitions
-    )
-    return sorted(mapped.partitions_subset.get_partition_keys())
-
-
 def run(first: str, last: str, instance: DagsterInstance, run_config: dict | None = None) -> dict[str, dict]:
     """Materialize every asset for each month from `first` to `last`; trained_model metadata per month."""
     ingested = set(instance.get_materialized_partitions(AssetKey("cleaned_trips")))
@@ -48,8 +40,7 @@ def run(first: str, last: str, instance: DagsterInstance, run_config: dict | Non
     models = {}
     for month in month_range(first, last):
         materialize_month(instance, month, run_config=run_config)
-        event = instance.get_latest_materialization_event(AssetKey("trained_model"))
-        models[month] = {key: value.value for key, value in event.asset_materialization.metadata.items()}
+        models[month] = latest_metadata(instance, "trained_model", month)
     return models
 
 

@@ -33,7 +33,7 @@ from dagster import (
     schedule,
 )
 
-from ml_assets.partitions import monthly_partitions, training_window
+from ml_assets.partitions import monthly_partitions, window_months
 
 CLEANED_TRIPS = AssetKey("cleaned_trips")
 CRON = "0 6 2 * *"
@@ -44,15 +44,6 @@ retrain_month_job = define_asset_job(
     partitions_def=monthly_partitions,
     description="trip_features, best_params and trained_model for one month whose training window is ingested.",
 )
-
-
-def window_months(month: str) -> list[str]:
-    """The cleaned_trips partitions trip_features for `month` reads (month included)."""
-    subset = monthly_partitions.subset_with_partition_keys([month])
-    mapped = training_window.get_upstream_mapped_partitions_result_for_partitions(
-        subset, monthly_partitions, monthly_partitions
-    )
-    return sorted(mapped.partitions_subset.get_partition_keys())
 
 
 def latest_complete_month(instance: DagsterInstance, now: Optional[datetime.datetime] = None) -> Optional[str]:

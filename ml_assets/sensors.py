@@ -30,7 +30,6 @@ from typing import Any, Iterable, Mapping, NamedTuple, Optional
 
 from dagster import (
     AssetKey,
-    AssetRecordsFilter,
     AssetSelection,
     AutomationCondition,
     AutomationConditionSensorDefinition,
@@ -45,6 +44,7 @@ from dagster import (
 )
 
 from ml_assets.core.sources import SourceUnavailableError
+from ml_assets.materializations import latest_metadata
 from ml_assets.partitions import monthly_partitions
 from ml_assets.resources import TripSource
 from ml_assets.settings import env_int
@@ -188,13 +188,7 @@ def plan_months(fingerprints: Mapping[str, Optional[dict]], seen: Mapping[str, s
 
 def _recorded_size(instance: DagsterInstance):
     def size(month: str) -> Optional[int]:
-        records = instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=RAW_TRIPS, asset_partitions=[month]), limit=1
-        ).records
-        if not records or records[0].asset_materialization is None:
-            return None
-        value = records[0].asset_materialization.metadata.get("size_bytes")
-        return getattr(value, "value", value)
+        return (latest_metadata(instance, RAW_TRIPS, month) or {}).get("size_bytes")
 
     return size
 

@@ -53,10 +53,8 @@ def materialize_month(instance, month: str, selection=None, raise_on_error: bool
 
 def latest_metadata(instance, asset: str, month: str) -> dict:
     """Metadata of the newest materialization of `asset` for `month`."""
-    from dagster import AssetKey
+    from ml_assets.materializations import latest_metadata as recorded
 
-    for record in instance.fetch_materializations(AssetKey(asset), limit=100).records:
-        materialization = record.asset_materialization
-        if materialization.partition == month:
-            return {key: value.value for key, value in materialization.metadata.items()}
-    raise AssertionError(f"{asset} has no materialization for {month}")
+    metadata = recorded(instance, asset, month)
+    assert metadata is not None, f"{asset} has no materialization for {month}"
+    return metadata
