@@ -8,7 +8,7 @@ TO ?= 2021-04
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install run backfill test dev bench clean
+.PHONY: install run backfill lint test dev bench clean
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ run: install $(DAGSTER_HOME)/dagster.yaml
 
 backfill: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m ml_assets.runner $(FROM) --to $(TO)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: install
 	$(BIN)/python -m pytest

@@ -1,5 +1,6 @@
 """Child process: the MLOps-Zoomcamp split (train 2021-01, test 2021-02), the course's XGBoost and
 its LinearRegression; writes their test RMSE as JSON to `--out`."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,7 +12,8 @@ import xgboost as xgb
 
 from benchmarks.harness import TEST_MONTH, TRAIN_MONTH
 from benchmarks.plain import cleaned
-from ml_assets.core.features import SPLIT, TARGET, TEST, build_features, course_records, fit_course_vectorizer
+from ml_assets.core.features import SPLIT, TEST, build_features, course_records, fit_course_vectorizer
+from ml_assets.core.schema import DURATION
 from ml_assets.core.sources.directory import DirectorySource
 from ml_assets.core.training import baseline_rmse, dmatrix, predict, regression_metrics
 
@@ -32,23 +34,34 @@ def course_xgboost_rmse(frame, rounds: int) -> dict:
     training, test = frame[frame[SPLIT] != TEST], frame[frame[SPLIT] == TEST]
     vectorizer = fit_course_vectorizer(training)
     X_train, X_test = vectorizer.transform(course_records(training)), vectorizer.transform(course_records(test))
-    y_test = test[TARGET].to_numpy()
-    booster = xgb.train(COURSE_PARAMS, dmatrix(X_train, training[TARGET].to_numpy()), num_boost_round=rounds,
-                        evals=[(dmatrix(X_test, y_test), "test")], early_stopping_rounds=50, verbose_eval=False)
-    return {"rmse": regression_metrics(y_test, predict(booster, X_test))["rmse"],
-            "best_iteration": booster.best_iteration}
+    y_test = test[DURATION].to_numpy()
+    booster = xgb.train(
+        COURSE_PARAMS,
+        dmatrix(X_train, training[DURATION].to_numpy()),
+        num_boost_round=rounds,
+        evals=[(dmatrix(X_test, y_test), "test")],
+        early_stopping_rounds=50,
+        verbose_eval=False,
+    )
+    return {
+        "rmse": regression_metrics(y_test, predict(booster, X_test))["rmse"],
+        "best_iteration": booster.best_iteration,
+    }
 
 
 def course_split(data: Path, rounds: int) -> dict:
     """Both course models on the project's cleaning; `course` features fit on all of 2021-01."""
     source = DirectorySource(str(data))
-    frame = build_features({TRAIN_MONTH: cleaned(source, TRAIN_MONTH)}, cleaned(source, TEST_MONTH), TEST_MONTH,
-                           feature_set="course")
+    frame = build_features(
+        {TRAIN_MONTH: cleaned(source, TRAIN_MONTH)}, cleaned(source, TEST_MONTH), TEST_MONTH, feature_set="course"
+    )
     start = time.perf_counter()
     course = course_xgboost_rmse(frame, rounds)
     seconds = time.perf_counter() - start
-    return {"xgboost": {**course, "params": COURSE_PARAMS, "rounds": rounds, "seconds": seconds},
-            "linear_rmse": baseline_rmse(frame)}
+    return {
+        "xgboost": {**course, "params": COURSE_PARAMS, "rounds": rounds, "seconds": seconds},
+        "linear_rmse": baseline_rmse(frame),
+    }
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ The parent stays small on purpose (it never imports the project): on Linux a chi
 starts at its parent's resident set when it is spawned, so a heavy parent would inflate every
 child's peak memory.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,12 @@ def fresh_home(parent: Path, name: str) -> Path:
 
 def child_env(home: Path, data: Path, start_month: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(_ESCAPING)}
-    env.update(DAGSTER_HOME=str(home), MLFLOW_DISABLE_TELEMETRY="true",
-               ML_ASSETS_SOURCE=str(data), ML_ASSETS_START_MONTH=start_month)
+    env.update(
+        DAGSTER_HOME=str(home),
+        MLFLOW_DISABLE_TELEMETRY="true",
+        ML_ASSETS_SOURCE=str(data),
+        ML_ASSETS_START_MONTH=start_month,
+    )
     return env
 
 
@@ -76,17 +81,8 @@ def run_child(command: list[str], env: dict[str, str], log: Path) -> Measured:
 def run_module(module: str, args: list[str], env: dict[str, str], workdir: Path) -> tuple[Measured, dict]:
     """`python -m module args --out FILE`, and the JSON the module wrote to FILE."""
     out = workdir / f"{module.rsplit('.', 1)[-1]}.json"
-    measured = run_child([sys.executable, "-m", module, *args, "--out", str(out)], env,
-                         workdir / f"{out.stem}.log")
+    measured = run_child([sys.executable, "-m", module, *args, "--out", str(out)], env, workdir / f"{out.stem}.log")
     return measured, json.loads(out.read_text())
-
-
-def latest_metadata(instance, asset: str) -> tuple[str, dict]:
-    """The run id and metadata values of `asset`'s latest materialization."""
-    from dagster import AssetKey
-
-    event = instance.get_latest_materialization_event(AssetKey(asset))
-    return event.run_id, {key: value.value for key, value in event.asset_materialization.metadata.items()}
 
 
 def step_seconds(instance, run_id: str) -> dict[str, float]:
@@ -95,8 +91,9 @@ def step_seconds(instance, run_id: str) -> dict[str, float]:
 
     starts = {DagsterEventType.STEP_START, DagsterEventType.RUN_START}
     started, seconds = {}, {}
-    for entry in instance.all_logs(run_id, of_type=starts | {DagsterEventType.STEP_SUCCESS,
-                                                             DagsterEventType.RUN_SUCCESS}):
+    for entry in instance.all_logs(
+        run_id, of_type=starts | {DagsterEventType.STEP_SUCCESS, DagsterEventType.RUN_SUCCESS}
+    ):
         step = entry.step_key or "run"
         if entry.dagster_event_type in starts:
             started[step] = entry.timestamp

@@ -4,6 +4,7 @@ Writes, per month, the trained_model and best_params metadata and the step times
 month's run, and the process's peak memory, as JSON to `--out`. Months are run one by one in the
 order given, each through `ml_assets.runner.run`, so they need not be consecutive.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,8 @@ import time
 
 from dagster import DagsterInstance
 
-from benchmarks.harness import latest_metadata, step_seconds
+from benchmarks.harness import step_seconds
+from ml_assets.materializations import latest_materialization
 from ml_assets.runner import run
 
 
@@ -21,7 +23,7 @@ def materialize(month: str, instance: DagsterInstance) -> dict:
     start = time.perf_counter()
     model = run(month, month, instance)[month]
     seconds = time.perf_counter() - start
-    run_id, params = latest_metadata(instance, "best_params")
+    run_id, params = latest_materialization(instance, "best_params")
     return {
         "seconds": seconds,  # earlier months' ingestion included, when it was needed
         "steps": step_seconds(instance, run_id),
@@ -34,8 +36,10 @@ def materialize(month: str, instance: DagsterInstance) -> dict:
 
 def peak_rss_mib() -> dict[str, float]:
     """ru_maxrss (KiB on Linux) of this process and of its largest finished child."""
-    return {who: resource.getrusage(flag).ru_maxrss / 1024
-            for who, flag in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN))}
+    return {
+        who: resource.getrusage(flag).ru_maxrss / 1024
+        for who, flag in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN))
+    }
 
 
 def main() -> None:

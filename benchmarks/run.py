@@ -8,6 +8,7 @@
 
 Each phase runs in its own process and a fresh, temporary DAGSTER_HOME. `--quick` is a smoke run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import (DEFAULT_DATA, TEST_MONTH, TRAIN_MONTH, Measured, child_env, fresh_home,
-                                latest_metadata, run_child, run_module, step_seconds)
+from benchmarks.harness import (
+    DEFAULT_DATA,
+    TEST_MONTH,
+    TRAIN_MONTH,
+    Measured,
+    child_env,
+    fresh_home,
+    run_child,
+    run_module,
+    step_seconds,
+)
 
 MONTHS_2023 = ["2023-02", "2023-03", "2023-04", "2023-05", "2023-06"]
 TARGET_RMSE, TARGET_RATIO = 5.7, 1.15
@@ -31,14 +41,25 @@ ASSETS = ["raw_trips", "cleaned_trips", "trip_features", "best_params", "trained
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="directory of TLC green files (read-only)")
-    parser.add_argument("--months", nargs="+", choices=MONTHS_2023,
-                        help="2023 months for phase 2 (default 2023-04 2023-06; each month adds 1-3 min)")
+    parser.add_argument(
+        "--months",
+        nargs="+",
+        choices=MONTHS_2023,
+        help="2023 months for phase 2 (default 2023-04 2023-06; each month adds 1-3 min)",
+    )
     parser.add_argument("--trials", type=int, help="optuna trials on each side of phase 4 (default 10)")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="phase 4 pairs, alternating which side goes first; the fastest of each side counts")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="phase 4 pairs, alternating which side goes first; the fastest of each side counts",
+    )
     parser.add_argument("--course-rounds", type=int, help="boosting rounds of the course XGBoost (default 1000)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 2023-06 only, 3 trials, 100 course rounds (figures not comparable)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 2023-06 only, 3 trials, 100 course rounds (figures not comparable)",
+    )
     args = parser.parse_args()
     args.months = args.months or (["2023-06"] if args.quick else ["2023-04", "2023-06"])
     args.trials = args.trials or (3 if args.quick else 10)
@@ -49,8 +70,9 @@ def parse_args() -> argparse.Namespace:
 def course(workdir: Path, data: Path, rounds: int) -> dict:
     """Phase 1a-b, Dagster-free."""
     state = fresh_home(workdir, "course")
-    return run_module("benchmarks.course", ["--data", str(data), "--rounds", str(rounds)],
-                      child_env(state, data, TRAIN_MONTH), state)[1]
+    return run_module(
+        "benchmarks.course", ["--data", str(data), "--rounds", str(rounds)], child_env(state, data, TRAIN_MONTH), state
+    )[1]
 
 
 def materialize(workdir: Path, name: str, data: Path, start_month: str, months: list[str]) -> dict:
@@ -72,10 +94,25 @@ def cli_run(workdir: Path, name: str, data: Path, trials: int) -> tuple[Measured
 
 def plain_run(workdir: Path, name: str, data: Path, trials: int) -> tuple[Measured, dict]:
     state = fresh_home(workdir, name)
-    return run_module("benchmarks.plain",
-                      ["--data", str(data), "--state", str(state), "--train", TRAIN_MONTH, "--test", TEST_MONTH,
-                       "--trials", str(trials), "--timeout", str(TUNING_TIMEOUT)],
-                      child_env(state, data, TRAIN_MONTH), state)
+    return run_module(
+        "benchmarks.plain",
+        [
+            "--data",
+            str(data),
+            "--state",
+            str(state),
+            "--train",
+            TRAIN_MONTH,
+            "--test",
+            TEST_MONTH,
+            "--trials",
+            str(trials),
+            "--timeout",
+            str(TUNING_TIMEOUT),
+        ],
+        child_env(state, data, TRAIN_MONTH),
+        state,
+    )
 
 
 def overhead(workdir: Path, data: Path, trials: int, repeat: int) -> dict:
@@ -89,9 +126,15 @@ def overhead(workdir: Path, data: Path, trials: int, repeat: int) -> dict:
             cli.append(cli_run(workdir, f"cli{i}", data, trials))
     cli_measured, home, command = min(cli, key=lambda run: run[0].seconds)
     plain_measured, plain_result = min(plain, key=lambda run: run[0].seconds)
-    return {"cli": cli_measured, "cli_result": _cli_result(home), "cli_command": command,
-            "plain": plain_measured, "plain_result": plain_result,
-            "cli_all": [run[0] for run in cli], "plain_all": [run[0] for run in plain]}
+    return {
+        "cli": cli_measured,
+        "cli_result": _cli_result(home),
+        "cli_command": command,
+        "plain": plain_measured,
+        "plain_result": plain_result,
+        "cli_all": [run[0] for run in cli],
+        "plain_all": [run[0] for run in plain],
+    }
 
 
 def _cli_result(home: Path) -> dict:
@@ -101,9 +144,11 @@ def _cli_result(home: Path) -> dict:
     """
     from dagster import DagsterInstance
 
+    from ml_assets.materializations import latest_materialization
+
     with DagsterInstance.from_config(str(home)) as instance:
-        _, model = latest_metadata(instance, "trained_model")
-        run_id, params = latest_metadata(instance, "best_params")
+        _, model = latest_materialization(instance, "trained_model")
+        run_id, params = latest_materialization(instance, "best_params")
         return {"rmse": model["rmse"], "trials_run": params["trials_run"], "steps": step_seconds(instance, run_id)}
 
 
@@ -124,13 +169,17 @@ def verdict(value: float, target: float) -> str:
 def print_course(result: dict, ours: dict) -> None:
     xgb = result["xgboost"]
     print(f"\n1. Course split: train {TRAIN_MONTH}, test {TEST_MONTH} (test RMSE, minutes)")
-    print(f"   (a) course XGBoost, DictVectorizer(PU_DO + trip_distance)  {xgb['rmse']:.3f}   "
-          f"({xgb['rounds']} rounds max, best iteration {xgb['best_iteration']}, {xgb['seconds']:.0f} s)")
+    print(
+        f"   (a) course XGBoost, DictVectorizer(PU_DO + trip_distance)  {xgb['rmse']:.3f}   "
+        f"({xgb['rounds']} rounds max, best iteration {xgb['best_iteration']}, {xgb['seconds']:.0f} s)"
+    )
     print(f"       params {xgb['params']}")
     print("       NB: early stopping watches the TEST month, as the course does: this figure peeks at the test set")
     print(f"   (b) LinearRegression on course features (baseline_rmse)   {result['linear_rmse']:.3f}")
-    print(f"   (c) ours: Dagster graph, default config (trained_model)    {ours['rmse']:.3f}   "
-          f"({verdict(ours['rmse'], TARGET_RMSE)}; tuning ran {ours['trials_run']} trials in its time budget)")
+    print(
+        f"   (c) ours: Dagster graph, default config (trained_model)    {ours['rmse']:.3f}   "
+        f"({verdict(ours['rmse'], TARGET_RMSE)}; tuning ran {ours['trials_run']} trials in its time budget)"
+    )
 
 
 def print_months(months: dict) -> None:
@@ -138,8 +187,10 @@ def print_months(months: dict) -> None:
     print(f"   {'month':8} {'ours':>6} {'baseline':>9} {'gain':>6} {'trials':>7} {'wall s':>7}")
     for month, result in months.items():
         gain = 1 - result["rmse"] / result["baseline_rmse"]
-        print(f"   {month:8} {result['rmse']:6.3f} {result['baseline_rmse']:9.3f} {gain:6.1%} "
-              f"{result['trials_run']:7d} {result['seconds']:7.0f}")
+        print(
+            f"   {month:8} {result['rmse']:6.3f} {result['baseline_rmse']:9.3f} {gain:6.1%} "
+            f"{result['trials_run']:7d} {result['seconds']:7.0f}"
+        )
     skipped = [m for m in MONTHS_2023 if m not in months]
     if skipped:
         print(f"   not run: {', '.join(skipped)} (--months {' '.join(MONTHS_2023)} runs all)")
@@ -151,43 +202,56 @@ def print_steps(result: dict, peak: dict) -> None:
     print(f"\n3. One-month run {TEST_MONTH} (in-process, default config): wall time per step from the event log")
     for step, seconds in steps.items():
         print(f"   {step:38} {seconds:6.1f} s")
-    print(f"   {'sum of steps':38} {sum(steps.values()):6.1f} s; run (RUN_START..RUN_SUCCESS) {run:.1f} s; "
-          f"whole call incl. the {TRAIN_MONTH} ingestion run {result['seconds']:.1f} s")
+    print(
+        f"   {'sum of steps':38} {sum(steps.values()):6.1f} s; run (RUN_START..RUN_SUCCESS) {run:.1f} s; "
+        f"whole call incl. the {TRAIN_MONTH} ingestion run {result['seconds']:.1f} s"
+    )
     print(f"   peak RSS (ru_maxrss): self {peak['self']:.0f} MiB, children {peak['children']:.0f} MiB")
-    print("   (children: processes the run spawned; a child's ru_maxrss starts at its parent's resident set "
-          "when spawned)")
+    print(
+        "   (children: processes the run spawned; a child's ru_maxrss starts at its parent's resident set when spawned)"
+    )
 
 
 def print_overhead(result: dict, trials: int, repeat: int) -> None:
     cli, plain = result["cli"], result["plain"]
     steps, stages = per_asset(result["cli_result"]["steps"]), result["plain_result"]["stages"]
-    print(f"\n4. Orchestration overhead, {TEST_MONTH}, n_trials={trials} "
-          f"(timeout {TUNING_TIMEOUT:.0f} s) on both sides")
+    print(
+        f"\n4. Orchestration overhead, {TEST_MONTH}, n_trials={trials} (timeout {TUNING_TIMEOUT:.0f} s) on both sides"
+    )
     print(f"   CLI:   {result['cli_command']}")
     print(f"          after an untimed CLI call materializing raw_trips,cleaned_trips for {TRAIN_MONTH}")
     print(f"   plain: python -m benchmarks.plain (core functions; also cleans {TRAIN_MONTH}; writes no asset files)")
-    print("   between steps: the executor's bookkeeping (events, IO managers); outside: process start "
-          "(imports, definitions), exit")
+    print(
+        "   between steps: the executor's bookkeeping (events, IO managers); outside: process start "
+        "(imports, definitions), exit"
+    )
     if repeat > 1:
         cli_walls, plain_walls = ([f"{run.seconds:.0f}" for run in result[side]] for side in ("cli_all", "plain_all"))
-        print(f"   {repeat} runs per side, fastest shown: CLI {', '.join(cli_walls)} s; "
-              f"plain {', '.join(plain_walls)} s")
+        print(
+            f"   {repeat} runs per side, fastest shown: CLI {', '.join(cli_walls)} s; plain {', '.join(plain_walls)} s"
+        )
     print(f"   {'':38} {'CLI':>8} {'plain':>8}   (checks counted with their asset)")
     run = result["cli_result"]["steps"]["run"]
-    rows = [*[(asset, steps[asset], stages[asset]) for asset in ASSETS],
-            ("in the run, between steps", run - sum(steps.values()), None),
-            ("outside the run / stages", cli.seconds - run, plain.seconds - sum(stages.values())),
-            ("wall", cli.seconds, plain.seconds),
-            ("CPU (user+sys)", cli.cpu_seconds, plain.cpu_seconds),
-            ("CPU used by other processes meanwhile", cli.others_cpu_seconds, plain.others_cpu_seconds)]
+    rows = [
+        *[(asset, steps[asset], stages[asset]) for asset in ASSETS],
+        ("in the run, between steps", run - sum(steps.values()), None),
+        ("outside the run / stages", cli.seconds - run, plain.seconds - sum(stages.values())),
+        ("wall", cli.seconds, plain.seconds),
+        ("CPU (user+sys)", cli.cpu_seconds, plain.cpu_seconds),
+        ("CPU used by other processes meanwhile", cli.others_cpu_seconds, plain.others_cpu_seconds),
+    ]
     for name, left, right in rows:
         print(f"   {name:38} {left:7.1f}s " + ("       -" if right is None else f"{right:7.1f}s"))
     print(f"   {'peak RSS (largest process)':38} {cli.peak_rss_mib:5.0f}MiB {plain.peak_rss_mib:5.0f}MiB")
-    print(f"   {'test RMSE, trials':38} {result['cli_result']['rmse']:5.3f},{result['cli_result']['trials_run']:<2d}"
-          f" {result['plain_result']['rmse']:5.3f},{result['plain_result']['trials_run']:<2d}")
+    print(
+        f"   {'test RMSE, trials':38} {result['cli_result']['rmse']:5.3f},{result['cli_result']['trials_run']:<2d}"
+        f" {result['plain_result']['rmse']:5.3f},{result['plain_result']['trials_run']:<2d}"
+    )
     ratio = cli.seconds / plain.seconds
-    print(f"   ratio CLI / plain wall {ratio:.2f} ({verdict(round(ratio, 2), TARGET_RATIO)}); "
-          f"CPU {cli.cpu_seconds / plain.cpu_seconds:.2f}")
+    print(
+        f"   ratio CLI / plain wall {ratio:.2f} ({verdict(round(ratio, 2), TARGET_RATIO)}); "
+        f"CPU {cli.cpu_seconds / plain.cpu_seconds:.2f}"
+    )
 
 
 def print_summary(course_result: dict, ours: dict, months: dict, over: dict) -> None:
@@ -214,8 +278,10 @@ def main() -> None:
     args = parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows when the output is piped
     print(f"python -m benchmarks.run {shlex.join(sys.argv[1:])}".rstrip())
-    print(f"data {args.data}; {len(os.sched_getaffinity(0))} cores; load average {_load()} "
-          "(other processes on this machine skew the timings)")
+    print(
+        f"data {args.data}; {len(os.sched_getaffinity(0))} cores; load average {_load()} "
+        "(other processes on this machine skew the timings)"
+    )
     with tempfile.TemporaryDirectory(prefix="ml_assets_bench_") as tmp:
         workdir = Path(tmp)
         course_result = course(workdir, args.data, args.course_rounds)

@@ -3,6 +3,7 @@
 Every write is atomic (temp file + rename), so a failed or killed step never leaves a partial
 file where the next run would read it, and the previous good value stays in place.
 """
+
 from __future__ import annotations
 
 import typing

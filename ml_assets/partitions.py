@@ -1,15 +1,14 @@
 """Monthly partitions keyed `YYYY-MM` (as in TLC's file names) and the training window."""
-from __future__ import annotations
 
-import os
+from __future__ import annotations
 
 from dagster import MonthlyPartitionsDefinition, TimeWindowPartitionMapping
 
-from ml_assets.core.months import check_month
-from ml_assets.settings import env_int
+from ml_assets import settings
 
-START_MONTH = check_month(os.environ.get("ML_ASSETS_START_MONTH") or "2021-01")
-TRAINING_MONTHS = env_int("ML_ASSETS_TRAINING_MONTHS", 3)
+# Both shape the asset graph, so they are fixed when the code location loads (see settings).
+START_MONTH = settings.START_MONTH.value()
+TRAINING_MONTHS = settings.TRAINING_MONTHS.value()
 
 monthly_partitions = MonthlyPartitionsDefinition(start_date=START_MONTH, fmt="%Y-%m")
 

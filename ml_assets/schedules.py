@@ -16,37 +16,29 @@ by backfills, or by `make run`), or automation paused on the instance, so that a
 month gets a fresh model each month. Turn it on in the UI (Automation → monthly_retrain_schedule)
 or with `dagster schedule start monthly_retrain_schedule`.
 """
+
 from __future__ import annotations
 
 import datetime
-from typing import Optional
 
 from dagster import (
     AssetKey,
-    AssetSelection,
     DagsterInstance,
     DefaultScheduleStatus,
     RunRequest,
     ScheduleEvaluationContext,
     SkipReason,
-    define_asset_job,
     schedule,
 )
 
+from ml_assets.jobs import retrain_month_job
 from ml_assets.partitions import monthly_partitions, window_months
 
 CLEANED_TRIPS = AssetKey("cleaned_trips")
 CRON = "0 6 2 * *"
 
-retrain_month_job = define_asset_job(
-    "retrain_month",
-    selection=AssetSelection.assets("trip_features", "best_params", "trained_model"),
-    partitions_def=monthly_partitions,
-    description="trip_features, best_params and trained_model for one month whose training window is ingested.",
-)
 
-
-def latest_complete_month(instance: DagsterInstance, now: Optional[datetime.datetime] = None) -> Optional[str]:
+def latest_complete_month(instance: DagsterInstance, now: datetime.datetime | None = None) -> str | None:
     """The latest month with cleaned_trips for its whole training window and at least one earlier month."""
     cleaned = instance.get_materialized_partitions(CLEANED_TRIPS)
     existing = set(monthly_partitions.get_partition_keys(current_time=now))
@@ -73,5 +65,6 @@ def monthly_retrain_schedule(context: ScheduleEvaluationContext):
             "(ingest months first, e.g. with new_month_sensor or the ingest_month job)"
         )
     tick = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y-%m-%d")
-    return RunRequest(run_key=f"retrain:{month}:{tick}", partition_key=month,
-                      tags={"ml_assets/trigger": "monthly_retrain_schedule"})
+    return RunRequest(
+        run_key=f"retrain:{month}:{tick}", partition_key=month, tags={"ml_assets/trigger": "monthly_retrain_schedule"}
+    )

@@ -5,8 +5,9 @@ Tests exercise the real download code against it instead of mocking requests:
     with serve_directory(some_dir) as server:
         TlcSource(cache_dir, base_url=server.url).fetch("2021-01")
 
-or use the `tlc_server` fixture, which serves the TLC sample files in ../shared (read-only).
+or use the `tlc_server` fixture (conftest), which serves the TLC sample files in ../shared (read-only).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,15 +15,11 @@ import email.utils
 import hashlib
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote, urlsplit
-
-import pytest
-
-TLC_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nyc-tlc"
 
 
 @dataclass(frozen=True)
@@ -53,9 +50,7 @@ class ScriptedServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.scripted = self
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     @property
@@ -85,13 +80,6 @@ def serve_directory(root: str | Path) -> Iterator[ScriptedServer]:
         yield server
     finally:
         server.close()
-
-
-@pytest.fixture
-def tlc_server() -> Iterator[ScriptedServer]:
-    """A ScriptedServer over the TLC sample files in ../shared/data/nyc-tlc."""
-    with serve_directory(TLC_DATA) as server:
-        yield server
 
 
 class _Handler(BaseHTTPRequestHandler):

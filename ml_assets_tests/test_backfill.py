@@ -1,13 +1,13 @@
 """A range of months gives what one-by-one runs give; re-materializing a month changes nothing."""
+
 import json
 
 import pytest
 from dagster import DagsterInstance
 
-from conftest import FAST_CONFIG, materialize_month, use_new_home
 from ml_assets.core.training import load_booster
-from ml_assets.runner import materialize_month as run_month
-from ml_assets.runner import run
+from ml_assets.runner import materialize_month, run
+from ml_assets_tests.support import FAST_CONFIG, use_new_home
 
 # A time budget that never cuts a study short, so both ways run exactly the same trials.
 CONFIG = {"ops": {**FAST_CONFIG["ops"], "best_params": {"config": {"n_trials": 3, "timeout_seconds": 3600}}}}
@@ -26,9 +26,9 @@ def synthetic(monkeypatch):
 def test_range_equals_one_by_one_and_is_idempotent(tmp_path, monkeypatch, synthetic):
     one_by_one = use_new_home(tmp_path / "one_by_one", monkeypatch)
     with DagsterInstance.get() as instance:
-        materialize_month(instance, "2021-01", ["raw_trips", "cleaned_trips"])
+        materialize_month(instance, "2021-01", ["raw_trips", "cleaned_trips"], run_config=FAST_CONFIG)
         for month in ("2021-02", "2021-03"):
-            run_month(instance, month, run_config=CONFIG)
+            materialize_month(instance, month, run_config=CONFIG)
     singles = stored(one_by_one)
 
     ranged = use_new_home(tmp_path / "range", monkeypatch)
@@ -47,7 +47,8 @@ def test_range_equals_one_by_one_and_is_idempotent(tmp_path, monkeypatch, synthe
             else:
                 assert content == singles[name], name
 
-        materialize_month(instance, "2021-02", ["raw_trips", "cleaned_trips", "trip_features"])
+        materialize_month(instance, "2021-02", ["raw_trips", "cleaned_trips", "trip_features"], run_config=FAST_CONFIG)
         again = stored(ranged)
-        assert {name: again[name] for name in again if name.endswith(".parquet")} == \
-            {name: backfilled[name] for name in backfilled if name.endswith(".parquet")}
+        assert {name: again[name] for name in again if name.endswith(".parquet")} == {
+            name: backfilled[name] for name in backfilled if name.endswith(".parquet")
+        }

@@ -1,17 +1,19 @@
-"""The quality gate and the `champion` alias in the MLflow registry; batch predictions by the champion."""
+"""The model gate and the `champion` alias in the MLflow registry; batch predictions by the champion."""
+
 import mlflow
 import pytest
 
-from conftest import latest_metadata, materialize_month
-from ml_assets.runner import materialize_month as run_month
-from ml_assets.core.training import quality_gate
+from ml_assets.core.gate import judge
+from ml_assets.materializations import latest_metadata
+from ml_assets.runner import materialize_month
+from ml_assets_tests.support import FAST_CONFIG
 
 
-def test_quality_gate_rules():
-    assert quality_gate(5.0, 7.0, None, 0.02)[0]
-    assert not quality_gate(7.5, 7.0, None, 0.02)[0]
-    assert quality_gate(5.09, 7.0, 5.0, 0.02)[0]
-    passed, reason = quality_gate(5.2, 7.0, 5.0, 0.02)
+def test_model_gate_rules():
+    assert judge(5.0, 7.0, None, 0.02)[0]
+    assert not judge(7.5, 7.0, None, 0.02)[0]
+    assert judge(5.09, 7.0, 5.0, 0.02)[0]
+    passed, reason = judge(5.2, 7.0, 5.0, 0.02)
     assert not passed and "worse than the champion's 5.000 by more than 2%" in reason
 
 
@@ -20,7 +22,7 @@ def champion_version(dagster_home) -> str:
     return str(client.get_model_version_by_alias("trip_duration_xgboost", "champion").version)
 
 
-def check_result(result, name="quality_gate"):
+def check_result(result, name="model_gate"):
     (evaluation,) = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
     return evaluation
 
@@ -28,15 +30,21 @@ def check_result(result, name="quality_gate"):
 def test_champion_moves_only_for_a_model_that_passes_the_gate(instance, dagster_home, monkeypatch):
     monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "20000")
     for month in ("2021-01", "2021-02"):
-        materialize_month(instance, month, ["raw_trips", "cleaned_trips"])
-    first = materialize_month(instance, "2021-02", ["trip_features", "best_params", "trained_model"])
+        materialize_month(instance, month, ["raw_trips", "cleaned_trips"], run_config=FAST_CONFIG)
+    first = materialize_month(
+        instance, "2021-02", ["trip_features", "best_params", "trained_model"], run_config=FAST_CONFIG
+    )
     assert check_result(first).passed
     assert latest_metadata(instance, "trained_model", "2021-02")["alias"] == "champion"
     assert champion_version(dagster_home) == "1"
 
     # A crippled model (one boosting round) loses to the baseline: registered, but only a challenger.
-    worse = run_month(instance, "2021-02", ["trained_model"],
-                      run_config={"ops": {"trained_model": {"config": {"num_boost_round": 1}}}})
+    worse = materialize_month(
+        instance,
+        "2021-02",
+        ["trained_model"],
+        run_config={"ops": {"trained_model": {"config": {"num_boost_round": 1}}}},
+    )
     evaluation = check_result(worse)
     assert not evaluation.passed
     assert "does not beat the LinearRegression baseline" in evaluation.metadata["reason"].value
@@ -45,12 +53,12 @@ def test_champion_moves_only_for_a_model_that_passes_the_gate(instance, dagster_
     assert champion_version(dagster_home) == "1"
 
     # A properly trained model is judged against the champion on the same test month and takes over.
-    better = materialize_month(instance, "2021-02", ["trained_model"])
+    better = materialize_month(instance, "2021-02", ["trained_model"], run_config=FAST_CONFIG)
     evaluation = check_result(better)
     assert evaluation.passed and evaluation.metadata["champion_rmse"].value > 0
     assert champion_version(dagster_home) == "3"
 
-    predictions = materialize_month(instance, "2021-02", ["trip_duration_predictions"])
+    predictions = materialize_month(instance, "2021-02", ["trip_duration_predictions"], run_config=FAST_CONFIG)
     assert predictions.success
     scored = latest_metadata(instance, "trip_duration_predictions", "2021-02")
     assert scored["model_version"] == "3" and scored["rows"] > 15_000

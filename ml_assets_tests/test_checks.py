@@ -1,4 +1,5 @@
 """Data checks: the rules on real TLC months, and blocking / drift in real runs over a directory source."""
+
 import shutil
 
 import numpy as np
@@ -9,12 +10,13 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetCheckSeverity, AssetKey
 
-from conftest import TLC_DATA, materialize_month
-from ml_assets.checks import QualityConfig
-from ml_assets.core import quality
+from ml_assets.core import drift, rules
 from ml_assets.core.cleaning import clean_trips
+from ml_assets.runner import materialize_month
+from ml_assets_tests.support import FAST_CONFIG, TLC_DATA, replace_column, zero_durations
 
-RULES = quality.QualityRules()
+RULES = rules.RuleThresholds()
+DRIFT = drift.DriftThresholds()
 
 
 def real(month: str) -> pa.Table:
@@ -25,28 +27,28 @@ def cleaned(month: str, table: pa.Table | None = None):
     return clean_trips(real(month) if table is None else table, month, month)
 
 
-def by_rule(results) -> dict[str, quality.RuleResult]:
+def by_rule(results) -> dict[str, rules.RuleResult]:
     return {result.rule: result for result in results}
 
 
-def replace_column(table: pa.Table, name: str, values) -> pa.Table:
-    return table.set_column(table.schema.get_field_index(name), name, values)
-
-
 # --- the rules, without Dagster --------------------------------------------------------------
+
 
 @pytest.mark.parametrize("month", ["2021-01", "2022-02", "2023-03"])
 def test_real_months_pass_every_rule(month):
     table = real(month)
     month_ = cleaned(month, table)
-    results = quality.raw_rules(table, month, RULES) + quality.cleaned_rules(
-        month_.trips, month, month_.raw_rows, RULES)
+    results = rules.raw_rules(table, month, RULES) + rules.cleaned_rules(month_.trips, month, month_.raw_rows, RULES)
     assert [r.message for r in results if not r.passed] == []
-    rules = by_rule(quality.raw_rules(table, month, RULES))
-    assert rules["row_count"].metadata == {"rule": "row_count", "rows": table.num_rows, "floor": 1000,
-                                           "message": rules["row_count"].message}
-    assert rules["pickups_in_month"].metadata["share_inside"] > 0.999
-    dropped = by_rule(quality.cleaned_rules(month_.trips, month, month_.raw_rows, RULES))["dropped_share"]
+    raw = by_rule(rules.raw_rules(table, month, RULES))
+    assert raw["row_count"].metadata == {
+        "rule": "row_count",
+        "rows": table.num_rows,
+        "floor": 1000,
+        "message": raw["row_count"].message,
+    }
+    assert raw["pickups_in_month"].metadata["share_inside"] > 0.999
+    dropped = by_rule(rules.cleaned_rules(month_.trips, month, month_.raw_rows, RULES))["dropped_share"]
     assert 0.03 < dropped.metadata["dropped_share"] < 0.06  # what real green months drop
 
 
@@ -55,20 +57,20 @@ def test_raw_rules_name_what_is_wrong():
     distance = pc.cast(table["trip_distance"], pa.string()).to_pylist()
     distance[10] = "n/a"
     wrong_type = replace_column(table, "trip_distance", pa.array(distance, pa.string()))
-    schema = quality.raw_schema(wrong_type)
+    schema = rules.raw_schema(wrong_type)
     assert not schema.passed and list(schema.metadata["uncastable_columns"]) == ["trip_distance"]
     assert "trip_distance (string -> double" in schema.message
 
-    missing = quality.raw_schema(table.drop(["PULocationID"]))
+    missing = rules.raw_schema(table.drop(["PULocationID"]))
     assert not missing.passed and missing.metadata["missing_columns"] == ["PULocationID"]
 
     castable = replace_column(table, "PULocationID", pc.cast(table["PULocationID"], pa.string()))
-    assert quality.raw_schema(castable).passed  # "74" reads as 74: castable is enough
+    assert rules.raw_schema(castable).passed  # "74" reads as 74: castable is enough
 
-    few = by_rule(quality.raw_rules(table.slice(0, 500), "2021-02", RULES))["row_count"]
+    few = by_rule(rules.raw_rules(table.slice(0, 500), "2021-02", RULES))["row_count"]
     assert not few.passed and (few.metadata["rows"], few.metadata["floor"]) == (500, 1000)
 
-    shifted = quality.raw_pickups_in_month(real("2021-01"), "2021-02", 0.95)
+    shifted = rules.raw_pickups_in_month(real("2021-01"), "2021-02", 0.95)
     assert not shifted.passed
     assert shifted.metadata["share_inside"] < 0.001 and shifted.metadata["min_share"] == 0.95
     assert "of pickups inside 2021-02 < 95.00%" in shifted.message
@@ -77,76 +79,72 @@ def test_raw_rules_name_what_is_wrong():
 def test_cleaned_rules_name_what_is_wrong():
     month = cleaned("2021-02")
     trips = month.trips
-    schema = quality.cleaned_schema(trips.drop(columns=["congestion_surcharge", "duration"]))
+    schema = rules.cleaned_schema(trips.drop(columns=["congestion_surcharge", "duration"]))
     assert not schema.passed and schema.metadata["missing_columns"] == ["congestion_surcharge", "duration"]
     typed = trips.assign(trip_distance=trips["trip_distance"].astype(str).where(trips.index != 3, "far"))
-    assert list(quality.cleaned_schema(typed).metadata["uncastable_columns"]) == ["trip_distance"]
+    assert list(rules.cleaned_schema(typed).metadata["uncastable_columns"]) == ["trip_distance"]
 
     holes = trips.copy()
     holes.loc[:4, "trip_distance"] = np.nan
     holes.loc[:1, "duration"] = np.nan
-    nulls = quality.no_nulls(holes)
+    nulls = rules.no_nulls(holes)
     assert not nulls.passed and nulls.metadata["null_counts"] == {"trip_distance": 5, "duration": 2}
 
     early = trips.copy()
     early.loc[0, "pickup_datetime"] = pd.Timestamp("2021-01-31 23:59")
-    inside = quality.cleaned_pickups_in_month(early, "2021-02")
+    inside = rules.cleaned_pickups_in_month(early, "2021-02")
     assert not inside.passed and inside.metadata["outside_month"] == 1
 
-    dropped = quality.dropped_share(rows=700, raw_rows=1000, ceiling=0.2)
+    dropped = rules.dropped_share(rows=700, raw_rows=1000, ceiling=0.2)
     assert not dropped.passed
-    assert dropped.metadata == {"rule": "dropped_share", "rows": 700, "raw_rows": 1000, "dropped_rows": 300,
-                                "dropped_share": 0.3, "ceiling": 0.2, "message": dropped.message}
-    assert not quality.dropped_share(rows=700, raw_rows=None, ceiling=0.2).passed
-
-
-def test_rules_read_the_environment_and_overrides_win(monkeypatch):
-    monkeypatch.setenv("ML_ASSETS_MIN_ROWS", "5")
-    monkeypatch.setenv("ML_ASSETS_DRIFT_PSI", "0.3")
-    rules = quality.QualityRules.from_env(drift_psi=None, max_dropped_share=0.1)
-    assert (rules.min_rows, rules.drift_psi, rules.max_dropped_share) == (5, 0.3, 0.1)
-    assert isinstance(rules.min_rows, int)
-    monkeypatch.setenv("ML_ASSETS_MIN_ROWS", "many")
-    with pytest.raises(ValueError, match="ML_ASSETS_MIN_ROWS must be a number"):
-        quality.QualityRules.from_env()
+    assert dropped.metadata == {
+        "rule": "dropped_share",
+        "rows": 700,
+        "raw_rows": 1000,
+        "dropped_rows": 300,
+        "dropped_share": 0.3,
+        "ceiling": 0.2,
+        "message": dropped.message,
+    }
+    assert not rules.dropped_share(rows=700, raw_rows=None, ceiling=0.2).passed
 
 
 def test_psi_ks_and_tvd():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=20_000), rng.normal(size=20_000)
-    assert quality.psi(a, a) == 0.0 and quality.ks_statistic(a, a) == 0.0
-    assert quality.psi(a, b) < 0.01 and quality.ks_statistic(a, b) < 0.03
-    assert quality.psi(a, b + 1) > 0.5  # a shift by one standard deviation
+    assert drift.psi(a, a) == 0.0 and drift.ks_statistic(a, a) == 0.0
+    assert drift.psi(a, b) < 0.01 and drift.ks_statistic(a, b) < 0.03
+    assert drift.psi(a, b + 1) > 0.5  # a shift by one standard deviation
     # KS: disjoint samples are 1 apart; known gap for a hand-made case; agrees with scipy.
-    assert quality.ks_statistic([1, 2, 3], [4, 5]) == 1.0
-    assert quality.ks_statistic([1, 2, 3, 4], [3, 4, 5, 6]) == pytest.approx(0.5)
+    assert drift.ks_statistic([1, 2, 3], [4, 5]) == 1.0
+    assert drift.ks_statistic([1, 2, 3, 4], [3, 4, 5, 6]) == pytest.approx(0.5)
     stats = pytest.importorskip("scipy.stats")
-    assert quality.ks_statistic(a, b + 0.1) == pytest.approx(stats.ks_2samp(a, b + 0.1).statistic)
+    assert drift.ks_statistic(a, b + 0.1) == pytest.approx(stats.ks_2samp(a, b + 0.1).statistic)
     # Heavy ties in the reference (many zero distances) merge bins instead of failing.
     zeros = np.r_[np.zeros(900), rng.uniform(size=100)]
-    assert quality.psi(zeros, zeros) == 0.0 and quality.psi(zeros, rng.uniform(size=1000)) > 1
+    assert drift.psi(zeros, zeros) == 0.0 and drift.psi(zeros, rng.uniform(size=1000)) > 1
     # NaN are left out; an empty side is an error, not a silent 0.
-    assert quality.psi([1.0, 2.0, np.nan], [1.0, 2.0]) == 0.0
+    assert drift.psi([1.0, 2.0, np.nan], [1.0, 2.0]) == 0.0
     with pytest.raises(ValueError):
-        quality.psi([np.nan], [1.0])
-    assert quality.total_variation([1, 1, 2, 2], [1, 1, 2, 2]) == 0.0
-    assert quality.total_variation([1, 2], [3, 4]) == 1.0
-    assert quality.total_variation([1, 1, 2, 2], [1, 1, 1, 2]) == pytest.approx(0.25)
+        drift.psi([np.nan], [1.0])
+    assert drift.total_variation([1, 1, 2, 2], [1, 1, 2, 2]) == 0.0
+    assert drift.total_variation([1, 2], [3, 4]) == 1.0
+    assert drift.total_variation([1, 1, 2, 2], [1, 1, 1, 2]) == pytest.approx(0.25)
     categories = pd.Series([1, 2, 2], dtype="category")
-    assert quality.total_variation(categories, pd.Series([2, 1, 2], dtype="category")) == 0.0
+    assert drift.total_variation(categories, pd.Series([2, 1, 2], dtype="category")) == 0.0
 
 
 def test_drift_on_real_months():
     jan, feb = cleaned("2021-01").trips, cleaned("2021-02").trips
-    similar = quality.drift(jan, feb, RULES, "2021-01", "2021-02")
+    similar = drift.drift(jan, feb, DRIFT, "2021-01", "2021-02")
     assert similar.passed and similar.metadata["exceeded"] == []
     assert similar.metadata["psi_duration"] < 0.02 and similar.metadata["tvd_pickup_zone"] < 0.07
 
-    later = quality.drift(cleaned("2021-03").trips, cleaned("2022-01").trips, RULES, "2021-03", "2022-01")
+    later = drift.drift(cleaned("2021-03").trips, cleaned("2022-01").trips, DRIFT, "2021-03", "2022-01")
     assert not later.passed and "tvd_pickup_zone" in later.metadata["exceeded"]  # green zones shifted in 2021
 
     longer = feb.assign(trip_distance=feb["trip_distance"] * 3)
-    report = quality.drift(jan, longer, RULES)
+    report = drift.drift(jan, longer, DRIFT)
     assert not report.passed and report.metadata["psi_trip_distance"] > 1
     assert {"psi_trip_distance", "ks_trip_distance"} <= set(report.metadata["exceeded"])
     assert "psi_trip_distance = " in report.message and "> 0.2" in report.message
@@ -165,7 +163,7 @@ def source(tmp_path, monkeypatch, instance):
     folder.mkdir()
     shutil.copy(TLC_DATA / "green_tripdata_2021-01.parquet", folder)
     monkeypatch.setenv("ML_ASSETS_SOURCE", str(folder))
-    first = materialize_month(instance, "2021-01", INGESTION)
+    first = materialize_month(instance, "2021-01", INGESTION, run_config=FAST_CONFIG)
     drift = evaluations(first)[("cleaned_trips", "drift_vs_previous_month")]
     assert drift.passed and drift.partition == "2021-01"
     assert metadata(drift)["compared"] is False and "first partition" in drift.description
@@ -192,12 +190,12 @@ def test_good_months_pass_every_check_and_features_follow(instance, source, dags
     for month in ("2021-02", "2021-03"):
         shutil.copy(TLC_DATA / f"green_tripdata_{month}.parquet", source)
     # 2021-03 first: its previous month has no cleaned_trips yet, so drift has nothing to compare.
-    march = evaluations(materialize_month(instance, "2021-03", INGESTION))
+    march = evaluations(materialize_month(instance, "2021-03", INGESTION, run_config=FAST_CONFIG))
     assert len(march) == 9 and all(check.passed for check in march.values())
     lone = march[("cleaned_trips", "drift_vs_previous_month")]
     assert metadata(lone)["compared"] is False and "2021-02 is not materialized" in lone.description
 
-    result = materialize_month(instance, "2021-02", WITH_FEATURES)
+    result = materialize_month(instance, "2021-02", WITH_FEATURES, run_config=FAST_CONFIG)
     assert result.success
     checks = evaluations(result)
     assert len(checks) == 9 and all(check.passed for check in checks.values())
@@ -210,7 +208,7 @@ def test_good_months_pass_every_check_and_features_follow(instance, source, dags
 
     # Recorded, but its stored value is gone: still nothing to compare, and the run does not fail.
     (dagster_home / "ml_assets" / "assets" / "cleaned_trips" / "2021-02.parquet").unlink()
-    again = evaluations(materialize_month(instance, "2021-03", ["cleaned_trips"]))
+    again = evaluations(materialize_month(instance, "2021-03", ["cleaned_trips"], run_config=FAST_CONFIG))
     assert "2021-02 cannot be loaded" in again[("cleaned_trips", "drift_vs_previous_month")].description
 
 
@@ -228,16 +226,14 @@ def few_rows(table):
     return table.slice(0, 500)
 
 
-def zero_durations(table):  # 30 % of trips end when they start: cleaning drops them
-    pickup, dropoff = table["lpep_pickup_datetime"], table["lpep_dropoff_datetime"]
-    zero = np.arange(table.num_rows) % 10 < 3
-    return replace_column(table, "lpep_dropoff_datetime", pc.if_else(pa.array(zero), pickup, dropoff))
-
-
 BAD = {
     # case: (make the file bad, failing check, what it says, blocked assets)
-    "shifted timestamps": (shifted, ("raw_trips", "pickups_in_month"),
-                           {"share_inside": 0.0, "min_share": 0.95}, WITH_FEATURES[1:]),
+    "shifted timestamps": (
+        shifted,
+        ("raw_trips", "pickups_in_month"),
+        {"share_inside": 0.0, "min_share": 0.95},
+        WITH_FEATURES[1:],
+    ),
     "wrong type": (wrong_type, ("raw_trips", "schema"), {"missing_columns": []}, WITH_FEATURES[1:]),
     "500 rows": (few_rows, ("raw_trips", "row_count"), {"rows": 500, "floor": 1000}, WITH_FEATURES[1:]),
     "30% zero durations": (zero_durations, ("cleaned_trips", "dropped_share"), {"ceiling": 0.2}, ["trip_features"]),
@@ -248,10 +244,10 @@ BAD = {
 def test_failing_blocking_check_stops_the_month_downstream(case, instance, source):
     make_bad, (asset, rule), expected, blocked = BAD[case]
     write_february(source, make_bad)
-    result = materialize_month(instance, "2021-02", WITH_FEATURES, raise_on_error=False)
+    result = materialize_month(instance, "2021-02", WITH_FEATURES, raise_on_error=False, run_config=FAST_CONFIG)
     assert not result.success
     failure = [event for event in result.all_events if event.is_step_failure]
-    assert [event.step_key for event in failure] == [f"{asset}_quality"]
+    assert [event.step_key for event in failure] == [f"{asset}_rules"]
     assert "blocking asset check failed" in str(failure[0].step_failure_data.error)
     assert f"{asset}: {rule}" in str(failure[0].step_failure_data.error)
 
@@ -272,14 +268,13 @@ def test_failing_blocking_check_stops_the_month_downstream(case, instance, sourc
         assert "trip_distance" in found["uncastable_columns"]
 
 
-def test_row_floor_follows_the_environment(instance, source, monkeypatch):
+def test_row_floor_follows_the_run_config(instance, source):
     write_february(source, few_rows)
-    monkeypatch.setenv("ML_ASSETS_MIN_ROWS", "400")
-    result = materialize_month(instance, "2021-02", INGESTION)
+    floor = {"ops": {f"{asset}_rules": {"config": {"min_rows": 400}} for asset in INGESTION}}  # as in the launchpad
+    result = materialize_month(instance, "2021-02", INGESTION, run_config=floor)
     assert result.success
     rows = metadata(evaluations(result)[("raw_trips", "row_count")])
     assert (rows["rows"], rows["floor"]) == (500, 400)
-    assert QualityConfig(min_rows=600).rules().min_rows == 600  # run config (launchpad) wins over the environment
 
 
 def test_drift_check_warns_but_does_not_block(instance, source):
@@ -292,7 +287,7 @@ def test_drift_check_warns_but_does_not_block(instance, source):
         return replace_column(table, "PULocationID", pa.array(moved, table.schema.field("PULocationID").type))
 
     write_february(source, longer_trips_elsewhere)
-    result = materialize_month(instance, "2021-02", WITH_FEATURES)
+    result = materialize_month(instance, "2021-02", WITH_FEATURES, run_config=FAST_CONFIG)
     assert result.success
     drift = evaluations(result)[("cleaned_trips", "drift_vs_previous_month")]
     assert not drift.passed and not drift.blocking and drift.severity == AssetCheckSeverity.WARN

@@ -1,12 +1,13 @@
 """Cleaning and schema unification on real TLC files (../shared/data/nyc-tlc)."""
+
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import TLC_DATA
 from ml_assets.core.cleaning import EmptyMonthError, clean_trips
 from ml_assets.core.schema import CANONICAL, SchemaError, unify_schema
+from ml_assets_tests.support import TLC_DATA
 
 
 def real(month: str) -> pa.Table:
@@ -49,8 +50,9 @@ def test_missing_required_column_names_month_file_and_column():
 
 def test_uncastable_column_is_a_schema_error():
     table = real("2021-01")
-    table = table.set_column(table.schema.get_field_index("trip_distance"), "trip_distance",
-                             pa.array(["far"] * table.num_rows))
+    table = table.set_column(
+        table.schema.get_field_index("trip_distance"), "trip_distance", pa.array(["far"] * table.num_rows)
+    )
     with pytest.raises(SchemaError, match="trip_distance of type string"):
         unify_schema(table, "2021-01")
 

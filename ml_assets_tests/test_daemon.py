@@ -1,4 +1,5 @@
 """End to end with the real daemon: a month dropped into the source is trained with nobody launching a run."""
+
 import os
 import shutil
 import signal
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
 
-from conftest import ROOT, TLC_DATA
+from ml_assets_tests.support import ROOT, TLC_DATA
 
 BIN = Path(sys.executable).parent
 WAIT_SECONDS = 600
@@ -35,15 +36,27 @@ def test_new_month_is_ingested_and_trained_by_the_daemon(dagster_home, tmp_path)
     incoming = tmp_path / "incoming"
     incoming.mkdir()
     shutil.copy(TLC_DATA / "green_tripdata_2021-01.parquet", incoming)
-    env = {**os.environ, "ML_ASSETS_SOURCE": str(incoming), "ML_ASSETS_SENSOR_INTERVAL_SECONDS": "5",
-           "ML_ASSETS_TUNING_TRIALS": "3", "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "15"}
+    env = {
+        **os.environ,
+        "ML_ASSETS_SOURCE": str(incoming),
+        "ML_ASSETS_SENSOR_INTERVAL_SECONDS": "5",
+        "ML_ASSETS_TUNING_TRIALS": "3",
+        "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "15",
+    }
     log = tmp_path / "dagster_dev.log"
     with log.open("w") as output:
         # Own session (process group), so that stopping it stops the webserver, daemon and code server.
-        dev = subprocess.Popen([str(BIN / "dagster"), "dev", "-m", "ml_assets.definitions", "-p", str(free_port())],
-                               cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        dev = subprocess.Popen(
+            [str(BIN / "dagster"), "dev", "-m", "ml_assets.definitions", "-p", str(free_port())],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         with DagsterInstance.get() as instance:
+
             def materialized(asset: str, month: str) -> bool:
                 return month in instance.get_materialized_partitions(AssetKey(asset))
 

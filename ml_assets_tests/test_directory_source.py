@@ -1,8 +1,8 @@
 """DirectorySource over the TLC sample files in ../shared (read-only) and scratch directories."""
+
 from __future__ import annotations
 
 import pytest
-from http_server import TLC_DATA
 
 from ml_assets.core.sources import (
     InvalidSourceFileError,
@@ -10,6 +10,7 @@ from ml_assets.core.sources import (
     SourceUnavailableError,
 )
 from ml_assets.core.sources.directory import DirectorySource
+from ml_assets_tests.support import TLC_DATA
 
 MONTH = "2021-01"
 NAME = f"green_tripdata_{MONTH}.parquet"

@@ -1,20 +1,22 @@
 """Features, training and tuning as plain functions, on real TLC months."""
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import TLC_DATA
 from ml_assets.core.cleaning import clean_trips
 from ml_assets.core.features import SPLIT, TEST, TRAIN, VALID, build_features, design_matrices
-from ml_assets.core.training import (baseline_rmse, load_booster, model_bytes, predict, regression_metrics,
-                                     train_booster)
+from ml_assets.core.training import baseline_rmse, load_booster, model_bytes, predict, regression_metrics, train_booster
 from ml_assets.core.tuning import tune
+from ml_assets_tests.support import TLC_DATA
 
 
 @pytest.fixture(scope="module")
 def months():
-    return {m: clean_trips(pq.read_table(TLC_DATA / f"green_tripdata_{m}.parquet"), m, m).trips
-            for m in ("2021-01", "2021-02")}
+    return {
+        m: clean_trips(pq.read_table(TLC_DATA / f"green_tripdata_{m}.parquet"), m, m).trips
+        for m in ("2021-01", "2021-02")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +67,15 @@ def test_study_continues_and_tries_the_warm_start_first(tmp_path, rich):
     sample.attrs = rich.attrs
     data = design_matrices(sample)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    warm = {"max_depth": 5, "learning_rate": 0.2, "min_child_weight": 2.0, "subsample": 0.9,
-            "colsample_bytree": 0.9, "reg_lambda": 1.0, "reg_alpha": 0.01}
+    warm = {
+        "max_depth": 5,
+        "learning_rate": 0.2,
+        "min_child_weight": 2.0,
+        "subsample": 0.9,
+        "colsample_bytree": 0.9,
+        "reg_lambda": 1.0,
+        "reg_alpha": 0.01,
+    }
     logged = []
     first = tune(data, storage, "s", n_trials=2, timeout_seconds=60, warm_start=warm, log=logged.append)
     assert (first.trials_run, first.trials_total) == (2, 2)

@@ -1,4 +1,5 @@
 """The whole asset graph, materialized in-process: synthetic data, real TLC files over HTTP, bad input."""
+
 import hashlib
 import shutil
 
@@ -7,7 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey
 
-from conftest import TLC_DATA, latest_metadata, materialize_month
+from ml_assets.materializations import latest_metadata
+from ml_assets.runner import materialize_month
+from ml_assets_tests.support import FAST_CONFIG, TLC_DATA
 
 INGESTION = ["raw_trips", "cleaned_trips"]
 GRAPH = ["raw_trips", "cleaned_trips", "trip_features", "best_params", "trained_model"]
@@ -23,8 +26,8 @@ def failure_message(result) -> str:
 
 def test_whole_graph_on_the_synthetic_source(instance, dagster_home, monkeypatch):
     monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "20000")
-    materialize_month(instance, "2021-01", INGESTION)
-    assert materialize_month(instance, "2021-02").success
+    materialize_month(instance, "2021-01", INGESTION, run_config=FAST_CONFIG)
+    assert materialize_month(instance, "2021-02", run_config=FAST_CONFIG).success
     assert all(materialized(instance, asset) >= {"2021-02"} for asset in GRAPH)
     assert latest_metadata(instance, "raw_trips", "2021-02")["source"] == "synthetic"
     cleaned = latest_metadata(instance, "cleaned_trips", "2021-02")
@@ -48,7 +51,7 @@ def test_whole_graph_on_the_synthetic_source(instance, dagster_home, monkeypatch
 
 def test_first_month_says_which_months_it_needs(instance, monkeypatch):
     monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "5000")
-    result = materialize_month(instance, "2021-01", raise_on_error=False)
+    result = materialize_month(instance, "2021-01", raise_on_error=False, run_config=FAST_CONFIG)
     assert not result.success
     assert "trip_features for 2021-01 needs at least one earlier month" in failure_message(result)
     assert materialized(instance, "cleaned_trips") == {"2021-01"}
@@ -57,7 +60,7 @@ def test_first_month_says_which_months_it_needs(instance, monkeypatch):
 
 def test_missing_window_month_names_it(instance, monkeypatch):
     monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "5000")
-    result = materialize_month(instance, "2021-03", raise_on_error=False)
+    result = materialize_month(instance, "2021-03", raise_on_error=False, run_config=FAST_CONFIG)
     message = failure_message(result)
     assert "cleaned_trips for 2021-01 is not materialized yet" in message, message
 
@@ -66,8 +69,8 @@ def test_real_tlc_months_through_the_download_code(instance, monkeypatch, tlc_se
     monkeypatch.setenv("ML_ASSETS_SOURCE", "tlc")
     monkeypatch.setenv("ML_ASSETS_TLC_URL", tlc_server.url)
     tlc_server.script = [503]  # a transient server error is retried
-    materialize_month(instance, "2021-01", INGESTION)
-    assert materialize_month(instance, "2021-02").success
+    materialize_month(instance, "2021-01", INGESTION, run_config=FAST_CONFIG)
+    assert materialize_month(instance, "2021-02", run_config=FAST_CONFIG).success
     assert (tlc_server.count("HEAD"), tlc_server.count("GET")) == (3, 2)  # the 503, then one download a month
 
     raw = latest_metadata(instance, "raw_trips", "2021-01")
@@ -80,7 +83,7 @@ def test_real_tlc_months_through_the_download_code(instance, monkeypatch, tlc_se
     assert model["baseline_rmse"] == pytest.approx(7.76, abs=0.02)
     assert model["rmse"] < 6.0
 
-    missing = materialize_month(instance, "2021-04", ["raw_trips"], raise_on_error=False)
+    missing = materialize_month(instance, "2021-04", ["raw_trips"], raise_on_error=False, run_config=FAST_CONFIG)
     assert "month 2021-04 is not published yet" in failure_message(missing)
     assert (tlc_server.count("HEAD"), tlc_server.count("GET")) == (4, 2)  # a 404 is final: no retry, no download
 
@@ -90,15 +93,24 @@ def _write(table, path):
 
 
 BAD_FILES = {  # how to spoil the month's file, the step that must fail, what its error must say
-    "truncated": (lambda good, path: path.write_bytes(good.read_bytes()[:200_000]), "raw_trips",
-                  "is not readable parquet"),
-    "missing column": (lambda good, path: _write(pq.read_table(good).drop(["lpep_dropoff_datetime"]), path),
-                       "raw_trips", "missing required column(s) dropoff_datetime"),
+    "truncated": (
+        lambda good, path: path.write_bytes(good.read_bytes()[:200_000]),
+        "raw_trips",
+        "is not readable parquet",
+    ),
+    "missing column": (
+        lambda good, path: _write(pq.read_table(good).drop(["lpep_dropoff_datetime"]), path),
+        "raw_trips",
+        "missing required column(s) dropoff_datetime",
+    ),
     "empty": (lambda good, path: _write(pq.read_table(good).slice(0, 0), path), "raw_trips", "the file has no trips"),
     # January's trips published as February's: raw_trips stores what the source says, its blocking
     # check stops everything below it.
-    "shifted timestamps": (lambda good, path: shutil.copy(TLC_DATA / "green_tripdata_2021-01.parquet", path),
-                           "raw_trips_quality", "raw_trips: pickups_in_month"),
+    "shifted timestamps": (
+        lambda good, path: shutil.copy(TLC_DATA / "green_tripdata_2021-01.parquet", path),
+        "raw_trips_rules",
+        "raw_trips: pickups_in_month",
+    ),
 }
 
 
@@ -109,13 +121,13 @@ def test_bad_month_fails_clearly_and_loses_nothing(case, instance, monkeypatch, 
     good = TLC_DATA / "green_tripdata_2021-02.parquet"
     shutil.copy(good, source / good.name)
     monkeypatch.setenv("ML_ASSETS_SOURCE", str(source))
-    materialize_month(instance, "2021-02", INGESTION)
+    materialize_month(instance, "2021-02", INGESTION, run_config=FAST_CONFIG)
     assets = tmp_path / "dagster_home" / "ml_assets" / "assets"
     stored = {path: path.read_bytes() for path in assets.rglob("2021-02.parquet")}
 
     make_bad, failing_asset, message = BAD_FILES[case]
     make_bad(good, source / good.name)
-    result = materialize_month(instance, "2021-02", INGESTION, raise_on_error=False)
+    result = materialize_month(instance, "2021-02", INGESTION, raise_on_error=False, run_config=FAST_CONFIG)
     assert not result.success
     error = failure_message(result)
     assert message in error

@@ -1,15 +1,17 @@
 """new_month_sensor against real sources and a real instance; the automation that trains after it; the schedule."""
+
 from __future__ import annotations
 
 import datetime
 import os
 import shutil
 
+import pyarrow.parquet as pq
 import pytest
 from dagster import (
-    AssetCheckEvaluation,
     AssetKey,
     AssetMaterialization,
+    DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
     Definitions,
@@ -21,21 +23,19 @@ from dagster import (
     evaluate_automation_conditions,
 )
 
-from http_server import TLC_DATA, serve_directory
+from ml_assets import settings
+from ml_assets.automation import WINDOW_READY
+from ml_assets.core.month_plan import fingerprint_hash, load_cursor
+from ml_assets.jobs import ingest_month_job
 from ml_assets.partitions import monthly_partitions
-from ml_assets.resources import TripSource
+from ml_assets.resources import TripSourceResource, build_resources
+from ml_assets.runner import materialize_month
 from ml_assets.schedules import monthly_retrain_schedule
-from dagster._core.definitions.asset_checks.asset_check_evaluation import (
-    AssetCheckEvaluationTargetMaterializationData,
-)
-from ml_assets.sensors import (
-    EAGER_ALL_MONTHS,
-    MAX_MONTHS_ENV,
-    fingerprint_hash,
-    ingest_month_job,
-    load_cursor,
-    new_month_sensor,
-)
+from ml_assets.sensors import new_month_sensor
+from ml_assets_tests.http_server import serve_directory
+from ml_assets_tests.support import TLC_DATA, zero_durations
+
+MAX_MONTHS_ENV = settings.SENSOR_MAX_MONTHS.variable
 
 MONTHS = ["2021-01", "2021-02", "2021-03", "2022-01", "2022-02", "2022-03", "2023-01", "2023-02"]
 TRAINING = ["trip_features", "best_params", "trained_model"]
@@ -66,11 +66,11 @@ def files(tmp_path):
     return publish
 
 
-def directory_source(folder, tmp_path) -> TripSource:
-    return TripSource(source=str(folder), cache_dir=str(tmp_path / "cache"))
+def directory_source(folder, tmp_path) -> TripSourceResource:
+    return TripSourceResource(kind="directory", directory=str(folder), cache_dir=str(tmp_path / "cache"))
 
 
-def tick(instance, trip_source: TripSource, cursor: str | None = None):
+def tick(instance, trip_source: TripSourceResource, cursor: str | None = None):
     """One evaluation: (run requests, the cursor after the tick, skip message or None)."""
     context = build_sensor_context(instance=instance, cursor=cursor, resources={"trip_source": trip_source})
     result = new_month_sensor(context)
@@ -87,16 +87,9 @@ def months_of(requests) -> list[str]:
     return [request.partition_key for request in requests]
 
 
-def report(instance, asset: str, month: str, failing_check: str | None = None, **metadata):
-    """A materialization of `asset` for `month`, and a failed evaluation of `failing_check` on it."""
+def report(instance, asset: str, month: str, **metadata):
+    """A materialization of `asset` for `month`, as if a run had stored it."""
     instance.report_runless_asset_event(AssetMaterialization(asset_key=asset, partition=month, metadata=metadata))
-    if failing_check:
-        (latest,) = instance.fetch_materializations(AssetKey(asset), limit=1).records
-        target = AssetCheckEvaluationTargetMaterializationData(
-            storage_id=latest.storage_id, run_id=latest.run_id, timestamp=latest.timestamp)
-        instance.report_runless_asset_event(AssetCheckEvaluation(
-            asset_key=AssetKey(asset), check_name=failing_check, passed=False, partition=month,
-            target_materialization_data=target))
 
 
 def test_every_new_month_is_requested_oldest_first_a_few_per_tick(instance, files, tmp_path):
@@ -109,7 +102,7 @@ def test_every_new_month_is_requested_oldest_first_a_few_per_tick(instance, file
     assert ticks == [MONTHS[:3], MONTHS[3:6], MONTHS[6:], []]
     assert skip and "nothing new" in skip
     assert len(set(seen_keys)) == len(seen_keys) == len(MONTHS)
-    assert all(key.startswith(f"{month}:") for key, month in zip(seen_keys, MONTHS))
+    assert all(key.startswith(f"{month}:") for key, month in zip(seen_keys, MONTHS, strict=True))
     assert sorted(load_cursor(cursor)) == MONTHS
 
 
@@ -171,8 +164,9 @@ def test_unreachable_directory_skips_and_keeps_the_cursor(instance, files, tmp_p
     folder = files("2021-01")
     first, cursor, _ = tick(instance, directory_source(folder, tmp_path))
     shutil.rmtree(folder)
-    context = build_sensor_context(instance=instance, cursor=cursor,
-                                   resources={"trip_source": directory_source(folder, tmp_path)})
+    context = build_sensor_context(
+        instance=instance, cursor=cursor, resources={"trip_source": directory_source(folder, tmp_path)}
+    )
     result = new_month_sensor(context)
     assert isinstance(result, SkipReason)
     assert "unreachable" in result.skip_message and str(folder) in result.skip_message
@@ -182,7 +176,7 @@ def test_unreachable_directory_skips_and_keeps_the_cursor(instance, files, tmp_p
 def test_tlc_source_over_http(instance, files, tmp_path):
     folder = files("2021-01", "2021-02")
     with serve_directory(folder) as server:
-        source = TripSource(source="tlc", tlc_url=server.url, cache_dir=str(tmp_path / "cache"))
+        source = TripSourceResource(kind="tlc", tlc_url=server.url, cache_dir=str(tmp_path / "cache"))
         first, cursor, _ = tick(instance, source)
         assert months_of(first) == ["2021-01", "2021-02"]  # every other month answers 404: not published
         assert server.count("HEAD") == len(monthly_partitions.get_partition_keys())
@@ -194,7 +188,9 @@ def test_tlc_source_over_http(instance, files, tmp_path):
         files("2021-03")
         requests, cursor, _ = tick(instance, source, cursor)
         assert [(r.partition_key, r.tags["ml_assets/trigger"]) for r in requests] == [
-            ("2021-02", "republished"), ("2021-03", "new")]
+            ("2021-02", "republished"),
+            ("2021-03", "new"),
+        ]
         assert load_cursor(cursor)["2021-01"] == fingerprints["2021-01"]
         assert load_cursor(cursor)["2021-02"] != fingerprints["2021-02"]
 
@@ -218,11 +214,12 @@ def requested(result, asset: str) -> set[str]:
 def test_training_waits_for_the_whole_window(instance, files, monkeypatch):
     """The sensor's job ingests one month; features and models of M wait until every window month is in."""
     from ml_assets.checks import all_checks
-    from ml_assets.definitions import all_assets, build_resources, defs
+    from ml_assets.definitions import all_assets, defs
 
     monkeypatch.setenv("ML_ASSETS_SOURCE", str(files("2021-01", "2021-02", "2021-03")))
-    ingest = Definitions(assets=all_assets, asset_checks=all_checks, resources=build_resources(),
-                         jobs=[ingest_month_job]).resolve_job_def(ingest_month_job.name)
+    ingest = Definitions(
+        assets=all_assets, asset_checks=all_checks, resources=build_resources(), jobs=[ingest_month_job]
+    ).resolve_job_def(ingest_month_job.name)
 
     def ingest_month(month: str):
         result = ingest.execute_in_process(partition_key=month, instance=instance)
@@ -251,12 +248,12 @@ def test_training_waits_for_the_whole_window(instance, files, monkeypatch):
 
 
 def test_training_is_not_limited_to_the_latest_partition(instance):
-    """Plain eager() would only ever train the latest month; EAGER_ALL_MONTHS trains every month."""
+    """Plain eager() would only ever train the latest month; WINDOW_READY trains every month."""
     from ml_assets.definitions import defs
 
     for asset in TRAINING:
-        assert defs.resolve_assets_def(asset).automation_conditions_by_key[AssetKey(asset)] == EAGER_ALL_MONTHS
-    assert "in_latest_time_window" not in repr(EAGER_ALL_MONTHS)
+        assert defs.resolve_assets_def(asset).automation_conditions_by_key[AssetKey(asset)] == WINDOW_READY
+    assert "in_latest_time_window" not in repr(WINDOW_READY)
     result = evaluate_automation_conditions(defs=defs, instance=instance)
     for month in ("2021-10", "2021-11", "2021-12", "2022-01", "2022-02"):
         report(instance, "cleaned_trips", month)
@@ -264,13 +261,16 @@ def test_training_is_not_limited_to_the_latest_partition(instance):
     assert requested(result, "trip_features") == {"2022-01", "2022-02"}  # windows complete, months old
 
 
-def test_a_failed_blocking_check_keeps_its_month_out_of_training(instance):
+def test_a_failed_blocking_check_keeps_its_month_out_of_training(instance, files, monkeypatch):
     from ml_assets.definitions import defs
 
+    folder = files("2021-01", "2021-03")
+    pq.write_table(zero_durations(pq.read_table(tlc_file("2021-02"))), folder / "green_tripdata_2021-02.parquet")
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(folder))
     result = evaluate_automation_conditions(defs=defs, instance=instance)
-    report(instance, "cleaned_trips", "2021-01")
-    report(instance, "cleaned_trips", "2021-02", failing_check="dropped_share")
-    report(instance, "cleaned_trips", "2021-03")
+    for month in ("2021-01", "2021-02", "2021-03"):  # February's dropped_share check fails (and blocks)
+        materialize_month(instance, month, ["raw_trips", "cleaned_trips"], raise_on_error=False)
+    assert "2021-02" in instance.get_materialized_partitions(AssetKey("cleaned_trips"))
     result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert not requested(result, "trip_features") & {"2021-02", "2021-03"}  # both windows hold 2021-02
     assert "2021-01" in requested(result, "trip_features")  # untouched by February (and fails: first month)
@@ -278,16 +278,16 @@ def test_a_failed_blocking_check_keeps_its_month_out_of_training(instance):
 
 def test_training_waits_while_a_window_month_is_being_ingested(instance):
     """A month's features wait while an earlier window month is (re)ingested, then follow."""
-    from dagster._core.storage.dagster_run import DagsterRunStatus
-
     from ml_assets.definitions import defs
 
     result = evaluate_automation_conditions(defs=defs, instance=instance)
     for month in ("2021-01", "2021-02", "2021-03"):
         report(instance, "cleaned_trips", month)
     run = instance.create_run_for_job(
-        job_def=defs.resolve_job_def("ingest_month"), tags={"dagster/partition": "2021-02"},
-        status=DagsterRunStatus.STARTED, asset_selection=frozenset({AssetKey("raw_trips"), AssetKey("cleaned_trips")}),
+        job_def=defs.resolve_job_def("ingest_month"),
+        tags={"dagster/partition": "2021-02"},
+        status=DagsterRunStatus.STARTED,
+        asset_selection=frozenset({AssetKey("raw_trips"), AssetKey("cleaned_trips")}),
     )
     result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert not requested(result, "trip_features") & {"2021-02", "2021-03"}

@@ -1,4 +1,5 @@
 """The synthetic source must look like TLC's green-taxi files, dirt included, and cache safely."""
+
 from __future__ import annotations
 
 import os
@@ -70,10 +71,24 @@ def test_dirt_in_real_shares(trips):
 
 
 def test_nulls_like_tlc(trips):
-    for column in ("store_and_fwd_flag", "RatecodeID", "passenger_count", "payment_type", "trip_type", "congestion_surcharge"):
+    for column in (
+        "store_and_fwd_flag",
+        "RatecodeID",
+        "passenger_count",
+        "payment_type",
+        "trip_type",
+        "congestion_surcharge",
+    ):
         assert 0.02 <= trips[column].isna().mean() <= 0.1, column
     assert trips.ehail_fee.isna().all()
-    required = ["VendorID", "lpep_pickup_datetime", "lpep_dropoff_datetime", "PULocationID", "DOLocationID", "trip_distance"]
+    required = [
+        "VendorID",
+        "lpep_pickup_datetime",
+        "lpep_dropoff_datetime",
+        "PULocationID",
+        "DOLocationID",
+        "trip_distance",
+    ]
     assert trips[required].notna().all().all()
 
 
@@ -109,7 +124,9 @@ def test_zone_and_hour_carry_signal_beyond_distance(trips):
         return model.score(test[columns], np.log(test.duration))
 
     distance_only = r2(["log_distance"], [])
-    full = r2(["log_distance", "PULocationID", "DOLocationID", "hour", "weekend"], ["PULocationID", "DOLocationID", "hour"])
+    full = r2(
+        ["log_distance", "PULocationID", "DOLocationID", "hour", "weekend"], ["PULocationID", "DOLocationID", "hour"]
+    )
     assert full > distance_only + 0.1
 
 

@@ -1,4 +1,5 @@
 """TlcSource against a real local HTTP server serving the TLC sample files."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +9,6 @@ import os
 import shutil
 
 import pytest
-from http_server import TLC_DATA, serve_directory, tlc_server  # noqa: F401 (fixture)
 
 from ml_assets.core.sources import (
     InvalidSourceFileError,
@@ -16,6 +16,8 @@ from ml_assets.core.sources import (
     SourceUnavailableError,
 )
 from ml_assets.core.sources.tlc import TlcSource
+from ml_assets_tests.http_server import serve_directory
+from ml_assets_tests.support import TLC_DATA
 
 MONTH = "2021-01"
 NAME = f"green_tripdata_{MONTH}.parquet"

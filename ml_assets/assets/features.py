@@ -1,17 +1,20 @@
-"""The training window for month M: fitted on the months before M, tested on M."""
+"""trip_features: the training window for month M, fitted on the months before M, tested on M."""
 
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Config, asset
 from pydantic import Field
 
+from ml_assets.automation import WINDOW_READY
 from ml_assets.core.features import SPLIT, build_features
+from ml_assets.core.schema import DURATION
 from ml_assets.partitions import TRAINING_MONTHS, monthly_partitions, training_window
-from ml_assets.sensors import EAGER_ALL_MONTHS
 
 
 class FeatureConfig(Config):
     feature_set: str = Field(default="rich", description="rich (default) or course (PU_DO + trip_distance)")
-    holdout_fraction: float = Field(default=0.15, description="share of training rows held out for early stopping and tuning")
+    holdout_fraction: float = Field(
+        default=0.15, description="share of training rows held out for early stopping and tuning"
+    )
     seed: int = 0
 
 
@@ -24,10 +27,11 @@ class MissingTrainingMonthsError(ValueError):
     ins={"cleaned_trips": AssetIn(partition_mapping=training_window)},
     group_name="features",
     kinds={"pandas"},
-    automation_condition=EAGER_ALL_MONTHS,
+    automation_condition=WINDOW_READY,
 )
-def trip_features(context: AssetExecutionContext, config: FeatureConfig,
-                  cleaned_trips: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def trip_features(
+    context: AssetExecutionContext, config: FeatureConfig, cleaned_trips: dict[str, pd.DataFrame]
+) -> pd.DataFrame:
     """Model inputs for the months before M (train + holdout) and for M (test), as one frame with a `split`."""
     month = context.partition_key
     training = {key: trips for key, trips in cleaned_trips.items() if key != month}
@@ -38,14 +42,17 @@ def trip_features(context: AssetExecutionContext, config: FeatureConfig,
             f"{monthly_partitions.get_first_partition_key()}; materialize a later month, or set "
             f"ML_ASSETS_START_MONTH earlier"
         )
-    frame = build_features(training, cleaned_trips[month], month, config.feature_set,
-                           config.holdout_fraction, config.seed)
+    frame = build_features(
+        training, cleaned_trips[month], month, config.feature_set, config.holdout_fraction, config.seed
+    )
     rows = frame[SPLIT].value_counts()
-    context.add_output_metadata({
-        "feature_set": config.feature_set,
-        "training_months": ", ".join(sorted(training)),
-        "test_month": month,
-        **{f"{split}_rows": int(count) for split, count in rows.items()},
-        "features": ", ".join(c for c in frame.columns if c not in ("duration", SPLIT)),
-    })
+    context.add_output_metadata(
+        {
+            "feature_set": config.feature_set,
+            "training_months": ", ".join(sorted(training)),
+            "test_month": month,
+            **{f"{split}_rows": int(count) for split, count in rows.items()},
+            "features": ", ".join(c for c in frame.columns if c not in (DURATION, SPLIT)),
+        }
+    )
     return frame

@@ -1,4 +1,4 @@
-"""A month of trips as the source publishes it, then cleaned for modelling."""
+"""raw_trips and cleaned_trips: a month of trips as the source publishes it, then cleaned for modelling."""
 
 import hashlib
 
@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 from dagster import AssetExecutionContext, MetadataValue, asset
 
 from ml_assets.core.cleaning import EmptyMonthError, clean_trips
-from ml_assets.core.schema import check_required_columns
+from ml_assets.core.schema import DURATION, check_required_columns
 from ml_assets.partitions import monthly_partitions
-from ml_assets.resources import TripSource
+from ml_assets.resources import TripSourceResource
 
 
 def _sha256(path) -> str:
@@ -22,23 +22,25 @@ def _sha256(path) -> str:
 
 
 @asset(partitions_def=monthly_partitions, group_name="ingestion", kinds={"parquet"})
-def raw_trips(context: AssetExecutionContext, trip_source: TripSource) -> pa.Table:
+def raw_trips(context: AssetExecutionContext, trip_source: TripSourceResource) -> pa.Table:
     """One month of trips as the source publishes it (TLC's own file, schema untouched)."""
     month = context.partition_key
-    path = trip_source.client().fetch(month)
+    path = trip_source.source().fetch(month)
     table = pq.read_table(path)
     where = f"month {month}, file {path}"
     check_required_columns(table.schema, where)
     if table.num_rows == 0:
         raise EmptyMonthError(f"{where}: the file has no trips")
-    context.add_output_metadata({
-        "rows": table.num_rows,
-        "source": trip_source.label,
-        "source_file": str(path),
-        "size_bytes": path.stat().st_size,
-        "sha256": _sha256(path),
-        "schema": MetadataValue.md("\n".join(f"- `{f.name}`: {f.type}" for f in table.schema)),
-    })
+    context.add_output_metadata(
+        {
+            "rows": table.num_rows,
+            "source": trip_source.label,
+            "source_file": str(path),
+            "size_bytes": path.stat().st_size,
+            "sha256": _sha256(path),
+            "schema": MetadataValue.md("\n".join(f"- `{f.name}`: {f.type}" for f in table.schema)),
+        }
+    )
     return table
 
 
@@ -47,12 +49,14 @@ def cleaned_trips(context: AssetExecutionContext, raw_trips: pa.Table) -> pd.Dat
     """Trips with a `duration` (minutes) of 1–60 whose pickup lies in the month, in one schema for all years."""
     month = context.partition_key
     cleaned = clean_trips(raw_trips, month, where=f"month {month}, raw_trips")
-    context.add_output_metadata({
-        "rows": len(cleaned.trips),
-        "raw_rows": cleaned.raw_rows,
-        "dropped_rows": cleaned.dropped_rows,
-        "dropped_share": round(cleaned.dropped_rows / cleaned.raw_rows, 5),
-        **{f"dropped_{reason}": count for reason, count in cleaned.dropped.items()},
-        "duration_mean": float(cleaned.trips["duration"].mean()),
-    })
+    context.add_output_metadata(
+        {
+            "rows": len(cleaned.trips),
+            "raw_rows": cleaned.raw_rows,
+            "dropped_rows": cleaned.dropped_rows,
+            "dropped_share": round(cleaned.dropped_rows / cleaned.raw_rows, 5),
+            **{f"dropped_{reason}": count for reason, count in cleaned.dropped.items()},
+            "duration_mean": float(cleaned.trips[DURATION].mean()),
+        }
+    )
     return cleaned.trips

@@ -1,17 +1,25 @@
-"""Batch predictions for a month with the current champion model from the MLflow registry."""
+"""trip_duration_predictions: a month scored by the current champion model of the MLflow registry."""
+
 import pandas as pd
 from dagster import AssetExecutionContext, Failure, asset
 
+from ml_assets.automation import WINDOW_READY
 from ml_assets.core.features import derive_features, transform
-from ml_assets.core.schema import PICKUP
+from ml_assets.core.schema import DURATION, PICKUP, ZONE_COLUMNS
 from ml_assets.partitions import monthly_partitions
-from ml_assets.sensors import EAGER_ALL_MONTHS
 
-KEEP = [PICKUP, "PULocationID", "DOLocationID", "trip_distance", "duration"]
+# What a reader of the predictions needs beside them: which trip, and what really happened.
+TRIP_COLUMNS = [PICKUP, *ZONE_COLUMNS, "trip_distance", DURATION]
 
 
-@asset(partitions_def=monthly_partitions, group_name="predictions", kinds={"xgboost", "pandas"},
-       deps=["trained_model"], required_resource_keys={"mlflow"}, automation_condition=EAGER_ALL_MONTHS)
+@asset(
+    partitions_def=monthly_partitions,
+    group_name="predictions",
+    kinds={"xgboost", "pandas"},
+    deps=["trained_model"],
+    required_resource_keys={"mlflow"},
+    automation_condition=WINDOW_READY,
+)
 def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.DataFrame) -> pd.DataFrame:
     """Predicted duration of every trip of month M by the champion (after M's own model was judged)."""
     from ml_assets.core import tracking
@@ -19,16 +27,20 @@ def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.
 
     champion = tracking.load_champion()
     if champion is None:
-        raise Failure(f"no `{tracking.CHAMPION}` model in the MLflow registry yet: materialize trained_model "
-                      f"for a month with an earlier month to train on first")
+        raise Failure(
+            f"no `{tracking.CHAMPION}` model in the MLflow registry yet: materialize trained_model "
+            f"for a month with an earlier month to train on first"
+        )
     version, booster, encoder = champion
     predicted = predict(booster, transform(derive_features(cleaned_trips), encoder))
-    scored = cleaned_trips[KEEP].assign(predicted_duration=predicted, model_version=str(version.version))
-    context.add_output_metadata({
-        "rows": len(scored),
-        "model_version": str(version.version),
-        "mean_predicted_duration": float(scored["predicted_duration"].mean()),
-        "mean_actual_duration": float(scored["duration"].mean()),
-        "rmse": regression_metrics(scored["duration"].to_numpy(), predicted)["rmse"],
-    })
+    scored = cleaned_trips[TRIP_COLUMNS].assign(predicted_duration=predicted, model_version=str(version.version))
+    context.add_output_metadata(
+        {
+            "rows": len(scored),
+            "model_version": str(version.version),
+            "mean_predicted_duration": float(scored["predicted_duration"].mean()),
+            "mean_actual_duration": float(scored[DURATION].mean()),
+            "rmse": regression_metrics(scored[DURATION].to_numpy(), predicted)["rmse"],
+        }
+    )
     return scored

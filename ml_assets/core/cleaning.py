@@ -1,4 +1,5 @@
 """Clean one month of trips: the target (`duration`) and the rows a model may learn from."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,10 +8,9 @@ import pandas as pd
 import pyarrow as pa
 
 from ml_assets.core.months import month_bounds
-from ml_assets.core.schema import DROPOFF, PICKUP, REQUIRED, unify_schema
+from ml_assets.core.schema import DROPOFF, DURATION, PICKUP, REQUIRED, ZONE_COLUMNS, unify_schema
 
 MIN_DURATION, MAX_DURATION = 1.0, 60.0  # minutes, as in the course notebook
-LOCATIONS = ["PULocationID", "DOLocationID"]
 
 
 class EmptyMonthError(ValueError):
@@ -33,12 +33,12 @@ def clean_trips(table: pa.Table, month: str, where: str) -> CleanedMonth:
     if table.num_rows == 0:
         raise EmptyMonthError(f"{where}: the file has no trips")
     trips = unify_schema(table, where).to_pandas()
-    trips["duration"] = (trips[DROPOFF] - trips[PICKUP]).dt.total_seconds() / 60
+    trips[DURATION] = (trips[DROPOFF] - trips[PICKUP]).dt.total_seconds() / 60
     start, end = month_bounds(month)
     rules = {
         "missing_values": trips[list(REQUIRED)].isna().any(axis=1),
         "pickup_outside_month": (trips[PICKUP] < start) | (trips[PICKUP] >= end),
-        "duration_out_of_range": ~trips["duration"].between(MIN_DURATION, MAX_DURATION),
+        "duration_out_of_range": ~trips[DURATION].between(MIN_DURATION, MAX_DURATION),
     }
     dropped, keep = {}, pd.Series(True, index=trips.index)
     for reason, bad in rules.items():
@@ -47,6 +47,6 @@ def clean_trips(table: pa.Table, month: str, where: str) -> CleanedMonth:
     trips = trips[keep].reset_index(drop=True)
     if trips.empty:
         raise EmptyMonthError(f"{where}: no trips left after cleaning (dropped: {dropped})")
-    for column in LOCATIONS:
+    for column in ZONE_COLUMNS:
         trips[column] = trips[column].astype("category")
     return CleanedMonth(trips=trips, raw_rows=table.num_rows, dropped=dropped)

@@ -8,6 +8,7 @@ Two feature sets:
 Whatever is fitted (category lists, the vectorizer's vocabulary) is fitted on the training
 months only; zones never seen in training become missing values in the test month.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,15 +16,22 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ml_assets.core.schema import PICKUP
+from ml_assets.core.schema import DURATION, PICKUP, ZONE_COLUMNS
 
-TARGET, SPLIT = "duration", "split"
+SPLIT = "split"
 TRAIN, VALID, TEST = "train", "valid", "test"
-ZONES = ["PULocationID", "DOLocationID"]
 FEATURE_SETS = {
-    "course": [*ZONES, "trip_distance"],  # vectorized as PU_DO + trip_distance
-    "rich": [*ZONES, "trip_distance", "pickup_hour", "pickup_weekday",
-             "VendorID", "RatecodeID", "trip_type", "passenger_count"],
+    "course": [*ZONE_COLUMNS, "trip_distance"],  # vectorized as PU_DO + trip_distance
+    "rich": [
+        *ZONE_COLUMNS,
+        "trip_distance",
+        "pickup_hour",
+        "pickup_weekday",
+        "VendorID",
+        "RatecodeID",
+        "trip_type",
+        "passenger_count",
+    ],
 }
 
 
@@ -53,12 +61,12 @@ def build_features(
         raise ValueError(f"unknown feature set {feature_set!r}; choose one of {sorted(FEATURE_SETS)}")
     if not training:
         raise ValueError(f"no training months for {test_month}")
-    columns = FEATURE_SETS[feature_set] + [TARGET]
+    columns = FEATURE_SETS[feature_set] + [DURATION]
     train = pd.concat([derive_features(training[m])[columns] for m in sorted(training)], ignore_index=True)
     holdout = np.random.default_rng(seed).random(len(train)) < holdout_fraction
     train[SPLIT] = np.where(holdout, VALID, TRAIN)
     tested = derive_features(test)[columns].assign(**{SPLIT: TEST})
-    for zone in ZONES:
+    for zone in ZONE_COLUMNS:
         categories = sorted(set(train[zone].astype(int)))
         train[zone] = pd.Categorical(train[zone].astype(int), categories=categories)
         tested[zone] = pd.Categorical(tested[zone].astype(int), categories=categories)
@@ -86,7 +94,7 @@ def fit_encoder(frame: pd.DataFrame) -> dict:
     return {
         "feature_set": feature_set,
         "features": FEATURE_SETS[feature_set],
-        "categories": {zone: sorted(int(c) for c in training[zone].dropna().unique()) for zone in ZONES},
+        "categories": {zone: sorted(int(c) for c in training[zone].dropna().unique()) for zone in ZONE_COLUMNS},
     }
 
 
@@ -115,14 +123,15 @@ def design_matrices(frame: pd.DataFrame) -> DesignMatrices:
     parts = {split: frame[frame[SPLIT] == split] for split in (TRAIN, VALID, TEST)}
     return DesignMatrices(
         X={split: transform(part, encoder) for split, part in parts.items()},
-        y={split: part[TARGET].to_numpy() for split, part in parts.items()},
+        y={split: part[DURATION].to_numpy() for split, part in parts.items()},
         encoder=encoder,
     )
 
 
 def course_records(trips: pd.DataFrame) -> list[dict]:
     """The course notebook's inputs: the pickup/dropoff zone pair and the distance."""
-    pair = trips["PULocationID"].astype(str) + "_" + trips["DOLocationID"].astype(str)
+    pickup_zone, dropoff_zone = ZONE_COLUMNS
+    pair = trips[pickup_zone].astype(str) + "_" + trips[dropoff_zone].astype(str)
     return pd.DataFrame({"PU_DO": pair, "trip_distance": trips["trip_distance"]}).to_dict("records")
 
 

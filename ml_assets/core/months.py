@@ -1,4 +1,5 @@
 """Month keys (`YYYY-MM`, as in TLC file names) and their time bounds."""
+
 from __future__ import annotations
 
 import re

@@ -5,18 +5,22 @@ null-typed `ehail_fee`, string vs large_string) and names pickup/dropoff columns
 type (`lpep_` green, `tpep_` yellow). Months must stack into one training window, so
 every file is cast to the canonical schema below.
 """
+
 from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 PICKUP, DROPOFF = "pickup_datetime", "dropoff_datetime"
+PICKUP_ZONE, DROPOFF_ZONE = "PULocationID", "DOLocationID"
+ZONE_COLUMNS = (PICKUP_ZONE, DROPOFF_ZONE)
+DURATION = "duration"  # the target: minutes from pickup to dropoff, added by cleaning
 
 REQUIRED = {
     PICKUP: pa.timestamp("us"),
     DROPOFF: pa.timestamp("us"),
-    "PULocationID": pa.int32(),
-    "DOLocationID": pa.int32(),
+    PICKUP_ZONE: pa.int32(),
+    DROPOFF_ZONE: pa.int32(),
     "trip_distance": pa.float64(),
 }
 # Codes are nullable in TLC data; float64 keeps the nulls as NaN, which XGBoost understands.
@@ -34,22 +38,27 @@ OPTIONAL = {
     "congestion_surcharge": pa.float64(),
 }
 CANONICAL = pa.schema({**REQUIRED, **OPTIONAL})
+CLEANED = pa.schema([*CANONICAL, pa.field(DURATION, pa.float64())])  # cleaned_trips, zones as categories
 
 
 class SchemaError(ValueError):
     """A month's file lacks what the pipeline needs, or holds values of the wrong kind."""
 
 
-def _source_name(name: str) -> str:
+def canonical_name(name: str) -> str:
     """`lpep_pickup_datetime` / `tpep_pickup_datetime` -> `pickup_datetime`."""
     for prefix in ("lpep_", "tpep_"):
-        if name.startswith(prefix) and name[len(prefix):] in (PICKUP, DROPOFF):
-            return name[len(prefix):]
+        if name.startswith(prefix) and name[len(prefix) :] in (PICKUP, DROPOFF):
+            return name[len(prefix) :]
     return name
 
 
+def columns_by_canonical_name(table: pa.Table) -> dict[str, pa.ChunkedArray]:
+    return {canonical_name(name): table.column(name) for name in table.column_names}
+
+
 def check_required_columns(schema: pa.Schema, where: str) -> None:
-    missing = sorted(set(REQUIRED) - {_source_name(name) for name in schema.names})
+    missing = sorted(set(REQUIRED) - {canonical_name(name) for name in schema.names})
     if missing:
         raise SchemaError(f"{where}: missing required column(s) {', '.join(missing)}")
 
@@ -57,7 +66,7 @@ def check_required_columns(schema: pa.Schema, where: str) -> None:
 def unify_schema(table: pa.Table, where: str) -> pa.Table:
     """Cast `table` to CANONICAL; `where` (month and file) goes into every error message."""
     check_required_columns(table.schema, where)
-    columns = {_source_name(name): table.column(name) for name in table.column_names}
+    columns = columns_by_canonical_name(table)
     arrays = []
     for field in CANONICAL:
         column = columns.get(field.name)

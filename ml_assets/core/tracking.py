@@ -1,4 +1,5 @@
 """MLflow bookkeeping for one trained model: params, metrics, model, encoder, registry."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +16,7 @@ def ensure_experiment(tracking_uri: str | None, name: str) -> None:
         return
     client = mlflow.MlflowClient(tracking_uri)
     if client.get_experiment_by_name(name) is None:
-        database = Path(tracking_uri[len(prefix):]).resolve()
+        database = Path(tracking_uri[len(prefix) :]).resolve()
         client.create_experiment(name, artifact_location=(database.parent / "mlartifacts").as_uri())
 
 
@@ -31,8 +32,17 @@ def discard_unused_run(tracking_uri: str | None, run_id: str) -> None:
         client.delete_run(run_id)
 
 
-def log_trained_model(*, run_name: str, params: dict, metrics: dict, tags: dict,
-                      booster, encoder: dict, input_example, registered_model: str = REGISTERED_MODEL) -> dict:
+def log_trained_model(
+    *,
+    run_name: str,
+    params: dict,
+    metrics: dict,
+    tags: dict,
+    booster,
+    encoder: dict,
+    input_example,
+    registered_model: str = REGISTERED_MODEL,
+) -> dict:
     """Log into the active run (dagster-mlflow starts it) and register a new model version."""
     import mlflow
     import mlflow.xgboost
@@ -46,12 +56,21 @@ def log_trained_model(*, run_name: str, params: dict, metrics: dict, tags: dict,
     import xgboost
 
     # Stated, not inferred: inference imports the model again in a subprocess (seconds per run).
-    info = mlflow.xgboost.log_model(booster, name="model", signature=signature, model_format="ubj",
-                                    pip_requirements=[f"xgboost=={xgboost.__version__}"],
-                                    registered_model_name=registered_model)
+    info = mlflow.xgboost.log_model(
+        booster,
+        name="model",
+        signature=signature,
+        model_format="ubj",
+        pip_requirements=[f"xgboost=={xgboost.__version__}"],
+        registered_model_name=registered_model,
+    )
     run_id = mlflow.active_run().info.run_id
-    return {"run_id": run_id, "model_uri": info.model_uri, "model_version": str(info.registered_model_version),
-            "registered_model": registered_model}
+    return {
+        "run_id": run_id,
+        "model_uri": info.model_uri,
+        "model_version": str(info.registered_model_version),
+        "registered_model": registered_model,
+    }
 
 
 CHAMPION, CHALLENGER = "champion", "challenger"

@@ -1,14 +1,22 @@
 """Train and evaluate the XGBoost duration model, and the LinearRegression baseline."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from ml_assets.core.features import SPLIT, TARGET, TEST, TRAIN, VALID, DesignMatrices, course_records, fit_course_vectorizer
+from ml_assets.core.features import SPLIT, TEST, TRAIN, VALID, DesignMatrices, course_records, fit_course_vectorizer
+from ml_assets.core.schema import DURATION
 
 # Fixed settings; optuna tunes the rest (see ml_assets.core.tuning).
 BASE_PARAMS = {"objective": "reg:squarederror", "eval_metric": "rmse", "tree_method": "hist", "max_cat_to_onehot": 1}
-DEFAULT_PARAMS = {"max_depth": 8, "learning_rate": 0.1, "min_child_weight": 5.0, "subsample": 0.8, "colsample_bytree": 0.8}
+DEFAULT_PARAMS = {
+    "max_depth": 8,
+    "learning_rate": 0.1,
+    "min_child_weight": 5.0,
+    "subsample": 0.8,
+    "colsample_bytree": 0.8,
+}
 
 
 def dmatrix(X, y):
@@ -17,8 +25,14 @@ def dmatrix(X, y):
     return xgb.DMatrix(X, label=y, enable_categorical=isinstance(X, pd.DataFrame))
 
 
-def train_booster(data: DesignMatrices, params: dict, num_boost_round: int = 2000,
-                  early_stopping_rounds: int = 50, threads: int | None = None, callbacks=None):
+def train_booster(
+    data: DesignMatrices,
+    params: dict,
+    num_boost_round: int = 2000,
+    early_stopping_rounds: int = 50,
+    threads: int | None = None,
+    callbacks=None,
+):
     """Fit on `train`, stop early on the `valid` holdout; the test month is not touched."""
     import xgboost as xgb
 
@@ -49,9 +63,9 @@ def baseline_rmse(frame: pd.DataFrame) -> float:
 
     training, test = frame[frame[SPLIT] != TEST], frame[frame[SPLIT] == TEST]
     vectorizer = fit_course_vectorizer(training)
-    model = LinearRegression().fit(vectorizer.transform(course_records(training)), training[TARGET])
+    model = LinearRegression().fit(vectorizer.transform(course_records(training)), training[DURATION])
     predicted = model.predict(vectorizer.transform(course_records(test)))
-    return regression_metrics(test[TARGET].to_numpy(), predicted)["rmse"]
+    return regression_metrics(test[DURATION].to_numpy(), predicted)["rmse"]
 
 
 def model_bytes(booster) -> bytes:
@@ -65,15 +79,3 @@ def load_booster(raw: bytes):
     booster = xgb.Booster()
     booster.load_model(bytearray(raw))
     return booster
-
-
-def quality_gate(rmse: float, baseline: float, champion: float | None, tolerance: float) -> tuple[bool, str]:
-    """A new model must beat the baseline and be at most `tolerance` (relative) worse than the champion."""
-    if rmse >= baseline:
-        return False, f"RMSE {rmse:.3f} does not beat the LinearRegression baseline {baseline:.3f}"
-    if champion is None:
-        return True, f"RMSE {rmse:.3f} beats the baseline {baseline:.3f}; there is no champion yet"
-    limit = champion * (1 + tolerance)
-    if rmse > limit:
-        return False, f"RMSE {rmse:.3f} is worse than the champion's {champion:.3f} by more than {tolerance:.0%}"
-    return True, f"RMSE {rmse:.3f} beats the baseline {baseline:.3f} and is within {tolerance:.0%} of the champion's {champion:.3f}"

@@ -1,8 +1,9 @@
 """Optuna search over XGBoost hyperparameters, on the training window's holdout only."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ml_assets.core.features import DesignMatrices
 from ml_assets.core.training import train_booster
@@ -55,9 +56,17 @@ class TuningResult:
     trials_total: int  # in the study, earlier materializations included
 
 
-def tune(data: DesignMatrices, storage_url: str, study_name: str, n_trials: int, timeout_seconds: float,
-         warm_start: dict | None = None, seed: int = 0, threads: int | None = None,
-         log: Callable[[str], None] = print) -> TuningResult:
+def tune(
+    data: DesignMatrices,
+    storage_url: str,
+    study_name: str,
+    n_trials: int,
+    timeout_seconds: float,
+    warm_start: dict | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    log: Callable[[str], None] = print,
+) -> TuningResult:
     """Continue (or start) the persistent study `study_name`; `warm_start` params are tried first."""
     import optuna
 
@@ -82,10 +91,17 @@ def tune(data: DesignMatrices, storage_url: str, study_name: str, n_trials: int,
 
     def report(study, trial) -> None:
         value = "pruned" if trial.value is None else f"valid RMSE {trial.value:.4f}"
-        log(f"trial {trial.number} {trial.state.name.lower()}: {value}; best so far {study.best_value:.4f} "
-            f"(trial {study.best_trial.number})")
+        log(
+            f"trial {trial.number} {trial.state.name.lower()}: {value}; best so far {study.best_value:.4f} "
+            f"(trial {study.best_trial.number})"
+        )
 
     study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds, callbacks=[report])
     best = study.best_trial
-    return TuningResult(params=best.params, valid_rmse=float(best.value), best_trial=best.number,
-                        trials_run=len(study.trials) - before, trials_total=len(study.trials))
+    return TuningResult(
+        params=best.params,
+        valid_rmse=float(best.value),
+        best_trial=best.number,
+        trials_run=len(study.trials) - before,
+        trials_total=len(study.trials),
+    )

@@ -1,15 +1,38 @@
 """Where a month of trips comes from: synthetic, TLC over HTTP, or a local directory.
 
-Every source offers the same two calls:
-- `fetch(month) -> Path`: a local parquet file with the month's trips as the source publishes it.
-- `probe(month) -> dict | None`: a version fingerprint of the month if it is available, else None.
+Every source is a `TripFileSource`: `fetch` a month's file, `probe` whether (and in which version) a
+month is published, and `for_probing()` the source configured to probe many months cheaply.
 """
+
 from __future__ import annotations
 
 import os
+import pathlib
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+# Keys of a fingerprint that say where a file is, not which version it is: moving a mirror or
+# changing the TLC host is no re-publication.
+LOCATION_KEYS = frozenset({"path", "url"})
+
+
+def file_version(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a fingerprint that tells published versions of a month apart."""
+    return {key: value for key, value in fingerprint.items() if key not in LOCATION_KEYS}
+
+
+class TripFileSource(Protocol):
+    def fetch(self, month: str) -> pathlib.Path:
+        """A local parquet file with the month's trips as the source publishes it."""
+
+    def probe(self, month: str) -> dict | None:
+        """A version fingerprint of the month if it is published, else None."""
+
+    def for_probing(self) -> TripFileSource:
+        """This source set up to probe many months within a sensor tick (fewer, shorter tries)."""
 
 
 class SourceError(Exception):

@@ -1,4 +1,5 @@
 """TLC trip files already on disk, e.g. a mirror or a shared folder, named as TLC names them."""
+
 from __future__ import annotations
 
 import pathlib
@@ -42,6 +43,9 @@ class DirectorySource:
         except OSError as exc:
             raise SourceUnavailableError(f"cannot read {file}: {exc}") from exc
         return {"path": str(file), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+    def for_probing(self) -> DirectorySource:
+        return self  # a stat per month is cheap already
 
     def _file(self, month: str) -> pathlib.Path:
         return pathlib.Path(self.path) / trip_file_name(self.taxi, check_month(month))

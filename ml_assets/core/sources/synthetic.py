@@ -6,6 +6,7 @@ congestion depend on the zone pair), daily and weekly rhythm, rush-hour slowdown
 carry TLC's usual dirt (non-positive and multi-hour durations, pickups outside the month,
 nulls) so that cleaning has real work to do.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,33 +27,33 @@ GENERATOR = 1  # bump whenever the output for a given (month, seed, rows) change
 METADATA_KEY = b"ml_assets.synthetic"
 N_ZONES = 265
 
-SCHEMA = pa.schema([
-    ("VendorID", pa.int32()),
-    ("lpep_pickup_datetime", pa.timestamp("us")),
-    ("lpep_dropoff_datetime", pa.timestamp("us")),
-    ("store_and_fwd_flag", pa.large_string()),
-    ("RatecodeID", pa.int64()),
-    ("PULocationID", pa.int32()),
-    ("DOLocationID", pa.int32()),
-    ("passenger_count", pa.int64()),
-    ("trip_distance", pa.float64()),
-    ("fare_amount", pa.float64()),
-    ("extra", pa.float64()),
-    ("mta_tax", pa.float64()),
-    ("tip_amount", pa.float64()),
-    ("tolls_amount", pa.float64()),
-    ("ehail_fee", pa.float64()),
-    ("improvement_surcharge", pa.float64()),
-    ("total_amount", pa.float64()),
-    ("payment_type", pa.int64()),
-    ("trip_type", pa.int64()),
-    ("congestion_surcharge", pa.float64()),
-])
+SCHEMA = pa.schema(
+    [
+        ("VendorID", pa.int32()),
+        ("lpep_pickup_datetime", pa.timestamp("us")),
+        ("lpep_dropoff_datetime", pa.timestamp("us")),
+        ("store_and_fwd_flag", pa.large_string()),
+        ("RatecodeID", pa.int64()),
+        ("PULocationID", pa.int32()),
+        ("DOLocationID", pa.int32()),
+        ("passenger_count", pa.int64()),
+        ("trip_distance", pa.float64()),
+        ("fare_amount", pa.float64()),
+        ("extra", pa.float64()),
+        ("mta_tax", pa.float64()),
+        ("tip_amount", pa.float64()),
+        ("tolls_amount", pa.float64()),
+        ("ehail_fee", pa.float64()),
+        ("improvement_surcharge", pa.float64()),
+        ("total_amount", pa.float64()),
+        ("payment_type", pa.int64()),
+        ("trip_type", pa.int64()),
+        ("congestion_surcharge", pa.float64()),
+    ]
+)
 
 # Relative pickup volume by hour of day: quiet nights, a morning and a larger evening peak.
-HOURLY = np.array(
-    [17, 12, 9, 7, 6, 6, 13, 35, 50, 50, 48, 52, 54, 55, 60, 70, 76, 80, 76, 60, 47, 38, 30, 24], float
-)
+HOURLY = np.array([17, 12, 9, 7, 6, 6, 13, 35, 50, 50, 48, 52, 54, 55, 60, 70, 76, 80, 76, 60, 47, 38, 30, 24], float)
 WEEKDAY = np.array([1.0, 1.05, 1.1, 1.1, 1.15, 0.9, 0.75])  # Monday .. Sunday
 RUSH_HOURS = [7, 8, 9, 16, 17, 18, 19]
 
@@ -63,9 +64,7 @@ OUTSIDE_MONTH_SHARE = 0.0001  # pickups in 2009-01 or a day either side of the m
 NULL_SHARE = 0.06  # rows with all nullable codes missing together, as TLC writes them
 ZERO_DISTANCE_SHARE = 0.03
 
-NULLABLE = {
-    "store_and_fwd_flag", "RatecodeID", "passenger_count", "payment_type", "trip_type", "congestion_surcharge"
-}
+NULLABLE = {"store_and_fwd_flag", "RatecodeID", "passenger_count", "payment_type", "trip_type", "congestion_surcharge"}
 
 
 class _City(NamedTuple):
@@ -244,6 +243,9 @@ class SyntheticSource:
         if path.exists() and _cached_fingerprint(path) == self.probe(month):
             return path
         return write_table(generate_month(month, self.seed, self.rows), path)
+
+    def for_probing(self) -> SyntheticSource:
+        return self  # probing generates nothing
 
     def probe(self, month: str) -> dict | None:
         return fingerprint(self.seed, self.rows) if self._published(month) else None

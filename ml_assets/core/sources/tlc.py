@@ -9,15 +9,18 @@ exponential backoff. A missing month (404, or 403 as TLC's CloudFront answers) f
 complete download that is not valid parquet also fails at once, without a retry: the body arrived
 in full, so asking again would only fetch the same bad bytes.
 """
+
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import email.utils
 import logging
 import pathlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import requests
 
@@ -27,18 +30,18 @@ from ml_assets.core.sources import (
     MonthNotPublishedError,
     SourceUnavailableError,
     check_parquet,
+    file_version,
     trip_file_name,
 )
 from ml_assets.core.storage import atomic_path, read_json, write_json
-
-DEFAULT_TLC_URL = "https://d37ci6vzurychx.cloudfront.net/trip-data"
 
 log = logging.getLogger("ml_assets.sources")
 
 T = TypeVar("T")
 
-# The keys of a fingerprint that tell versions apart; `url` only says where the file was.
-VERSION_KEYS = ("size", "etag", "last_modified")
+# A sensor tick must end well within Dagster's sensor timeout (60 s by default): fewer, shorter HTTP
+# tries than a download gets. The next tick tries again anyway.
+PROBE_RETRIES, PROBE_TIMEOUT_SECONDS = 1, 10.0
 
 
 class _TransientError(Exception):
@@ -58,7 +61,7 @@ _RETRYABLE = (
 @dataclass(frozen=True)
 class TlcSource:
     cache_dir: str
-    base_url: str = DEFAULT_TLC_URL
+    base_url: str
     taxi: str = "green"
     retries: int = 4
     backoff_seconds: float = 1.0
@@ -93,8 +96,7 @@ class TlcSource:
         except SourceUnavailableError as exc:
             if not cached:
                 raise
-            log.warning("month %s: cannot check for a re-published file (%s); using cached %s",
-                        month, exc, target)
+            log.warning("month %s: cannot check for a re-published file (%s); using cached %s", month, exc, target)
             return target
         except MonthNotPublishedError:
             if not cached:
@@ -106,8 +108,12 @@ class TlcSource:
             if recorded is not None and same_version(recorded, published):
                 log.debug("month %s: using cached %s", month, target)
                 return target
-            log.info("month %s: TLC re-published it (cached %s, now %s), downloading again",
-                     month, _version(recorded), _version(published))
+            log.info(
+                "month %s: TLC re-published it (cached %s, now %s), downloading again",
+                month,
+                _version(recorded),
+                _version(published),
+            )
         log.info("month %s: downloading %s", month, url)
         with atomic_path(target) as tmp:
             received = self._with_retries(url, lambda: self._download(url, month, tmp))
@@ -119,6 +125,13 @@ class TlcSource:
         write_json(fingerprint, _fingerprint_path(target))
         log.info("month %s: saved %s (%d bytes)", month, target, target.stat().st_size)
         return target
+
+    def for_probing(self) -> TlcSource:
+        return dataclasses.replace(
+            self,
+            retries=min(self.retries, PROBE_RETRIES),
+            timeout_seconds=min(self.timeout_seconds, PROBE_TIMEOUT_SECONDS),
+        )
 
     def probe(self, month: str) -> dict | None:
         """Version fingerprint (size, ETag, Last-Modified) of the published month, or None if absent."""
@@ -203,9 +216,7 @@ class TlcSource:
     def _probe_once(self, url: str, month: str) -> dict:
         resp = requests.head(url, timeout=self.timeout_seconds, allow_redirects=True)
         if resp.status_code in (405, 501):
-            resp = requests.get(
-                url, headers={"Range": "bytes=0-0"}, stream=True, timeout=self.timeout_seconds
-            )
+            resp = requests.get(url, headers={"Range": "bytes=0-0"}, stream=True, timeout=self.timeout_seconds)
             resp.close()  # headers are all we need; stream=True spares us the body if Range is ignored
         _check_status(resp, url, month)
         return {
@@ -218,13 +229,13 @@ class TlcSource:
 
 def same_version(a: dict, b: dict) -> bool:
     """Whether two fingerprints describe the same published file (where it lives does not matter)."""
-    return all(a.get(key) == b.get(key) for key in VERSION_KEYS)
+    return file_version(a) == file_version(b)
 
 
 def _version(fingerprint: dict | None) -> str:
     if fingerprint is None:
         return "unknown"
-    return ", ".join(f"{key}={fingerprint.get(key)}" for key in VERSION_KEYS)
+    return ", ".join(f"{key}={value}" for key, value in sorted(file_version(fingerprint).items()))
 
 
 def _fingerprint_path(target: pathlib.Path) -> pathlib.Path:

@@ -1,0 +1,114 @@
+"""Drift between consecutive months (no Dagster here): a warning, never a reason to stop training.
+
+Month M against M-1: population stability index and the two-sample Kolmogorov-Smirnov statistic
+(scipy's `ks_2samp`) of duration and trip distance, and the total variation distance of the
+pickup-zone shares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ml_assets.core.rules import RuleResult
+from ml_assets.core.schema import DURATION, PICKUP_ZONE
+
+DRIFT_COLUMNS = [DURATION, "trip_distance"]
+PSI_FLOOR = 1e-4  # share given to an empty bin, so that log() stays finite
+
+
+@dataclass(frozen=True)
+class DriftThresholds:
+    """Warn above these; the defaults are the only place they are written."""
+
+    psi: float = 0.2  # the usual rule of thumb: < 0.1 stable, 0.1-0.2 some shift, > 0.2 shifted
+    ks: float = 0.1
+    tvd: float = 0.1  # pickup-zone shares; consecutive real green months: 0.03-0.045
+    psi_bins: int = 10
+
+
+def _finite(values) -> np.ndarray:
+    array = np.asarray(pd.Series(values, dtype="float64").to_numpy(), dtype="float64")
+    return array[np.isfinite(array)]
+
+
+def _both_sides(reference, current, what: str) -> tuple[np.ndarray, np.ndarray]:
+    reference, current = _finite(reference), _finite(current)
+    if not len(reference) or not len(current):
+        raise ValueError(f"{what} needs at least one finite value on each side")
+    return reference, current
+
+
+def psi(reference, current, bins: int = 10) -> float:
+    """Population stability index of `current` against `reference`, with bins at reference quantiles.
+
+    Edges are the reference's inner quantiles (deciles for bins=10), deduplicated, so heavy ties
+    (e.g. many zero distances) merge bins instead of making empty ones; the outer bins are open.
+    PSI = sum((c - r) * ln(c / r)) over bins, with empty bins counted as a share of PSI_FLOOR.
+    """
+    reference, current = _both_sides(reference, current, "psi")
+    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+    ref = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=len(edges) + 1) / len(reference)
+    cur = np.bincount(np.searchsorted(edges, current, side="right"), minlength=len(edges) + 1) / len(current)
+    ref, cur = np.maximum(ref, PSI_FLOOR), np.maximum(cur, PSI_FLOOR)
+    return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def ks_statistic(reference, current) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the two empirical CDFs."""
+    from scipy.stats import ks_2samp
+
+    return float(ks_2samp(*_both_sides(reference, current, "ks_statistic")).statistic)
+
+
+def total_variation(reference, current) -> float:
+    """Total variation distance between the category shares of two samples (0 same, 1 disjoint)."""
+    ref = pd.Series(np.asarray(reference, dtype=object)).value_counts(normalize=True, dropna=False)
+    cur = pd.Series(np.asarray(current, dtype=object)).value_counts(normalize=True, dropna=False)
+    if ref.empty or cur.empty:
+        raise ValueError("total_variation needs at least one value on each side")
+    ref, cur = ref.align(cur, fill_value=0.0)
+    return float(0.5 * np.abs(ref - cur).sum())
+
+
+def drift(
+    previous: pd.DataFrame,
+    current: pd.DataFrame,
+    thresholds: DriftThresholds,
+    previous_month: str = "M-1",
+    month: str = "M",
+) -> RuleResult:
+    """PSI and KS of duration and trip_distance, TVD of pickup-zone shares; fails above any threshold."""
+    figures: dict[str, float] = {}
+    for column in DRIFT_COLUMNS:
+        figures[f"psi_{column}"] = round(psi(previous[column], current[column], thresholds.psi_bins), 6)
+        figures[f"ks_{column}"] = round(ks_statistic(previous[column], current[column]), 6)
+    figures["tvd_pickup_zone"] = round(total_variation(previous[PICKUP_ZONE], current[PICKUP_ZONE]), 6)
+    limits = {"psi": thresholds.psi, "ks": thresholds.ks, "tvd": thresholds.tvd}
+    exceeded = {name: value for name, value in figures.items() if value > limits[name.split("_")[0]]}
+    metadata = {
+        "month": month,
+        "previous_month": previous_month,
+        "compared": True,
+        "rows": len(current),
+        "previous_rows": len(previous),
+        **figures,
+        **{f"threshold_{name}": limit for name, limit in limits.items()},
+        "exceeded": sorted(exceeded),
+    }
+    if exceeded:
+        over = (f"{name} = {value:.3f} > {limits[name.split('_')[0]]}" for name, value in exceeded.items())
+        return RuleResult("drift", False, f"{month} drifted from {previous_month}: " + ", ".join(over), metadata)
+    summary = ", ".join(f"{name} = {value:.3f}" for name, value in figures.items())
+    return RuleResult("drift", True, f"{month} is close to {previous_month}: {summary}", metadata)
+
+
+def nothing_to_compare(month: str, previous_month: str, why: str) -> RuleResult:
+    return RuleResult(
+        "drift",
+        True,
+        f"nothing to compare {month} with: {why}",
+        {"month": month, "previous_month": previous_month, "compared": False},
+    )

@@ -1,0 +1,44 @@
+"""The model gate: may a newly trained model become the `champion` the registry serves?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ml_assets.core.features import SPLIT, TEST, transform
+from ml_assets.core.training import predict, regression_metrics
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    reason: str
+    champion_rmse: float | None  # the current champion on the same test month; None without one
+    champion_version: str | None  # the version that was champion before this model
+
+
+def judge(rmse: float, baseline: float, champion: float | None, tolerance: float) -> tuple[bool, str]:
+    """A new model must beat the baseline and be at most `tolerance` (relative) worse than the champion."""
+    if rmse >= baseline:
+        return False, f"RMSE {rmse:.3f} does not beat the LinearRegression baseline {baseline:.3f}"
+    if champion is None:
+        return True, f"RMSE {rmse:.3f} beats the baseline {baseline:.3f}; there is no champion yet"
+    if rmse > champion * (1 + tolerance):
+        return False, f"RMSE {rmse:.3f} is worse than the champion's {champion:.3f} by more than {tolerance:.0%}"
+    return True, (
+        f"RMSE {rmse:.3f} beats the baseline {baseline:.3f} and is within {tolerance:.0%} "
+        f"of the champion's {champion:.3f}"
+    )
+
+
+def gate_model(frame: pd.DataFrame, y_test, rmse: float, baseline: float, tolerance: float, champion) -> GateResult:
+    """Judge a model against the baseline and against `champion` ((version, booster, encoder) or None)
+    evaluated on the same test month, under the champion's own encoder."""
+    champion_rmse = version = None
+    if champion is not None:
+        version, booster, encoder = champion
+        test_rows = frame[frame[SPLIT] == TEST]
+        champion_rmse = regression_metrics(y_test, predict(booster, transform(test_rows, encoder)))["rmse"]
+    passed, reason = judge(rmse, baseline, champion_rmse, tolerance)
+    return GateResult(passed, reason, champion_rmse, None if version is None else str(version.version))

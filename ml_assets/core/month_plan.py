@@ -1,0 +1,103 @@
+"""Which months a sensor tick should ingest: source fingerprints against its cursor (no Dagster here).
+
+The cursor is JSON, `{"months": {"YYYY-MM": fingerprint hash}}`: the version of each month last
+requested. A month is due when the source has it and the cursor does not (new) or holds another
+version (re-published); a month already materialized before the cursor knew it is adopted as the
+baseline when its recorded size matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any, NamedTuple
+
+from ml_assets.core.sources import TripFileSource, file_version
+
+log = logging.getLogger("ml_assets.month_plan")
+
+PROBE_WORKERS = 8
+
+
+def fingerprint_hash(fingerprint: Mapping[str, Any]) -> str:
+    """Short, stable hash of a source's version fingerprint (key order and location keys do not matter)."""
+    canonical = json.dumps(file_version(fingerprint), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def load_cursor(cursor: str | None) -> dict[str, str]:
+    """Fingerprint hash per month from the sensor's cursor; an unreadable cursor counts as empty."""
+    if not cursor:
+        return {}
+    try:
+        months = json.loads(cursor)["months"]
+        if isinstance(months, dict):
+            return {str(month): str(value) for month, value in months.items()}
+    except (ValueError, KeyError, TypeError):
+        pass
+    log.warning("ignoring unreadable cursor %r", cursor[:200])
+    return {}
+
+
+def dump_cursor(months: Mapping[str, str]) -> str:
+    return json.dumps({"months": dict(sorted(months.items()))}, sort_keys=True)
+
+
+def probe_months(source: TripFileSource, months: Iterable[str], workers: int = PROBE_WORKERS) -> dict[str, dict | None]:
+    """`source.probe` for every month, a few at a time; the first SourceUnavailableError stops it."""
+    months = list(months)
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(months) or 1))) as pool:
+        futures = {pool.submit(source.probe, month): month for month in months}
+        try:
+            return {futures[future]: future.result() for future in as_completed(futures)}
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+class Due(NamedTuple):
+    month: str
+    fingerprint: str
+    reason: str  # "new" or "republished"
+
+
+class Plan(NamedTuple):
+    due: list[Due]  # every month that needs ingesting, oldest first
+    cursor: dict[str, str]  # the cursor before any request, with adopted baselines added
+    pending: list[str]  # requested before, same fingerprint, still not materialized
+
+
+def plan_months(
+    fingerprints: Mapping[str, dict | None],
+    seen: Mapping[str, str],
+    materialized: set[str],
+    recorded_size: Callable[[str], int | None],
+) -> Plan:
+    """What to ingest, given the source's fingerprints, the cursor and raw_trips' materializations.
+
+    `recorded_size(month)` returns the `size_bytes` raw_trips recorded for a materialized month
+    (None if unknown); it is only called for materialized months the cursor has no entry for.
+    """
+    cursor = dict(seen)
+    due, pending = [], []
+    for month in sorted(fingerprints):
+        fingerprint = fingerprints[month]
+        if fingerprint is None:
+            continue  # not published (yet)
+        current, previous = fingerprint_hash(fingerprint), seen.get(month)
+        if previous == current:
+            if month not in materialized:
+                pending.append(month)
+            continue
+        if previous is None and month in materialized:
+            size, recorded = fingerprint.get("size"), recorded_size(month)
+            if size is None or recorded is None or int(size) == int(recorded):
+                cursor[month] = current  # already ingested from this version: adopt as baseline
+                continue
+            due.append(Due(month, current, "republished"))
+            continue
+        due.append(Due(month, current, "new" if previous is None else "republished"))
+    return Plan(due, cursor, pending)

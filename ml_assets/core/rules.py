@@ -1,0 +1,231 @@
+"""Blocking data rules for a month of trips (no Dagster here): what a month must satisfy to be trained on.
+
+Every rule returns a `RuleResult`: whether it passed, one line saying why, and metadata with the
+numbers it was judged on (always including `rule`), so a failed check in the UI names the rule and
+shows the figures next to the threshold.
+
+- raw_trips: `schema` (required columns present, every known column castable to the canonical
+  schema), `row_count`, `pickups_in_month` (TLC files carry a few stray timestamps; real months
+  are at >= 0.999).
+- cleaned_trips: `schema` (canonical columns + duration, castable to the canonical types),
+  `row_count`, `dropped_share` (real green months drop 3-5 %), `pickups_in_month` (all),
+  `no_nulls` (REQUIRED columns + duration).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ml_assets.core.months import month_bounds
+from ml_assets.core.schema import CANONICAL, CLEANED, DURATION, PICKUP, REQUIRED, columns_by_canonical_name
+
+NOT_NULL = [*REQUIRED, DURATION]  # what the model needs a value in, row by row
+
+
+@dataclass(frozen=True)
+class RuleThresholds:
+    """The rules' thresholds; these defaults are the only place they are written."""
+
+    min_rows: int = 1000
+    max_dropped_share: float = 0.2
+    min_pickups_in_month: float = 0.95  # raw_trips; cleaned_trips must have all pickups inside
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    rule: str
+    passed: bool
+    message: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.metadata.setdefault("rule", self.rule)
+        self.metadata.setdefault("message", self.message)
+
+
+def _uncastable(columns: Mapping[str, Any], schema: pa.Schema) -> dict[str, str]:
+    """Column -> why it cannot be cast to its type in `schema` (only columns present)."""
+    problems = {}
+    for target in schema:
+        column = columns.get(target.name)
+        if column is None:
+            continue
+        try:
+            pc.cast(column, target.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
+            problems[target.name] = f"{column.type} -> {target.type}: {str(error).splitlines()[0][:200]}"
+    return problems
+
+
+def _schema_result(columns: Mapping[str, Any], required: Iterable[str], schema: pa.Schema, what: str) -> RuleResult:
+    missing = sorted(set(required) - set(columns))
+    uncastable = _uncastable(columns, schema)
+    metadata = {"columns": len(columns), "missing_columns": missing, "uncastable_columns": uncastable}
+    if not missing and not uncastable:
+        return RuleResult("schema", True, f"{what}: all required columns present and castable", metadata)
+    problems = []
+    if missing:
+        problems.append(f"missing column(s) {', '.join(missing)}")
+    if uncastable:
+        problems.append(
+            "column(s) not castable to the canonical schema: "
+            + "; ".join(f"{name} ({why})" for name, why in uncastable.items())
+        )
+    return RuleResult("schema", False, f"{what}: " + "; ".join(problems), metadata)
+
+
+def raw_schema(table: pa.Table) -> RuleResult:
+    """REQUIRED columns present (pickup/dropoff under any TLC prefix); every known column castable."""
+    return _schema_result(columns_by_canonical_name(table), REQUIRED, CANONICAL, "raw_trips")
+
+
+def cleaned_schema(trips: pd.DataFrame) -> RuleResult:
+    """Every canonical column plus duration present, each castable to its canonical type."""
+    columns = {}
+    for name in trips.columns:
+        try:
+            columns[name] = pa.array(trips[name], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            columns[name] = pa.array(trips[name].astype(str))  # reported as not castable below
+    return _schema_result(columns, CLEANED.names, CLEANED, "cleaned_trips")
+
+
+def row_count(rows: int, min_rows: int) -> RuleResult:
+    passed = rows >= min_rows
+    relation = ">=" if passed else "<"
+    return RuleResult(
+        "row_count",
+        passed,
+        f"{rows} rows {relation} the floor of {min_rows}",
+        {"rows": int(rows), "floor": int(min_rows)},
+    )
+
+
+def _pickup_result(inside: int, rows: int, minimum: float, first, last, what: str, month: str) -> RuleResult:
+    share = inside / rows if rows else 0.0
+    passed = rows > 0 and share >= minimum
+    metadata = {
+        "month": month,
+        "rows": int(rows),
+        "inside_month": int(inside),
+        "outside_month": int(rows - inside),
+        "share_inside": round(share, 6),
+        "min_share": minimum,
+        "first_pickup": str(first),
+        "last_pickup": str(last),
+    }
+    relation = ">=" if passed else "<"
+    return RuleResult(
+        "pickups_in_month",
+        passed,
+        f"{what}: {share:.4%} of pickups inside {month} {relation} {minimum:.2%} "
+        f"({rows - inside} of {rows} outside; pickups from {first} to {last})",
+        metadata,
+    )
+
+
+def raw_pickups_in_month(table: pa.Table, month: str, min_share: float) -> RuleResult:
+    """Share of raw pickups (nulls count as outside) in [start of month, start of next month)."""
+    column = columns_by_canonical_name(table).get(PICKUP)
+    if column is None:
+        return RuleResult(
+            "pickups_in_month",
+            False,
+            f"raw_trips: no {PICKUP} column",
+            {"rows": table.num_rows, "min_share": min_share},
+        )
+    try:
+        pickups = pc.cast(column, pa.timestamp("us"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
+        return RuleResult(
+            "pickups_in_month",
+            False,
+            f"raw_trips: {PICKUP} is not a timestamp: {error}",
+            {"rows": table.num_rows, "min_share": min_share, "type": str(column.type)},
+        )
+    start, end = month_bounds(month)
+    inside = pc.and_(
+        pc.greater_equal(pickups, pa.scalar(start.to_pydatetime(), pa.timestamp("us"))),
+        pc.less(pickups, pa.scalar(end.to_pydatetime(), pa.timestamp("us"))),
+    )
+    count = int(pc.sum(pc.fill_null(inside, False)).as_py() or 0)
+    bounds = pc.min_max(pickups)
+    return _pickup_result(
+        count, table.num_rows, min_share, bounds["min"].as_py(), bounds["max"].as_py(), "raw_trips", month
+    )
+
+
+def cleaned_pickups_in_month(trips: pd.DataFrame, month: str) -> RuleResult:
+    """Cleaning keeps only pickups inside the month: all of them must be."""
+    if PICKUP not in trips:
+        return RuleResult(
+            "pickups_in_month", False, f"cleaned_trips: no {PICKUP} column", {"rows": len(trips), "min_share": 1.0}
+        )
+    start, end = month_bounds(month)
+    pickups = pd.to_datetime(trips[PICKUP])
+    inside = int(((pickups >= start) & (pickups < end)).sum())
+    return _pickup_result(inside, len(trips), 1.0, pickups.min(), pickups.max(), "cleaned_trips", month)
+
+
+def no_nulls(trips: pd.DataFrame, columns: Iterable[str] = NOT_NULL) -> RuleResult:
+    columns = list(columns)
+    missing = [name for name in columns if name not in trips]
+    nulls = {name: int(trips[name].isna().sum()) for name in columns if name in trips}
+    bad = {name: count for name, count in nulls.items() if count}
+    metadata = {"rows": len(trips), "columns": columns, "null_counts": bad, "missing_columns": missing}
+    if not bad and not missing:
+        return RuleResult("no_nulls", True, f"no nulls in {', '.join(columns)}", metadata)
+    parts = [f"{name}: {count} null(s)" for name, count in bad.items()] + [f"{name}: missing" for name in missing]
+    return RuleResult("no_nulls", False, "values the model needs are missing: " + "; ".join(parts), metadata)
+
+
+def dropped_share(rows: int, raw_rows: int | None, ceiling: float) -> RuleResult:
+    """Share of raw rows that cleaning removed; `raw_rows` None means cleaned_trips did not record it."""
+    if raw_rows is None:
+        return RuleResult(
+            "dropped_share",
+            False,
+            "cleaned_trips recorded no raw_rows for this month, so the dropped share is unknown",
+            {"rows": int(rows), "ceiling": ceiling},
+        )
+    share = (raw_rows - rows) / raw_rows if raw_rows else 1.0
+    passed = share <= ceiling
+    relation = "<=" if passed else ">"
+    return RuleResult(
+        "dropped_share",
+        passed,
+        f"cleaning dropped {raw_rows - rows} of {raw_rows} rows ({share:.2%}) {relation} {ceiling:.2%}",
+        {
+            "rows": int(rows),
+            "raw_rows": int(raw_rows),
+            "dropped_rows": int(raw_rows - rows),
+            "dropped_share": round(share, 6),
+            "ceiling": ceiling,
+        },
+    )
+
+
+def raw_rules(table: pa.Table, month: str, thresholds: RuleThresholds) -> list[RuleResult]:
+    return [
+        raw_schema(table),
+        row_count(table.num_rows, thresholds.min_rows),
+        raw_pickups_in_month(table, month, thresholds.min_pickups_in_month),
+    ]
+
+
+def cleaned_rules(
+    trips: pd.DataFrame, month: str, raw_rows: int | None, thresholds: RuleThresholds
+) -> list[RuleResult]:
+    return [
+        cleaned_schema(trips),
+        row_count(len(trips), thresholds.min_rows),
+        dropped_share(len(trips), raw_rows, thresholds.max_dropped_share),
+        cleaned_pickups_in_month(trips, month),
+        no_nulls(trips),
+    ]

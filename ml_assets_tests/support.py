@@ -1,0 +1,51 @@
+"""What several test modules share: paths, a fresh Dagster home, small run budgets."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+ROOT = Path(__file__).resolve().parents[1]
+TLC_DATA = ROOT.parent / "shared" / "data" / "nyc-tlc"  # real TLC files, read-only
+
+# Small budgets: tests check behaviour, benchmarks check model quality and speed.
+FAST_CONFIG = {
+    "ops": {
+        "best_params": {"config": {"n_trials": 3, "timeout_seconds": 20}},
+        "trained_model": {"config": {"num_boost_round": 300, "early_stopping_rounds": 20}},
+    }
+}
+
+
+def use_new_home(home: Path, monkeypatch) -> Path:
+    """A fresh DAGSTER_HOME with the project's dagster.yaml; every project path derives from it."""
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    for name in (
+        "ML_ASSETS_SOURCE",
+        "ML_ASSETS_TLC_URL",
+        "ML_ASSETS_STORAGE_ROOT",
+        "ML_ASSETS_CACHE_DIR",
+        "ML_ASSETS_OPTUNA_STORAGE",
+        "MLFLOW_TRACKING_URI",
+        "ML_ASSETS_SYNTHETIC_PUBLISHED_THROUGH",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+def replace_column(table: pa.Table, name: str, values) -> pa.Table:
+    return table.set_column(table.schema.get_field_index(name), name, values)
+
+
+def zero_durations(table: pa.Table) -> pa.Table:
+    """30 % of a green month's trips end when they start: cleaning drops them, failing `dropped_share`."""
+    pickup, dropoff = table["lpep_pickup_datetime"], table["lpep_dropoff_datetime"]
+    zero = np.arange(table.num_rows) % 10 < 3
+    return replace_column(table, "lpep_dropoff_datetime", pc.if_else(pa.array(zero), pickup, dropoff))
