@@ -1,0 +1,54 @@
+"""Settings: every environment variable is validated when the code location loads, naming what is wrong."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ml_assets import settings
+from ml_assets_tests.support import ROOT
+
+BAD = {
+    "ML_ASSETS_TRAINING_MONTHS": ("0", "a whole number of months >= 1"),
+    "ML_ASSETS_TUNING_TRIALS": ("abc", "a whole number of trials >= 1"),
+    "ML_ASSETS_TLC_URL": ("ftp://x", "an http:// or https:// URL"),
+    "ML_ASSETS_START_MONTH": ("2021-13", "a month YYYY-MM"),
+    "ML_ASSETS_MAX_DROPPED_SHARE": ("1.5", "a share from 0 to 1"),
+    "ML_ASSETS_TAXI": ("blue", "green or yellow"),
+}
+
+
+@pytest.mark.parametrize("variable", BAD)
+def test_a_bad_value_names_the_variable_the_value_and_what_is_allowed(variable, monkeypatch):
+    raw, allowed = BAD[variable]
+    monkeypatch.setenv(variable, raw)
+    (setting,) = [s for s in settings.ALL if s.variable == variable]
+    with pytest.raises(settings.SettingError) as error:
+        setting.value()
+    assert str(error.value) == f"{variable}={raw!r} is not allowed: expected {allowed}"
+
+
+def test_loading_the_code_location_reports_every_bad_variable_at_once(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), **{name: raw for name, (raw, _) in BAD.items()}}
+    load = subprocess.run(
+        [sys.executable, "-c", "import ml_assets.definitions"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert load.returncode != 0
+    message = load.stderr.strip().splitlines()[-1]
+    assert message.startswith("ml_assets.settings.SettingError: ")
+    for name, (raw, allowed) in BAD.items():
+        assert f"{name}={raw!r} is not allowed: expected {allowed}" in message
+
+
+def test_unset_or_empty_means_the_default(monkeypatch):
+    monkeypatch.setenv("ML_ASSETS_TRAINING_MONTHS", "")
+    monkeypatch.delenv("ML_ASSETS_TUNING_TRIALS", raising=False)
+    assert settings.TRAINING_MONTHS.value() == 3 and settings.TUNING_TRIALS.value() == 25
+    monkeypatch.setenv("ML_ASSETS_TUNING_TRIALS", "7")
+    assert settings.TUNING_TRIALS.value() == 7
