@@ -1,6 +1,8 @@
-"""What the instance recorded of an asset: the newest materialization's run and metadata."""
+"""What the instance recorded: an asset's newest materialization, and whether a run's process still lives."""
 
 from __future__ import annotations
+
+import os
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
@@ -23,3 +25,23 @@ def latest_metadata(instance: DagsterInstance, asset: str | AssetKey, month: str
     """Metadata (plain values) of the newest materialization of `asset` for `month`; None if there is none."""
     latest = latest_materialization(instance, asset, month)
     return None if latest is None else latest[1]
+
+
+def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
+    """Whether a run that is not finished still has a live process (judged by the pid of its newest event).
+
+    A process killed with SIGKILL leaves its run STARTED; this tells such a run from a running one
+    when both ran on this machine.
+    """
+    run = instance.get_run_by_id(run_id)
+    if run is None or run.is_finished:
+        return False
+    records = instance.get_records_for_run(run_id, ascending=False, limit=1).records
+    event = records[0].event_log_entry.dagster_event if records else None
+    if event is None or event.pid is None:
+        return True  # nothing to judge by: assume it runs
+    try:
+        os.kill(event.pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

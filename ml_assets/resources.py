@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
-from dagster import ConfigurableResource, InitResourceContext, Noneable, StringSource, resource
+from dagster import ConfigurableResource, Failure, InitResourceContext, Noneable, StringSource, resource
 from dagster import Field as ConfigField
 from pydantic import Field
 
 from ml_assets import settings
+from ml_assets.core import tracking
 from ml_assets.core.months import shift_month
 from ml_assets.core.sources import TripFileSource
 from ml_assets.io_managers import JsonIOManager, ParquetIOManager, XGBoostModelIOManager
@@ -65,36 +69,60 @@ class OptunaStorage(ConfigurableResource):
         return f"{self.study_prefix}-{feature_set}-{month}"
 
 
+# Fail within seconds, not after MLflow's default 7 retries with backoff (about four minutes).
+MLFLOW_CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+class MlflowTracking:
+    """dagster-mlflow's `mlflow_tracking`, started by the step that trains rather than with the run.
+
+    A run initializes its resources before its first step, so a tracking server that is down
+    would otherwise fail ingestion steps that never talk to MLflow.
+    """
+
+    def __init__(self, context: InitResourceContext):
+        self._context = context
+        self.tracking_uri = context.resource_config.get("mlflow_tracking_uri")
+        self.experiment_name = context.resource_config["experiment_name"]
+        self.lock = tracking.store_lock(self.tracking_uri, settings.state_dir())
+
+    def connect(self, what: str) -> None:
+        """Point MLflow at the store (creating the experiment once); a clear Failure if it cannot be reached."""
+        import mlflow
+
+        for name, value in MLFLOW_CLIENT_ENV.items():
+            os.environ.setdefault(name, value)
+        try:
+            mlflow.set_tracking_uri(self.tracking_uri)
+            tracking.ensure_experiment(self.tracking_uri, self.experiment_name, self.lock)
+        except Exception as error:  # MLflow raises its own, requests' and OS errors alike
+            raise Failure(
+                f"{what}: MLflow tracking at {self.tracking_uri} cannot be reached: {str(error).splitlines()[0][:300]}"
+            ) from error
+
+    @contextlib.contextmanager
+    def run(self, what: str) -> Iterator[object]:
+        """The Dagster run's MLflow run, active for the block; FINISHED after it, FAILED if it raises."""
+        import mlflow
+        from dagster_mlflow import mlflow_tracking
+
+        self.connect(what)
+        generator = mlflow_tracking.resource_fn(self._context)
+        client = next(generator)
+        with mlflow.active_run():
+            yield client
+        generator.close()
+
+
 @resource(
     config_schema={
         "experiment_name": ConfigField(StringSource, description="MLflow experiment name"),
         "mlflow_tracking_uri": ConfigField(Noneable(StringSource), default_value=None, is_required=False),
     },
-    description="dagster-mlflow's mlflow_tracking: one MLflow run per Dagster run",
+    description="dagster-mlflow's mlflow_tracking, started by the step that trains (one MLflow run per model)",
 )
-def mlflow_tracking_resource(context: InitResourceContext):
-    """dagster-mlflow's `mlflow_tracking`, imported when a run needs it, with two fixes for asset jobs.
-
-    - Artifacts go beside a sqlite tracking store, not into `./mlruns` of whatever directory
-      the run starts in.
-    - `mlflow_tracking` starts an MLflow run as soon as it is initialized, which the in-process
-      executor does for every step of a run. A run that never reaches `trained_model` leaves
-      that MLflow run empty: it is deleted at teardown, so each MLflow run is one trained model.
-    """
-    import mlflow
-    from dagster_mlflow import mlflow_tracking
-
-    from ml_assets.core.tracking import discard_unused_run, ensure_experiment
-
-    ensure_experiment(context.resource_config.get("mlflow_tracking_uri"), context.resource_config["experiment_name"])
-    generator = mlflow_tracking.resource_fn(context)
-    tracking = next(generator)
-    run_id = mlflow.active_run().info.run_id
-    try:
-        yield tracking
-    finally:
-        discard_unused_run(tracking.tracking_uri, run_id)
-        generator.close()
+def mlflow_tracking_resource(context: InitResourceContext) -> MlflowTracking:
+    return MlflowTracking(context)
 
 
 def _old_style(setting: settings.Setting, default: str):

@@ -13,10 +13,10 @@ import argparse
 
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
 
-from ml_assets.checks import all_checks
 from ml_assets.core.months import month_range
-from ml_assets.definitions import all_assets
+from ml_assets.definitions import all_asset_checks, all_assets
 from ml_assets.materializations import latest_metadata
+from ml_assets.model_gate import MODEL_GATE
 from ml_assets.partitions import window_months
 from ml_assets.resources import build_resources
 
@@ -40,7 +40,7 @@ def materialize_month(
         unselected = {key.to_user_string() for assets in all_assets for key in assets.keys} - set(selection)
         config["ops"] = {op: value for op, value in config["ops"].items() if op not in unselected}
     return materialize(
-        [*all_assets, *all_checks],
+        [*all_assets, *all_asset_checks],
         partition_key=month,
         instance=instance,
         resources=build_resources(),
@@ -51,14 +51,17 @@ def materialize_month(
 
 
 def run(first: str, last: str, instance: DagsterInstance, run_config: dict | None = None) -> dict[str, dict]:
-    """Materialize every asset for each month from `first` to `last`; trained_model metadata per month."""
+    """Materialize every asset for each month from `first` to `last`; per month, trained_model's
+    metadata and what `model_gate` published (registered model, version, alias)."""
     ingested = set(instance.get_materialized_partitions(AssetKey("cleaned_trips")))
     for earlier in sorted(set(window_months(first)) - {first} - ingested):
         materialize_month(instance, earlier, INGESTION, run_config)
     models = {}
     for month in month_range(first, last):
-        materialize_month(instance, month, run_config=run_config)
-        models[month] = latest_metadata(instance, "trained_model", month)
+        result = materialize_month(instance, month, run_config=run_config)
+        (gate,) = [check for check in result.get_asset_check_evaluations() if check.check_name == MODEL_GATE]
+        published = {key: value.value for key, value in gate.metadata.items()}
+        models[month] = {**latest_metadata(instance, "trained_model", month), **published}
     return models
 
 

@@ -35,7 +35,7 @@ def test_champion_moves_only_for_a_model_that_passes_the_gate(instance, dagster_
         instance, "2021-02", ["trip_features", "best_params", "trained_model"], run_config=FAST_CONFIG
     )
     assert check_result(first).passed
-    assert latest_metadata(instance, "trained_model", "2021-02")["alias"] == "champion"
+    assert check_result(first).metadata["alias"].value == "champion"
     assert champion_version(dagster_home) == "1"
 
     # A crippled model (one boosting round) loses to the baseline: registered, but only a challenger.
@@ -48,8 +48,12 @@ def test_champion_moves_only_for_a_model_that_passes_the_gate(instance, dagster_
     evaluation = check_result(worse)
     assert not evaluation.passed
     assert "does not beat the LinearRegression baseline" in evaluation.metadata["reason"].value
-    model = latest_metadata(instance, "trained_model", "2021-02")
-    assert (model["model_version"], model["alias"], model["champion_version"]) == ("2", "challenger", "1")
+    published = {key: value.value for key, value in evaluation.metadata.items()}
+    assert (published["model_version"], published["alias"], published["champion_version_before"]) == (
+        "2",
+        "challenger",
+        "1",
+    )
     assert champion_version(dagster_home) == "1"
 
     # A properly trained model is judged against the champion on the same test month and takes over.

@@ -213,12 +213,11 @@ def requested(result, asset: str) -> set[str]:
 
 def test_training_waits_for_the_whole_window(instance, files, monkeypatch):
     """The sensor's job ingests one month; features and models of M wait until every window month is in."""
-    from ml_assets.checks import all_checks
-    from ml_assets.definitions import all_assets, defs
+    from ml_assets.definitions import all_asset_checks, all_assets, defs
 
     monkeypatch.setenv("ML_ASSETS_SOURCE", str(files("2021-01", "2021-02", "2021-03")))
     ingest = Definitions(
-        assets=all_assets, asset_checks=all_checks, resources=build_resources(), jobs=[ingest_month_job]
+        assets=all_assets, asset_checks=all_asset_checks, resources=build_resources(), jobs=[ingest_month_job]
     ).resolve_job_def(ingest_month_job.name)
 
     def ingest_month(month: str):

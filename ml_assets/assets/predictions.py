@@ -25,6 +25,8 @@ def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.
     from ml_assets.core import tracking
     from ml_assets.core.training import predict, regression_metrics
 
+    month = context.partition_key
+    context.resources.mlflow.connect(f"trip_duration_predictions {month}")
     champion = tracking.load_champion()
     if champion is None:
         raise Failure(

@@ -4,8 +4,6 @@ import os
 
 import pandas as pd
 from dagster import (
-    AssetCheckResult,
-    AssetCheckSpec,
     AssetExecutionContext,
     Config,
     MaterializeResult,
@@ -18,10 +16,9 @@ from ml_assets import settings
 from ml_assets.automation import WINDOW_READY
 from ml_assets.core.features import TEST, design_matrices
 from ml_assets.core.months import shift_month
+from ml_assets.materializations import run_process_alive
 from ml_assets.partitions import monthly_partitions
 from ml_assets.resources import OptunaStorage
-
-MODEL_GATE = "model_gate"
 
 
 class TuningConfig(Config):
@@ -36,9 +33,6 @@ class TuningConfig(Config):
 class TrainingConfig(Config):
     num_boost_round: int = 2000
     early_stopping_rounds: int = 50
-    champion_tolerance: float = Field(
-        default=0.02, description="how much worse (relative RMSE) than the champion a new model may be"
-    )
 
 
 def _threads() -> int:
@@ -105,67 +99,45 @@ def best_params(
     io_manager_key="model_io_manager",
     required_resource_keys={"mlflow"},
     automation_condition=WINDOW_READY,
-    check_specs=[
-        AssetCheckSpec(
-            MODEL_GATE, asset="trained_model", description="beats the baseline and is no worse than the champion"
-        )
-    ],
 )
 def trained_model(
     context: AssetExecutionContext, config: TrainingConfig, trip_features: pd.DataFrame, best_params: dict
 ):
     """XGBoost with the best params and early stopping on the holdout, evaluated on month M.
 
-    The new version is registered in MLflow; the `champion` alias moves to it only if the model
-    gate passes (`challenger` otherwise).
+    Logged to its MLflow run here; registered and given an alias only by the `model_gate` check,
+    once this value is stored, so the registry never serves a model Dagster did not record.
     """
-    import mlflow
-
     from ml_assets.core import tracking
-    from ml_assets.core.gate import gate_model
     from ml_assets.core.training import baseline_rmse, predict, regression_metrics, train_booster
 
     month = context.partition_key
-    with mlflow.active_run():  # dagster-mlflow started it; ends FINISHED, or FAILED on an exception
+    mlflow = context.resources.mlflow
+    with mlflow.run(f"trained_model {month}") as run:
+        run_id = run.active_run().info.run_id
+        run.set_tags(
+            {
+                "mlflow.runName": f"trained_model {month}",
+                tracking.PARTITION_TAG: month,
+                "training_months": ",".join(trip_features.attrs["training_months"]),
+            }
+        )
+        stale = tracking.fail_stale_runs(month, run_id, lambda other: run_process_alive(context.instance, other))
+        if stale:
+            context.log.warning(f"marked FAILED the MLflow runs of {month} left RUNNING by dead processes: {stale}")
         data = design_matrices(trip_features)
         booster = train_booster(data, best_params, config.num_boost_round, config.early_stopping_rounds, _threads())
         metrics = {
             **regression_metrics(data.y[TEST], predict(booster, data.X[TEST])),
             "baseline_rmse": baseline_rmse(trip_features),
         }
-        gate = gate_model(
-            trip_features,
-            data.y[TEST],
-            metrics["rmse"],
-            metrics["baseline_rmse"],
-            config.champion_tolerance,
-            tracking.load_champion(),
-        )
-        if gate.champion_rmse is not None:
-            metrics["champion_rmse"] = gate.champion_rmse
-        tracked = tracking.log_trained_model(
-            run_name=f"trained_model {month}",
+        logged = tracking.log_trained_model(
             params={**best_params, **config.model_dump(), "feature_set": data.encoder["feature_set"]},
             metrics={**metrics, "best_iteration": booster.best_iteration},
-            tags={
-                "partition": month,
-                "training_months": ",".join(trip_features.attrs["training_months"]),
-                MODEL_GATE: "passed" if gate.passed else "failed",
-            },
             booster=booster,
             encoder=data.encoder,
             input_example=data.X[TEST][:5],
         )
-        alias = tracking.CHAMPION if gate.passed else tracking.CHALLENGER
-        tracking.set_alias(tracked["model_version"], alias)
-    gate_metadata = {
-        "rmse": metrics["rmse"],
-        "baseline_rmse": metrics["baseline_rmse"],
-        "champion_rmse": gate.champion_rmse,
-        "champion_version_before": gate.champion_version,
-        "tolerance": config.champion_tolerance,
-        "reason": gate.reason,
-    }
     return MaterializeResult(
         value=booster,
         metadata={
@@ -175,19 +147,8 @@ def trained_model(
             "test_rows": int(data.y[TEST].size),
             "feature_count": int(data.X[TEST].shape[1]),
             "best_iteration": booster.best_iteration,
-            "mlflow_run_id": tracked["run_id"],
-            "mlflow_model_uri": tracked["model_uri"],
-            "registered_model": tracked["registered_model"],
-            "model_version": tracked["model_version"],
-            "alias": alias,
-            "champion_version": tracked["model_version"] if gate.passed else gate.champion_version,
-            "champion_reason": gate.reason,
+            "mlflow_run_id": logged["run_id"],
+            "mlflow_model_uri": logged["model_uri"],
+            "mlflow_tracking_uri": mlflow.tracking_uri or "",
         },
-        check_results=[
-            AssetCheckResult(
-                check_name=MODEL_GATE,
-                passed=gate.passed,
-                metadata={k: v for k, v in gate_metadata.items() if v is not None},
-            )
-        ],
     )

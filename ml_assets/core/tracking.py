@@ -1,60 +1,82 @@
-"""MLflow bookkeeping for one trained model: params, metrics, model, encoder, registry."""
+"""MLflow bookkeeping: one run per trained model, registry versions, and the aliases that serve them.
+
+A model becomes visible to other runs only through the registry, so `publish` registers a version
+and moves its alias as the very last steps, under a lock, after judging it against the champion
+of that moment; if moving the alias fails, the new version is deleted again.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
+
+from ml_assets.core.locks import file_lock
 
 REGISTERED_MODEL = "trip_duration_xgboost"
+CHAMPION, CHALLENGER = "champion", "challenger"
+PARTITION_TAG, DAGSTER_RUN_TAG = "partition", "dagster_run_id"
+SQLITE = "sqlite:///"
 
 
-def ensure_experiment(tracking_uri: str | None, name: str) -> None:
-    """Create `name` with its artifacts beside a local sqlite store (not in the working directory)."""
+def sqlite_path(tracking_uri: str | None) -> Path | None:
+    """The database file of a local sqlite tracking store, None for a tracking server."""
+    if not tracking_uri or not tracking_uri.startswith(SQLITE):
+        return None
+    return Path(tracking_uri[len(SQLITE) :]).resolve()
+
+
+def store_lock(tracking_uri: str | None, lock_dir: str | os.PathLike) -> Path:
+    """The lock file that serializes schema creation and promotions for one tracking store."""
+    database = sqlite_path(tracking_uri)
+    return database.with_name(database.name + ".lock") if database else Path(lock_dir, "mlflow-registry.lock")
+
+
+def ensure_experiment(tracking_uri: str | None, name: str, lock: Path) -> None:
+    """Create the store's schema and `name` once, whatever runs start at the same time.
+
+    With a sqlite store the artifacts go beside the database, not into `./mlruns` of whatever
+    directory the run starts in.
+    """
     import mlflow
 
-    prefix = "sqlite:///"
-    if not tracking_uri or not tracking_uri.startswith(prefix):
-        return
-    client = mlflow.MlflowClient(tracking_uri)
-    if client.get_experiment_by_name(name) is None:
-        database = Path(tracking_uri[len(prefix) :]).resolve()
-        client.create_experiment(name, artifact_location=(database.parent / "mlartifacts").as_uri())
+    with file_lock(lock):  # two first runs on a fresh home would both create MLflow's tables
+        client = mlflow.MlflowClient(tracking_uri)
+        if client.get_experiment_by_name(name) is not None:
+            return
+        database = sqlite_path(tracking_uri)
+        location = (database.parent / "mlartifacts").as_uri() if database else None
+        client.create_experiment(name, artifact_location=location)
 
 
-def discard_unused_run(tracking_uri: str | None, run_id: str) -> None:
-    """End the active run; delete it if nothing was logged into it."""
+def fail_stale_runs(month: str, current_run_id: str, is_alive: Callable[[str | None], bool]) -> list[str]:
+    """Mark FAILED the month's other RUNNING runs whose Dagster run is over (a killed process leaves them)."""
     import mlflow
 
-    if mlflow.active_run() is not None:
-        mlflow.end_run()
-    client = mlflow.MlflowClient(tracking_uri)
-    run = client.get_run(run_id)
-    if not run.data.metrics and not run.data.params:
-        client.delete_run(run_id)
+    client = mlflow.MlflowClient()
+    experiment = mlflow.get_experiment(mlflow.active_run().info.experiment_id)
+    stale = []
+    for run in client.search_runs(
+        [experiment.experiment_id], f"tags.{PARTITION_TAG} = '{month}' and attributes.status = 'RUNNING'"
+    ):
+        if run.info.run_id != current_run_id and not is_alive(run.data.tags.get(DAGSTER_RUN_TAG)):
+            client.set_terminated(run.info.run_id, "FAILED")
+            stale.append(run.info.run_id)
+    return stale
 
 
-def log_trained_model(
-    *,
-    run_name: str,
-    params: dict,
-    metrics: dict,
-    tags: dict,
-    booster,
-    encoder: dict,
-    input_example,
-    registered_model: str = REGISTERED_MODEL,
-) -> dict:
-    """Log into the active run (dagster-mlflow starts it) and register a new model version."""
+def log_trained_model(*, params: dict, metrics: dict, booster, encoder: dict, input_example) -> dict:
+    """Log params, metrics, encoder and model into the active run (not registered: see `publish`)."""
     import mlflow
     import mlflow.xgboost
+    import xgboost
     from mlflow.models import infer_signature
 
-    mlflow.set_tags({"mlflow.runName": run_name, **tags})
     mlflow.log_params(params)
     mlflow.log_metrics(metrics)
     mlflow.log_dict(encoder, "encoder.json")
     signature = infer_signature(input_example, booster.inplace_predict(input_example))
-    import xgboost
-
     # Stated, not inferred: inference imports the model again in a subprocess (seconds per run).
     info = mlflow.xgboost.log_model(
         booster,
@@ -62,18 +84,8 @@ def log_trained_model(
         signature=signature,
         model_format="ubj",
         pip_requirements=[f"xgboost=={xgboost.__version__}"],
-        registered_model_name=registered_model,
     )
-    run_id = mlflow.active_run().info.run_id
-    return {
-        "run_id": run_id,
-        "model_uri": info.model_uri,
-        "model_version": str(info.registered_model_version),
-        "registered_model": registered_model,
-    }
-
-
-CHAMPION, CHALLENGER = "champion", "challenger"
+    return {"run_id": mlflow.active_run().info.run_id, "model_uri": info.model_uri}
 
 
 def load_champion(registered_model: str = REGISTERED_MODEL):
@@ -87,12 +99,34 @@ def load_champion(registered_model: str = REGISTERED_MODEL):
         version = client.get_model_version_by_alias(registered_model, CHAMPION)
     except MlflowException:  # no registered model yet, or no champion alias
         return None
-    booster = mlflow.xgboost.load_model(f"models:/{registered_model}@{CHAMPION}")
+    booster = mlflow.xgboost.load_model(f"models:/{registered_model}/{version.version}")
     encoder = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/encoder.json")
     return version, booster, encoder
 
 
-def set_alias(version: str, alias: str, registered_model: str = REGISTERED_MODEL) -> None:
+class Published(NamedTuple):
+    version: str
+    alias: str
+    verdict: object  # what `judge` returned; `.passed` decides the alias
+
+
+def publish(
+    model_uri: str, judge: Callable[[object], object], tags: dict, lock: Path, registered_model: str = REGISTERED_MODEL
+) -> Published:
+    """Judge the model against the champion of this moment, register it, and move its alias.
+
+    Under `lock`, so two runs of one month never both take `champion` from the same predecessor.
+    """
     import mlflow
 
-    mlflow.MlflowClient().set_registered_model_alias(registered_model, alias, version)
+    client = mlflow.MlflowClient()
+    with file_lock(lock):
+        verdict = judge(load_champion(registered_model))
+        alias = CHAMPION if verdict.passed else CHALLENGER
+        version = mlflow.register_model(model_uri, registered_model, tags={**tags, "alias_at_registration": alias})
+        try:
+            client.set_registered_model_alias(registered_model, alias, version.version)
+        except BaseException:
+            client.delete_model_version(registered_model, version.version)  # undo: nothing half-published
+            raise
+    return Published(str(version.version), alias, verdict)

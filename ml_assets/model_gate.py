@@ -1,0 +1,86 @@
+"""`model_gate`: judge a stored trained_model against the baseline and the champion, then publish it.
+
+A check, not part of the asset: it runs only after trained_model's value is stored and recorded,
+so the `champion` alias (what predictions and every user of the registry load) only ever moves to
+a model Dagster recorded. It is blocking so that predictions in the same run wait for it; a model
+that does not pass is registered as `challenger`, a WARN that blocks nothing.
+"""
+
+import warnings
+
+import pandas as pd
+from dagster import (
+    AssetCheckExecutionContext,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetIn,
+    Config,
+    asset_check,
+)
+from pydantic import Field
+
+from ml_assets.core.features import SPLIT, TEST
+from ml_assets.core.schema import DURATION
+from ml_assets.materializations import latest_metadata
+from ml_assets.partitions import monthly_partitions
+
+MODEL_GATE = "model_gate"
+
+
+class GateConfig(Config):
+    champion_tolerance: float = Field(
+        default=0.02, description="how much worse (relative RMSE) than the champion a new model may be"
+    )
+
+
+with warnings.catch_warnings():  # Dagster 1.13 previews partitioned checks (documented, wanted here)
+    warnings.filterwarnings("ignore", message=".*partitions_def.*")
+    _gate_check = asset_check(
+        asset="trained_model",
+        name=MODEL_GATE,
+        description="Beats the LinearRegression baseline and is no worse than the champion on the same month; "
+        "registers the model in MLflow as champion if so, as challenger if not.",
+        blocking=True,
+        additional_ins={"trip_features": AssetIn("trip_features")},
+        required_resource_keys={"mlflow"},
+        partitions_def=monthly_partitions,
+    )
+
+
+@_gate_check
+def model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_features: pd.DataFrame):
+    from ml_assets.core import tracking
+    from ml_assets.core.gate import gate_model
+
+    month = context.partition_key
+    model = latest_metadata(context.instance, "trained_model", month)
+    mlflow = context.resources.mlflow
+    mlflow.connect(f"{MODEL_GATE} {month}")
+    y_test = trip_features.loc[trip_features[SPLIT] == TEST, DURATION].to_numpy()
+
+    def judge(champion):
+        return gate_model(
+            trip_features, y_test, model["rmse"], model["baseline_rmse"], config.champion_tolerance, champion
+        )
+
+    tags = {tracking.PARTITION_TAG: month, tracking.DAGSTER_RUN_TAG: context.op_execution_context.run_id}
+    published = tracking.publish(model["mlflow_model_uri"], judge, tags, mlflow.lock)
+    gate = published.verdict
+    context.log.info(f"trained_model {month} is version {published.version}, {published.alias}: {gate.reason}")
+    metadata = {
+        "rmse": model["rmse"],
+        "baseline_rmse": model["baseline_rmse"],
+        "champion_rmse": gate.champion_rmse,
+        "champion_version_before": gate.champion_version,
+        "tolerance": config.champion_tolerance,
+        "registered_model": tracking.REGISTERED_MODEL,
+        "model_version": published.version,
+        "alias": published.alias,
+        "reason": gate.reason,
+    }
+    return AssetCheckResult(
+        passed=gate.passed,
+        severity=AssetCheckSeverity.WARN,
+        description=gate.reason,
+        metadata={key: value for key, value in metadata.items() if value is not None},
+    )
