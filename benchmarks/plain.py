@@ -45,18 +45,20 @@ def timed(stages: dict, name: str):
     stages[name] = time.perf_counter() - start
 
 
-def start_tracking(state: Path) -> None:
-    """A fresh sqlite MLflow store, set up as the mlflow resource sets it up."""
+def start_tracking(state: Path) -> Path:
+    """A fresh sqlite MLflow store, set up as the mlflow resource sets it up; returns its lock."""
     import mlflow
 
     uri = f"sqlite:///{state / 'mlflow.db'}"
-    tracking.ensure_experiment(uri, EXPERIMENT)
+    lock = tracking.store_lock(uri, state)
+    tracking.ensure_experiment(uri, EXPERIMENT, lock)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(EXPERIMENT)
+    return lock
 
 
-def train_and_register(frame, params: dict, month: str, threads: int) -> dict:
-    """trained_model: train, evaluate, gate, log and register, move the alias."""
+def train_and_register(frame, params: dict, month: str, threads: int, lock: Path) -> dict:
+    """trained_model and model_gate: train, evaluate, log, then judge, register and move the alias."""
     import mlflow
 
     data = design_matrices(frame)
@@ -65,20 +67,19 @@ def train_and_register(frame, params: dict, month: str, threads: int) -> dict:
         **regression_metrics(data.y[TEST], predict(booster, data.X[TEST])),
         "baseline_rmse": baseline_rmse(frame),
     }
-    gate = gate_model(
-        frame, data.y[TEST], metrics["rmse"], metrics["baseline_rmse"], CHAMPION_TOLERANCE, tracking.load_champion()
-    )
-    with mlflow.start_run():
-        tracked = tracking.log_trained_model(
-            run_name=f"plain trained_model {month}",
+    with mlflow.start_run(run_name=f"plain trained_model {month}", tags={tracking.PARTITION_TAG: month}):
+        logged = tracking.log_trained_model(
             params={**params, "feature_set": data.encoder["feature_set"]},
             metrics={**metrics, "best_iteration": booster.best_iteration},
-            tags={"partition": month},
             booster=booster,
             encoder=data.encoder,
             input_example=data.X[TEST][:5],
         )
-        tracking.set_alias(tracked["model_version"], tracking.CHAMPION if gate.passed else tracking.CHALLENGER)
+
+    def judge(champion):
+        return gate_model(frame, data.y[TEST], metrics["rmse"], metrics["baseline_rmse"], CHAMPION_TOLERANCE, champion)
+
+    tracking.publish(logged["model_uri"], judge, {tracking.PARTITION_TAG: month}, lock)
     return metrics
 
 
@@ -126,8 +127,7 @@ def main() -> None:
             log=lambda message: None,
         )
     with timed(stages, "trained_model"):
-        start_tracking(state)
-        metrics = train_and_register(frame, tuned.params, month, threads)
+        metrics = train_and_register(frame, tuned.params, month, threads, start_tracking(state))
     with timed(stages, "trip_duration_predictions"):
         predictions_rmse = score_with_champion(trips.trips)
     with open(args.out, "w") as out:

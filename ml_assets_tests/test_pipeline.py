@@ -27,8 +27,12 @@ def failure_message(result) -> str:
 def test_whole_graph_on_the_synthetic_source(instance, dagster_home, monkeypatch):
     monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "20000")
     materialize_month(instance, "2021-01", INGESTION, run_config=FAST_CONFIG)
-    assert materialize_month(instance, "2021-02", run_config=FAST_CONFIG).success
+    result = materialize_month(instance, "2021-02", run_config=FAST_CONFIG)
+    assert result.success
     assert all(materialized(instance, asset) >= {"2021-02"} for asset in GRAPH)
+    (gate,) = [check for check in result.get_asset_check_evaluations() if check.check_name == "model_gate"]
+    published = {key: value.value for key, value in gate.metadata.items()}
+    assert gate.passed and published["alias"] == "champion"
     assert latest_metadata(instance, "raw_trips", "2021-02")["source"] == "synthetic"
     cleaned = latest_metadata(instance, "cleaned_trips", "2021-02")
     assert cleaned["dropped_rows"] == 20_000 - cleaned["rows"] > 0
@@ -41,8 +45,8 @@ def test_whole_graph_on_the_synthetic_source(instance, dagster_home, monkeypatch
     assert run.data.metrics["rmse"] == pytest.approx(model["rmse"])
     assert run.data.params["feature_set"] == "rich" and "max_depth" in run.data.params
     assert "encoder.json" in [artifact.path for artifact in client.list_artifacts(run.info.run_id)]
-    version = client.get_model_version(model["registered_model"], model["model_version"])
-    assert version.run_id == run.info.run_id
+    version = client.get_model_version(published["registered_model"], published["model_version"])
+    assert version.run_id == run.info.run_id and version.aliases == ["champion"]
     mlflow.set_tracking_uri(client.tracking_uri)
     logged = mlflow.xgboost.load_model(model["mlflow_model_uri"])
     assert logged.num_boosted_rounds() > 0
