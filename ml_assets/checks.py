@@ -47,9 +47,10 @@ from dagster import (
 )
 from pydantic import Field
 
-from ml_assets.core import quality
+from ml_assets.core import plots, quality
 from ml_assets.core.months import shift_month
 from ml_assets.materializations import latest_metadata
+from ml_assets.metadata import plot_metadata
 from ml_assets.partitions import monthly_partitions
 
 RAW, CLEANED = AssetKey("raw_trips"), AssetKey("cleaned_trips")
@@ -174,6 +175,7 @@ def cleaned_trips_drift(context: AssetCheckExecutionContext, config: QualityConf
                         cleaned_trips: pd.DataFrame) -> AssetCheckResult:
     month = context.partition_key
     previous = shift_month(month, -1)
+    plot = {}
     if month == monthly_partitions.get_first_partition_key():
         result = quality.nothing_to_compare(month, previous, f"{month} is the first partition")
     elif not _previous_month_materialized(context, previous):
@@ -186,10 +188,12 @@ def cleaned_trips_drift(context: AssetCheckExecutionContext, config: QualityConf
                                                 f"cleaned_trips for {previous} cannot be loaded: {error}")
         else:
             result = quality.drift(previous_trips, cleaned_trips, config.rules(), previous, month)
+            plot = plot_metadata({"drift": lambda: plots.drift(previous_trips, cleaned_trips, previous, month)},
+                                 context.log)
     if not result.passed:
         context.log.warning(f"cleaned_trips {month}: {result.message}")
     return AssetCheckResult(passed=result.passed, severity=AssetCheckSeverity.WARN,
-                            metadata=result.metadata, description=result.message)
+                            metadata={**result.metadata, **plot}, description=result.message)
 
 
 all_checks = [raw_trips_quality, cleaned_trips_quality, cleaned_trips_drift]

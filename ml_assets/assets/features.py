@@ -5,6 +5,7 @@ from dagster import AssetExecutionContext, AssetIn, Config, asset
 from pydantic import Field
 
 from ml_assets.core.features import SPLIT, build_features
+from ml_assets.metadata import row_count
 from ml_assets.partitions import TRAINING_MONTHS, monthly_partitions, training_window
 from ml_assets.sensors import EAGER_ALL_MONTHS
 
@@ -45,6 +46,7 @@ def trip_features(context: AssetExecutionContext, config: FeatureConfig,
         "feature_set": config.feature_set,
         "training_months": ", ".join(sorted(training)),
         "test_month": month,
+        **row_count(len(frame)),
         **{f"{split}_rows": int(count) for split, count in rows.items()},
         "features": ", ".join(c for c in frame.columns if c not in ("duration", SPLIT)),
     })

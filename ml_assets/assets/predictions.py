@@ -4,6 +4,7 @@ from dagster import AssetExecutionContext, Failure, asset
 
 from ml_assets.core.features import derive_features, transform
 from ml_assets.core.schema import PICKUP
+from ml_assets.metadata import row_count
 from ml_assets.partitions import monthly_partitions
 from ml_assets.sensors import EAGER_ALL_MONTHS
 
@@ -26,9 +27,10 @@ def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.
     scored = cleaned_trips[KEEP].assign(predicted_duration=predicted, model_version=str(version.version))
     context.add_output_metadata({
         "rows": len(scored),
+        **row_count(len(scored)),
         "model_version": str(version.version),
-        "mean_predicted_duration": float(scored["predicted_duration"].mean()),
-        "mean_actual_duration": float(scored["duration"].mean()),
-        "rmse": regression_metrics(scored["duration"].to_numpy(), predicted)["rmse"],
+        "mean_predicted_duration": round(float(scored["predicted_duration"].mean()), 3),
+        "mean_actual_duration": round(float(scored["duration"].mean()), 3),
+        "rmse": round(regression_metrics(scored["duration"].to_numpy(), predicted)["rmse"], 4),
     })
     return scored

@@ -7,6 +7,8 @@ import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 
+from ml_assets import metadata as ui
+from ml_assets.core import plots
 from ml_assets.core.features import SPLIT, TEST, design_matrices, transform
 from ml_assets.core.months import shift_month
 from ml_assets.partitions import monthly_partitions
@@ -58,13 +60,14 @@ def best_params(context: AssetExecutionContext, config: TuningConfig, optuna_sto
                   config.n_trials, config.timeout_seconds, warm_start=warm_start, seed=config.seed,
                   threads=_threads(), log=context.log.info)
     context.add_output_metadata({
-        "valid_rmse": result.valid_rmse,
+        "valid_rmse": round(result.valid_rmse, 4),
         "trials_run": result.trials_run,
         "trials_total": result.trials_total,
         "best_trial": result.best_trial,
         "warm_start": MetadataValue.json(warm_start or {}),
         "study": optuna_storage.study_name(feature_set, month),
         "params": MetadataValue.json(result.params),
+        **ui.plot_metadata(plots.study_plots(result.study), context.log),
     })
     return result.params
 
@@ -90,7 +93,8 @@ def trained_model(context: AssetExecutionContext, config: TrainingConfig, trip_f
     try:
         data = design_matrices(trip_features)
         booster = train_booster(data, best_params, config.num_boost_round, config.early_stopping_rounds, _threads())
-        metrics = {**regression_metrics(data.y[TEST], predict(booster, data.X[TEST])),
+        predicted = predict(booster, data.X[TEST])
+        metrics = {**regression_metrics(data.y[TEST], predicted),
                    "baseline_rmse": baseline_rmse(trip_features)}
         champion = tracking.load_champion()
         if champion is not None:
@@ -110,6 +114,11 @@ def trained_model(context: AssetExecutionContext, config: TrainingConfig, trip_f
         )
         alias = tracking.CHAMPION if passed else tracking.CHALLENGER
         tracking.set_alias(tracked["model_version"], alias)
+        figures = ui.render_plots(plots.model_plots(
+            data.y[TEST], predicted, booster.get_score(importance_type="gain"),
+            {"this model": metrics["rmse"], "champion": metrics.get("champion_rmse"),
+             "baseline": metrics["baseline_rmse"]}), context.log)
+        tracking.log_pngs(figures.pngs)
         mlflow.end_run()
     except BaseException:
         mlflow.end_run(status="FAILED")
@@ -123,7 +132,7 @@ def trained_model(context: AssetExecutionContext, config: TrainingConfig, trip_f
         "reason": reason,
     }
     yield Output(booster, metadata={
-        **metrics,
+        **{name: round(value, 4) for name, value in metrics.items()},
         "train_rows": int(data.y["train"].size),
         "valid_rows": int(data.y["valid"].size),
         "test_rows": int(data.y[TEST].size),
@@ -131,11 +140,13 @@ def trained_model(context: AssetExecutionContext, config: TrainingConfig, trip_f
         "best_iteration": booster.best_iteration,
         "mlflow_run_id": tracked["run_id"],
         "mlflow_model_uri": tracked["model_uri"],
-        "registered_model": tracked["registered_model"],
+        **ui.mlflow_links(tracked["tracking_uri"], tracked["experiment_id"], tracked["run_id"],
+                          tracked["registered_model"], tracked["model_version"]),
         "model_version": tracked["model_version"],
         "alias": alias,
         "champion_version": tracked["model_version"] if passed else gate["champion_version_before"],
         "champion_reason": reason,
+        **figures.metadata(),
     })
     yield AssetCheckResult(check_name="quality_gate", passed=passed,
                            metadata={key: value for key, value in gate.items() if value is not None})

@@ -1,6 +1,7 @@
 """MLflow bookkeeping for one trained model: params, metrics, model, encoder, registry."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 REGISTERED_MODEL = "trip_duration_xgboost"
@@ -42,16 +43,31 @@ def log_trained_model(*, run_name: str, params: dict, metrics: dict, tags: dict,
     mlflow.log_params(params)
     mlflow.log_metrics(metrics)
     mlflow.log_dict(encoder, "encoder.json")
-    signature = infer_signature(input_example, booster.inplace_predict(input_example))
+    with warnings.catch_warnings():
+        # The zone and code columns are integers on purpose; MLflow's hint about missing values is not for users.
+        warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing values")
+        signature = infer_signature(input_example, booster.inplace_predict(input_example))
     import xgboost
 
     # Stated, not inferred: inference imports the model again in a subprocess (seconds per run).
     info = mlflow.xgboost.log_model(booster, name="model", signature=signature, model_format="ubj",
                                     pip_requirements=[f"xgboost=={xgboost.__version__}"],
                                     registered_model_name=registered_model)
-    run_id = mlflow.active_run().info.run_id
-    return {"run_id": run_id, "model_uri": info.model_uri, "model_version": str(info.registered_model_version),
+    run = mlflow.active_run().info
+    return {"run_id": run.run_id, "experiment_id": run.experiment_id, "tracking_uri": mlflow.get_tracking_uri(),
+            "model_uri": info.model_uri, "model_version": str(info.registered_model_version),
             "registered_model": registered_model}
+
+
+def log_pngs(pngs: dict[str, bytes], folder: str = "plots") -> None:
+    """Figures (PNG bytes) into the active run, shown under its artifacts."""
+    import io
+
+    import mlflow
+    from PIL import Image
+
+    for name, png in pngs.items():
+        mlflow.log_image(Image.open(io.BytesIO(png)), artifact_file=f"{folder}/{name}.png")
 
 
 CHAMPION, CHALLENGER = "champion", "challenger"

@@ -53,6 +53,7 @@ class TuningResult:
     best_trial: int
     trials_run: int  # in this call
     trials_total: int  # in the study, earlier materializations included
+    study: object  # the optuna Study, for plots
 
 
 def tune(data: DesignMatrices, storage_url: str, study_name: str, n_trials: int, timeout_seconds: float,
@@ -82,10 +83,10 @@ def tune(data: DesignMatrices, storage_url: str, study_name: str, n_trials: int,
 
     def report(study, trial) -> None:
         value = "pruned" if trial.value is None else f"valid RMSE {trial.value:.4f}"
-        log(f"trial {trial.number} {trial.state.name.lower()}: {value}; best so far {study.best_value:.4f} "
-            f"(trial {study.best_trial.number})")
+        log(f"trial {len(study.trials) - before} of {n_trials} (#{trial.number}) {trial.state.name.lower()}: "
+            f"{value}; best so far {study.best_value:.4f} (trial {study.best_trial.number})")
 
     study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds, callbacks=[report])
     best = study.best_trial
     return TuningResult(params=best.params, valid_rmse=float(best.value), best_trial=best.number,
-                        trials_run=len(study.trials) - before, trials_total=len(study.trials))
+                        trials_run=len(study.trials) - before, trials_total=len(study.trials), study=study)
