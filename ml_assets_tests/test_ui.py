@@ -121,35 +121,36 @@ def ui(tmp_path_factory):
                  "MLFLOW_TRACKING_URI", "ML_ASSETS_TRAINING_MONTHS"):
         env.pop(name, None)
     port, log = free_port(), root / "dagster_dev.log"
-    with log.open("w") as output:
-        dev = subprocess.Popen([str(BIN / "dagster"), "dev", "-m", "ml_assets.definitions", "-h", "127.0.0.1",
-                                "-p", str(port)], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
-                               start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    try:
-        with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance, \
-                playwright_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            dagster_ui = DagsterUI(page, url, instance, shots, log)
-            dagster_ui.wait_for(lambda: _serving(url), "the webserver answering")
-            dagster_ui.stop_sensors()
-            for month in (FIRST, *BACKFILL):
-                shutil.copy(TLC_DATA / f"green_tripdata_{month}.parquet", source)
-            write_bad_month(source)
-            # January is ingested before the person arrives: February trains on it.
-            subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "ml_assets.definitions",
-                            "--select", "raw_trips,cleaned_trips", "--partition", FIRST],
-                           cwd=ROOT, env=env, check=True, capture_output=True)
-            yield dagster_ui
-            browser.close()
-    finally:
-        os.killpg(dev.pid, signal.SIGTERM)
+    # The instance's databases are created here, before dagster dev's processes race to create them.
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        with log.open("w") as output:
+            dev = subprocess.Popen([str(BIN / "dagster"), "dev", "-m", "ml_assets.definitions", "-h", "127.0.0.1",
+                                    "-p", str(port)], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
         try:
-            dev.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(dev.pid, signal.SIGKILL)
-            dev.wait()
+            with playwright_api.sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                dagster_ui = DagsterUI(page, url, instance, shots, log)
+                dagster_ui.wait_for(lambda: _serving(url), "the webserver answering")
+                dagster_ui.stop_sensors()
+                for month in (FIRST, *BACKFILL):
+                    shutil.copy(TLC_DATA / f"green_tripdata_{month}.parquet", source)
+                write_bad_month(source)
+                # January is ingested before the person arrives: February trains on it.
+                subprocess.run([str(BIN / "dagster"), "asset", "materialize", "-m", "ml_assets.definitions",
+                                "--select", "raw_trips,cleaned_trips", "--partition", FIRST],
+                               cwd=ROOT, env=env, check=True, capture_output=True)
+                yield dagster_ui
+                browser.close()
+        finally:
+            os.killpg(dev.pid, signal.SIGTERM)
+            try:
+                dev.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(dev.pid, signal.SIGKILL)
+                dev.wait()
 
 
 def _serving(url: str) -> bool:
