@@ -55,9 +55,14 @@ def test_new_month_is_ingested_and_trained_by_the_daemon(dagster_home, tmp_path)
             starters = {run.tags.get("dagster/sensor_name") for run in instance.get_runs()}
             assert starters == {"new_month_sensor", "training_automation_sensor"}
     finally:
-        os.killpg(dev.pid, signal.SIGTERM)
-        try:
-            dev.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(dev.pid, signal.SIGKILL)
-            dev.wait()
+        stop_process_group(dev)
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Stop a process started with `start_new_session=True` and everything it started."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -8,9 +8,9 @@ the start (run pytest with -s to see it).
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +26,7 @@ from dagster._core.instance.ref import InstanceRef
 from ml_assets.core.months import shift_month
 
 from conftest import ROOT, TLC_DATA
-from test_daemon import free_port
+from test_daemon import free_port, stop_process_group
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.ui
@@ -59,11 +59,6 @@ class DagsterUI:
 
     def open(self, path: str):
         self.page.goto(self.url + path)
-        skip = self.page.get_by_role("button", name="Skip")  # "Join the Dagster community", on first visits
-        try:
-            skip.click(timeout=3000)
-        except playwright_api.TimeoutError:
-            pass
         return self.page
 
     def shot(self, name: str) -> None:
@@ -74,7 +69,9 @@ class DagsterUI:
         page = self.open(path)
         page.get_by_role("button", name=re.compile(button)).first.click()
         dialog = page.get_by_role("dialog")
-        dialog.get_by_placeholder(re.compile("^ex: ")).fill(partitions)
+        typed = dialog.get_by_placeholder(re.compile("^ex: "))
+        typed.fill(partitions)
+        typed.press("Enter")  # the dialog reads the selection when it is submitted
         launch = dialog.get_by_role("button", name=re.compile("^Launch"))
         playwright_api.expect(launch).to_be_enabled()
         self.shot(shot)
@@ -98,6 +95,7 @@ class DagsterUI:
 
     def stop_sensors(self) -> None:
         page = self.open("/automation")
+        page.get_by_role("button", name="Skip").click()  # "Join the Dagster community": a fresh instance asks once
         running = page.locator("input[type=checkbox]:checked")  # the sensors' on/off switches
         playwright_api.expect(running).to_have_count(2)
         while running.count():
@@ -109,9 +107,10 @@ class DagsterUI:
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui")
-    home, source, shots = root / "dagster_home", root / "source", root / "screenshots"
-    for folder in (home, source, shots):
+    home, source = root / "dagster_home", root / "source"
+    for folder in (home, source):
         folder.mkdir()
+    shots = Path(tempfile.mkdtemp(prefix="ml_assets_ui_screenshots_"))  # kept after the test, unlike tmp_path
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     print(f"\nscreenshots of the UI tests: {shots}")
     env = {**os.environ, "DAGSTER_HOME": str(home), "ML_ASSETS_SOURCE": str(source), "ML_ASSETS_START_MONTH": FIRST,
@@ -145,12 +144,7 @@ def ui(tmp_path_factory):
                 yield dagster_ui
                 browser.close()
         finally:
-            os.killpg(dev.pid, signal.SIGTERM)
-            try:
-                dev.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(dev.pid, signal.SIGKILL)
-                dev.wait()
+            stop_process_group(dev)
 
 
 def _serving(url: str) -> bool:
