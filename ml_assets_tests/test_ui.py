@@ -166,11 +166,11 @@ def test_one_month_from_the_materialize_dialog_shows_the_model_and_its_plots(ui)
     ui.wait_for(lambda: ui.materialized_at("trip_duration_predictions", MONTH), f"materializing {MONTH}")
     page = ui.open(f"/assets/trained_model?partition={MONTH}")
     playwright_api.expect(page.get_by_text("rmse", exact=True).first).to_be_visible()
+    ui.shot("2-trained-model")
     plots = page.locator("img[src^='data:image/png']")
     playwright_api.expect(plots).to_have_count(MODEL_PLOTS)
     plots.last.scroll_into_view_if_needed()
     widths = plots.evaluate_all("images => images.map(image => image.complete ? image.naturalWidth : 0)")
-    ui.shot("2-trained-model")
     assert all(width > 0 for width in widths), widths
 
 
