@@ -8,7 +8,7 @@ TO ?= 2021-04
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install run backfill lint test dev bench clean
+.PHONY: install run backfill lint test test-ui dev mlflow optuna bench clean
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,17 @@ lint: install
 test: install
 	$(BIN)/python -m pytest
 
+test-ui: install
+	$(BIN)/python -m pytest -m ui
+
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev
+
+mlflow: install
+	$(BIN)/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(DAGSTER_HOME)/ml_assets/mlflow.db
+
+optuna: install
+	$(BIN)/optuna-dashboard --host 127.0.0.1 --port 8080 sqlite:///$(DAGSTER_HOME)/ml_assets/optuna.db
 
 bench: install
 	$(BIN)/python -m benchmarks.run

@@ -25,7 +25,6 @@ IO manager cleaned_trips is stored with). An `AssetIn` with a partition mapping 
 never materialized would fail the step instead of letting the check say there is nothing to compare.
 """
 
-import warnings
 from collections.abc import Iterable
 
 import pandas as pd
@@ -46,10 +45,11 @@ from dagster import (
 from pydantic import Field
 
 from ml_assets import settings
-from ml_assets.core import drift, rules
+from ml_assets.core import drift, plots, rules
 from ml_assets.core.months import shift_month
 from ml_assets.materializations import latest_metadata
-from ml_assets.partitions import monthly_partitions
+from ml_assets.metadata import plot_metadata
+from ml_assets.partitions import monthly_checks, monthly_partitions
 
 RAW, CLEANED = AssetKey("raw_trips"), AssetKey("cleaned_trips")
 RAW_RULES = {
@@ -94,15 +94,8 @@ class DriftConfig(Config):
         return drift.DriftThresholds(**self.model_dump())
 
 
-def _quiet_preview(make):
-    """Build without Dagster 1.13's preview warning for partitioned checks (documented, and wanted here)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec.*")
-        return make()
-
-
 def _specs(asset: AssetKey, rules: dict[str, str], blocking: bool) -> list[AssetCheckSpec]:
-    return _quiet_preview(
+    return monthly_checks(
         lambda: [
             AssetCheckSpec(
                 name, asset=asset, description=description, blocking=blocking, partitions_def=monthly_partitions
@@ -184,7 +177,7 @@ def _previous_month_materialized(context: AssetCheckExecutionContext, month: str
 
 
 def _drift_check(fn):
-    return _quiet_preview(
+    return monthly_checks(
         lambda: asset_check(
             asset=CLEANED,
             name=DRIFT_CHECK,
@@ -203,6 +196,7 @@ def cleaned_trips_drift(
 ) -> AssetCheckResult:
     month = context.partition_key
     previous = shift_month(month, -1)
+    plot = {}
     if month == monthly_partitions.get_first_partition_key():
         result = drift.nothing_to_compare(month, previous, f"{month} is the first partition")
     elif not _previous_month_materialized(context, previous):
@@ -216,10 +210,16 @@ def cleaned_trips_drift(
             )
         else:
             result = drift.drift(previous_trips, cleaned_trips, config.thresholds(), previous, month)
+            plot = plot_metadata(
+                {"drift": lambda: plots.drift(previous_trips, cleaned_trips, previous, month)}, context.log
+            )
     if not result.passed:
         context.log.warning(f"cleaned_trips {month}: {result.message}")
     return AssetCheckResult(
-        passed=result.passed, severity=AssetCheckSeverity.WARN, metadata=result.metadata, description=result.message
+        passed=result.passed,
+        severity=AssetCheckSeverity.WARN,
+        metadata={**result.metadata, **plot},
+        description=result.message,
     )
 
 

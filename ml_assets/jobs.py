@@ -2,18 +2,14 @@
 
 from dagster import AssetSelection, define_asset_job
 
-from ml_assets.partitions import monthly_partitions
-
 ingest_month_job = define_asset_job(
     "ingest_month",
     selection=AssetSelection.groups("ingestion"),
-    partitions_def=monthly_partitions,
     description="raw_trips and cleaned_trips for one month; features and models follow by automation.",
 )
 
 retrain_month_job = define_asset_job(
     "retrain_month",
     selection=AssetSelection.groups("features", "training"),
-    partitions_def=monthly_partitions,
     description="trip_features, best_params and trained_model for one month whose training window is ingested.",
 )

@@ -6,8 +6,6 @@ a model Dagster recorded. It is blocking so that predictions in the same run wai
 that does not pass is registered as `challenger`, a WARN that blocks nothing.
 """
 
-import warnings
-
 import pandas as pd
 from dagster import (
     AssetCheckExecutionContext,
@@ -22,7 +20,8 @@ from pydantic import Field
 from ml_assets.core.features import SPLIT, TEST
 from ml_assets.core.schema import DURATION
 from ml_assets.materializations import latest_metadata
-from ml_assets.partitions import monthly_partitions
+from ml_assets.metadata import model_version_link
+from ml_assets.partitions import monthly_checks, monthly_partitions
 
 MODEL_GATE = "model_gate"
 
@@ -33,22 +32,7 @@ class GateConfig(Config):
     )
 
 
-with warnings.catch_warnings():  # Dagster 1.13 previews partitioned checks (documented, wanted here)
-    warnings.filterwarnings("ignore", message=".*partitions_def.*")
-    _gate_check = asset_check(
-        asset="trained_model",
-        name=MODEL_GATE,
-        description="Beats the LinearRegression baseline and is no worse than the champion on the same month; "
-        "registers the model in MLflow as champion if so, as challenger if not.",
-        blocking=True,
-        additional_ins={"trip_features": AssetIn("trip_features")},
-        required_resource_keys={"mlflow"},
-        partitions_def=monthly_partitions,
-    )
-
-
-@_gate_check
-def model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_features: pd.DataFrame):
+def _model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_features: pd.DataFrame):
     from ml_assets.core import tracking
     from ml_assets.core.gate import gate_model
 
@@ -73,8 +57,9 @@ def model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_fea
         "champion_rmse": gate.champion_rmse,
         "champion_version_before": gate.champion_version,
         "tolerance": config.champion_tolerance,
-        "registered_model": tracking.REGISTERED_MODEL,
+        "model_name": tracking.REGISTERED_MODEL,
         "model_version": published.version,
+        "registered_model": model_version_link(mlflow.tracking_uri, tracking.REGISTERED_MODEL, published.version),
         "alias": published.alias,
         "reason": gate.reason,
     }
@@ -84,3 +69,17 @@ def model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_fea
         description=gate.reason,
         metadata={key: value for key, value in metadata.items() if value is not None},
     )
+
+
+model_gate = monthly_checks(
+    lambda: asset_check(
+        asset="trained_model",
+        name=MODEL_GATE,
+        description="Beats the LinearRegression baseline and is no worse than the champion on the same month; "
+        "registers the model in MLflow as champion if so, as challenger if not.",
+        blocking=True,
+        additional_ins={"trip_features": AssetIn("trip_features")},
+        required_resource_keys={"mlflow"},
+        partitions_def=monthly_partitions,
+    )(_model_gate)
+)

@@ -122,6 +122,7 @@ CACHE_DIR = Setting("ML_ASSETS_CACHE_DIR", None, str, "a folder")
 STORAGE_ROOT = Setting("ML_ASSETS_STORAGE_ROOT", None, str, "a folder")
 OPTUNA_STORAGE = Setting("ML_ASSETS_OPTUNA_STORAGE", None, str, "an optuna RDB storage URL")
 MLFLOW_TRACKING_URI = Setting("MLFLOW_TRACKING_URI", None, str, "an MLflow tracking URI")
+MLFLOW_UI_URL = Setting("ML_ASSETS_MLFLOW_UI_URL", None, _http_url, "an http:// or https:// URL")
 MLFLOW_EXPERIMENT = Setting("ML_ASSETS_MLFLOW_EXPERIMENT", "trip_duration", str, "an experiment name")
 
 MIN_ROWS = Setting("ML_ASSETS_MIN_ROWS", _RULES.min_rows, _positive_int, "a whole number of rows >= 1")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +53,19 @@ def zero_durations(table: pa.Table) -> pa.Table:
     pickup, dropoff = table["lpep_pickup_datetime"], table["lpep_dropoff_datetime"]
     zero = np.arange(table.num_rows) % 10 < 3
     return replace_column(table, "lpep_dropoff_datetime", pc.if_else(pa.array(zero), pickup, dropoff))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Stop a process started with `start_new_session=True` and everything it started."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

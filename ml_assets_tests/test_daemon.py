@@ -2,8 +2,6 @@
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,16 +9,10 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
 
-from ml_assets_tests.support import ROOT, TLC_DATA
+from ml_assets_tests.support import ROOT, TLC_DATA, free_port, stop_process_group
 
 BIN = Path(sys.executable).parent
 WAIT_SECONDS = 600
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(condition, what: str, log: Path, seconds: float = WAIT_SECONDS):
@@ -68,9 +60,4 @@ def test_new_month_is_ingested_and_trained_by_the_daemon(dagster_home, tmp_path)
             starters = {run.tags.get("dagster/sensor_name") for run in instance.get_runs()}
             assert starters == {"new_month_sensor", "training_automation_sensor"}
     finally:
-        os.killpg(dev.pid, signal.SIGTERM)
-        try:
-            dev.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(dev.pid, signal.SIGKILL)
-            dev.wait()
+        stop_process_group(dev)

@@ -7,6 +7,7 @@ from pydantic import Field
 from ml_assets.automation import WINDOW_READY
 from ml_assets.core.features import SPLIT, build_features
 from ml_assets.core.schema import DURATION
+from ml_assets.metadata import row_count
 from ml_assets.partitions import TRAINING_MONTHS, monthly_partitions, training_window
 
 
@@ -51,6 +52,7 @@ def trip_features(
             "feature_set": config.feature_set,
             "training_months": ", ".join(sorted(training)),
             "test_month": month,
+            **row_count(len(frame)),
             **{f"{split}_rows": int(count) for split, count in rows.items()},
             "features": ", ".join(c for c in frame.columns if c not in (DURATION, SPLIT)),
         }

@@ -5,8 +5,10 @@ import hashlib
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dagster import AssetExecutionContext, MetadataValue, asset
+from dagster import AssetExecutionContext, asset
 
+from ml_assets import metadata as ui
+from ml_assets.core import plots
 from ml_assets.core.cleaning import EmptyMonthError, clean_trips
 from ml_assets.core.schema import DURATION, check_required_columns
 from ml_assets.partitions import monthly_partitions
@@ -38,7 +40,7 @@ def raw_trips(context: AssetExecutionContext, trip_source: TripSourceResource) -
             "source_file": str(path),
             "size_bytes": path.stat().st_size,
             "sha256": _sha256(path),
-            "schema": MetadataValue.md("\n".join(f"- `{f.name}`: {f.type}" for f in table.schema)),
+            **ui.table_metadata(table),
         }
     )
     return table
@@ -56,7 +58,10 @@ def cleaned_trips(context: AssetExecutionContext, raw_trips: pa.Table) -> pd.Dat
             "dropped_rows": cleaned.dropped_rows,
             "dropped_share": round(cleaned.dropped_rows / cleaned.raw_rows, 5),
             **{f"dropped_{reason}": count for reason, count in cleaned.dropped.items()},
-            "duration_mean": float(cleaned.trips[DURATION].mean()),
+            "duration_mean": round(float(cleaned.trips[DURATION].mean()), 3),
+            **ui.table_metadata(cleaned.trips),
+            "preview": ui.preview(cleaned.trips),
+            **ui.plot_metadata({"duration": lambda: plots.duration_histogram(cleaned.trips[DURATION])}, context.log),
         }
     )
     return cleaned.trips

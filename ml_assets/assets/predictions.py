@@ -6,6 +6,7 @@ from dagster import AssetExecutionContext, Failure, asset
 from ml_assets.automation import WINDOW_READY
 from ml_assets.core.features import derive_features, transform
 from ml_assets.core.schema import DURATION, PICKUP, ZONE_COLUMNS
+from ml_assets.metadata import row_count
 from ml_assets.partitions import monthly_partitions
 
 # What a reader of the predictions needs beside them: which trip, and what really happened.
@@ -39,10 +40,11 @@ def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.
     context.add_output_metadata(
         {
             "rows": len(scored),
+            **row_count(len(scored)),
             "model_version": str(version.version),
-            "mean_predicted_duration": float(scored["predicted_duration"].mean()),
-            "mean_actual_duration": float(scored[DURATION].mean()),
-            "rmse": regression_metrics(scored[DURATION].to_numpy(), predicted)["rmse"],
+            "mean_predicted_duration": round(float(scored["predicted_duration"].mean()), 3),
+            "mean_actual_duration": round(float(scored[DURATION].mean()), 3),
+            "rmse": round(regression_metrics(scored[DURATION].to_numpy(), predicted)["rmse"], 4),
         }
     )
     return scored

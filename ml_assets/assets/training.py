@@ -12,8 +12,10 @@ from dagster import (
 )
 from pydantic import Field
 
+from ml_assets import metadata as ui
 from ml_assets import settings
 from ml_assets.automation import WINDOW_READY
+from ml_assets.core import plots
 from ml_assets.core.features import TEST, design_matrices
 from ml_assets.core.months import shift_month
 from ml_assets.materializations import run_process_alive
@@ -80,13 +82,14 @@ def best_params(
     )
     context.add_output_metadata(
         {
-            "valid_rmse": result.valid_rmse,
+            "valid_rmse": round(result.valid_rmse, 4),
             "trials_run": result.trials_run,
             "trials_total": result.trials_total,
             "best_trial": result.best_trial,
             "warm_start": MetadataValue.json(warm_start or {}),
             "study": optuna_storage.study_name(feature_set, month),
             "params": MetadataValue.json(result.params),
+            **ui.plot_metadata(plots.study_plots(result.study), context.log),
         }
     )
     return result.params
@@ -109,6 +112,7 @@ def trained_model(
     once this value is stored, so the registry never serves a model Dagster did not record.
     """
     from ml_assets.core import tracking
+    from ml_assets.core.gate import champion_rmse
     from ml_assets.core.training import baseline_rmse, predict, regression_metrics, train_booster
 
     month = context.partition_key
@@ -127,10 +131,12 @@ def trained_model(
             context.log.warning(f"marked FAILED the MLflow runs of {month} left RUNNING by dead processes: {stale}")
         data = design_matrices(trip_features)
         booster = train_booster(data, best_params, config.num_boost_round, config.early_stopping_rounds, _threads())
-        metrics = {
-            **regression_metrics(data.y[TEST], predict(booster, data.X[TEST])),
-            "baseline_rmse": baseline_rmse(trip_features),
-        }
+        predicted = predict(booster, data.X[TEST])
+        metrics = {**regression_metrics(data.y[TEST], predicted), "baseline_rmse": baseline_rmse(trip_features)}
+        # What the champion of this moment scores on M; `model_gate` judges again when it publishes.
+        champion = champion_rmse(trip_features, data.y[TEST], tracking.load_champion())
+        if champion is not None:
+            metrics["champion_rmse"] = champion
         logged = tracking.log_trained_model(
             params={**best_params, **config.model_dump(), "feature_set": data.encoder["feature_set"]},
             metrics={**metrics, "best_iteration": booster.best_iteration},
@@ -138,10 +144,20 @@ def trained_model(
             encoder=data.encoder,
             input_example=data.X[TEST][:5],
         )
+        figures = ui.render_plots(
+            plots.model_plots(
+                data.y[TEST],
+                predicted,
+                booster.get_score(importance_type="gain"),
+                {"this model": metrics["rmse"], "champion": champion, "baseline": metrics["baseline_rmse"]},
+            ),
+            context.log,
+        )
+        tracking.log_pngs(figures.pngs)
     return MaterializeResult(
         value=booster,
         metadata={
-            **metrics,
+            **{name: round(value, 4) for name, value in metrics.items()},
             "train_rows": int(data.y["train"].size),
             "valid_rows": int(data.y["valid"].size),
             "test_rows": int(data.y[TEST].size),
@@ -149,6 +165,7 @@ def trained_model(
             "best_iteration": booster.best_iteration,
             "mlflow_run_id": logged["run_id"],
             "mlflow_model_uri": logged["model_uri"],
-            "mlflow_tracking_uri": mlflow.tracking_uri or "",
+            "mlflow_run": ui.mlflow_run_link(mlflow.tracking_uri, logged["experiment_id"], logged["run_id"]),
+            **figures.metadata(),
         },
     )

@@ -32,13 +32,17 @@ def judge(rmse: float, baseline: float, champion: float | None, tolerance: float
     )
 
 
+def champion_rmse(frame: pd.DataFrame, y_test, champion) -> float | None:
+    """RMSE of `champion` ((version, booster, encoder) or None) on the frame's test month, under its own encoder."""
+    if champion is None:
+        return None
+    _, booster, encoder = champion
+    test_rows = frame[frame[SPLIT] == TEST]
+    return regression_metrics(y_test, predict(booster, transform(test_rows, encoder)))["rmse"]
+
+
 def gate_model(frame: pd.DataFrame, y_test, rmse: float, baseline: float, tolerance: float, champion) -> GateResult:
-    """Judge a model against the baseline and against `champion` ((version, booster, encoder) or None)
-    evaluated on the same test month, under the champion's own encoder."""
-    champion_rmse = version = None
-    if champion is not None:
-        version, booster, encoder = champion
-        test_rows = frame[frame[SPLIT] == TEST]
-        champion_rmse = regression_metrics(y_test, predict(booster, transform(test_rows, encoder)))["rmse"]
-    passed, reason = judge(rmse, baseline, champion_rmse, tolerance)
-    return GateResult(passed, reason, champion_rmse, None if version is None else str(version.version))
+    """Judge a model against the baseline and against `champion` evaluated on the same test month."""
+    against = champion_rmse(frame, y_test, champion)
+    passed, reason = judge(rmse, baseline, against, tolerance)
+    return GateResult(passed, reason, against, None if champion is None else str(champion[0].version))

@@ -8,6 +8,7 @@ of that moment; if moving the alias fails, the new version is deleted again.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -76,7 +77,10 @@ def log_trained_model(*, params: dict, metrics: dict, booster, encoder: dict, in
     mlflow.log_params(params)
     mlflow.log_metrics(metrics)
     mlflow.log_dict(encoder, "encoder.json")
-    signature = infer_signature(input_example, booster.inplace_predict(input_example))
+    with warnings.catch_warnings():
+        # The zone and code columns are integers on purpose; MLflow's hint about missing values is not for users.
+        warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing values")
+        signature = infer_signature(input_example, booster.inplace_predict(input_example))
     # Stated, not inferred: inference imports the model again in a subprocess (seconds per run).
     info = mlflow.xgboost.log_model(
         booster,
@@ -85,7 +89,19 @@ def log_trained_model(*, params: dict, metrics: dict, booster, encoder: dict, in
         model_format="ubj",
         pip_requirements=[f"xgboost=={xgboost.__version__}"],
     )
-    return {"run_id": mlflow.active_run().info.run_id, "model_uri": info.model_uri}
+    run = mlflow.active_run().info
+    return {"run_id": run.run_id, "experiment_id": run.experiment_id, "model_uri": info.model_uri}
+
+
+def log_pngs(pngs: dict[str, bytes], folder: str = "plots") -> None:
+    """Figures (PNG bytes) into the active run, shown under its artifacts."""
+    import io
+
+    import mlflow
+    from PIL import Image
+
+    for name, png in pngs.items():
+        mlflow.log_image(Image.open(io.BytesIO(png)), artifact_file=f"{folder}/{name}.png")
 
 
 def load_champion(registered_model: str = REGISTERED_MODEL):

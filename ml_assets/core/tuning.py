@@ -54,6 +54,7 @@ class TuningResult:
     best_trial: int
     trials_run: int  # in this call
     trials_total: int  # in the study, earlier materializations included
+    study: object  # the optuna Study, for plots
 
 
 def tune(
@@ -92,8 +93,8 @@ def tune(
     def report(study, trial) -> None:
         value = "pruned" if trial.value is None else f"valid RMSE {trial.value:.4f}"
         log(
-            f"trial {trial.number} {trial.state.name.lower()}: {value}; best so far {study.best_value:.4f} "
-            f"(trial {study.best_trial.number})"
+            f"trial {len(study.trials) - before} of {n_trials} (#{trial.number}) {trial.state.name.lower()}: "
+            f"{value}; best so far {study.best_value:.4f} (trial {study.best_trial.number})"
         )
 
     study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds, callbacks=[report])
@@ -104,4 +105,5 @@ def tune(
         best_trial=best.number,
         trials_run=len(study.trials) - before,
         trials_total=len(study.trials),
+        study=study,
     )

@@ -1,0 +1,243 @@
+"""The Dagster UI in headless Chromium, clicked as a person would: lineage, a month, a backfill, a failed check.
+
+One `dagster dev` (webserver and daemon) serves every test of the module, on a free port of
+127.0.0.1, with its own DAGSTER_HOME. The person first turns the two sensors off on the Automation
+page, so that only what they launch runs. Screenshots of each step go to the folder printed at
+the start (run pytest with -s to see it).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import requests
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.instance.ref import InstanceRef
+
+from ml_assets.core.months import shift_month
+from ml_assets_tests.support import ROOT, TLC_DATA, free_port, stop_process_group
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.ui
+
+BIN = Path(sys.executable).parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ASSETS = ["raw_trips", "cleaned_trips", "trip_features", "best_params", "trained_model", "trip_duration_predictions"]
+FIRST, MONTH, BACKFILL, BAD_MONTH = "2023-01", "2023-02", ["2023-02", "2023-03", "2023-04"], "2023-05"
+TRAINING_MONTHS = 3
+MODEL_PLOTS = 4
+WAIT_SECONDS = 420
+
+
+def write_bad_month(source: Path) -> None:
+    """A month whose trip_distance holds one value that is no number: raw_trips' `schema` check must fail."""
+    table = pq.read_table(TLC_DATA / f"green_tripdata_{BAD_MONTH}.parquet")
+    values = pc.cast(table["trip_distance"], pa.string()).to_pylist()
+    values[100] = "n/a"
+    table = table.set_column(table.schema.get_field_index("trip_distance"), "trip_distance", pa.array(values))
+    pq.write_table(table, source / f"green_tripdata_{BAD_MONTH}.parquet")
+
+
+class DagsterUI:
+    """The browser page on `dagster dev`, the instance behind it, and where screenshots go."""
+
+    def __init__(self, page, url: str, instance: DagsterInstance, shots: Path, log: Path):
+        self.page, self.url, self.instance, self.shots, self.log = page, url, instance, shots, log
+
+    def open(self, path: str):
+        self.page.goto(self.url + path)
+        return self.page
+
+    def shot(self, name: str) -> None:
+        self.page.screenshot(path=self.shots / f"{name}.png", full_page=True)
+
+    def launch(self, path: str, button: str, partitions: str, shot: str) -> None:
+        """Materialize from an asset page: the partition dialog, the partitions typed in, then Launch."""
+        page = self.open(path)
+        page.get_by_role("button", name=re.compile(button)).first.click()
+        dialog = page.get_by_role("dialog")
+        typed = dialog.get_by_placeholder(re.compile("^ex: "))
+        typed.fill(partitions)
+        typed.press("Enter")  # the dialog reads the selection when it is submitted
+        launch = dialog.get_by_role("button", name=re.compile("^Launch"))
+        playwright_api.expect(launch).to_be_enabled()
+        self.shot(shot)
+        launch.click()
+        playwright_api.expect(dialog).to_be_hidden()
+
+    def materialized_at(self, asset: str, month: str) -> float:
+        """When `asset` for `month` was last materialized (0 if never)."""
+        records = self.instance.fetch_materializations(AssetKey(asset), limit=100).records
+        return max((r.timestamp for r in records if r.partition_key == month), default=0.0)
+
+    def wait_for(self, condition, what: str) -> None:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            time.sleep(3)
+        self.shot(f"timeout {what}")
+        raise AssertionError(
+            f"{what} did not happen within {WAIT_SECONDS} s; dagster dev log:\n{self.log.read_text()[-6000:]}"
+        )
+
+    def stop_sensors(self) -> None:
+        page = self.open("/automation")
+        page.get_by_role("button", name="Skip").click()  # "Join the Dagster community": a fresh instance asks once
+        running = page.locator("input[type=checkbox]:checked")  # the sensors' on/off switches
+        playwright_api.expect(running).to_have_count(2)
+        while running.count():
+            running.first.locator("xpath=..").click()  # the switch's label: the input itself is hidden
+            page.wait_for_timeout(500)
+        self.shot("0-sensors-stopped")
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ui")
+    home, source = root / "dagster_home", root / "source"
+    for folder in (home, source):
+        folder.mkdir()
+    shots = Path(tempfile.mkdtemp(prefix="ml_assets_ui_screenshots_"))  # kept after the test, unlike tmp_path
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    print(f"\nscreenshots of the UI tests: {shots}")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "ML_ASSETS_SOURCE": str(source),
+        "ML_ASSETS_START_MONTH": FIRST,
+        "ML_ASSETS_TUNING_TRIALS": "2",
+        "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "10",
+        "ML_ASSETS_SENSOR_INTERVAL_SECONDS": "3600",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    for name in (
+        "ML_ASSETS_TLC_URL",
+        "ML_ASSETS_STORAGE_ROOT",
+        "ML_ASSETS_CACHE_DIR",
+        "ML_ASSETS_OPTUNA_STORAGE",
+        "MLFLOW_TRACKING_URI",
+        "ML_ASSETS_TRAINING_MONTHS",
+    ):
+        env.pop(name, None)
+    port, log = free_port(), root / "dagster_dev.log"
+    url = f"http://127.0.0.1:{port}"
+    # The instance's databases are created here, before dagster dev's processes race to create them.
+    with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        with log.open("w") as output:
+            dev = subprocess.Popen(
+                [str(BIN / "dagster"), "dev", "-m", "ml_assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
+                cwd=ROOT,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            with playwright_api.sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                dagster_ui = DagsterUI(page, url, instance, shots, log)
+                dagster_ui.wait_for(lambda: _serving(url), "the webserver answering")
+                dagster_ui.stop_sensors()
+                for month in (FIRST, *BACKFILL):
+                    shutil.copy(TLC_DATA / f"green_tripdata_{month}.parquet", source)
+                write_bad_month(source)
+                # January is ingested before the person arrives: February trains on it.
+                subprocess.run(
+                    [
+                        str(BIN / "dagster"),
+                        "asset",
+                        "materialize",
+                        "-m",
+                        "ml_assets.definitions",
+                        "--select",
+                        "raw_trips,cleaned_trips",
+                        "--partition",
+                        FIRST,
+                    ],
+                    cwd=ROOT,
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                )
+                yield dagster_ui
+                browser.close()
+        finally:
+            stop_process_group(dev)
+
+
+def _serving(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/server_info", timeout=5).ok
+    except requests.ConnectionError:
+        return False
+
+
+def test_lineage_shows_the_six_assets(ui):
+    page = ui.open("/assets/trip_duration_predictions?view=lineage&lineageScope=upstream&lineageDepth=5")
+    for asset in ASSETS:
+        playwright_api.expect(page.get_by_text(asset, exact=True).first).to_be_visible()
+    ui.shot("1-lineage")
+
+
+def test_one_month_from_the_materialize_dialog_shows_the_model_and_its_plots(ui):
+    ui.launch("/asset-groups", "Materialize all", MONTH, "2-materialize-dialog")
+    ui.wait_for(lambda: ui.materialized_at("trip_duration_predictions", MONTH), f"materializing {MONTH}")
+    page = ui.open(f"/assets/trained_model?partition={MONTH}")
+    playwright_api.expect(page.get_by_text("rmse", exact=True).first).to_be_visible()
+    ui.shot("2-trained-model")
+    plots = page.locator("img[src^='data:image/png']")
+    playwright_api.expect(plots).to_have_count(MODEL_PLOTS)
+    plots.last.scroll_into_view_if_needed()
+    widths = plots.evaluate_all("images => images.map(image => image.complete ? image.naturalWidth : 0)")
+    assert all(width > 0 for width in widths), widths
+
+
+def test_backfill_from_the_ui_trains_each_month_after_its_window(ui):
+    started = time.time()
+    ui.launch("/asset-groups", "Materialize all", f"[{BACKFILL[0]}...{BACKFILL[-1]}]", "3-backfill-dialog")
+    ui.wait_for(
+        lambda: all(ui.materialized_at("trip_duration_predictions", month) > started for month in BACKFILL),
+        "the backfill",
+    )
+    for month in BACKFILL:
+        trained = ui.materialized_at("trained_model", month)
+        window = [shift_month(month, -k) for k in range(TRAINING_MONTHS + 1)]
+        for needed in (m for m in window if m in BACKFILL):
+            assert started < ui.materialized_at("cleaned_trips", needed) < trained, (month, needed)
+    runs = ui.instance.get_runs(RunsFilter(created_after=datetime.fromtimestamp(started, tz=timezone.utc)))
+    assert runs and all(run.tags.get("dagster/backfill") for run in runs)
+    assert all(run.status == DagsterRunStatus.SUCCESS for run in runs)
+    ui.open("/overview/backfills")
+    ui.shot("3-backfill-done")
+
+
+def test_failed_blocking_check_shows_on_the_checks_tab(ui):
+    ui.launch("/assets/raw_trips", r"Materialize(…|\.\.\.)$", BAD_MONTH, "4-materialize-bad-month")
+    ui.wait_for(lambda: ui.materialized_at("raw_trips", BAD_MONTH), f"raw_trips for {BAD_MONTH}")
+    page = ui.open(f"/assets/raw_trips?view=checks&partition={BAD_MONTH}")
+    ui.wait_for(lambda: page.get_by_text("Failed").count() > 0, "the failed check in the UI")
+    playwright_api.expect(page.get_by_text("schema", exact=True).first).to_be_visible()
+    playwright_api.expect(page.get_by_text(re.compile("trip_distance")).first).to_be_visible()
+    ui.shot("4-failed-check")
