@@ -23,6 +23,7 @@ from ml_assets.core import drift, rules, tracking
 from ml_assets.core.cleaning import clean_trips
 from ml_assets.core.features import TEST, build_features, derive_features, design_matrices, transform
 from ml_assets.core.gate import gate_model
+from ml_assets.core.locks import store_lock
 from ml_assets.core.months import shift_month
 from ml_assets.core.schema import DURATION
 from ml_assets.core.sources.directory import DirectorySource
@@ -50,7 +51,7 @@ def start_tracking(state: Path) -> Path:
     import mlflow
 
     uri = f"sqlite:///{state / 'mlflow.db'}"
-    lock = tracking.store_lock(uri, state)
+    lock = store_lock(uri, state)
     tracking.ensure_experiment(uri, EXPERIMENT, lock)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(EXPERIMENT)

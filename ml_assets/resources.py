@@ -13,6 +13,7 @@ from pydantic import Field
 
 from ml_assets import settings
 from ml_assets.core import tracking
+from ml_assets.core.locks import store_lock
 from ml_assets.core.months import shift_month
 from ml_assets.core.sources import TripFileSource
 from ml_assets.io_managers import JsonIOManager, ParquetIOManager, XGBoostModelIOManager
@@ -84,7 +85,7 @@ class MlflowTracking:
         self._context = context
         self.tracking_uri = context.resource_config.get("mlflow_tracking_uri")
         self.experiment_name = context.resource_config["experiment_name"]
-        self.lock = tracking.store_lock(self.tracking_uri, settings.state_dir())
+        self.lock = store_lock(self.tracking_uri, settings.state_dir())
 
     def connect(self, what: str) -> None:
         """Point MLflow at the store (creating the experiment once); a clear Failure if it cannot be reached."""

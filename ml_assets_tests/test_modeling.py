@@ -85,4 +85,4 @@ def test_study_continues_and_tries_the_warm_start_first(tmp_path, rich):
     second = tune(data, storage, "s", n_trials=2, timeout_seconds=60, warm_start=warm)
     assert (second.trials_run, second.trials_total) == (2, 4)  # continued, warm start not repeated
     assert second.valid_rmse <= first.valid_rmse
-    assert len(logged) == 2 and logged[0].startswith("trial 0 complete: valid RMSE")
+    assert len(logged) == 2 and logged[0].startswith("trial 1 of 2 (#0) complete: valid RMSE")

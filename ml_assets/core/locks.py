@@ -1,4 +1,7 @@
-"""Cross-process locks on local files: the kernel releases them when the holder dies, `kill -9` included."""
+"""Cross-process locks on local files: the kernel releases them when the holder dies, `kill -9` included.
+
+Used where two runs starting together would race: creating a store's tables, moving an alias.
+"""
 
 from __future__ import annotations
 
@@ -19,3 +22,17 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sqlite_file(url: str | None) -> Path | None:
+    """The database file of a `sqlite:///` URL (optuna, MLflow), None for a server."""
+    prefix = "sqlite:///"
+    if not url or not url.startswith(prefix):
+        return None
+    return Path(url[len(prefix) :]).resolve()
+
+
+def store_lock(url: str | None, fallback_dir: str | os.PathLike) -> Path:
+    """The lock file for a store: beside a sqlite database, else in `fallback_dir` (this machine only)."""
+    database = sqlite_file(url)
+    return database.with_name(database.name + ".lock") if database else Path(fallback_dir, "store.lock")

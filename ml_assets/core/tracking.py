@@ -7,31 +7,16 @@ of that moment; if moving the alias fails, the new version is deleted again.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from ml_assets.core.locks import file_lock
+from ml_assets.core.locks import file_lock, sqlite_file
 
 REGISTERED_MODEL = "trip_duration_xgboost"
 CHAMPION, CHALLENGER = "champion", "challenger"
 PARTITION_TAG, DAGSTER_RUN_TAG = "partition", "dagster_run_id"
-SQLITE = "sqlite:///"
-
-
-def sqlite_path(tracking_uri: str | None) -> Path | None:
-    """The database file of a local sqlite tracking store, None for a tracking server."""
-    if not tracking_uri or not tracking_uri.startswith(SQLITE):
-        return None
-    return Path(tracking_uri[len(SQLITE) :]).resolve()
-
-
-def store_lock(tracking_uri: str | None, lock_dir: str | os.PathLike) -> Path:
-    """The lock file that serializes schema creation and promotions for one tracking store."""
-    database = sqlite_path(tracking_uri)
-    return database.with_name(database.name + ".lock") if database else Path(lock_dir, "mlflow-registry.lock")
 
 
 def ensure_experiment(tracking_uri: str | None, name: str, lock: Path) -> None:
@@ -46,7 +31,7 @@ def ensure_experiment(tracking_uri: str | None, name: str, lock: Path) -> None:
         client = mlflow.MlflowClient(tracking_uri)
         if client.get_experiment_by_name(name) is not None:
             return
-        database = sqlite_path(tracking_uri)
+        database = sqlite_file(tracking_uri)
         location = (database.parent / "mlartifacts").as_uri() if database else None
         client.create_experiment(name, artifact_location=location)
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from ml_assets.core.features import DesignMatrices
+from ml_assets.core.locks import file_lock, store_lock
 from ml_assets.core.training import train_booster
 
 TUNING_ROUNDS, TUNING_EARLY_STOP = 600, 30
+# A trial whose process died (kill -9) stops beating; optuna marks it FAILED once the grace period
+# has passed and re-queues its parameters once, so a plain retry of the month continues the study.
+HEARTBEAT_SECONDS, GRACE_SECONDS = 5, 20
 # Each report is a write to the study's RDB storage: every round would cost more than the round.
 REPORT_EVERY = 10
 
@@ -26,14 +31,38 @@ def suggest_params(trial) -> dict:
     }
 
 
-def _trials_so_far(storage_url: str, study_name: str) -> int:
+def study_storage(url: str):
+    """optuna's RDB storage with heartbeats; its tables created once even when two runs start together."""
+    import optuna
+    from optuna.storages import RetryFailedTrialCallback
+
+    def storage():
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=GRACE_SECONDS,
+            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+        )
+
+    with file_lock(store_lock(url, tempfile.gettempdir())):
+        return storage()
+
+
+def _trials_so_far(storage, study_name: str) -> int:
     """Seeding a continued study like a new one would replay the trials it already ran."""
     import optuna
 
     try:
-        return len(optuna.load_study(study_name=study_name, storage=storage_url).trials)
+        return len(optuna.load_study(study_name=study_name, storage=storage).trials)
     except KeyError:  # a new study
         return 0
+
+
+def _finished(study) -> int:
+    """Trials that ran to the end or were pruned; failed ones (a killed process) do not count."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
 def _pruning_callback(trial, observation_key: str):
@@ -72,15 +101,16 @@ def tune(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = study_storage(storage_url)
     study = optuna.create_study(
         study_name=study_name,
-        storage=storage_url,
+        storage=storage,
         load_if_exists=True,
         direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=seed + _trials_so_far(storage_url, study_name)),
+        sampler=optuna.samplers.TPESampler(seed=seed + _trials_so_far(storage, study_name)),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20),
     )
-    before = len(study.trials)
+    before = _finished(study)
     if warm_start:
         study.enqueue_trial(warm_start, skip_if_exists=True)
 
@@ -93,7 +123,7 @@ def tune(
     def report(study, trial) -> None:
         value = "pruned" if trial.value is None else f"valid RMSE {trial.value:.4f}"
         log(
-            f"trial {len(study.trials) - before} of {n_trials} (#{trial.number}) {trial.state.name.lower()}: "
+            f"trial {_finished(study) - before} of {n_trials} (#{trial.number}) {trial.state.name.lower()}: "
             f"{value}; best so far {study.best_value:.4f} (trial {study.best_trial.number})"
         )
 
@@ -103,7 +133,7 @@ def tune(
         params=best.params,
         valid_rmse=float(best.value),
         best_trial=best.number,
-        trials_run=len(study.trials) - before,
-        trials_total=len(study.trials),
+        trials_run=_finished(study) - before,
+        trials_total=_finished(study),
         study=study,
     )
