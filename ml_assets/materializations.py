@@ -36,12 +36,11 @@ def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
     run = instance.get_run_by_id(run_id)
     if run is None or run.is_finished:
         return False
-    records = instance.get_records_for_run(run_id, ascending=False, limit=1).records
-    event = records[0].event_log_entry.dagster_event if records else None
-    if event is None or event.pid is None:
+    pids = [entry.dagster_event.pid for entry in instance.all_logs(run_id) if entry.dagster_event is not None]
+    if not pids or pids[-1] is None:
         return True  # nothing to judge by: assume it runs
     try:
-        os.kill(event.pid, 0)
+        os.kill(pids[-1], 0)
     except ProcessLookupError:
         return False
     return True

@@ -1,0 +1,185 @@
+"""Faults around training: the registry only ever serves a model Dagster recorded, and a plain retry recovers.
+
+Each fault is made real: a folder the run cannot write (capsh drops root's override), a registry
+call that fails, a process killed with SIGKILL at a chosen library call, two runs of one month at
+once, a tracking server that does not answer.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import mlflow
+import optuna
+import pytest
+from dagster import AssetKey
+
+from ml_assets.core import tracking, tuning
+from ml_assets.materializations import latest_materialization
+from ml_assets.runner import materialize_month
+from ml_assets_tests.support import FAST_CONFIG, ROOT
+
+MONTH = "2021-02"
+INGESTION = ["raw_trips", "cleaned_trips"]
+# A subprocess that materializes MONTH's whole graph; `inject` arranges its fault first.
+RUN_MONTH = """
+import json, os, signal, sys
+from dagster import DagsterInstance
+from ml_assets.runner import materialize_month
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+{inject}
+with DagsterInstance.get() as instance:
+    result = materialize_month(instance, sys.argv[1], None, json.loads(sys.argv[2]), raise_on_error=False)
+sys.exit(0 if result.success else 1)
+"""
+
+
+@pytest.fixture
+def ingested(instance, monkeypatch):
+    """A fresh home with 2021-01 and 2021-02 ingested from small synthetic months; fast heartbeats."""
+    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "5000")
+    monkeypatch.setattr(tuning, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(tuning, "GRACE_SECONDS", 2)
+    for month in ("2021-01", MONTH):
+        assert materialize_month(instance, month, INGESTION).success
+    return instance
+
+
+def client(dagster_home) -> mlflow.MlflowClient:
+    uri = f"sqlite:///{dagster_home / 'ml_assets' / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    return mlflow.MlflowClient(uri)
+
+
+def champion_version(dagster_home):
+    try:
+        return client(dagster_home).get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def run_month_in_subprocess(inject: str, *prefix: str) -> subprocess.CompletedProcess:
+    script = RUN_MONTH.format(inject=textwrap.dedent(inject))
+    command = [*prefix, sys.executable, "-c", script, MONTH, json.dumps(FAST_CONFIG)]
+    return subprocess.run(command, cwd=ROOT, env=os.environ, capture_output=True, text=True, timeout=600)
+
+
+def assert_champion_was_recorded(instance, dagster_home):
+    """The champion's MLflow run is the newest trained_model materialization of its month."""
+    champion = champion_version(dagster_home)
+    assert champion is not None
+    month = champion.tags[tracking.PARTITION_TAG]
+    _, model = latest_materialization(instance, "trained_model", month)
+    assert champion.run_id == model["mlflow_run_id"]
+
+
+def test_an_unwritable_model_folder_promotes_nothing(ingested, dagster_home):
+    models = dagster_home / "ml_assets" / "assets" / "trained_model"
+    models.mkdir(parents=True)
+    models.chmod(0o555)
+    drop = ["capsh", "--drop=cap_dac_override,cap_dac_read_search,cap_fowner", "--"]
+    failed = run_month_in_subprocess("", *drop, "-c", '"$0" "$@"')
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    assert "Permission denied" in failed.stdout + failed.stderr
+    assert MONTH not in ingested.get_materialized_partitions(AssetKey("trained_model"))
+    assert champion_version(dagster_home) is None  # logged in MLflow, but never registered
+    assert client(dagster_home).search_model_versions(f"name = '{tracking.REGISTERED_MODEL}'") == []
+
+    models.chmod(0o755)
+    assert materialize_month(ingested, MONTH, run_config=FAST_CONFIG).success
+    assert_champion_was_recorded(ingested, dagster_home)
+
+
+def test_a_failure_after_registration_is_undone(ingested, dagster_home, monkeypatch):
+    def unavailable(*args, **kwargs):
+        raise mlflow.exceptions.MlflowException("registry unavailable")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(mlflow.MlflowClient, "set_registered_model_alias", unavailable)
+        result = materialize_month(ingested, MONTH, run_config=FAST_CONFIG, raise_on_error=False)
+    assert not result.success
+    assert client(dagster_home).search_model_versions(f"name = '{tracking.REGISTERED_MODEL}'") == []
+    assert materialize_month(ingested, MONTH, run_config=FAST_CONFIG).success
+    assert_champion_was_recorded(ingested, dagster_home)
+
+
+KILLS = {
+    # while optuna runs the second trial
+    "tuning": """
+        import ml_assets.core.tuning as tuning
+        tuning.HEARTBEAT_SECONDS, tuning.GRACE_SECONDS = 1, 2
+        real, calls = tuning.train_booster, []
+        def train_booster(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:
+                die()
+            return real(*args, **kwargs)
+        tuning.train_booster = train_booster
+    """,
+    # the MLflow run has its params, not its metrics
+    "mlflow logging": "import mlflow; mlflow.log_metrics = die",
+    # the version is registered, its alias not yet moved
+    "between registration and alias": "import mlflow; mlflow.MlflowClient.set_registered_model_alias = die",
+}
+
+
+@pytest.mark.parametrize("moment", KILLS)
+def test_kill_9_leaves_nothing_a_retry_does_not_clean(moment, ingested, dagster_home):
+    killed = run_month_in_subprocess(KILLS[moment])
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert champion_version(dagster_home) is None
+
+    retry = materialize_month(ingested, MONTH, run_config=FAST_CONFIG)
+    assert retry.success
+    assert_champion_was_recorded(ingested, dagster_home)
+    runs = client(dagster_home).search_runs(
+        [client(dagster_home).get_experiment_by_name("trip_duration").experiment_id],
+        f"tags.{tracking.PARTITION_TAG} = '{MONTH}'",
+    )
+    assert [run.info.status for run in runs if run.info.status == "RUNNING"] == []
+    study = optuna.load_study(
+        study_name=f"trip_duration-rich-{MONTH}", storage=f"sqlite:///{dagster_home / 'ml_assets' / 'optuna.db'}"
+    )
+    states = [trial.state.name for trial in study.trials]
+    assert "RUNNING" not in states
+    finished = states.count("COMPLETE") + states.count("PRUNED")
+    _, params = latest_materialization(ingested, "best_params", MONTH)
+    assert params["trials_total"] == finished  # a failed (killed) trial is not counted as finished
+    if moment == "tuning":
+        assert states.count("FAIL") == 1
+    if moment == "mlflow logging":
+        assert [run.info.status for run in runs].count("FAILED") == 1
+
+
+def test_two_runs_of_one_month_at_once_leave_one_champion(ingested, dagster_home):
+    """On a fresh MLflow and optuna store, started together (as from the CLI and the UI)."""
+    script = RUN_MONTH.format(inject="")
+    command = [sys.executable, "-c", script, MONTH, json.dumps(FAST_CONFIG)]
+    both = [subprocess.Popen(command, cwd=ROOT, env=os.environ, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [process.communicate(timeout=600)[1] for process in both]
+    assert [process.returncode for process in both] == [0, 0], "\n".join(error[-2000:] for error in errors)
+    versions = client(dagster_home).search_model_versions(f"name = '{tracking.REGISTERED_MODEL}'")
+    assert len(versions) == 2
+    champion = champion_version(dagster_home)  # an alias names one version: the question is which
+    assert champion.tags["alias_at_registration"] == tracking.CHAMPION  # what its run reported
+    assert_champion_was_recorded(ingested, dagster_home)
+
+
+def test_an_unreachable_tracking_server_fails_training_only(ingested, dagster_home, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # the discard port: nothing answers
+    result = materialize_month(ingested, MONTH, run_config=FAST_CONFIG, raise_on_error=False)
+    assert not result.success
+    failed = [event for event in result.all_events if event.is_step_failure]
+    assert [event.step_key for event in failed] == ["trained_model"]
+    message = str(failed[0].step_failure_data.error)
+    assert f"trained_model {MONTH}: MLflow tracking at http://127.0.0.1:9 cannot be reached" in message
+    for asset in ("trip_features", "best_params"):  # they never talk to MLflow
+        assert MONTH in ingested.get_materialized_partitions(AssetKey(asset))
+    step = [entry.timestamp for entry in ingested.all_logs(result.run_id) if entry.step_key == "trained_model"]
+    seconds = max(step) - min(step)
+    assert seconds < 60, seconds  # was more than four minutes of silent retries
