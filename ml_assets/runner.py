@@ -19,16 +19,18 @@ import sys
 from dagster import (
     AssetKey,
     DagsterInstance,
+    DagsterRunStatus,
     Definitions,
     ExecuteInProcessResult,
     LoggerDefinition,
+    RunsFilter,
     define_asset_job,
 )
 
 from ml_assets.console import event_log_path, first_line, run_loggers
 from ml_assets.core.months import month_range
 from ml_assets.definitions import all_asset_checks, all_assets
-from ml_assets.materializations import latest_metadata
+from ml_assets.materializations import latest_metadata, run_process_alive
 from ml_assets.model_gate import MODEL_GATE
 from ml_assets.partitions import window_months
 from ml_assets.resources import build_resources
@@ -60,6 +62,7 @@ def materialize_month(
     if selection is not None and "ops" in config:
         unselected = {key.to_user_string() for assets in all_assets for key in assets.keys} - set(selection)
         config["ops"] = {op: value for op, value in config["ops"].items() if op not in unselected}
+    _fail_dead_runs(instance)
     defs = Definitions(
         assets=[*all_assets, *all_asset_checks],
         resources=build_resources(),
@@ -69,6 +72,17 @@ def materialize_month(
     return defs.resolve_job_def(JOB).execute_in_process(
         run_config=config, instance=instance, partition_key=month, raise_on_error=raise_on_error
     )
+
+
+def _fail_dead_runs(instance: DagsterInstance) -> None:
+    """Runs of this runner killed earlier (kill -9, a closed terminal) stay STARTED: mark them failed.
+
+    Only this runner's own runs, which ran on this machine; runs launched by a daemon are left to
+    Dagster's run monitoring.
+    """
+    for run in instance.get_runs(RunsFilter(job_name=JOB, statuses=[DagsterRunStatus.STARTED])):
+        if not run_process_alive(instance, run.run_id):
+            instance.report_run_failed(run)
 
 
 def _materialize_or_fail(

@@ -14,7 +14,7 @@ import textwrap
 import mlflow
 import optuna
 import pytest
-from dagster import AssetKey
+from dagster import AssetKey, DagsterRunStatus, RunsFilter
 
 from ml_assets.core import tracking, tuning
 from ml_assets.materializations import latest_materialization
@@ -134,8 +134,10 @@ def test_kill_9_leaves_nothing_a_retry_does_not_clean(moment, ingested, dagster_
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert champion_version(dagster_home) is None
 
+    (dead,) = ingested.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
     retry = materialize_month(ingested, MONTH, run_config=FAST_CONFIG)
     assert retry.success
+    assert ingested.get_run_by_id(dead.run_id).status == DagsterRunStatus.FAILURE
     assert_champion_was_recorded(ingested, dagster_home)
     runs = client(dagster_home).search_runs(
         [client(dagster_home).get_experiment_by_name("trip_duration").experiment_id],
