@@ -109,6 +109,9 @@ TRAINING_MONTHS = Setting("ML_ASSETS_TRAINING_MONTHS", 3, _positive_int, "a whol
 SENSOR_INTERVAL_SECONDS = Setting("ML_ASSETS_SENSOR_INTERVAL_SECONDS", 300, _positive_int, "whole seconds >= 1")
 SENSOR_MAX_MONTHS = Setting("ML_ASSETS_SENSOR_MAX_MONTHS", 3, _positive_int, "a whole number >= 1")
 TUNING_TRIALS = Setting("ML_ASSETS_TUNING_TRIALS", 25, _positive_int, "a whole number of trials >= 1")
+PARALLEL_TRAINING_STEPS = Setting(
+    "ML_ASSETS_PARALLEL_TRAINING_STEPS", 1, _positive_int, "a whole number >= 1 (training steps at once per machine)"
+)
 TUNING_TIMEOUT_SECONDS = Setting("ML_ASSETS_TUNING_TIMEOUT_SECONDS", 40.0, _positive_float, "seconds > 0")
 
 SOURCE = Setting("ML_ASSETS_SOURCE", "synthetic", _source, "synthetic, tlc, or the path of a folder of TLC files")

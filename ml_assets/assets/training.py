@@ -38,7 +38,8 @@ class TrainingConfig(Config):
 
 
 def _threads() -> int:
-    return len(os.sched_getaffinity(0))
+    """XGBoost threads: the cores this process may use, shared by the training steps that run at once."""
+    return max(1, len(os.sched_getaffinity(0)) // settings.PARALLEL_TRAINING_STEPS.value())
 
 
 def _previous_best(optuna_storage: OptunaStorage, feature_set: str, month: str) -> dict | None:
