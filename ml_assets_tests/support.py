@@ -69,3 +69,24 @@ def stop_process_group(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+# Yellow taxi files by year: `tpep_` times, no trip_type or ehail_fee, the airport fee spelled two
+# ways, and integer widths that change (as TLC publishes them; no real yellow month is at hand).
+YELLOW_TYPES = {
+    2021: ({"VendorID": pa.int64(), "PULocationID": pa.int64(), "DOLocationID": pa.int64()}, "airport_fee"),
+    2022: ({"VendorID": pa.int64(), "PULocationID": pa.int64(), "DOLocationID": pa.int64()}, "airport_fee"),
+    2023: ({"VendorID": pa.int32(), "PULocationID": pa.int32(), "DOLocationID": pa.int32()}, "Airport_fee"),
+    2024: ({"VendorID": pa.int32(), "PULocationID": pa.int32(), "DOLocationID": pa.int32()}, "Airport_fee"),
+}
+
+
+def as_yellow(green: pa.Table, year: int) -> pa.Table:
+    """A real green month in the columns, names and types of a yellow file of `year`."""
+    types, airport_fee = YELLOW_TYPES[year]
+    table = green.drop_columns(["trip_type", "ehail_fee"])
+    table = table.rename_columns([name.replace("lpep_", "tpep_") for name in table.column_names])
+    for name, kind in types.items():
+        table = replace_column(table, name, pc.cast(table[name], kind))
+    fee = pa.array(np.where(np.arange(table.num_rows) % 7 == 0, 1.75, 0.0))
+    return table.append_column(airport_fee, fee)

@@ -7,7 +7,9 @@ import pytest
 
 from ml_assets.core.cleaning import EmptyMonthError, clean_trips
 from ml_assets.core.schema import CANONICAL, SchemaError, unify_schema
-from ml_assets_tests.support import TLC_DATA
+from ml_assets.materializations import latest_metadata
+from ml_assets.runner import materialize_month
+from ml_assets_tests.support import TLC_DATA, YELLOW_TYPES, as_yellow
 
 
 def real(month: str) -> pa.Table:
@@ -63,3 +65,25 @@ def test_empty_month_and_month_with_nothing_left_fail_clearly():
         clean_trips(table.slice(0, 0), "2021-01", "2021-01")
     with pytest.raises(EmptyMonthError, match="no trips left after cleaning"):
         clean_trips(table, "2021-05", "2021-05")  # every pickup is outside May
+
+
+@pytest.mark.parametrize("year", sorted(YELLOW_TYPES))
+def test_yellow_files_of_every_year_unify_like_green(year):
+    green = real("2021-02")
+    cleaned = clean_trips(as_yellow(green, year), "2021-02", "yellow 2021-02")
+    assert len(cleaned.trips) == len(clean_trips(green, "2021-02", "green 2021-02").trips)
+    assert pa.Schema.from_pandas(cleaned.trips, preserve_index=False).names[: len(CANONICAL)] == CANONICAL.names
+    assert cleaned.trips["trip_type"].isna().all()  # yellow cabs have no trip type
+
+
+def test_a_yellow_month_goes_through_the_graph(instance, monkeypatch, tmp_path):
+    folder = tmp_path / "yellow"
+    folder.mkdir()
+    for month, year in (("2021-01", 2023), ("2021-02", 2024)):
+        pq.write_table(as_yellow(real(month), year), folder / f"yellow_tripdata_{month}.parquet")
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(folder))
+    monkeypatch.setenv("ML_ASSETS_TAXI", "yellow")
+    materialize_month(instance, "2021-01", ["raw_trips", "cleaned_trips"])
+    result = materialize_month(instance, "2021-02", ["raw_trips", "cleaned_trips", "trip_features"])
+    assert result.success
+    assert latest_metadata(instance, "raw_trips", "2021-02")["source_file"].endswith("yellow_tripdata_2021-02.parquet")
