@@ -21,8 +21,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
-def _temp_name(target: Path) -> str:
-    return f".{target.name}.{secrets.token_hex(4)}.tmp"
+def _create_locked_temp(target: Path) -> tuple[Path, int]:
+    """A new temporary sibling of `target`, open and locked (mode 0666 minus the umask, as `open` gives)."""
+    while True:
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink:
+            return tmp, fd
+        os.close(fd)  # a cleaner took it for stale between creation and lock: make another
 
 
 def remove_stale_temp_files(target: Path) -> None:
@@ -47,18 +54,12 @@ def remove_stale_temp_files(target: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; move it into place only if the block succeeds.
-
-    The file is created with mode 0666 minus the umask, as `open` would create `path` itself
-    (not mkstemp's 0600).
-    """
+    """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(target)
-    tmp = target.with_name(_temp_name(target))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    tmp, fd = _create_locked_temp(target)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield tmp
         os.replace(tmp, target)
     finally:
