@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from dagster import AssetKey
+
 from ml_assets.core.storage import write_json
-from ml_assets_tests.support import ROOT
+from ml_assets.materializations import latest_metadata
+from ml_assets.runner import materialize_month
+from ml_assets_tests.support import ROOT, TLC_DATA, replace_column
+
+INGESTION = ["raw_trips", "cleaned_trips"]
 
 
 def temp_files(folder) -> list[str]:
@@ -57,3 +69,67 @@ def test_files_follow_the_umask(tmp_path):
     finally:
         os.umask(previous)
     assert (tmp_path / "value.json").stat().st_mode & 0o777 == 0o640
+
+
+# --- a re-published month that reads but is bad never replaces the last good value -----------
+
+
+def all_null_distance(table: pa.Table) -> pa.Table:
+    return replace_column(table, "trip_distance", pa.nulls(table.num_rows, pa.float64()))
+
+
+def all_longer_than_an_hour(table: pa.Table) -> pa.Table:
+    pickup = table["lpep_pickup_datetime"]
+    return replace_column(table, "lpep_dropoff_datetime", pc.add(pickup, pa.scalar(90 * 60 * 10**6, pa.duration("us"))))
+
+
+def us_format_pickups(table: pa.Table) -> pa.Table:
+    return replace_column(
+        table, "lpep_pickup_datetime", pc.strftime(table["lpep_pickup_datetime"], "%m/%d/%Y %I:%M:%S %p")
+    )
+
+
+REPUBLISHED = {  # how the month is spoiled, what the failure says
+    "trip_distance all null": (all_null_distance, "no trips left after cleaning"),
+    "durations all > 60 min": (all_longer_than_an_hour, "no trips left after cleaning"),
+    "US-format pickup strings": (
+        us_format_pickups,
+        "raw_trips: column(s) not castable to the canonical schema: pickup_datetime",
+    ),
+}
+
+
+def stored_values(home) -> dict:
+    return {path: path.read_bytes() for path in (home / "ml_assets" / "assets").rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("case", REPUBLISHED)
+def test_a_bad_republication_replaces_nothing_and_the_good_file_comes_back(
+    case, instance, dagster_home, tmp_path, monkeypatch
+):
+    source = tmp_path / "source"
+    source.mkdir()
+    good = TLC_DATA / "green_tripdata_2021-02.parquet"
+    shutil.copy(good, source)
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(source))
+    assert materialize_month(instance, "2021-02", INGESTION).success
+    before = stored_values(dagster_home)
+
+    spoil, message = REPUBLISHED[case]
+    pq.write_table(spoil(pq.read_table(good)), source / good.name)
+    result = materialize_month(instance, "2021-02", INGESTION, raise_on_error=False)
+    assert not result.success
+    failures = [event for event in result.all_events if event.is_step_failure]
+    assert [event.step_key for event in failures] == ["raw_trips"]
+    error = str(failures[0].step_failure_data.error)
+    assert message in error and "2021-02" in error and str(source / good.name) in error
+    assert stored_values(dagster_home) == before
+    for asset in INGESTION:
+        assert len(instance.fetch_materializations(AssetKey(asset), limit=10).records) == 1
+
+    shutil.copy(good, source)
+    for asset in INGESTION:  # what a kill -9 during an earlier write left behind
+        (dagster_home / "ml_assets" / "assets" / asset / ".2021-02.parquet.x4b2k9q1.tmp").touch()
+    assert materialize_month(instance, "2021-02", INGESTION).success
+    assert stored_values(dagster_home).keys() == before.keys()
+    assert latest_metadata(instance, "raw_trips", "2021-02")["sha256"] == hashlib.sha256(good.read_bytes()).hexdigest()
