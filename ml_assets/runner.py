@@ -14,10 +14,10 @@ import argparse
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
 
 from ml_assets.checks import all_checks
-from ml_assets.core.months import month_range
+from ml_assets.core.months import check_month, month_range
 from ml_assets.definitions import all_assets
 from ml_assets.materializations import latest_metadata
-from ml_assets.partitions import window_months
+from ml_assets.partitions import START_MONTH, window_months
 from ml_assets.resources import build_resources
 
 INGESTION = ["raw_trips", "cleaned_trips"]
@@ -62,11 +62,26 @@ def run(first: str, last: str, instance: DagsterInstance, run_config: dict | Non
     return models
 
 
+def _partition(raw: str) -> str:
+    """A month argument: a partition key of this code location, else argparse's usage error naming it."""
+    try:
+        month = check_month(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a month YYYY-MM") from None
+    if month < START_MONTH:
+        raise argparse.ArgumentTypeError(f"{month} is before the first partition, {START_MONTH}")
+    return month
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("month", nargs="?", default="2021-02", help="partition key YYYY-MM (the first, for a range)")
-    parser.add_argument("--to", help="last month of a range (inclusive)")
+    parser = argparse.ArgumentParser(prog="ml_assets.runner", description=__doc__)
+    parser.add_argument(
+        "month", nargs="?", type=_partition, default="2021-02", help="partition key YYYY-MM (the first, for a range)"
+    )
+    parser.add_argument("--to", type=_partition, help="last month of a range (inclusive)")
     args = parser.parse_args()
+    if args.to is not None and args.to < args.month:
+        parser.error(f"argument --to: {args.to} is before the first month, {args.month}")
     for month, model in run(args.month, args.to or args.month, DagsterInstance.get()).items():
         print(f"\ntrained_model {month}")
         print(f"  model file      {model['path']}")

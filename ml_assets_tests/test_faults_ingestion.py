@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,11 +15,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetKey
+from dagster import AssetKey, SkipReason, build_sensor_context
 
+from ml_assets import runner, settings
 from ml_assets.core.storage import write_json
 from ml_assets.materializations import latest_metadata
+from ml_assets.resources import TripSourceResource
 from ml_assets.runner import materialize_month
+from ml_assets.sensors import new_month_sensor
 from ml_assets_tests.support import ROOT, TLC_DATA, replace_column
 
 INGESTION = ["raw_trips", "cleaned_trips"]
@@ -133,3 +137,59 @@ def test_a_bad_republication_replaces_nothing_and_the_good_file_comes_back(
     assert materialize_month(instance, "2021-02", INGESTION).success
     assert stored_values(dagster_home).keys() == before.keys()
     assert latest_metadata(instance, "raw_trips", "2021-02")["sha256"] == hashlib.sha256(good.read_bytes()).hexdigest()
+
+
+# --- settings, the sensor and the command line say what is wrong instead of raising ----------
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "allowed"),
+    [
+        ("ML_ASSETS_TRAINING_MONTHS", "-1", "a whole number of months >= 1"),
+        ("ML_ASSETS_TRAINING_MONTHS", "abc", "a whole number of months >= 1"),
+    ],
+)
+def test_a_bad_training_window_is_named_when_settings_load(variable, raw, allowed, monkeypatch):
+    monkeypatch.setenv(variable, raw)
+    with pytest.raises(
+        settings.SettingError, match=re.escape(f"{variable}={raw!r} is not allowed: expected {allowed}")
+    ):
+        settings.validate_all()
+
+
+def sensor_tick(instance, trip_source: TripSourceResource):
+    context = build_sensor_context(instance=instance, resources={"trip_source": trip_source})
+    return new_month_sensor(context)
+
+
+def test_the_sensor_skips_a_source_url_requests_cannot_use(instance, tmp_path):
+    """The resource is resolved at run time, so an `EnvVar` set after loading can still be bad."""
+    source = TripSourceResource(kind="tlc", tlc_url="ftp://x", cache_dir=str(tmp_path))
+    result = sensor_tick(instance, source)
+    assert isinstance(result, SkipReason)
+    assert "tlc ftp://x is unreachable" in result.skip_message and "No connection adapters" in result.skip_message
+
+
+def test_the_sensor_requests_a_month_whose_file_is_not_parquet(instance, tmp_path):
+    """Probing only looks at the file's size and time: the run refuses it, saying why."""
+    (tmp_path / "green_tripdata_2021-01.parquet").write_text("not parquet")
+    result = sensor_tick(instance, TripSourceResource(kind="directory", directory=str(tmp_path), cache_dir="unused"))
+    assert [request.partition_key for request in result.run_requests] == ["2021-01"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["../../etc"], "argument month: '../../etc' is not a month YYYY-MM"),
+        (["2021-13"], "argument month: '2021-13' is not a month YYYY-MM"),
+        (["2020-12"], "argument month: 2020-12 is before the first partition, 2021-01"),
+        (["2021-03", "--to", "2021-02"], "argument --to: 2021-02 is before the first month, 2021-03"),
+        (["2021-02", "--to", "soon"], "argument --to: 'soon' is not a month YYYY-MM"),
+    ],
+)
+def test_the_runner_names_a_bad_month_argument(argv, message, dagster_home, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["ml_assets.runner", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        runner.main()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"ml_assets.runner: error: {message}"
