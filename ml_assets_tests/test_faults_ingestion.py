@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetKey, SkipReason, build_sensor_context
+from dagster import AssetKey, AssetMaterialization, SkipReason, build_sensor_context, evaluate_automation_conditions
 
 from ml_assets import runner, settings
 from ml_assets.core.storage import write_json
@@ -193,3 +193,49 @@ def test_the_runner_names_a_bad_month_argument(argv, message, dagster_home, monk
         runner.main()
     assert exit_.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"ml_assets.runner: error: {message}"
+
+
+# --- automation requests only months that can train, and says what a waiting month waits for --
+
+
+def report_cleaned(instance, *months: str) -> None:
+    for month in months:
+        instance.report_runless_asset_event(AssetMaterialization(asset_key="cleaned_trips", partition=month))
+
+
+def evaluate_twice(instance, *months: str):
+    """Automation's first tick on a fresh instance, then the tick after `months` of cleaned_trips landed."""
+    from ml_assets.definitions import defs
+
+    first = evaluate_automation_conditions(defs=defs, instance=instance)
+    report_cleaned(instance, *months)
+    return evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+
+
+def test_automation_never_requests_the_first_month(instance):
+    result = evaluate_twice(instance, "2021-01", "2021-02")
+    for asset in ("trip_features", "best_params", "trained_model", "trip_duration_predictions"):
+        assert "2021-01" not in result.get_requested_partitions(AssetKey(asset))
+    assert set(result.get_requested_partitions(AssetKey("trip_features"))) == {"2021-02"}
+
+
+def labelled(result, label: str):
+    if result.condition.get_label() == label:
+        return result
+    return next((found for child in result.child_results if (found := labelled(child, label))), None)
+
+
+def partitions(result) -> set[str]:
+    return set(result.true_subset.expensively_compute_partition_keys())
+
+
+def test_the_evaluation_names_the_window_months_a_month_waits_for(instance):
+    """2022-01 is in, the three months before it are not: the UI's evaluation says so, per node."""
+    result = evaluate_twice(instance, "2022-01")
+    assert not result.get_requested_partitions(AssetKey("trip_features"))
+    (features,) = [r for r in result.results if r.key == AssetKey("trip_features")]
+    waiting = labelled(features, "window_months_missing")
+    assert "2022-01" in partitions(waiting)
+    (missing,) = [r for dep in waiting.child_results for r in dep.child_results if r.key == AssetKey("cleaned_trips")]
+    assert {"2021-10", "2021-11", "2021-12"} <= partitions(missing)
+    assert "2022-01" not in partitions(missing)
