@@ -239,3 +239,21 @@ def test_the_evaluation_names_the_window_months_a_month_waits_for(instance):
     (missing,) = [r for dep in waiting.child_results for r in dep.child_results if r.key == AssetKey("cleaned_trips")]
     assert {"2021-10", "2021-11", "2021-12"} <= partitions(missing)
     assert "2022-01" not in partitions(missing)
+
+
+def test_a_copied_home_writes_mlflow_artifacts_into_the_copy(tmp_path):
+    import mlflow
+
+    from ml_assets.core.tracking import ensure_experiment
+
+    (tmp_path / "old").mkdir()
+    ensure_experiment(f"sqlite:///{tmp_path / 'old' / 'mlflow.db'}", "trip_duration")
+    shutil.copytree(tmp_path / "old", tmp_path / "copy")
+    copy = f"sqlite:///{tmp_path / 'copy' / 'mlflow.db'}"
+    ensure_experiment(copy, "trip_duration")
+    client = mlflow.MlflowClient(copy)
+    assert (
+        client.get_experiment_by_name("trip_duration").artifact_location == (tmp_path / "copy" / "mlartifacts").as_uri()
+    )
+    old_location = (tmp_path / "old" / "mlartifacts").as_uri()
+    assert client.get_experiment_by_name(f"trip_duration (artifacts in {old_location})") is not None

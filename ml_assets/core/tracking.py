@@ -8,16 +8,26 @@ REGISTERED_MODEL = "trip_duration_xgboost"
 
 
 def ensure_experiment(tracking_uri: str | None, name: str) -> None:
-    """Create `name` with its artifacts beside a local sqlite store (not in the working directory)."""
+    """Create `name` with its artifacts beside a local sqlite store (not in the working directory).
+
+    MLflow stores an experiment's artifact location as an absolute path. When the store was copied
+    or moved with its DAGSTER_HOME, the experiment still points at the old folder; it is renamed
+    (its runs keep their artifacts where they are) and `name` is created again beside the store,
+    so new runs never write into another home.
+    """
     import mlflow
 
     prefix = "sqlite:///"
     if not tracking_uri or not tracking_uri.startswith(prefix):
         return
     client = mlflow.MlflowClient(tracking_uri)
-    if client.get_experiment_by_name(name) is None:
-        database = Path(tracking_uri[len(prefix) :]).resolve()
-        client.create_experiment(name, artifact_location=(database.parent / "mlartifacts").as_uri())
+    location = (Path(tracking_uri[len(prefix) :]).resolve().parent / "mlartifacts").as_uri()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None and experiment.artifact_location != location:
+        client.rename_experiment(experiment.experiment_id, f"{name} (artifacts in {experiment.artifact_location})")
+        experiment = None
+    if experiment is None:
+        client.create_experiment(name, artifact_location=location)
 
 
 def discard_unused_run(tracking_uri: str | None, run_id: str) -> None:
