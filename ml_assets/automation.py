@@ -61,5 +61,7 @@ training_automation_sensor = AutomationConditionSensorDefinition(
     "training_automation_sensor",
     target=AssetSelection.groups("features", "training", "predictions"),
     default_status=DefaultSensorStatus.RUNNING,
+    # Evaluated in the code server: the daemon alone cannot evaluate a custom condition (HasTrainingMonths).
+    use_user_code_server=True,
     description="Evaluates WINDOW_READY for features and models: a month trains once its whole window is ingested.",
 )
