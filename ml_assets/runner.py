@@ -28,11 +28,11 @@ from dagster import (
 )
 
 from ml_assets.console import event_log_path, first_line, run_loggers
-from ml_assets.core.months import month_range
+from ml_assets.core.months import check_month, month_range
 from ml_assets.definitions import all_asset_checks, all_assets
 from ml_assets.materializations import latest_metadata, run_process_alive
 from ml_assets.model_gate import MODEL_GATE
-from ml_assets.partitions import window_months
+from ml_assets.partitions import START_MONTH, window_months
 from ml_assets.resources import build_resources
 from ml_assets.settings import state_dir
 
@@ -124,10 +124,25 @@ def run(
     return models
 
 
+def _partition(raw: str) -> str:
+    """A month argument: a partition key of this code location, else argparse's usage error naming it."""
+    try:
+        month = check_month(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a month YYYY-MM") from None
+    if month < START_MONTH:
+        raise argparse.ArgumentTypeError(f"{month} is before the first partition, {START_MONTH}")
+    return month
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("month", nargs="?", default="2021-02", help="partition key YYYY-MM (the first, for a range)")
-    parser.add_argument("--to", help="last month of a range (inclusive)")
+    parser = argparse.ArgumentParser(
+        prog="ml_assets.runner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "month", nargs="?", type=_partition, default="2021-02", help="partition key YYYY-MM (the first, for a range)"
+    )
+    parser.add_argument("--to", type=_partition, help="last month of a range (inclusive)")
     parser.add_argument(
         "-v",
         "--verbose",
@@ -136,6 +151,8 @@ def main() -> None:
         help="print Dagster's whole event log (default when VERBOSE is set)",
     )
     args = parser.parse_args()
+    if args.to is not None and args.to < args.month:
+        parser.error(f"argument --to: {args.to} is before the first month, {args.month}")
     log_file = event_log_path(state_dir())
     print(f"Dagster event log: {log_file}")
     with DagsterInstance.get() as instance, run_loggers(log_file, sys.stdout, args.verbose) as loggers:

@@ -6,8 +6,9 @@ cleaned_trips of one month) for each month that is new or whose fingerprint chan
 at most ML_ASSETS_SENSOR_MAX_MONTHS per tick. It compares the source with the instance and its
 cursor on every tick, never events, so a file that landed while Dagster was down is found on the
 next tick. `run_key = month:fingerprint`, and the cursor remembers what was requested, so a queued
-or failed month is not requested again until it changes. An unreachable source skips the tick and
-keeps the cursor.
+or failed month is not requested again until it changes. Any problem of the source (unreachable,
+a URL that cannot be used, an unreadable folder) skips the tick with the reason and keeps the
+cursor; a sensor that raised would fail every tick without saying more.
 
 Why it does not run the whole graph: trip_features for M reads up to three months before M, so a
 whole-graph run for M fails whenever M-1 is still queued in the same tick. Training follows by
@@ -29,7 +30,7 @@ from dagster import (
 
 from ml_assets import settings
 from ml_assets.core.month_plan import dump_cursor, load_cursor, plan_months, probe_months
-from ml_assets.core.sources import SourceUnavailableError
+from ml_assets.core.sources import SourceError
 from ml_assets.jobs import ingest_month_job
 from ml_assets.materializations import latest_metadata
 from ml_assets.partitions import monthly_partitions
@@ -57,7 +58,7 @@ def new_month_sensor(context: SensorEvaluationContext, trip_source: TripSourceRe
     months = monthly_partitions.get_partition_keys()
     try:
         fingerprints = probe_months(trip_source.source().for_probing(), months)
-    except SourceUnavailableError as exc:
+    except SourceError as exc:
         return SkipReason(
             f"trip source {trip_source.label} is unreachable, so no month was checked or requested "
             f"(cursor kept; the next tick tries again): {exc}"

@@ -59,5 +59,7 @@ def test_new_month_is_ingested_and_trained_by_the_daemon(dagster_home, tmp_path)
             # Every run was started by a sensor: new_month_sensor ingests, training_automation_sensor trains.
             starters = {run.tags.get("dagster/sensor_name") for run in instance.get_runs()}
             assert starters == {"new_month_sensor", "training_automation_sensor"}
+            # Automation never requested 2021-01, which has no earlier month to train on: no red run.
+            assert [run.tags.get("dagster/partition") for run in instance.get_runs() if run.is_failure] == []
     finally:
         stop_process_group(dev)

@@ -96,24 +96,17 @@ def _write(table, path):
     pq.write_table(table, path)
 
 
-BAD_FILES = {  # how to spoil the month's file, the step that must fail, what its error must say
-    "truncated": (
-        lambda good, path: path.write_bytes(good.read_bytes()[:200_000]),
-        "raw_trips",
-        "is not readable parquet",
-    ),
+BAD_FILES = {  # how to spoil the month's file, what raw_trips' error must say
+    "truncated": (lambda good, path: path.write_bytes(good.read_bytes()[:200_000]), "is not readable parquet"),
     "missing column": (
         lambda good, path: _write(pq.read_table(good).drop(["lpep_dropoff_datetime"]), path),
-        "raw_trips",
         "missing required column(s) dropoff_datetime",
     ),
-    "empty": (lambda good, path: _write(pq.read_table(good).slice(0, 0), path), "raw_trips", "the file has no trips"),
-    # January's trips published as February's: raw_trips stores what the source says, its blocking
-    # check stops everything below it.
+    "empty": (lambda good, path: _write(pq.read_table(good).slice(0, 0), path), "the file has no trips"),
+    # January's trips published as February's: raw_trips refuses them by the blocking rule.
     "shifted timestamps": (
         lambda good, path: shutil.copy(TLC_DATA / "green_tripdata_2021-01.parquet", path),
-        "raw_trips_rules",
-        "raw_trips: pickups_in_month",
+        "raw_trips: rule pickups_in_month failed",
     ),
 }
 
@@ -129,21 +122,16 @@ def test_bad_month_fails_clearly_and_loses_nothing(case, instance, monkeypatch, 
     assets = tmp_path / "dagster_home" / "ml_assets" / "assets"
     stored = {path: path.read_bytes() for path in assets.rglob("2021-02.parquet")}
 
-    make_bad, failing_asset, message = BAD_FILES[case]
+    make_bad, message = BAD_FILES[case]
     make_bad(good, source / good.name)
     result = materialize_month(instance, "2021-02", INGESTION, raise_on_error=False, run_config=FAST_CONFIG)
     assert not result.success
     error = failure_message(result)
     assert message in error
     failed = [event.step_key for event in result.all_events if event.is_step_failure]
-    assert failed == [failing_asset]
-    if failing_asset == "raw_trips":
-        assert "2021-02" in error and str(source / good.name) in error
-    # Nothing was built from the bad file: the failing asset and everything below it keep their
-    # earlier good values (raw_trips keeps the file as the source now publishes it).
-    downstream = INGESTION if failing_asset == "raw_trips" else INGESTION[1:]
-    for path, content in stored.items():
-        if path.parent.name in downstream:
-            assert path.read_bytes() == content
-    for asset in downstream:
+    assert failed == ["raw_trips"]
+    assert "2021-02" in error and str(source / good.name) in error
+    # Nothing was built from the bad file: every asset keeps its earlier good value.
+    assert {path: path.read_bytes() for path in assets.rglob("2021-02.parquet")} == stored
+    for asset in INGESTION:
         assert len(instance.fetch_materializations(AssetKey(asset), limit=10).records) == 1

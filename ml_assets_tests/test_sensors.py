@@ -6,11 +6,11 @@ import datetime
 import os
 import shutil
 
-import pyarrow.parquet as pq
 import pytest
 from dagster import (
     AssetKey,
     AssetMaterialization,
+    AssetSelection,
     DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
@@ -20,6 +20,7 @@ from dagster import (
     SkipReason,
     build_schedule_context,
     build_sensor_context,
+    define_asset_job,
     evaluate_automation_conditions,
 )
 
@@ -33,7 +34,7 @@ from ml_assets.runner import materialize_month
 from ml_assets.schedules import monthly_retrain_schedule
 from ml_assets.sensors import new_month_sensor
 from ml_assets_tests.http_server import serve_directory
-from ml_assets_tests.support import TLC_DATA, zero_durations
+from ml_assets_tests.support import TLC_DATA
 
 MAX_MONTHS_ENV = settings.SENSOR_MAX_MONTHS.variable
 
@@ -239,8 +240,7 @@ def test_training_waits_for_the_whole_window(instance, files, monkeypatch):
     ingest_month("2021-01")
     result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     for asset in TRAINING:  # in one tick: features, then params and model of the same month after them
-        assert requested(result, asset) >= {"2021-02", "2021-03"}
-        assert requested(result, asset) <= {"2021-01", "2021-02", "2021-03"}  # 2021-01: the known edge
+        assert requested(result, asset) == {"2021-02", "2021-03"}  # 2021-01 has nothing to train on
 
     result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert result.total_requested == 0  # handled: not requested twice
@@ -261,18 +261,30 @@ def test_training_is_not_limited_to_the_latest_partition(instance):
 
 
 def test_a_failed_blocking_check_keeps_its_month_out_of_training(instance, files, monkeypatch):
-    from ml_assets.definitions import defs
+    """A check run after its month was stored (e.g. from the UI, with a stricter floor) can still fail."""
+    from ml_assets.checks import all_checks
+    from ml_assets.definitions import all_assets, defs
 
-    folder = files("2021-01", "2021-03")
-    pq.write_table(zero_durations(pq.read_table(tlc_file("2021-02"))), folder / "green_tripdata_2021-02.parquet")
-    monkeypatch.setenv("ML_ASSETS_SOURCE", str(folder))
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(files("2021-01", "2021-02", "2021-03")))
     result = evaluate_automation_conditions(defs=defs, instance=instance)
-    for month in ("2021-01", "2021-02", "2021-03"):  # February's dropped_share check fails (and blocks)
-        materialize_month(instance, month, ["raw_trips", "cleaned_trips"], raise_on_error=False)
-    assert "2021-02" in instance.get_materialized_partitions(AssetKey("cleaned_trips"))
+    for month in ("2021-01", "2021-02", "2021-03"):
+        materialize_month(instance, month, ["raw_trips", "cleaned_trips"])
+    check_job = define_asset_job("check_cleaned_trips", AssetSelection.checks_for_assets("cleaned_trips"))
+    checks = (
+        Definitions(assets=all_assets, asset_checks=all_checks, resources=build_resources(), jobs=[check_job])
+        .resolve_job_def(check_job.name)
+        .execute_in_process(
+            run_config={"ops": {"cleaned_trips_rules": {"config": {"min_rows": 10**9}}}},
+            tags={"dagster/partition": "2021-02"},  # partition_key= wants an asset in the selection
+            instance=instance,
+            raise_on_error=False,
+        )
+    )
+    failed = [(e.check_name, e.partition) for e in checks.get_asset_check_evaluations() if not e.passed]
+    assert failed == [("row_count", "2021-02")]
     result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert not requested(result, "trip_features") & {"2021-02", "2021-03"}  # both windows hold 2021-02
-    assert "2021-01" in requested(result, "trip_features")  # untouched by February (and fails: first month)
+    assert not requested(result, "trip_features")  # and 2021-01 has nothing to train on
 
 
 def test_training_waits_while_a_window_month_is_being_ingested(instance):

@@ -1,14 +1,23 @@
-"""raw_trips and cleaned_trips: a month of trips as the source publishes it, then cleaned for modelling."""
+"""raw_trips and cleaned_trips: a month of trips as the source publishes it, then cleaned for modelling.
+
+Both judge a month by the blocking rules before returning it. Dagster runs blocking asset checks
+only after the IO manager has stored the value, so a re-published month that reads but is bad
+would otherwise replace the last good one; here it fails the step and nothing is stored. raw_trips
+also cleans the month (a dry run, not stored) and applies cleaned_trips' rules: the stored raw and
+cleaned values of a month always come from one version of its file. The thresholds are this run's
+config of the check ops (`raw_trips_rules`, `cleaned_trips_rules`), so both judge alike.
+"""
 
 import hashlib
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dagster import AssetExecutionContext, asset
+from dagster import AssetExecutionContext, Failure, MetadataValue, asset
 
 from ml_assets import metadata as ui
-from ml_assets.core import plots
+from ml_assets.checks import RulesConfig, cleaned_trips_rules, raw_trips_rules
+from ml_assets.core import plots, rules
 from ml_assets.core.cleaning import EmptyMonthError, clean_trips
 from ml_assets.core.schema import DURATION, check_required_columns
 from ml_assets.partitions import monthly_partitions
@@ -23,6 +32,21 @@ def _sha256(path) -> str:
     return digest.hexdigest()
 
 
+def _thresholds(context: AssetExecutionContext, checks) -> rules.RuleThresholds:
+    """The thresholds `checks` judge this run by: their op's run config, else the settings' defaults."""
+    ops = context.run.run_config.get("ops", {})
+    return RulesConfig(**ops.get(checks.node_def.name, {}).get("config", {})).thresholds()
+
+
+def _require_passed(results, where: str) -> None:
+    """Fail the step, nothing stored, with each failed rule's figures as the failure's metadata."""
+    try:
+        rules.require_passed(results, where)
+    except rules.BlockingRuleError as error:
+        metadata = {result.rule: MetadataValue.json(result.metadata) for result in error.failed}
+        raise Failure(description=str(error), metadata=metadata) from error
+
+
 @asset(partitions_def=monthly_partitions, group_name="ingestion", kinds={"parquet"})
 def raw_trips(context: AssetExecutionContext, trip_source: TripSourceResource) -> pa.Table:
     """One month of trips as the source publishes it (TLC's own file, schema untouched)."""
@@ -33,6 +57,11 @@ def raw_trips(context: AssetExecutionContext, trip_source: TripSourceResource) -
     check_required_columns(table.schema, where)
     if table.num_rows == 0:
         raise EmptyMonthError(f"{where}: the file has no trips")
+    _require_passed(rules.raw_rules(table, month, _thresholds(context, raw_trips_rules)), f"{where}: raw_trips")
+    cleaned = clean_trips(table, month, where)  # raises if nothing is left to clean
+    cleaned_thresholds = _thresholds(context, cleaned_trips_rules)
+    cleaned_results = rules.cleaned_rules(cleaned.trips, month, cleaned.raw_rows, cleaned_thresholds)
+    _require_passed(cleaned_results, f"{where}: cleaned_trips (cleaned to check, not stored)")
     context.add_output_metadata(
         {
             "rows": table.num_rows,
@@ -50,7 +79,10 @@ def raw_trips(context: AssetExecutionContext, trip_source: TripSourceResource) -
 def cleaned_trips(context: AssetExecutionContext, raw_trips: pa.Table) -> pd.DataFrame:
     """Trips with a `duration` (minutes) of 1–60 whose pickup lies in the month, in one schema for all years."""
     month = context.partition_key
-    cleaned = clean_trips(raw_trips, month, where=f"month {month}, raw_trips")
+    where = f"month {month}, raw_trips"
+    cleaned = clean_trips(raw_trips, month, where)
+    thresholds = _thresholds(context, cleaned_trips_rules)
+    _require_passed(rules.cleaned_rules(cleaned.trips, month, cleaned.raw_rows, thresholds), f"{where}: cleaned_trips")
     context.add_output_metadata(
         {
             "rows": len(cleaned.trips),

@@ -229,3 +229,18 @@ def cleaned_rules(
         cleaned_pickups_in_month(trips, month),
         no_nulls(trips),
     ]
+
+
+class BlockingRuleError(ValueError):
+    """A month fails a blocking rule, so it must not replace the month's last good value."""
+
+    def __init__(self, where: str, failed: list[RuleResult]):
+        self.failed = failed
+        super().__init__(f"{where}: " + "; ".join(f"rule {result.rule} failed: {result.message}" for result in failed))
+
+
+def require_passed(results: Iterable[RuleResult], where: str) -> None:
+    """Raise BlockingRuleError naming every failed rule, with its figures in `failed`."""
+    failed = [result for result in results if not result.passed]
+    if failed:
+        raise BlockingRuleError(where, failed)

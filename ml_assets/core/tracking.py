@@ -23,16 +23,23 @@ def ensure_experiment(tracking_uri: str | None, name: str, lock: Path) -> None:
     """Create the store's schema and `name` once, whatever runs start at the same time.
 
     With a sqlite store the artifacts go beside the database, not into `./mlruns` of whatever
-    directory the run starts in.
+    directory the run starts in. MLflow stores an experiment's artifact location as an absolute
+    path: when the store was copied or moved with its DAGSTER_HOME, the experiment still points at
+    the old folder, so it is renamed (its runs keep their artifacts where they are) and `name` is
+    created again beside the store; new runs never write into another home.
     """
     import mlflow
 
     with file_lock(lock):  # two first runs on a fresh home would both create MLflow's tables
         client = mlflow.MlflowClient(tracking_uri)
-        if client.get_experiment_by_name(name) is not None:
-            return
+        experiment = client.get_experiment_by_name(name)
         database = sqlite_file(tracking_uri)
         location = (database.parent / "mlartifacts").as_uri() if database else None
+        if experiment is not None and location is not None and experiment.artifact_location != location:
+            client.rename_experiment(experiment.experiment_id, f"{name} (artifacts in {experiment.artifact_location})")
+            experiment = None
+        if experiment is not None:
+            return
         client.create_experiment(name, artifact_location=location)
 
 

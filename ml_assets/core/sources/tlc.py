@@ -192,6 +192,8 @@ class TlcSource:
                 return attempt()
             except _RETRYABLE as exc:
                 last_error = exc
+            except requests.RequestException as exc:  # e.g. a URL requests cannot use: asking again cannot help
+                raise SourceUnavailableError(f"{url}: {exc}") from exc
         raise SourceUnavailableError(
             f"{url} unavailable after {self.retries + 1} attempts: {last_error}"
         ) from last_error

@@ -1,0 +1,259 @@
+"""Faults on the ingestion side: killed writes, file modes, bad re-publications, settings, the sensor, automation."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from dagster import AssetKey, AssetMaterialization, SkipReason, build_sensor_context, evaluate_automation_conditions
+
+from ml_assets import runner, settings
+from ml_assets.core.storage import write_json
+from ml_assets.materializations import latest_metadata
+from ml_assets.resources import TripSourceResource
+from ml_assets.runner import materialize_month
+from ml_assets.sensors import new_month_sensor
+from ml_assets_tests.support import ROOT, TLC_DATA, replace_column
+
+INGESTION = ["raw_trips", "cleaned_trips"]
+
+
+def temp_files(folder) -> list[str]:
+    return sorted(path.name for path in folder.iterdir() if path.name.endswith(".tmp"))
+
+
+def start_writer(target):
+    """A process inside `atomic_path(target)`, its temporary file created, that waits to be killed."""
+    code = textwrap.dedent(
+        f"""
+        import sys, time
+        from ml_assets.core.storage import atomic_path
+        with atomic_path({str(target)!r}) as tmp:
+            tmp.write_bytes(b"half")
+            print("writing", flush=True)
+            time.sleep(600)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    assert writer.stdout.readline().strip() == "writing"
+    return writer
+
+
+def test_a_write_killed_midway_leaves_no_temp_file_after_the_next_write(tmp_path):
+    target = tmp_path / "2021-02.json"
+    writer = start_writer(target)
+    try:
+        write_json({"other": "writer"}, target)  # a live writer's temporary file is left alone
+        assert len(temp_files(tmp_path)) == 1
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=30)
+    assert len(temp_files(tmp_path)) == 1
+    (tmp_path / ".2021-03.json.x1.tmp").touch()  # another file's leftover is not this write's business
+    write_json({"month": "2021-02"}, target)
+    assert temp_files(tmp_path) == [".2021-03.json.x1.tmp"]
+    assert target.read_text() == '{\n  "month": "2021-02"\n}'
+
+
+def test_files_follow_the_umask(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        write_json({}, tmp_path / "value.json")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "value.json").stat().st_mode & 0o777 == 0o640
+
+
+# --- a re-published month that reads but is bad never replaces the last good value -----------
+
+
+def all_null_distance(table: pa.Table) -> pa.Table:
+    return replace_column(table, "trip_distance", pa.nulls(table.num_rows, pa.float64()))
+
+
+def all_longer_than_an_hour(table: pa.Table) -> pa.Table:
+    pickup = table["lpep_pickup_datetime"]
+    return replace_column(table, "lpep_dropoff_datetime", pc.add(pickup, pa.scalar(90 * 60 * 10**6, pa.duration("us"))))
+
+
+def us_format_pickups(table: pa.Table) -> pa.Table:
+    return replace_column(
+        table, "lpep_pickup_datetime", pc.strftime(table["lpep_pickup_datetime"], "%m/%d/%Y %I:%M:%S %p")
+    )
+
+
+REPUBLISHED = {  # how the month is spoiled, what the failure says
+    "trip_distance all null": (all_null_distance, "no trips left after cleaning"),
+    "durations all > 60 min": (all_longer_than_an_hour, "no trips left after cleaning"),
+    "US-format pickup strings": (
+        us_format_pickups,
+        "raw_trips: column(s) not castable to the canonical schema: pickup_datetime",
+    ),
+}
+
+
+def stored_values(home) -> dict:
+    return {path: path.read_bytes() for path in (home / "ml_assets" / "assets").rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("case", REPUBLISHED)
+def test_a_bad_republication_replaces_nothing_and_the_good_file_comes_back(
+    case, instance, dagster_home, tmp_path, monkeypatch
+):
+    source = tmp_path / "source"
+    source.mkdir()
+    good = TLC_DATA / "green_tripdata_2021-02.parquet"
+    shutil.copy(good, source)
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(source))
+    assert materialize_month(instance, "2021-02", INGESTION).success
+    before = stored_values(dagster_home)
+
+    spoil, message = REPUBLISHED[case]
+    pq.write_table(spoil(pq.read_table(good)), source / good.name)
+    result = materialize_month(instance, "2021-02", INGESTION, raise_on_error=False)
+    assert not result.success
+    failures = [event for event in result.all_events if event.is_step_failure]
+    assert [event.step_key for event in failures] == ["raw_trips"]
+    error = str(failures[0].step_failure_data.error)
+    assert message in error and "2021-02" in error and str(source / good.name) in error
+    assert stored_values(dagster_home) == before
+    for asset in INGESTION:
+        assert len(instance.fetch_materializations(AssetKey(asset), limit=10).records) == 1
+
+    shutil.copy(good, source)
+    for asset in INGESTION:  # what a kill -9 during an earlier write left behind
+        (dagster_home / "ml_assets" / "assets" / asset / ".2021-02.parquet.x4b2k9q1.tmp").touch()
+    assert materialize_month(instance, "2021-02", INGESTION).success
+    assert stored_values(dagster_home).keys() == before.keys()
+    assert latest_metadata(instance, "raw_trips", "2021-02")["sha256"] == hashlib.sha256(good.read_bytes()).hexdigest()
+
+
+# --- settings, the sensor and the command line say what is wrong instead of raising ----------
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw", "allowed"),
+    [
+        ("ML_ASSETS_TRAINING_MONTHS", "-1", "a whole number of months >= 1"),
+        ("ML_ASSETS_TRAINING_MONTHS", "abc", "a whole number of months >= 1"),
+    ],
+)
+def test_a_bad_training_window_is_named_when_settings_load(variable, raw, allowed, monkeypatch):
+    monkeypatch.setenv(variable, raw)
+    with pytest.raises(
+        settings.SettingError, match=re.escape(f"{variable}={raw!r} is not allowed: expected {allowed}")
+    ):
+        settings.validate_all()
+
+
+def sensor_tick(instance, trip_source: TripSourceResource):
+    context = build_sensor_context(instance=instance, resources={"trip_source": trip_source})
+    return new_month_sensor(context)
+
+
+def test_the_sensor_skips_a_source_url_requests_cannot_use(instance, tmp_path):
+    """The resource is resolved at run time, so an `EnvVar` set after loading can still be bad."""
+    source = TripSourceResource(kind="tlc", tlc_url="ftp://x", cache_dir=str(tmp_path))
+    result = sensor_tick(instance, source)
+    assert isinstance(result, SkipReason)
+    assert "tlc ftp://x is unreachable" in result.skip_message and "No connection adapters" in result.skip_message
+
+
+def test_the_sensor_requests_a_month_whose_file_is_not_parquet(instance, tmp_path):
+    """Probing only looks at the file's size and time: the run refuses it, saying why."""
+    (tmp_path / "green_tripdata_2021-01.parquet").write_text("not parquet")
+    result = sensor_tick(instance, TripSourceResource(kind="directory", directory=str(tmp_path), cache_dir="unused"))
+    assert [request.partition_key for request in result.run_requests] == ["2021-01"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["../../etc"], "argument month: '../../etc' is not a month YYYY-MM"),
+        (["2021-13"], "argument month: '2021-13' is not a month YYYY-MM"),
+        (["2020-12"], "argument month: 2020-12 is before the first partition, 2021-01"),
+        (["2021-03", "--to", "2021-02"], "argument --to: 2021-02 is before the first month, 2021-03"),
+        (["2021-02", "--to", "soon"], "argument --to: 'soon' is not a month YYYY-MM"),
+    ],
+)
+def test_the_runner_names_a_bad_month_argument(argv, message, dagster_home, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["ml_assets.runner", *argv])
+    with pytest.raises(SystemExit) as exit_:
+        runner.main()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == f"ml_assets.runner: error: {message}"
+
+
+# --- automation requests only months that can train, and says what a waiting month waits for --
+
+
+def report_cleaned(instance, *months: str) -> None:
+    for month in months:
+        instance.report_runless_asset_event(AssetMaterialization(asset_key="cleaned_trips", partition=month))
+
+
+def evaluate_twice(instance, *months: str):
+    """Automation's first tick on a fresh instance, then the tick after `months` of cleaned_trips landed."""
+    from ml_assets.definitions import defs
+
+    first = evaluate_automation_conditions(defs=defs, instance=instance)
+    report_cleaned(instance, *months)
+    return evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+
+
+def test_automation_never_requests_the_first_month(instance):
+    result = evaluate_twice(instance, "2021-01", "2021-02")
+    for asset in ("trip_features", "best_params", "trained_model", "trip_duration_predictions"):
+        assert "2021-01" not in result.get_requested_partitions(AssetKey(asset))
+    assert set(result.get_requested_partitions(AssetKey("trip_features"))) == {"2021-02"}
+
+
+def labelled(result, label: str):
+    if result.condition.get_label() == label:
+        return result
+    return next((found for child in result.child_results if (found := labelled(child, label))), None)
+
+
+def partitions(result) -> set[str]:
+    return set(result.true_subset.expensively_compute_partition_keys())
+
+
+def test_the_evaluation_names_the_window_months_a_month_waits_for(instance):
+    """2022-01 is in, the three months before it are not: the UI's evaluation says so, per node."""
+    result = evaluate_twice(instance, "2022-01")
+    assert not result.get_requested_partitions(AssetKey("trip_features"))
+    (features,) = [r for r in result.results if r.key == AssetKey("trip_features")]
+    waiting = labelled(features, "window_months_missing")
+    assert "2022-01" in partitions(waiting)
+    (missing,) = [r for dep in waiting.child_results for r in dep.child_results if r.key == AssetKey("cleaned_trips")]
+    assert {"2021-10", "2021-11", "2021-12"} <= partitions(missing)
+    assert "2022-01" not in partitions(missing)
+
+
+def test_a_copied_home_writes_mlflow_artifacts_into_the_copy(tmp_path):
+    import mlflow
+
+    from ml_assets.core.tracking import ensure_experiment
+
+    (tmp_path / "old").mkdir()
+    ensure_experiment(f"sqlite:///{tmp_path / 'old' / 'mlflow.db'}", "trip_duration", tmp_path / "old" / "lock")
+    shutil.copytree(tmp_path / "old", tmp_path / "copy")
+    copy = f"sqlite:///{tmp_path / 'copy' / 'mlflow.db'}"
+    ensure_experiment(copy, "trip_duration", tmp_path / "copy" / "lock")
+    client = mlflow.MlflowClient(copy)
+    assert (
+        client.get_experiment_by_name("trip_duration").artifact_location == (tmp_path / "copy" / "mlartifacts").as_uri()
+    )
+    old_location = (tmp_path / "old" / "mlartifacts").as_uri()
+    assert client.get_experiment_by_name(f"trip_duration (artifacts in {old_location})") is not None
