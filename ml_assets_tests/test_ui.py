@@ -210,7 +210,7 @@ def test_one_month_from_the_materialize_dialog_shows_the_model_and_its_plots(ui)
     page = ui.open(f"/assets/trained_model?view=partitions&partition={MONTH}")
     metadata = page.get_by_role("row")
     playwright_api.expect(metadata.filter(has=page.get_by_text("rmse", exact=True))).to_have_count(1)
-    run_link = metadata.filter(has=page.get_by_text("mlflow_run", exact=True)).get_by_role("link")
+    run_link = metadata.filter(has=page.get_by_text("mlflow_run", exact=True)).get_by_role("link").first
     playwright_api.expect(run_link).to_have_attribute("href", re.compile(r"/#/experiments/\d+/runs/\w+$"))
     ui.shot("2-trained-model")
     # Dagster shows a Markdown entry as a "[Show Markdown]" link that opens it in a dialog.
