@@ -69,7 +69,8 @@ class DagsterUI:
         return self.page
 
     def shot(self, name: str) -> None:
-        self.page.screenshot(path=self.shots / f"{name}.png", full_page=True)
+        # Dialogs fade in: "disabled" ends CSS animations and transitions before the picture is taken.
+        self.page.screenshot(path=self.shots / f"{name}.png", full_page=True, animations="disabled")
 
     def launch(self, path: str, button: str, partitions: str, shot: str) -> None:
         """Materialize from an asset page: the partition dialog, the partitions typed in, then Launch."""
