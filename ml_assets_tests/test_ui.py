@@ -247,19 +247,24 @@ def test_one_month_from_the_materialize_dialog_shows_the_model_and_its_plots(ui)
 def test_backfill_from_the_ui_trains_each_month_after_its_window(ui):
     started = time.time()
     ui.launch("/asset-groups", "Materialize all", f"[{BACKFILL[0]}...{BACKFILL[-1]}]", "3-backfill-dialog")
-    ui.wait_for(
-        lambda: all(ui.materialized_at("trip_duration_predictions", month) > started for month in BACKFILL),
-        "the backfill",
-        seconds=WAIT_SECONDS * len(BACKFILL),
-    )
+    since = RunsFilter(created_after=datetime.fromtimestamp(started, tz=timezone.utc))
+
+    def backfilled() -> bool:
+        runs = ui.instance.get_runs(since)
+        return all(ui.materialized_at("trip_duration_predictions", month) > started for month in BACKFILL) and all(
+            run.status in FINISHED for run in runs
+        )
+
+    ui.wait_for(backfilled, "the backfill", seconds=WAIT_SECONDS * len(BACKFILL))
     for month in BACKFILL:
         trained = ui.materialized_at("trained_model", month)
         window = [shift_month(month, -k) for k in range(TRAINING_MONTHS + 1)]
         for needed in (m for m in window if m in BACKFILL):
             assert started < ui.materialized_at("cleaned_trips", needed) < trained, (month, needed)
-    runs = ui.instance.get_runs(RunsFilter(created_after=datetime.fromtimestamp(started, tz=timezone.utc)))
+    runs = ui.instance.get_runs(since)
     assert runs and all(run.tags.get("dagster/backfill") for run in runs)
-    assert all(run.status == DagsterRunStatus.SUCCESS for run in runs)
+    statuses = {run.run_id: run.status for run in runs}
+    assert set(statuses.values()) == {DagsterRunStatus.SUCCESS}, statuses
     ui.open("/overview/backfills")
     ui.shot("3-backfill-done")
 
