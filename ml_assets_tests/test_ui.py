@@ -257,9 +257,14 @@ def test_backfill_from_the_ui_trains_each_month_after_its_window(ui):
         return trained and all(run.status in FINISHED for run in runs)
 
     ui.wait_for(backfilled, "the backfill", seconds=WAIT_SECONDS * len(BACKFILL))
-    page = ui.open("/overview/backfills")
-    in_progress = page.get_by_text("In progress", exact=True)
-    ui.wait_for(lambda: page.reload() and in_progress.count() == 0, "the backfill's end on the Backfills page")
+
+    def ended_on_the_backfills_page() -> bool:
+        page = ui.open("/overview/backfills")
+        playwright_api.expect(page.get_by_role("row")).not_to_have_count(0)  # drawn
+        playwright_api.expect(page.get_by_role("row").filter(has_text="Loading")).to_have_count(0)
+        return page.get_by_text("In progress", exact=True).count() == 0
+
+    ui.wait_for(ended_on_the_backfills_page, "the backfill's end on the Backfills page")
     ui.shot("3-backfill-done")
     ui.backfill_runs = ui.instance.get_runs(since)
     for month in BACKFILL:
