@@ -260,8 +260,8 @@ def test_backfill_from_the_ui_trains_each_month_after_its_window(ui):
 
     def ended_on_the_backfills_page() -> bool:
         page = ui.open("/overview/backfills")
-        # Runs > Backfills: a list of divs (no table roles) with a "View" link per backfill once drawn.
-        playwright_api.expect(page.get_by_role("link", name="View", exact=True).first).to_be_visible()
+        # Runs > Backfills: a list of divs (no table roles) with a "View" button per backfill once drawn.
+        playwright_api.expect(page.get_by_text("View", exact=True).first).to_be_visible()
         return page.get_by_text("In progress", exact=True).count() == 0  # the filter tab reads "In progress (n)"
 
     ui.wait_for(ended_on_the_backfills_page, "the backfill's end on the Backfills page")
