@@ -262,7 +262,7 @@ def test_backfill_from_the_ui_trains_each_month_after_its_window(ui):
         page = ui.open("/overview/backfills")
         # Runs > Backfills: a list of divs (no table roles) with a "View" button per backfill once drawn.
         playwright_api.expect(page.get_by_text("View", exact=True).first).to_be_visible()
-        return page.get_by_text("In progress", exact=True).count() == 0  # the filter tab reads "In progress (n)"
+        return page.get_by_text("Started", exact=True).count() == 0  # a running backfill's status reads "Started"
 
     ui.wait_for(ended_on_the_backfills_page, "the backfill's end on the Backfills page")
     ui.shot("3-backfill-done")
