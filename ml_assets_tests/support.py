@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -90,3 +91,18 @@ def as_yellow(green: pa.Table, year: int) -> pa.Table:
         table = replace_column(table, name, pc.cast(table[name], kind))
     fee = pa.array(np.where(np.arange(table.num_rows) % 7 == 0, 1.75, 0.0))
     return table.append_column(airport_fee, fee)
+
+
+def start_dagster_dev(env: dict, port: int, log: Path) -> subprocess.Popen:
+    """`dagster dev` on 127.0.0.1:`port` in its own session (process group), so that
+    `stop_process_group` stops its webserver, daemon and code server too; output goes to `log`."""
+    dagster = Path(sys.executable).parent / "dagster"
+    with log.open("w") as output:
+        return subprocess.Popen(
+            [str(dagster), "dev", "-m", "ml_assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )

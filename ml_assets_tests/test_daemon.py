@@ -2,16 +2,13 @@
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
 
-from ml_assets_tests.support import ROOT, TLC_DATA, free_port, stop_process_group
+from ml_assets_tests.support import TLC_DATA, free_port, start_dagster_dev, stop_process_group
 
-BIN = Path(sys.executable).parent
 WAIT_SECONDS = 600
 
 
@@ -36,16 +33,7 @@ def test_new_month_is_ingested_and_trained_by_the_daemon(dagster_home, tmp_path)
         "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "15",
     }
     log = tmp_path / "dagster_dev.log"
-    with log.open("w") as output:
-        # Own session (process group), so that stopping it stops the webserver, daemon and code server.
-        dev = subprocess.Popen(
-            [str(BIN / "dagster"), "dev", "-m", "ml_assets.definitions", "-p", str(free_port())],
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    dev = start_dagster_dev(env, free_port(), log)
     try:
         with DagsterInstance.get() as instance:
 

@@ -24,7 +24,7 @@ import requests
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from ml_assets.core.months import shift_month
-from ml_assets_tests.support import ROOT, TLC_DATA, free_port, stop_process_group
+from ml_assets_tests.support import ROOT, TLC_DATA, free_port, start_dagster_dev, stop_process_group
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.ui
@@ -149,15 +149,7 @@ def ui(tmp_path_factory):
     url = f"http://127.0.0.1:{port}"
     # The instance's databases are created here, before dagster dev's processes race to create them.
     with DagsterInstance.from_config(str(home)) as instance:
-        with log.open("w") as output:
-            dev = subprocess.Popen(
-                [str(BIN / "dagster"), "dev", "-m", "ml_assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
-                cwd=ROOT,
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        dev = start_dagster_dev(env, port, log)
         try:
             with playwright_api.sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
