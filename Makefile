@@ -8,7 +8,7 @@ TO ?= 2021-04
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install run backfill test dev bench clean
+.PHONY: install run backfill test test-deployment dev bench bench-deployment up clean
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -31,11 +31,22 @@ backfill: install $(DAGSTER_HOME)/dagster.yaml
 test: install
 	$(BIN)/python -m pytest
 
+# The production topology's tests alone (they are part of `make test` too).
+test-deployment: install
+	$(BIN)/python -m pytest -m deployment
+
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+bench-deployment: install
+	$(BIN)/python -m benchmarks.deployment
+
+# The production topology in Docker (README, "Deploying").
+up:
+	./scripts/start.sh
 
 clean:
 	rm -rf $(DAGSTER_HOME)
