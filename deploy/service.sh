@@ -32,6 +32,9 @@ case "$service" in
     ;;
   mlflow)
     : "${MLFLOW_BACKEND_STORE_URI:?MLFLOW_BACKEND_STORE_URI must name the PostgreSQL database of MLflow}"
+    # MLflow 3's job runner (a dozen huey worker processes, for GenAI scorers and trace archival)
+    # serves nothing ml_assets uses and would cost a core-quarter while idle.
+    export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
     exec mlflow server --host "$bind" --port "${MLFLOW_PORT:-5000}" --workers "${MLFLOW_WORKERS:-2}" \
       --serve-artifacts --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION:-/data/mlartifacts}" \
       --allowed-hosts "${MLFLOW_ALLOWED_HOSTS:-mlflow:5000,localhost:*,127.0.0.1:*}" "$@"

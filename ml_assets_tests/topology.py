@@ -100,13 +100,6 @@ class Service:
             self.process.poll()  # reap the leader: a zombie still counts as a member of the group
             time.sleep(0.1)
 
-    def cpu_seconds(self) -> float:
-        """CPU time of the service's main process and its children that have exited (run workers)."""
-        if not self.running:
-            return 0.0
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
     def tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
@@ -187,9 +180,14 @@ class Topology:
         logs = self.workdir / "logs"
         logs.mkdir()
         for name in SERVICES:
-            service = Service(name, self.service_env(name), logs / f"{name}.log", cwd=self.workdir)
-            self.services[name] = service
-            service.start()
+            self.services[name] = Service(name, self.service_env(name), logs / f"{name}.log", cwd=self.workdir)
+        # As compose orders them (depends_on ... service_healthy): the webserver and the daemon wait
+        # for the code server, which creates Dagster's tables in a new database first.
+        self.services["mlflow"].start()
+        self.services["code-server"].start()
+        self.wait_for(self.code_server_ok, "code-server ready", 180, poll=0.5)
+        self.services["webserver"].start()
+        self.services["daemon"].start()
 
     def close(self) -> None:
         """SIGTERM to every service at once, SIGKILL to what is left after a grace period; PostgreSQL last."""
@@ -275,9 +273,41 @@ class Topology:
         with instance:
             yield instance
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) used so far by each service's processes and by PostgreSQL's.
+
+        A service's processes are its session (run workers included); those that ended count through
+        their parent's cumulative children times. PostgreSQL's are the postmaster and its backends.
+        """
+        stats = _proc_stats()
+        sessions = {service.process.pid: name for name, service in self.services.items() if service.running}
+        totals = dict.fromkeys([*self.services, "postgres"], 0.0)
+        postmaster = int((self.postgres.data / "postmaster.pid").read_text().split()[0]) if self.postgres else None
+        for pid, (ppid, session, cpu) in stats.items():
+            if session in sessions:
+                totals[sessions[session]] += cpu
+            elif postmaster in (pid, ppid):
+                totals["postgres"] += cpu
+        return totals
+
     def logs(self, names=None, chars: int = 3000) -> str:
         return "\n".join(f"----- {name} log (tail) -----\n{self.services[name].tail(chars)}"
                          for name in (names or self.services))
+
+
+def _proc_stats() -> dict[int, tuple[int, int, float]]:
+    """pid -> (parent pid, session id, CPU seconds of it and its ended children) for every process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        stats[int(entry.name)] = (int(fields[1]), int(fields[3]), sum(int(v) for v in fields[11:15]) / tick)
+    return stats
 
 
 @contextlib.contextmanager
