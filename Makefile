@@ -8,7 +8,7 @@ TO ?= 2021-04
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install run backfill lint test test-ui dev mlflow optuna bench clean
+.PHONY: install run backfill lint test test-ui test-deployment dev mlflow optuna bench bench-deployment up clean
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ test: install
 test-ui: install
 	$(BIN)/python -m pytest -m ui
 
+# The production topology's tests alone (they are part of `make test` too).
+test-deployment: install
+	$(BIN)/python -m pytest -m deployment
+
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev
 
@@ -49,6 +53,13 @@ optuna: install
 
 bench: install
 	$(BIN)/python -m benchmarks.run
+
+bench-deployment: install
+	$(BIN)/python -m benchmarks.deployment
+
+# The production topology in Docker (README, "Deploying").
+up:
+	./scripts/start.sh
 
 clean:
 	rm -rf $(DAGSTER_HOME)

@@ -1,0 +1,57 @@
+#!/bin/sh
+# The one entry point of the image (Dockerfile ENTRYPOINT) for every long-running process of the
+# production topology; the topology test (ml_assets_tests/test_deployment.py) starts the same
+# commands without containers.
+#
+#   service.sh code-server | webserver | daemon | mlflow
+#   service.sh health code-server | webserver | daemon | mlflow     (compose's healthchecks)
+#
+# Addresses: BIND_HOST (default 0.0.0.0: every interface of the container), the ports below.
+# The Dagster processes read DAGSTER_HOME/dagster.yaml (PostgreSQL: POSTGRES_*), the webserver and
+# the daemon DAGSTER_HOME/workspace.yaml (DAGSTER_CODE_SERVER_HOST/PORT). The MLflow server
+# reads MLFLOW_BACKEND_STORE_URI (with credentials, so never on its command line).
+set -eu
+
+service="${1:-}"
+[ $# -gt 0 ] && shift
+bind="${BIND_HOST:-0.0.0.0}"
+
+case "$service" in
+  code-server)
+    # `dagster api grpc`, not the `dagster code-server start` proxy: run monitoring asks this
+    # server which runs it executes (ml_assets/run_launcher.py). Runs are its child processes.
+    exec dagster api grpc --host "$bind" --port "${DAGSTER_CODE_SERVER_PORT:-4000}" \
+      --module-name ml_assets.definitions --location-name ml_assets "$@"
+    ;;
+  webserver)
+    exec dagster-webserver --host "$bind" --port "${DAGSTER_WEBSERVER_PORT:-3000}" \
+      --workspace "$DAGSTER_HOME/workspace.yaml" "$@"
+    ;;
+  daemon)
+    exec dagster-daemon run --workspace "$DAGSTER_HOME/workspace.yaml" "$@"
+    ;;
+  mlflow)
+    : "${MLFLOW_BACKEND_STORE_URI:?MLFLOW_BACKEND_STORE_URI must name the PostgreSQL database of MLflow}"
+    # MLflow 3's job runner (a dozen huey worker processes, for GenAI scorers and trace archival)
+    # serves nothing ml_assets uses and would cost a core-quarter while idle.
+    export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
+    exec mlflow server --host "$bind" --port "${MLFLOW_PORT:-5000}" --workers "${MLFLOW_WORKERS:-2}" \
+      --serve-artifacts --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION:-/data/mlartifacts}" \
+      --allowed-hosts "${MLFLOW_ALLOWED_HOSTS:-mlflow:5000,localhost:*,127.0.0.1:*}" "$@"
+    ;;
+  health)
+    # Exit 0 when the service in this container answers.
+    case "${1:-}" in
+      code-server) exec dagster api grpc-health-check --host 127.0.0.1 --port "${DAGSTER_CODE_SERVER_PORT:-4000}" ;;
+      webserver) url="http://127.0.0.1:${DAGSTER_WEBSERVER_PORT:-3000}/server_info" ;;
+      mlflow) url="http://127.0.0.1:${MLFLOW_PORT:-5000}/health" ;;
+      daemon) exec dagster-daemon liveness-check ;;
+      *) echo "usage: $0 health code-server|webserver|daemon|mlflow" >&2; exit 64 ;;
+    esac
+    exec python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)' "$url"
+    ;;
+  *)
+    echo "usage: $0 code-server|webserver|daemon|mlflow [extra options] | health SERVICE" >&2
+    exit 64
+    ;;
+esac

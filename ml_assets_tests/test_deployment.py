@@ -1,0 +1,625 @@
+"""The production topology (docker-compose.yml) without containers: PostgreSQL, an MLflow tracking
+server, the gRPC code server, the webserver and the daemon, as separate processes on 127.0.0.1.
+
+There is no Docker engine here: the compose file and the Dockerfile are checked statically (and
+with `docker compose config` / `docker-compose config` where one is installed), and the topology
+test starts the image's own entry point (deploy/service.sh) once per compose service, through
+ml_assets_tests/topology.py. Months are real TLC files, every SAMPLE_EVERY-th trip (so that
+training fits the time budget of a test), dropped one by one into a directory source.
+
+Run alone with `pytest -m deployment`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ml_assets_tests.postgres import PostgresUnavailable, postgres_bindir
+from ml_assets_tests.support import ROOT, TLC_DATA
+from ml_assets_tests.topology import SERVICE_SH, SERVICES, Topology
+
+pytestmark = pytest.mark.deployment
+
+MONTHS = ["2023-01", "2023-02", "2023-03", "2023-04"]
+SAMPLE_EVERY = 10
+REGISTERED_MODEL = "trip_duration_xgboost"
+TRAINING_TAG = ("ml_assets/stage", "training")
+IN_PROGRESS = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
+
+# Test-sized budgets and intervals; everything else is the production configuration.
+CODE_ENV = {
+    "ML_ASSETS_START_MONTH": MONTHS[0],
+    "ML_ASSETS_TRAINING_MONTHS": "1",
+    "ML_ASSETS_TUNING_TRIALS": "2",
+    "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "10",
+    "ML_ASSETS_SENSOR_INTERVAL_SECONDS": "5",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+INSTANCE_OVERRIDES = {
+    "run_monitoring": {"poll_interval_seconds": 2},
+    "run_coordinator": {"config": {"dequeue_interval_seconds": 1}},
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Static checks: compose file, Dockerfile, .env.example, start script
+# --------------------------------------------------------------------------------------------
+
+
+def compose_file() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def env_example() -> dict[str, str]:
+    pairs = [
+        line.split("=", 1)
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def test_compose_file_describes_the_topology():
+    compose = compose_file()
+    services = compose["services"]
+    assert set(services) == {"postgres", "mlflow", "code_server", "webserver", "daemon"}
+
+    postgres = services["postgres"]
+    assert postgres["image"].startswith("postgres:")
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert "postgres_data:/var/lib/postgresql/data" in postgres["volumes"]
+    assert "./deploy/postgres/init.sql:/docker-entrypoint-initdb.d/init.sql:ro" in postgres["volumes"]
+
+    # Every other service runs the one image, through deploy/service.sh, with a healthcheck it runs too.
+    commands = {}
+    for name in ("mlflow", "code_server", "webserver", "daemon"):
+        service = services[name]
+        assert service["build"] == "." and service["image"] == services["mlflow"]["image"], name
+        (commands[name],) = service["command"]
+        assert service["healthcheck"]["test"] == ["CMD", "ml-assets-service", "health", commands[name]], name
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy", name
+    assert set(commands.values()) == set(SERVICES), "the topology test starts exactly the compose services"
+
+    # Published on the loopback interface only.
+    assert services["webserver"]["ports"] == ["127.0.0.1:${DAGSTER_UI_PORT:-3000}:3000"]
+    assert services["mlflow"]["ports"] == ["127.0.0.1:${MLFLOW_UI_PORT:-5000}:5000"]
+    assert all("ports" not in services[name] for name in ("postgres", "code_server", "daemon"))
+
+    # Named volumes for everything that must survive recreating the containers.
+    volumes = {
+        name: [entry.split(":")[0] for entry in service.get("volumes", [])] for name, service in services.items()
+    }
+    assert set(compose["volumes"]) == {"postgres_data", "mlflow_artifacts", "assets", "downloads", "dagster_storage"}
+    assert "mlflow_artifacts" in volumes["mlflow"]
+    assert {"assets", "downloads", "dagster_storage"} <= set(volumes["code_server"])
+    assert "dagster_storage" in volumes["webserver"] and "dagster_storage" in volumes["daemon"]
+
+    # MLflow: PostgreSQL backend, served artifacts; nobody else gets its database URL.
+    mlflow_env = services["mlflow"]["environment"]
+    assert mlflow_env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
+    assert mlflow_env["MLFLOW_BACKEND_STORE_URI"].endswith("@postgres:5432/mlflow")
+    code_env = services["code_server"]["environment"]
+    assert code_env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert code_env["ML_ASSETS_OPTUNA_STORAGE"].endswith("@postgres:5432/optuna")
+    for name in ("code_server", "webserver", "daemon"):
+        assert "MLFLOW_BACKEND_STORE_URI" not in services[name]["environment"], name
+        for key in (
+            "POSTGRES_HOST",
+            "POSTGRES_PORT",
+            "POSTGRES_USER",
+            "POSTGRES_PASSWORD",
+            "POSTGRES_DB",
+            "DAGSTER_CODE_SERVER_HOST",
+            "DAGSTER_CODE_SERVER_PORT",
+        ):
+            assert key in services[name]["environment"], (name, key)
+    assert "--serve-artifacts" in SERVICE_SH.read_text()
+
+
+def test_compose_variables_and_env_example_agree():
+    """.env.example lists every variable the compose file reads, and every setting the code reads."""
+    text = (ROOT / "docker-compose.yml").read_text()
+    referenced = set(re.findall(r"\$\{([A-Z0-9_]+)", text))
+    listed = set(env_example())
+    assert referenced - listed == set(), "variables the compose file reads but .env.example does not list"
+    assert listed - referenced == set(), "variables of .env.example that the compose file never reads"
+
+    # Every ML_ASSETS_* setting of the code reaches the code server.
+    from ml_assets.core.quality import QualityRules
+
+    code = "\n".join(path.read_text() for path in (ROOT / "ml_assets").rglob("*.py"))
+    settings = set(re.findall(r"\bML_ASSETS_[A-Z][A-Z0-9_]*[A-Z0-9]\b", code))
+    settings |= {QualityRules.env_name(name) for name in QualityRules.__dataclass_fields__}
+    code_server = set(compose_file()["services"]["code_server"]["environment"])
+    assert settings - code_server == set(), "settings of the code that docker-compose.yml does not pass on"
+
+
+def test_no_credentials_are_committed():
+    """No password in any file of the repository: URLs and settings take theirs from the environment."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in files:
+        path = ROOT / name
+        if not path.is_file() or path.suffix in {".parquet", ".ubj", ".png"}:
+            continue
+        text = path.read_text(errors="replace")
+        for secret in re.findall(r"://[A-Za-z0-9_.$%{}()-]+:([^@\s/]+)@", text):
+            assert secret[0] in "${<" or secret.isupper(), f"{name}: a password in a URL"  # or a PLACEHOLDER
+        for value in re.findall(r"(?m)^[ \t]*[A-Z_]*PASSWORD[ \t]*[=:][ \t]*([^\s#]*)", text):
+            assert value == "" or value[0] in "${", f"{name}: a password setting with a value"
+    assert env_example()["POSTGRES_PASSWORD"] == ""
+    instance = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    assert instance["storage"]["postgres"]["postgres_db"]["password"] == {"env": "POSTGRES_PASSWORD"}
+    ignored = (ROOT / ".gitignore").read_text().split() + (ROOT / ".dockerignore").read_text().split()
+    assert ignored.count(".env") == 2
+
+
+def test_compose_file_validates():
+    """`docker compose config` (or Debian's `docker-compose config`), where a compose tool is installed."""
+    env = {**os.environ, "POSTGRES_PASSWORD": "0123456789abcdef"}
+    tools = [["docker", "compose"], ["docker-compose"]]
+    for tool in tools:
+        if shutil.which(tool[0]) and subprocess.run([*tool, "version"], capture_output=True).returncode == 0:
+            result = subprocess.run(
+                [*tool, "--file", "docker-compose.yml", "config", "--quiet"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            assert result.returncode == 0, result.stderr
+            missing = subprocess.run(
+                [*tool, "--file", "docker-compose.yml", "config", "--quiet"],
+                cwd=ROOT,
+                env={k: v for k, v in env.items() if k != "POSTGRES_PASSWORD"},
+                capture_output=True,
+                text=True,
+            )
+            assert missing.returncode != 0 and "POSTGRES_PASSWORD" in missing.stderr
+            return
+    if os.environ.get("CI"):
+        pytest.fail("no compose tool: .ci/run installs Debian's docker-compose")
+    pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def test_dockerfile_copies_what_exists_and_runs_what_the_topology_test_runs():
+    instructions = dockerfile_instructions()
+    copies = [(args.split()[:-1], args.split()[-1]) for keyword, args in instructions if keyword == "COPY"]
+    copied = [sources for sources, _ in copies]
+    for sources in copied:
+        for source in sources:
+            assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which does not exist"
+    dockerignore = (ROOT / ".dockerignore").read_text().split()
+    assert not {source for sources in copied for source in sources} & set(dockerignore)
+
+    commands = dict(
+        (keyword, args) for keyword, args in instructions if keyword in {"FROM", "USER", "ENTRYPOINT", "CMD"}
+    )
+    assert commands["FROM"].startswith("python:3.11"), "the Python the tests run on"
+    assert commands["USER"] not in {"root", "0"}
+    # The entry point is deploy/service.sh (the topology test's command), its default the code server.
+    assert (["deploy/service.sh"], "/usr/local/bin/ml-assets-service") in copies
+    assert json.loads(commands["ENTRYPOINT"]) == ["ml-assets-service"]
+    assert json.loads(commands["CMD"])[0] in SERVICES
+    # Dependencies are the project's pins: `pip install .` of pyproject.toml, nothing installed on the side.
+    pip = [args for keyword, args in instructions if keyword == "RUN" and "pip install" in args]
+    assert pip == ["pip install ."]
+    assert "dagster-postgres==" in (ROOT / "pyproject.toml").read_text()
+    # Every path the image's processes read is one it creates or copies.
+    instance = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    assert instance["run_launcher"]["module"] == "ml_assets.run_launcher"
+
+
+def test_start_script_creates_env_with_a_generated_password_and_starts_compose(tmp_path):
+    """scripts/start.sh with a stand-in `docker` that records what it is asked."""
+    project = tmp_path / "project"
+    (project / "scripts").mkdir(parents=True)
+    for name in ("scripts/start.sh", ".env.example", "docker-compose.yml"):
+        shutil.copy(ROOT / name, project / name)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "docker-calls"
+    fake = bin_dir / "docker"
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexit 0\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+
+    first = subprocess.run(
+        ["bash", str(project / "scripts" / "start.sh"), "-d"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert first.returncode == 0, first.stderr
+    created = (project / ".env").read_text()
+    password = re.search(r"^POSTGRES_PASSWORD=(.*)$", created, re.M)[1]
+    assert re.fullmatch(r"[0-9a-f]{32}", password)
+    assert oct((project / ".env").stat().st_mode & 0o777) == oct(0o600)
+    assert calls.read_text().splitlines() == ["info", "compose version", "compose up --build -d"]
+    assert "http://127.0.0.1:3000" in first.stdout
+
+    # A second start keeps the .env (and its password).
+    again = subprocess.run(
+        ["bash", str(project / "scripts" / "start.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 0 and (project / ".env").read_text() == created
+
+    # Without a Docker engine it says so and starts nothing.
+    fake.write_text('#!/bin/sh\n[ "$1" = info ] && exit 1\nexit 0\n')
+    broken = subprocess.run(
+        ["bash", str(project / "scripts" / "start.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert broken.returncode != 0 and "Docker engine is not running" in broken.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# The topology
+# --------------------------------------------------------------------------------------------
+
+
+def drop_month(incoming: Path, month: str) -> None:
+    """A real TLC month, every SAMPLE_EVERY-th trip, appearing at once (written aside, then renamed)."""
+    import pyarrow.parquet as pq
+
+    name = f"green_tripdata_{month}.parquet"
+    table = pq.read_table(TLC_DATA / name)
+    partial = incoming / f".{name}.partial"
+    pq.write_table(table.take(list(range(0, table.num_rows, SAMPLE_EVERY))), partial)
+    os.replace(partial, incoming / name)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    try:
+        postgres_bindir()
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
+    work = tmp_path_factory.mktemp("deployment")
+    incoming = work / "incoming"
+    incoming.mkdir()
+    # Three months at once: the sensor ingests them in one tick, automation trains 2023-02 and 2023-03.
+    for month in MONTHS[:3]:
+        drop_month(incoming, month)
+    with Topology(
+        work / "topology", env={**CODE_ENV, "ML_ASSETS_SOURCE": str(incoming)}, overrides=INSTANCE_OVERRIDES
+    ) as topology:
+        topology.incoming = incoming
+        topology.wait_until_ready()
+        yield topology
+
+
+def materialized(instance, asset: str, month: str) -> bool:
+    from dagster import AssetKey
+
+    return month in instance.get_materialized_partitions(AssetKey(asset))
+
+
+def metadata(instance, asset: str, month: str) -> dict:
+    from conftest import latest_metadata
+
+    return latest_metadata(instance, asset, month)
+
+
+def mlflow_get(topology: Topology, endpoint: str, **params) -> dict:
+    """A GET of MLflow's REST API on the tracking server."""
+    url = f"{topology.tracking_uri}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
+
+
+def registered_versions(topology: Topology) -> dict[str, dict]:
+    """Version number -> version record, from the tracking server over HTTP."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(topology.tracking_uri)
+    versions = [
+        client.get_model_version(REGISTERED_MODEL, found.version)  # search leaves aliases out
+        for found in client.search_model_versions(f"name='{REGISTERED_MODEL}'")
+    ]
+    return {
+        version.version: {"run_id": version.run_id, "status": version.status, "aliases": sorted(version.aliases)}
+        for version in versions
+    }
+
+
+def run_status(run) -> str:
+    return run.status.value
+
+
+def training_runs(instance):
+    from dagster import RunsFilter
+
+    return instance.get_runs(RunsFilter(tags=dict([TRAINING_TAG])))
+
+
+def assert_training_runs_never_overlapped(instance) -> None:
+    """tag_concurrency_limits: at most one training run at a time."""
+    records = [
+        record
+        for record in instance.get_run_records()
+        if record.dagster_run.tags.get(TRAINING_TAG[0]) == TRAINING_TAG[1] and record.start_time
+    ]
+    spans = sorted((record.start_time, record.end_time or time.time(), record.dagster_run.run_id) for record in records)
+    for (_, end, first), (start, _, second) in zip(spans, spans[1:], strict=False):
+        assert start >= end - 0.5, f"training runs {first} and {second} overlapped"
+
+
+def snapshot(topology: Topology, instance) -> dict:
+    """Everything that must never be lost: materializations, asset files, registered versions, study trials."""
+    import optuna
+    from dagster import AssetKey
+
+    materializations = {}
+    for asset in (
+        "raw_trips",
+        "cleaned_trips",
+        "trip_features",
+        "best_params",
+        "trained_model",
+        "trip_duration_predictions",
+    ):
+        for month in instance.get_materialized_partitions(AssetKey(asset)):
+            materializations[(asset, month)] = metadata(instance, asset, month).get("path")
+    storage = topology.postgres.url("optuna")
+    trials = {
+        summary.study_name: len(
+            optuna.load_study(study_name=summary.study_name, storage=storage).get_trials(
+                deepcopy=False, states=[optuna.trial.TrialState.COMPLETE]
+            )
+        )
+        for summary in optuna.get_all_study_summaries(storage)
+    }
+    return {"materializations": materializations, "versions": registered_versions(topology), "trials": trials}
+
+
+def test_month_is_ingested_and_trained_through_the_topology(deployment):
+    from dagster import DagsterRunStatus
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+
+    with deployment.instance() as instance:
+        # The instance is PostgreSQL all through.
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+        assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
+
+        deployment.wait_for(
+            lambda: materialized(instance, "trip_duration_predictions", "2023-02"),
+            "training 2023-02 by automation",
+            240,
+        )
+        runs = {
+            (run.tags.get("dagster/partition"), run.tags.get("dagster/sensor_name")): run for run in instance.get_runs()
+        }
+        for month in ("2023-01", "2023-02"):
+            assert runs[(month, "new_month_sensor")].status == DagsterRunStatus.SUCCESS
+        training = runs[("2023-02", "training_automation_sensor")]
+        assert training.status == DagsterRunStatus.SUCCESS
+        assert training.tags.get(TRAINING_TAG[0]) == TRAINING_TAG[1], "automation runs carry the training tag"
+
+        model = metadata(instance, "trained_model", "2023-02")
+        tuning = metadata(instance, "best_params", "2023-02")
+        assert Path(model["path"]).is_relative_to(deployment.workdir / "data" / "assets")
+
+    # The registered version and its alias, from the tracking server over HTTP.
+    assert model["alias"] == "champion", model.get("champion_reason")
+    champion = mlflow_get(deployment, "registered-models/alias", name=REGISTERED_MODEL, alias="champion")
+    assert champion["model_version"]["version"] == model["model_version"]
+    assert champion["model_version"]["run_id"] == model["mlflow_run_id"]
+    run = mlflow_get(deployment, "runs/get", run_id=model["mlflow_run_id"])["run"]
+    assert run["info"]["status"] == "FINISHED"
+    assert {tag["key"]: tag["value"] for tag in run["data"]["tags"]}["partition"] == "2023-02"
+    # Artifacts go through the server (--serve-artifacts) into its own store, not the code server's disk.
+    assert run["info"]["artifact_uri"].startswith("mlflow-artifacts:/")
+    served = (deployment.workdir / "data" / "mlartifacts").rglob("encoder.json")
+    assert any(model["mlflow_run_id"] in str(path) for path in served)
+
+    # The optuna study, from PostgreSQL.
+    import optuna
+
+    study = optuna.load_study(study_name=tuning["study"], storage=deployment.postgres.url("optuna"))
+    assert len(study.trials) == tuning["trials_total"] >= 1
+    assert study.best_value == pytest.approx(tuning["valid_rmse"])
+
+    # The webserver serves the code location from the code server.
+    workspace = graphql(deployment)._execute("""{ workspaceOrError { ... on Workspace { locationEntries {
+        name loadStatus locationOrLoadError { __typename } } } } }""")
+    (entry,) = workspace["workspaceOrError"]["locationEntries"]
+    assert (entry["name"], entry["loadStatus"], entry["locationOrLoadError"]["__typename"]) == (
+        "ml_assets",
+        "LOADED",
+        "RepositoryLocation",
+    )
+
+    # The compose healthchecks pass against the running services.
+    for name, result in deployment.health(*SERVICES).items():
+        assert result.returncode == 0, f"`service.sh health {name}` failed: {result.stdout}{result.stderr}"
+
+
+def graphql(topology: Topology):
+    from dagster_graphql import DagsterGraphQLClient
+
+    return DagsterGraphQLClient("127.0.0.1", port_number=topology.ports["webserver"], timeout=60)
+
+
+def launch(topology: Topology, month: str, assets: list[str], run_config: dict | None = None) -> str:
+    """A run launched from the webserver, as the UI's launchpad does, tagged to queue like automation's."""
+    return graphql(topology).submit_job_execution(
+        "__ASSET_JOB",
+        repository_location_name="ml_assets",
+        repository_name="__repository__",
+        run_config=run_config or {},
+        tags={"dagster/partition": month, TRAINING_TAG[0]: TRAINING_TAG[1]},
+        asset_selection=assets,
+    )
+
+
+def test_killed_daemon_and_code_server_lose_nothing(deployment):
+    """kill -9 the daemon, then the code server (with its run worker), while a training run is in flight."""
+    from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
+    from dagster._core.storage.tags import PARENT_RUN_ID_TAG
+
+    with deployment.instance() as instance:
+        launched = []
+
+        def in_flight():
+            """Automation's training run of 2023-03 if it is still to come; else one launched by hand."""
+            runs = [run for run in training_runs(instance) if run_status(run) in IN_PROGRESS]
+            started = [run for run in runs if run.status == DagsterRunStatus.STARTED]
+            if started:
+                return started[0]
+            if not runs and not launched and materialized(instance, "trip_duration_predictions", "2023-03"):
+                launched.append(
+                    launch(
+                        deployment,
+                        "2023-03",
+                        ["trip_features", "best_params", "trained_model", "trip_duration_predictions"],
+                    )
+                )
+            return None
+
+        found = []
+        deployment.wait_for(
+            lambda: found.append(in_flight()) or found[-1] is not None, "a training run in flight", 300, poll=0.3
+        )
+        run = found[-1]
+        before = snapshot(deployment, instance)
+
+        deployment.services["daemon"].kill()
+        deployment.restart("daemon")
+        deployment.services["code-server"].kill()  # with the run's worker process: it is the server's child
+        deployment.restart("code-server")
+        drop_month(deployment.incoming, "2023-04")  # a month published while the services come back
+
+        def outcome():
+            current = instance.get_run_by_id(run.run_id)
+            if current.status == DagsterRunStatus.SUCCESS:
+                return current, []
+            retries = instance.get_runs(RunsFilter(tags={PARENT_RUN_ID_TAG: run.run_id}))
+            if current.status == DagsterRunStatus.FAILURE and any(
+                r.status == DagsterRunStatus.SUCCESS for r in retries
+            ):
+                return current, retries
+            return None
+
+        deployment.wait_for(lambda: outcome() is not None, "the killed run to end failed-and-retried or succeeded", 240)
+        final, retries = outcome()
+        if final.status == DagsterRunStatus.FAILURE:  # the usual case: the worker died with the code server
+            (failure,) = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_FAILURE)
+            assert "code server" in failure.message, failure.message
+
+        # The next month still trains, and nothing stays in progress.
+        deployment.wait_for(
+            lambda: materialized(instance, "trip_duration_predictions", "2023-04"),
+            "training 2023-04 after the restarts",
+            240,
+        )
+        deployment.wait_for(
+            lambda: not [r for r in instance.get_runs() if run_status(r) in IN_PROGRESS], "every run finished", 60
+        )
+        after = snapshot(deployment, instance)
+        assert_training_runs_never_overlapped(instance)
+        for month in ("2023-02", "2023-03", "2023-04"):
+            assert materialized(instance, "trained_model", month)
+
+    for key, path in before["materializations"].items():
+        assert key in after["materializations"], f"materialization {key} lost"
+        assert path is None or Path(path).exists(), f"file of {key} lost: {path}"
+    for version, record in before["versions"].items():
+        assert after["versions"].get(version, {}).get("run_id") == record["run_id"], f"model version {version} lost"
+    for study, complete in before["trials"].items():
+        assert after["trials"].get(study, 0) >= complete, f"finished trials of {study} lost"
+    assert all(record["status"] == "READY" for record in after["versions"].values())
+
+
+REEXECUTE_FROM_FAILURE = """
+mutation Reexecute($parentRunId: String!) {
+  launchRunReexecution(reexecutionParams: {parentRunId: $parentRunId, strategy: FROM_FAILURE}) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}"""
+
+
+def test_mlflow_server_down_fails_trained_model_and_a_retry_succeeds(deployment):
+    """The tracking server stops while trained_model trains: the step fails naming it, nothing is
+    registered, and re-executing from the failure (the UI's button) once it is back succeeds."""
+    from dagster import DagsterEventType, DagsterRunStatus
+
+    month = "2023-02"
+    with deployment.instance() as instance:
+        deployment.wait_for(lambda: materialized(instance, "best_params", month), f"best_params {month}", 240)
+        versions_before = registered_versions(deployment)
+        # Launched from the webserver as a user would, with enough boosting rounds (no early stopping)
+        # to stop MLflow mid-step: its first call comes after training.
+        rounds = 300
+        run_id = launch(
+            deployment,
+            month,
+            ["trained_model"],
+            {"ops": {"trained_model": {"config": {"num_boost_round": rounds, "early_stopping_rounds": rounds}}}},
+        )
+
+        def step_started() -> bool:
+            return any(
+                event.step_key == "trained_model"
+                for event in instance.all_logs(run_id, of_type=DagsterEventType.STEP_START)
+            )
+
+        deployment.wait_for(step_started, "trained_model started", 240, poll=0.1)
+        deployment.services["mlflow"].kill()
+        deployment.wait_for(lambda: instance.get_run_by_id(run_id).is_finished, "the run to end", 120, poll=0.5)
+        assert instance.get_run_by_id(run_id).status == DagsterRunStatus.FAILURE, (
+            f"trained_model finished before the MLflow server was down: raise `rounds` ({rounds})"
+        )
+        (failure,) = [
+            event
+            for event in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE)
+            if event.step_key == "trained_model"
+        ]
+        error = failure.dagster_event.step_failure_data.error.to_string()
+        assert deployment.tracking_uri in error, error
+
+        deployment.restart("mlflow")
+        deployment.wait_for(deployment.mlflow_ok, "the MLflow server back", 120)
+        assert registered_versions(deployment) == versions_before, "a model version was registered half-way"
+        # A failing step is not an infrastructure failure: no automatic retry.
+        assert instance.get_run_by_id(run_id).tags.get("dagster/will_retry") == "false"
+
+        response = graphql(deployment)._execute(REEXECUTE_FROM_FAILURE, {"parentRunId": run_id})["launchRunReexecution"]
+        assert response["__typename"] == "LaunchRunSuccess", response
+        retry_id = response["run"]["runId"]
+        deployment.wait_for(lambda: instance.get_run_by_id(retry_id).is_finished, "the re-execution", 240, poll=0.5)
+        assert instance.get_run_by_id(retry_id).status == DagsterRunStatus.SUCCESS
+        model = metadata(instance, "trained_model", month)
+        assert_training_runs_never_overlapped(instance)
+
+    versions = registered_versions(deployment)
+    assert set(versions) - set(versions_before) == {model["model_version"]}
+    assert versions[model["model_version"]]["run_id"] == model["mlflow_run_id"]
+    assert versions[model["model_version"]]["aliases"] == [model["alias"]]
+    run = mlflow_get(deployment, "runs/get", run_id=model["mlflow_run_id"])["run"]
+    assert run["info"]["status"] == "FINISHED"

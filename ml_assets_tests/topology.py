@@ -1,0 +1,363 @@
+"""The production topology of docker-compose.yml, without containers, on 127.0.0.1.
+
+    with Topology(workdir, env={"ML_ASSETS_SOURCE": incoming}) as topology:
+        topology.wait_until_ready()
+        with topology.instance() as instance: ...
+
+One process per compose service, each started as `deploy/service.sh SERVICE` (the image's
+entry point) in a process group of its own, as a container would be: a throwaway PostgreSQL
+cluster (ml_assets_tests/postgres.py, with deploy/postgres/init.sql run as the postgres image
+runs it), `mlflow server` on it serving its own artifacts, the gRPC code server (whose children
+are the run workers), the webserver and the daemon. DAGSTER_HOME holds deploy/dagster.yaml and
+deploy/workspace.yaml, with `overrides` merged into the former (test-sized intervals). Only the
+MLflow server gets MLflow's database URL; everything else talks to it over HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ml_assets_tests.postgres import PostgresServer, throwaway_postgres
+from ml_assets_tests.support import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+SERVICE_SH = DEPLOY / "service.sh"
+BIN = Path(sys.executable).parent
+# Started in this order; stopped in the reverse order.
+SERVICES = ("mlflow", "code-server", "webserver", "daemon")
+# The environment a service gets besides ours: nothing of a developer's own ML_ASSETS_* or MLflow setup.
+_ESCAPING = ("ML_ASSETS_", "MLFLOW_", "DAGSTER_", "POSTGRES_", "PG")
+
+
+def deep_merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        merged[key] = deep_merge(merged.get(key) or {}, value) if isinstance(value, dict) else value
+    return merged
+
+
+@dataclass
+class Service:
+    name: str
+    env: dict[str, str]
+    log: Path
+    cwd: Path
+    process: subprocess.Popen | None = None
+    starts: int = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        with self.log.open("a") as out:
+            out.write(f"\n===== start {self.starts} of {self.name} =====\n")
+            out.flush()
+            # A session (process group) of its own, like a container: killing it kills the run workers too.
+            self.process = subprocess.Popen(
+                [str(SERVICE_SH), self.name],
+                env=self.env,
+                cwd=self.cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """`sig` to the whole process group (default: kill -9, like a killed container)."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, sig)
+        self.process.wait(timeout=30)
+        if sig == signal.SIGKILL:
+            self._reap_group()
+            self.process = None  # stopped on purpose: not a crash
+
+    def stop(self, grace_seconds: float = 20) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            pass
+        self._reap_group()
+        self.process = None
+
+    def _reap_group(self) -> None:
+        """SIGKILL whatever is left in the group (run workers outlive a server that exits)."""
+        pgid = self.process.pid
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                return
+            self.process.poll()  # reap the leader: a zombie still counts as a member of the group
+            time.sleep(0.1)
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+@dataclass
+class Topology:
+    workdir: Path
+    env: dict[str, str] = field(default_factory=dict)  # ML_ASSETS_* and other settings of the code
+    overrides: dict = field(default_factory=dict)  # merged into deploy/dagster.yaml
+    postgres: PostgresServer | None = None
+    services: dict[str, Service] = field(default_factory=dict)
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    def __enter__(self) -> Topology:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ----- addresses and environments
+
+    @property
+    def home(self) -> Path:
+        return self.workdir / "dagster_home"
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://127.0.0.1:{self.ports['mlflow']}"
+
+    @property
+    def webserver_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['webserver']}"
+
+    def dagster_env(self) -> dict[str, str]:
+        """What every Dagster process (and the instance in this process) needs: PostgreSQL, the code server."""
+        pg = self.postgres
+        return {
+            "DAGSTER_HOME": str(self.home),
+            "POSTGRES_HOST": pg.host,
+            "POSTGRES_PORT": str(pg.port),
+            "POSTGRES_USER": pg.user,
+            "POSTGRES_PASSWORD": pg.password,
+            "POSTGRES_DB": "dagster",
+            "DAGSTER_CODE_SERVER_HOST": "127.0.0.1",
+            "DAGSTER_CODE_SERVER_PORT": str(self.ports["code-server"]),
+            "DAGSTER_WEBSERVER_PORT": str(self.ports["webserver"]),
+        }
+
+    def code_env(self) -> dict[str, str]:
+        """The code's settings (what docker-compose.yml gives the code server)."""
+        return {
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "ML_ASSETS_OPTUNA_STORAGE": self.postgres.url("optuna"),
+            "ML_ASSETS_STORAGE_ROOT": str(self.workdir / "data" / "assets"),
+            "ML_ASSETS_CACHE_DIR": str(self.workdir / "data" / "downloads"),
+            **self.env,
+        }
+
+    def service_env(self, name: str) -> dict[str, str]:
+        base = {key: value for key, value in os.environ.items() if not key.startswith(_ESCAPING)}
+        base.update(
+            PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            BIND_HOST="127.0.0.1",
+            MLFLOW_DISABLE_TELEMETRY="true",
+            PYTHONUNBUFFERED="1",
+        )
+        if name == "mlflow":
+            return {
+                **base,
+                "MLFLOW_PORT": str(self.ports["mlflow"]),
+                "MLFLOW_WORKERS": "1",
+                "MLFLOW_BACKEND_STORE_URI": self.postgres.url("mlflow"),
+                "MLFLOW_ARTIFACTS_DESTINATION": str(self.workdir / "data" / "mlartifacts"),
+            }
+        return {**base, **self.dagster_env(), **self.code_env()}
+
+    # ----- life cycle
+
+    def start(self) -> None:
+        import yaml
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.postgres = self._stack.enter_context(throwaway_postgres())
+        self.postgres.psql("-f", str(DEPLOY / "postgres" / "init.sql"))  # as the postgres image runs it
+        self.ports = {"mlflow": free_port(), "code-server": free_port(), "webserver": free_port()}
+        self.home.mkdir()
+        config = deep_merge(yaml.safe_load((DEPLOY / "dagster.yaml").read_text()), self.overrides)
+        (self.home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (self.home / "workspace.yaml").write_text((DEPLOY / "workspace.yaml").read_text())
+        logs = self.workdir / "logs"
+        logs.mkdir()
+        for name in SERVICES:
+            self.services[name] = Service(name, self.service_env(name), logs / f"{name}.log", cwd=self.workdir)
+        # As compose orders them (depends_on ... service_healthy): the webserver and the daemon wait
+        # for the code server, which creates Dagster's tables in a new database first.
+        self.services["mlflow"].start()
+        self.services["code-server"].start()
+        self.wait_for(self.code_server_ok, "code-server ready", 180, poll=0.5)
+        self.services["webserver"].start()
+        self.services["daemon"].start()
+
+    def close(self) -> None:
+        """SIGTERM to every service at once, SIGKILL to what is left after a grace period; PostgreSQL last."""
+        running = [service for service in self.services.values() if service.process is not None]
+        for service in running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(service.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for service in running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                service.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            service.stop(grace_seconds=0.1)
+        self._stack.close()
+
+    def restart(self, name: str) -> None:
+        self.services[name].start()
+
+    # ----- readiness
+
+    def wait_for(self, condition: Callable[[], bool], what: str, seconds: float, poll: float = 1.0):
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                if condition():
+                    return
+            except Exception:  # noqa: BLE001 - not yet
+                pass
+            dead = [name for name, service in self.services.items() if service.process and not service.running]
+            if dead:
+                raise AssertionError(f"{what}: {', '.join(dead)} exited\n{self.logs(dead)}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} did not happen within {seconds:.0f} s\n{self.logs()}")
+            time.sleep(poll)
+
+    def http_ok(self, url: str) -> bool:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+
+    def code_server_ok(self) -> bool:
+        from dagster._grpc.client import DagsterGrpcClient
+
+        DagsterGrpcClient(host="127.0.0.1", port=self.ports["code-server"]).ping("ready?")
+        return True
+
+    def mlflow_ok(self) -> bool:
+        return self.http_ok(f"{self.tracking_uri}/health")
+
+    def webserver_ok(self) -> bool:
+        return self.http_ok(f"{self.webserver_url}/server_info")
+
+    def daemon_ok(self) -> bool:
+        from dagster._daemon.controller import all_daemons_live
+
+        with self.instance() as instance:
+            return all_daemons_live(instance)
+
+    def wait_until_ready(self, seconds: float = 120) -> None:
+        checks = {
+            "mlflow": self.mlflow_ok,
+            "code-server": self.code_server_ok,
+            "webserver": self.webserver_ok,
+            "daemon": self.daemon_ok,
+        }
+        for name, check in checks.items():
+            self.wait_for(check, f"{name} ready", seconds)
+
+    def health(self, *names: str) -> dict[str, subprocess.CompletedProcess]:
+        """`service.sh health NAME` (the compose healthchecks), all at once."""
+        running = {
+            name: subprocess.Popen(
+                [str(SERVICE_SH), "health", name],
+                env=self.service_env(name),
+                cwd=self.workdir,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for name in names
+        }
+        results = {}
+        for name, process in running.items():
+            output, _ = process.communicate(timeout=120)
+            results[name] = subprocess.CompletedProcess(process.args, process.returncode, output, "")
+        return results
+
+    # ----- reading state
+
+    @contextlib.contextmanager
+    def instance(self) -> Iterator:
+        """The Dagster instance on PostgreSQL, as the services see it."""
+        from dagster import DagsterInstance
+
+        with _environ(self.dagster_env()):
+            instance = DagsterInstance.from_config(str(self.home))
+        with instance:
+            yield instance
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) used so far by each service's processes and by PostgreSQL's.
+
+        A service's processes are its session (run workers included); those that ended count through
+        their parent's cumulative children times. PostgreSQL's are the postmaster and its backends.
+        """
+        stats = _proc_stats()
+        sessions = {service.process.pid: name for name, service in self.services.items() if service.running}
+        totals = dict.fromkeys([*self.services, "postgres"], 0.0)
+        postmaster = int((self.postgres.data / "postmaster.pid").read_text().split()[0]) if self.postgres else None
+        for pid, (ppid, session, cpu) in stats.items():
+            if session in sessions:
+                totals[sessions[session]] += cpu
+            elif postmaster in (pid, ppid):
+                totals["postgres"] += cpu
+        return totals
+
+    def logs(self, names=None, chars: int = 3000) -> str:
+        return "\n".join(
+            f"----- {name} log (tail) -----\n{self.services[name].tail(chars)}" for name in (names or self.services)
+        )
+
+
+def _proc_stats() -> dict[int, tuple[int, int, float]]:
+    """pid -> (parent pid, session id, CPU seconds of it and its ended children) for every process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        stats[int(entry.name)] = (int(fields[1]), int(fields[3]), sum(int(v) for v in fields[11:15]) / tick)
+    return stats
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
