@@ -26,7 +26,10 @@ from dagster import (
     DefaultSensorStatus,
 )
 
+from ml_assets import settings
 from ml_assets.partitions import window_months
+
+TRAINING_TAG = "ml_assets/stage"
 
 
 class HasTrainingMonths(AutomationCondition):
@@ -65,6 +68,9 @@ with warnings.catch_warnings():  # `use_user_code_server` is beta in Dagster 1.1
         "training_automation_sensor",
         target=AssetSelection.groups("features", "training", "predictions"),
         default_status=DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=settings.AUTOMATION_INTERVAL_SECONDS.value(),
+        # A deployment's run queue allows one training run per machine by this tag (deploy/dagster.yaml).
+        run_tags={TRAINING_TAG: "training"},
         # Evaluated in the code server: the daemon alone cannot evaluate a custom condition (HasTrainingMonths).
         use_user_code_server=True,
         description="Evaluates WINDOW_READY for features and models: a month trains once its whole window is ingested.",

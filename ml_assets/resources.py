@@ -110,8 +110,14 @@ class MlflowTracking:
         self.connect(what)
         generator = mlflow_tracking.resource_fn(self._context)
         client = next(generator)
-        with mlflow.active_run():
+        try:
             yield client
+        except BaseException:
+            # Marking the run FAILED needs the server too: if it is gone, the first error is the one to see.
+            with contextlib.suppress(Exception):
+                mlflow.end_run("FAILED")
+            raise
+        mlflow.end_run()
         generator.close()
 
 

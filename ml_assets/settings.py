@@ -107,6 +107,7 @@ _RULES, _DRIFT = RuleThresholds(), DriftThresholds()
 START_MONTH = Setting("ML_ASSETS_START_MONTH", "2021-01", check_month, "a month YYYY-MM")
 TRAINING_MONTHS = Setting("ML_ASSETS_TRAINING_MONTHS", 3, _positive_int, "a whole number of months >= 1")
 SENSOR_INTERVAL_SECONDS = Setting("ML_ASSETS_SENSOR_INTERVAL_SECONDS", 300, _positive_int, "whole seconds >= 1")
+AUTOMATION_INTERVAL_SECONDS = Setting("ML_ASSETS_AUTOMATION_INTERVAL_SECONDS", 30, _positive_int, "whole seconds >= 1")
 SENSOR_MAX_MONTHS = Setting("ML_ASSETS_SENSOR_MAX_MONTHS", 3, _positive_int, "a whole number >= 1")
 TUNING_TRIALS = Setting("ML_ASSETS_TUNING_TRIALS", 25, _positive_int, "a whole number of trials >= 1")
 PARALLEL_TRAINING_STEPS = Setting(

@@ -105,8 +105,10 @@ def load_champion(registered_model: str = REGISTERED_MODEL):
     client = mlflow.MlflowClient()
     try:
         version = client.get_model_version_by_alias(registered_model, CHAMPION)
-    except MlflowException:  # no registered model yet, or no champion alias
-        return None
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise  # a server that does not answer is not "no champion yet"
+        return None  # no registered model yet, or no champion alias
     booster = mlflow.xgboost.load_model(f"models:/{registered_model}/{version.version}")
     encoder = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/encoder.json")
     return version, booster, encoder
