@@ -87,9 +87,9 @@ def runner_side(workdir: Path, data: Path, trials: int) -> dict:
 
 
 def topology_side(workdir: Path, data: Path, trials: int, sensor_interval: int) -> dict:
-    sys.path.insert(0, str(ROOT / "ml_assets_tests"))
     from dagster import AssetKey, RunsFilter
-    from topology import Topology  # noqa: E402  (the test suite's topology, imported only here)
+
+    from ml_assets_tests.topology import Topology  # the test suite's topology, imported only here
 
     incoming = workdir / "incoming"
     incoming.mkdir()

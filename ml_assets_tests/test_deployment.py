@@ -317,7 +317,7 @@ def materialized(instance, asset: str, month: str) -> bool:
 
 
 def metadata(instance, asset: str, month: str) -> dict:
-    from conftest import latest_metadata
+    from ml_assets.materializations import latest_metadata
 
     return latest_metadata(instance, asset, month)
 
