@@ -439,7 +439,7 @@ def test_month_is_ingested_and_trained_through_the_topology(deployment):
 
     study = optuna.load_study(study_name=tuning["study"], storage=deployment.postgres.url("optuna"))
     assert len(study.trials) == tuning["trials_total"] >= 1
-    assert study.best_value == pytest.approx(tuning["valid_rmse"])
+    assert study.best_value == pytest.approx(tuning["valid_rmse"], abs=1e-4)  # metadata rounds to 4 decimals
 
     # The webserver serves the code location from the code server.
     workspace = graphql(deployment)._execute("""{ workspaceOrError { ... on Workspace { locationEntries {
