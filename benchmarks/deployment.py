@@ -55,7 +55,8 @@ def parse_args() -> argparse.Namespace:
         "--sensor-interval",
         type=int,
         default=5,
-        help="seconds between new-month sensor ticks in the topology (production default 300)",
+        help="seconds between new-month sensor ticks and automation evaluations in the topology "
+        "(production defaults 300 and 30)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 trials")
     args = parser.parse_args()
@@ -97,6 +98,7 @@ def topology_side(workdir: Path, data: Path, trials: int, sensor_interval: int) 
         "ML_ASSETS_SOURCE": str(incoming),
         "ML_ASSETS_START_MONTH": TRAIN_MONTH,
         "ML_ASSETS_SENSOR_INTERVAL_SECONDS": str(sensor_interval),
+        "ML_ASSETS_AUTOMATION_INTERVAL_SECONDS": str(sensor_interval),
         **code_settings(trials),
     }
     with Topology(workdir / "topology", env=env) as topology:
