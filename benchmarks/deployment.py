@@ -38,7 +38,6 @@ from benchmarks.harness import (
     _busy_cpu_seconds,
     child_env,
     fresh_home,
-    latest_metadata,
     run_child,
     step_seconds,
 )
@@ -76,8 +75,10 @@ def runner_side(workdir: Path, data: Path, trials: int) -> dict:
     measured = run_child([sys.executable, "-m", "ml_assets.runner", TEST_MONTH], env, home / "runner.log")
     from dagster import DagsterInstance
 
+    from ml_assets.materializations import latest_materialization
+
     with DagsterInstance.from_config(str(home)) as instance:
-        run_id, _ = latest_metadata(instance, "trained_model")
+        run_id, _ = latest_materialization(instance, "trained_model")
         steps = step_seconds(instance, run_id)
     return {
         "seconds": measured.seconds,
