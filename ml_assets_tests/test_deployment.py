@@ -415,6 +415,9 @@ def test_month_is_ingested_and_trained_through_the_topology(deployment):
         for month in ("2023-01", "2023-02"):
             assert runs[(month, "new_month_sensor")].status == DagsterRunStatus.SUCCESS
         training = runs[("2023-02", "training_automation_sensor")]
+        # Predictions are stored before the run records its own end: wait for that, then judge it.
+        deployment.wait_for(lambda: instance.get_run_by_id(training.run_id).is_finished, "the training run's end", 60)
+        training = instance.get_run_by_id(training.run_id)
         assert training.status == DagsterRunStatus.SUCCESS
         assert training.tags.get(TRAINING_TAG[0]) == TRAINING_TAG[1], "automation runs carry the training tag"
 
