@@ -42,19 +42,6 @@ def _threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) // settings.PARALLEL_TRAINING_STEPS.value())
 
 
-def _previous_best(optuna_storage: OptunaStorage, feature_set: str, month: str) -> dict | None:
-    """The previous month's best params, to try first (warm start); None if that study does not exist."""
-    import optuna
-
-    try:
-        study = optuna.load_study(
-            study_name=optuna_storage.study_name(feature_set, shift_month(month, -1)), storage=optuna_storage.url
-        )
-        return study.best_params
-    except (KeyError, ValueError):  # no such study, or no finished trial in it
-        return None
-
-
 @asset(
     partitions_def=monthly_partitions,
     group_name="training",
@@ -66,10 +53,10 @@ def best_params(
     context: AssetExecutionContext, config: TuningConfig, optuna_storage: OptunaStorage, trip_features: pd.DataFrame
 ) -> dict:
     """Best XGBoost hyperparameters for the month, from a persistent optuna study (TPE + pruning)."""
-    from ml_assets.core.tuning import tune
+    from ml_assets.core.tuning import best_params_of, tune
 
     month, feature_set = context.partition_key, trip_features.attrs["feature_set"]
-    warm_start = _previous_best(optuna_storage, feature_set, month)
+    warm_start = best_params_of(optuna_storage.url, optuna_storage.study_name(feature_set, shift_month(month, -1)))
     result = tune(
         design_matrices(trip_features),
         optuna_storage.url,

@@ -49,14 +49,14 @@ def study_storage(url: str):
         return storage()
 
 
-def _trials_so_far(storage, study_name: str) -> int:
-    """Seeding a continued study like a new one would replay the trials it already ran."""
+def best_params_of(storage_url: str, study_name: str) -> dict | None:
+    """The best params of study `study_name` (a warm start for the next one); None if it has none."""
     import optuna
 
     try:
-        return len(optuna.load_study(study_name=study_name, storage=storage).trials)
-    except KeyError:  # a new study
-        return 0
+        return optuna.load_study(study_name=study_name, storage=study_storage(storage_url)).best_params
+    except (KeyError, ValueError):  # no such study, or no finished trial in it
+        return None
 
 
 def _finished(study) -> int:
@@ -111,15 +111,15 @@ def tune(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = study_storage(storage_url)
     study = optuna.create_study(
         study_name=study_name,
-        storage=storage,
+        storage=study_storage(storage_url),
         load_if_exists=True,
         direction="minimize",
-        sampler=optuna.samplers.TPESampler(seed=seed + _trials_so_far(storage, study_name)),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20),
     )
+    # Seeding a continued study like a new one would replay the trials it already ran.
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
     before = _finished(study)
     if warm_start:
         study.enqueue_trial(warm_start, skip_if_exists=True)
