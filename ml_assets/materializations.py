@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance
 
 
 def latest_materialization(
@@ -36,11 +36,13 @@ def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
     run = instance.get_run_by_id(run_id)
     if run is None or run.is_finished:
         return False
-    pids = [entry.dagster_event.pid for entry in instance.all_logs(run_id) if entry.dagster_event is not None]
-    if not pids or pids[-1] is None:
+    # Dagster events only (a user's log line carries no pid); the newest one.
+    newest = instance.get_records_for_run(run_id, of_type=set(DagsterEventType), limit=1, ascending=False).records
+    pid = newest[0].event_log_entry.dagster_event.pid if newest else None
+    if pid is None:
         return True  # nothing to judge by: assume it runs
     try:
-        os.kill(pids[-1], 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     return True
