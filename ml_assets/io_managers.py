@@ -81,14 +81,16 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     """Like `pd.read_parquet`, but numeric categoricals (zone ids) come back as categoricals too.
 
     Parquet keeps only string dictionaries; the pandas metadata still says which columns were
-    categorical and of which type.
+    categorical. The categories take the column's stored type (the metadata's `numpy_type` is
+    that of the codes: int8 for fewer than 128 categories, which would wrap zone 200 to -56).
     """
     frame = table.to_pandas()
     for column in (table.schema.pandas_metadata or {}).get("columns", []):
         name = column["name"]
         if column["pandas_type"] == "categorical" and frame[name].dtype != "category":
             values = pd.Categorical(frame[name])
-            frame[name] = values.rename_categories(values.categories.astype(column["numpy_type"]))
+            stored = table.schema.field(column["field_name"]).type.to_pandas_dtype()
+            frame[name] = values.rename_categories(values.categories.astype(stored))
     return frame
 
 

@@ -11,9 +11,10 @@ import tempfile
 import textwrap
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetKey, DagsterInstance, PythonObjectDagsterType, build_input_context
+from dagster import AssetKey, DagsterInstance, PythonObjectDagsterType, build_input_context, build_output_context
 
 from ml_assets.core.sources import SourceUnavailableError
 from ml_assets.core.sources.tlc import TlcSource
@@ -65,6 +66,40 @@ def load(io_manager, asset: str, month: str, typing_type):
         dagster_type=PythonObjectDagsterType(typing_type),
     )
     return io_manager.create_io_manager(None).load_input(context)
+
+
+def store(io_manager, asset: str, month: str, value) -> str:
+    """Store `value` as the asset's step would; the `path` it records."""
+    context = build_output_context(
+        asset_key=AssetKey(asset), partition_key=month, asset_partitions_def=monthly_partitions
+    )
+    io_manager.create_io_manager(None).handle_output(context, value)
+    return context.get_logged_metadata()["path"].value
+
+
+@pytest.mark.parametrize("kind", ["path", "file URL", "S3 URL"])
+def test_values_round_trip_under_a_root_of_every_kind(kind, s3_bucket, tmp_path, staging):
+    folder = tmp_path / "assets"
+    root = {"path": str(folder), "file URL": folder.as_uri(), "S3 URL": f"s3://{s3_bucket}/assets"}[kind]
+    parquet, json_files = ParquetIOManager(root=root), JsonIOManager(root=root)
+    frame = pd.DataFrame({"PULocationID": pd.Categorical([7, 7, 200]), "duration": [3.0, 12.5, 30.0]})
+    frame.attrs["feature_set"] = "rich"
+    table = pa.table({"trip_distance": [1.5, None, 3.0]})
+
+    assert store(parquet, "trip_features", "2021-02", frame) == f"{root}/trip_features/2021-02.parquet"
+    assert store(parquet, "raw_trips", "2021-02", table) == f"{root}/raw_trips/2021-02.parquet"
+    assert store(json_files, "best_params", "2021-02", {"max_depth": 6}) == f"{root}/best_params/2021-02.json"
+
+    loaded = load(parquet, "trip_features", "2021-02", pd.DataFrame)
+    pd.testing.assert_frame_equal(loaded, frame)
+    assert loaded.attrs == {"feature_set": "rich"}
+    assert load(parquet, "raw_trips", "2021-02", pa.Table).equals(table)
+    assert load(json_files, "best_params", "2021-02", dict) == {"max_depth": 6}
+    written = sorted(str(path.relative_to(folder)) for path in folder.rglob("*")) if folder.exists() else []
+    expected = ["best_params", "best_params/2021-02.json", "raw_trips", "raw_trips/2021-02.parquet"]
+    expected += ["trip_features", "trip_features/2021-02.parquet"]
+    assert written == ([] if kind == "S3 URL" else sorted(expected))  # no temporary file left
+    assert staged_files(staging) == []
 
 
 def test_a_backfill_stores_every_value_as_an_object_under_the_prefix_and_nothing_locally(
