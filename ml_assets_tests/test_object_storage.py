@@ -3,12 +3,8 @@ ml_assets_tests/s3.py), written and read by the real s3fs client through univers
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import tempfile
-import textwrap
 
 import pandas as pd
 import pyarrow as pa
@@ -23,7 +19,7 @@ from ml_assets.io_managers import JsonIOManager, NotMaterializedError, ParquetIO
 from ml_assets.materializations import latest_metadata
 from ml_assets.partitions import monthly_partitions
 from ml_assets.runner import run
-from ml_assets_tests.support import ROOT, TLC_DATA
+from ml_assets_tests.support import TLC_DATA, start_writer
 
 ASSETS = {  # asset -> file suffix
     "raw_trips": "parquet",
@@ -140,24 +136,6 @@ def test_a_backfill_stores_every_value_as_an_object_under_the_prefix_and_nothing
     assert load(JsonIOManager(root=root), "best_params", "2021-03", dict) == params
     booster = load(XGBoostModelIOManager(root=root), "trained_model", "2021-03", object)
     assert booster.num_boosted_rounds() > 0
-
-
-def start_writer(target: str) -> subprocess.Popen:
-    """A process inside `atomic_path(target)`, its staged file half written, that waits to be killed."""
-    code = textwrap.dedent(
-        f"""
-        import time
-        from ml_assets.core.storage import atomic_path
-        with atomic_path({target!r}) as tmp:
-            tmp.write_bytes(b"half")
-            print("writing", flush=True)
-            time.sleep(600)
-        """
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
-    assert writer.stdout.readline().strip() == "writing"
-    return writer
 
 
 def test_a_killed_write_leaves_the_previous_object_and_a_retry_replaces_it(s3_bucket, s3_server, staging):
