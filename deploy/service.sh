@@ -9,7 +9,9 @@
 # Addresses: BIND_HOST (default 0.0.0.0: every interface of the container), the ports below.
 # The Dagster processes read DAGSTER_HOME/dagster.yaml (PostgreSQL: POSTGRES_*), the webserver and
 # the daemon DAGSTER_HOME/workspace.yaml (DAGSTER_CODE_SERVER_HOST/PORT). The MLflow server
-# reads MLFLOW_BACKEND_STORE_URI (with credentials, so never on its command line).
+# reads MLFLOW_BACKEND_STORE_URI (with credentials, so never on its command line) and keeps
+# artifacts at MLFLOW_ARTIFACTS_DESTINATION: a folder, or an object store such as s3://bucket/prefix
+# (boto3 reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION and AWS_ENDPOINT_URL).
 set -eu
 
 service="${1:-}"

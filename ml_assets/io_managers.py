@@ -1,7 +1,10 @@
 """Asset values as files under one storage root: `{root}/{asset}/{YYYY-MM}.{suffix}`.
 
-Every write is atomic (temp file + rename), so a failed or killed step never leaves a partial
-file where the next run would read it, and the previous good value stays in place.
+The root is a folder or an fsspec URL (`s3://bucket/prefix`, `gs://…`, `file://…`), so that every
+machine that runs steps reads what another one stored. Dagster's `UPathIOManager` maps asset
+partitions to paths and loads a window of months; each write goes through `core.storage.atomic_path`
+(a local file is renamed into place, an object uploaded whole), so a failed or killed step never
+leaves a partial value where the next run would read it, and the previous good value stays in place.
 """
 
 from __future__ import annotations
@@ -11,69 +14,66 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
-from dagster import ConfigurableIOManager, InputContext, OutputContext
+from dagster import ConfigurableIOManagerFactory, InitResourceContext, InputContext, OutputContext, UPathIOManager
+from pydantic import Field
+from upath import UPath
 
-from ml_assets.core.storage import atomic_path, read_json, write_json, write_table
+from ml_assets.core import storage
 
 
 class NotMaterializedError(FileNotFoundError):
     """An upstream asset partition has no stored value yet."""
 
 
-class _FileIOManager(ConfigurableIOManager):
-    root: str
+class _AssetFiles(UPathIOManager):
+    """One file per asset partition; subclasses say how a value is written to and read from it."""
 
-    suffix: typing.ClassVar[str]
+    def make_directory(self, path: UPath) -> None:
+        """Nothing to do: `atomic_path` makes local folders, and object stores have none."""
 
-    def path(self, asset_key, partition: str | None) -> Path:
-        return Path(self.root, *asset_key.path, f"{partition or 'value'}.{self.suffix}")
+    def dump_to_path(self, context: OutputContext, obj, path: UPath) -> None:
+        with storage.atomic_path(path) as tmp:
+            self.write(obj, tmp)
 
-    def handle_output(self, context: OutputContext, obj) -> None:
-        partition = context.asset_partition_key if context.has_asset_partitions else None
-        path = self.path(context.asset_key, partition)
-        self.write(obj, path)
-        context.add_output_metadata({"path": str(path)})
+    def load_from_path(self, context: InputContext, path: UPath):
+        try:
+            return self.read(path, context.dagster_type.typing_type)
+        except FileNotFoundError as error:
+            name, partition = context.asset_key.to_user_string(), path.stem  # files are named for their month
+            raise NotMaterializedError(
+                f"{name} for {partition} is not materialized yet (no file at {path}); "
+                f"materialize {name} for {partition} first"
+            ) from error
 
     def load_input(self, context: InputContext):
-        keys = context.asset_partition_keys if context.has_asset_partitions else [None]
-        values = {key: self._read(context, key) for key in keys}
-        if typing.get_origin(context.dagster_type.typing_type) is dict:
-            return values
-        (value,) = values.values()
+        """As UPathIOManager loads it, but an input typed `dict[str, ...]` is a dict even for one month."""
+        value = super().load_input(context)
+        keys = context.asset_partition_keys if context.has_asset_partitions else []
+        if typing.get_origin(context.dagster_type.typing_type) is dict and len(keys) == 1:
+            return {keys[0]: value}
         return value
 
-    def _read(self, context: InputContext, partition: str | None):
-        path = self.path(context.asset_key, partition)
-        if not path.exists():
-            name = context.asset_key.to_user_string()
-            raise NotMaterializedError(
-                f"{name} for {partition or 'the asset'} is not materialized yet (no file at {path}); "
-                f"materialize {name} for {partition} first"
-            )
-        return self.read(path, context.dagster_type.typing_type)
-
     def write(self, obj, path: Path) -> None:
+        """Write `obj` to the local file `path` (atomic_path then moves or uploads it)."""
         raise NotImplementedError
 
-    def read(self, path: Path, typing_type):
+    def read(self, path: UPath, typing_type):
         raise NotImplementedError
 
 
-class ParquetIOManager(_FileIOManager):
+class ParquetFiles(_AssetFiles):
     """pandas DataFrames and Arrow tables; `df.attrs` and dtypes (categories too) survive."""
 
-    suffix: typing.ClassVar[str] = "parquet"
+    extension = ".parquet"
 
     def write(self, obj, path: Path) -> None:
         if isinstance(obj, pd.DataFrame):
-            with atomic_path(path) as tmp:
-                obj.to_parquet(tmp, index=False, compression="zstd")
+            obj.to_parquet(path, index=False, compression="zstd")
         else:
-            write_table(obj, path)
+            storage.save_table(obj, path)
 
-    def read(self, path: Path, typing_type):
-        table = pq.read_table(path)
+    def read(self, path: UPath, typing_type):
+        table = storage.read_table(path)
         return table if typing_type is pa.Table else _to_pandas(table)
 
 
@@ -81,39 +81,61 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     """Like `pd.read_parquet`, but numeric categoricals (zone ids) come back as categoricals too.
 
     Parquet keeps only string dictionaries; the pandas metadata still says which columns were
-    categorical and of which type.
+    categorical. The categories take the column's stored type (the metadata's `numpy_type` is
+    that of the codes: int8 for fewer than 128 categories, which would wrap zone 200 to -56).
     """
     frame = table.to_pandas()
     for column in (table.schema.pandas_metadata or {}).get("columns", []):
         name = column["name"]
         if column["pandas_type"] == "categorical" and frame[name].dtype != "category":
             values = pd.Categorical(frame[name])
-            frame[name] = values.rename_categories(values.categories.astype(column["numpy_type"]))
+            stored = table.schema.field(column["field_name"]).type.to_pandas_dtype()
+            frame[name] = values.rename_categories(values.categories.astype(stored))
     return frame
 
 
-class JsonIOManager(_FileIOManager):
-    suffix: typing.ClassVar[str] = "json"
+class JsonFiles(_AssetFiles):
+    extension = ".json"
 
     def write(self, obj, path: Path) -> None:
-        write_json(obj, path)
+        path.write_text(storage.json_text(obj))
 
-    def read(self, path: Path, typing_type):
-        return read_json(path)
+    def read(self, path: UPath, typing_type):
+        return storage.read_json(path)
 
 
-class XGBoostModelIOManager(_FileIOManager):
+class XGBoostModelFiles(_AssetFiles):
     """Boosters in XGBoost's own UBJSON format (not pickle); attributes travel inside the file."""
 
-    suffix: typing.ClassVar[str] = "ubj"
+    extension = ".ubj"
 
     def write(self, obj, path: Path) -> None:
         from ml_assets.core.training import model_bytes
 
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(model_bytes(obj))
+        path.write_bytes(model_bytes(obj))
 
-    def read(self, path: Path, typing_type):
+    def read(self, path: UPath, typing_type):
         from ml_assets.core.training import load_booster
 
         return load_booster(path.read_bytes())
+
+
+class _StorageRoot(ConfigurableIOManagerFactory):
+    root: str = Field(description="folder or fsspec URL (s3://bucket/prefix, gs://…) the asset values live under")
+
+    files: typing.ClassVar[type[_AssetFiles]]
+
+    def create_io_manager(self, context: InitResourceContext) -> _AssetFiles:
+        return self.files(base_path=storage.location(self.root))
+
+
+class ParquetIOManager(_StorageRoot):
+    files: typing.ClassVar[type[_AssetFiles]] = ParquetFiles
+
+
+class JsonIOManager(_StorageRoot):
+    files: typing.ClassVar[type[_AssetFiles]] = JsonFiles
+
+
+class XGBoostModelIOManager(_StorageRoot):
+    files: typing.ClassVar[type[_AssetFiles]] = XGBoostModelFiles

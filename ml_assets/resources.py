@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 from dagster import ConfigurableResource, Failure, InitResourceContext, Noneable, StringSource, resource
 from dagster import Field as ConfigField
@@ -16,6 +15,7 @@ from ml_assets.core import tracking
 from ml_assets.core.locks import store_lock
 from ml_assets.core.months import shift_month
 from ml_assets.core.sources import TripFileSource
+from ml_assets.core.storage import location
 from ml_assets.io_managers import JsonIOManager, ParquetIOManager, XGBoostModelIOManager
 from ml_assets.partitions import START_MONTH
 
@@ -27,7 +27,9 @@ class TripSourceResource(ConfigurableResource):
     directory: str | None = Field(default=None, description="the folder of TLC-named files (kind directory)")
     taxi: str = Field(default="green", description="TLC taxi type: green or yellow")
     tlc_url: str = Field(default=settings.TLC_URL.default, description="TLC base URL")
-    cache_dir: str = Field(description="where downloaded and generated month files are kept")
+    cache_dir: str = Field(
+        description="folder or fsspec URL (s3://bucket/prefix) where downloaded and generated month files are kept"
+    )
     synthetic_seed: int = 0
     synthetic_rows: int = 60_000
     synthetic_published_through: str | None = Field(
@@ -40,7 +42,7 @@ class TripSourceResource(ConfigurableResource):
             from ml_assets.core.sources.synthetic import SyntheticSource
 
             return SyntheticSource(
-                cache_dir=str(Path(self.cache_dir) / "synthetic"),
+                cache_dir=str(location(self.cache_dir) / "synthetic"),
                 seed=self.synthetic_seed,
                 rows=self.synthetic_rows,
                 published_through=self.synthetic_published_through,
@@ -49,7 +51,7 @@ class TripSourceResource(ConfigurableResource):
         if self.kind == "tlc":
             from ml_assets.core.sources.tlc import TlcSource
 
-            return TlcSource(cache_dir=str(Path(self.cache_dir) / "tlc"), base_url=self.tlc_url, taxi=self.taxi)
+            return TlcSource(cache_dir=str(location(self.cache_dir) / "tlc"), base_url=self.tlc_url, taxi=self.taxi)
         from ml_assets.core.sources.directory import DirectorySource
 
         return DirectorySource(path=self.directory, taxi=self.taxi)

@@ -98,6 +98,19 @@ def state_dir() -> Path:
     return Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").resolve() / "ml_assets"
 
 
+def _location(raw: str) -> str:
+    """A folder, or an fsspec URL whose protocol fsspec knows and whose package is installed."""
+    protocol, _, rest = raw.partition("://")
+    if rest:
+        import fsspec
+
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except ImportError as error:  # e.g. gs:// without gcsfs
+            raise ValueError from error
+    return raw
+
+
 def _source(raw: str) -> str:
     return raw if raw in ("synthetic", "tlc") else str(Path(raw).expanduser())
 
@@ -122,8 +135,11 @@ TLC_URL = Setting(
 )
 SYNTHETIC_ROWS = Setting("ML_ASSETS_SYNTHETIC_ROWS", 60_000, _positive_int, "a whole number of trips >= 1")
 SYNTHETIC_PUBLISHED_THROUGH = Setting("ML_ASSETS_SYNTHETIC_PUBLISHED_THROUGH", None, check_month, "a month YYYY-MM")
-CACHE_DIR = Setting("ML_ASSETS_CACHE_DIR", None, str, "a folder")
-STORAGE_ROOT = Setting("ML_ASSETS_STORAGE_ROOT", None, str, "a folder")
+ALLOWED_LOCATION = (
+    "a folder or an fsspec URL with its package installed (s3://bucket/prefix, gs://… with gcsfs, file://…)"
+)
+CACHE_DIR = Setting("ML_ASSETS_CACHE_DIR", None, _location, ALLOWED_LOCATION)
+STORAGE_ROOT = Setting("ML_ASSETS_STORAGE_ROOT", None, _location, ALLOWED_LOCATION)
 OPTUNA_STORAGE = Setting("ML_ASSETS_OPTUNA_STORAGE", None, str, "an optuna RDB storage URL")
 MLFLOW_TRACKING_URI = Setting("MLFLOW_TRACKING_URI", None, str, "an MLflow tracking URI")
 MLFLOW_UI_URL = Setting("ML_ASSETS_MLFLOW_UI_URL", None, _http_url, "an http:// or https:// URL")

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,24 @@ def zero_durations(table: pa.Table) -> pa.Table:
     pickup, dropoff = table["lpep_pickup_datetime"], table["lpep_dropoff_datetime"]
     zero = np.arange(table.num_rows) % 10 < 3
     return replace_column(table, "lpep_dropoff_datetime", pc.if_else(pa.array(zero), pickup, dropoff))
+
+
+def start_writer(target: str | Path) -> subprocess.Popen:
+    """A process inside `atomic_path(target)` (a path or URL), its temporary file half written, waiting to be killed."""
+    code = textwrap.dedent(
+        f"""
+        import time
+        from ml_assets.core.storage import atomic_path
+        with atomic_path({str(target)!r}) as tmp:
+            tmp.write_bytes(b"half")
+            print("writing", flush=True)
+            time.sleep(600)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    assert writer.stdout.readline().strip() == "writing"
+    return writer
 
 
 def free_port() -> int:

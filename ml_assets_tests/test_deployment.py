@@ -129,6 +129,14 @@ def test_compose_file_describes_the_topology():
             assert key in services[name]["environment"], (name, key)
     assert "--serve-artifacts" in SERVICE_SH.read_text()
 
+    # An object store: the code server (its runs) and the MLflow server get its variables, and where
+    # MLflow keeps artifacts is a setting (the volume by default).
+    for name in ("mlflow", "code_server"):
+        store = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"}
+        assert store <= set(services[name]["environment"]), name
+    assert mlflow_env["MLFLOW_ARTIFACTS_DESTINATION"] == "${MLFLOW_ARTIFACTS_DESTINATION:-/data/mlartifacts}"
+    assert code_env["ML_ASSETS_STORAGE_ROOT"] == "${ML_ASSETS_STORAGE_ROOT:-/data/assets}"
+
 
 def test_compose_variables_and_env_example_agree():
     """.env.example lists every variable the compose file reads, and every setting the code reads."""
@@ -162,9 +170,12 @@ def test_no_credentials_are_committed():
         text = path.read_text(errors="replace")
         for secret in re.findall(r"://[A-Za-z0-9_.$%{}()-]+:([^@\s/]+)@", text):
             assert secret[0] in "${<" or secret.isupper(), f"{name}: a password in a URL"  # or a PLACEHOLDER
-        for value in re.findall(r"(?m)^[ \t]*[A-Z_]*PASSWORD[ \t]*[=:][ \t]*([^\s#]*)", text):
-            assert value == "" or value[0] in "${", f"{name}: a password setting with a value"
-    assert env_example()["POSTGRES_PASSWORD"] == ""
+        for value in re.findall(
+            r"(?m)^[ \t]*[A-Z_]*(?:PASSWORD|ACCESS_KEY_ID|SECRET_ACCESS_KEY)[ \t]*[=:][ \t]*([^\s#]*)", text
+        ):
+            assert value == "" or value[0] in "${", f"{name}: a password or key setting with a value"
+    example = env_example()
+    assert example["POSTGRES_PASSWORD"] == example["AWS_ACCESS_KEY_ID"] == example["AWS_SECRET_ACCESS_KEY"] == ""
     instance = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
     assert instance["storage"]["postgres"]["postgres_db"]["password"] == {"env": "POSTGRES_PASSWORD"}
     ignored = (ROOT / ".gitignore").read_text().split() + (ROOT / ".dockerignore").read_text().split()
@@ -289,7 +300,7 @@ def drop_month(incoming: Path, month: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory):
+def deployment(tmp_path_factory, s3_server):
     try:
         postgres_bindir()
     except PostgresUnavailable as exc:
@@ -302,10 +313,17 @@ def deployment(tmp_path_factory):
     # Three months at once: the sensor ingests them in one tick, automation trains 2023-02 and 2023-03.
     for month in MONTHS[:3]:
         drop_month(incoming, month)
+    # MLflow's artifacts in an object store (S3 on moto), as a deployment with several machines keeps them.
+    bucket = s3_server.new_bucket()
     with Topology(
-        work / "topology", env={**CODE_ENV, "ML_ASSETS_SOURCE": str(incoming)}, overrides=INSTANCE_OVERRIDES
+        work / "topology",
+        env={**CODE_ENV, "ML_ASSETS_SOURCE": str(incoming)},
+        overrides=INSTANCE_OVERRIDES,
+        artifacts_destination=f"s3://{bucket}/mlartifacts",
+        store_env=s3_server.env(),
     ) as topology:
         topology.incoming = incoming
+        topology.s3, topology.artifacts_bucket = s3_server, bucket
         topology.wait_until_ready()
         yield topology
 
@@ -432,10 +450,13 @@ def test_month_is_ingested_and_trained_through_the_topology(deployment):
     run = mlflow_get(deployment, "runs/get", run_id=model["mlflow_run_id"])["run"]
     assert run["info"]["status"] == "FINISHED"
     assert {tag["key"]: tag["value"] for tag in run["data"]["tags"]}["partition"] == "2023-02"
-    # Artifacts go through the server (--serve-artifacts) into its own store, not the code server's disk.
+    # Artifacts go through the server (--serve-artifacts) into its object store, not the code server's disk.
     assert run["info"]["artifact_uri"].startswith("mlflow-artifacts:/")
-    served = (deployment.workdir / "data" / "mlartifacts").rglob("encoder.json")
-    assert any(model["mlflow_run_id"] in str(path) for path in served)
+    stored = deployment.s3.keys(deployment.artifacts_bucket, "mlartifacts/")
+    assert any(model["mlflow_run_id"] in key and key.endswith("/encoder.json") for key in stored)
+    model_id = model["mlflow_model_uri"].removeprefix("models:/")  # MLflow 3 keeps logged models apart from runs
+    assert any(key.endswith(f"/models/{model_id}/artifacts/model.ubj") for key in stored), stored
+    assert not (deployment.workdir / "data" / "mlartifacts").exists()
 
     # The optuna study, from PostgreSQL.
     import optuna

@@ -7,9 +7,7 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
-import textwrap
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,31 +21,13 @@ from ml_assets.materializations import latest_metadata
 from ml_assets.resources import TripSourceResource
 from ml_assets.runner import materialize_month
 from ml_assets.sensors import new_month_sensor
-from ml_assets_tests.support import ROOT, TLC_DATA, replace_column
+from ml_assets_tests.support import TLC_DATA, replace_column, start_writer
 
 INGESTION = ["raw_trips", "cleaned_trips"]
 
 
 def temp_files(folder) -> list[str]:
     return sorted(path.name for path in folder.iterdir() if path.name.endswith(".tmp"))
-
-
-def start_writer(target):
-    """A process inside `atomic_path(target)`, its temporary file created, that waits to be killed."""
-    code = textwrap.dedent(
-        f"""
-        import sys, time
-        from ml_assets.core.storage import atomic_path
-        with atomic_path({str(target)!r}) as tmp:
-            tmp.write_bytes(b"half")
-            print("writing", flush=True)
-            time.sleep(600)
-        """
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
-    assert writer.stdout.readline().strip() == "writing"
-    return writer
 
 
 def test_a_write_killed_midway_leaves_no_temp_file_after_the_next_write(tmp_path):

@@ -16,6 +16,7 @@ BAD = {
     "ML_ASSETS_START_MONTH": ("2021-13", "a month YYYY-MM"),
     "ML_ASSETS_MAX_DROPPED_SHARE": ("1.5", "a share from 0 to 1"),
     "ML_ASSETS_TAXI": ("blue", "green or yellow"),
+    "ML_ASSETS_STORAGE_ROOT": ("nosuch://bucket/assets", settings.ALLOWED_LOCATION),  # a protocol fsspec does not know
 }
 
 

@@ -7,7 +7,8 @@
 One process per compose service, each started as `deploy/service.sh SERVICE` (the image's
 entry point) in a process group of its own, as a container would be: a throwaway PostgreSQL
 cluster (ml_assets_tests/postgres.py, with deploy/postgres/init.sql run as the postgres image
-runs it), `mlflow server` on it serving its own artifacts, the gRPC code server (whose children
+runs it), `mlflow server` on it serving its own artifacts (in a folder, or at `artifacts_destination`,
+e.g. an S3 URL, with `store_env` saying where the store is), the gRPC code server (whose children
 are the run workers), the webserver and the daemon. DAGSTER_HOME holds deploy/dagster.yaml and
 deploy/workspace.yaml, with `overrides` merged into the former (test-sized intervals). Only the
 MLflow server gets MLflow's database URL; everything else talks to it over HTTP.
@@ -118,6 +119,8 @@ class Topology:
     workdir: Path
     env: dict[str, str] = field(default_factory=dict)  # ML_ASSETS_* and other settings of the code
     overrides: dict = field(default_factory=dict)  # merged into deploy/dagster.yaml
+    artifacts_destination: str | None = None  # the MLflow server's artifact store; default a folder in workdir
+    store_env: dict[str, str] = field(default_factory=dict)  # AWS_* of an object store, for every service
     postgres: PostgresServer | None = None
     services: dict[str, Service] = field(default_factory=dict)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -179,6 +182,7 @@ class Topology:
             BIND_HOST="127.0.0.1",
             MLFLOW_DISABLE_TELEMETRY="true",
             PYTHONUNBUFFERED="1",
+            **self.store_env,
         )
         if name == "mlflow":
             return {
@@ -186,7 +190,8 @@ class Topology:
                 "MLFLOW_PORT": str(self.ports["mlflow"]),
                 "MLFLOW_WORKERS": "1",
                 "MLFLOW_BACKEND_STORE_URI": self.postgres.url("mlflow"),
-                "MLFLOW_ARTIFACTS_DESTINATION": str(self.workdir / "data" / "mlartifacts"),
+                "MLFLOW_ARTIFACTS_DESTINATION": self.artifacts_destination
+                or str(self.workdir / "data" / "mlartifacts"),
             }
         return {**base, **self.dagster_env(), **self.code_env()}
 

@@ -12,7 +12,6 @@ import hashlib
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from dagster import AssetExecutionContext, Failure, MetadataValue, asset
 
 from ml_assets import metadata as ui
@@ -20,13 +19,14 @@ from ml_assets.checks import RulesConfig, cleaned_trips_rules, raw_trips_rules
 from ml_assets.core import plots, rules
 from ml_assets.core.cleaning import EmptyMonthError, clean_trips
 from ml_assets.core.schema import DURATION, check_required_columns
+from ml_assets.core.storage import read_table
 from ml_assets.partitions import monthly_partitions
 from ml_assets.resources import TripSourceResource
 
 
 def _sha256(path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -52,7 +52,7 @@ def raw_trips(context: AssetExecutionContext, trip_source: TripSourceResource) -
     """One month of trips as the source publishes it (TLC's own file, schema untouched)."""
     month = context.partition_key
     path = trip_source.source().fetch(month)
-    table = pq.read_table(path)
+    table = read_table(path)
     where = f"month {month}, file {path}"
     check_required_columns(table.schema, where)
     if table.num_rows == 0:

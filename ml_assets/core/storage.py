@@ -1,24 +1,49 @@
-"""Atomic file writes: a reader never sees a half-written file under its final name.
+"""Where files live and how they are written whole: a local folder or an object store.
 
-A write goes to `.<name>.<8 random chars>.tmp` beside the target and is renamed into place. The
-writer holds an advisory lock (`flock`) on its temporary file until it is done; the kernel drops it
+A location is a plain path or an fsspec URL (`s3://bucket/prefix`, `gs://bucket/prefix`,
+`file:///srv/data`), as a universal-pathlib `UPath`. Every write goes through `atomic_path`, which
+hands the writer a local temporary file and publishes it only once the writer is done:
+
+- a local file: the temporary file is `.<name>.<8 random chars>.tmp` beside the target and is
+  renamed into place, so a reader never sees a half-written file under its final name;
+- an object in a store: the temporary file is staged in `$TMPDIR/ml_assets-uploads-<uid>/` and
+  uploaded as one object (one PUT, or a multipart upload that the store only shows once it is
+  complete), so the key holds the old object or the new one, never part of either.
+
+The writer holds an advisory lock (`flock`) on its temporary file until it is done; the kernel drops it
 when the process dies, even by `kill -9`. So the next write of the same target removes every
-unlocked temporary sibling (left by a killed writer), never one that a live writer is filling.
+unlocked temporary file of that target (left by a killed writer), never one that a live writer is filling.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from upath import UPath
+
+LOCAL_PROTOCOLS = ("", "file", "local")
+
+
+def location(path: str | os.PathLike | UPath) -> UPath:
+    """A path or fsspec URL as a UPath (a plain path stays a local `pathlib.Path` too)."""
+    return UPath(path)
+
+
+def local_file(path: str | os.PathLike | UPath) -> Path | None:
+    """The local path of `path`, or None where it names an object in a store."""
+    path = location(path)
+    return Path(path.path) if path.protocol in LOCAL_PROTOCOLS else None
 
 
 def _create_locked_temp(target: Path) -> tuple[Path, int]:
@@ -53,32 +78,73 @@ def remove_stale_temp_files(target: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
-    target = Path(path)
+def _locked_temp(target: Path) -> Iterator[Path]:
+    """A fresh locked temporary sibling of `target` for the block (stale ones removed first), deleted after it."""
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temp_files(target)
     tmp, fd = _create_locked_temp(target)
     try:
         yield tmp
-        os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         os.close(fd)
 
 
-def write_table(table: pa.Table, path: str | os.PathLike) -> Path:
+def _staging_file(target: UPath) -> Path:
+    """The local name an object is written under before its upload: one per object URL and user."""
+    digest = hashlib.sha256(str(target).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir(), f"ml_assets-uploads-{os.getuid()}", f"{digest}-{target.name}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike | UPath) -> Iterator[Path]:
+    """Yield a local temporary file; only if the block succeeds does it replace `path`, whole."""
+    target = location(path)
+    local = local_file(target)
+    if local is not None:
+        with _locked_temp(local) as tmp:
+            yield tmp
+            os.replace(tmp, local)
+        return
+    with _locked_temp(_staging_file(target)) as tmp:
+        yield tmp
+        target.fs.put_file(str(tmp), target.path)
+
+
+def arrow_file(path: str | os.PathLike | UPath) -> tuple[str, object | None]:
+    """`path` as pyarrow's (path, filesystem): pyarrow's own I/O for a local file, fsspec's for an object."""
+    path = location(path)
+    local = local_file(path)
+    return (str(local), None) if local is not None else (path.path, path.fs)
+
+
+def read_table(path: str | os.PathLike | UPath, **options) -> pa.Table:
+    where, filesystem = arrow_file(path)
+    return pq.read_table(where, filesystem=filesystem, **options)
+
+
+def save_table(table: pa.Table, file: Path) -> None:
+    """How every table is stored: parquet, zstd-compressed."""
+    pq.write_table(table, file, compression="zstd")
+
+
+def write_table(table: pa.Table, path: str | os.PathLike | UPath) -> UPath:
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
-    return Path(path)
+        save_table(table, tmp)
+    return location(path)
 
 
-def write_json(obj, path: str | os.PathLike) -> Path:
+def json_text(obj) -> str:
+    """How every JSON value is stored: indented, keys sorted, anything else as its string."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=str)
+
+
+def write_json(obj, path: str | os.PathLike | UPath) -> UPath:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    return Path(path)
+        tmp.write_text(json_text(obj))
+    return location(path)
 
 
-def read_json(path: str | os.PathLike):
-    return json.loads(Path(path).read_text())
+def read_json(path: str | os.PathLike | UPath):
+    return json.loads(location(path).read_text())

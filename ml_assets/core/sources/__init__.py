@@ -7,12 +7,14 @@ month is published, and `for_probing()` the source configured to probe many mont
 from __future__ import annotations
 
 import os
-import pathlib
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from upath import UPath
+
+from ml_assets.core.storage import arrow_file
 
 # Keys of a fingerprint that say where a file is, not which version it is: moving a mirror or
 # changing the TLC host is no re-publication.
@@ -25,8 +27,8 @@ def file_version(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class TripFileSource(Protocol):
-    def fetch(self, month: str) -> pathlib.Path:
-        """A local parquet file with the month's trips as the source publishes it."""
+    def fetch(self, month: str) -> UPath:
+        """A parquet file (local, or an object in a store) with the month's trips as the source publishes it."""
 
     def probe(self, month: str) -> dict | None:
         """A version fingerprint of the month if it is published, else None."""
@@ -56,14 +58,15 @@ def trip_file_name(taxi: str, month: str) -> str:
     return f"{taxi}_tripdata_{month}.parquet"
 
 
-def check_parquet(path: str | os.PathLike, month: str) -> None:
+def check_parquet(path: str | os.PathLike | UPath, month: str) -> None:
     """Raise InvalidSourceFileError unless `path` reads as parquet from end to end.
 
     The footer alone can look fine while a column chunk is cut off or corrupt, so every row group
     is decoded too (one at a time, to bound memory on large months).
     """
+    where, filesystem = arrow_file(path)
     try:
-        with pq.ParquetFile(path) as parquet:
+        with pq.ParquetFile(where, filesystem=filesystem) as parquet:
             for i in range(parquet.num_row_groups):
                 parquet.read_row_group(i)
     except (OSError, pa.ArrowException) as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pathlib
 from dataclasses import dataclass
 
+from upath import UPath
+
 from ml_assets.core.months import check_month
 from ml_assets.core.sources import (
     MonthNotPublishedError,
@@ -12,6 +14,7 @@ from ml_assets.core.sources import (
     check_parquet,
     trip_file_name,
 )
+from ml_assets.core.storage import location
 
 
 @dataclass(frozen=True)
@@ -19,7 +22,7 @@ class DirectorySource:
     path: str
     taxi: str = "green"
 
-    def fetch(self, month: str) -> pathlib.Path:
+    def fetch(self, month: str) -> UPath:
         """The month's file in place; nothing is copied."""
         file = self._file(month)
         if self.probe(month) is None:
@@ -47,5 +50,5 @@ class DirectorySource:
     def for_probing(self) -> DirectorySource:
         return self  # a stat per month is cheap already
 
-    def _file(self, month: str) -> pathlib.Path:
-        return pathlib.Path(self.path) / trip_file_name(self.taxi, check_month(month))
+    def _file(self, month: str) -> UPath:
+        return location(pathlib.Path(self.path) / trip_file_name(self.taxi, check_month(month)))

@@ -12,16 +12,16 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from upath import UPath
 
 from ml_assets.core.months import check_month, month_bounds
 from ml_assets.core.sources import MonthNotPublishedError, trip_file_name
-from ml_assets.core.storage import write_table
+from ml_assets.core.storage import arrow_file, location, write_table
 
 GENERATOR = 1  # bump whenever the output for a given (month, seed, rows) changes
 METADATA_KEY = b"ml_assets.synthetic"
@@ -233,13 +233,13 @@ class SyntheticSource:
         check_month(month)
         return self.published_through is None or month <= check_month(self.published_through)
 
-    def fetch(self, month: str) -> Path:
+    def fetch(self, month: str) -> UPath:
         """Generate the month into the cache once; later calls reuse the file if it still matches."""
         if not self._published(month):
             raise MonthNotPublishedError(
                 f"month {month} is not published yet (synthetic source publishes through {self.published_through})"
             )
-        path = Path(self.cache_dir) / trip_file_name(self.taxi, month)
+        path = location(self.cache_dir) / trip_file_name(self.taxi, month)
         if path.exists() and _cached_fingerprint(path) == self.probe(month):
             return path
         return write_table(generate_month(month, self.seed, self.rows), path)
@@ -251,10 +251,11 @@ class SyntheticSource:
         return fingerprint(self.seed, self.rows) if self._published(month) else None
 
 
-def _cached_fingerprint(path: Path) -> dict | None:
+def _cached_fingerprint(path: UPath) -> dict | None:
     """The fingerprint stored in a cached file, or None if the file is unreadable or foreign."""
+    where, filesystem = arrow_file(path)
     try:
-        metadata = pq.read_schema(path).metadata or {}
+        metadata = pq.read_schema(where, filesystem=filesystem).metadata or {}
     except (OSError, pa.ArrowInvalid):
         return None
     if METADATA_KEY not in metadata:

@@ -1,4 +1,7 @@
-"""NYC TLC trip files over HTTP, downloaded once per published version of a month into a local cache.
+"""NYC TLC trip files over HTTP, downloaded once per published version of a month into a cache.
+
+The cache is a folder or an object-store prefix (`s3://bucket/downloads`): a download is written
+to a local temporary file, checked, and only then moved or uploaded whole into the cache.
 
 Beside each cached file, `<file>.fingerprint.json` records the version fingerprint (size, ETag,
 Last-Modified) it was downloaded with. `fetch` asks the server for the current fingerprint (one HEAD)
@@ -16,13 +19,14 @@ import dataclasses
 import datetime
 import email.utils
 import logging
-import pathlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import requests
+from upath import UPath
 
 from ml_assets.core.months import check_month
 from ml_assets.core.sources import (
@@ -33,7 +37,7 @@ from ml_assets.core.sources import (
     file_version,
     trip_file_name,
 )
-from ml_assets.core.storage import atomic_path, read_json, write_json
+from ml_assets.core.storage import atomic_path, location, read_json, write_json
 
 log = logging.getLogger("ml_assets.sources")
 
@@ -70,7 +74,7 @@ class TlcSource:
     def url(self, month: str) -> str:
         return f"{self.base_url.rstrip('/')}/{trip_file_name(self.taxi, check_month(month))}"
 
-    def fetch(self, month: str) -> pathlib.Path:
+    def fetch(self, month: str) -> UPath:
         """The month's file in the cache, downloaded first if it is missing or TLC re-published it.
 
         Every call probes the server once (a HEAD). A valid cached file whose recorded fingerprint
@@ -89,7 +93,7 @@ class TlcSource:
         Without one, those cases raise SourceUnavailableError and MonthNotPublishedError.
         """
         url = self.url(month)
-        target = pathlib.Path(self.cache_dir) / trip_file_name(self.taxi, month)
+        target = location(self.cache_dir) / trip_file_name(self.taxi, month)
         cached = self._cached_file_is_valid(target, month)
         try:
             published = self._fingerprint(url, month)
@@ -143,7 +147,7 @@ class TlcSource:
     def _fingerprint(self, url: str, month: str) -> dict:
         return self._with_retries(url, lambda: self._probe_once(url, month))
 
-    def _cached_file_is_valid(self, target: pathlib.Path, month: str) -> bool:
+    def _cached_file_is_valid(self, target: UPath, month: str) -> bool:
         """Whether the cached file exists and reads as parquet; an invalid one is removed."""
         if not target.exists():
             return False
@@ -156,7 +160,7 @@ class TlcSource:
             _fingerprint_path(target).unlink(missing_ok=True)
             return False
 
-    def _recorded_fingerprint(self, target: pathlib.Path, published: dict) -> dict | None:
+    def _recorded_fingerprint(self, target: UPath, published: dict) -> dict | None:
         """The fingerprint the cached file was downloaded with, or None if it is not known.
 
         A file without a readable record is adopted as the published version (and the record
@@ -198,7 +202,7 @@ class TlcSource:
             f"{url} unavailable after {self.retries + 1} attempts: {last_error}"
         ) from last_error
 
-    def _download(self, url: str, month: str, dest: pathlib.Path) -> dict:
+    def _download(self, url: str, month: str, dest: Path) -> dict:
         """Write the file at `url` to `dest`; return the fingerprint of what the response said it was."""
         # identity: parquet is compressed already, and Content-Length then counts the bytes we write.
         headers = {"Accept-Encoding": "identity"}
@@ -240,7 +244,7 @@ def _version(fingerprint: dict | None) -> str:
     return ", ".join(f"{key}={value}" for key, value in sorted(file_version(fingerprint).items()))
 
 
-def _fingerprint_path(target: pathlib.Path) -> pathlib.Path:
+def _fingerprint_path(target: UPath) -> UPath:
     return target.with_name(target.name + ".fingerprint.json")
 
 

@@ -1,0 +1,195 @@
+"""Asset values and the download cache in an object store: S3 served by moto on 127.0.0.1 (see
+ml_assets_tests/s3.py), written and read by the real s3fs client through universal-pathlib."""
+
+from __future__ import annotations
+
+import signal
+import tempfile
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from dagster import AssetKey, DagsterInstance, PythonObjectDagsterType, build_input_context, build_output_context
+
+from ml_assets.core.sources import SourceUnavailableError
+from ml_assets.core.sources.tlc import TlcSource
+from ml_assets.core.storage import atomic_path, read_json, read_table, write_json
+from ml_assets.io_managers import JsonIOManager, NotMaterializedError, ParquetIOManager, XGBoostModelIOManager
+from ml_assets.materializations import latest_metadata
+from ml_assets.partitions import monthly_partitions
+from ml_assets.runner import run
+from ml_assets_tests.support import TLC_DATA, start_writer
+
+ASSETS = {  # asset -> file suffix
+    "raw_trips": "parquet",
+    "cleaned_trips": "parquet",
+    "trip_features": "parquet",
+    "best_params": "json",
+    "trained_model": "ubj",
+    "trip_duration_predictions": "parquet",
+}
+INGESTION = ("raw_trips", "cleaned_trips")
+# Where values are stored is what counts here, not the model: the smallest budgets.
+TINY = {
+    "ops": {
+        "best_params": {"config": {"n_trials": 1, "timeout_seconds": 20}},
+        "trained_model": {"config": {"num_boost_round": 30, "early_stopping_rounds": 10}},
+    }
+}
+
+
+@pytest.fixture
+def staging(tmp_path, monkeypatch):
+    """This test's own TMPDIR (here and in the processes it starts), where uploads are staged."""
+    folder = tmp_path / "tmpdir"
+    folder.mkdir()
+    monkeypatch.setenv("TMPDIR", str(folder))
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+def staged_files(folder) -> list[str]:
+    return sorted(path.name for path in folder.rglob("*") if path.is_file())
+
+
+def load(io_manager, asset: str, month: str, typing_type):
+    """A stored value read back as a downstream step reads it."""
+    context = build_input_context(
+        asset_key=AssetKey(asset),
+        partition_key=month,
+        asset_partitions_def=monthly_partitions,
+        dagster_type=PythonObjectDagsterType(typing_type),
+    )
+    return io_manager.create_io_manager(None).load_input(context)
+
+
+def store(io_manager, asset: str, month: str, value) -> str:
+    """Store `value` as the asset's step would; the `path` it records."""
+    context = build_output_context(
+        asset_key=AssetKey(asset), partition_key=month, asset_partitions_def=monthly_partitions
+    )
+    io_manager.create_io_manager(None).handle_output(context, value)
+    return context.get_logged_metadata()["path"].value
+
+
+@pytest.mark.parametrize("kind", ["path", "file URL", "S3 URL"])
+def test_values_round_trip_under_a_root_of_every_kind(kind, s3_bucket, tmp_path, staging):
+    folder = tmp_path / "assets"
+    root = {"path": str(folder), "file URL": folder.as_uri(), "S3 URL": f"s3://{s3_bucket}/assets"}[kind]
+    parquet, json_files = ParquetIOManager(root=root), JsonIOManager(root=root)
+    frame = pd.DataFrame({"PULocationID": pd.Categorical([7, 7, 200]), "duration": [3.0, 12.5, 30.0]})
+    frame.attrs["feature_set"] = "rich"
+    table = pa.table({"trip_distance": [1.5, None, 3.0]})
+
+    assert store(parquet, "trip_features", "2021-02", frame) == f"{root}/trip_features/2021-02.parquet"
+    assert store(parquet, "raw_trips", "2021-02", table) == f"{root}/raw_trips/2021-02.parquet"
+    assert store(json_files, "best_params", "2021-02", {"max_depth": 6}) == f"{root}/best_params/2021-02.json"
+
+    loaded = load(parquet, "trip_features", "2021-02", pd.DataFrame)
+    pd.testing.assert_frame_equal(loaded, frame)
+    assert loaded.attrs == {"feature_set": "rich"}
+    assert load(parquet, "raw_trips", "2021-02", pa.Table).equals(table)
+    assert load(json_files, "best_params", "2021-02", dict) == {"max_depth": 6}
+    written = sorted(str(path.relative_to(folder)) for path in folder.rglob("*")) if folder.exists() else []
+    expected = ["best_params", "best_params/2021-02.json", "raw_trips", "raw_trips/2021-02.parquet"]
+    expected += ["trip_features", "trip_features/2021-02.parquet"]
+    assert written == ([] if kind == "S3 URL" else sorted(expected))  # no temporary file left
+    assert staged_files(staging) == []
+
+
+def test_a_backfill_stores_every_value_as_an_object_under_the_prefix_and_nothing_locally(
+    s3_bucket, s3_server, dagster_home, staging, monkeypatch
+):
+    root, cache = f"s3://{s3_bucket}/assets", f"s3://{s3_bucket}/downloads"
+    monkeypatch.setenv("ML_ASSETS_STORAGE_ROOT", root)
+    monkeypatch.setenv("ML_ASSETS_CACHE_DIR", cache)
+    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "5000")
+    with DagsterInstance.get() as instance:
+        models = run("2021-02", "2021-03", instance, run_config=TINY)
+        assert set(models) == {"2021-02", "2021-03"}
+        expected = {
+            f"assets/{asset}/{month}.{suffix}"
+            for asset, suffix in ASSETS.items()
+            for month in (["2021-01", "2021-02", "2021-03"] if asset in INGESTION else ["2021-02", "2021-03"])
+        }
+        assert set(s3_server.keys(s3_bucket, "assets/")) == expected
+        assert s3_server.keys(s3_bucket, "downloads/") == [
+            f"downloads/synthetic/green_tripdata_2021-0{n}.parquet" for n in (1, 2, 3)
+        ]
+        for key in expected:  # what Dagster recorded is where the object is
+            _, asset, file = key.split("/")
+            assert latest_metadata(instance, asset, file.split(".")[0])["path"] == f"s3://{s3_bucket}/{key}"
+        rows = latest_metadata(instance, "cleaned_trips", "2021-03")["rows"]
+        params = latest_metadata(instance, "best_params", "2021-03")["params"]
+
+    # Nothing went to the local storage root or download cache, and no staged upload was left behind.
+    state = dagster_home / "ml_assets"
+    assert not (state / "assets").exists() and not (state / "downloads").exists()
+    assert staged_files(staging) == []
+
+    # The values read back as the steps read them: dtypes and attrs, a window as a dict, the model.
+    parquet = ParquetIOManager(root=root)
+    cleaned = load(parquet, "cleaned_trips", "2021-03", pd.DataFrame)
+    assert cleaned["PULocationID"].dtype == "category" and len(cleaned) == rows
+    assert load(parquet, "trip_features", "2021-03", pd.DataFrame).attrs["feature_set"] == "rich"
+    assert load(JsonIOManager(root=root), "best_params", "2021-03", dict) == params
+    booster = load(XGBoostModelIOManager(root=root), "trained_model", "2021-03", object)
+    assert booster.num_boosted_rounds() > 0
+
+
+def test_a_killed_write_leaves_the_previous_object_and_a_retry_replaces_it(s3_bucket, s3_server, staging):
+    key = "assets/best_params/2021-02.json"
+    url = f"s3://{s3_bucket}/{key}"
+    write_json({"version": 1}, url)
+
+    writer = start_writer(url)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    assert len(staged_files(staging)) == 1, "the killed writer's staged file stays in TMPDIR"
+    assert s3_server.keys(s3_bucket) == [key]
+    assert read_json(url) == {"version": 1}
+
+    write_json({"version": 2}, url)  # a plain retry: uploads, and removes the dead writer's staged file
+    assert s3_server.keys(s3_bucket) == [key]
+    assert read_json(url) == {"version": 2}
+    assert staged_files(staging) == []
+
+
+def test_a_failed_write_leaves_no_object_and_the_month_is_named_as_missing(s3_bucket, s3_server, staging):
+    root = f"s3://{s3_bucket}/assets"
+    with pytest.raises(RuntimeError, match="serialization failed"):
+        with atomic_path(f"{root}/best_params/2021-02.json") as tmp:
+            tmp.write_text('{"max_depth": ')
+            raise RuntimeError("serialization failed")
+    assert s3_server.keys(s3_bucket) == []
+    assert staged_files(staging) == []
+
+    with pytest.raises(NotMaterializedError) as error:
+        load(JsonIOManager(root=root), "best_params", "2021-02", dict)
+    assert str(error.value) == (
+        f"best_params for 2021-02 is not materialized yet (no file at {root}/best_params/2021-02.json); "
+        "materialize best_params for 2021-02 first"
+    )
+
+
+def test_the_download_cache_in_s3_takes_whole_files_only(s3_bucket, s3_server, tlc_server, staging):
+    name = "green_tripdata_2021-01.parquet"
+    cache = f"s3://{s3_bucket}/downloads/tlc"
+    source = TlcSource(cache_dir=cache, base_url=tlc_server.url, retries=1, backoff_seconds=0.01, timeout_seconds=2.0)
+
+    tlc_server.script = ["serve", "disconnect", "disconnect"]  # the probe, then two GETs cut short
+    with pytest.raises(SourceUnavailableError):
+        source.fetch("2021-01")
+    assert s3_server.keys(s3_bucket) == []
+
+    path = source.fetch("2021-01")  # a plain retry
+    assert str(path) == f"{cache}/{name}"
+    assert s3_server.read(s3_bucket, f"downloads/tlc/{name}") == (TLC_DATA / name).read_bytes()
+    assert s3_server.keys(s3_bucket) == [f"downloads/tlc/{name}", f"downloads/tlc/{name}.fingerprint.json"]
+    assert read_table(path).num_rows == pq.read_metadata(TLC_DATA / name).num_rows
+    assert staged_files(staging) == []
+
+    requests = len(tlc_server.requests)
+    assert str(source.fetch("2021-01")) == str(path)  # cached: a probe, no download
+    assert [r.method for r in tlc_server.requests[requests:]] == ["HEAD"]
