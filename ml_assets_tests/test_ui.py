@@ -247,6 +247,7 @@ def test_one_month_from_the_materialize_dialog_shows_the_model_and_its_plots(ui)
     ui.shot("2-model-gate")
 
 
+@pytest.mark.timeout(WAIT_SECONDS * (len(BACKFILL) + 1))  # its own waits, not the suite's 900 s, bound it
 def test_backfill_from_the_ui_trains_each_month_after_its_window(ui):
     started = time.time()
     ui.launch("/asset-groups", "Materialize all", f"[{BACKFILL[0]}...{BACKFILL[-1]}]", "3-backfill-dialog")
