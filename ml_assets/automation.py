@@ -12,7 +12,7 @@ evaluates:
   under cleaned_trips, exactly which window months are missing;
 - never train on a window month whose blocking check failed: a check failing in the sensor's
   ingestion run cannot stop runs that automation starts later (`all_deps_blocking_checks_passed()`
-  would not do: it is satisfied when *one* month of the window passed). A deps' deps' check
+  would not do: it is satisfied when *one* month of the window passed). The check of a dep's dep
   counts too: when a raw_trips rule fails, cleaned_trips' rules are not evaluated (the month is
   not cleaned), so its failed check is one level further up.
 """
