@@ -12,7 +12,9 @@ evaluates:
   under cleaned_trips, exactly which window months are missing;
 - never train on a window month whose blocking check failed: a check failing in the sensor's
   ingestion run cannot stop runs that automation starts later (`all_deps_blocking_checks_passed()`
-  would not do: it is satisfied when *one* month of the window passed).
+  would not do: it is satisfied when *one* month of the window passed). The check of a dep's dep
+  counts too: when a raw_trips rule fails, cleaned_trips' rules are not evaluated (the month is
+  not cleaned), so its failed check is one level further up.
 """
 
 import warnings
@@ -49,6 +51,7 @@ class HasTrainingMonths(AutomationCondition):
 
 
 _ANY_DEPS_MISSING = AutomationCondition.any_deps_missing()
+_BLOCKING_CHECK_FAILED = AutomationCondition.any_checks_match(AutomationCondition.check_failed(), blocking_only=True)
 
 WINDOW_READY = (
     AutomationCondition.eager()
@@ -58,7 +61,7 @@ WINDOW_READY = (
     & HasTrainingMonths()
     & ~_ANY_DEPS_MISSING.with_label("window_months_missing")
     & ~AutomationCondition.any_deps_match(
-        AutomationCondition.any_checks_match(AutomationCondition.check_failed(), blocking_only=True)
+        _BLOCKING_CHECK_FAILED | AutomationCondition.any_deps_match(_BLOCKING_CHECK_FAILED)
     ).with_label("any_deps_blocking_check_failed")
 ).with_label("window_ready")
 

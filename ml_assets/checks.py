@@ -1,23 +1,20 @@
 """Asset checks on raw_trips and cleaned_trips: thin Dagster wrappers around `core.rules` and `core.drift`.
 
-- `raw_trips_rules`: blocking checks `schema`, `row_count`, `pickups_in_month` on raw_trips.
-- `cleaned_trips_rules`: blocking checks `schema`, `row_count`, `dropped_share`,
-  `pickups_in_month`, `no_nulls` on cleaned_trips.
-- `cleaned_trips_drift`: check `drift_vs_previous_month` on cleaned_trips (WARN, not blocking).
+- Blocking rules, the check specs of the ingestion op itself (`ml_assets.assets.ingestion`):
+  `schema`, `row_count`, `pickups_in_month` on raw_trips; `schema`, `row_count`,
+  `dropped_share`, `pickups_in_month`, `no_nulls` on cleaned_trips. One check per rule, so the UI
+  shows which rule failed; each result's metadata has `rule`, `message` and the figures with their
+  threshold. The op judges the month before anything is stored: a failed rule is recorded as a
+  failed check evaluation and then fails the step, so nothing is stored and the assets downstream
+  are skipped. A later run is not stopped by an earlier failed check, so the automation condition
+  of the training assets (`ml_assets.automation.WINDOW_READY`) refuses any window month with a
+  failed blocking check.
+- `cleaned_trips_drift`: check `drift_vs_previous_month` on cleaned_trips (WARN, not blocking), an
+  op of its own, run on the stored month.
 
-All checks are partitioned like their asset (one evaluation per month). Each group is one op (the
-month is loaded once) that reports every rule as a check of its own, so the UI shows which rule
-failed; each result's metadata has `rule`, `message` and the figures with their threshold.
-
-Blocking: a failed ERROR-severity blocking check fails its step, so in the same run the assets
-downstream of the checked asset (cleaned_trips after raw_trips, trip_features after cleaned_trips)
-are skipped for that month. Checks run whenever their asset is selected (UI, CLI, the
-`ingest_month` job of `new_month_sensor`). A blocking check only gates the run it is part of:
-a later run is not stopped by an earlier failed check, so the automation condition of the training
-assets (`ml_assets.automation.WINDOW_READY`) refuses any window month with a failed blocking check.
-
-Thresholds: the run config of the check ops (`RulesConfig`, `DriftConfig`, e.g. from the
-launchpad), whose defaults are the ML_ASSETS_* variables of `ml_assets.settings`.
+All checks are partitioned like their asset (one evaluation per month). Thresholds: run config
+(`RulesConfig` of the ingestion op, `DriftConfig` of the drift check, e.g. from the launchpad),
+whose defaults are the ML_ASSETS_* variables of `ml_assets.settings`.
 
 The drift check reads the previous month's cleaned_trips through the `io_manager` resource (the
 IO manager cleaned_trips is stored with). An `AssetIn` with a partition mapping is not an option:
@@ -25,22 +22,17 @@ IO manager cleaned_trips is stored with). An `AssetIn` with a partition mapping 
 never materialized would fail the step instead of letting the check say there is nothing to compare.
 """
 
-from collections.abc import Iterable
-
 import pandas as pd
-import pyarrow as pa
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
-    AssetIn,
     AssetKey,
     Config,
     PythonObjectDagsterType,
     asset_check,
     build_input_context,
-    multi_asset_check,
 )
 from pydantic import Field
 
@@ -68,7 +60,7 @@ DRIFT_CHECK = "drift_vs_previous_month"
 
 
 class RulesConfig(Config):
-    """Thresholds of the blocking rules for one run (defaults: ML_ASSETS_* variables, see settings)."""
+    """Thresholds of the blocking rules for one run of the ingestion op (defaults: ML_ASSETS_* variables)."""
 
     min_rows: int = Field(default=settings.MIN_ROWS.value(), description="row-count floor")
     max_dropped_share: float = Field(
@@ -94,71 +86,25 @@ class DriftConfig(Config):
         return drift.DriftThresholds(**self.model_dump())
 
 
-def _specs(asset: AssetKey, rules: dict[str, str], blocking: bool) -> list[AssetCheckSpec]:
+def rule_specs() -> list[AssetCheckSpec]:
+    """The blocking rules of raw_trips and cleaned_trips, one partitioned check spec each."""
     return monthly_checks(
         lambda: [
-            AssetCheckSpec(
-                name, asset=asset, description=description, blocking=blocking, partitions_def=monthly_partitions
-            )
-            for name, description in rules.items()
+            AssetCheckSpec(name, asset=asset, description=description, blocking=True, partitions_def=monthly_partitions)
+            for asset, described in ((RAW, RAW_RULES), (CLEANED, CLEANED_RULES))
+            for name, description in described.items()
         ]
     )
 
 
-def _blocking_checks(asset: AssetKey, rules: dict[str, str]):
-    """One op per asset and month, loading the value once and reporting each rule as its own check."""
-    name = asset.to_user_string()
-    return multi_asset_check(
-        specs=_specs(asset, rules, blocking=True),
-        ins={name: AssetIn(asset)},
-        can_subset=True,
-        name=f"{name}_rules",
-        description=f"Blocking data rules on {name} (see ml_assets.core.rules).",
-    )
-
-
-def _result(
-    asset: AssetKey, result: rules.RuleResult, severity: AssetCheckSeverity = AssetCheckSeverity.ERROR
-) -> AssetCheckResult:
+def rule_result(asset: AssetKey, result: rules.RuleResult) -> AssetCheckResult:
     return AssetCheckResult(
         asset_key=asset,
         check_name=result.rule,
         passed=result.passed,
-        severity=severity,
         metadata=result.metadata,
         description=result.message,
     )
-
-
-def _selected(
-    context: AssetCheckExecutionContext, asset: AssetKey, results: Iterable[rules.RuleResult]
-) -> Iterable[AssetCheckResult]:
-    selected = {key.name for key in context.selected_asset_check_keys if key.asset_key == asset}
-    for result in results:
-        if result.rule in selected:
-            if not result.passed:
-                context.log.warning(
-                    f"{asset.to_user_string()} {context.partition_key}: check {result.rule} failed: {result.message}"
-                )
-            yield _result(asset, result)
-
-
-@_blocking_checks(RAW, RAW_RULES)
-def raw_trips_rules(context: AssetCheckExecutionContext, config: RulesConfig, raw_trips: pa.Table):
-    yield from _selected(context, RAW, rules.raw_rules(raw_trips, context.partition_key, config.thresholds()))
-
-
-def _recorded_raw_rows(context: AssetCheckExecutionContext, month: str) -> int | None:
-    """`raw_rows` from cleaned_trips' newest materialization of `month` (the value being checked)."""
-    value = (latest_metadata(context.instance, CLEANED, month) or {}).get("raw_rows")
-    return int(value) if value is not None else None
-
-
-@_blocking_checks(CLEANED, CLEANED_RULES)
-def cleaned_trips_rules(context: AssetCheckExecutionContext, config: RulesConfig, cleaned_trips: pd.DataFrame):
-    month = context.partition_key
-    results = rules.cleaned_rules(cleaned_trips, month, _recorded_raw_rows(context, month), config.thresholds())
-    yield from _selected(context, CLEANED, results)
 
 
 def _load_previous(context: AssetCheckExecutionContext, month: str) -> pd.DataFrame:
@@ -221,6 +167,3 @@ def cleaned_trips_drift(
         metadata={**result.metadata, **plot},
         description=result.message,
     )
-
-
-all_checks = [raw_trips_rules, cleaned_trips_rules, cleaned_trips_drift]

@@ -54,13 +54,17 @@ def materialize_month(
 ) -> ExecuteInProcessResult:
     """One run for `month` of `selection` (asset names; default all) with their checks, as in the UI.
 
-    `run_config["ops"]` may configure assets outside the selection (one config for every run); those
+    `run_config["ops"]` may configure ops outside the selection (one config for every run); those
     are left out. Resources are built from the environment at call time, not at import. `loggers`
     replace Dagster's console logger (a run starts only the loggers its run config names).
     """
     config = {**(run_config or {}), "loggers": {name: {} for name in loggers or {}}}
     if selection is not None and "ops" in config:
-        unselected = {key.to_user_string() for assets in all_assets for key in assets.keys} - set(selection)
+        unselected = {
+            assets.node_def.name
+            for assets in all_assets
+            if not {key.to_user_string() for key in assets.keys} & set(selection)
+        }
         config["ops"] = {op: value for op, value in config["ops"].items() if op not in unselected}
     _fail_dead_runs(instance)
     defs = Definitions(

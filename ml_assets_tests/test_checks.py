@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetCheckSeverity, AssetKey
+from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey
 
 from ml_assets.core import drift, rules
 from ml_assets.core.cleaning import clean_trips
@@ -106,7 +106,6 @@ def test_cleaned_rules_name_what_is_wrong():
         "ceiling": 0.2,
         "message": dropped.message,
     }
-    assert not rules.dropped_share(rows=700, raw_rows=None, ceiling=0.2).passed
 
 
 def test_psi_ks_and_tvd():
@@ -200,6 +199,8 @@ def test_good_months_pass_every_check_and_features_follow(instance, source, dags
     checks = evaluations(result)
     assert len(checks) == 9 and all(check.passed for check in checks.values())
     assert {check.partition for check in checks.values()} == {"2021-02"}
+    # Recorded after the values are stored, so each evaluation is about this run's materialization.
+    assert {check.target_materialization_data.run_id for check in checks.values()} == {result.run_id}
     assert all(check.blocking for key, check in checks.items() if key[1] != "drift_vs_previous_month")
     assert metadata(checks[("cleaned_trips", "dropped_share")])["dropped_share"] == pytest.approx(0.0411, abs=1e-4)
     drift = metadata(checks[("cleaned_trips", "drift_vs_previous_month")])
@@ -208,7 +209,7 @@ def test_good_months_pass_every_check_and_features_follow(instance, source, dags
 
     # Recorded, but its stored value is gone: still nothing to compare, and the run does not fail.
     (dagster_home / "ml_assets" / "assets" / "cleaned_trips" / "2021-02.parquet").unlink()
-    again = evaluations(materialize_month(instance, "2021-03", ["cleaned_trips"], run_config=FAST_CONFIG))
+    again = evaluations(materialize_month(instance, "2021-03", INGESTION, run_config=FAST_CONFIG))
     assert "2021-02 cannot be loaded" in again[("cleaned_trips", "drift_vs_previous_month")].description
 
 
@@ -236,23 +237,32 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", BAD)
-def test_a_month_failing_a_blocking_rule_is_not_stored(case, instance, source):
-    """raw_trips judges the month (and its dry cleaning) by the blocking rules before the IO manager stores it."""
+def test_a_month_failing_a_blocking_rule_is_recorded_and_not_stored(case, instance, source):
+    """The ingestion op records the failed check, then fails before the IO manager stores anything."""
     make_bad, (asset, rule), expected = BAD[case]
     write_february(source, make_bad)
     result = materialize_month(instance, "2021-02", WITH_FEATURES, raise_on_error=False, run_config=FAST_CONFIG)
     assert not result.success
     failure = [event for event in result.all_events if event.is_step_failure]
-    assert [event.step_key for event in failure] == ["raw_trips"]
+    assert [event.step_key for event in failure] == ["ingest_trips"]
     error = failure[0].step_failure_data
-    assert f"{asset}" in str(error.error) and f"rule {rule} failed" in str(error.error)
+    assert "month 2021-02" in str(error.error) and f"{asset}: rule {rule} failed" in str(error.error)
 
     found = error.user_failure_data.metadata[rule].value
     assert found["rule"] == rule and {key: found[key] for key in expected} == expected, found
     started = {event.step_key for event in result.all_events if event.event_type_value == "STEP_START"}
-    assert started == {"raw_trips"}
+    assert started == {"ingest_trips"}
     for name in WITH_FEATURES:
         assert "2021-02" not in materialized(instance, name)
+
+    # The evaluation is in the event log, as the UI's Checks tab reads it: failed, with the rule's message.
+    failed = evaluations(result)[(asset, rule)]
+    assert not failed.passed and failed.blocking and failed.description == found["message"]
+    (latest,) = instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(AssetKey(asset), rule), limit=1
+    )
+    assert (latest.status.value, latest.partition) == ("FAILED", "2021-02")
+    assert latest.event.dagster_event.event_specific_data.description == found["message"]
 
     if case == "30% zero durations":
         assert found["dropped_share"] == pytest.approx(0.3 + 0.7 * 0.041, abs=0.01)
@@ -262,7 +272,7 @@ def test_a_month_failing_a_blocking_rule_is_not_stored(case, instance, source):
 
 def test_row_floor_follows_the_run_config(instance, source):
     write_february(source, few_rows)
-    floor = {"ops": {f"{asset}_rules": {"config": {"min_rows": 400}} for asset in INGESTION}}  # as in the launchpad
+    floor = {"ops": {"ingest_trips": {"config": {"min_rows": 400}}}}  # as in the launchpad
     result = materialize_month(instance, "2021-02", INGESTION, run_config=floor)
     assert result.success
     rows = metadata(evaluations(result)[("raw_trips", "row_count")])

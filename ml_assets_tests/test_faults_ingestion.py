@@ -104,7 +104,7 @@ def test_a_bad_republication_replaces_nothing_and_the_good_file_comes_back(
     result = materialize_month(instance, "2021-02", INGESTION, raise_on_error=False)
     assert not result.success
     failures = [event for event in result.all_events if event.is_step_failure]
-    assert [event.step_key for event in failures] == ["raw_trips"]
+    assert [event.step_key for event in failures] == ["ingest_trips"]
     error = str(failures[0].step_failure_data.error)
     assert message in error and "2021-02" in error and str(source / good.name) in error
     assert stored_values(dagster_home) == before

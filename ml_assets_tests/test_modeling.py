@@ -11,7 +11,7 @@ import pytest
 from ml_assets.core.cleaning import clean_trips
 from ml_assets.core.features import SPLIT, TEST, TRAIN, VALID, build_features, design_matrices
 from ml_assets.core.training import baseline_rmse, load_booster, model_bytes, predict, regression_metrics, train_booster
-from ml_assets.core.tuning import tune
+from ml_assets.core.tuning import _pruning_callback, tune
 from ml_assets_tests.support import TLC_DATA
 
 
@@ -113,3 +113,14 @@ def test_the_time_budget_holds_inside_a_trial_under_load(tmp_path, rich):
     assert result.trials_run >= 1
     # Generous for a loaded machine (it must not take minutes); the tight figure is in the benchmark.
     assert seconds < 45, seconds
+
+
+def test_a_trial_whose_budget_is_spent_before_its_first_round_still_has_a_score(rich):
+    """On a loaded machine the budget can run out between optuna's check and a trial's first round."""
+    import optuna
+
+    trial = optuna.create_study().ask()
+    spent = _pruning_callback(trial, "valid-rmse", deadline=time.monotonic() - 1)
+    booster = train_booster(design_matrices(rich), {}, 100, 10, callbacks=[spent])
+    assert booster.best_iteration == 0 and booster.best_score > 0
+    assert trial.user_attrs["stopped_by_time_budget_at_round"] == 1

@@ -87,7 +87,7 @@ def test_real_tlc_months_through_the_download_code(instance, monkeypatch, tlc_se
     assert model["baseline_rmse"] == pytest.approx(7.76, abs=0.02)
     assert model["rmse"] < 6.0
 
-    missing = materialize_month(instance, "2021-04", ["raw_trips"], raise_on_error=False, run_config=FAST_CONFIG)
+    missing = materialize_month(instance, "2021-04", INGESTION, raise_on_error=False, run_config=FAST_CONFIG)
     assert "month 2021-04 is not published yet" in failure_message(missing)
     assert (tlc_server.count("HEAD"), tlc_server.count("GET")) == (4, 2)  # a 404 is final: no retry, no download
 
@@ -96,7 +96,7 @@ def _write(table, path):
     pq.write_table(table, path)
 
 
-BAD_FILES = {  # how to spoil the month's file, what raw_trips' error must say
+BAD_FILES = {  # how to spoil the month's file, what the ingestion step's error must say
     "truncated": (lambda good, path: path.write_bytes(good.read_bytes()[:200_000]), "is not readable parquet"),
     "missing column": (
         lambda good, path: _write(pq.read_table(good).drop(["lpep_dropoff_datetime"]), path),
@@ -129,7 +129,7 @@ def test_bad_month_fails_clearly_and_loses_nothing(case, instance, monkeypatch, 
     error = failure_message(result)
     assert message in error
     failed = [event.step_key for event in result.all_events if event.is_step_failure]
-    assert failed == ["raw_trips"]
+    assert failed == ["ingest_trips"]
     assert "2021-02" in error and str(source / good.name) in error
     # Nothing was built from the bad file: every asset keeps its earlier good value.
     assert {path: path.read_bytes() for path in assets.rglob("2021-02.parquet")} == stored

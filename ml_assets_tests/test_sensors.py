@@ -10,7 +10,6 @@ import pytest
 from dagster import (
     AssetKey,
     AssetMaterialization,
-    AssetSelection,
     DagsterRunStatus,
     DefaultScheduleStatus,
     DefaultSensorStatus,
@@ -20,7 +19,6 @@ from dagster import (
     SkipReason,
     build_schedule_context,
     build_sensor_context,
-    define_asset_job,
     evaluate_automation_conditions,
 )
 
@@ -37,6 +35,7 @@ from ml_assets_tests.http_server import serve_directory
 from ml_assets_tests.support import TLC_DATA
 
 MAX_MONTHS_ENV = settings.SENSOR_MAX_MONTHS.variable
+INGESTION = ["raw_trips", "cleaned_trips"]
 
 MONTHS = ["2021-01", "2021-02", "2021-03", "2022-01", "2022-02", "2022-03", "2023-01", "2023-02"]
 TRAINING = ["trip_features", "best_params", "trained_model"]
@@ -260,31 +259,35 @@ def test_training_is_not_limited_to_the_latest_partition(instance):
     assert requested(result, "trip_features") == {"2022-01", "2022-02"}  # windows complete, months old
 
 
-def test_a_failed_blocking_check_keeps_its_month_out_of_training(instance, files, monkeypatch):
-    """A check run after its month was stored (e.g. from the UI, with a stricter floor) can still fail."""
-    from ml_assets.checks import all_checks
-    from ml_assets.definitions import all_assets, defs
+@pytest.mark.parametrize(
+    ("stricter", "failed_check"),
+    [
+        ({"min_rows": 10**9}, ("raw_trips", "row_count")),  # cleaned_trips' rules are then not evaluated
+        ({"max_dropped_share": 0.0}, ("cleaned_trips", "dropped_share")),
+    ],
+)
+def test_a_failed_blocking_check_keeps_its_month_out_of_training(stricter, failed_check, instance, files, monkeypatch):
+    """A stored month ingested again with a stricter threshold (e.g. from the launchpad) fails a blocking check:
+    its stored value stays, and automation trains no month whose window holds it until it passes again."""
+    from ml_assets.definitions import defs
 
     monkeypatch.setenv("ML_ASSETS_SOURCE", str(files("2021-01", "2021-02", "2021-03")))
     result = evaluate_automation_conditions(defs=defs, instance=instance)
     for month in ("2021-01", "2021-02", "2021-03"):
-        materialize_month(instance, month, ["raw_trips", "cleaned_trips"])
-    check_job = define_asset_job("check_cleaned_trips", AssetSelection.checks_for_assets("cleaned_trips"))
-    checks = (
-        Definitions(assets=all_assets, asset_checks=all_checks, resources=build_resources(), jobs=[check_job])
-        .resolve_job_def(check_job.name)
-        .execute_in_process(
-            run_config={"ops": {"cleaned_trips_rules": {"config": {"min_rows": 10**9}}}},
-            tags={"dagster/partition": "2021-02"},  # partition_key= wants an asset in the selection
-            instance=instance,
-            raise_on_error=False,
-        )
-    )
-    failed = [(e.check_name, e.partition) for e in checks.get_asset_check_evaluations() if not e.passed]
-    assert failed == [("row_count", "2021-02")]
+        materialize_month(instance, month, INGESTION)
+    config = {"ops": {"ingest_trips": {"config": stricter}}}
+    checked = materialize_month(instance, "2021-02", INGESTION, run_config=config, raise_on_error=False)
+    assert not checked.success
+    evaluations = checked.get_asset_check_evaluations()
+    failed = [(e.asset_key.to_user_string(), e.check_name, e.partition) for e in evaluations if not e.passed]
+    assert failed == [(*failed_check, "2021-02")]
+    assert len(instance.fetch_materializations(AssetKey("cleaned_trips"), limit=10).records) == 3  # nothing replaced
     result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
-    assert not requested(result, "trip_features") & {"2021-02", "2021-03"}  # both windows hold 2021-02
-    assert not requested(result, "trip_features")  # and 2021-01 has nothing to train on
+    assert not requested(result, "trip_features")  # both windows hold 2021-02; 2021-01 has nothing to train on
+
+    materialize_month(instance, "2021-02", INGESTION)  # the usual thresholds: it passes again
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert requested(result, "trip_features") == {"2021-02", "2021-03"}
 
 
 def test_training_waits_while_a_window_month_is_being_ingested(instance):

@@ -1,24 +1,24 @@
 """raw_trips and cleaned_trips: a month of trips as the source publishes it, then cleaned for modelling.
 
-Both judge a month by the blocking rules before returning it. Dagster runs blocking asset checks
-only after the IO manager has stored the value, so a re-published month that reads but is bad
-would otherwise replace the last good one; here it fails the step and nothing is stored. raw_trips
-also cleans the month (a dry run, not stored) and applies cleaned_trips' rules: the stored raw and
-cleaned values of a month always come from one version of its file. The thresholds are this run's
-config of the check ops (`raw_trips_rules`, `cleaned_trips_rules`), so both judge alike.
+One op, `ingest_trips`, makes both assets from one read of the month's file, so a month's stored
+raw and cleaned values always come from one version of it (the op cannot be subset: Dagster and the
+UI always materialize both). The blocking rules are the op's own check specs (`checks.rule_specs`)
+and are judged before anything is stored: when one fails, every evaluated rule is recorded as a
+check evaluation (the Checks tab shows it) and the step fails naming the month, the file and the
+rule, so the last good values stay in place. When all pass, the values are stored first and the
+evaluations follow, so that they target the new materializations.
 """
 
 import hashlib
 
-import pandas as pd
 import pyarrow as pa
-from dagster import AssetExecutionContext, Failure, MetadataValue, asset
+from dagster import AssetExecutionContext, AssetOut, Failure, MetadataValue, Output, multi_asset
 
 from ml_assets import metadata as ui
-from ml_assets.checks import RulesConfig, cleaned_trips_rules, raw_trips_rules
+from ml_assets.checks import CLEANED, RAW, RulesConfig, rule_result, rule_specs
 from ml_assets.core import plots, rules
-from ml_assets.core.cleaning import EmptyMonthError, clean_trips
-from ml_assets.core.schema import DURATION, check_required_columns
+from ml_assets.core.cleaning import CleanedMonth, EmptyMonthError, clean_trips
+from ml_assets.core.schema import DURATION
 from ml_assets.core.storage import read_table
 from ml_assets.partitions import monthly_partitions
 from ml_assets.resources import TripSourceResource
@@ -32,68 +32,78 @@ def _sha256(path) -> str:
     return digest.hexdigest()
 
 
-def _thresholds(context: AssetExecutionContext, checks) -> rules.RuleThresholds:
-    """The thresholds `checks` judge this run by: their op's run config, else the settings' defaults."""
-    ops = context.run.run_config.get("ops", {})
-    return RulesConfig(**ops.get(checks.node_def.name, {}).get("config", {})).thresholds()
+def _refusal(error: rules.BlockingRuleError) -> Failure:
+    """The step's failure: each failed rule with its figures as the failure's metadata."""
+    metadata = {result.rule: MetadataValue.json(result.metadata) for result in error.failed}
+    return Failure(description=str(error), metadata=metadata)
 
 
-def _require_passed(results, where: str) -> None:
-    """Fail the step, nothing stored, with each failed rule's figures as the failure's metadata."""
-    try:
-        rules.require_passed(results, where)
-    except rules.BlockingRuleError as error:
-        metadata = {result.rule: MetadataValue.json(result.metadata) for result in error.failed}
-        raise Failure(description=str(error), metadata=metadata) from error
+def _raw_metadata(table: pa.Table, path, source: str) -> dict:
+    return {
+        "rows": table.num_rows,
+        "source": source,
+        "source_file": str(path),
+        "size_bytes": path.stat().st_size,
+        "sha256": _sha256(path),
+        **ui.table_metadata(table),
+    }
 
 
-@asset(partitions_def=monthly_partitions, group_name="ingestion", kinds={"parquet"})
-def raw_trips(context: AssetExecutionContext, trip_source: TripSourceResource) -> pa.Table:
-    """One month of trips as the source publishes it (TLC's own file, schema untouched)."""
+def _cleaned_metadata(context: AssetExecutionContext, cleaned: CleanedMonth) -> dict:
+    trips = cleaned.trips
+    return {
+        "rows": len(trips),
+        "raw_rows": cleaned.raw_rows,
+        "dropped_rows": cleaned.dropped_rows,
+        "dropped_share": round(cleaned.dropped_rows / cleaned.raw_rows, 5),
+        **{f"dropped_{reason}": count for reason, count in cleaned.dropped.items()},
+        "duration_mean": round(float(trips[DURATION].mean()), 3),
+        **ui.table_metadata(trips),
+        "preview": ui.preview(trips),
+        **ui.plot_metadata({"duration": lambda: plots.duration_histogram(trips[DURATION])}, context.log),
+    }
+
+
+@multi_asset(
+    outs={
+        "raw_trips": AssetOut(
+            description="One month of trips as the source publishes it (TLC's own file, schema untouched).",
+            kinds={"parquet"},
+        ),
+        "cleaned_trips": AssetOut(
+            description="Trips with a `duration` (minutes) of 1–60 whose pickup lies in the month, "
+            "in one schema for all years.",
+            kinds={"pandas"},
+        ),
+    },
+    internal_asset_deps={"raw_trips": set(), "cleaned_trips": {RAW}},
+    check_specs=rule_specs(),
+    partitions_def=monthly_partitions,
+    group_name="ingestion",
+    can_subset=False,
+)
+def ingest_trips(context: AssetExecutionContext, config: RulesConfig, trip_source: TripSourceResource):
+    """Fetch the month, judge it by the blocking rules, clean it; store both only if every rule passed."""
     month = context.partition_key
     path = trip_source.source().fetch(month)
     table = read_table(path)
     where = f"month {month}, file {path}"
-    check_required_columns(table.schema, where)
     if table.num_rows == 0:
         raise EmptyMonthError(f"{where}: the file has no trips")
-    _require_passed(rules.raw_rules(table, month, _thresholds(context, raw_trips_rules)), f"{where}: raw_trips")
-    cleaned = clean_trips(table, month, where)  # raises if nothing is left to clean
-    cleaned_thresholds = _thresholds(context, cleaned_trips_rules)
-    cleaned_results = rules.cleaned_rules(cleaned.trips, month, cleaned.raw_rows, cleaned_thresholds)
-    _require_passed(cleaned_results, f"{where}: cleaned_trips (cleaned to check, not stored)")
-    context.add_output_metadata(
-        {
-            "rows": table.num_rows,
-            "source": trip_source.label,
-            "source_file": str(path),
-            "size_bytes": path.stat().st_size,
-            "sha256": _sha256(path),
-            **ui.table_metadata(table),
-        }
-    )
-    return table
-
-
-@asset(partitions_def=monthly_partitions, group_name="ingestion", kinds={"pandas"})
-def cleaned_trips(context: AssetExecutionContext, raw_trips: pa.Table) -> pd.DataFrame:
-    """Trips with a `duration` (minutes) of 1–60 whose pickup lies in the month, in one schema for all years."""
-    month = context.partition_key
-    where = f"month {month}, raw_trips"
-    cleaned = clean_trips(raw_trips, month, where)
-    thresholds = _thresholds(context, cleaned_trips_rules)
-    _require_passed(rules.cleaned_rules(cleaned.trips, month, cleaned.raw_rows, thresholds), f"{where}: cleaned_trips")
-    context.add_output_metadata(
-        {
-            "rows": len(cleaned.trips),
-            "raw_rows": cleaned.raw_rows,
-            "dropped_rows": cleaned.dropped_rows,
-            "dropped_share": round(cleaned.dropped_rows / cleaned.raw_rows, 5),
-            **{f"dropped_{reason}": count for reason, count in cleaned.dropped.items()},
-            "duration_mean": round(float(cleaned.trips[DURATION].mean()), 3),
-            **ui.table_metadata(cleaned.trips),
-            "preview": ui.preview(cleaned.trips),
-            **ui.plot_metadata({"duration": lambda: plots.duration_histogram(cleaned.trips[DURATION])}, context.log),
-        }
-    )
-    return cleaned.trips
+    thresholds = config.thresholds()
+    raw_results = rules.raw_rules(table, month, thresholds)
+    evaluations = [rule_result(RAW, result) for result in raw_results]
+    try:
+        rules.require_passed(raw_results, f"{where}: raw_trips")  # a month failing these is not worth cleaning
+        cleaned = clean_trips(table, month, where)
+        cleaned_results = rules.cleaned_rules(cleaned.trips, month, cleaned.raw_rows, thresholds)
+        evaluations += [rule_result(CLEANED, result) for result in cleaned_results]
+        rules.require_passed(cleaned_results, f"{where}: cleaned_trips")
+    except ValueError as error:  # a failed rule, or nothing left after cleaning: record what was judged
+        yield from evaluations
+        if isinstance(error, rules.BlockingRuleError):
+            raise _refusal(error) from error
+        raise
+    yield Output(table, "raw_trips", metadata=_raw_metadata(table, path, trip_source.label))
+    yield Output(cleaned.trips, "cleaned_trips", metadata=_cleaned_metadata(context, cleaned))
+    yield from evaluations

@@ -71,7 +71,7 @@ def _schema_result(columns: Mapping[str, Any], required: Iterable[str], schema: 
         return RuleResult("schema", True, f"{what}: all required columns present and castable", metadata)
     problems = []
     if missing:
-        problems.append(f"missing column(s) {', '.join(missing)}")
+        problems.append(f"missing required column(s) {', '.join(missing)}")
     if uncastable:
         problems.append(
             "column(s) not castable to the canonical schema: "
@@ -185,15 +185,8 @@ def no_nulls(trips: pd.DataFrame, columns: Iterable[str] = NOT_NULL) -> RuleResu
     return RuleResult("no_nulls", False, "values the model needs are missing: " + "; ".join(parts), metadata)
 
 
-def dropped_share(rows: int, raw_rows: int | None, ceiling: float) -> RuleResult:
-    """Share of raw rows that cleaning removed; `raw_rows` None means cleaned_trips did not record it."""
-    if raw_rows is None:
-        return RuleResult(
-            "dropped_share",
-            False,
-            "cleaned_trips recorded no raw_rows for this month, so the dropped share is unknown",
-            {"rows": int(rows), "ceiling": ceiling},
-        )
+def dropped_share(rows: int, raw_rows: int, ceiling: float) -> RuleResult:
+    """Share of raw rows that cleaning removed."""
     share = (raw_rows - rows) / raw_rows if raw_rows else 1.0
     passed = share <= ceiling
     relation = "<=" if passed else ">"
@@ -219,9 +212,7 @@ def raw_rules(table: pa.Table, month: str, thresholds: RuleThresholds) -> list[R
     ]
 
 
-def cleaned_rules(
-    trips: pd.DataFrame, month: str, raw_rows: int | None, thresholds: RuleThresholds
-) -> list[RuleResult]:
+def cleaned_rules(trips: pd.DataFrame, month: str, raw_rows: int, thresholds: RuleThresholds) -> list[RuleResult]:
     return [
         cleaned_schema(trips),
         row_count(len(trips), thresholds.min_rows),

@@ -72,13 +72,15 @@ def _pruning_callback(trial, observation_key: str, deadline: float):
 
     optuna's own timeout is only checked between trials, so one long trial (a loaded machine, a large
     month) would overrun the budget by its whole length; stopped here, the trial keeps the best
-    holdout score it reached.
+    holdout score it reached. It always keeps the first round: XGBoost's early stopping, which
+    records the best round, runs after this callback, and a trial stopped before it ever ran
+    (the budget spent while the trial prepared its data) would have no score.
     """
     from optuna_integration import XGBoostPruningCallback
 
     class BudgetedPruning(XGBoostPruningCallback):
         def after_iteration(self, model, epoch: int, evals_log) -> bool:
-            if time.monotonic() >= deadline:
+            if epoch > 0 and time.monotonic() >= deadline:
                 trial.set_user_attr("stopped_by_time_budget_at_round", epoch)
                 return True
             return epoch % REPORT_EVERY == 0 and super().after_iteration(model, epoch, evals_log)
