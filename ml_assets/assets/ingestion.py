@@ -20,6 +20,7 @@ from ml_assets.checks import RulesConfig, cleaned_trips_rules, raw_trips_rules
 from ml_assets.core import plots, rules
 from ml_assets.core.cleaning import EmptyMonthError, clean_trips
 from ml_assets.core.schema import DURATION, check_required_columns
+from ml_assets.execution import in_group
 from ml_assets.partitions import monthly_partitions
 from ml_assets.resources import TripSourceResource
 
@@ -47,7 +48,7 @@ def _require_passed(results, where: str) -> None:
         raise Failure(description=str(error), metadata=metadata) from error
 
 
-@asset(partitions_def=monthly_partitions, group_name="ingestion", kinds={"parquet"})
+@asset(partitions_def=monthly_partitions, **in_group("ingestion"), kinds={"parquet"})
 def raw_trips(context: AssetExecutionContext, trip_source: TripSourceResource) -> pa.Table:
     """One month of trips as the source publishes it (TLC's own file, schema untouched)."""
     month = context.partition_key
@@ -75,7 +76,7 @@ def raw_trips(context: AssetExecutionContext, trip_source: TripSourceResource) -
     return table
 
 
-@asset(partitions_def=monthly_partitions, group_name="ingestion", kinds={"pandas"})
+@asset(partitions_def=monthly_partitions, **in_group("ingestion"), kinds={"pandas"})
 def cleaned_trips(context: AssetExecutionContext, raw_trips: pa.Table) -> pd.DataFrame:
     """Trips with a `duration` (minutes) of 1–60 whose pickup lies in the month, in one schema for all years."""
     month = context.partition_key
