@@ -35,13 +35,10 @@ case "$service" in
     # Executes the steps of runs whose executor is Celery (ML_ASSETS_EXECUTOR=celery), one at a time,
     # from the queues in CELERY_WORKER_QUEUES (ingest, train or both), as CELERY_WORKER_NAME@host.
     # Extra options go to `celery worker`.
-    queues=""
-    for queue in $(echo "${CELERY_WORKER_QUEUES:-ingest,train}" | tr ',' ' '); do
-      queues="$queues --queue $queue"
-    done
-    # shellcheck disable=SC2086  # one --queue option per queue
+    # One comma-separated --queue: Celery 5 keeps only the last of several `-Q` options.
     exec dagster-celery worker start --app dagster_celery.app --config-yaml "$DAGSTER_HOME/celery.yaml" \
-      --name "${CELERY_WORKER_NAME:-worker}" $queues -- --concurrency "${CELERY_WORKER_CONCURRENCY:-1}" "$@"
+      --name "${CELERY_WORKER_NAME:-worker}" --queue "${CELERY_WORKER_QUEUES:-ingest,train}" \
+      -- --concurrency "${CELERY_WORKER_CONCURRENCY:-1}" "$@"
     ;;
   mlflow)
     : "${MLFLOW_BACKEND_STORE_URI:?MLFLOW_BACKEND_STORE_URI must name the PostgreSQL database of MLflow}"

@@ -81,14 +81,14 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     """Like `pd.read_parquet`, but numeric categoricals (zone ids) come back as categoricals too.
 
     Parquet keeps only string dictionaries; the pandas metadata still says which columns were
-    categorical and of which type.
+    categorical. The categories keep the column's own type: the metadata's `numpy_type` is that of
+    the codes (int8 below 128 categories, which would wrap zone ids above 127).
     """
     frame = table.to_pandas()
     for column in (table.schema.pandas_metadata or {}).get("columns", []):
         name = column["name"]
         if column["pandas_type"] == "categorical" and frame[name].dtype != "category":
-            values = pd.Categorical(frame[name])
-            frame[name] = values.rename_categories(values.categories.astype(column["numpy_type"]))
+            frame[name] = frame[name].astype("category")
     return frame
 
 

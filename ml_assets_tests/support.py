@@ -111,14 +111,14 @@ def start_dagster_dev(env: dict, port: int, log: Path) -> subprocess.Popen:
         )
 
 
-def drop_month(incoming: Path, month: str) -> None:
-    """A real TLC month, every SAMPLE_EVERY-th trip, appearing at once in a folder (written aside, then renamed)."""
+def drop_month(incoming: Path, month: str, every: int = SAMPLE_EVERY) -> None:
+    """A real TLC month, every `every`-th trip, appearing at once in a folder (written aside, then renamed)."""
     import pyarrow.parquet as pq
 
     name = f"green_tripdata_{month}.parquet"
     table = pq.read_table(TLC_DATA / name)
     partial = incoming / f".{name}.partial"
-    pq.write_table(table.take(list(range(0, table.num_rows, SAMPLE_EVERY))), partial)
+    pq.write_table(table.take(list(range(0, table.num_rows, every))), partial)
     os.replace(partial, incoming / name)
 
 

@@ -15,11 +15,13 @@ workers. Sensors are stopped first, so runs come only from the backfills and the
   unacknowledged in Redis (acks_late, deploy/celery.yaml), goes back to its queue and the other
   worker executes it; the run succeeds and nothing is left half-done.
 
-Months are real TLC files (a tenth of their trips). Run alone with `pytest -m deployment`.
+Months are real TLC files, every SAMPLE_EVERY-th trip, so that every step takes seconds. Run alone
+with `pytest -m deployment`.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -27,7 +29,7 @@ from collections import defaultdict
 
 import pytest
 
-from ml_assets_tests.support import ROOT, drop_month, stop_process_group, stored_values
+from ml_assets_tests.support import FAST_CONFIG, ROOT, drop_month, stop_process_group, stored_values
 from ml_assets_tests.topology import (
     TEST_INSTANCE,
     TRAINING_TAG,
@@ -42,18 +44,22 @@ from ml_assets_tests.topology import (
 pytestmark = pytest.mark.deployment
 
 MONTHS = ["2023-01", "2023-02", "2023-03", "2023-04"]
+SAMPLE_EVERY = 40
 WORKERS = {"general": "ingest,train", "trainer": "train"}
-# The same settings for both executors; a tuning time budget that never cuts a study short, so
-# that both run exactly the same trials.
+# The same settings and run config for both executors; a tuning time budget that never cuts a
+# study short, so that both run exactly the same trials. Two training steps at once here (the
+# in-process backfill runs beside the workers): XGBoost gets one core each.
 CODE_ENV = {
     "ML_ASSETS_START_MONTH": MONTHS[0],
     "ML_ASSETS_TRAINING_MONTHS": "1",
     "ML_ASSETS_TUNING_TRIALS": "2",
     "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "3600",
+    "ML_ASSETS_PARALLEL_TRAINING_STEPS": "2",
 }
+RUN_CONFIG = {"ops": {"trained_model": FAST_CONFIG["ops"]["trained_model"]}}
 # A step of a killed worker goes back to its queue after this many seconds unacknowledged
 # (production: two hours); every step here takes far less, so none is ever handed out twice.
-VISIBILITY_TIMEOUT = 40
+VISIBILITY_TIMEOUT = 45
 CELERY_OVERRIDES = {
     "execution": {
         "config": {
@@ -131,10 +137,16 @@ def stop_sensors(topology: Topology) -> None:
         assert stopped.get("instigationState", {}).get("status") == "STOPPED", (sensor["name"], stopped)
 
 
+RUNNER = (
+    "import json, sys; from dagster import DagsterInstance; from ml_assets.runner import run; "
+    "run(sys.argv[1], sys.argv[2], DagsterInstance.get(), run_config=json.loads(sys.argv[3]))"
+)
+
+
 @pytest.fixture(scope="module")
 def in_process(tmp_path_factory):
-    """`python -m ml_assets.runner 2023-02 --to 2023-04` (`make backfill`: the in-process executor,
-    sqlite) on the same months, started at once so that it runs while the topology starts."""
+    """`ml_assets.runner`'s backfill of 2023-02 to 2023-04 (`make backfill`: the in-process executor,
+    sqlite) on the same months, with RUN_CONFIG, started at once so that it runs while the topology starts."""
     require_servers(celery=True)
     work = tmp_path_factory.mktemp("in_process")
     incoming, home = work / "incoming", work / "dagster_home"
@@ -142,13 +154,13 @@ def in_process(tmp_path_factory):
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     for month in MONTHS:
-        drop_month(incoming, month)
+        drop_month(incoming, month, SAMPLE_EVERY)
     env = {**clean_environ(), **CODE_ENV, "ML_ASSETS_SOURCE": str(incoming), "DAGSTER_HOME": str(home)}
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     log = work / "runner.log"
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ml_assets.runner", MONTHS[1], "--to", MONTHS[-1]],
+            [sys.executable, "-c", RUNNER, MONTHS[1], MONTHS[-1], json.dumps(RUN_CONFIG)],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -178,11 +190,13 @@ def celery_topology(tmp_path_factory):
         topology.wait_until_ready()
         stop_sensors(topology)  # before any month is there, so that no tick can have requested one
         for month in MONTHS:
-            drop_month(incoming, month)
+            drop_month(incoming, month, SAMPLE_EVERY)
         yield topology
 
 
-def backfill(topology: Topology, job: str, months: list[str], tags: dict[str, str] | None = None) -> str:
+def backfill(
+    topology: Topology, job: str, months: list[str], tags: dict | None = None, config: dict | None = None
+) -> str:
     """A backfill of `job` over `months`, launched from the webserver as the UI's backfill dialog does."""
     launched = graphql(topology)._execute(
         """mutation Backfill($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
@@ -192,6 +206,7 @@ def backfill(topology: Topology, job: str, months: list[str], tags: dict[str, st
                 "selector": {"partitionSetName": f"{job}_partition_set", "repositorySelector": REPOSITORY},
                 "partitionNames": months,
                 "tags": [{"key": key, "value": value} for key, value in (tags or {}).items()],
+                "runConfigData": config or {},
             }
         },
     )["launchPartitionBackfill"]
@@ -218,7 +233,7 @@ def backfilled(celery_topology):
     with celery_topology.instance() as instance:
         ingest = backfill(celery_topology, "ingest_month", MONTHS)
         ingested = finished_runs(celery_topology, instance, ingest, len(MONTHS), 300)
-        train = backfill(celery_topology, "retrain_month", MONTHS[1:], dict([TRAINING_TAG]))
+        train = backfill(celery_topology, "retrain_month", MONTHS[1:], dict([TRAINING_TAG]), RUN_CONFIG)
         trained = finished_runs(celery_topology, instance, train, len(MONTHS) - 1, 300)
     return celery_topology, ingested, trained
 
