@@ -59,7 +59,7 @@ CODE_ENV = {
 RUN_CONFIG = {"ops": {"trained_model": FAST_CONFIG["ops"]["trained_model"]}}
 # A step of a killed worker goes back to its queue after this many seconds unacknowledged
 # (production: two hours); every step here takes far less, so none is ever handed out twice.
-VISIBILITY_TIMEOUT = 45
+VISIBILITY_TIMEOUT = 30
 CELERY_OVERRIDES = {
     "execution": {
         "config": {
@@ -207,6 +207,8 @@ def backfill(
                 "partitionNames": months,
                 "tags": [{"key": key, "value": value} for key, value in (tags or {}).items()],
                 "runConfigData": config or {},
+                # The runs are queued at once, not at the backfill daemon's next iteration (30 s).
+                "forceSynchronousSubmission": True,
             }
         },
     )["launchPartitionBackfill"]
@@ -352,14 +354,13 @@ def test_a_worker_killed_mid_step_hands_the_step_to_the_other_worker(backfilled)
             ["trained_model"],
             {"ops": {"trained_model": {"config": {"num_boost_round": rounds, "early_stopping_rounds": rounds}}}},
         )
-        taken = []
-        topology.wait_for(
-            lambda: taken.extend(step_workers(instance, run_id).get("trained_model", [])) or taken,
-            "trained_model taken by a worker",
-            120,
-            poll=0.1,
-        )
-        killed = topology.worker_key(taken[0])
+
+        def taken_by() -> list[str]:
+            return step_workers(instance, run_id).get("trained_model", [])
+
+        topology.wait_for(taken_by, "trained_model taken by a worker", 120, poll=0.1)
+        (first,) = taken_by()
+        killed = topology.worker_key(first)
         topology.services[killed].kill()  # the worker and its pool process, as a lost machine
 
         # The fault: the step's worker is gone mid-step; the run waits with the step in Redis, unacknowledged.
@@ -374,7 +375,7 @@ def test_a_worker_killed_mid_step_hands_the_step_to_the_other_worker(backfilled)
         )
         assert instance.get_run_by_id(run_id).status == DagsterRunStatus.SUCCESS
         workers = step_workers(instance, run_id)["trained_model"]
-        assert len(workers) == 2 and workers[0] == taken[0] and workers[1] != taken[0], workers
+        assert len(workers) == 2 and workers[0] == first and workers[1] != first, workers
         assert len(step_events(instance, run_id, DagsterEventType.STEP_SUCCESS)) == 2  # trained_model, model_gate
         materialized_by, model = latest_materialization(instance, "trained_model", month)
         assert materialized_by == run_id
@@ -386,7 +387,8 @@ def test_a_worker_killed_mid_step_hands_the_step_to_the_other_worker(backfilled)
     runs = client.search_runs([experiment.experiment_id], f"tags.dagster_run_id = '{run_id}'")
     assert [(run.info.run_id, run.info.status) for run in runs] == [(model["mlflow_run_id"], "FINISHED")]
     versions = registered_versions(topology.tracking_uri)
-    assert {version: versions[version] for version in versions_before} == versions_before
+    for version, record in versions_before.items():  # still there (aliases may have moved to the new one)
+        assert (versions[version]["run_id"], versions[version]["status"]) == (record["run_id"], record["status"])
     (new,) = set(versions) - set(versions_before)
     assert versions[new]["run_id"] == model["mlflow_run_id"]
     assert broker.hlen("unacked") == 0

@@ -455,7 +455,7 @@ def registered_versions(tracking_uri: str) -> dict[str, dict]:
         for found in client.search_model_versions(f"name='{REGISTERED_MODEL}'")
     ]
     return {
-        version.version: {"run_id": version.run_id, "status": version.status, "aliases": sorted(version.aliases)}
+        str(version.version): {"run_id": version.run_id, "status": version.status, "aliases": sorted(version.aliases)}
         for version in versions
     }
 
