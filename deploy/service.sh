@@ -5,6 +5,7 @@
 #
 #   service.sh code-server | webserver | daemon | mlflow | worker
 #   service.sh health code-server | webserver | daemon | mlflow | worker     (compose's healthchecks)
+#   service.sh COMMAND [ARGS]                                                 (any other command)
 #
 # Addresses: BIND_HOST (default 0.0.0.0: every interface of the container), the ports below.
 # The Dagster processes read DAGSTER_HOME/dagster.yaml (PostgreSQL: POSTGRES_*), the webserver and
@@ -65,8 +66,13 @@ case "$service" in
     esac
     exec python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)' "$url"
     ;;
-  *)
-    echo "usage: $0 code-server|webserver|daemon|mlflow|worker [extra options] | health SERVICE" >&2
+  "")
+    echo "usage: $0 code-server|webserver|daemon|mlflow|worker [extra options] | health SERVICE | COMMAND..." >&2
     exit 64
+    ;;
+  *)
+    # Any other command runs as given: Kubernetes run pods pass `dagster api execute_run ...` as
+    # arguments to the image's entry point (deploy/helm/values.yaml).
+    exec "$service" "$@"
     ;;
 esac

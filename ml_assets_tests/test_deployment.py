@@ -256,6 +256,22 @@ def test_dockerfile_copies_what_exists_and_runs_what_the_topology_test_runs():
     assert instance["run_launcher"]["module"] == "ml_assets.run_launcher"
 
 
+def test_helm_values_run_the_code_location_as_the_instance_does():
+    """deploy/helm/values.yaml (Dagster's chart; no cluster here): the image's code location, one
+    Kubernetes Job per run, and the run queue, monitoring and retries of deploy/dagster.yaml."""
+    values = yaml.safe_load((ROOT / "deploy" / "helm" / "values.yaml").read_text())
+    instance = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "ml_assets.definitions"]
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    daemon = values["dagsterDaemon"]
+    queue = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert queue["maxConcurrentRuns"] == instance["run_coordinator"]["config"]["max_concurrent_runs"]
+    assert queue["tagConcurrencyLimits"] == instance["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert daemon["runMonitoring"]["enabled"] and daemon["runRetries"]["enabled"]
+    assert daemon["runRetries"]["maxRetries"] == instance["run_retries"]["max_retries"]
+
+
 def test_start_script_creates_env_with_a_generated_password_and_starts_compose(tmp_path):
     """scripts/start.sh with a stand-in `docker` that records what it is asked."""
     project = tmp_path / "project"
