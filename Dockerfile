@@ -23,7 +23,7 @@ COPY pyproject.toml setup.py README.md ./
 COPY ml_assets ./ml_assets
 RUN pip install .
 
-COPY deploy/dagster.yaml deploy/workspace.yaml /opt/dagster/dagster_home/
+COPY deploy/dagster.yaml deploy/workspace.yaml deploy/celery.yaml /opt/dagster/dagster_home/
 COPY deploy/service.sh /usr/local/bin/ml-assets-service
 
 # Mount points of the named volumes: a new volume takes over this ownership.

@@ -3,8 +3,9 @@
 # production topology; the topology test (ml_assets_tests/test_deployment.py) starts the same
 # commands without containers.
 #
-#   service.sh code-server | webserver | daemon | mlflow
-#   service.sh health code-server | webserver | daemon | mlflow     (compose's healthchecks)
+#   service.sh code-server | webserver | daemon | mlflow | worker
+#   service.sh health code-server | webserver | daemon | mlflow | worker     (compose's healthchecks)
+#   service.sh COMMAND [ARGS]                                                 (any other command)
 #
 # Addresses: BIND_HOST (default 0.0.0.0: every interface of the container), the ports below.
 # The Dagster processes read DAGSTER_HOME/dagster.yaml (PostgreSQL: POSTGRES_*), the webserver and
@@ -12,6 +13,7 @@
 # reads MLFLOW_BACKEND_STORE_URI (with credentials, so never on its command line) and keeps
 # artifacts at MLFLOW_ARTIFACTS_DESTINATION: a folder, or an object store such as s3://bucket/prefix
 # (boto3 reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION and AWS_ENDPOINT_URL).
+# A Celery worker reads DAGSTER_HOME/celery.yaml (broker and result backend: ML_ASSETS_CELERY_*_URL).
 set -eu
 
 service="${1:-}"
@@ -32,6 +34,15 @@ case "$service" in
   daemon)
     exec dagster-daemon run --workspace "$DAGSTER_HOME/workspace.yaml" "$@"
     ;;
+  worker)
+    # Executes the steps of runs whose executor is Celery (ML_ASSETS_EXECUTOR=celery), one at a time,
+    # from the queues in CELERY_WORKER_QUEUES (ingest, train or both), as CELERY_WORKER_NAME@host.
+    # Extra options go to `celery worker`.
+    # One comma-separated --queue: Celery 5 keeps only the last of several `-Q` options.
+    exec dagster-celery worker start --app dagster_celery.app --config-yaml "$DAGSTER_HOME/celery.yaml" \
+      --name "${CELERY_WORKER_NAME:-worker}" --queue "${CELERY_WORKER_QUEUES:-ingest,train}" \
+      -- --concurrency "${CELERY_WORKER_CONCURRENCY:-1}" "$@"
+    ;;
   mlflow)
     : "${MLFLOW_BACKEND_STORE_URI:?MLFLOW_BACKEND_STORE_URI must name the PostgreSQL database of MLflow}"
     # MLflow 3's job runner (a dozen huey worker processes, for GenAI scorers and trace archival)
@@ -48,12 +59,22 @@ case "$service" in
       webserver) url="http://127.0.0.1:${DAGSTER_WEBSERVER_PORT:-3000}/server_info" ;;
       mlflow) url="http://127.0.0.1:${MLFLOW_PORT:-5000}/health" ;;
       daemon) exec dagster-daemon liveness-check ;;
-      *) echo "usage: $0 health code-server|webserver|daemon|mlflow" >&2; exit 64 ;;
+      worker)
+        # This container's worker answers a ping over the broker (its name is NAME@hostname).
+        node="${CELERY_WORKER_NAME:-worker}@$(python -c 'import socket; print(socket.gethostname())')"
+        exec celery --app dagster_celery.app --broker "$ML_ASSETS_CELERY_BROKER_URL" \
+          inspect ping --destination "$node" --timeout 10 ;;
+      *) echo "usage: $0 health code-server|webserver|daemon|mlflow|worker" >&2; exit 64 ;;
     esac
     exec python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)' "$url"
     ;;
-  *)
-    echo "usage: $0 code-server|webserver|daemon|mlflow [extra options] | health SERVICE" >&2
+  "")
+    echo "usage: $0 code-server|webserver|daemon|mlflow|worker [extra options] | health SERVICE | COMMAND..." >&2
     exit 64
+    ;;
+  *)
+    # Any other command runs as given: Kubernetes run pods pass `dagster api execute_run ...` as
+    # arguments to the image's entry point (deploy/helm/values.yaml).
+    exec "$service" "$@"
     ;;
 esac

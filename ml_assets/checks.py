@@ -39,6 +39,7 @@ from pydantic import Field
 from ml_assets import settings
 from ml_assets.core import drift, plots, rules
 from ml_assets.core.months import shift_month
+from ml_assets.execution import step_tags
 from ml_assets.materializations import latest_metadata
 from ml_assets.metadata import plot_metadata
 from ml_assets.partitions import monthly_checks, monthly_partitions
@@ -132,6 +133,7 @@ def _drift_check(fn):
             blocking=False,
             required_resource_keys={"io_manager"},
             partitions_def=monthly_partitions,
+            op_tags=step_tags("ingestion"),
         )(fn)
     )
 

@@ -1,10 +1,11 @@
 """The code location: every asset, check, resource, job and automation of ml_assets."""
 
-from dagster import Definitions, in_process_executor, load_assets_from_modules
+from dagster import Definitions, load_assets_from_modules
 
 from ml_assets.assets import features, ingestion, predictions, training
 from ml_assets.automation import training_automation_sensor
 from ml_assets.checks import cleaned_trips_drift
+from ml_assets.execution import run_executor
 from ml_assets.jobs import ingest_month_job, retrain_month_job
 from ml_assets.model_gate import model_gate
 from ml_assets.resources import build_resources
@@ -17,9 +18,8 @@ all_asset_checks = [cleaned_trips_drift, model_gate]
 defs = Definitions(
     assets=all_assets,
     asset_checks=all_asset_checks,
-    # One process per run: XGBoost already uses every core, and a subprocess per step would
-    # re-import Dagster, MLflow and XGBoost for each of them.
-    executor=in_process_executor,
+    # In the run's process, or steps on Celery workers (ML_ASSETS_EXECUTOR; see ml_assets.execution).
+    executor=run_executor(),
     resources=build_resources(),
     jobs=[ingest_month_job, retrain_month_job],
     sensors=[new_month_sensor, training_automation_sensor],

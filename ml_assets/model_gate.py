@@ -19,6 +19,7 @@ from pydantic import Field
 
 from ml_assets.core.features import SPLIT, TEST
 from ml_assets.core.schema import DURATION
+from ml_assets.execution import step_tags
 from ml_assets.materializations import latest_metadata
 from ml_assets.metadata import model_version_link
 from ml_assets.partitions import monthly_checks, monthly_partitions
@@ -81,5 +82,6 @@ model_gate = monthly_checks(
         additional_ins={"trip_features": AssetIn("trip_features")},
         required_resource_keys={"mlflow"},
         partitions_def=monthly_partitions,
+        op_tags=step_tags("training"),
     )(_model_gate)
 )

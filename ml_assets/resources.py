@@ -134,11 +134,6 @@ def mlflow_tracking_resource(context: InitResourceContext) -> MlflowTracking:
     return MlflowTracking(context)
 
 
-def _old_style(setting: settings.Setting, default: str):
-    """`resource_value` for old-style (`StringSource`) config such as dagster-mlflow's."""
-    return {"env": setting.variable} if setting.raw() is not None else default
-
-
 def build_resources() -> dict:
     """Every resource, configured from the environment (see the README's table of variables)."""
     state = settings.state_dir()
@@ -163,8 +158,8 @@ def build_resources() -> dict:
         ),
         "mlflow": mlflow_tracking_resource.configured(
             {
-                "experiment_name": _old_style(settings.MLFLOW_EXPERIMENT, settings.MLFLOW_EXPERIMENT.default),
-                "mlflow_tracking_uri": _old_style(settings.MLFLOW_TRACKING_URI, f"sqlite:///{state / 'mlflow.db'}"),
+                "experiment_name": settings.MLFLOW_EXPERIMENT.config_source(),
+                "mlflow_tracking_uri": settings.MLFLOW_TRACKING_URI.config_source(f"sqlite:///{state / 'mlflow.db'}"),
             }
         ),
         "io_manager": ParquetIOManager(root=storage_root),

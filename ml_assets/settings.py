@@ -55,6 +55,12 @@ def _http_url(raw: str) -> str:
     return raw
 
 
+def _url(raw: str) -> str:
+    if not re.match(r"^[a-z][a-z0-9+.-]*://", raw):
+        raise ValueError
+    return raw
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw not in choices:
@@ -84,6 +90,13 @@ class Setting:
             return self.parse(raw)
         except (TypeError, ValueError):
             raise SettingError(f"{self.variable}={raw!r} is not allowed: expected {self.allowed}") from None
+
+    def config_source(self, default: Any = None):
+        """`resource_value` for old-style (`StringSource`) config such as dagster-mlflow's or dagster-celery's."""
+        if self.raw() is None:
+            return self.default if default is None else default
+        self.value()
+        return {"env": self.variable}
 
     def resource_value(self):
         """The validated value as a resource field: `EnvVar` when set (resolved at run time), else the default."""
@@ -143,6 +156,11 @@ STORAGE_ROOT = Setting("ML_ASSETS_STORAGE_ROOT", None, _location, ALLOWED_LOCATI
 OPTUNA_STORAGE = Setting("ML_ASSETS_OPTUNA_STORAGE", None, str, "an optuna RDB storage URL")
 MLFLOW_TRACKING_URI = Setting("MLFLOW_TRACKING_URI", None, str, "an MLflow tracking URI")
 MLFLOW_UI_URL = Setting("ML_ASSETS_MLFLOW_UI_URL", None, _http_url, "an http:// or https:// URL")
+EXECUTOR = Setting("ML_ASSETS_EXECUTOR", "in_process", _choice("in_process", "celery"), "in_process or celery")
+CELERY_BROKER_URL = Setting("ML_ASSETS_CELERY_BROKER_URL", "redis://localhost:6379/0", _url, "a Celery broker URL")
+CELERY_BACKEND_URL = Setting(
+    "ML_ASSETS_CELERY_BACKEND_URL", "redis://localhost:6379/1", _url, "a Celery result backend URL"
+)
 MLFLOW_EXPERIMENT = Setting("ML_ASSETS_MLFLOW_EXPERIMENT", "trip_duration", str, "an experiment name")
 
 MIN_ROWS = Setting("ML_ASSETS_MIN_ROWS", _RULES.min_rows, _positive_int, "a whole number of rows >= 1")

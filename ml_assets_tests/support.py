@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,8 @@ import pyarrow.compute as pc
 
 ROOT = Path(__file__).resolve().parents[1]
 TLC_DATA = ROOT.parent / "shared" / "data" / "nyc-tlc"  # real TLC files, read-only
+
+SAMPLE_EVERY = 10  # drop_month keeps every 10th trip of a real month
 
 # Small budgets: tests check behaviour, benchmarks check model quality and speed.
 FAST_CONFIG = {
@@ -125,3 +128,31 @@ def start_dagster_dev(env: dict, port: int, log: Path) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def drop_month(incoming: Path, month: str, every: int = SAMPLE_EVERY) -> None:
+    """A real TLC month, every `every`-th trip, appearing at once in a folder (written aside, then renamed)."""
+    import pyarrow.parquet as pq
+
+    name = f"green_tripdata_{month}.parquet"
+    table = pq.read_table(TLC_DATA / name)
+    partial = incoming / f".{name}.partial"
+    pq.write_table(table.take(list(range(0, table.num_rows, every))), partial)
+    os.replace(partial, incoming / name)
+
+
+def stored_values(root: Path) -> dict[str, object]:
+    """Every asset value under a storage root, comparable across runs: best_params as JSON, models as
+    their trees, the rest as bytes."""
+    from ml_assets.core.training import load_booster
+
+    values = {}
+    for path in sorted(root.rglob("*.*")):
+        name = str(path.relative_to(root))
+        if name.startswith("best_params/"):
+            values[name] = json.loads(path.read_bytes())
+        elif name.startswith("trained_model/"):
+            values[name] = load_booster(path.read_bytes()).get_dump()
+        else:
+            values[name] = path.read_bytes()
+    return values

@@ -1,21 +1,17 @@
 """A range of months gives what one-by-one runs give; re-materializing a month changes nothing."""
 
-import json
-
 import pytest
 from dagster import DagsterInstance
 
-from ml_assets.core.training import load_booster
 from ml_assets.runner import materialize_month, run
-from ml_assets_tests.support import FAST_CONFIG, use_new_home
+from ml_assets_tests.support import FAST_CONFIG, stored_values, use_new_home
 
 # A time budget that never cuts a study short, so both ways run exactly the same trials.
 CONFIG = {"ops": {**FAST_CONFIG["ops"], "best_params": {"config": {"n_trials": 3, "timeout_seconds": 3600}}}}
 
 
-def stored(home) -> dict[str, bytes]:
-    root = home / "ml_assets" / "assets"
-    return {str(path.relative_to(root)): path.read_bytes() for path in sorted(root.rglob("*.*"))}
+def stored(home) -> dict[str, object]:
+    return stored_values(home / "ml_assets" / "assets")
 
 
 @pytest.fixture
@@ -39,13 +35,8 @@ def test_range_equals_one_by_one_and_is_idempotent(tmp_path, monkeypatch, synthe
 
         assert backfilled.keys() == singles.keys()
         assert "trained_model/2021-03.ubj" in backfilled
-        for name, content in backfilled.items():
-            if name.startswith("best_params/"):
-                assert json.loads(content) == json.loads(singles[name]), name
-            elif name.startswith("trained_model/"):
-                assert load_booster(content).get_dump() == load_booster(singles[name]).get_dump(), name
-            else:
-                assert content == singles[name], name
+        for name, value in backfilled.items():
+            assert value == singles[name], name
 
         materialize_month(instance, "2021-02", ["raw_trips", "cleaned_trips", "trip_features"], run_config=FAST_CONFIG)
         again = stored(ranged)

@@ -4,7 +4,7 @@ server, the gRPC code server, the webserver and the daemon, as separate processe
 There is no Docker engine here: the compose file and the Dockerfile are checked statically (and
 with `docker compose config` / `docker-compose config` where one is installed), and the topology
 test starts the image's own entry point (deploy/service.sh) once per compose service, through
-ml_assets_tests/topology.py. Months are real TLC files, every SAMPLE_EVERY-th trip (so that
+ml_assets_tests/topology.py. Months are real TLC files, a tenth of their trips (so that
 training fits the time budget of a test), dropped one by one into a directory source.
 
 Run alone with `pytest -m deployment`.
@@ -18,23 +18,30 @@ import re
 import shutil
 import subprocess
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ml_assets_tests.postgres import PostgresUnavailable, postgres_bindir
-from ml_assets_tests.support import ROOT, TLC_DATA
-from ml_assets_tests.topology import SERVICE_SH, SERVICES, Topology
+from ml_assets_tests.support import ROOT, drop_month
+from ml_assets_tests.topology import (
+    CELERY_WORKER,
+    REGISTERED_MODEL,
+    SERVICE_SH,
+    SERVICES,
+    TEST_INSTANCE,
+    TRAINING_TAG,
+    Topology,
+    graphql,
+    launch,
+    mlflow_get,
+    registered_versions,
+    require_servers,
+)
 
 pytestmark = pytest.mark.deployment
 
 MONTHS = ["2023-01", "2023-02", "2023-03", "2023-04"]
-SAMPLE_EVERY = 10
-REGISTERED_MODEL = "trip_duration_xgboost"
-TRAINING_TAG = ("ml_assets/stage", "training")
 IN_PROGRESS = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
 
 # Test-sized budgets and intervals; everything else is the production configuration.
@@ -49,11 +56,6 @@ CODE_ENV = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
-INSTANCE_OVERRIDES = {
-    "run_monitoring": {"poll_interval_seconds": 2},
-    "run_coordinator": {"config": {"dequeue_interval_seconds": 1}},
-}
-
 
 # --------------------------------------------------------------------------------------------
 # Static checks: compose file, Dockerfile, .env.example, start script
@@ -76,7 +78,7 @@ def env_example() -> dict[str, str]:
 def test_compose_file_describes_the_topology():
     compose = compose_file()
     services = compose["services"]
-    assert set(services) == {"postgres", "mlflow", "code_server", "webserver", "daemon"}
+    assert set(services) == {"postgres", "mlflow", "code_server", "webserver", "daemon", "redis", "worker"}
 
     postgres = services["postgres"]
     assert postgres["image"].startswith("postgres:")
@@ -86,13 +88,27 @@ def test_compose_file_describes_the_topology():
 
     # Every other service runs the one image, through deploy/service.sh, with a healthcheck it runs too.
     commands = {}
-    for name in ("mlflow", "code_server", "webserver", "daemon"):
+    for name in ("mlflow", "code_server", "webserver", "daemon", "worker"):
         service = services[name]
         assert service["build"] == "." and service["image"] == services["mlflow"]["image"], name
         (commands[name],) = service["command"]
         assert service["healthcheck"]["test"] == ["CMD", "ml-assets-service", "health", commands[name]], name
         assert service["depends_on"]["postgres"]["condition"] == "service_healthy", name
-    assert set(commands.values()) == set(SERVICES), "the topology test starts exactly the compose services"
+    assert set(commands.values()) == {*SERVICES, CELERY_WORKER}, "the topology tests start exactly these services"
+
+    # Celery: Redis (its queue kept in a named volume) between the runs and the scalable workers,
+    # which run the steps with the code server's settings and files.
+    assert services["redis"]["image"].startswith("redis:")
+    assert "redis-cli" in services["redis"]["healthcheck"]["test"]
+    worker = services["worker"]
+    assert "container_name" not in worker and "ports" not in worker, "`--scale worker=N` needs neither"
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert worker["depends_on"]["code_server"]["condition"] == "service_healthy"
+    code_env = services["code_server"]["environment"]
+    assert {key: value for key, value in worker["environment"].items() if not key.startswith("CELERY_WORKER_")} == (
+        code_env
+    )
+    assert code_env["ML_ASSETS_CELERY_BROKER_URL"].endswith("redis://redis:6379/0}")
 
     # Published on the loopback interface only.
     assert services["webserver"]["ports"] == ["127.0.0.1:${DAGSTER_UI_PORT:-3000}:3000"]
@@ -103,9 +119,16 @@ def test_compose_file_describes_the_topology():
     volumes = {
         name: [entry.split(":")[0] for entry in service.get("volumes", [])] for name, service in services.items()
     }
-    assert set(compose["volumes"]) == {"postgres_data", "mlflow_artifacts", "assets", "downloads", "dagster_storage"}
-    assert "mlflow_artifacts" in volumes["mlflow"]
-    assert {"assets", "downloads", "dagster_storage"} <= set(volumes["code_server"])
+    assert set(compose["volumes"]) == {
+        "postgres_data",
+        "redis_data",
+        "mlflow_artifacts",
+        "assets",
+        "downloads",
+        "dagster_storage",
+    }
+    assert "mlflow_artifacts" in volumes["mlflow"] and "redis_data" in volumes["redis"]
+    assert {"assets", "downloads", "dagster_storage"} <= set(volumes["code_server"]) & set(volumes["worker"])
     assert "dagster_storage" in volumes["webserver"] and "dagster_storage" in volumes["daemon"]
 
     # MLflow: PostgreSQL backend, served artifacts; nobody else gets its database URL.
@@ -115,7 +138,7 @@ def test_compose_file_describes_the_topology():
     code_env = services["code_server"]["environment"]
     assert code_env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert code_env["ML_ASSETS_OPTUNA_STORAGE"].endswith("@postgres:5432/optuna")
-    for name in ("code_server", "webserver", "daemon"):
+    for name in ("code_server", "webserver", "daemon", "worker"):
         assert "MLFLOW_BACKEND_STORE_URI" not in services[name]["environment"], name
         for key in (
             "POSTGRES_HOST",
@@ -244,6 +267,22 @@ def test_dockerfile_copies_what_exists_and_runs_what_the_topology_test_runs():
     assert instance["run_launcher"]["module"] == "ml_assets.run_launcher"
 
 
+def test_helm_values_run_the_code_location_as_the_instance_does():
+    """deploy/helm/values.yaml (Dagster's chart; no cluster here): the image's code location, one
+    Kubernetes Job per run, and the run queue, monitoring and retries of deploy/dagster.yaml."""
+    values = yaml.safe_load((ROOT / "deploy" / "helm" / "values.yaml").read_text())
+    instance = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "ml_assets.definitions"]
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    daemon = values["dagsterDaemon"]
+    queue = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert queue["maxConcurrentRuns"] == instance["run_coordinator"]["config"]["max_concurrent_runs"]
+    assert queue["tagConcurrencyLimits"] == instance["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert daemon["runMonitoring"]["enabled"] and daemon["runRetries"]["enabled"]
+    assert daemon["runRetries"]["maxRetries"] == instance["run_retries"]["max_retries"]
+
+
 def test_start_script_creates_env_with_a_generated_password_and_starts_compose(tmp_path):
     """scripts/start.sh with a stand-in `docker` that records what it is asked."""
     project = tmp_path / "project"
@@ -288,25 +327,9 @@ def test_start_script_creates_env_with_a_generated_password_and_starts_compose(t
 # --------------------------------------------------------------------------------------------
 
 
-def drop_month(incoming: Path, month: str) -> None:
-    """A real TLC month, every SAMPLE_EVERY-th trip, appearing at once (written aside, then renamed)."""
-    import pyarrow.parquet as pq
-
-    name = f"green_tripdata_{month}.parquet"
-    table = pq.read_table(TLC_DATA / name)
-    partial = incoming / f".{name}.partial"
-    pq.write_table(table.take(list(range(0, table.num_rows, SAMPLE_EVERY))), partial)
-    os.replace(partial, incoming / name)
-
-
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory, s3_server):
-    try:
-        postgres_bindir()
-    except PostgresUnavailable as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(str(exc))
+    require_servers()
     work = tmp_path_factory.mktemp("deployment")
     incoming = work / "incoming"
     incoming.mkdir()
@@ -318,7 +341,7 @@ def deployment(tmp_path_factory, s3_server):
     with Topology(
         work / "topology",
         env={**CODE_ENV, "ML_ASSETS_SOURCE": str(incoming)},
-        overrides=INSTANCE_OVERRIDES,
+        overrides=TEST_INSTANCE,
         artifacts_destination=f"s3://{bucket}/mlartifacts",
         store_env=s3_server.env(),
     ) as topology:
@@ -338,28 +361,6 @@ def metadata(instance, asset: str, month: str) -> dict:
     from ml_assets.materializations import latest_metadata
 
     return latest_metadata(instance, asset, month)
-
-
-def mlflow_get(topology: Topology, endpoint: str, **params) -> dict:
-    """A GET of MLflow's REST API on the tracking server."""
-    url = f"{topology.tracking_uri}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.load(response)
-
-
-def registered_versions(topology: Topology) -> dict[str, dict]:
-    """Version number -> version record, from the tracking server over HTTP."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(topology.tracking_uri)
-    versions = [
-        client.get_model_version(REGISTERED_MODEL, found.version)  # search leaves aliases out
-        for found in client.search_model_versions(f"name='{REGISTERED_MODEL}'")
-    ]
-    return {
-        version.version: {"run_id": version.run_id, "status": version.status, "aliases": sorted(version.aliases)}
-        for version in versions
-    }
 
 
 def run_status(run) -> str:
@@ -409,7 +410,11 @@ def snapshot(topology: Topology, instance) -> dict:
         )
         for summary in optuna.get_all_study_summaries(storage)
     }
-    return {"materializations": materializations, "versions": registered_versions(topology), "trials": trials}
+    return {
+        "materializations": materializations,
+        "versions": registered_versions(topology.tracking_uri),
+        "trials": trials,
+    }
 
 
 def test_month_is_ingested_and_trained_through_the_topology(deployment):
@@ -478,24 +483,6 @@ def test_month_is_ingested_and_trained_through_the_topology(deployment):
     # The compose healthchecks pass against the running services.
     for name, result in deployment.health(*SERVICES).items():
         assert result.returncode == 0, f"`service.sh health {name}` failed: {result.stdout}{result.stderr}"
-
-
-def graphql(topology: Topology):
-    from dagster_graphql import DagsterGraphQLClient
-
-    return DagsterGraphQLClient("127.0.0.1", port_number=topology.ports["webserver"], timeout=60)
-
-
-def launch(topology: Topology, month: str, assets: list[str], run_config: dict | None = None) -> str:
-    """A run launched from the webserver, as the UI's launchpad does, tagged to queue like automation's."""
-    return graphql(topology).submit_job_execution(
-        "__ASSET_JOB",
-        repository_location_name="ml_assets",
-        repository_name="__repository__",
-        run_config=run_config or {},
-        tags={"dagster/partition": month, TRAINING_TAG[0]: TRAINING_TAG[1]},
-        asset_selection=assets,
-    )
 
 
 def test_killed_daemon_and_code_server_lose_nothing(deployment):
@@ -594,7 +581,7 @@ def test_mlflow_server_down_fails_trained_model_and_a_retry_succeeds(deployment)
     month = "2023-02"
     with deployment.instance() as instance:
         deployment.wait_for(lambda: materialized(instance, "best_params", month), f"best_params {month}", 240)
-        versions_before = registered_versions(deployment)
+        versions_before = registered_versions(deployment.tracking_uri)
         # Launched from the webserver as a user would, with enough boosting rounds (no early stopping)
         # to stop MLflow mid-step: its first call comes after training.
         rounds = 300
@@ -627,7 +614,9 @@ def test_mlflow_server_down_fails_trained_model_and_a_retry_succeeds(deployment)
 
         deployment.restart("mlflow")
         deployment.wait_for(deployment.mlflow_ok, "the MLflow server back", 120)
-        assert registered_versions(deployment) == versions_before, "a model version was registered half-way"
+        assert registered_versions(deployment.tracking_uri) == versions_before, (
+            "a model version was registered half-way"
+        )
         # A failing step is not an infrastructure failure: no automatic retry.
         assert instance.get_run_by_id(run_id).tags.get("dagster/will_retry") == "false"
 
@@ -639,7 +628,7 @@ def test_mlflow_server_down_fails_trained_model_and_a_retry_succeeds(deployment)
         model = metadata(instance, "trained_model", month)
         assert_training_runs_never_overlapped(instance)
 
-    versions = registered_versions(deployment)
+    versions = registered_versions(deployment.tracking_uri)
     (new,) = set(versions) - set(versions_before)  # one version, registered by the re-execution's model_gate
     assert versions[new]["run_id"] == model["mlflow_run_id"]
     assert len(versions[new]["aliases"]) == 1

@@ -12,22 +12,29 @@ e.g. an S3 URL, with `store_env` saying where the store is), the gRPC code serve
 are the run workers), the webserver and the daemon. DAGSTER_HOME holds deploy/dagster.yaml and
 deploy/workspace.yaml, with `overrides` merged into the former (test-sized intervals). Only the
 MLflow server gets MLflow's database URL; everything else talks to it over HTTP.
+
+With `workers` (name -> queues), runs execute their steps on Celery: a `redis-server` (Debian's
+package; compose's `redis`) and one `service.sh worker` per entry (compose's scaled `worker`),
+reading deploy/celery.yaml with `celery_overrides` merged in, and ML_ASSETS_EXECUTOR=celery.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ml_assets_tests.postgres import PostgresServer, throwaway_postgres
+from ml_assets_tests.postgres import PostgresServer, PostgresUnavailable, postgres_bindir, throwaway_postgres
 from ml_assets_tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +43,46 @@ SERVICE_SH = DEPLOY / "service.sh"
 BIN = Path(sys.executable).parent
 # Started in this order; stopped in the reverse order.
 SERVICES = ("mlflow", "code-server", "webserver", "daemon")
+CELERY_WORKER = "worker"  # service.sh's command for compose's scaled `worker` service
+# Test-sized intervals of the instance (merged into deploy/dagster.yaml); the rest is production's.
+TEST_INSTANCE = {
+    "run_monitoring": {"poll_interval_seconds": 2},
+    "run_coordinator": {"config": {"dequeue_interval_seconds": 1}},
+}
+REGISTERED_MODEL = "trip_duration_xgboost"
+TRAINING_TAG = ("ml_assets/stage", "training")  # deploy/dagster.yaml's tag limit: one training run at a time
 # The environment a service gets besides ours: nothing of a developer's own ML_ASSETS_* or MLflow setup.
 _ESCAPING = ("ML_ASSETS_", "MLFLOW_", "DAGSTER_", "POSTGRES_", "PG")
+
+
+class RedisUnavailable(RuntimeError):
+    """No redis-server on this machine."""
+
+
+def redis_server() -> str:
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RedisUnavailable("redis-server not found: install Debian's `redis-server` package (.ci/run does)")
+    return found
+
+
+def require_servers(celery: bool = False) -> None:
+    """Skip the calling test where PostgreSQL's server (or, for `celery`, Redis's) is not installed; fail in CI."""
+    import pytest
+
+    try:
+        postgres_bindir()
+        if celery:
+            redis_server()
+    except (PostgresUnavailable, RedisUnavailable) as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(str(exc))
+
+
+def clean_environ() -> dict[str, str]:
+    """This process's environment without a developer's own ML_ASSETS_*, MLflow, Dagster or PostgreSQL setup."""
+    return {key: value for key, value in os.environ.items() if not key.startswith(_ESCAPING)}
 
 
 def deep_merge(base: dict, overrides: dict) -> dict:
@@ -53,6 +98,8 @@ class Service:
     env: dict[str, str]
     log: Path
     cwd: Path
+    command: str | None = None  # service.sh's command; default: the name
+    argv: list[str] | None = None  # a process other than service.sh (redis-server)
     process: subprocess.Popen | None = None
     starts: int = 0
 
@@ -63,7 +110,7 @@ class Service:
             out.flush()
             # A session (process group) of its own, like a container: killing it kills the run workers too.
             self.process = subprocess.Popen(
-                [str(SERVICE_SH), self.name],
+                self.argv or [str(SERVICE_SH), self.command or self.name],
                 env=self.env,
                 cwd=self.cwd,
                 stdout=out,
@@ -121,6 +168,8 @@ class Topology:
     overrides: dict = field(default_factory=dict)  # merged into deploy/dagster.yaml
     artifacts_destination: str | None = None  # the MLflow server's artifact store; default a folder in workdir
     store_env: dict[str, str] = field(default_factory=dict)  # AWS_* of an object store, for every service
+    workers: dict[str, str] = field(default_factory=dict)  # Celery worker name -> its queues, "ingest,train"
+    celery_overrides: dict = field(default_factory=dict)  # merged into deploy/celery.yaml
     postgres: PostgresServer | None = None
     services: dict[str, Service] = field(default_factory=dict)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -165,18 +214,28 @@ class Topology:
             "DAGSTER_WEBSERVER_PORT": str(self.ports["webserver"]),
         }
 
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports['redis']}"
+
     def code_env(self) -> dict[str, str]:
-        """The code's settings (what docker-compose.yml gives the code server)."""
+        """The code's settings (what docker-compose.yml gives the code server and the workers)."""
+        celery = {
+            "ML_ASSETS_EXECUTOR": "celery",
+            "ML_ASSETS_CELERY_BROKER_URL": f"{self.redis_url}/0",
+            "ML_ASSETS_CELERY_BACKEND_URL": f"{self.redis_url}/1",
+        }
         return {
             "MLFLOW_TRACKING_URI": self.tracking_uri,
             "ML_ASSETS_OPTUNA_STORAGE": self.postgres.url("optuna"),
             "ML_ASSETS_STORAGE_ROOT": str(self.workdir / "data" / "assets"),
             "ML_ASSETS_CACHE_DIR": str(self.workdir / "data" / "downloads"),
+            **(celery if self.workers else {}),
             **self.env,
         }
 
     def service_env(self, name: str) -> dict[str, str]:
-        base = {key: value for key, value in os.environ.items() if not key.startswith(_ESCAPING)}
+        base = clean_environ()
         base.update(
             PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             BIND_HOST="127.0.0.1",
@@ -184,6 +243,8 @@ class Topology:
             PYTHONUNBUFFERED="1",
             **self.store_env,
         )
+        if name == "redis":
+            return base
         if name == "mlflow":
             return {
                 **base,
@@ -203,22 +264,38 @@ class Topology:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.postgres = self._stack.enter_context(throwaway_postgres())
         self.postgres.psql("-f", str(DEPLOY / "postgres" / "init.sql"))  # as the postgres image runs it
-        self.ports = {"mlflow": free_port(), "code-server": free_port(), "webserver": free_port()}
+        self.ports = {name: free_port() for name in ("mlflow", "code-server", "webserver", "redis")}
         self.home.mkdir()
-        config = deep_merge(yaml.safe_load((DEPLOY / "dagster.yaml").read_text()), self.overrides)
-        (self.home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        for name, overrides in (("dagster.yaml", self.overrides), ("celery.yaml", self.celery_overrides)):
+            config = deep_merge(yaml.safe_load((DEPLOY / name).read_text()), overrides)
+            (self.home / name).write_text(yaml.safe_dump(config, sort_keys=False))
         (self.home / "workspace.yaml").write_text((DEPLOY / "workspace.yaml").read_text())
         logs = self.workdir / "logs"
         logs.mkdir()
         for name in SERVICES:
             self.services[name] = Service(name, self.service_env(name), logs / f"{name}.log", cwd=self.workdir)
-        # As compose orders them (depends_on ... service_healthy): the webserver and the daemon wait
-        # for the code server, which creates Dagster's tables in a new database first.
-        self.services["mlflow"].start()
+        if self.workers:
+            self._add_celery_services(logs)
+        # As compose orders them (depends_on ... service_healthy): the webserver, the daemon and the
+        # workers wait for the code server, which creates Dagster's tables in a new database first.
+        for name in ("mlflow", "redis"):
+            if name in self.services:
+                self.services[name].start()
         self.services["code-server"].start()
         self.wait_for(self.code_server_ok, "code-server ready", 180, poll=0.5)
-        self.services["webserver"].start()
-        self.services["daemon"].start()
+        for service in self.services.values():
+            if service.process is None:
+                service.start()
+
+    def _add_celery_services(self, logs: Path) -> None:
+        port = str(self.ports["redis"])
+        argv = [redis_server(), "--bind", "127.0.0.1", "--port", port, "--save", "", "--appendonly", "no"]
+        redis = Service("redis", self.service_env("redis"), logs / "redis.log", self.workdir, argv=argv)
+        self.services["redis"] = redis
+        for name, queues in self.workers.items():
+            env = {**self.service_env(CELERY_WORKER), "CELERY_WORKER_NAME": name, "CELERY_WORKER_QUEUES": queues}
+            key = f"{CELERY_WORKER}-{name}"
+            self.services[key] = Service(key, env, logs / f"{key}.log", self.workdir, command=CELERY_WORKER)
 
     def close(self) -> None:
         """SIGTERM to every service at once, SIGKILL to what is left after a grace period; PostgreSQL last."""
@@ -275,22 +352,31 @@ class Topology:
         with self.instance() as instance:
             return all_daemons_live(instance)
 
+    def worker_key(self, hostname: str) -> str:
+        """The service of the Celery worker `hostname` (NAME@host, as step events name it)."""
+        return f"{CELERY_WORKER}-{hostname.split('@')[0]}"
+
+    def workers_ok(self) -> bool:
+        keys = [self.worker_key(name) for name in self.workers]
+        return all(result.returncode == 0 for result in self.health(*keys).values())
+
     def wait_until_ready(self, seconds: float = 120) -> None:
         checks = {
             "mlflow": self.mlflow_ok,
             "code-server": self.code_server_ok,
             "webserver": self.webserver_ok,
             "daemon": self.daemon_ok,
+            "workers": self.workers_ok,
         }
         for name, check in checks.items():
             self.wait_for(check, f"{name} ready", seconds)
 
     def health(self, *names: str) -> dict[str, subprocess.CompletedProcess]:
-        """`service.sh health NAME` (the compose healthchecks), all at once."""
+        """`service.sh health COMMAND` (the compose healthchecks) of the named services, all at once."""
         running = {
             name: subprocess.Popen(
-                [str(SERVICE_SH), "health", name],
-                env=self.service_env(name),
+                [str(SERVICE_SH), "health", self.services[name].command or name],
+                env=self.services[name].env,
                 cwd=self.workdir,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -337,6 +423,46 @@ class Topology:
         return "\n".join(
             f"----- {name} log (tail) -----\n{self.services[name].tail(chars)}" for name in (names or self.services)
         )
+
+
+def graphql(topology: Topology):
+    from dagster_graphql import DagsterGraphQLClient
+
+    return DagsterGraphQLClient("127.0.0.1", port_number=topology.ports["webserver"], timeout=60)
+
+
+def launch(topology: Topology, month: str, assets: list[str], run_config: dict | None = None) -> str:
+    """A run launched from the webserver, as the UI's launchpad does, tagged to queue like automation's."""
+    return graphql(topology).submit_job_execution(
+        "__ASSET_JOB",
+        repository_location_name="ml_assets",
+        repository_name="__repository__",
+        run_config=run_config or {},
+        tags={"dagster/partition": month, TRAINING_TAG[0]: TRAINING_TAG[1]},
+        asset_selection=assets,
+    )
+
+
+def mlflow_get(topology: Topology, endpoint: str, **params) -> dict:
+    """A GET of MLflow's REST API on the tracking server."""
+    url = f"{topology.tracking_uri}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
+
+
+def registered_versions(tracking_uri: str) -> dict[str, dict]:
+    """Version number -> version record of the registered model, from an MLflow tracking server or store."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    versions = [
+        client.get_model_version(REGISTERED_MODEL, found.version)  # search leaves aliases out
+        for found in client.search_model_versions(f"name='{REGISTERED_MODEL}'")
+    ]
+    return {
+        str(version.version): {"run_id": version.run_id, "status": version.status, "aliases": sorted(version.aliases)}
+        for version in versions
+    }
 
 
 def _proc_stats() -> dict[int, tuple[int, int, float]]:

@@ -7,6 +7,7 @@ from pydantic import Field
 from ml_assets.automation import WINDOW_READY
 from ml_assets.core.features import SPLIT, build_features
 from ml_assets.core.schema import DURATION
+from ml_assets.execution import in_group
 from ml_assets.metadata import row_count
 from ml_assets.partitions import TRAINING_MONTHS, monthly_partitions, training_window
 
@@ -26,7 +27,7 @@ class MissingTrainingMonthsError(ValueError):
 @asset(
     partitions_def=monthly_partitions,
     ins={"cleaned_trips": AssetIn(partition_mapping=training_window)},
-    group_name="features",
+    **in_group("features"),
     kinds={"pandas"},
     automation_condition=WINDOW_READY,
 )

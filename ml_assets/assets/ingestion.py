@@ -20,6 +20,7 @@ from ml_assets.core import plots, rules
 from ml_assets.core.cleaning import CleanedMonth, EmptyMonthError, clean_trips
 from ml_assets.core.schema import DURATION
 from ml_assets.core.storage import read_table
+from ml_assets.execution import in_group
 from ml_assets.partitions import monthly_partitions
 from ml_assets.resources import TripSourceResource
 
@@ -79,7 +80,7 @@ def _cleaned_metadata(context: AssetExecutionContext, cleaned: CleanedMonth) -> 
     internal_asset_deps={"raw_trips": set(), "cleaned_trips": {RAW}},
     check_specs=rule_specs(),
     partitions_def=monthly_partitions,
-    group_name="ingestion",
+    **in_group("ingestion"),
     can_subset=False,
 )
 def ingest_trips(context: AssetExecutionContext, config: RulesConfig, trip_source: TripSourceResource):

@@ -6,6 +6,7 @@ from dagster import AssetExecutionContext, Failure, asset
 from ml_assets.automation import WINDOW_READY
 from ml_assets.core.features import derive_features, transform
 from ml_assets.core.schema import DURATION, PICKUP, ZONE_COLUMNS
+from ml_assets.execution import in_group
 from ml_assets.metadata import row_count
 from ml_assets.partitions import monthly_partitions
 
@@ -15,7 +16,7 @@ TRIP_COLUMNS = [PICKUP, *ZONE_COLUMNS, "trip_distance", DURATION]
 
 @asset(
     partitions_def=monthly_partitions,
-    group_name="predictions",
+    **in_group("predictions"),
     kinds={"xgboost", "pandas"},
     deps=["trained_model"],
     required_resource_keys={"mlflow"},

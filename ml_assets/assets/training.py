@@ -18,6 +18,7 @@ from ml_assets.automation import WINDOW_READY
 from ml_assets.core import plots
 from ml_assets.core.features import TEST, design_matrices
 from ml_assets.core.months import shift_month
+from ml_assets.execution import in_group
 from ml_assets.materializations import run_process_alive
 from ml_assets.partitions import monthly_partitions
 from ml_assets.resources import OptunaStorage
@@ -44,7 +45,7 @@ def _threads() -> int:
 
 @asset(
     partitions_def=monthly_partitions,
-    group_name="training",
+    **in_group("training"),
     kinds={"optuna"},
     io_manager_key="json_io_manager",
     automation_condition=WINDOW_READY,
@@ -85,7 +86,7 @@ def best_params(
 
 @asset(
     partitions_def=monthly_partitions,
-    group_name="training",
+    **in_group("training"),
     kinds={"xgboost", "mlflow"},
     io_manager_key="model_io_manager",
     required_resource_keys={"mlflow"},

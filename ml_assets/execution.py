@@ -1,0 +1,42 @@
+"""Where steps execute: in the run's own process (the default), or on Celery workers by queue.
+
+`ML_ASSETS_EXECUTOR=celery` gives every run dagster-celery's executor: the run's process only
+orchestrates, and each step is a task on Redis (`ML_ASSETS_CELERY_BROKER_URL`, results on
+`ML_ASSETS_CELERY_BACKEND_URL`) that a `dagster-celery worker start` process executes. Each step
+goes to the queue of its asset's group, set here once as the op tag dagster-celery reads:
+ingestion on `ingest`, features, training and predictions on `train`, so that a machine can be
+given to training alone. Workers take the same broker and backend from deploy/celery.yaml.
+"""
+
+from __future__ import annotations
+
+from dagster import ExecutorDefinition, in_process_executor
+from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
+
+from ml_assets import settings
+
+QUEUES = {"ingestion": "ingest", "features": "train", "training": "train", "predictions": "train"}
+
+
+def step_tags(group: str) -> dict[str, str]:
+    """Op tags of a step (an asset's or a check's) of `group`: its Celery queue."""
+    return {DAGSTER_CELERY_QUEUE_TAG: QUEUES[group]}
+
+
+def in_group(group: str) -> dict:
+    """`@asset` arguments: the asset's group and, with it, its step's queue."""
+    return {"group_name": group, "op_tags": step_tags(group)}
+
+
+def run_executor() -> ExecutorDefinition:
+    """The executor of every job, by ML_ASSETS_EXECUTOR."""
+    if settings.EXECUTOR.value() == "in_process":
+        # One process per run: XGBoost already uses every core, and a subprocess per step would
+        # re-import Dagster, MLflow and XGBoost for each of them.
+        return in_process_executor
+    from dagster_celery import celery_executor
+
+    return celery_executor.configured(
+        {"broker": settings.CELERY_BROKER_URL.config_source(), "backend": settings.CELERY_BACKEND_URL.config_source()},
+        name="celery",
+    )

@@ -1,0 +1,394 @@
+"""Steps on Celery workers: the production topology with Redis and two `dagster-celery` workers.
+
+The topology of test_deployment.py (ml_assets_tests/topology.py: PostgreSQL, the MLflow server,
+the code server, webserver and daemon) plus a real `redis-server` and two workers started as
+compose starts them (`deploy/service.sh worker`, i.e. `dagster-celery worker start`): `general`
+takes both queues, `trainer` only `train`, as a machine given to training would. The code
+server's runs use the Celery executor (ML_ASSETS_EXECUTOR=celery): their steps execute in the
+workers. Sensors are stopped first, so runs come only from the backfills and the tests.
+
+- A backfill of four months (ingestion, then training of the three that have an earlier month)
+  executes every step on a worker of its step's queue, and stores the same data, tunes the same
+  parameters and registers the same models with the same metrics as the in-process executor
+  (`python -m ml_assets.runner`, i.e. `make backfill`) on the same files.
+- A worker killed (kill -9 of its process group) in the middle of a step: the step stays
+  unacknowledged in Redis (acks_late, deploy/celery.yaml), goes back to its queue and the other
+  worker executes it; the run succeeds and nothing is left half-done.
+
+Months are real TLC files, every SAMPLE_EVERY-th trip, so that every step takes seconds. Run alone
+with `pytest -m deployment`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+
+import pytest
+
+from ml_assets_tests.support import FAST_CONFIG, ROOT, drop_month, stop_process_group, stored_values
+from ml_assets_tests.topology import (
+    TEST_INSTANCE,
+    TRAINING_TAG,
+    Topology,
+    clean_environ,
+    graphql,
+    launch,
+    registered_versions,
+    require_servers,
+)
+
+pytestmark = pytest.mark.deployment
+
+MONTHS = ["2023-01", "2023-02", "2023-03", "2023-04"]
+SAMPLE_EVERY = 40
+WORKERS = {"general": "ingest,train", "trainer": "train"}
+# The same settings and run config for both executors; a tuning time budget that never cuts a
+# study short, so that both run exactly the same trials. Two training steps at once here (the
+# in-process backfill runs beside the workers): XGBoost gets one core each.
+CODE_ENV = {
+    "ML_ASSETS_START_MONTH": MONTHS[0],
+    "ML_ASSETS_TRAINING_MONTHS": "1",
+    "ML_ASSETS_TUNING_TRIALS": "2",
+    "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "3600",
+    "ML_ASSETS_PARALLEL_TRAINING_STEPS": "2",
+}
+RUN_CONFIG = {"ops": {"trained_model": FAST_CONFIG["ops"]["trained_model"]}}
+# A step of a killed worker goes back to its queue after this many seconds unacknowledged
+# (production: two hours); every step here takes far less, so none is ever handed out twice.
+VISIBILITY_TIMEOUT = 30
+CELERY_OVERRIDES = {
+    "execution": {
+        "config": {
+            "config_source": {
+                "broker_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT, "unacked_restore_interval": 1}
+            }
+        }
+    }
+}
+REPOSITORY = {"repositoryLocationName": "ml_assets", "repositoryName": "__repository__"}
+CELERY_WORKER_KEY = "Celery worker"  # what dagster-celery's task records in its engine event
+
+
+# --------------------------------------------------------------------------------------------
+# Without servers: every step has a queue, and workers and runs meet on the same Redis
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_step_goes_to_the_queue_of_its_group():
+    from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
+
+    from ml_assets.definitions import all_asset_checks, all_assets, defs
+    from ml_assets.execution import QUEUES
+
+    graph = defs.resolve_asset_graph()
+    for definition in [*all_assets, *all_asset_checks]:
+        keys = definition.keys or {check.asset_key for check in definition.check_keys}
+        (group,) = {graph.get(key).group_name for key in keys}
+        assert definition.node_def.tags[DAGSTER_CELERY_QUEUE_TAG] == QUEUES[group], definition.node_def.name
+    # No step is left to dagster-celery's default queue, which no worker reads.
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert {node.tags.get(DAGSTER_CELERY_QUEUE_TAG) for node in job.graph.node_defs} == {"ingest", "train"}
+
+
+def test_executor_is_in_process_unless_celery_is_chosen_and_workers_read_the_same_redis(monkeypatch):
+    from dagster_celery.cli import get_validated_config
+
+    from ml_assets.execution import run_executor
+
+    monkeypatch.delenv("ML_ASSETS_EXECUTOR", raising=False)
+    assert run_executor().name == "in_process"
+
+    monkeypatch.setenv("ML_ASSETS_EXECUTOR", "celery")
+    monkeypatch.setenv("ML_ASSETS_CELERY_BROKER_URL", "redis://broker.example:6379/0")
+    monkeypatch.setenv("ML_ASSETS_CELERY_BACKEND_URL", "redis://broker.example:6379/1")
+    executor = run_executor()
+    assert executor.name == "celery"
+    runs = executor.config_schema.resolve_config({}).value["config"]
+    workers = get_validated_config(str(ROOT / "deploy" / "celery.yaml"))
+    assert (runs["broker"], runs["backend"]) == (workers["broker"], workers["backend"])
+    assert runs["broker"] == "redis://broker.example:6379/0"
+    assert workers["config_source"]["task_acks_late"] is True
+
+
+# --------------------------------------------------------------------------------------------
+# The topology with Redis and two workers
+# --------------------------------------------------------------------------------------------
+
+
+def stop_sensors(topology: Topology) -> None:
+    """Stop every sensor (both run by default) through the webserver, as a user would in the UI."""
+    client = graphql(topology)
+    found = client._execute(
+        """query Sensors($repository: RepositorySelector!) { sensorsOrError(repositorySelector: $repository) {
+             ... on Sensors { results { id name } } } }""",
+        {"repository": REPOSITORY},
+    )["sensorsOrError"]["results"]
+    assert len(found) == 2, found
+    for sensor in found:
+        stopped = client._execute(
+            """mutation Stop($id: String!) { stopSensor(id: $id) { __typename
+                 ... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message } } }""",
+            {"id": sensor["id"]},
+        )["stopSensor"]
+        assert stopped.get("instigationState", {}).get("status") == "STOPPED", (sensor["name"], stopped)
+
+
+RUNNER = (
+    "import json, sys; from dagster import DagsterInstance; from ml_assets.runner import run; "
+    "run(sys.argv[1], sys.argv[2], DagsterInstance.get(), run_config=json.loads(sys.argv[3]))"
+)
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory):
+    """`ml_assets.runner`'s backfill of 2023-02 to 2023-04 (`make backfill`: the in-process executor,
+    sqlite) on the same months, with RUN_CONFIG, started at once so that it runs while the topology starts."""
+    require_servers(celery=True)
+    work = tmp_path_factory.mktemp("in_process")
+    incoming, home = work / "incoming", work / "dagster_home"
+    incoming.mkdir()
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    for month in MONTHS:
+        drop_month(incoming, month, SAMPLE_EVERY)
+    env = {**clean_environ(), **CODE_ENV, "ML_ASSETS_SOURCE": str(incoming), "DAGSTER_HOME": str(home)}
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    log = work / "runner.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", RUNNER, MONTHS[1], MONTHS[-1], json.dumps(RUN_CONFIG)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield process, home, log
+    finally:
+        if process.poll() is None:
+            stop_process_group(process)
+
+
+@pytest.fixture(scope="module")
+def celery_topology(tmp_path_factory):
+    require_servers(celery=True)
+    work = tmp_path_factory.mktemp("celery")
+    incoming = work / "incoming"
+    incoming.mkdir()
+    with Topology(
+        work / "topology",
+        env={**CODE_ENV, "ML_ASSETS_SOURCE": str(incoming)},
+        overrides=TEST_INSTANCE,
+        workers=WORKERS,
+        celery_overrides=CELERY_OVERRIDES,
+    ) as topology:
+        topology.wait_until_ready()
+        stop_sensors(topology)  # before any month is there, so that no tick can have requested one
+        for month in MONTHS:
+            drop_month(incoming, month, SAMPLE_EVERY)
+        yield topology
+
+
+def backfill(
+    topology: Topology, job: str, months: list[str], tags: dict | None = None, config: dict | None = None
+) -> str:
+    """A backfill of `job` over `months`, launched from the webserver as the UI's backfill dialog does."""
+    launched = graphql(topology)._execute(
+        """mutation Backfill($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+             __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
+        {
+            "params": {
+                "selector": {"partitionSetName": f"{job}_partition_set", "repositorySelector": REPOSITORY},
+                "partitionNames": months,
+                "tags": [{"key": key, "value": value} for key, value in (tags or {}).items()],
+                "runConfigData": config or {},
+                # The runs are queued at once, not at the backfill daemon's next iteration (30 s).
+                "forceSynchronousSubmission": True,
+            }
+        },
+    )["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    return launched["backfillId"]
+
+
+def finished_runs(topology: Topology, instance, backfill_id: str, count: int, seconds: float) -> list:
+    from dagster import RunsFilter
+
+    def runs():
+        return instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill_id}))
+
+    topology.wait_for(
+        lambda: len(runs()) == count and all(run.is_finished for run in runs()), f"backfill {backfill_id}", seconds
+    )
+    return runs()
+
+
+@pytest.fixture(scope="module")
+def backfilled(celery_topology):
+    """Ingestion of the four months, then training of the three after the first (one training run
+    at a time, in month order: deploy/dagster.yaml's tag limit); the topology and both backfills' runs."""
+    with celery_topology.instance() as instance:
+        ingest = backfill(celery_topology, "ingest_month", MONTHS)
+        ingested = finished_runs(celery_topology, instance, ingest, len(MONTHS), 300)
+        train = backfill(celery_topology, "retrain_month", MONTHS[1:], dict([TRAINING_TAG]), RUN_CONFIG)
+        trained = finished_runs(celery_topology, instance, train, len(MONTHS) - 1, 300)
+    return celery_topology, ingested, trained
+
+
+def step_workers(instance, run_id: str) -> dict[str, list[str]]:
+    """Step key -> the Celery workers (NAME@host) that started executing it, in order, as the run's
+    engine events name them."""
+    from dagster import DagsterEventType
+
+    workers = defaultdict(list)
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        metadata = entry.dagster_event.engine_event_data.metadata
+        if CELERY_WORKER_KEY in metadata:
+            workers[entry.step_key].append(metadata[CELERY_WORKER_KEY].value)
+    return workers
+
+
+def step_events(instance, run_id: str, event_type) -> list:
+    return instance.all_logs(run_id, of_type=event_type)
+
+
+def worker_names(workers: list[str]) -> set[str]:
+    return {worker.split("@")[0] for worker in workers}
+
+
+def registered_models(tracking_uri: str) -> dict[str, dict]:
+    """Version -> month, aliases, and the params and metrics of the MLflow run it was registered from."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    models = {}
+    for version, record in registered_versions(tracking_uri).items():
+        run = client.get_run(record["run_id"])
+        models[version] = {
+            "month": run.data.tags["partition"],
+            "aliases": record["aliases"],
+            "params": run.data.params,
+            "metrics": run.data.metrics,
+        }
+    return models
+
+
+def test_backfill_on_workers_equals_the_in_process_executor(in_process, backfilled):
+    from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
+    from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
+
+    from ml_assets.definitions import defs
+    from ml_assets.materializations import latest_metadata
+
+    topology, ingested, trained = backfilled
+    nodes = {node.name: node for node in defs.resolve_implicit_global_asset_job_def().graph.node_defs}
+    queues = {name: set(queues.split(",")) for name, queues in WORKERS.items()}
+
+    with topology.instance() as instance:
+        for run in [*ingested, *trained]:
+            assert run.status == DagsterRunStatus.SUCCESS, run.run_id
+            (orchestrator,) = step_events(instance, run.run_id, DagsterEventType.RUN_START)
+            started = step_events(instance, run.run_id, DagsterEventType.STEP_START)
+            workers = step_workers(instance, run.run_id)
+            # Every step executed once, in a worker reading its queue (ingestion: only `general`),
+            # never in the run's own process.
+            assert set(workers) == {event.step_key for event in started}, run.run_id
+            assert orchestrator.dagster_event.pid not in {event.dagster_event.pid for event in started}
+            for step, (worker,) in workers.items():
+                (name,) = worker_names([worker])
+                assert nodes[step].tags[DAGSTER_CELERY_QUEUE_TAG] in queues[name], (step, worker)
+        ingesting = [
+            worker for run in ingested for names in step_workers(instance, run.run_id).values() for worker in names
+        ]
+        assert worker_names(ingesting) == {"general"}  # the only worker reading `ingest`
+        # One training run at a time, in month order: each month's tuning starts from the month before's.
+        records = sorted((instance.get_run_record_by_id(run.run_id) for run in trained), key=lambda r: r.start_time)
+        assert [record.dagster_run.tags["dagster/partition"] for record in records] == MONTHS[1:]
+        tuning = {month: latest_metadata(instance, "best_params", month) for month in MONTHS[1:]}
+
+    process, home, log = in_process
+    assert process.wait(timeout=600) == 0, log.read_text()[-4000:]
+    with DagsterInstance.from_config(str(home)) as baseline:
+        baseline_tuning = {month: latest_metadata(baseline, "best_params", month) for month in MONTHS[1:]}
+
+    # The same stored values: every value the workers stored (predictions are not in these jobs).
+    on_workers = stored_values(topology.workdir / "data" / "assets")
+    in_process_values = stored_values(home / "ml_assets" / "assets")
+    assert set(on_workers) == {name for name in in_process_values if not name.startswith("trip_duration_predictions/")}
+    for name, value in on_workers.items():
+        assert value == in_process_values[name], name
+    for month in MONTHS[1:]:
+        for key in ("trials_total", "valid_rmse", "params", "warm_start"):
+            assert tuning[month][key] == baseline_tuning[month][key], (month, key)
+
+    # The same registered models: versions in the same order, the same aliases, params and metrics.
+    assert registered_models(topology.tracking_uri) == registered_models(
+        f"sqlite:///{home / 'ml_assets' / 'mlflow.db'}"
+    )
+
+
+def test_a_worker_killed_mid_step_hands_the_step_to_the_other_worker(backfilled):
+    """kill -9 of the worker executing trained_model: the step waits in Redis, not lost; the other
+    worker executes it once it has been unacknowledged for VISIBILITY_TIMEOUT; the run succeeds."""
+    import redis
+    from dagster import DagsterEventType, DagsterRunStatus
+    from mlflow import MlflowClient
+
+    from ml_assets.materializations import latest_materialization
+
+    topology, _, _ = backfilled
+    month = MONTHS[-1]
+    broker = redis.Redis.from_url(topology.code_env()["ML_ASSETS_CELERY_BROKER_URL"])
+    versions_before = registered_versions(topology.tracking_uri)
+    # Many rounds and no early stopping, so that the step is still training when its worker dies.
+    rounds = 2000
+    with topology.instance() as instance:
+        run_id = launch(
+            topology,
+            month,
+            ["trained_model"],
+            {"ops": {"trained_model": {"config": {"num_boost_round": rounds, "early_stopping_rounds": rounds}}}},
+        )
+
+        def taken_by() -> list[str]:
+            return step_workers(instance, run_id).get("trained_model", [])
+
+        topology.wait_for(taken_by, "trained_model taken by a worker", 120, poll=0.1)
+        (first,) = taken_by()
+        killed = topology.worker_key(first)
+        topology.services[killed].kill()  # the worker and its pool process, as a lost machine
+
+        # The fault: the step's worker is gone mid-step; the run waits with the step in Redis, unacknowledged.
+        assert not [e for e in step_events(instance, run_id, DagsterEventType.STEP_SUCCESS)], (
+            f"trained_model ended before its worker was killed: raise `rounds` ({rounds})"
+        )
+        assert instance.get_run_by_id(run_id).status == DagsterRunStatus.STARTED
+        assert broker.hlen("unacked") == 1
+
+        topology.wait_for(
+            lambda: instance.get_run_by_id(run_id).is_finished, "the run to end", VISIBILITY_TIMEOUT + 180, poll=0.5
+        )
+        assert instance.get_run_by_id(run_id).status == DagsterRunStatus.SUCCESS
+        workers = step_workers(instance, run_id)["trained_model"]
+        assert len(workers) == 2 and workers[0] == first and workers[1] != first, workers
+        assert len(step_events(instance, run_id, DagsterEventType.STEP_SUCCESS)) == 2  # trained_model, model_gate
+        materialized_by, model = latest_materialization(instance, "trained_model", month)
+        assert materialized_by == run_id
+
+    # Nothing half-done: one MLflow run for the Dagster run (the second attempt resumed the first's,
+    # dagster-mlflow finds it by the run's id), FINISHED, and registered once.
+    client = MlflowClient(topology.tracking_uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "trip_duration"]
+    runs = client.search_runs([experiment.experiment_id], f"tags.dagster_run_id = '{run_id}'")
+    assert [(run.info.run_id, run.info.status) for run in runs] == [(model["mlflow_run_id"], "FINISHED")]
+    versions = registered_versions(topology.tracking_uri)
+    for version, record in versions_before.items():  # still there (aliases may have moved to the new one)
+        assert (versions[version]["run_id"], versions[version]["status"]) == (record["run_id"], record["status"])
+    (new,) = set(versions) - set(versions_before)
+    assert versions[new]["run_id"] == model["mlflow_run_id"]
+    assert broker.hlen("unacked") == 0
