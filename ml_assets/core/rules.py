@@ -85,15 +85,28 @@ def raw_schema(table: pa.Table) -> RuleResult:
     return _schema_result(columns_by_canonical_name(table), REQUIRED, CANONICAL, "raw_trips")
 
 
+class _ArrowColumns(Mapping):
+    """A frame's columns as Arrow arrays, each converted when asked for: a month is judged one column at a time."""
+
+    def __init__(self, trips: pd.DataFrame):
+        self.trips = trips
+
+    def __getitem__(self, name: str) -> pa.Array:
+        try:
+            return pa.array(self.trips[name], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return pa.array(self.trips[name].astype(str))  # reported as not castable
+
+    def __iter__(self):
+        return iter(self.trips.columns)
+
+    def __len__(self) -> int:
+        return len(self.trips.columns)
+
+
 def cleaned_schema(trips: pd.DataFrame) -> RuleResult:
     """Every canonical column plus duration present, each castable to its canonical type."""
-    columns = {}
-    for name in trips.columns:
-        try:
-            columns[name] = pa.array(trips[name], from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            columns[name] = pa.array(trips[name].astype(str))  # reported as not castable below
-    return _schema_result(columns, CLEANED.names, CLEANED, "cleaned_trips")
+    return _schema_result(_ArrowColumns(trips), CLEANED.names, CLEANED, "cleaned_trips")
 
 
 def row_count(rows: int, min_rows: int) -> RuleResult:
