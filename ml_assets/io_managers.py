@@ -51,17 +51,22 @@ class _FileIOManager(ConfigurableIOManager):
                 f"{name} for {partition or 'the asset'} is not materialized yet (no file at {path}); "
                 f"materialize {name} for {partition} first"
             )
-        return self.read(path, context.dagster_type.typing_type)
+        return self.read(path, context.dagster_type.typing_type, context.definition_metadata.get("columns"))
 
     def write(self, obj, path: Path) -> None:
         raise NotImplementedError
 
-    def read(self, path: Path, typing_type):
+    def read(self, path: Path, typing_type, columns: list[str] | None = None):
+        """The value at `path`; `columns` (an input's `columns` metadata) limits a table to those columns."""
         raise NotImplementedError
 
 
 class ParquetIOManager(_FileIOManager):
-    """pandas DataFrames and Arrow tables; `df.attrs` and dtypes (categories too) survive."""
+    """pandas DataFrames and Arrow tables; `df.attrs` and dtypes (categories too) survive.
+
+    An input whose `AssetIn` metadata names `columns` reads only those: a month's file is read
+    whole by nobody who needs a few of its columns.
+    """
 
     suffix: typing.ClassVar[str] = "parquet"
 
@@ -72,21 +77,23 @@ class ParquetIOManager(_FileIOManager):
         else:
             write_table(obj, path)
 
-    def read(self, path: Path, typing_type):
-        table = pq.read_table(path)
+    def read(self, path: Path, typing_type, columns: list[str] | None = None):
+        table = pq.read_table(path, columns=columns)
         return table if typing_type is pa.Table else _to_pandas(table)
 
 
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
-    """Like `pd.read_parquet`, but numeric categoricals (zone ids) come back as categoricals too.
+    """Like `pd.read_parquet`, but numeric categoricals (zone ids) come back as categoricals too,
+    and without a second copy of the data (Arrow's buffers are freed column by column).
 
     Parquet keeps only string dictionaries; the pandas metadata still says which columns were
     categorical and of which type.
     """
-    frame = table.to_pandas()
-    for column in (table.schema.pandas_metadata or {}).get("columns", []):
+    pandas_columns = (table.schema.pandas_metadata or {}).get("columns", [])
+    frame = table.to_pandas(self_destruct=True, split_blocks=True)
+    for column in pandas_columns:
         name = column["name"]
-        if column["pandas_type"] == "categorical" and frame[name].dtype != "category":
+        if name in frame and column["pandas_type"] == "categorical" and frame[name].dtype != "category":
             values = pd.Categorical(frame[name])
             frame[name] = values.rename_categories(values.categories.astype(column["numpy_type"]))
     return frame
@@ -98,7 +105,7 @@ class JsonIOManager(_FileIOManager):
     def write(self, obj, path: Path) -> None:
         write_json(obj, path)
 
-    def read(self, path: Path, typing_type):
+    def read(self, path: Path, typing_type, columns: list[str] | None = None):
         return read_json(path)
 
 
@@ -113,7 +120,7 @@ class XGBoostModelIOManager(_FileIOManager):
         with atomic_path(path) as tmp:
             tmp.write_bytes(model_bytes(obj))
 
-    def read(self, path: Path, typing_type):
+    def read(self, path: Path, typing_type, columns: list[str] | None = None):
         from ml_assets.core.training import load_booster
 
         return load_booster(path.read_bytes())

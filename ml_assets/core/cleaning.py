@@ -16,7 +16,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ml_assets.core.months import month_bounds
-from ml_assets.core.schema import DROPOFF, DURATION, PICKUP, REQUIRED, ZONE_COLUMNS, check_required_columns, unify_schema
+from ml_assets.core.schema import (
+    DROPOFF,
+    DURATION,
+    PICKUP,
+    REQUIRED,
+    ZONE_COLUMNS,
+    check_required_columns,
+    unify_schema,
+)
 
 MIN_DURATION, MAX_DURATION = 1.0, 60.0  # minutes, as in the course notebook
 BATCH_ROWS = 1 << 19  # rows cleaned at a time

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ml_assets.core.features import SPLIT, TEST, TRAIN, VALID, DesignMatrices, course_records, fit_course_vectorizer
+from ml_assets.core.features import (
+    TEST,
+    TRAIN,
+    VALID,
+    DesignMatrices,
+    course_matrix,
+    course_vocabulary,
+    split_rows,
+)
 from ml_assets.core.schema import DURATION
 
 # Fixed settings; optuna tunes the rest (see ml_assets.core.tuning).
@@ -19,10 +27,17 @@ DEFAULT_PARAMS = {
 }
 
 
-def dmatrix(X, y):
+def training_matrices(data: DesignMatrices, threads: int | None = None):
+    """`train` and `valid` as XGBoost QuantileDMatrix: only the binned values are kept (about a byte per
+    value), read from the frame's own columns, where a DMatrix would hold another copy of every value."""
     import xgboost as xgb
 
-    return xgb.DMatrix(X, label=y, enable_categorical=isinstance(X, pd.DataFrame))
+    categorical = isinstance(data.X[TRAIN], pd.DataFrame)
+    dtrain = xgb.QuantileDMatrix(data.X[TRAIN], data.y[TRAIN], enable_categorical=categorical, nthread=threads)
+    dvalid = xgb.QuantileDMatrix(
+        data.X[VALID], data.y[VALID], enable_categorical=categorical, nthread=threads, ref=dtrain
+    )
+    return dtrain, dvalid
 
 
 def train_booster(
@@ -32,11 +47,15 @@ def train_booster(
     early_stopping_rounds: int = 50,
     threads: int | None = None,
     callbacks=None,
+    matrices=None,
 ):
-    """Fit on `train`, stop early on the `valid` holdout; the test month is not touched."""
+    """Fit on `train`, stop early on the `valid` holdout; the test month is not touched.
+
+    `matrices` (from `training_matrices`) saves building them again for every trial of a study.
+    """
     import xgboost as xgb
 
-    dtrain, dvalid = dmatrix(data.X[TRAIN], data.y[TRAIN]), dmatrix(data.X[VALID], data.y[VALID])
+    dtrain, dvalid = matrices or training_matrices(data, threads)
     return xgb.train(
         {**BASE_PARAMS, **params, "nthread": threads or 0},
         dtrain,
@@ -49,7 +68,8 @@ def train_booster(
 
 
 def predict(booster, X) -> np.ndarray:
-    return booster.predict(dmatrix(X, None), iteration_range=(0, booster.best_iteration + 1))
+    """Predictions up to the best iteration, straight from `X` (no DMatrix copy of it)."""
+    return booster.inplace_predict(X, iteration_range=(0, booster.best_iteration + 1))
 
 
 def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -61,10 +81,11 @@ def baseline_rmse(frame: pd.DataFrame) -> float:
     """The course's LinearRegression on `PU_DO` + `trip_distance`, fitted on the whole training window."""
     from sklearn.linear_model import LinearRegression
 
-    training, test = frame[frame[SPLIT] != TEST], frame[frame[SPLIT] == TEST]
-    vectorizer = fit_course_vectorizer(training)
-    model = LinearRegression().fit(vectorizer.transform(course_records(training)), training[DURATION])
-    predicted = model.predict(vectorizer.transform(course_records(test)))
+    training, test = split_rows(frame, TRAIN, VALID), split_rows(frame, TEST)
+    vocabulary = course_vocabulary(training)
+    # copy_X=False: a sparse X is never centred in place, so the copy would only cost memory.
+    model = LinearRegression(copy_X=False).fit(course_matrix(training, vocabulary), training[DURATION].to_numpy())
+    predicted = model.predict(course_matrix(test, vocabulary))
     return regression_metrics(test[DURATION].to_numpy(), predicted)["rmse"]
 
 
