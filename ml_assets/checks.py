@@ -28,7 +28,7 @@ never materialized would fail the step instead of letting the check say there is
 from collections.abc import Iterable
 
 import pandas as pd
-import pyarrow as pa
+import pyarrow.parquet as pq
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
@@ -144,7 +144,7 @@ def _selected(
 
 
 @_blocking_checks(RAW, RAW_RULES)
-def raw_trips_rules(context: AssetCheckExecutionContext, config: RulesConfig, raw_trips: pa.Table):
+def raw_trips_rules(context: AssetCheckExecutionContext, config: RulesConfig, raw_trips: pq.ParquetFile):
     yield from _selected(context, RAW, rules.raw_rules(raw_trips, context.partition_key, config.thresholds()))
 
 

@@ -62,7 +62,8 @@ class _FileIOManager(ConfigurableIOManager):
 
 
 class ParquetIOManager(_FileIOManager):
-    """pandas DataFrames and Arrow tables; `df.attrs` and dtypes (categories too) survive.
+    """pandas DataFrames, Arrow tables and parquet files (copied a batch at a time); `df.attrs` and
+    dtypes (categories too) survive.
 
     An input whose `AssetIn` metadata names `columns` reads only those: a month's file is read
     whole by nobody who needs a few of its columns.
@@ -78,6 +79,8 @@ class ParquetIOManager(_FileIOManager):
             write_table(obj, path)
 
     def read(self, path: Path, typing_type, columns: list[str] | None = None):
+        if typing_type is pq.ParquetFile:  # read later, a batch at a time
+            return pq.ParquetFile(path)
         table = pq.read_table(path, columns=columns)
         return table if typing_type is pa.Table else _to_pandas(table)
 

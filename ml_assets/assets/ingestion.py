@@ -11,7 +11,6 @@ config of the check ops (`raw_trips_rules`, `cleaned_trips_rules`), so both judg
 import hashlib
 
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import AssetExecutionContext, Failure, MetadataValue, asset
 
@@ -48,23 +47,28 @@ def _require_passed(results, where: str) -> None:
 
 
 @asset(partitions_def=monthly_partitions, group_name="ingestion", kinds={"parquet"})
-def raw_trips(context: AssetExecutionContext, trip_source: TripSourceResource) -> pa.Table:
-    """One month of trips as the source publishes it (TLC's own file, schema untouched)."""
+def raw_trips(context: AssetExecutionContext, trip_source: TripSourceResource) -> pq.ParquetFile:
+    """One month of trips as the source publishes it (TLC's own file, schema untouched).
+
+    The file is opened once and read a batch at a time, by the rules, the dry run and the IO manager
+    that stores it: the whole raw table is never in memory.
+    """
     month = context.partition_key
     path = trip_source.source().fetch(month)
-    table = pq.read_table(path)
+    table = pq.ParquetFile(path)
     where = f"month {month}, file {path}"
-    check_required_columns(table.schema, where)
-    if table.num_rows == 0:
+    check_required_columns(table.schema_arrow, where)
+    if table.metadata.num_rows == 0:
         raise EmptyMonthError(f"{where}: the file has no trips")
     _require_passed(rules.raw_rules(table, month, _thresholds(context, raw_trips_rules)), f"{where}: raw_trips")
     cleaned = clean_trips(table, month, where)  # raises if nothing is left to clean
     cleaned_thresholds = _thresholds(context, cleaned_trips_rules)
     cleaned_results = rules.cleaned_rules(cleaned.trips, month, cleaned.raw_rows, cleaned_thresholds)
     _require_passed(cleaned_results, f"{where}: cleaned_trips (cleaned to check, not stored)")
+    del cleaned
     context.add_output_metadata(
         {
-            "rows": table.num_rows,
+            "rows": table.metadata.num_rows,
             "source": trip_source.label,
             "source_file": str(path),
             "size_bytes": path.stat().st_size,
@@ -76,7 +80,7 @@ def raw_trips(context: AssetExecutionContext, trip_source: TripSourceResource) -
 
 
 @asset(partitions_def=monthly_partitions, group_name="ingestion", kinds={"pandas"})
-def cleaned_trips(context: AssetExecutionContext, raw_trips: pa.Table) -> pd.DataFrame:
+def cleaned_trips(context: AssetExecutionContext, raw_trips: pq.ParquetFile) -> pd.DataFrame:
     """Trips with a `duration` (minutes) of 1–60 whose pickup lies in the month, in one schema for all years."""
     month = context.partition_key
     where = f"month {month}, raw_trips"

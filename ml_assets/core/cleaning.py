@@ -1,9 +1,9 @@
 """Clean one month of trips: the target (`duration`) and the rows a model may learn from.
 
-A month is cleaned in Arrow, a batch of rows at a time, so that only the cleaned rows (in the
-canonical schema's narrow types) and one raw batch are held besides the raw table: a yellow month
-of 3.4 M trips then stays well under a gigabyte. pandas sees the result once, converted column by
-column (`self_destruct`).
+A month is cleaned in Arrow, a batch of rows at a time (from a table or straight from its parquet
+file), so that only the cleaned rows, in the canonical schema's narrow types, and one raw batch are
+held: a yellow month of 3.4 M trips stays well under a gigabyte. pandas sees the result once,
+converted column by column (`self_destruct`).
 """
 
 from __future__ import annotations
@@ -15,19 +15,21 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ml_assets.core import tables
 from ml_assets.core.months import month_bounds
 from ml_assets.core.schema import (
+    CANONICAL,
     DROPOFF,
     DURATION,
     PICKUP,
     REQUIRED,
     ZONE_COLUMNS,
+    canonical_name,
     check_required_columns,
     unify_schema,
 )
 
 MIN_DURATION, MAX_DURATION = 1.0, 60.0  # minutes, as in the course notebook
-BATCH_ROWS = 1 << 19  # rows cleaned at a time
 REASONS = ("missing_values", "pickup_outside_month", "duration_out_of_range")  # in the order they are judged
 
 
@@ -74,16 +76,18 @@ def _clean_batch(batch: pa.Table, start, end, dropped: dict[str, int]) -> pa.Tab
     return batch.filter(kept).append_column(DURATION, pc.cast(pc.filter(minutes, kept), pa.float32()))
 
 
-def clean_trips(table: pa.Table, month: str, where: str) -> CleanedMonth:
+def clean_trips(trips: tables.Trips, month: str, where: str) -> CleanedMonth:
     """Unify the schema, add `duration` (minutes) and drop what a model must not see."""
-    if table.num_rows == 0:
+    raw_rows, schema = tables.num_rows(trips), tables.schema(trips)
+    if raw_rows == 0:
         raise EmptyMonthError(f"{where}: the file has no trips")
-    check_required_columns(table.schema, where)
+    check_required_columns(schema, where)
+    known = [name for name in schema.names if canonical_name(name) in CANONICAL.names]  # the rest is never read
     start, end = (bound.to_pydatetime() for bound in month_bounds(month))
     dropped = dict.fromkeys(REASONS, 0)
     parts = [
         _clean_batch(unify_schema(pa.Table.from_batches([batch]), where), start, end, dropped)
-        for batch in table.to_batches(max_chunksize=BATCH_ROWS)
+        for batch in tables.batches(trips, known)
     ]
     cleaned = pa.concat_tables(parts)
     del parts
@@ -93,4 +97,4 @@ def clean_trips(table: pa.Table, month: str, where: str) -> CleanedMonth:
     del cleaned
     for column in ZONE_COLUMNS:
         trips[column] = trips[column].astype("category")
-    return CleanedMonth(trips=trips, raw_rows=table.num_rows, dropped=dropped)
+    return CleanedMonth(trips=trips, raw_rows=raw_rows, dropped=dropped)

@@ -17,8 +17,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+from ml_assets.core import tables
 
 
 def _create_locked_temp(target: Path) -> tuple[Path, int]:
@@ -68,9 +67,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.close(fd)
 
 
-def write_table(table: pa.Table, path: str | os.PathLike) -> Path:
+def write_table(table: tables.Trips, path: str | os.PathLike) -> Path:
+    """A table, or a parquet file read a batch at a time, as a zstd parquet file at `path`."""
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        tables.write_parquet(table, tmp)
     return Path(path)
 
 
