@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 
 from ml_assets.core.storage import atomic_path, read_json, write_json, write_table
+from ml_assets.core.tables import to_pandas
 
 
 class NotMaterializedError(FileNotFoundError):
@@ -82,24 +83,7 @@ class ParquetIOManager(_FileIOManager):
         if typing_type is pq.ParquetFile:  # read later, a batch at a time
             return pq.ParquetFile(path)
         table = pq.read_table(path, columns=columns)
-        return table if typing_type is pa.Table else _to_pandas(table)
-
-
-def _to_pandas(table: pa.Table) -> pd.DataFrame:
-    """Like `pd.read_parquet`, but numeric categoricals (zone ids) come back as categoricals too,
-    and without a second copy of the data (Arrow's buffers are freed column by column).
-
-    Parquet keeps only string dictionaries; the pandas metadata still says which columns were
-    categorical and of which type.
-    """
-    pandas_columns = (table.schema.pandas_metadata or {}).get("columns", [])
-    frame = table.to_pandas(self_destruct=True, split_blocks=True)
-    for column in pandas_columns:
-        name = column["name"]
-        if name in frame and column["pandas_type"] == "categorical" and frame[name].dtype != "category":
-            values = pd.Categorical(frame[name])
-            frame[name] = values.rename_categories(values.categories.astype(column["numpy_type"]))
-    return frame
+        return table if typing_type is pa.Table else to_pandas(table)
 
 
 class JsonIOManager(_FileIOManager):

@@ -4,6 +4,7 @@ import os
 import time
 
 import pandas as pd
+import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
     Config,
@@ -55,19 +56,19 @@ def _threads() -> int:
     automation_condition=WINDOW_READY,
 )
 def best_params(
-    context: AssetExecutionContext, config: TuningConfig, optuna_storage: OptunaStorage, trip_features: pd.DataFrame
+    context: AssetExecutionContext, config: TuningConfig, optuna_storage: OptunaStorage, trip_features: pq.ParquetFile
 ) -> dict:
     """Best XGBoost hyperparameters for the month, from a persistent optuna study (TPE + pruning).
 
     The study tunes on a sample of the training rows sized by the time budget, which counts from
-    here: drawing the sample and starting the study are part of it.
+    here: reading the sample (only its rows are kept) and starting the study are part of it.
     """
     from ml_assets.core.tuning import best_params_of, sample_rows, tune, tuning_sample
 
     started = time.monotonic()
-    month, feature_set, threads = context.partition_key, trip_features.attrs["feature_set"], _threads()
+    month, threads = context.partition_key, _threads()
     sample = tuning_sample(trip_features, sample_rows(config.timeout_seconds, threads), config.seed)
-    data = design_matrices(sample, (TRAIN, VALID))
+    feature_set, data = sample.attrs["feature_set"], design_matrices(sample, (TRAIN, VALID))
     warm_start = best_params_of(optuna_storage.url, optuna_storage.study_name(feature_set, shift_month(month, -1)))
     result = tune(
         data,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -52,3 +54,33 @@ def write_parquet(trips: Trips, path) -> None:
     with pq.ParquetWriter(path, schema(trips), compression="zstd") as writer:
         for batch in batches(trips):
             writer.write_batch(batch)
+
+
+def take(trips: Trips, rows: np.ndarray, columns: list[str] | None = None) -> pa.Table:
+    """The rows at `rows` (sorted positions), read a batch at a time: never the whole table at once."""
+    parts, offset = [], 0
+    for batch in batches(trips, columns):
+        first, last = np.searchsorted(rows, [offset, offset + batch.num_rows])
+        if last > first:
+            parts.append(batch.take(pa.array(rows[first:last] - offset)))
+        offset += batch.num_rows
+    whole = schema(trips)
+    wanted = whole if columns is None else pa.schema([whole.field(name) for name in columns], whole.metadata)
+    return pa.Table.from_batches(parts, schema=wanted)
+
+
+def to_pandas(table: pa.Table) -> pd.DataFrame:
+    """Like `pd.read_parquet`, but numeric categoricals (zone ids) come back as categoricals too,
+    and without a second copy of the data (Arrow's buffers are freed column by column).
+
+    Parquet keeps only string dictionaries; the pandas metadata still says which columns were
+    categorical and of which type. `table` cannot be used afterwards.
+    """
+    pandas_columns = (table.schema.pandas_metadata or {}).get("columns", [])
+    frame = table.to_pandas(self_destruct=True, split_blocks=True)
+    for column in pandas_columns:
+        name = column["name"]
+        if name in frame and column["pandas_type"] == "categorical" and frame[name].dtype != "category":
+            values = pd.Categorical(frame[name])
+            frame[name] = values.rename_categories(values.categories.astype(column["numpy_type"]))
+    return frame

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
-from ml_assets.core.features import TRAIN, VALID, DesignMatrices, split_rows
+from ml_assets.core import tables
+from ml_assets.core.features import SPLIT, TRAIN, VALID, DesignMatrices
 from ml_assets.core.locks import file_lock, store_lock
 from ml_assets.core.training import train_booster, training_matrices
 
@@ -38,14 +40,22 @@ def sample_rows(timeout_seconds: float, threads: int) -> int:
     return max(MIN_SAMPLE_ROWS, int(SAMPLE_ROWS_PER_THREAD_SECOND * threads * timeout_seconds))
 
 
-def tuning_sample(frame: pd.DataFrame, rows: int, seed: int = 0) -> pd.DataFrame:
+def tuning_sample(features: pd.DataFrame | pq.ParquetFile, rows: int, seed: int = 0) -> pd.DataFrame:
     """At most `rows` of the feature frame's train and valid rows, drawn at random (the same for the same
-    frame, size and seed), in the frame's order; the test month is left out."""
-    training = split_rows(frame, TRAIN, VALID)
+    frame, size and seed), in the frame's order; the test month is left out.
+
+    From a stored frame (a parquet file), only the sample's rows are kept while reading it.
+    """
+    stored = isinstance(features, pq.ParquetFile)
+    split = tables.to_pandas(features.read(columns=[SPLIT]))[SPLIT] if stored else features[SPLIT]
+    training = np.flatnonzero(split.isin([TRAIN, VALID]).to_numpy())
     if len(training) > rows:
-        training = training.take(np.sort(np.random.default_rng(seed).choice(len(training), rows, replace=False)))
-    training.attrs = frame.attrs
-    return training
+        training = training[np.sort(np.random.default_rng(seed).choice(len(training), rows, replace=False))]
+    if stored:
+        return tables.to_pandas(tables.take(features, training))
+    sample = features.take(training)
+    sample.attrs = features.attrs
+    return sample
 
 
 def suggest_params(trial) -> dict:
