@@ -36,11 +36,19 @@ class TuningConfig(Config):
 
 # Share of best_params' time budget left for what follows the study: its plots and storing the value.
 TEARDOWN_SHARE = 0.05
+# Share of trained_model's time budget left for what follows the boosting: predicting the test month,
+# logging the model and its plots.
+TRAINING_TEARDOWN_SHARE = 0.1
 
 
 class TrainingConfig(Config):
     num_boost_round: int = 2000
     early_stopping_rounds: int = 50
+    timeout_seconds: float = Field(
+        default=300.0,
+        description="time budget of the step: boosting stops in time for it, keeping its best iteration so far "
+        "(a window too large for num_boost_round rounds within it)",
+    )
 
 
 def _threads() -> int:
@@ -115,8 +123,9 @@ def trained_model(
     """
     from ml_assets.core import tracking
     from ml_assets.core.gate import champion_rmse
-    from ml_assets.core.training import baseline_rmse, predict, regression_metrics, train_booster
+    from ml_assets.core.training import baseline_rmse, predict, regression_metrics, stop_at, train_booster
 
+    started = time.monotonic()
     month = context.partition_key
     mlflow = context.resources.mlflow
     with mlflow.run(f"trained_model {month}") as run:
@@ -132,13 +141,29 @@ def trained_model(
         if stale:
             context.log.warning(f"marked FAILED the MLflow runs of {month} left RUNNING by dead processes: {stale}")
         data = design_matrices(trip_features)
-        booster = train_booster(data, best_params, config.num_boost_round, config.early_stopping_rounds, _threads())
-        predicted = predict(booster, data.X[TEST])
-        metrics = {**regression_metrics(data.y[TEST], predicted), "baseline_rmse": baseline_rmse(trip_features)}
+        # The figures the model is judged against come first: the boosting gets what is left of the budget.
+        metrics = {"baseline_rmse": baseline_rmse(trip_features)}
         # What the champion of this moment scores on M; `model_gate` judges again when it publishes.
         champion = champion_rmse(trip_features, data.y[TEST], tracking.load_champion())
         if champion is not None:
             metrics["champion_rmse"] = champion
+        stopped = {}
+        deadline = started + config.timeout_seconds * (1 - TRAINING_TEARDOWN_SHARE)
+        booster = train_booster(
+            data,
+            best_params,
+            config.num_boost_round,
+            config.early_stopping_rounds,
+            _threads(),
+            [stop_at(deadline, lambda epoch: stopped.setdefault("round", epoch))],
+        )
+        if stopped:
+            context.log.warning(
+                f"trained_model {month}: boosting stopped by the time budget ({config.timeout_seconds:.0f} s) "
+                f"after round {stopped['round']}; best iteration {booster.best_iteration}"
+            )
+        predicted = predict(booster, data.X[TEST])
+        metrics = {**regression_metrics(data.y[TEST], predicted), **metrics}
         logged = tracking.log_trained_model(
             params={**best_params, **config.model_dump(), "feature_set": data.encoder["feature_set"]},
             metrics={**metrics, "best_iteration": booster.best_iteration},
@@ -165,6 +190,7 @@ def trained_model(
             "test_rows": int(data.y[TEST].size),
             "feature_count": int(data.X[TEST].shape[1]),
             "best_iteration": booster.best_iteration,
+            "stopped_by_time_budget": bool(stopped),
             "mlflow_run_id": logged["run_id"],
             "mlflow_model_uri": logged["model_uri"],
             "mlflow_run": ui.mlflow_run_link(mlflow.tracking_uri, logged["experiment_id"], logged["run_id"]),

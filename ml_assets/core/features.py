@@ -189,7 +189,8 @@ def _zone_ids(column: pd.Series) -> np.ndarray:
     return np.where(np.isnan(values), -1, values).astype(np.int64)
 
 
-def _pair_keys(rows: pd.DataFrame) -> np.ndarray:
+def pair_keys(rows: pd.DataFrame) -> np.ndarray:
+    """Each row's pickup/dropoff zone pair as one int64, -1 where a zone is missing."""
     pickup, dropoff = (_zone_ids(rows[zone]) for zone in ZONE_COLUMNS)
     return np.where((pickup >= 0) & (dropoff >= 0), pickup * _PAIR_BASE + dropoff, -1)
 
@@ -197,7 +198,7 @@ def _pair_keys(rows: pd.DataFrame) -> np.ndarray:
 def course_vocabulary(rows: pd.DataFrame, fitted_on: np.ndarray | None = None) -> list[str]:
     """DictVectorizer's sorted feature names for `rows` (those in `fitted_on`, if given): `PU_DO=<pu>_<do>`
     for every zone pair seen, and `trip_distance`."""
-    keys = _pair_keys(rows)
+    keys = pair_keys(rows)
     keys = np.unique(keys if fitted_on is None else keys[fitted_on])
     keys = keys[keys >= 0]
     pairs = [f"{COURSE_PAIR}={key // _PAIR_BASE}_{key % _PAIR_BASE}" for key in keys.tolist()]
@@ -216,7 +217,7 @@ def course_matrix(rows: pd.DataFrame, vocabulary: list[str]):
     order = np.argsort(known)
     known, position = known[order], position[order]
 
-    keys = _pair_keys(rows)
+    keys = pair_keys(rows)
     at = np.minimum(np.searchsorted(known, keys), max(len(known) - 1, 0))
     found = (keys >= 0) & (known[at] == keys) if len(known) else np.zeros(len(keys), bool)
     indptr = np.zeros(len(keys) + 1, dtype=np.int64)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -18,6 +21,7 @@ from ml_assets.core.schema import DURATION
 
 # Fixed settings; optuna tunes the rest (see ml_assets.core.tuning).
 BASE_PARAMS = {"objective": "reg:squarederror", "eval_metric": "rmse", "tree_method": "hist", "max_cat_to_onehot": 1}
+BASELINE_ROWS = 1_000_000  # training rows the LinearRegression baseline is fitted on, at most
 DEFAULT_PARAMS = {
     "max_depth": 8,
     "learning_rate": 0.1,
@@ -25,6 +29,21 @@ DEFAULT_PARAMS = {
     "subsample": 0.8,
     "colsample_bytree": 0.8,
 }
+
+
+def stop_at(deadline: float, stopped: Callable[[int], None] = lambda epoch: None):
+    """An XGBoost callback that ends the training after the first round that finishes past `deadline`
+    (`time.monotonic()`), telling `stopped` that round; the booster keeps its best iteration so far."""
+    import xgboost as xgb
+
+    class StopAtDeadline(xgb.callback.TrainingCallback):
+        def after_iteration(self, model, epoch: int, evals_log) -> bool:
+            if time.monotonic() < deadline:
+                return False
+            stopped(epoch)
+            return True
+
+    return StopAtDeadline()
 
 
 def training_matrices(data: DesignMatrices, threads: int | None = None):
@@ -77,11 +96,15 @@ def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, f
     return {"rmse": float(np.sqrt(np.mean(error**2))), "mae": float(np.mean(np.abs(error)))}
 
 
-def baseline_rmse(frame: pd.DataFrame) -> float:
-    """The course's LinearRegression on `PU_DO` + `trip_distance`, fitted on the whole training window."""
+def baseline_rmse(frame: pd.DataFrame, max_rows: int = BASELINE_ROWS) -> float:
+    """The course's LinearRegression on `PU_DO` + `trip_distance`, fitted on the training window (a random
+    `max_rows` of it when larger: sklearn's sparse solver takes minutes on ten million trips, and a million
+    fit the model's few thousand coefficients as well) and evaluated on the whole test month."""
     from sklearn.linear_model import LinearRegression
 
     training, test = split_rows(frame, TRAIN, VALID), split_rows(frame, TEST)
+    if len(training) > max_rows:
+        training = training.take(np.sort(np.random.default_rng(0).choice(len(training), max_rows, replace=False)))
     vocabulary = course_vocabulary(training)
     # copy_X=False: a sparse X is never centred in place, so the copy would only cost memory.
     model = LinearRegression(copy_X=False).fit(course_matrix(training, vocabulary), training[DURATION].to_numpy())

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from ml_assets.core import tables
 from ml_assets.core.features import SPLIT, TRAIN, VALID, DesignMatrices
 from ml_assets.core.locks import file_lock, store_lock
-from ml_assets.core.training import train_booster, training_matrices
+from ml_assets.core.training import stop_at, train_booster, training_matrices
 
 TUNING_ROUNDS, TUNING_EARLY_STOP = 600, 30
 # Training rows (train + valid) tuned on per second of budget and per XGBoost thread: on the 2 cores
@@ -105,24 +105,15 @@ def _finished(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def _pruning_callback(trial, observation_key: str, deadline: float):
-    """optuna's XGBoost pruning callback, reporting every REPORT_EVERY rounds instead of every round, that
-    also ends the trial's training when the study's time is up.
-
-    optuna's own timeout is only checked between trials, so one long trial (a loaded machine, a large
-    month) would overrun the budget by its whole length; stopped here, the trial keeps the best
-    holdout score it reached.
-    """
+def _pruning_callback(trial, observation_key: str):
+    """optuna's XGBoost pruning callback, reporting every REPORT_EVERY rounds instead of every round."""
     from optuna_integration import XGBoostPruningCallback
 
-    class BudgetedPruning(XGBoostPruningCallback):
+    class ReportEvery(XGBoostPruningCallback):
         def after_iteration(self, model, epoch: int, evals_log) -> bool:
-            if time.monotonic() >= deadline:
-                trial.set_user_attr("stopped_by_time_budget_at_round", epoch)
-                return True
             return epoch % REPORT_EVERY == 0 and super().after_iteration(model, epoch, evals_log)
 
-    return BudgetedPruning(trial, observation_key)
+    return ReportEvery(trial, observation_key)
 
 
 @dataclass(frozen=True)
@@ -171,9 +162,14 @@ def tune(
     matrices = training_matrices(data, threads)  # once for every trial
 
     def objective(trial) -> float:
-        pruning = _pruning_callback(trial, "valid-rmse", deadline)
+        # optuna's own timeout is only checked between trials, so one long trial (a loaded machine) would
+        # overrun the budget by its whole length; stopped at the deadline, it keeps its best holdout score.
+        callbacks = [
+            _pruning_callback(trial, "valid-rmse"),
+            stop_at(deadline, lambda epoch: trial.set_user_attr("stopped_by_time_budget_at_round", epoch)),
+        ]
         params = suggest_params(trial)
-        booster = train_booster(data, params, TUNING_ROUNDS, TUNING_EARLY_STOP, threads, [pruning], matrices)
+        booster = train_booster(data, params, TUNING_ROUNDS, TUNING_EARLY_STOP, threads, callbacks, matrices)
         trial.set_user_attr("best_iteration", booster.best_iteration)
         return booster.best_score
 
