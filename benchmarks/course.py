@@ -12,10 +12,10 @@ import xgboost as xgb
 
 from benchmarks.harness import TEST_MONTH, TRAIN_MONTH
 from benchmarks.plain import cleaned
-from ml_assets.core.features import SPLIT, TEST, build_features, course_records, fit_course_vectorizer
+from ml_assets.core.features import TEST, TRAIN, VALID, build_features, course_matrix, course_vocabulary, split_rows
 from ml_assets.core.schema import DURATION
 from ml_assets.core.sources.directory import DirectorySource
-from ml_assets.core.training import baseline_rmse, dmatrix, predict, regression_metrics
+from ml_assets.core.training import baseline_rmse, predict, regression_metrics
 
 # The course notebook's best hyperopt result.
 COURSE_PARAMS = {
@@ -31,15 +31,15 @@ COURSE_PARAMS = {
 
 def course_xgboost_rmse(frame, rounds: int) -> dict:
     """The course's model, early-stopped on the test month itself (the course's own shortcut)."""
-    training, test = frame[frame[SPLIT] != TEST], frame[frame[SPLIT] == TEST]
-    vectorizer = fit_course_vectorizer(training)
-    X_train, X_test = vectorizer.transform(course_records(training)), vectorizer.transform(course_records(test))
+    training, test = split_rows(frame, TRAIN, VALID), split_rows(frame, TEST)
+    vocabulary = course_vocabulary(training)
+    X_train, X_test = course_matrix(training, vocabulary), course_matrix(test, vocabulary)
     y_test = test[DURATION].to_numpy()
     booster = xgb.train(
         COURSE_PARAMS,
-        dmatrix(X_train, training[DURATION].to_numpy()),
+        xgb.DMatrix(X_train, label=training[DURATION].to_numpy()),
         num_boost_round=rounds,
-        evals=[(dmatrix(X_test, y_test), "test")],
+        evals=[(xgb.DMatrix(X_test, label=y_test), "test")],
         early_stopping_rounds=50,
         verbose_eval=False,
     )

@@ -1,4 +1,4 @@
-"""Child process: materialize months in-process with default config, as `make run` does.
+"""Child process: materialize months in-process with default config (or `--config`), as `make run` does.
 
 Writes, per month, the trained_model and best_params metadata and the step times of the
 month's run, and the process's peak memory, as JSON to `--out`. Months are run one by one in the
@@ -19,9 +19,9 @@ from ml_assets.materializations import latest_materialization
 from ml_assets.runner import run
 
 
-def materialize(month: str, instance: DagsterInstance) -> dict:
+def materialize(month: str, instance: DagsterInstance, run_config: dict) -> dict:
     start = time.perf_counter()
-    model = run(month, month, instance)[month]
+    model = run(month, month, instance, run_config)[month]
     seconds = time.perf_counter() - start
     run_id, params = latest_materialization(instance, "best_params")
     return {
@@ -45,10 +45,11 @@ def peak_rss_mib() -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("months", nargs="+")
+    parser.add_argument("--config", default="{}", help="run config as JSON (default: none, as `make run`)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     with DagsterInstance.get() as instance:
-        months = {month: materialize(month, instance) for month in args.months}
+        months = {month: materialize(month, instance, json.loads(args.config)) for month in args.months}
     with open(args.out, "w") as out:
         json.dump({"months": months, "peak_rss_mib": peak_rss_mib()}, out)
 

@@ -16,10 +16,11 @@ All checks are partitioned like their asset (one evaluation per month). Threshol
 (`RulesConfig` of the ingestion op, `DriftConfig` of the drift check, e.g. from the launchpad),
 whose defaults are the ML_ASSETS_* variables of `ml_assets.settings`.
 
-The drift check reads the previous month's cleaned_trips through the `io_manager` resource (the
-IO manager cleaned_trips is stored with). An `AssetIn` with a partition mapping is not an option:
-`@asset_check` refuses its own asset in `additional_ins`, and an input for a partition that was
-never materialized would fail the step instead of letting the check say there is nothing to compare.
+The drift check reads both months' cleaned_trips through the `io_manager` resource (the IO manager
+cleaned_trips is stored with), only the columns it compares. An `AssetIn` with a partition mapping
+is not an option: `@asset_check` refuses its own asset in `additional_ins`, and an input for a
+partition that was never materialized would fail the step instead of letting the check say there is
+nothing to compare.
 """
 
 import pandas as pd
@@ -108,13 +109,15 @@ def rule_result(asset: AssetKey, result: rules.RuleResult) -> AssetCheckResult:
     )
 
 
-def _load_previous(context: AssetCheckExecutionContext, month: str) -> pd.DataFrame:
+def _load_month(context: AssetCheckExecutionContext, month: str) -> pd.DataFrame:
+    """The columns drift compares of cleaned_trips for `month`, through the IO manager it is stored with."""
     input_context = build_input_context(
         asset_key=CLEANED,
         partition_key=month,
         asset_partitions_def=monthly_partitions,
         dagster_type=PythonObjectDagsterType(pd.DataFrame),
         instance=context.instance,
+        definition_metadata={"columns": drift.DRIFT_INPUTS},
     )
     return context.resources.io_manager.load_input(input_context)
 
@@ -139,9 +142,7 @@ def _drift_check(fn):
 
 
 @_drift_check
-def cleaned_trips_drift(
-    context: AssetCheckExecutionContext, config: DriftConfig, cleaned_trips: pd.DataFrame
-) -> AssetCheckResult:
+def cleaned_trips_drift(context: AssetCheckExecutionContext, config: DriftConfig) -> AssetCheckResult:
     month = context.partition_key
     previous = shift_month(month, -1)
     plot = {}
@@ -151,12 +152,13 @@ def cleaned_trips_drift(
         result = drift.nothing_to_compare(month, previous, f"cleaned_trips for {previous} is not materialized")
     else:
         try:
-            previous_trips = _load_previous(context, previous)
+            previous_trips = _load_month(context, previous)
         except FileNotFoundError as error:  # recorded, but its stored value is gone
             result = drift.nothing_to_compare(
                 month, previous, f"cleaned_trips for {previous} cannot be loaded: {error}"
             )
         else:
+            cleaned_trips = _load_month(context, month)
             result = drift.drift(previous_trips, cleaned_trips, config.thresholds(), previous, month)
             plot = plot_metadata(
                 {"drift": lambda: plots.drift(previous_trips, cleaned_trips, previous, month)}, context.log

@@ -5,12 +5,15 @@ from dagster import Definitions, load_assets_from_modules
 from ml_assets.assets import features, ingestion, predictions, training
 from ml_assets.automation import training_automation_sensor
 from ml_assets.checks import cleaned_trips_drift
+from ml_assets.core.tables import release_memory_promptly
 from ml_assets.execution import run_executor
 from ml_assets.jobs import ingest_month_job, retrain_month_job
 from ml_assets.model_gate import model_gate
 from ml_assets.resources import build_resources
 from ml_assets.schedules import monthly_retrain_schedule
 from ml_assets.sensors import new_month_sensor
+
+release_memory_promptly()  # every process that runs steps loads this module
 
 all_assets = load_assets_from_modules([ingestion, features, training, predictions])
 all_asset_checks = [cleaned_trips_drift, model_gate]

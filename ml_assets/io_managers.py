@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from dagster import ConfigurableIOManagerFactory, InitResourceContext, InputContext, OutputContext, UPathIOManager
 from pydantic import Field
 from upath import UPath
 
-from ml_assets.core import storage
+from ml_assets.core import storage, tables
 
 
 class NotMaterializedError(FileNotFoundError):
@@ -37,7 +38,7 @@ class _AssetFiles(UPathIOManager):
 
     def load_from_path(self, context: InputContext, path: UPath):
         try:
-            return self.read(path, context.dagster_type.typing_type)
+            return self.read(path, context.dagster_type.typing_type, context.definition_metadata.get("columns"))
         except FileNotFoundError as error:
             name, partition = context.asset_key.to_user_string(), path.stem  # files are named for their month
             raise NotMaterializedError(
@@ -57,7 +58,8 @@ class _AssetFiles(UPathIOManager):
         """Write `obj` to the local file `path` (atomic_path then moves or uploads it)."""
         raise NotImplementedError
 
-    def read(self, path: UPath, typing_type):
+    def read(self, path: UPath, typing_type, columns: list[str] | None = None):
+        """The value at `path`; `columns` (an input's `columns` metadata) limits a table to those columns."""
         raise NotImplementedError
 
 
@@ -70,28 +72,13 @@ class ParquetFiles(_AssetFiles):
         if isinstance(obj, pd.DataFrame):
             obj.to_parquet(path, index=False, compression="zstd")
         else:
-            storage.save_table(obj, path)
+            tables.write_parquet(obj, path)
 
-    def read(self, path: UPath, typing_type):
-        table = storage.read_table(path)
-        return table if typing_type is pa.Table else _to_pandas(table)
-
-
-def _to_pandas(table: pa.Table) -> pd.DataFrame:
-    """Like `pd.read_parquet`, but numeric categoricals (zone ids) come back as categoricals too.
-
-    Parquet keeps only string dictionaries; the pandas metadata still says which columns were
-    categorical. The categories take the column's stored type (the metadata's `numpy_type` is
-    that of the codes: int8 for fewer than 128 categories, which would wrap zone 200 to -56).
-    """
-    frame = table.to_pandas()
-    for column in (table.schema.pandas_metadata or {}).get("columns", []):
-        name = column["name"]
-        if column["pandas_type"] == "categorical" and frame[name].dtype != "category":
-            values = pd.Categorical(frame[name])
-            stored = table.schema.field(column["field_name"]).type.to_pandas_dtype()
-            frame[name] = values.rename_categories(values.categories.astype(stored))
-    return frame
+    def read(self, path: UPath, typing_type, columns: list[str] | None = None):
+        if typing_type is pq.ParquetFile:  # read later, a batch at a time
+            return storage.open_parquet(path)
+        table = storage.read_table(path, columns=columns)
+        return table if typing_type is pa.Table else tables.to_pandas(table)
 
 
 class JsonFiles(_AssetFiles):
@@ -100,7 +87,7 @@ class JsonFiles(_AssetFiles):
     def write(self, obj, path: Path) -> None:
         path.write_text(storage.json_text(obj))
 
-    def read(self, path: UPath, typing_type):
+    def read(self, path: UPath, typing_type, columns: list[str] | None = None):
         return storage.read_json(path)
 
 
@@ -114,7 +101,7 @@ class XGBoostModelFiles(_AssetFiles):
 
         path.write_bytes(model_bytes(obj))
 
-    def read(self, path: UPath, typing_type):
+    def read(self, path: UPath, typing_type, columns: list[str] | None = None):
         from ml_assets.core.training import load_booster
 
         return load_booster(path.read_bytes())

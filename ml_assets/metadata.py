@@ -12,6 +12,7 @@ import pyarrow as pa
 from dagster import DagsterLogManager, MetadataValue, TableColumn, TableSchema
 
 from ml_assets import settings
+from ml_assets.core import tables
 from ml_assets.core.plots import NoPlot, Plot
 
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
@@ -80,12 +81,12 @@ def row_count(rows: int) -> dict:
     return {"dagster/row_count": MetadataValue.int(int(rows))}
 
 
-def table_metadata(table: pa.Table | pd.DataFrame) -> dict:
+def table_metadata(table: tables.Trips | pd.DataFrame) -> dict:
     """Dagster's standard row count and column schema (the UI's Columns view)."""
     if isinstance(table, pd.DataFrame):
         schema, rows = pa.Schema.from_pandas(table, preserve_index=False), len(table)
     else:
-        schema, rows = table.schema, table.num_rows
+        schema, rows = tables.schema(table), tables.num_rows(table)
     columns = [TableColumn(field.name, str(field.type)) for field in schema]
     return {**row_count(rows), "dagster/column_schema": MetadataValue.table_schema(TableSchema(columns=columns))}
 

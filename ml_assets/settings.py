@@ -139,7 +139,7 @@ TUNING_TRIALS = Setting("ML_ASSETS_TUNING_TRIALS", 25, _positive_int, "a whole n
 PARALLEL_TRAINING_STEPS = Setting(
     "ML_ASSETS_PARALLEL_TRAINING_STEPS", 1, _positive_int, "a whole number >= 1 (training steps at once per machine)"
 )
-TUNING_TIMEOUT_SECONDS = Setting("ML_ASSETS_TUNING_TIMEOUT_SECONDS", 40.0, _positive_float, "seconds > 0")
+TUNING_TIMEOUT_SECONDS = Setting("ML_ASSETS_TUNING_TIMEOUT_SECONDS", 60.0, _positive_float, "seconds > 0")
 
 SOURCE = Setting("ML_ASSETS_SOURCE", "synthetic", _source, "synthetic, tlc, or the path of a folder of TLC files")
 TAXI = Setting("ML_ASSETS_TAXI", "green", _choice("green", "yellow"), "green or yellow")

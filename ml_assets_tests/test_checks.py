@@ -59,7 +59,7 @@ def test_raw_rules_name_what_is_wrong():
     wrong_type = replace_column(table, "trip_distance", pa.array(distance, pa.string()))
     schema = rules.raw_schema(wrong_type)
     assert not schema.passed and list(schema.metadata["uncastable_columns"]) == ["trip_distance"]
-    assert "trip_distance (string -> double" in schema.message
+    assert "trip_distance (string -> float" in schema.message
 
     missing = rules.raw_schema(table.drop(["PULocationID"]))
     assert not missing.passed and missing.metadata["missing_columns"] == ["PULocationID"]

@@ -40,8 +40,8 @@ def test_months_of_different_years_unify_to_one_schema():
     frames = [clean_trips(real(m), m, m).trips for m in ("2021-01", "2022-02", "2023-03")]
     stacked = pd.concat(frames, ignore_index=True)
     assert len(stacked) == sum(map(len, frames))
-    assert stacked["trip_distance"].dtype == "float64"
-    assert stacked["RatecodeID"].dtype == "float64"
+    assert stacked["trip_distance"].dtype == "float32"  # the canonical schema's narrow numbers
+    assert stacked["RatecodeID"].dtype == "float32"
 
 
 def test_missing_required_column_names_month_file_and_column():

@@ -1,4 +1,4 @@
-"""Features, training and tuning as plain functions, on real TLC months."""
+"""Features, training and tuning as plain functions, on real TLC months; best_params' time budget also as a step."""
 
 import subprocess
 import sys
@@ -7,12 +7,22 @@ import time
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from dagster import DagsterEventType
 
 from ml_assets.core.cleaning import clean_trips
 from ml_assets.core.features import SPLIT, TEST, TRAIN, VALID, build_features, design_matrices
-from ml_assets.core.training import baseline_rmse, load_booster, model_bytes, predict, regression_metrics, train_booster
-from ml_assets.core.tuning import _pruning_callback, tune
-from ml_assets_tests.support import TLC_DATA
+from ml_assets.core.training import (
+    baseline_rmse,
+    load_booster,
+    model_bytes,
+    predict,
+    regression_metrics,
+    stop_at,
+    train_booster,
+)
+from ml_assets.core.tuning import tune
+from ml_assets.runner import materialize_month
+from ml_assets_tests.support import FAST_CONFIG, ROOT, TLC_DATA
 
 
 @pytest.fixture(scope="module")
@@ -93,16 +103,11 @@ def test_study_continues_and_tries_the_warm_start_first(tmp_path, rich):
 
 
 # Another process keeps both cores busy training XGBoost, as a second run on the same machine would.
-BUSY = """
-import numpy as np, xgboost as xgb
-rng = np.random.default_rng(0)
-X = rng.normal(size=(200_000, 20))
-xgb.train({"max_depth": 10, "nthread": 2}, xgb.DMatrix(X, label=X[:, 0]), num_boost_round=100_000)
-"""
+BUSY = [sys.executable, "-m", "benchmarks.busy"]
 
 
 def test_the_time_budget_holds_inside_a_trial_under_load(tmp_path, rich):
-    busy = subprocess.Popen([sys.executable, "-c", BUSY])
+    busy = subprocess.Popen(BUSY, cwd=ROOT)
     try:
         start = time.monotonic()
         result = tune(design_matrices(rich), f"sqlite:///{tmp_path / 'optuna.db'}", "budget", 1000, 10, threads=2)
@@ -117,10 +122,31 @@ def test_the_time_budget_holds_inside_a_trial_under_load(tmp_path, rich):
 
 def test_a_trial_whose_budget_is_spent_before_its_first_round_still_has_a_score(rich):
     """On a loaded machine the budget can run out between optuna's check and a trial's first round."""
-    import optuna
-
-    trial = optuna.create_study().ask()
-    spent = _pruning_callback(trial, "valid-rmse", deadline=time.monotonic() - 1)
-    booster = train_booster(design_matrices(rich), {}, 100, 10, callbacks=[spent])
+    stopped = []
+    booster = train_booster(
+        design_matrices(rich), {}, 100, 10, callbacks=[stop_at(time.monotonic() - 1, stopped.append)]
+    )
     assert booster.best_iteration == 0 and booster.best_score > 0
-    assert trial.user_attrs["stopped_by_time_budget_at_round"] == 1
+    assert stopped == [1]
+
+
+def test_best_params_keeps_its_time_budget_under_load(instance, monkeypatch):
+    """The whole step (reading its sample of the stored features, the study, its plots) within the budget."""
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(TLC_DATA))
+    materialize_month(instance, "2021-01", ["raw_trips", "cleaned_trips"], run_config=FAST_CONFIG)
+    materialize_month(instance, "2021-02", ["raw_trips", "cleaned_trips", "trip_features"], run_config=FAST_CONFIG)
+    budget = {"ops": {"best_params": {"config": {"n_trials": 1000, "timeout_seconds": 10}}}}
+    busy = subprocess.Popen(BUSY, cwd=ROOT)
+    try:
+        result = materialize_month(instance, "2021-02", ["best_params"], run_config=budget)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert result.success
+    events = instance.all_logs(result.run_id, of_type={DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS})
+    started, ended = (
+        next(e.timestamp for e in events if e.dagster_event_type == kind)
+        for kind in (DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS)
+    )
+    # Generous for a loaded machine (it must not take minutes); the tight figure is in the benchmark.
+    assert ended - started < 45, ended - started

@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, AssetIn, Config, asset
 from pydantic import Field
 
 from ml_assets.automation import WINDOW_READY
-from ml_assets.core.features import SPLIT, build_features
+from ml_assets.core.features import FEATURE_INPUTS, SPLIT, build_features
 from ml_assets.core.schema import DURATION
 from ml_assets.execution import in_group
 from ml_assets.metadata import row_count
@@ -26,7 +26,7 @@ class MissingTrainingMonthsError(ValueError):
 
 @asset(
     partitions_def=monthly_partitions,
-    ins={"cleaned_trips": AssetIn(partition_mapping=training_window)},
+    ins={"cleaned_trips": AssetIn(partition_mapping=training_window, metadata={"columns": FEATURE_INPUTS})},
     **in_group("features"),
     kinds={"pandas"},
     automation_condition=WINDOW_READY,

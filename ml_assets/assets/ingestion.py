@@ -11,15 +11,14 @@ evaluations follow, so that they target the new materializations.
 
 import hashlib
 
-import pyarrow as pa
 from dagster import AssetExecutionContext, AssetOut, Failure, MetadataValue, Output, multi_asset
 
 from ml_assets import metadata as ui
 from ml_assets.checks import CLEANED, RAW, RulesConfig, rule_result, rule_specs
-from ml_assets.core import plots, rules
+from ml_assets.core import plots, rules, tables
 from ml_assets.core.cleaning import CleanedMonth, EmptyMonthError, clean_trips
 from ml_assets.core.schema import DURATION
-from ml_assets.core.storage import read_table
+from ml_assets.core.storage import open_parquet
 from ml_assets.execution import in_group
 from ml_assets.partitions import monthly_partitions
 from ml_assets.resources import TripSourceResource
@@ -39,9 +38,9 @@ def _refusal(error: rules.BlockingRuleError) -> Failure:
     return Failure(description=str(error), metadata=metadata)
 
 
-def _raw_metadata(table: pa.Table, path, source: str) -> dict:
+def _raw_metadata(table: tables.Trips, path, source: str) -> dict:
     return {
-        "rows": table.num_rows,
+        "rows": tables.num_rows(table),
         "source": source,
         "source_file": str(path),
         "size_bytes": path.stat().st_size,
@@ -87,9 +86,9 @@ def ingest_trips(context: AssetExecutionContext, config: RulesConfig, trip_sourc
     """Fetch the month, judge it by the blocking rules, clean it; store both only if every rule passed."""
     month = context.partition_key
     path = trip_source.source().fetch(month)
-    table = read_table(path)
+    table = open_parquet(path)  # read a batch at a time: the whole raw month is never in memory
     where = f"month {month}, file {path}"
-    if table.num_rows == 0:
+    if tables.num_rows(table) == 0:
         raise EmptyMonthError(f"{where}: the file has no trips")
     thresholds = config.thresholds()
     raw_results = rules.raw_rules(table, month, thresholds)

@@ -1,10 +1,10 @@
 """trip_duration_predictions: a month scored by the current champion model of the MLflow registry."""
 
 import pandas as pd
-from dagster import AssetExecutionContext, Failure, asset
+from dagster import AssetExecutionContext, AssetIn, Failure, asset
 
 from ml_assets.automation import WINDOW_READY
-from ml_assets.core.features import derive_features, transform
+from ml_assets.core.features import FEATURE_INPUTS, derive_features, transform
 from ml_assets.core.schema import DURATION, PICKUP, ZONE_COLUMNS
 from ml_assets.execution import in_group
 from ml_assets.metadata import row_count
@@ -18,6 +18,7 @@ TRIP_COLUMNS = [PICKUP, *ZONE_COLUMNS, "trip_distance", DURATION]
     partitions_def=monthly_partitions,
     **in_group("predictions"),
     kinds={"xgboost", "pandas"},
+    ins={"cleaned_trips": AssetIn(metadata={"columns": list(dict.fromkeys([*FEATURE_INPUTS, *TRIP_COLUMNS]))})},
     deps=["trained_model"],
     required_resource_keys={"mlflow"},
     automation_condition=WINDOW_READY,

@@ -1,8 +1,10 @@
 """best_params and trained_model: tune XGBoost with optuna, then train and judge the month's model in MLflow."""
 
 import os
+import time
 
 import pandas as pd
+import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
     Config,
@@ -16,7 +18,7 @@ from ml_assets import metadata as ui
 from ml_assets import settings
 from ml_assets.automation import WINDOW_READY
 from ml_assets.core import plots
-from ml_assets.core.features import TEST, design_matrices
+from ml_assets.core.features import TEST, TRAIN, VALID, design_matrices
 from ml_assets.core.months import shift_month
 from ml_assets.execution import in_group
 from ml_assets.materializations import run_process_alive
@@ -33,9 +35,21 @@ class TuningConfig(Config):
     seed: int = 0
 
 
+# Share of best_params' time budget left for what follows the study: its plots and storing the value.
+TEARDOWN_SHARE = 0.05
+# Share of trained_model's time budget left for what follows the boosting: predicting the test month,
+# logging the model and its plots.
+TRAINING_TEARDOWN_SHARE = 0.1
+
+
 class TrainingConfig(Config):
     num_boost_round: int = 2000
     early_stopping_rounds: int = 50
+    timeout_seconds: float = Field(
+        default=300.0,
+        description="time budget of the step: boosting stops in time for it, keeping its best iteration so far "
+        "(a window too large for num_boost_round rounds within it)",
+    )
 
 
 def _threads() -> int:
@@ -51,27 +65,35 @@ def _threads() -> int:
     automation_condition=WINDOW_READY,
 )
 def best_params(
-    context: AssetExecutionContext, config: TuningConfig, optuna_storage: OptunaStorage, trip_features: pd.DataFrame
+    context: AssetExecutionContext, config: TuningConfig, optuna_storage: OptunaStorage, trip_features: pq.ParquetFile
 ) -> dict:
-    """Best XGBoost hyperparameters for the month, from a persistent optuna study (TPE + pruning)."""
-    from ml_assets.core.tuning import best_params_of, tune
+    """Best XGBoost hyperparameters for the month, from a persistent optuna study (TPE + pruning).
 
-    month, feature_set = context.partition_key, trip_features.attrs["feature_set"]
+    The study tunes on a sample of the training rows sized by the time budget, which counts from
+    here: reading the sample (only its rows are kept) and starting the study are part of it.
+    """
+    from ml_assets.core.tuning import best_params_of, sample_rows, tune, tuning_sample
+
+    started = time.monotonic()
+    month, threads = context.partition_key, _threads()
+    sample = tuning_sample(trip_features, sample_rows(config.timeout_seconds, threads), config.seed)
+    feature_set, data = sample.attrs["feature_set"], design_matrices(sample, (TRAIN, VALID))
     warm_start = best_params_of(optuna_storage.url, optuna_storage.study_name(feature_set, shift_month(month, -1)))
     result = tune(
-        design_matrices(trip_features),
+        data,
         optuna_storage.url,
         optuna_storage.study_name(feature_set, month),
         config.n_trials,
-        config.timeout_seconds,
+        config.timeout_seconds * (1 - TEARDOWN_SHARE) - (time.monotonic() - started),
         warm_start=warm_start,
         seed=config.seed,
-        threads=_threads(),
+        threads=threads,
         log=context.log.info,
     )
     context.add_output_metadata(
         {
             "valid_rmse": round(result.valid_rmse, 4),
+            "tuning_rows": len(sample),
             "trials_run": result.trials_run,
             "trials_total": result.trials_total,
             "best_trial": result.best_trial,
@@ -102,8 +124,9 @@ def trained_model(
     """
     from ml_assets.core import tracking
     from ml_assets.core.gate import champion_rmse
-    from ml_assets.core.training import baseline_rmse, predict, regression_metrics, train_booster
+    from ml_assets.core.training import baseline_rmse, predict, regression_metrics, stop_at, train_booster
 
+    started = time.monotonic()
     month = context.partition_key
     mlflow = context.resources.mlflow
     with mlflow.run(f"trained_model {month}") as run:
@@ -119,13 +142,29 @@ def trained_model(
         if stale:
             context.log.warning(f"marked FAILED the MLflow runs of {month} left RUNNING by dead processes: {stale}")
         data = design_matrices(trip_features)
-        booster = train_booster(data, best_params, config.num_boost_round, config.early_stopping_rounds, _threads())
-        predicted = predict(booster, data.X[TEST])
-        metrics = {**regression_metrics(data.y[TEST], predicted), "baseline_rmse": baseline_rmse(trip_features)}
+        # The figures the model is judged against come first: the boosting gets what is left of the budget.
+        metrics = {"baseline_rmse": baseline_rmse(trip_features)}
         # What the champion of this moment scores on M; `model_gate` judges again when it publishes.
         champion = champion_rmse(trip_features, data.y[TEST], tracking.load_champion())
         if champion is not None:
             metrics["champion_rmse"] = champion
+        stopped = {}
+        deadline = started + config.timeout_seconds * (1 - TRAINING_TEARDOWN_SHARE)
+        booster = train_booster(
+            data,
+            best_params,
+            config.num_boost_round,
+            config.early_stopping_rounds,
+            _threads(),
+            [stop_at(deadline, lambda epoch: stopped.setdefault("round", epoch))],
+        )
+        if stopped:
+            context.log.warning(
+                f"trained_model {month}: boosting stopped by the time budget ({config.timeout_seconds:.0f} s) "
+                f"after round {stopped['round']}; best iteration {booster.best_iteration}"
+            )
+        predicted = predict(booster, data.X[TEST])
+        metrics = {**regression_metrics(data.y[TEST], predicted), **metrics}
         logged = tracking.log_trained_model(
             params={**best_params, **config.model_dump(), "feature_set": data.encoder["feature_set"]},
             metrics={**metrics, "best_iteration": booster.best_iteration},
@@ -152,6 +191,7 @@ def trained_model(
             "test_rows": int(data.y[TEST].size),
             "feature_count": int(data.X[TEST].shape[1]),
             "best_iteration": booster.best_iteration,
+            "stopped_by_time_budget": bool(stopped),
             "mlflow_run_id": logged["run_id"],
             "mlflow_model_uri": logged["model_uri"],
             "mlflow_run": ui.mlflow_run_link(mlflow.tracking_uri, logged["experiment_id"], logged["run_id"]),

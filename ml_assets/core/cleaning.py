@@ -1,16 +1,36 @@
-"""Clean one month of trips: the target (`duration`) and the rows a model may learn from."""
+"""Clean one month of trips: the target (`duration`) and the rows a model may learn from.
+
+A month is cleaned in Arrow, a batch of rows at a time (from a table or straight from its parquet
+file), so that only the cleaned rows, in the canonical schema's narrow types, and one raw batch are
+held: a yellow month of 3.4 M trips stays well under a gigabyte. pandas sees the result once,
+converted column by column (`self_destruct`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from ml_assets.core import tables
 from ml_assets.core.months import month_bounds
-from ml_assets.core.schema import DROPOFF, DURATION, PICKUP, REQUIRED, ZONE_COLUMNS, unify_schema
+from ml_assets.core.schema import (
+    CANONICAL,
+    DROPOFF,
+    DURATION,
+    PICKUP,
+    REQUIRED,
+    ZONE_COLUMNS,
+    canonical_name,
+    check_required_columns,
+    unify_schema,
+)
 
 MIN_DURATION, MAX_DURATION = 1.0, 60.0  # minutes, as in the course notebook
+REASONS = ("missing_values", "pickup_outside_month", "duration_out_of_range")  # in the order they are judged
 
 
 class EmptyMonthError(ValueError):
@@ -28,25 +48,53 @@ class CleanedMonth:
         return self.raw_rows - len(self.trips)
 
 
-def clean_trips(table: pa.Table, month: str, where: str) -> CleanedMonth:
-    """Unify the schema, add `duration` (minutes) and drop what a model must not see."""
-    if table.num_rows == 0:
-        raise EmptyMonthError(f"{where}: the file has no trips")
-    trips = unify_schema(table, where).to_pandas()
-    trips[DURATION] = (trips[DROPOFF] - trips[PICKUP]).dt.total_seconds() / 60
-    start, end = month_bounds(month)
+def _bad(mask) -> np.ndarray:
+    """A boolean Arrow result as numpy, null counted as false."""
+    return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
+
+
+def _clean_batch(batch: pa.Table, start, end, dropped: dict[str, int]) -> pa.Table:
+    """The batch's rows that pass, with `duration`; adds the dropped rows per reason to `dropped`."""
+    pickup, dropoff = batch[PICKUP], batch[DROPOFF]
+    minutes = pc.divide(pc.cast(pc.subtract(dropoff, pickup), pa.int64()), 60e6)  # microseconds -> minutes
+    timestamp = pickup.type
     rules = {
-        "missing_values": trips[list(REQUIRED)].isna().any(axis=1),
-        "pickup_outside_month": (trips[PICKUP] < start) | (trips[PICKUP] >= end),
-        "duration_out_of_range": ~trips[DURATION].between(MIN_DURATION, MAX_DURATION),
+        "missing_values": np.logical_or.reduce([_bad(pc.is_null(batch[name], nan_is_null=True)) for name in REQUIRED]),
+        "pickup_outside_month": _bad(
+            pc.or_(pc.less(pickup, pa.scalar(start, timestamp)), pc.greater_equal(pickup, pa.scalar(end, timestamp)))
+        ),
+        "duration_out_of_range": ~_bad(
+            pc.and_(pc.greater_equal(minutes, MIN_DURATION), pc.less_equal(minutes, MAX_DURATION))
+        ),
     }
-    dropped, keep = {}, pd.Series(True, index=trips.index)
-    for reason, bad in rules.items():
-        dropped[reason] = int((bad & keep).sum())
+    keep = np.ones(batch.num_rows, dtype=bool)
+    for reason in REASONS:
+        bad = rules[reason] & keep
+        dropped[reason] += int(bad.sum())
         keep &= ~bad
-    trips = trips[keep].reset_index(drop=True)
-    if trips.empty:
+    kept = pa.array(keep)
+    return batch.filter(kept).append_column(DURATION, pc.cast(pc.filter(minutes, kept), pa.float32()))
+
+
+def clean_trips(trips: tables.Trips, month: str, where: str) -> CleanedMonth:
+    """Unify the schema, add `duration` (minutes) and drop what a model must not see."""
+    raw_rows, schema = tables.num_rows(trips), tables.schema(trips)
+    if raw_rows == 0:
+        raise EmptyMonthError(f"{where}: the file has no trips")
+    check_required_columns(schema, where)
+    known = [name for name in schema.names if canonical_name(name) in CANONICAL.names]  # the rest is never read
+    start, end = (bound.to_pydatetime() for bound in month_bounds(month))
+    dropped = dict.fromkeys(REASONS, 0)
+    parts = [
+        _clean_batch(unify_schema(pa.Table.from_batches([batch]), where), start, end, dropped)
+        for batch in tables.batches(trips, known)
+    ]
+    cleaned = pa.concat_tables(parts)
+    del parts
+    if cleaned.num_rows == 0:
         raise EmptyMonthError(f"{where}: no trips left after cleaning (dropped: {dropped})")
+    trips = cleaned.to_pandas(self_destruct=True, split_blocks=True, strings_to_categorical=True)
+    del cleaned
     for column in ZONE_COLUMNS:
         trips[column] = trips[column].astype("category")
-    return CleanedMonth(trips=trips, raw_rows=table.num_rows, dropped=dropped)
+    return CleanedMonth(trips=trips, raw_rows=raw_rows, dropped=dropped)

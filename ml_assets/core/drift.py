@@ -16,6 +16,7 @@ from ml_assets.core.rules import RuleResult
 from ml_assets.core.schema import DURATION, PICKUP_ZONE
 
 DRIFT_COLUMNS = [DURATION, "trip_distance"]
+DRIFT_INPUTS = [*DRIFT_COLUMNS, PICKUP_ZONE]  # all a month's drift is computed from
 PSI_FLOOR = 1e-4  # share given to an empty bin, so that log() stays finite
 
 
@@ -63,13 +64,18 @@ def ks_statistic(reference, current) -> float:
     return float(ks_2samp(*_both_sides(reference, current, "ks_statistic")).statistic)
 
 
+def _shares(values) -> pd.Series:
+    """Share of each value (NaN included), indexed by plain values so that two samples' categories align."""
+    shares = pd.Series(values).value_counts(normalize=True, dropna=False)
+    shares.index = shares.index.astype(object)
+    return shares
+
+
 def total_variation(reference, current) -> float:
     """Total variation distance between the category shares of two samples (0 same, 1 disjoint)."""
-    ref = pd.Series(np.asarray(reference, dtype=object)).value_counts(normalize=True, dropna=False)
-    cur = pd.Series(np.asarray(current, dtype=object)).value_counts(normalize=True, dropna=False)
-    if ref.empty or cur.empty:
+    if not len(reference) or not len(current):
         raise ValueError("total_variation needs at least one value on each side")
-    ref, cur = ref.align(cur, fill_value=0.0)
+    ref, cur = _shares(reference).align(_shares(current), fill_value=0.0)
     return float(0.5 * np.abs(ref - cur).sum())
 
 

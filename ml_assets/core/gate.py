@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ml_assets.core.features import SPLIT, TEST, transform
+from ml_assets.core.features import TEST, split_rows, transform
 from ml_assets.core.training import predict, regression_metrics
 
 
@@ -37,7 +37,7 @@ def champion_rmse(frame: pd.DataFrame, y_test, champion) -> float | None:
     if champion is None:
         return None
     _, booster, encoder = champion
-    test_rows = frame[frame[SPLIT] == TEST]
+    test_rows = split_rows(frame, TEST)
     return regression_metrics(y_test, predict(booster, transform(test_rows, encoder)))["rmse"]
 
 

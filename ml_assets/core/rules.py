@@ -14,7 +14,7 @@ shows the figures next to the threshold.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +22,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ml_assets.core import tables
 from ml_assets.core.months import month_bounds
-from ml_assets.core.schema import CANONICAL, CLEANED, DURATION, PICKUP, REQUIRED, columns_by_canonical_name
+from ml_assets.core.schema import (
+    CANONICAL,
+    CLEANED,
+    DURATION,
+    PICKUP,
+    REQUIRED,
+    canonical_name,
+    columns_by_canonical_name,
+)
 
 NOT_NULL = [*REQUIRED, DURATION]  # what the model needs a value in, row by row
 
@@ -63,10 +72,9 @@ def _uncastable(columns: Mapping[str, Any], schema: pa.Schema) -> dict[str, str]
     return problems
 
 
-def _schema_result(columns: Mapping[str, Any], required: Iterable[str], schema: pa.Schema, what: str) -> RuleResult:
-    missing = sorted(set(required) - set(columns))
-    uncastable = _uncastable(columns, schema)
-    metadata = {"columns": len(columns), "missing_columns": missing, "uncastable_columns": uncastable}
+def _schema_result(present: Collection[str], required: Iterable[str], uncastable: dict[str, str], what: str):
+    missing = sorted(set(required) - set(present))
+    metadata = {"columns": len(present), "missing_columns": missing, "uncastable_columns": uncastable}
     if not missing and not uncastable:
         return RuleResult("schema", True, f"{what}: all required columns present and castable", metadata)
     problems = []
@@ -80,20 +88,45 @@ def _schema_result(columns: Mapping[str, Any], required: Iterable[str], schema: 
     return RuleResult("schema", False, f"{what}: " + "; ".join(problems), metadata)
 
 
-def raw_schema(table: pa.Table) -> RuleResult:
-    """REQUIRED columns present (pickup/dropoff under any TLC prefix); every known column castable."""
-    return _schema_result(columns_by_canonical_name(table), REQUIRED, CANONICAL, "raw_trips")
+def _raw_name(trips: tables.Trips, canonical: str) -> str | None:
+    """The file's own name of a canonical column (`lpep_pickup_datetime` for `pickup_datetime`)."""
+    return next((name for name in tables.schema(trips).names if canonical_name(name) == canonical), None)
+
+
+def raw_schema(trips: tables.Trips) -> RuleResult:
+    """REQUIRED columns present (pickup/dropoff under any TLC prefix); every known column castable,
+    judged a batch of rows at a time."""
+    present = {canonical_name(name): name for name in tables.schema(trips).names}
+    known = [present[field.name] for field in CANONICAL if field.name in present]
+    uncastable: dict[str, str] = {}
+    for batch in tables.batches(trips, known):
+        for name, why in _uncastable(columns_by_canonical_name(batch), CANONICAL).items():
+            uncastable.setdefault(name, why)
+    return _schema_result(present, REQUIRED, uncastable, "raw_trips")
+
+
+class _ArrowColumns(Mapping):
+    """A frame's columns as Arrow arrays, each converted when asked for: a month is judged one column at a time."""
+
+    def __init__(self, trips: pd.DataFrame):
+        self.trips = trips
+
+    def __getitem__(self, name: str) -> pa.Array:
+        try:
+            return pa.array(self.trips[name], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return pa.array(self.trips[name].astype(str))  # reported as not castable
+
+    def __iter__(self):
+        return iter(self.trips.columns)
+
+    def __len__(self) -> int:
+        return len(self.trips.columns)
 
 
 def cleaned_schema(trips: pd.DataFrame) -> RuleResult:
     """Every canonical column plus duration present, each castable to its canonical type."""
-    columns = {}
-    for name in trips.columns:
-        try:
-            columns[name] = pa.array(trips[name], from_pandas=True)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            columns[name] = pa.array(trips[name].astype(str))  # reported as not castable below
-    return _schema_result(columns, CLEANED.names, CLEANED, "cleaned_trips")
+    return _schema_result(trips.columns, CLEANED.names, _uncastable(_ArrowColumns(trips), CLEANED), "cleaned_trips")
 
 
 def row_count(rows: int, min_rows: int) -> RuleResult:
@@ -130,35 +163,31 @@ def _pickup_result(inside: int, rows: int, minimum: float, first, last, what: st
     )
 
 
-def raw_pickups_in_month(table: pa.Table, month: str, min_share: float) -> RuleResult:
+def raw_pickups_in_month(trips: tables.Trips, month: str, min_share: float) -> RuleResult:
     """Share of raw pickups (nulls count as outside) in [start of month, start of next month)."""
-    column = columns_by_canonical_name(table).get(PICKUP)
-    if column is None:
+    rows, name = tables.num_rows(trips), _raw_name(trips, PICKUP)
+    if name is None:
         return RuleResult(
-            "pickups_in_month",
-            False,
-            f"raw_trips: no {PICKUP} column",
-            {"rows": table.num_rows, "min_share": min_share},
+            "pickups_in_month", False, f"raw_trips: no {PICKUP} column", {"rows": rows, "min_share": min_share}
         )
-    try:
-        pickups = pc.cast(column, pa.timestamp("us"))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
-        return RuleResult(
-            "pickups_in_month",
-            False,
-            f"raw_trips: {PICKUP} is not a timestamp: {error}",
-            {"rows": table.num_rows, "min_share": min_share, "type": str(column.type)},
-        )
-    start, end = month_bounds(month)
-    inside = pc.and_(
-        pc.greater_equal(pickups, pa.scalar(start.to_pydatetime(), pa.timestamp("us"))),
-        pc.less(pickups, pa.scalar(end.to_pydatetime(), pa.timestamp("us"))),
-    )
-    count = int(pc.sum(pc.fill_null(inside, False)).as_py() or 0)
-    bounds = pc.min_max(pickups)
-    return _pickup_result(
-        count, table.num_rows, min_share, bounds["min"].as_py(), bounds["max"].as_py(), "raw_trips", month
-    )
+    start, end = (pa.scalar(bound.to_pydatetime(), pa.timestamp("us")) for bound in month_bounds(month))
+    inside, first, last = 0, None, None
+    for batch in tables.batches(trips, [name]):
+        try:
+            pickups = pc.cast(batch.column(0), pa.timestamp("us"))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
+            return RuleResult(
+                "pickups_in_month",
+                False,
+                f"raw_trips: {PICKUP} is not a timestamp: {error}",
+                {"rows": rows, "min_share": min_share, "type": str(batch.column(0).type)},
+            )
+        within = pc.and_(pc.greater_equal(pickups, start), pc.less(pickups, end))
+        inside += int(pc.sum(pc.fill_null(within, False)).as_py() or 0)
+        bounds = pc.min_max(pickups)
+        first = min(filter(None, (first, bounds["min"].as_py())), default=None)
+        last = max(filter(None, (last, bounds["max"].as_py())), default=None)
+    return _pickup_result(inside, rows, min_share, first, last, "raw_trips", month)
 
 
 def cleaned_pickups_in_month(trips: pd.DataFrame, month: str) -> RuleResult:
@@ -204,11 +233,11 @@ def dropped_share(rows: int, raw_rows: int, ceiling: float) -> RuleResult:
     )
 
 
-def raw_rules(table: pa.Table, month: str, thresholds: RuleThresholds) -> list[RuleResult]:
+def raw_rules(trips: tables.Trips, month: str, thresholds: RuleThresholds) -> list[RuleResult]:
     return [
-        raw_schema(table),
-        row_count(table.num_rows, thresholds.min_rows),
-        raw_pickups_in_month(table, month, thresholds.min_pickups_in_month),
+        raw_schema(trips),
+        row_count(tables.num_rows(trips), thresholds.min_rows),
+        raw_pickups_in_month(trips, month, thresholds.min_pickups_in_month),
     ]
 
 

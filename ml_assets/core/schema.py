@@ -4,6 +4,9 @@ TLC changes physical types between years (int64 vs int32 ids, double vs int64 co
 null-typed `ehail_fee`, string vs large_string) and names pickup/dropoff columns per taxi
 type (`lpep_` green, `tpep_` yellow). Months must stack into one training window, so
 every file is cast to the canonical schema below.
+
+Its numbers are float32: a yellow month has millions of trips, float32 halves their memory, and
+XGBoost computes in float32 whatever it is given.
 """
 
 from __future__ import annotations
@@ -21,24 +24,25 @@ REQUIRED = {
     DROPOFF: pa.timestamp("us"),
     PICKUP_ZONE: pa.int32(),
     DROPOFF_ZONE: pa.int32(),
-    "trip_distance": pa.float64(),
+    "trip_distance": pa.float32(),
 }
-# Codes are nullable in TLC data; float64 keeps the nulls as NaN, which XGBoost understands.
+# Codes are nullable in TLC data; a float keeps the nulls as NaN, which XGBoost understands.
 OPTIONAL = {
-    "VendorID": pa.float64(),
+    "VendorID": pa.float32(),
     "store_and_fwd_flag": pa.string(),
-    "RatecodeID": pa.float64(),
-    "passenger_count": pa.float64(),
-    "fare_amount": pa.float64(),
-    "tip_amount": pa.float64(),
-    "tolls_amount": pa.float64(),
-    "total_amount": pa.float64(),
-    "payment_type": pa.float64(),
-    "trip_type": pa.float64(),
-    "congestion_surcharge": pa.float64(),
+    "RatecodeID": pa.float32(),
+    "passenger_count": pa.float32(),
+    "fare_amount": pa.float32(),
+    "tip_amount": pa.float32(),
+    "tolls_amount": pa.float32(),
+    "total_amount": pa.float32(),
+    "payment_type": pa.float32(),
+    "trip_type": pa.float32(),
+    "congestion_surcharge": pa.float32(),
 }
 CANONICAL = pa.schema({**REQUIRED, **OPTIONAL})
-CLEANED = pa.schema([*CANONICAL, pa.field(DURATION, pa.float64())])  # cleaned_trips, zones as categories
+# cleaned_trips; zones and store_and_fwd_flag as categories
+CLEANED = pa.schema([*CANONICAL, pa.field(DURATION, pa.float32())])
 
 
 class SchemaError(ValueError):

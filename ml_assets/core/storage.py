@@ -32,6 +32,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
+from ml_assets.core import tables
+
 LOCAL_PROTOCOLS = ("", "file", "local")
 
 
@@ -119,19 +121,21 @@ def arrow_file(path: str | os.PathLike | UPath) -> tuple[str, object | None]:
     return (str(local), None) if local is not None else (path.path, path.fs)
 
 
+def open_parquet(path: str | os.PathLike | UPath) -> pq.ParquetFile:
+    """A parquet file to read a batch at a time (one version of it, wherever it lives)."""
+    where, filesystem = arrow_file(path)
+    return pq.ParquetFile(where, filesystem=filesystem)
+
+
 def read_table(path: str | os.PathLike | UPath, **options) -> pa.Table:
     where, filesystem = arrow_file(path)
     return pq.read_table(where, filesystem=filesystem, **options)
 
 
-def save_table(table: pa.Table, file: Path) -> None:
-    """How every table is stored: parquet, zstd-compressed."""
-    pq.write_table(table, file, compression="zstd")
-
-
-def write_table(table: pa.Table, path: str | os.PathLike | UPath) -> UPath:
+def write_table(table: tables.Trips, path: str | os.PathLike | UPath) -> UPath:
+    """A table, or a parquet file read a batch at a time, as a zstd parquet file at `path`."""
     with atomic_path(path) as tmp:
-        save_table(table, tmp)
+        tables.write_parquet(table, tmp)
     return location(path)
 
 

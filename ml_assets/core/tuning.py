@@ -1,4 +1,10 @@
-"""Optuna search over XGBoost hyperparameters, on the training window's holdout only."""
+"""Optuna search over XGBoost hyperparameters, on the training window's holdout only.
+
+A study tunes on a sample of the window whose size follows its time budget (`sample_rows`), so that
+a trial takes a small part of the budget however large the months are; the final model is then
+trained on every row. The budget counts from the start of `tune` (study setup and the sample's
+matrices included) and also ends the running trial's training.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,49 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ml_assets.core.features import DesignMatrices
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from ml_assets.core import tables
+from ml_assets.core.features import SPLIT, TRAIN, VALID, DesignMatrices
 from ml_assets.core.locks import file_lock, store_lock
-from ml_assets.core.training import train_booster
+from ml_assets.core.training import stop_at, train_booster, training_matrices
 
 TUNING_ROUNDS, TUNING_EARLY_STOP = 600, 30
+# Training rows (train + valid) tuned on per second of budget and per XGBoost thread: on the 2 cores
+# this project is measured on, a trial on such a sample takes a few percent of the budget (a few
+# hundred rounds at about a microsecond per row and round), so a study runs tens of trials.
+SAMPLE_ROWS_PER_THREAD_SECOND = 700
+MIN_SAMPLE_ROWS = 5_000
 # A trial whose process died (kill -9) stops beating; optuna marks it FAILED once the grace period
 # has passed and re-queues its parameters once, so a plain retry of the month continues the study.
 HEARTBEAT_SECONDS, GRACE_SECONDS = 5, 20
 # Each report is a write to the study's RDB storage: every round would cost more than the round.
 REPORT_EVERY = 10
+
+
+def sample_rows(timeout_seconds: float, threads: int) -> int:
+    """How many training rows a study with this budget tunes on."""
+    return max(MIN_SAMPLE_ROWS, int(SAMPLE_ROWS_PER_THREAD_SECOND * threads * timeout_seconds))
+
+
+def tuning_sample(features: pd.DataFrame | pq.ParquetFile, rows: int, seed: int = 0) -> pd.DataFrame:
+    """At most `rows` of the feature frame's train and valid rows, drawn at random (the same for the same
+    frame, size and seed), in the frame's order; the test month is left out.
+
+    From a stored frame (a parquet file), only the sample's rows are kept while reading it.
+    """
+    stored = isinstance(features, pq.ParquetFile)
+    split = tables.to_pandas(features.read(columns=[SPLIT]))[SPLIT] if stored else features[SPLIT]
+    training = np.flatnonzero(split.isin([TRAIN, VALID]).to_numpy())
+    if len(training) > rows:
+        training = training[np.sort(np.random.default_rng(seed).choice(len(training), rows, replace=False))]
+    if stored:
+        return tables.to_pandas(tables.take(features, training))
+    sample = features.take(training)
+    sample.attrs = features.attrs
+    return sample
 
 
 def suggest_params(trial) -> dict:
@@ -66,26 +105,15 @@ def _finished(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def _pruning_callback(trial, observation_key: str, deadline: float):
-    """optuna's XGBoost pruning callback, reporting every REPORT_EVERY rounds instead of every round, that
-    also ends the trial's training when the study's time is up.
-
-    optuna's own timeout is only checked between trials, so one long trial (a loaded machine, a large
-    month) would overrun the budget by its whole length; stopped here, the trial keeps the best
-    holdout score it reached. It always keeps the first round: XGBoost's early stopping, which
-    records the best round, runs after this callback, and a trial stopped before it ever ran
-    (the budget spent while the trial prepared its data) would have no score.
-    """
+def _pruning_callback(trial, observation_key: str):
+    """optuna's XGBoost pruning callback, reporting every REPORT_EVERY rounds instead of every round."""
     from optuna_integration import XGBoostPruningCallback
 
-    class BudgetedPruning(XGBoostPruningCallback):
+    class ReportEvery(XGBoostPruningCallback):
         def after_iteration(self, model, epoch: int, evals_log) -> bool:
-            if epoch > 0 and time.monotonic() >= deadline:
-                trial.set_user_attr("stopped_by_time_budget_at_round", epoch)
-                return True
             return epoch % REPORT_EVERY == 0 and super().after_iteration(model, epoch, evals_log)
 
-    return BudgetedPruning(trial, observation_key)
+    return ReportEvery(trial, observation_key)
 
 
 @dataclass(frozen=True)
@@ -109,9 +137,14 @@ def tune(
     threads: int | None = None,
     log: Callable[[str], None] = print,
 ) -> TuningResult:
-    """Continue (or start) the persistent study `study_name`; `warm_start` params are tried first."""
+    """Continue (or start) the persistent study `study_name`; `warm_start` params are tried first.
+
+    Ends within `timeout_seconds` of being called, give or take one boosting round and the last
+    trial's bookkeeping; at least one trial runs.
+    """
     import optuna
 
+    deadline = time.monotonic() + timeout_seconds
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=study_name,
@@ -126,11 +159,17 @@ def tune(
     if warm_start:
         study.enqueue_trial(warm_start, skip_if_exists=True)
 
-    deadline = time.monotonic() + timeout_seconds
+    matrices = training_matrices(data, threads)  # once for every trial
 
     def objective(trial) -> float:
-        pruning = _pruning_callback(trial, "valid-rmse", deadline)
-        booster = train_booster(data, suggest_params(trial), TUNING_ROUNDS, TUNING_EARLY_STOP, threads, [pruning])
+        # optuna's own timeout is only checked between trials, so one long trial (a loaded machine) would
+        # overrun the budget by its whole length; stopped at the deadline, it keeps its best holdout score.
+        callbacks = [
+            _pruning_callback(trial, "valid-rmse"),
+            stop_at(deadline, lambda epoch: trial.set_user_attr("stopped_by_time_budget_at_round", epoch)),
+        ]
+        params = suggest_params(trial)
+        booster = train_booster(data, params, TUNING_ROUNDS, TUNING_EARLY_STOP, threads, callbacks, matrices)
         trial.set_user_attr("best_iteration", booster.best_iteration)
         return booster.best_score
 
@@ -141,7 +180,9 @@ def tune(
             f"{value}; best so far {study.best_value:.4f} (trial {study.best_trial.number})"
         )
 
-    study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds, callbacks=[report])
+    study.optimize(objective, n_trials=n_trials, timeout=max(deadline - time.monotonic(), 0), callbacks=[report])
+    if _finished(study) == before:  # the setup took the whole budget: one trial, stopped after its first round
+        study.optimize(objective, n_trials=1, callbacks=[report])
     best = study.best_trial
     return TuningResult(
         params=best.params,

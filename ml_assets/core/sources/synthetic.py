@@ -131,16 +131,20 @@ def generate_month(month: str, seed: int = 0, rows: int = 60_000) -> pa.Table:
     hour_factor = np.where(np.isin(hour, RUSH_HOURS) & ~weekend, 1.4, np.where(hour < 6, 0.8, 1.0))
     mph = 8 + 2.5 * np.sqrt(miles)  # longer trips use faster roads
     minutes = 1.5 + miles / mph * 60 * city.congestion[pu, do] * hour_factor * np.where(weekend, 0.85, 1.0)
+    del weekday, hour, weekend, hour_factor, mph  # a month of millions of trips: hold no more than needed
     minutes *= rng.lognormal(0, 0.25, rows)
     trip_distance = np.where(rng.random(rows) < ZERO_DISTANCE_SHARE, 0.0, miles.round(2))
 
     pickup = start + seconds.astype("timedelta64[s]")
+    del seconds
     duration = (minutes * 60).astype(np.int64)
     _add_dirt(rng, pickup, duration, start, end)
     dropoff = pickup + duration.astype("timedelta64[s]")
+    del duration
 
     null = rng.random(rows) < NULL_SHARE
     money = _money(rng, miles, minutes, null)
+    del miles, minutes
     columns = {
         "VendorID": rng.choice(np.array([1, 2], np.int32), size=rows, p=[0.14, 0.86]),
         "lpep_pickup_datetime": pickup.astype("datetime64[us]"),
@@ -157,9 +161,11 @@ def generate_month(month: str, seed: int = 0, rows: int = 60_000) -> pa.Table:
         "trip_type": rng.choice([1, 2], size=rows, p=[0.97, 0.03]),
         **money,
     }
-    # from_pandas turns NaN into null, which is how TLC leaves ehail_fee.
+    del pickup, dropoff, pu, do, trip_distance, money
+    # from_pandas turns NaN into null, which is how TLC leaves ehail_fee. Each numpy column is dropped
+    # once it is in Arrow.
     arrays = [
-        pa.array(columns[f.name], type=f.type, mask=null if f.name in NULLABLE else None, from_pandas=True)
+        pa.array(columns.pop(f.name), type=f.type, mask=null if f.name in NULLABLE else None, from_pandas=True)
         for f in SCHEMA
     ]
     metadata = {METADATA_KEY: json.dumps({"month": month, **fingerprint(seed, rows)}).encode()}

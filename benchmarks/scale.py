@@ -1,0 +1,221 @@
+"""Figures of issue 10 ("past one machine"): large months, time budgets, backfills, tuning budget quality.
+
+Parent-side phases of `python -m benchmarks.run`; every measurement runs in child processes (see
+harness), each step's peak memory measured in the process that runs all of a run's steps
+(benchmarks.steps).
+
+- sizes: synthetic months of `rows` trips (3.4 M: TLC's yellow March 2023). Each of four months is
+  ingested (raw_trips with the source's generation, cleaned_trips, their checks) in a process of its
+  own; then trip_features, best_params and trained_model of the fourth month, trained on the three
+  before it (about 10 M trips), in one process; then trip_duration_predictions.
+- budget: best_params alone on that window, with no trial limit: its wall time against its
+  `timeout_seconds`, as it is and while another process trains XGBoost on both cores.
+- backfill: `python -m ml_assets.runner` for one month, and for twelve in one call, on the default
+  synthetic months, a fixed trial count (the clock does not decide how much is done).
+- long study: the RMSE of a month tuned by the default budget against a study of `--long-minutes`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.harness import ROOT, child_env, fresh_home, run_child, run_module
+
+SIZE_MONTHS = ["2021-01", "2021-02", "2021-03", "2021-04"]  # the last is tested on, trained on the others
+INGESTION = "raw_trips,cleaned_trips"
+WINDOW_STEPS = "trip_features,best_params,trained_model"
+INGESTION_TARGET_GB, WINDOW_TARGET_GB, TRAINING_TARGET_S = 1.2, 4.0, 300
+BUDGET_TARGET, BACKFILL_TARGET, LONG_STUDY_TARGET = 1.10, 12.5, 0.01
+BACKFILL_FIRST, BACKFILL_LAST = "2021-02", "2022-01"  # twelve months
+BACKFILL_TRIALS = 5
+
+
+def _steps(home: Path, env: dict, month: str, select: str, config: dict | None = None, name: str = "") -> dict:
+    args = [month, "--select", select, "--config", json.dumps(config or {})]
+    workdir = home / f"steps-{month}-{name or select.replace(',', '+')}"
+    workdir.mkdir()
+    measured, result = run_module("benchmarks.steps", args, env, workdir)
+    return {**result, "cpu": measured.cpu_seconds, "others_cpu": measured.others_cpu_seconds}
+
+
+def sizes(workdir: Path, rows: int, timeout_seconds: float) -> dict:
+    """Large synthetic months through the graph, a process per run; leaves the home for `budget`."""
+    home = fresh_home(workdir, "sizes")
+    env = {**child_env(home, "synthetic", SIZE_MONTHS[0]), "ML_ASSETS_SYNTHETIC_ROWS": str(rows)}
+    ingestion = {month: _steps(home, env, month, INGESTION) for month in SIZE_MONTHS}
+    config = {"ops": {"best_params": {"config": {"timeout_seconds": timeout_seconds}}}}
+    window = _steps(home, env, SIZE_MONTHS[-1], WINDOW_STEPS, config)
+    predictions = _steps(home, env, SIZE_MONTHS[-1], "trip_duration_predictions")
+    return {
+        "home": home,
+        "env": env,
+        "rows": rows,
+        "ingestion": ingestion,
+        "window": window,
+        "predictions": predictions,
+    }
+
+
+def budget(sized: dict, timeout_seconds: float) -> dict:
+    """best_params' wall time over its budget on the large window, idle and while XGBoost trains beside it."""
+    config = {"ops": {"best_params": {"config": {"n_trials": 100_000, "timeout_seconds": timeout_seconds}}}}
+    month, home, env = SIZE_MONTHS[-1], sized["home"], sized["env"]
+    idle = _steps(home, env, month, "best_params", config, "idle")
+    busy = subprocess.Popen([sys.executable, "-m", "benchmarks.busy"], cwd=ROOT, env=env)
+    try:
+        loaded = _steps(home, env, month, "best_params", config, "loaded")
+    finally:
+        busy.kill()
+        busy.wait()
+    return {"timeout": timeout_seconds, "idle": idle, "loaded": loaded}
+
+
+def backfill(workdir: Path) -> dict:
+    """One month, then twelve, through `python -m ml_assets.runner` in fresh homes (in-process executor)."""
+    env_settings = {"ML_ASSETS_TUNING_TRIALS": str(BACKFILL_TRIALS), "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "3600"}
+    runs = {}
+    for name, months in (("one", [BACKFILL_FIRST]), ("twelve", [BACKFILL_FIRST, "--to", BACKFILL_LAST])):
+        home = fresh_home(workdir, f"backfill-{name}")
+        env = {**child_env(home, "synthetic", "2021-01"), **env_settings}
+        runs[name] = run_child([sys.executable, "-m", "ml_assets.runner", *months], env, home / "runner.log")
+    return runs
+
+
+def long_study(workdir: Path, data: Path, month: str, minutes: float) -> dict:
+    """The month with a study of `minutes` (no trial limit) instead of the default budget."""
+    home = fresh_home(workdir, "long-study")
+    config = {"ops": {"best_params": {"config": {"n_trials": 1_000_000, "timeout_seconds": minutes * 60}}}}
+    env = child_env(home, data, "2023-01")
+    return run_module("benchmarks.materialize", [month, "--config", json.dumps(config)], env, home)[1]["months"][month]
+
+
+def _gb(mib: float) -> float:
+    return mib * 2**20 / 1e9
+
+
+def _verdict(value: float, target: float) -> str:
+    return f"target <= {target}: {'met' if value <= target else 'NOT met'}"
+
+
+def print_sizes(sized: dict) -> None:
+    rows, ingestion, window = sized["rows"], sized["ingestion"], sized["window"]
+    print(f"\n5. Large months: synthetic, {rows:,} trips a month (ML_ASSETS_SYNTHETIC_ROWS), each run its own process")
+    print(f"   {'run / step':44} {'wall s':>7} {'peak RSS':>9}")
+    for month, run in ingestion.items():
+        print(
+            f"   {month} {INGESTION + ' (generating the month)':37} "
+            f"{run['seconds']:7.1f} {_gb(run['peak_rss_mib']):7.2f}GB"
+        )
+        for step, seconds in run["steps"].items():
+            if step != "run":
+                print(f"     {step:42} {seconds:7.1f} {_gb(run['step_peak_rss_mib'].get(step, 0)):7.2f}GB")
+    worst = max(run["peak_rss_mib"] for run in ingestion.values())
+    print(
+        f"   raw_trips + cleaned_trips, highest peak of the {len(ingestion)} months: {_gb(worst):.2f} GB "
+        f"({_verdict(round(_gb(worst), 2), INGESTION_TARGET_GB)} GB)"
+    )
+    model, params = window["metadata"]["trained_model"], window["metadata"]["best_params"]
+    training = window["steps"]["trained_model"]
+    print(
+        f"   {SIZE_MONTHS[-1]} {WINDOW_STEPS}, trained on {', '.join(SIZE_MONTHS[:-1])} (one process): "
+        f"{model['train_rows']:,} train + {model['valid_rows']:,} holdout rows, {model['test_rows']:,} test rows"
+    )
+    for run in (window, sized["predictions"]):
+        for step, seconds in run["steps"].items():
+            if step != "run":
+                print(f"     {step:42} {seconds:7.1f} {_gb(run['step_peak_rss_mib'].get(step, 0)):7.2f}GB")
+    print(
+        f"   {WINDOW_STEPS} process peak: {_gb(window['peak_rss_mib']):.2f} GB "
+        f"({_verdict(round(_gb(window['peak_rss_mib']), 2), WINDOW_TARGET_GB)} GB); "
+        f"trained_model {training:.0f} s ({_verdict(round(training), TRAINING_TARGET_S)} s)"
+    )
+    print(
+        f"   tuned on {params['tuning_rows']:,} rows ({params['trials_run']} trials); "
+        f"model: test RMSE {model['rmse']:.3f} "
+        f"(baseline {model['baseline_rmse']:.3f}), best iteration {model['best_iteration']}, "
+        f"{'stopped by its time budget' if model['stopped_by_time_budget'] else 'early-stopped'}"
+    )
+    print(
+        f"   CPU used by other processes meanwhile: {window['others_cpu']:.0f} s "
+        f"over {window['seconds']:.0f} s of the window run"
+    )
+
+
+def print_budget(result: dict) -> None:
+    timeout = result["timeout"]
+    print(
+        f"\n6. best_params time budget on the {SIZE_MONTHS[-1]} window, timeout_seconds={timeout:.0f}, no trial limit"
+    )
+    for name, label in (("idle", "as it is"), ("loaded", "with benchmarks.busy training XGBoost on 2 cores")):
+        run = result[name]
+        seconds = run["steps"]["best_params"]
+        print(
+            f"   {label:50} step {seconds:6.1f} s = {seconds / timeout:.3f} x budget "
+            f"({_verdict(round(seconds / timeout, 2), BUDGET_TARGET)}); other processes' CPU {run['others_cpu']:.0f} s"
+        )
+
+
+def print_backfill(runs: dict) -> None:
+    one, twelve = runs["one"], runs["twelve"]
+    ratio = twelve.seconds / one.seconds
+    print(
+        f"\n7. Backfill, in-process executor: python -m ml_assets.runner, default synthetic months, "
+        f"{BACKFILL_TRIALS} trials a month"
+    )
+    print(f"   one month ({BACKFILL_FIRST})                      {one.seconds:7.1f} s  CPU {one.cpu_seconds:6.1f} s")
+    print(
+        f"   twelve months ({BACKFILL_FIRST} .. {BACKFILL_LAST})       "
+        f"{twelve.seconds:7.1f} s  CPU {twelve.cpu_seconds:6.1f} s"
+    )
+    print(f"   ratio twelve / one {ratio:.2f} ({_verdict(round(ratio, 2), BACKFILL_TARGET)})")
+    # The Celery executor (branch `celery`) is measured here once it lands: the same two runs with
+    # ML_ASSETS_EXECUTOR=celery and two workers.
+    print("   on two Celery workers: not measured yet (needs the Celery executor of branch `celery`)")
+
+
+def print_long_study(month: str, default: dict, long: dict | None, minutes: float) -> None:
+    print(f"\n8. Tuning budget against a long study, real TLC {month} (trained on the 3 months before it)")
+    print(
+        f"   default budget: test RMSE {default['rmse']:.4f}, {default['trials_run']} trials, "
+        f"valid RMSE {default['valid_rmse']:.4f}"
+    )
+    if long is None:
+        print(f"   {minutes:.0f}-minute study: not run (--long runs it; about {minutes + 3:.0f} minutes)")
+        return
+    gap = long["rmse"] / default["rmse"] - 1
+    print(
+        f"   {minutes:.0f}-minute study: test RMSE {long['rmse']:.4f}, {long['trials_run']} trials, "
+        f"valid RMSE {long['valid_rmse']:.4f}"
+    )
+    print(f"   default is {-gap:+.2%} worse than the long study ({_verdict(round(-gap, 4), LONG_STUDY_TARGET)})")
+
+
+def print_summary(sized: dict, budget: dict, backfill: dict, default: dict | None, long: dict | None) -> None:
+    ingestion = max(run["peak_rss_mib"] for run in sized["ingestion"].values())
+    window = sized["window"]
+    ratio = {name: budget[name]["steps"]["best_params"] / budget["timeout"] for name in ("idle", "loaded")}
+    backfill_ratio = backfill["twelve"].seconds / backfill["one"].seconds
+    rows = [
+        (
+            f"raw+cleaned peak RSS, {sized['rows']:,}-trip month",
+            f"{_gb(ingestion):.2f} GB",
+            f"<= {INGESTION_TARGET_GB} GB",
+        ),
+        (
+            "features+params+model peak RSS, window",
+            f"{_gb(window['peak_rss_mib']):.2f} GB",
+            f"<= {WINDOW_TARGET_GB} GB",
+        ),
+        ("trained_model on the window", f"{window['steps']['trained_model']:.0f} s", f"<= {TRAINING_TARGET_S} s"),
+        ("best_params wall / budget, idle", f"{ratio['idle']:.3f}", f"<= {BUDGET_TARGET}"),
+        ("best_params wall / budget, under load", f"{ratio['loaded']:.3f}", f"<= {BUDGET_TARGET}"),
+        ("backfill 12 months / 1, in-process", f"{backfill_ratio:.2f}", f"<= {BACKFILL_TARGET}"),
+        ("backfill 12 months / 1, two Celery workers", "not measured", f"<= {BACKFILL_TARGET}"),
+    ]
+    if default is not None and long is not None:
+        rows.append(("default budget RMSE / long study's", f"{default['rmse'] / long['rmse']:.4f}", "<= 1.01"))
+    for name, value, target in rows:
+        print(f"   {name:44} {value:>14}  {target}")
