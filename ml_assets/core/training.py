@@ -33,12 +33,16 @@ DEFAULT_PARAMS = {
 
 def stop_at(deadline: float, stopped: Callable[[int], None] = lambda epoch: None):
     """An XGBoost callback that ends the training after the first round that finishes past `deadline`
-    (`time.monotonic()`), telling `stopped` that round; the booster keeps its best iteration so far."""
+    (`time.monotonic()`), telling `stopped` that round; the booster keeps its best iteration so far.
+
+    It always keeps the first round: XGBoost's early stopping, which records the best round, runs after
+    this callback, and a training stopped before it ever ran would have no best iteration.
+    """
     import xgboost as xgb
 
     class StopAtDeadline(xgb.callback.TrainingCallback):
         def after_iteration(self, model, epoch: int, evals_log) -> bool:
-            if time.monotonic() < deadline:
+            if epoch == 0 or time.monotonic() < deadline:
                 return False
             stopped(epoch)
             return True
