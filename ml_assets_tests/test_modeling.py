@@ -102,6 +102,17 @@ def test_study_continues_and_tries_the_warm_start_first(tmp_path, rich):
     assert len(logged) == 2 and logged[0].startswith("trial 1 of 2 (#0) complete: valid RMSE")
 
 
+def test_a_budget_spent_before_the_first_trial_still_gives_params(tmp_path, rich):
+    """The setup (study tables, the sample's matrices) took the whole budget: one trial runs, its training
+    stopped after its first round, and its params are the result."""
+    sample = rich.sample(8_000, random_state=0)
+    sample.attrs = rich.attrs
+    result = tune(design_matrices(sample), f"sqlite:///{tmp_path / 'optuna.db'}", "spent", 25, 0)
+    assert (result.trials_run, result.trials_total) == (1, 1)
+    assert result.study.best_trial.user_attrs["best_iteration"] == 0
+    assert set(result.params) >= {"max_depth", "learning_rate"}
+
+
 # Another process keeps both cores busy training XGBoost, as a second run on the same machine would.
 BUSY = [sys.executable, "-m", "benchmarks.busy"]
 
