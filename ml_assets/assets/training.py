@@ -35,8 +35,9 @@ class TuningConfig(Config):
     seed: int = 0
 
 
-# Share of best_params' time budget left for what follows the study: its plots and storing the value.
-TEARDOWN_SHARE = 0.05
+# What best_params leaves of its time budget for what follows the study (its plots, storing the value):
+# a share of it and a few seconds, which drawing the plots takes on two busy cores whatever the budget.
+TEARDOWN_SHARE, TEARDOWN_SECONDS = 0.05, 2.0
 # Share of trained_model's time budget left for what follows the boosting: predicting the test month,
 # logging the model and its plots.
 TRAINING_TEARDOWN_SHARE = 0.1
@@ -50,6 +51,20 @@ class TrainingConfig(Config):
         description="time budget of the step: boosting stops in time for it, keeping its best iteration so far "
         "(a window too large for num_boost_round rounds within it)",
     )
+
+
+def _in_time(figures: dict[str, plots.Plot], deadline: float) -> dict[str, plots.Plot]:
+    """`figures`, each drawn only if the budget's `deadline` (`time.monotonic()`) has not passed yet."""
+
+    def drawn_in_time(plot: plots.Plot) -> plots.Plot:
+        def draw() -> bytes:
+            if time.monotonic() >= deadline:
+                raise plots.NoPlot("the step's time budget was spent before it could be drawn")
+            return plot()
+
+        return draw
+
+    return {name: drawn_in_time(plot) for name, plot in figures.items()}
 
 
 def _threads() -> int:
@@ -70,7 +85,8 @@ def best_params(
     """Best XGBoost hyperparameters for the month, from a persistent optuna study (TPE + pruning).
 
     The study tunes on a sample of the training rows sized by the time budget, which counts from
-    here: reading the sample (only its rows are kept) and starting the study are part of it.
+    here: reading the sample (only its rows are kept) and starting the study are part of it, and so
+    are the plots, left out when the budget is spent.
     """
     from ml_assets.core.tuning import best_params_of, sample_rows, tune, tuning_sample
 
@@ -84,7 +100,7 @@ def best_params(
         optuna_storage.url,
         optuna_storage.study_name(feature_set, month),
         config.n_trials,
-        config.timeout_seconds * (1 - TEARDOWN_SHARE) - (time.monotonic() - started),
+        config.timeout_seconds * (1 - TEARDOWN_SHARE) - TEARDOWN_SECONDS - (time.monotonic() - started),
         warm_start=warm_start,
         seed=config.seed,
         threads=threads,
@@ -100,7 +116,9 @@ def best_params(
             "warm_start": MetadataValue.json(warm_start or {}),
             "study": optuna_storage.study_name(feature_set, month),
             "params": MetadataValue.json(result.params),
-            **ui.plot_metadata(plots.study_plots(result.study), context.log),
+            **ui.plot_metadata(
+                _in_time(plots.study_plots(result.study), started + config.timeout_seconds), context.log
+            ),
         }
     )
     return result.params
