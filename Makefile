@@ -51,8 +51,9 @@ mlflow: install
 optuna: install
 	$(BIN)/optuna-dashboard --host 127.0.0.1 --port 8080 sqlite:///$(DAGSTER_HOME)/ml_assets/optuna.db
 
+# BENCH_ARGS=--long adds the 20-minute tuning study; --quick is a smoke run.
 bench: install
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 bench-deployment: install
 	$(BIN)/python -m benchmarks.deployment
