@@ -21,14 +21,14 @@ import pyarrow.parquet as pq
 
 from ml_assets.core import drift, rules, tracking
 from ml_assets.core.cleaning import clean_trips
-from ml_assets.core.features import TEST, build_features, derive_features, design_matrices, transform
+from ml_assets.core.features import TEST, TRAIN, VALID, build_features, derive_features, design_matrices, transform
 from ml_assets.core.gate import gate_model
 from ml_assets.core.locks import store_lock
 from ml_assets.core.months import shift_month
 from ml_assets.core.schema import DURATION
 from ml_assets.core.sources.directory import DirectorySource
 from ml_assets.core.training import baseline_rmse, predict, regression_metrics, train_booster
-from ml_assets.core.tuning import tune
+from ml_assets.core.tuning import sample_rows, tune, tuning_sample
 
 EXPERIMENT = "trip_duration"  # the mlflow resource's default experiment
 CHAMPION_TOLERANCE = 0.02  # TrainingConfig's default
@@ -105,12 +105,12 @@ def main() -> None:
     source, state, threads = DirectorySource(args.data), Path(args.state), len(os.sched_getaffinity(0))
     month, stages = args.test, {}
     training = {m: cleaned(source, m) for m in args.train}  # in storage already on the CLI side
-    with timed(stages, "raw_trips"):
+    with timed(stages, "ingest_trips"):
         raw = pq.read_table(source.fetch(month))
         rules.raw_rules(raw, month, rules.RuleThresholds())
-    with timed(stages, "cleaned_trips"):
         trips = clean_trips(raw, month, where=f"month {month}")
         rules.cleaned_rules(trips.trips, month, trips.raw_rows, rules.RuleThresholds())
+    with timed(stages, "cleaned_trips"):  # its drift check
         previous = shift_month(month, -1)
         if previous in training:
             drift.drift(training[previous], trips.trips, drift.DriftThresholds(), previous, month)
@@ -118,7 +118,7 @@ def main() -> None:
         frame = build_features(training, trips.trips, month)
     with timed(stages, "best_params"):
         tuned = tune(
-            design_matrices(frame),
+            design_matrices(tuning_sample(frame, sample_rows(args.timeout, threads)), (TRAIN, VALID)),
             f"sqlite:///{state / 'optuna.db'}",
             f"trip_duration-rich-{month}",
             args.trials,
