@@ -75,7 +75,11 @@ def budget(sized: dict, timeout_seconds: float) -> dict:
 
 def backfill(workdir: Path) -> dict:
     """One month, then twelve, through `python -m ml_assets.runner` in fresh homes (in-process executor)."""
-    env_settings = {"ML_ASSETS_TUNING_TRIALS": str(BACKFILL_TRIALS), "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "3600"}
+    env_settings = {
+        "ML_ASSETS_TUNING_TRIALS": str(BACKFILL_TRIALS),
+        "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "3600",
+        "ML_ASSETS_SYNTHETIC_PUBLISHED_THROUGH": BACKFILL_LAST,  # the synthetic source's default is 2021-06
+    }
     runs = {}
     for name, months in (("one", [BACKFILL_FIRST]), ("twelve", [BACKFILL_FIRST, "--to", BACKFILL_LAST])):
         home = fresh_home(workdir, f"backfill-{name}")
