@@ -7,7 +7,8 @@
 4. Orchestration overhead: `dagster asset materialize` against the same work in plain Python.
 5-8. Large months, time budgets, backfills, the tuning budget against a long study (benchmarks.scale).
 
-Each phase runs in its own process and a fresh, temporary DAGSTER_HOME. `--quick` is a smoke run.
+Each phase runs in its own process and a fresh, temporary DAGSTER_HOME. `--quick` is a smoke run;
+`--only` runs some phases (e.g. `--only overhead backfill`), without the summary.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from benchmarks.harness import (
 )
 
 MONTHS_2023 = ["2023-02", "2023-03", "2023-04", "2023-05", "2023-06"]
+# --only's names: phases 1 and 3 (course), 2 (months), 4, 5-6 (sizes), 7, 8.
+PHASES = ["course", "months", "overhead", "sizes", "backfill", "long"]
 LONG_STUDY_MONTH = "2023-04"
 TARGET_RMSE, TARGET_RATIO = 5.7, 1.15
 TUNING_TIMEOUT = 3600.0  # generous: the trial count, not the clock, bounds tuning in phase 4
@@ -64,6 +67,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--long", action="store_true", help="phase 8: also run the long study (about 25 minutes)")
     parser.add_argument("--long-minutes", type=float, default=20.0, help="length of the long study (default 20)")
+    parser.add_argument(
+        "--only", nargs="+", choices=PHASES, help="run only these phases (`long`: phase 8 with its default-budget run)"
+    )
     parser.add_argument("--course-rounds", type=int, help="boosting rounds of the course XGBoost (default 1000)")
     parser.add_argument(
         "--quick",
@@ -285,6 +291,29 @@ def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def run_phases(workdir: Path, args: argparse.Namespace) -> None:
+    """The phases of `--only`, each with what it needs and nothing else; no summary."""
+    if "course" in args.only:
+        one_month = materialize(workdir, "month", args.data, TRAIN_MONTH, [TEST_MONTH])
+        print_course(course(workdir, args.data, args.course_rounds), one_month["months"][TEST_MONTH])
+        print_steps(one_month["months"][TEST_MONTH], one_month["peak_rss_mib"])
+    if "months" in args.only:
+        print_months(materialize(workdir, "2023", args.data, "2023-01", args.months)["months"])
+    if "overhead" in args.only:
+        print_overhead(overhead(workdir, args.data, args.trials, args.repeat), args.trials, args.repeat)
+    if "sizes" in args.only:
+        sized = scale.sizes(workdir, args.rows, args.tuning_timeout)
+        scale.print_sizes(sized)
+        scale.print_budget(scale.budget(sized, args.tuning_timeout))
+    if "backfill" in args.only:
+        scale.print_backfill(scale.backfill(workdir), scale.celery_backfill(workdir))
+    if "long" in args.only:
+        month = LONG_STUDY_MONTH
+        default = materialize(workdir, "default", args.data, "2023-01", [month])["months"][month]
+        long = scale.long_study(workdir, args.data, month, args.long_minutes)
+        scale.print_long_study(month, default, long, args.long_minutes)
+
+
 def main() -> None:
     args = parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows when the output is piped
@@ -294,6 +323,9 @@ def main() -> None:
         "(other processes on this machine skew the timings)"
     )
     with tempfile.TemporaryDirectory(prefix="ml_assets_bench_") as tmp:
+        if args.only:
+            run_phases(Path(tmp), args)
+            return
         workdir = Path(tmp)
         course_result = course(workdir, args.data, args.course_rounds)
         one_month = materialize(workdir, "month", args.data, TRAIN_MONTH, [TEST_MONTH])
@@ -308,8 +340,8 @@ def main() -> None:
         scale.print_sizes(sized)
         budget = scale.budget(sized, args.tuning_timeout)
         scale.print_budget(budget)
-        backfill = scale.backfill(workdir)
-        scale.print_backfill(backfill)
+        backfill, on_workers = scale.backfill(workdir), scale.celery_backfill(workdir)
+        scale.print_backfill(backfill, on_workers)
         default = later["months"].get(LONG_STUDY_MONTH)
         long = None
         if default is not None and args.long:
@@ -317,7 +349,7 @@ def main() -> None:
         if default is not None:
             scale.print_long_study(LONG_STUDY_MONTH, default, long, args.long_minutes)
     print_summary(course_result, ours, later["months"], over)
-    scale.print_summary(sized, budget, backfill, default, long)
+    scale.print_summary(sized, budget, backfill, on_workers, default, long)
     print(f"\nload average at the end {_load()}")
 
 

@@ -12,7 +12,11 @@ harness), each step's peak memory measured in the process that runs all of a run
   `timeout_seconds`, as it is and while another process trains XGBoost on both cores.
 - backfill: `python -m ml_assets.runner` for one month, and for twelve in one call, on the default
   synthetic months, a fixed trial count (the clock does not decide how much is done); each month
-  trains on three, and both calls first ingest the three months before the first.
+  trains on three, and both calls first ingest the three months before the first. Then the same
+  months on two Celery workers: the production topology of ml_assets_tests/topology.py with Redis
+  and two `dagster-celery` workers reading both queues, started (not timed) for each side; timed
+  from launching the ingestion backfill of the months and their window, through the training
+  backfill of the months, to the end of its last run, both launched from the webserver.
 - long study: the RMSE of a month tuned by the default budget against a study of `--long-minutes`.
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from benchmarks.harness import ROOT, child_env, fresh_home, run_child, run_module
@@ -34,6 +39,12 @@ BUDGET_TARGET, BACKFILL_TARGET, LONG_STUDY_TARGET = 1.10, 12.5, 0.01
 # 2021-02 would train on one and take a third of the others' work).
 BACKFILL_FIRST, BACKFILL_LAST = "2021-04", "2022-03"
 BACKFILL_TRIALS = 5
+BACKFILL_SETTINGS = {
+    "ML_ASSETS_TUNING_TRIALS": str(BACKFILL_TRIALS),
+    "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "3600",
+    "ML_ASSETS_SYNTHETIC_PUBLISHED_THROUGH": BACKFILL_LAST,  # the synthetic source's default is 2021-06
+}
+CELERY_WORKERS = {"one": "ingest,train", "two": "ingest,train"}
 
 
 def _steps(home: Path, env: dict, month: str, select: str, config: dict | None = None, name: str = "") -> dict:
@@ -78,17 +89,40 @@ def budget(sized: dict, timeout_seconds: float) -> dict:
 
 def backfill(workdir: Path) -> dict:
     """One month, then twelve, through `python -m ml_assets.runner` in fresh homes (in-process executor)."""
-    env_settings = {
-        "ML_ASSETS_TUNING_TRIALS": str(BACKFILL_TRIALS),
-        "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "3600",
-        "ML_ASSETS_SYNTHETIC_PUBLISHED_THROUGH": BACKFILL_LAST,  # the synthetic source's default is 2021-06
-    }
     runs = {}
     for name, months in (("one", [BACKFILL_FIRST]), ("twelve", [BACKFILL_FIRST, "--to", BACKFILL_LAST])):
         home = fresh_home(workdir, f"backfill-{name}")
-        env = {**child_env(home, "synthetic", "2021-01"), **env_settings}
+        env = {**child_env(home, "synthetic", "2021-01"), **BACKFILL_SETTINGS}
         runs[name] = run_child([sys.executable, "-m", "ml_assets.runner", *months], env, home / "runner.log")
     return runs
+
+
+def celery_backfill(workdir: Path) -> dict:
+    """One month, then twelve, as backfills on two Celery workers, each in a fresh topology."""
+    from dagster import DagsterRunStatus
+
+    from ml_assets.core.months import month_range, shift_month
+    from ml_assets_tests.topology import TRAINING_TAG, Topology, backfill, finished_runs, stop_sensors
+
+    env = {**BACKFILL_SETTINGS, "ML_ASSETS_SOURCE": "synthetic", "ML_ASSETS_START_MONTH": "2021-01"}
+    results = {}
+    for name, last in (("one", BACKFILL_FIRST), ("twelve", BACKFILL_LAST)):
+        months = month_range(BACKFILL_FIRST, last)
+        window = month_range(shift_month(BACKFILL_FIRST, -3), last)
+        with Topology(workdir / f"celery-{name}", env=env, workers=CELERY_WORKERS) as topology:
+            topology.wait_until_ready(300)
+            stop_sensors(topology)  # runs come from the backfills only
+            with topology.instance() as instance:
+                cpu_before, started = topology.cpu_seconds(), time.perf_counter()
+                ingest = backfill(topology, "ingest_month", window)
+                runs = finished_runs(topology, instance, ingest, len(window), 3600)
+                train = backfill(topology, "retrain_month", months, dict([TRAINING_TAG]))
+                runs += finished_runs(topology, instance, train, len(months), 3600)
+                seconds, cpu_after = time.perf_counter() - started, topology.cpu_seconds()
+            failed = [run.run_id for run in runs if run.status != DagsterRunStatus.SUCCESS]
+            assert not failed, f"backfill runs failed: {failed}\n{topology.logs()}"
+        results[name] = {"seconds": seconds, "cpu": sum(cpu_after.values()) - sum(cpu_before.values())}
+    return results
 
 
 def long_study(workdir: Path, data: Path, month: str, minutes: float) -> dict:
@@ -165,7 +199,7 @@ def print_budget(result: dict) -> None:
         )
 
 
-def print_backfill(runs: dict) -> None:
+def print_backfill(runs: dict, on_workers: dict) -> None:
     one, twelve = runs["one"], runs["twelve"]
     ratio = twelve.seconds / one.seconds
     print(
@@ -178,9 +212,15 @@ def print_backfill(runs: dict) -> None:
         f"{twelve.seconds:7.1f} s  CPU {twelve.cpu_seconds:6.1f} s"
     )
     print(f"   ratio twelve / one {ratio:.2f} ({_verdict(round(ratio, 2), BACKFILL_TARGET)})")
-    # The place for the Celery figure: the same two runs with ML_ASSETS_EXECUTOR=celery, Redis and two
-    # `dagster-celery` workers (as ml_assets_tests/test_celery.py starts them), not measured yet.
-    print("   on two Celery workers (ML_ASSETS_EXECUTOR=celery): not measured yet")
+    one, twelve = on_workers["one"], on_workers["twelve"]
+    ratio = twelve["seconds"] / one["seconds"]
+    print(
+        "   on two Celery workers (production topology, ML_ASSETS_EXECUTOR=celery; ingestion then training "
+        "backfills from the webserver, without predictions)"
+    )
+    print(f"   one month                                 {one['seconds']:7.1f} s  CPU {one['cpu']:6.1f} s")
+    print(f"   twelve months                             {twelve['seconds']:7.1f} s  CPU {twelve['cpu']:6.1f} s")
+    print(f"   ratio twelve / one {ratio:.2f} ({_verdict(round(ratio, 2), BACKFILL_TARGET)})")
 
 
 def print_long_study(month: str, default: dict, long: dict | None, minutes: float) -> None:
@@ -200,7 +240,9 @@ def print_long_study(month: str, default: dict, long: dict | None, minutes: floa
     print(f"   default is {-gap:+.2%} worse than the long study ({_verdict(round(-gap, 4), LONG_STUDY_TARGET)})")
 
 
-def print_summary(sized: dict, budget: dict, backfill: dict, default: dict | None, long: dict | None) -> None:
+def print_summary(
+    sized: dict, budget: dict, backfill: dict, on_workers: dict, default: dict | None, long: dict | None
+) -> None:
     ingestion = max(run["peak_rss_mib"] for run in sized["ingestion"].values())
     window = sized["window"]
     ratio = {name: budget[name]["steps"]["best_params"] / budget["timeout"] for name in ("idle", "loaded")}
@@ -220,7 +262,11 @@ def print_summary(sized: dict, budget: dict, backfill: dict, default: dict | Non
         ("best_params wall / budget, idle", f"{ratio['idle']:.3f}", f"<= {BUDGET_TARGET}"),
         ("best_params wall / budget, under load", f"{ratio['loaded']:.3f}", f"<= {BUDGET_TARGET}"),
         ("backfill 12 months / 1, in-process", f"{backfill_ratio:.2f}", f"<= {BACKFILL_TARGET}"),
-        ("backfill 12 months / 1, two Celery workers", "not measured", f"<= {BACKFILL_TARGET}"),
+        (
+            "backfill 12 months / 1, two Celery workers",
+            f"{on_workers['twelve']['seconds'] / on_workers['one']['seconds']:.2f}",
+            f"<= {BACKFILL_TARGET}",
+        ),
     ]
     if default is not None and long is not None:
         rows.append(("default budget RMSE / long study's", f"{default['rmse'] / long['rmse']:.4f}", "<= 1.01"))

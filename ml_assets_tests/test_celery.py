@@ -34,11 +34,13 @@ from ml_assets_tests.topology import (
     TEST_INSTANCE,
     TRAINING_TAG,
     Topology,
+    backfill,
     clean_environ,
-    graphql,
+    finished_runs,
     launch,
     registered_versions,
     require_servers,
+    stop_sensors,
 )
 
 pytestmark = pytest.mark.deployment
@@ -69,7 +71,6 @@ CELERY_OVERRIDES = {
         }
     }
 }
-REPOSITORY = {"repositoryLocationName": "ml_assets", "repositoryName": "__repository__"}
 CELERY_WORKER_KEY = "Celery worker"  # what dagster-celery's task records in its engine event
 
 
@@ -117,24 +118,6 @@ def test_executor_is_in_process_unless_celery_is_chosen_and_workers_read_the_sam
 # --------------------------------------------------------------------------------------------
 # The topology with Redis and two workers
 # --------------------------------------------------------------------------------------------
-
-
-def stop_sensors(topology: Topology) -> None:
-    """Stop every sensor (both run by default) through the webserver, as a user would in the UI."""
-    client = graphql(topology)
-    found = client._execute(
-        """query Sensors($repository: RepositorySelector!) { sensorsOrError(repositorySelector: $repository) {
-             ... on Sensors { results { id name } } } }""",
-        {"repository": REPOSITORY},
-    )["sensorsOrError"]["results"]
-    assert len(found) == 2, found
-    for sensor in found:
-        stopped = client._execute(
-            """mutation Stop($id: String!) { stopSensor(id: $id) { __typename
-                 ... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message } } }""",
-            {"id": sensor["id"]},
-        )["stopSensor"]
-        assert stopped.get("instigationState", {}).get("status") == "STOPPED", (sensor["name"], stopped)
 
 
 RUNNER = (
@@ -192,40 +175,6 @@ def celery_topology(tmp_path_factory):
         for month in MONTHS:
             drop_month(incoming, month, SAMPLE_EVERY)
         yield topology
-
-
-def backfill(
-    topology: Topology, job: str, months: list[str], tags: dict | None = None, config: dict | None = None
-) -> str:
-    """A backfill of `job` over `months`, launched from the webserver as the UI's backfill dialog does."""
-    launched = graphql(topology)._execute(
-        """mutation Backfill($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
-             __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
-        {
-            "params": {
-                "selector": {"partitionSetName": f"{job}_partition_set", "repositorySelector": REPOSITORY},
-                "partitionNames": months,
-                "tags": [{"key": key, "value": value} for key, value in (tags or {}).items()],
-                "runConfigData": config or {},
-                # The runs are queued at once, not at the backfill daemon's next iteration (30 s).
-                "forceSynchronousSubmission": True,
-            }
-        },
-    )["launchPartitionBackfill"]
-    assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    return launched["backfillId"]
-
-
-def finished_runs(topology: Topology, instance, backfill_id: str, count: int, seconds: float) -> list:
-    from dagster import RunsFilter
-
-    def runs():
-        return instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill_id}))
-
-    topology.wait_for(
-        lambda: len(runs()) == count and all(run.is_finished for run in runs()), f"backfill {backfill_id}", seconds
-    )
-    return runs()
 
 
 @pytest.fixture(scope="module")
@@ -332,12 +281,83 @@ def test_backfill_on_workers_equals_the_in_process_executor(in_process, backfill
     )
 
 
+def slow_training(rounds: int = 2000) -> dict:
+    """Many rounds and no early stopping, so that trained_model is still training when it is killed."""
+    return {"ops": {"trained_model": {"config": {"num_boost_round": rounds, "early_stopping_rounds": rounds}}}}
+
+
+def mlflow_runs_of(tracking_uri: str, dagster_run_id: str) -> list[tuple[str, str]]:
+    """(MLflow run id, status) of the trip_duration runs that the Dagster run logged to."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "trip_duration"]
+    runs = client.search_runs([experiment.experiment_id], f"tags.dagster_run_id = '{dagster_run_id}'")
+    return [(run.info.run_id, run.info.status) for run in runs]
+
+
+def test_a_step_process_killed_fails_the_run_and_run_retries_finish_it(backfilled):
+    """kill -9 of the pool process executing trained_model, its worker alive (the OOM killer's way):
+    Celery fails the task at once (WorkerLostError), so the run fails instead of waiting; Dagster's
+    run retries (deploy/dagster.yaml) start a retry from the failed step, which succeeds; the killed
+    attempt's MLflow run is marked FAILED and only the retry's is registered."""
+    import os
+    import signal
+
+    from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
+
+    from ml_assets.materializations import latest_materialization
+
+    topology, _, _ = backfilled
+    month = MONTHS[-1]
+    versions_before = registered_versions(topology.tracking_uri)
+    with topology.instance() as instance:
+        run_id = launch(topology, month, ["trained_model"], slow_training())
+
+        def step_process() -> int | None:
+            started = step_events(instance, run_id, DagsterEventType.STEP_START)
+            return next((e.dagster_event.pid for e in started if e.step_key == "trained_model"), None)
+
+        pid = topology.wait_for(step_process, "trained_model started in a worker", 120, poll=0.1)
+        (worker,) = step_workers(instance, run_id)["trained_model"]
+        worker_service = topology.services[topology.worker_key(worker)]
+        assert pid != worker_service.process.pid  # the pool's process, not the worker itself
+        os.kill(pid, signal.SIGKILL)
+
+        # The fault: the step's process is gone; the run fails with the worker's error, it does not hang.
+        topology.wait_for(lambda: instance.get_run_by_id(run_id).is_finished, "the killed run to end", 120, poll=0.5)
+        assert instance.get_run_by_id(run_id).status == DagsterRunStatus.FAILURE
+        (failure,) = step_events(instance, run_id, DagsterEventType.RUN_FAILURE)
+        assert "WorkerLostError" in failure.dagster_event.event_specific_data.error.to_string()
+        assert not step_events(instance, run_id, DagsterEventType.STEP_SUCCESS)
+        assert worker_service.running  # the worker lives on, with a new pool process
+
+        # Recovery: the daemon's run retry re-executes the failed step (and its check) and succeeds.
+        def retry():
+            (found,) = instance.get_runs(RunsFilter(tags={"dagster/parent_run_id": run_id})) or [None]
+            return found if found is not None and found.is_finished else None
+
+        retried = topology.wait_for(retry, "the run's retry to end", 420, poll=1)
+        assert retried.status == DagsterRunStatus.SUCCESS, topology.logs()
+        assert retried.tags["dagster/retry_number"] == "1"
+        materialized_by, model = latest_materialization(instance, "trained_model", month)
+        assert materialized_by == retried.run_id
+
+    # Nothing half-done: the killed attempt's MLflow run is FAILED, never registered; the retry's
+    # run is FINISHED and is the one new version.
+    killed_runs = mlflow_runs_of(topology.tracking_uri, run_id)
+    assert [status for _, status in killed_runs] == ["FAILED"]
+    assert mlflow_runs_of(topology.tracking_uri, retried.run_id) == [(model["mlflow_run_id"], "FINISHED")]
+    versions = registered_versions(topology.tracking_uri)
+    (new,) = set(versions) - set(versions_before)
+    assert versions[new]["run_id"] == model["mlflow_run_id"]
+
+
 def test_a_worker_killed_mid_step_hands_the_step_to_the_other_worker(backfilled):
     """kill -9 of the worker executing trained_model: the step waits in Redis, not lost; the other
     worker executes it once it has been unacknowledged for VISIBILITY_TIMEOUT; the run succeeds."""
     import redis
     from dagster import DagsterEventType, DagsterRunStatus
-    from mlflow import MlflowClient
 
     from ml_assets.materializations import latest_materialization
 
@@ -345,15 +365,8 @@ def test_a_worker_killed_mid_step_hands_the_step_to_the_other_worker(backfilled)
     month = MONTHS[-1]
     broker = redis.Redis.from_url(topology.code_env()["ML_ASSETS_CELERY_BROKER_URL"])
     versions_before = registered_versions(topology.tracking_uri)
-    # Many rounds and no early stopping, so that the step is still training when its worker dies.
-    rounds = 2000
     with topology.instance() as instance:
-        run_id = launch(
-            topology,
-            month,
-            ["trained_model"],
-            {"ops": {"trained_model": {"config": {"num_boost_round": rounds, "early_stopping_rounds": rounds}}}},
-        )
+        run_id = launch(topology, month, ["trained_model"], slow_training())
 
         def taken_by() -> list[str]:
             return step_workers(instance, run_id).get("trained_model", [])
@@ -365,7 +378,7 @@ def test_a_worker_killed_mid_step_hands_the_step_to_the_other_worker(backfilled)
 
         # The fault: the step's worker is gone mid-step; the run waits with the step in Redis, unacknowledged.
         assert not [e for e in step_events(instance, run_id, DagsterEventType.STEP_SUCCESS)], (
-            f"trained_model ended before its worker was killed: raise `rounds` ({rounds})"
+            "trained_model ended before its worker was killed: raise slow_training's rounds"
         )
         assert instance.get_run_by_id(run_id).status == DagsterRunStatus.STARTED
         assert broker.hlen("unacked") == 1
@@ -382,10 +395,7 @@ def test_a_worker_killed_mid_step_hands_the_step_to_the_other_worker(backfilled)
 
     # Nothing half-done: one MLflow run for the Dagster run (the second attempt resumed the first's,
     # dagster-mlflow finds it by the run's id), FINISHED, and registered once.
-    client = MlflowClient(topology.tracking_uri)
-    (experiment,) = [e for e in client.search_experiments() if e.name == "trip_duration"]
-    runs = client.search_runs([experiment.experiment_id], f"tags.dagster_run_id = '{run_id}'")
-    assert [(run.info.run_id, run.info.status) for run in runs] == [(model["mlflow_run_id"], "FINISHED")]
+    assert mlflow_runs_of(topology.tracking_uri, run_id) == [(model["mlflow_run_id"], "FINISHED")]
     versions = registered_versions(topology.tracking_uri)
     for version, record in versions_before.items():  # still there (aliases may have moved to the new one)
         assert (versions[version]["run_id"], versions[version]["status"]) == (record["run_id"], record["status"])

@@ -78,7 +78,22 @@ def env_example() -> dict[str, str]:
 def test_compose_file_describes_the_topology():
     compose = compose_file()
     services = compose["services"]
-    assert set(services) == {"postgres", "mlflow", "code_server", "webserver", "daemon", "redis", "worker"}
+    assert set(services) == {
+        "postgres",
+        "mlflow",
+        "code_server",
+        "webserver",
+        "daemon",
+        "redis",
+        "worker",
+        "minio",
+        "minio_bucket",
+    }
+    # MinIO only where asked for (`--profile minio`); nothing else depends on it.
+    assert {name for name, service in services.items() if "profiles" in service} == {"minio", "minio_bucket"}
+    assert services["minio"]["profiles"] == services["minio_bucket"]["profiles"] == ["minio"]
+    assert services["minio_bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert services["minio"]["environment"]["MINIO_ROOT_USER"] == "${AWS_ACCESS_KEY_ID:-}"
 
     postgres = services["postgres"]
     assert postgres["image"].startswith("postgres:")
@@ -113,6 +128,7 @@ def test_compose_file_describes_the_topology():
     # Published on the loopback interface only.
     assert services["webserver"]["ports"] == ["127.0.0.1:${DAGSTER_UI_PORT:-3000}:3000"]
     assert services["mlflow"]["ports"] == ["127.0.0.1:${MLFLOW_UI_PORT:-5000}:5000"]
+    assert services["minio"]["ports"] == ["127.0.0.1:${MINIO_CONSOLE_PORT:-9001}:9001"]
     assert all("ports" not in services[name] for name in ("postgres", "code_server", "daemon"))
 
     # Named volumes for everything that must survive recreating the containers.
@@ -126,8 +142,10 @@ def test_compose_file_describes_the_topology():
         "assets",
         "downloads",
         "dagster_storage",
+        "minio_data",
     }
     assert "mlflow_artifacts" in volumes["mlflow"] and "redis_data" in volumes["redis"]
+    assert "minio_data" in volumes["minio"]
     assert {"assets", "downloads", "dagster_storage"} <= set(volumes["code_server"]) & set(volumes["worker"])
     assert "dagster_storage" in volumes["webserver"] and "dagster_storage" in volumes["daemon"]
 
@@ -279,6 +297,7 @@ def test_helm_values_run_the_code_location_as_the_instance_does():
     queue = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]
     assert queue["maxConcurrentRuns"] == instance["run_coordinator"]["config"]["max_concurrent_runs"]
     assert queue["tagConcurrencyLimits"] == instance["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert queue["dequeueIntervalSeconds"] == instance["run_coordinator"]["config"]["dequeue_interval_seconds"]
     assert daemon["runMonitoring"]["enabled"] and daemon["runRetries"]["enabled"]
     assert daemon["runRetries"]["maxRetries"] == instance["run_retries"]["max_retries"]
 

@@ -50,6 +50,7 @@ TEST_INSTANCE = {
     "run_coordinator": {"config": {"dequeue_interval_seconds": 1}},
 }
 REGISTERED_MODEL = "trip_duration_xgboost"
+REPOSITORY = {"repositoryLocationName": "ml_assets", "repositoryName": "__repository__"}
 TRAINING_TAG = ("ml_assets/stage", "training")  # deploy/dagster.yaml's tag limit: one training run at a time
 # The environment a service gets besides ours: nothing of a developer's own ML_ASSETS_* or MLflow setup.
 _ESCAPING = ("ML_ASSETS_", "MLFLOW_", "DAGSTER_", "POSTGRES_", "PG")
@@ -315,12 +316,13 @@ class Topology:
 
     # ----- readiness
 
-    def wait_for(self, condition: Callable[[], bool], what: str, seconds: float, poll: float = 1.0):
+    def wait_for(self, condition: Callable[[], object], what: str, seconds: float, poll: float = 1.0):
+        """The condition's first truthy value, polled until `seconds` have passed or a service exited."""
         deadline = time.monotonic() + seconds
         while True:
             try:
-                if condition():
-                    return
+                if value := condition():
+                    return value
             except Exception:  # noqa: BLE001 - not yet
                 pass
             dead = [name for name, service in self.services.items() if service.process and not service.running]
@@ -441,6 +443,58 @@ def launch(topology: Topology, month: str, assets: list[str], run_config: dict |
         tags={"dagster/partition": month, TRAINING_TAG[0]: TRAINING_TAG[1]},
         asset_selection=assets,
     )
+
+
+def stop_sensors(topology: Topology) -> None:
+    """Stop every sensor (both run by default) through the webserver, as a user would in the UI."""
+    client = graphql(topology)
+    found = client._execute(
+        """query Sensors($repository: RepositorySelector!) { sensorsOrError(repositorySelector: $repository) {
+             ... on Sensors { results { id name } } } }""",
+        {"repository": REPOSITORY},
+    )["sensorsOrError"]["results"]
+    assert len(found) == 2, found
+    for sensor in found:
+        stopped = client._execute(
+            """mutation Stop($id: String!) { stopSensor(id: $id) { __typename
+                 ... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message } } }""",
+            {"id": sensor["id"]},
+        )["stopSensor"]
+        assert stopped.get("instigationState", {}).get("status") == "STOPPED", (sensor["name"], stopped)
+
+
+def backfill(
+    topology: Topology, job: str, months: list[str], tags: dict | None = None, config: dict | None = None
+) -> str:
+    """A backfill of `job` over `months`, launched from the webserver as the UI's backfill dialog does."""
+    launched = graphql(topology)._execute(
+        """mutation Backfill($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+             __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }""",
+        {
+            "params": {
+                "selector": {"partitionSetName": f"{job}_partition_set", "repositorySelector": REPOSITORY},
+                "partitionNames": months,
+                "tags": [{"key": key, "value": value} for key, value in (tags or {}).items()],
+                "runConfigData": config or {},
+                # The runs are queued at once, not at the backfill daemon's next iteration (30 s).
+                "forceSynchronousSubmission": True,
+            }
+        },
+    )["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    return launched["backfillId"]
+
+
+def finished_runs(topology: Topology, instance, backfill_id: str, count: int, seconds: float) -> list:
+    from dagster import RunsFilter
+
+    def runs():
+        return instance.get_runs(RunsFilter(tags={"dagster/backfill": backfill_id}))
+
+    topology.wait_for(
+        lambda: len(runs()) == count and all(run.is_finished for run in runs()), f"backfill {backfill_id}", seconds
+    )
+    return runs()
 
 
 def mlflow_get(topology: Topology, endpoint: str, **params) -> dict:
