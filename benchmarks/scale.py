@@ -102,16 +102,22 @@ def celery_backfill(workdir: Path) -> dict:
     from dagster import DagsterRunStatus
 
     from ml_assets.core.months import month_range, shift_month
+    from ml_assets.core.sources.synthetic import SyntheticSource
     from ml_assets_tests.topology import TRAINING_TAG, Topology, backfill, finished_runs, stop_sensors
 
-    env = {**BACKFILL_SETTINGS, "ML_ASSETS_SOURCE": "synthetic", "ML_ASSETS_START_MONTH": "2021-01"}
     results = {}
     for name, last in (("one", BACKFILL_FIRST), ("twelve", BACKFILL_LAST)):
         months = month_range(BACKFILL_FIRST, last)
         window = month_range(shift_month(BACKFILL_FIRST, -3), last)
+        # The same synthetic months, in a folder that fills only once the sensors are stopped.
+        incoming = workdir / f"celery-{name}-months"
+        incoming.mkdir()
+        env = {**BACKFILL_SETTINGS, "ML_ASSETS_SOURCE": str(incoming), "ML_ASSETS_START_MONTH": "2021-01"}
         with Topology(workdir / f"celery-{name}", env=env, workers=CELERY_WORKERS) as topology:
             topology.wait_until_ready(300)
             stop_sensors(topology)  # runs come from the backfills only
+            for month in window:
+                SyntheticSource(str(incoming)).fetch(month)
             with topology.instance() as instance:
                 cpu_before, started = topology.cpu_seconds(), time.perf_counter()
                 ingest = backfill(topology, "ingest_month", window)
@@ -232,12 +238,15 @@ def print_long_study(month: str, default: dict, long: dict | None, minutes: floa
     if long is None:
         print(f"   {minutes:.0f}-minute study: not run (--long runs it; about {minutes + 3:.0f} minutes)")
         return
-    gap = long["rmse"] / default["rmse"] - 1
+    excess = default["rmse"] / long["rmse"] - 1  # > 0: the default budget's model is worse
     print(
         f"   {minutes:.0f}-minute study: test RMSE {long['rmse']:.4f}, {long['trials_run']} trials, "
         f"valid RMSE {long['valid_rmse']:.4f}"
     )
-    print(f"   default is {-gap:+.2%} worse than the long study ({_verdict(round(-gap, 4), LONG_STUDY_TARGET)})")
+    print(
+        f"   default budget's test RMSE {excess:+.2%} against the long study's "
+        f"({_verdict(round(excess, 4), LONG_STUDY_TARGET)}; negative: the default did better)"
+    )
 
 
 def print_summary(

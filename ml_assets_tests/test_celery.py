@@ -287,12 +287,17 @@ def slow_training(rounds: int = 2000) -> dict:
 
 
 def mlflow_runs_of(tracking_uri: str, dagster_run_id: str) -> list[tuple[str, str]]:
-    """(MLflow run id, status) of the trip_duration runs that the Dagster run logged to."""
+    """(MLflow run id, status) of the trip_duration runs that the Dagster run logged to (tagged by
+    dagster-mlflow with the Dagster run, then by trained_model with the month)."""
     from mlflow import MlflowClient
+
+    from ml_assets.core.tracking import PARTITION_TAG
 
     client = MlflowClient(tracking_uri)
     (experiment,) = [e for e in client.search_experiments() if e.name == "trip_duration"]
-    runs = client.search_runs([experiment.experiment_id], f"tags.dagster_run_id = '{dagster_run_id}'")
+    runs = client.search_runs(
+        [experiment.experiment_id], f"tags.dagster_run_id = '{dagster_run_id}' and tags.{PARTITION_TAG} != ''"
+    )
     return [(run.info.run_id, run.info.status) for run in runs]
 
 
@@ -319,6 +324,8 @@ def test_a_step_process_killed_fails_the_run_and_run_retries_finish_it(backfille
             return next((e.dagster_event.pid for e in started if e.step_key == "trained_model"), None)
 
         pid = topology.wait_for(step_process, "trained_model started in a worker", 120, poll=0.1)
+        # Killed once it trains: its MLflow run is open, tagged with the Dagster run and the month.
+        topology.wait_for(lambda: mlflow_runs_of(topology.tracking_uri, run_id), "trained_model's MLflow run", 120, 0.2)
         (worker,) = step_workers(instance, run_id)["trained_model"]
         worker_service = topology.services[topology.worker_key(worker)]
         assert pid != worker_service.process.pid  # the pool's process, not the worker itself
