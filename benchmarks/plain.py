@@ -4,8 +4,10 @@ The yardstick for orchestration overhead. It does what the assets and their chec
 with their default settings (the trial budget comes from the caller): read and check the month,
 clean and check it (drift against M-1 included), build features, tune on a fresh optuna storage,
 train, evaluate, compute the baseline, gate and register the model in a fresh MLflow store, and
-score M with the champion. Minus Dagster: no run or event storage, no IO managers (no asset files),
-no step processes. Writes the RMSEs, the trial count and the time per asset as JSON to `--out`.
+score M with the champion. It draws the figures the assets draw (trip durations, drift, the study,
+the model's four, logged to MLflow) and scores the champion of the moment as trained_model does.
+Minus Dagster: no run or event storage, no IO managers (no asset files), no step processes, no
+metadata. Writes the RMSEs, the trial count and the time per asset as JSON to `--out`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from ml_assets.core import drift, rules, tracking
+from ml_assets.core import drift, plots, rules, tracking
 from ml_assets.core.cleaning import clean_trips
 from ml_assets.core.features import TEST, TRAIN, VALID, build_features, derive_features, design_matrices, transform
-from ml_assets.core.gate import gate_model
+from ml_assets.core.gate import champion_rmse, gate_model
 from ml_assets.core.locks import store_lock
 from ml_assets.core.months import shift_month
 from ml_assets.core.schema import DURATION
@@ -58,16 +60,25 @@ def start_tracking(state: Path) -> Path:
     return lock
 
 
+def draw(figures: dict) -> dict[str, bytes]:
+    """Every figure as PNG bytes, as the assets draw them (one that cannot be drawn is left out)."""
+    pngs = {}
+    for name, figure in figures.items():
+        with contextlib.suppress(plots.NoPlot):
+            pngs[name] = figure()
+    return pngs
+
+
 def train_and_register(frame, params: dict, month: str, threads: int, lock: Path) -> dict:
     """trained_model and model_gate: train, evaluate, log, then judge, register and move the alias."""
     import mlflow
 
     data = design_matrices(frame)
+    metrics = {"baseline_rmse": baseline_rmse(frame)}
+    champion = champion_rmse(frame, data.y[TEST], tracking.load_champion())
     booster = train_booster(data, params, threads=threads)
-    metrics = {
-        **regression_metrics(data.y[TEST], predict(booster, data.X[TEST])),
-        "baseline_rmse": baseline_rmse(frame),
-    }
+    predicted = predict(booster, data.X[TEST])
+    metrics = {**regression_metrics(data.y[TEST], predicted), **metrics}
     with mlflow.start_run(run_name=f"plain trained_model {month}", tags={tracking.PARTITION_TAG: month}):
         logged = tracking.log_trained_model(
             params={**params, "feature_set": data.encoder["feature_set"]},
@@ -76,6 +87,9 @@ def train_and_register(frame, params: dict, month: str, threads: int, lock: Path
             encoder=data.encoder,
             input_example=data.X[TEST][:5],
         )
+        rmses = {"this model": metrics["rmse"], "champion": champion, "baseline": metrics["baseline_rmse"]}
+        gain = booster.get_score(importance_type="gain")
+        tracking.log_pngs(draw(plots.model_plots(data.y[TEST], predicted, gain, rmses)))
 
     def judge(champion):
         return gate_model(frame, data.y[TEST], metrics["rmse"], metrics["baseline_rmse"], CHAMPION_TOLERANCE, champion)
@@ -110,10 +124,12 @@ def main() -> None:
         rules.raw_rules(raw, month, rules.RuleThresholds())
         trips = clean_trips(raw, month, where=f"month {month}")
         rules.cleaned_rules(trips.trips, month, trips.raw_rows, rules.RuleThresholds())
+        draw({"duration": lambda: plots.duration_histogram(trips.trips[DURATION])})
     with timed(stages, "cleaned_trips"):  # its drift check
         previous = shift_month(month, -1)
         if previous in training:
             drift.drift(training[previous], trips.trips, drift.DriftThresholds(), previous, month)
+            draw({"drift": lambda: plots.drift(training[previous], trips.trips, previous, month)})
     with timed(stages, "trip_features"):
         frame = build_features(training, trips.trips, month)
     with timed(stages, "best_params"):
@@ -127,6 +143,7 @@ def main() -> None:
             threads=threads,
             log=lambda message: None,
         )
+        draw(plots.study_plots(tuned.study))
     with timed(stages, "trained_model"):
         metrics = train_and_register(frame, tuned.params, month, threads, start_tracking(state))
     with timed(stages, "trip_duration_predictions"):
