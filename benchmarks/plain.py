@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -34,6 +35,12 @@ from ml_assets.core.tuning import sample_rows, tune, tuning_sample
 
 EXPERIMENT = "trip_duration"  # the mlflow resource's default experiment
 CHAMPION_TOLERANCE = 0.02  # TrainingConfig's default
+log = logging.getLogger("benchmarks.plain")
+
+
+def draw(figures: dict) -> dict[str, bytes]:
+    """Every figure as PNG bytes, as the assets draw them."""
+    return plots.draw_all(figures, log)[0]
 
 
 def cleaned(source: DirectorySource, month: str):
@@ -58,15 +65,6 @@ def start_tracking(state: Path) -> Path:
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(EXPERIMENT)
     return lock
-
-
-def draw(figures: dict) -> dict[str, bytes]:
-    """Every figure as PNG bytes, as the assets draw them (one that cannot be drawn is left out)."""
-    pngs = {}
-    for name, figure in figures.items():
-        with contextlib.suppress(plots.NoPlot):
-            pngs[name] = figure()
-    return pngs
 
 
 def train_and_register(frame, params: dict, month: str, threads: int, lock: Path) -> dict:

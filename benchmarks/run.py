@@ -8,7 +8,8 @@
 5-8. Large months, time budgets, backfills, the tuning budget against a long study (benchmarks.scale).
 
 Each phase runs in its own process and a fresh, temporary DAGSTER_HOME. `--quick` is a smoke run;
-`--only` runs some phases (e.g. `--only overhead backfill`), without the summary.
+`--only` runs some phases (e.g. `--only overhead backfill`; `long` then runs its study without
+`--long`), without the summary.
 """
 
 from __future__ import annotations
@@ -291,27 +292,43 @@ def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def run_phases(workdir: Path, args: argparse.Namespace) -> None:
-    """The phases of `--only`, each with what it needs and nothing else; no summary."""
-    if "course" in args.only:
+def run_phases(workdir: Path, args: argparse.Namespace, phases: list[str]) -> dict:
+    """Run and print `phases` in order, each with what it needs; their results, for the summary."""
+    results = {}
+    if "course" in phases:
         one_month = materialize(workdir, "month", args.data, TRAIN_MONTH, [TEST_MONTH])
-        print_course(course(workdir, args.data, args.course_rounds), one_month["months"][TEST_MONTH])
-        print_steps(one_month["months"][TEST_MONTH], one_month["peak_rss_mib"])
-    if "months" in args.only:
-        print_months(materialize(workdir, "2023", args.data, "2023-01", args.months)["months"])
-    if "overhead" in args.only:
-        print_overhead(overhead(workdir, args.data, args.trials, args.repeat), args.trials, args.repeat)
-    if "sizes" in args.only:
-        sized = scale.sizes(workdir, args.rows, args.tuning_timeout)
-        scale.print_sizes(sized)
-        scale.print_budget(scale.budget(sized, args.tuning_timeout))
-    if "backfill" in args.only:
-        scale.print_backfill(scale.backfill(workdir), scale.celery_backfill(workdir))
-    if "long" in args.only:
+        results["ours"] = one_month["months"][TEST_MONTH]
+        results["course"] = course(workdir, args.data, args.course_rounds)
+        print_course(results["course"], results["ours"])
+        print_steps(results["ours"], one_month["peak_rss_mib"])
+    if "months" in phases:
+        results["months"] = materialize(workdir, "2023", args.data, "2023-01", args.months)["months"]
+        print_months(results["months"])
+    if "overhead" in phases:
+        results["over"] = overhead(workdir, args.data, args.trials, args.repeat)
+        print_overhead(results["over"], args.trials, args.repeat)
+    if "sizes" in phases:
+        results["sized"] = scale.sizes(workdir, args.rows, args.tuning_timeout)
+        scale.print_sizes(results["sized"])
+        results["budget"] = scale.budget(results["sized"], args.tuning_timeout)
+        scale.print_budget(results["budget"])
+    if "backfill" in phases:
+        results["backfill"], results["on_workers"] = scale.backfill(workdir), scale.celery_backfill(workdir)
+        scale.print_backfill(results["backfill"], results["on_workers"])
+    if "long" in phases:
         month = LONG_STUDY_MONTH
-        default = materialize(workdir, "default", args.data, "2023-01", [month])["months"][month]
-        long = scale.long_study(workdir, args.data, month, args.long_minutes)
-        scale.print_long_study(month, default, long, args.long_minutes)
+        # The default budget's run of phase 2 when it ran (and had the month), else one of its own.
+        if "months" in results:
+            default = results["months"].get(month)
+        else:
+            default = materialize(workdir, "default", args.data, "2023-01", [month])["months"][month]
+        long = None
+        if default is not None and (args.long or args.only):
+            long = scale.long_study(workdir, args.data, month, args.long_minutes)
+        if default is not None:
+            scale.print_long_study(month, default, long, args.long_minutes)
+        results["default"], results["long"] = default, long
+    return results
 
 
 def main() -> None:
@@ -323,33 +340,17 @@ def main() -> None:
         "(other processes on this machine skew the timings)"
     )
     with tempfile.TemporaryDirectory(prefix="ml_assets_bench_") as tmp:
-        if args.only:
-            run_phases(Path(tmp), args)
-            return
-        workdir = Path(tmp)
-        course_result = course(workdir, args.data, args.course_rounds)
-        one_month = materialize(workdir, "month", args.data, TRAIN_MONTH, [TEST_MONTH])
-        ours = one_month["months"][TEST_MONTH]
-        print_course(course_result, ours)
-        later = materialize(workdir, "2023", args.data, "2023-01", args.months)
-        print_months(later["months"])
-        print_steps(ours, one_month["peak_rss_mib"])
-        over = overhead(workdir, args.data, args.trials, args.repeat)
-        print_overhead(over, args.trials, args.repeat)
-        sized = scale.sizes(workdir, args.rows, args.tuning_timeout)
-        scale.print_sizes(sized)
-        budget = scale.budget(sized, args.tuning_timeout)
-        scale.print_budget(budget)
-        backfill, on_workers = scale.backfill(workdir), scale.celery_backfill(workdir)
-        scale.print_backfill(backfill, on_workers)
-        default = later["months"].get(LONG_STUDY_MONTH)
-        long = None
-        if default is not None and args.long:
-            long = scale.long_study(workdir, args.data, LONG_STUDY_MONTH, args.long_minutes)
-        if default is not None:
-            scale.print_long_study(LONG_STUDY_MONTH, default, long, args.long_minutes)
-    print_summary(course_result, ours, later["months"], over)
-    scale.print_summary(sized, budget, backfill, on_workers, default, long)
+        results = run_phases(Path(tmp), args, args.only or PHASES)
+    if not args.only:
+        print_summary(results["course"], results["ours"], results["months"], results["over"])
+        scale.print_summary(
+            results["sized"],
+            results["budget"],
+            results["backfill"],
+            results["on_workers"],
+            results["default"],
+            results["long"],
+        )
     print(f"\nload average at the end {_load()}")
 
 

@@ -13,7 +13,7 @@ from dagster import DagsterLogManager, MetadataValue, TableColumn, TableSchema
 
 from ml_assets import settings
 from ml_assets.core import tables
-from ml_assets.core.plots import NoPlot, Plot
+from ml_assets.core.plots import Plot, draw_all
 
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 PREVIEW_ROWS = 5
@@ -28,10 +28,7 @@ class RenderedPlots:
 
     def metadata(self) -> dict[str, MetadataValue]:
         """`plot_<name>` entries: Markdown with the PNG inline (Dagster 1.13 has no image metadata type)."""
-        entries = {
-            f"plot_{name}": MetadataValue.md(f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})")
-            for name, png in self.pngs.items()
-        }
+        entries = {f"plot_{name}": MetadataValue.md(_inline_png(name, png)) for name, png in self.pngs.items()}
         entries.update({f"plot_{name}": MetadataValue.md(f"No plot: {why}") for name, why in self.missing.items()})
         return entries
 
@@ -40,19 +37,9 @@ def _inline_png(name: str, png: bytes) -> str:
     return f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"
 
 
-def render_plots(plots: Mapping[str, Plot], log: Log) -> RenderedPlots:
+def render_plots(figures: Mapping[str, Plot], log: Log) -> RenderedPlots:
     """Draw every plot; one that fails is reported, never raised: a plot is not worth a failed materialization."""
-    pngs, missing = {}, {}
-    for name, plot in plots.items():
-        try:
-            pngs[name] = plot()
-        except NoPlot as reason:
-            missing[name] = str(reason)
-            log.info(f"no {name} plot: {reason}")
-        except Exception as error:  # noqa: BLE001 (any plotting bug)
-            missing[name] = f"plotting failed: {type(error).__name__}: {error}"
-            log.warning(f"no {name} plot: {missing[name]}")
-    return RenderedPlots(pngs, missing)
+    return RenderedPlots(*draw_all(figures, log))
 
 
 def plot_metadata(plots: Mapping[str, Plot], log: Log) -> dict[str, MetadataValue]:

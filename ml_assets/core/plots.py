@@ -156,6 +156,24 @@ def drift(previous, current, previous_month: str, month: str) -> bytes:
     return _png(figure)
 
 
+def draw_all(figures: Mapping[str, Plot], log) -> tuple[dict[str, bytes], dict[str, str]]:
+    """Every figure as PNG bytes, and why each missing one is missing (`log`: a logger to say so).
+
+    A figure that cannot be drawn (`NoPlot`) or whose drawing fails is left out, never raised.
+    """
+    pngs, missing = {}, {}
+    for name, plot in figures.items():
+        try:
+            pngs[name] = plot()
+        except NoPlot as reason:
+            missing[name] = str(reason)
+            log.info(f"no {name} plot: {reason}")
+        except Exception as error:  # noqa: BLE001 (any plotting bug)
+            missing[name] = f"plotting failed: {type(error).__name__}: {error}"
+            log.warning(f"no {name} plot: {missing[name]}")
+    return pngs, missing
+
+
 def model_plots(actual, predicted, gain: Mapping[str, float], rmses: Mapping[str, float | None]) -> dict[str, Plot]:
     """trained_model's figures, each drawn when called, so that one failing figure spares the others."""
     return {
