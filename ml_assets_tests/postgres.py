@@ -188,6 +188,42 @@ def throwaway_postgres() -> Iterator[PostgresServer]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def pgbouncer_binary() -> str:
+    """Debian's `pgbouncer` package installs it under /usr/sbin, off a user's PATH."""
+    found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+    if found is None:
+        raise PostgresUnavailable("no `pgbouncer` on this machine: install Debian's `pgbouncer` package (.ci/run does)")
+    return found
+
+
+def pgbouncer_command(server: PostgresServer, port: int) -> list[str]:
+    """PgBouncer in front of `server` on `port`, as docker-compose.yml puts it before Dagster's processes.
+
+    Session pooling: a client's connection gets a server backend already started and authenticated,
+    instead of a new one per connection (dagster-postgres opens a connection for every query).
+    Clients log in with SCRAM against the server's own secret, which PgBouncer passes on: no
+    password is written anywhere. Writes its config into the cluster's directory; returns the
+    command that runs it in the foreground (as the cluster's account: PgBouncer refuses root too).
+    """
+    secret = server.psql(
+        "-At", "-c", f"SELECT rolpassword FROM pg_authid WHERE rolname = '{server.user}'", database="postgres"
+    ).strip()
+    users = server.directory / "pgbouncer_users.txt"
+    users.write_text(f'"{server.user}" "{secret}"\n')
+    users.chmod(0o600)
+    config = server.directory / "pgbouncer.ini"
+    config.write_text(
+        f"[databases]\n* = host={server.host} port={server.port}\n\n[pgbouncer]\n"
+        f"listen_addr = {server.host}\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = scram-sha-256\nauth_file = {users}\npool_mode = session\n"
+        "max_client_conn = 400\ndefault_pool_size = 50\nlog_connections = 0\nlog_disconnections = 0\n"
+    )
+    for path in (users, config):
+        server._chown(path)
+    as_account = ["runuser", "-u", server.account.pw_name, "--"] if server.account else []
+    return [*as_account, pgbouncer_binary(), str(config)]
+
+
 def wait_until_accepting(server: PostgresServer, seconds: float = 30) -> None:
     """pg_isready until it answers (after a restart, say)."""
     deadline = time.monotonic() + seconds

@@ -80,6 +80,7 @@ def test_compose_file_describes_the_topology():
     services = compose["services"]
     assert set(services) == {
         "postgres",
+        "pgbouncer",
         "mlflow",
         "code_server",
         "webserver",
@@ -100,6 +101,21 @@ def test_compose_file_describes_the_topology():
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
     assert "postgres_data:/var/lib/postgresql/data" in postgres["volumes"]
     assert "./deploy/postgres/init.sql:/docker-entrypoint-initdb.d/init.sql:ro" in postgres["volumes"]
+
+    # Dagster's processes reach PostgreSQL through PgBouncer (session pooling), as the topology tests do;
+    # MLflow's server and optuna, which pool their own connections, go to postgres.
+    pgbouncer = services["pgbouncer"]
+    assert pgbouncer["image"].startswith("edoburu/pgbouncer:")
+    assert pgbouncer["environment"]["DB_HOST"] == "postgres"
+    assert pgbouncer["environment"]["POOL_MODE"] == "session"
+    assert pgbouncer["environment"]["AUTH_TYPE"] == "scram-sha-256"
+    assert pgbouncer["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert "pg_isready" in pgbouncer["healthcheck"]["test"]
+    for name in ("code_server", "webserver", "daemon", "worker"):
+        env = services[name]["environment"]
+        assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"]) == ("pgbouncer", pgbouncer["environment"]["LISTEN_PORT"])
+        assert services[name]["depends_on"]["pgbouncer"]["condition"] == "service_healthy", name
+    assert "ports" not in pgbouncer
 
     # Every other service runs the one image, through deploy/service.sh, with a healthcheck it runs too.
     commands = {}
@@ -502,6 +518,27 @@ def test_month_is_ingested_and_trained_through_the_topology(deployment):
     # The compose healthchecks pass against the running services.
     for name, result in deployment.health(*SERVICES).items():
         assert result.returncode == 0, f"`service.sh health {name}` failed: {result.stdout}{result.stderr}"
+
+
+def test_dagster_reaches_postgres_through_pgbouncer(deployment):
+    """dagster-postgres opens a connection per query; through PgBouncer they reuse started backends.
+
+    Over 20 s the daemon and the webserver query Dagster's database hundreds of times; straight to
+    PostgreSQL each query would start a backend (a session), through the pooler almost none start.
+    """
+    assert deployment.dagster_env()["POSTGRES_PORT"] == str(deployment.ports["pgbouncer"])
+
+    def sessions() -> int:
+        query = "SELECT sessions FROM pg_stat_database WHERE datname = 'dagster'"
+        return int(deployment.postgres.psql("-At", "-c", query).strip())
+
+    before = sessions()
+    with deployment.instance() as instance:
+        for _ in range(50):  # and this process's queries too
+            instance.get_runs(limit=1)
+    time.sleep(20)
+    started = sessions() - before - 1  # the query that counts them is a session of its own
+    assert started <= 10, f"{started} new PostgreSQL sessions in 20 s: Dagster is not going through PgBouncer"
 
 
 def test_killed_daemon_and_code_server_lose_nothing(deployment):

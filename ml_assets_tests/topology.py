@@ -34,7 +34,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ml_assets_tests.postgres import PostgresServer, PostgresUnavailable, postgres_bindir, throwaway_postgres
+from ml_assets_tests.postgres import (
+    PostgresServer,
+    PostgresUnavailable,
+    pgbouncer_binary,
+    pgbouncer_command,
+    postgres_bindir,
+    throwaway_postgres,
+)
 from ml_assets_tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,11 +75,13 @@ def redis_server() -> str:
 
 
 def require_servers(celery: bool = False) -> None:
-    """Skip the calling test where PostgreSQL's server (or, for `celery`, Redis's) is not installed; fail in CI."""
+    """Skip the calling test where PostgreSQL's server and PgBouncer (or, for `celery`, Redis) are not installed;
+    fail in CI."""
     import pytest
 
     try:
         postgres_bindir()
+        pgbouncer_binary()
         if celery:
             redis_server()
     except (PostgresUnavailable, RedisUnavailable) as exc:
@@ -205,8 +214,9 @@ class Topology:
         pg = self.postgres
         return {
             "DAGSTER_HOME": str(self.home),
+            # Through PgBouncer, as in docker-compose.yml; optuna and MLflow pool their own connections.
             "POSTGRES_HOST": pg.host,
-            "POSTGRES_PORT": str(pg.port),
+            "POSTGRES_PORT": str(self.ports["pgbouncer"]),
             "POSTGRES_USER": pg.user,
             "POSTGRES_PASSWORD": pg.password,
             "POSTGRES_DB": "dagster",
@@ -265,7 +275,7 @@ class Topology:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.postgres = self._stack.enter_context(throwaway_postgres())
         self.postgres.psql("-f", str(DEPLOY / "postgres" / "init.sql"))  # as the postgres image runs it
-        self.ports = {name: free_port() for name in ("mlflow", "code-server", "webserver", "redis")}
+        self.ports = {name: free_port() for name in ("pgbouncer", "mlflow", "code-server", "webserver", "redis")}
         self.home.mkdir()
         for name, overrides in (("dagster.yaml", self.overrides), ("celery.yaml", self.celery_overrides)):
             config = deep_merge(yaml.safe_load((DEPLOY / name).read_text()), overrides)
@@ -277,6 +287,12 @@ class Topology:
             self.services[name] = Service(name, self.service_env(name), logs / f"{name}.log", cwd=self.workdir)
         if self.workers:
             self._add_celery_services(logs)
+        pgbouncer = pgbouncer_command(self.postgres, self.ports["pgbouncer"])
+        self.services["pgbouncer"] = Service(
+            "pgbouncer", clean_environ(), logs / "pgbouncer.log", self.workdir, argv=pgbouncer
+        )
+        self.services["pgbouncer"].start()
+        self.wait_for(self.pgbouncer_ok, "pgbouncer ready", 30, poll=0.2)
         # As compose orders them (depends_on ... service_healthy): the webserver, the daemon and the
         # workers wait for the code server, which creates Dagster's tables in a new database first.
         for name in ("mlflow", "redis"):
@@ -331,6 +347,10 @@ class Topology:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what} did not happen within {seconds:.0f} s\n{self.logs()}")
             time.sleep(poll)
+
+    def pgbouncer_ok(self) -> bool:
+        ready = [str(self.postgres.bindir / "pg_isready"), "--quiet", "--port", str(self.ports["pgbouncer"])]
+        return subprocess.run(ready, env={**os.environ, **self.postgres.env()}).returncode == 0
 
     def http_ok(self, url: str) -> bool:
         with urllib.request.urlopen(url, timeout=5) as response:
