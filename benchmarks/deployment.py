@@ -7,7 +7,7 @@ for 2021-02.
 - `runner`: `python -m ml_assets.runner 2021-02` (`make run`'s path: one process, sqlite for
   Dagster, optuna and MLflow). First in a fresh DAGSTER_HOME, which ingests 2021-01 first; then
   `--repeat` times again in that home, the window ingested: the month alone.
-- `topology`: PostgreSQL, `mlflow server`, the gRPC code server, the webserver and the daemon
+- `topology`: PostgreSQL behind PgBouncer, `mlflow server`, the gRPC code server, the webserver and the daemon
   (ml_assets_tests/topology.py, the processes of docker-compose.yml), started and ready before
   the clock starts (they are long-running services).
   - unattended: from both month files landing in the source folder to `trip_duration_predictions`
@@ -268,8 +268,9 @@ def main() -> None:
         f"production default 300 s)"
     )
     print(
-        f"    waiting for the automation tick {first['tick_wait']:.1f} s "
-        f"(every {args.sensor_interval} s; Dagster's default 30 s)"
+        f"    the training run created {first['tick_wait']:+.1f} s after the last ingestion run ended "
+        f"(automation every {args.sensor_interval} s, Dagster's default 30 s; it may see the month's "
+        "materialization before that run records its end)"
     )
     print(f"    the training run, process start to end {first['training_run']:.1f} s")
     print_cpu(first)
