@@ -98,7 +98,7 @@ def runner_side(workdir: Path, data: Path, trials: int, repeat: int) -> dict:
                 "steps": steps,
             }
         )
-    return {"first": runs[0], "month": min(runs[1:], key=lambda run: run["seconds"]), "months": runs[1:]}
+    return {"first": runs[0], "months": runs[1:]}
 
 
 def _cpu_since(topology, before: dict[str, float], busy_before: float) -> tuple[dict[str, float], float]:
@@ -198,12 +198,11 @@ def topology_side(workdir: Path, data: Path, trials: int, sensor_interval: int, 
             first = unattended(topology, instance, data, incoming)
             stop_sensors(topology)
             months = [launched(topology, instance) for _ in range(repeat)]
-    return {
-        "ready": ready,
-        "unattended": first,
-        "month": min(months, key=lambda run: run["seconds"]),
-        "months": months,
-    }
+    return {"ready": ready, "unattended": first, "months": months}
+
+
+def fastest(runs: list[dict]) -> dict:
+    return min(runs, key=lambda run: run["seconds"])
 
 
 def seconds(runs: list[dict]) -> str:
@@ -229,7 +228,7 @@ def main() -> None:
         print(f"runner: {seconds([runner['first'], *runner['months']])} s", flush=True)
         topology = topology_side(workdir, args.data, args.trials, args.sensor_interval, args.repeat)
 
-    alone, ours = topology["month"], runner["month"]
+    alone, ours = fastest(topology["months"]), fastest(runner["months"])
     ratio = alone["seconds"] / ours["seconds"]
     print(f"\nOne month ({TEST_MONTH}, its window {TRAIN_MONTH}; {args.trials} optuna trials on each side)")
     print(f"  services started and ready beforehand in {topology['ready']:.0f} s (not counted)")

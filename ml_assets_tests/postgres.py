@@ -19,7 +19,6 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,13 +223,7 @@ def pgbouncer_command(server: PostgresServer, port: int) -> list[str]:
     return [*as_account, pgbouncer_binary(), str(config)]
 
 
-def wait_until_accepting(server: PostgresServer, seconds: float = 30) -> None:
-    """pg_isready until it answers (after a restart, say)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        ready = subprocess.run([str(server.bindir / "pg_isready"), "--quiet"], env={**os.environ, **server.env()})
-        if ready.returncode == 0:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"PostgreSQL on port {server.port} not ready after {seconds} s")
-        time.sleep(0.2)
+def accepting(server: PostgresServer, port: int | None = None) -> bool:
+    """Whether `server`, or PgBouncer in front of it on `port`, answers (pg_isready)."""
+    ready = [str(server.bindir / "pg_isready"), "--quiet", "--port", str(port or server.port)]
+    return subprocess.run(ready, env={**os.environ, **server.env()}).returncode == 0

@@ -37,6 +37,7 @@ from pathlib import Path
 from ml_assets_tests.postgres import (
     PostgresServer,
     PostgresUnavailable,
+    accepting,
     pgbouncer_binary,
     pgbouncer_command,
     postgres_bindir,
@@ -292,7 +293,7 @@ class Topology:
             "pgbouncer", clean_environ(), logs / "pgbouncer.log", self.workdir, argv=pgbouncer
         )
         self.services["pgbouncer"].start()
-        self.wait_for(self.pgbouncer_ok, "pgbouncer ready", 30, poll=0.2)
+        self.wait_for(lambda: accepting(self.postgres, self.ports["pgbouncer"]), "pgbouncer ready", 30, poll=0.2)
         # As compose orders them (depends_on ... service_healthy): the webserver, the daemon and the
         # workers wait for the code server, which creates Dagster's tables in a new database first.
         for name in ("mlflow", "redis"):
@@ -347,10 +348,6 @@ class Topology:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what} did not happen within {seconds:.0f} s\n{self.logs()}")
             time.sleep(poll)
-
-    def pgbouncer_ok(self) -> bool:
-        ready = [str(self.postgres.bindir / "pg_isready"), "--quiet", "--port", str(self.ports["pgbouncer"])]
-        return subprocess.run(ready, env={**os.environ, **self.postgres.env()}).returncode == 0
 
     def http_ok(self, url: str) -> bool:
         with urllib.request.urlopen(url, timeout=5) as response:
