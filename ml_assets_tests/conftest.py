@@ -1,14 +1,15 @@
-"""Fixtures: an isolated DAGSTER_HOME per test, its instance, an HTTP server over the TLC files, an S3 store."""
+"""Fixtures: an isolated DAGSTER_HOME per test, its instance, an HTTP server over the TLC files, object stores."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ml_assets_tests.http_server import ScriptedServer, serve_directory
-from ml_assets_tests.s3 import S3Server, moto_s3
+from ml_assets_tests.object_stores import SCHEMES, Bucket, GcsServer, S3Server, start_store
 from ml_assets_tests.support import TLC_DATA, use_new_home
 
 
@@ -35,13 +36,26 @@ def tlc_server() -> Iterator[ScriptedServer]:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> Iterator[S3Server]:
     """One S3-compatible server (moto) on 127.0.0.1 for the whole session; tests use buckets of their own."""
-    with moto_s3(tmp_path_factory.mktemp("moto") / "moto_server.log") as server:
+    with start_store("s3", tmp_path_factory.mktemp("moto") / "moto_server.log") as server:
         yield server
 
 
-@pytest.fixture
-def s3_bucket(s3_server, monkeypatch) -> str:
-    """A new bucket, with this process's AWS_* variables pointing every S3 client at the test server."""
-    for name, value in s3_server.env().items():
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory) -> Iterator[GcsServer]:
+    """One GCS emulator on 127.0.0.1 for the whole session; tests use buckets of their own."""
+    with start_store("gs", tmp_path_factory.mktemp("gcs") / "gcs_emulator.log") as server:
+        yield server
+
+
+@pytest.fixture(params=SCHEMES)
+def bucket(request, monkeypatch) -> Bucket:
+    """A new bucket in each object store, with this process's clients pointed at its test server."""
+    import fsspec.config
+
+    server = request.getfixturevalue({"s3": "s3_server", "gs": "gcs_server"}[request.param])
+    for name, value in server.env().items():
         monkeypatch.setenv(name, value)
-    return s3_server.new_bucket()
+    conf = copy.deepcopy(fsspec.config.conf)  # fsspec reads FSSPEC_* variables once, on import
+    fsspec.config.set_conf_env(conf)
+    monkeypatch.setattr(fsspec.config, "conf", conf)
+    return Bucket(server, server.new_bucket())

@@ -1,5 +1,6 @@
-"""Asset values and the download cache in an object store: S3 served by moto on 127.0.0.1 (see
-ml_assets_tests/s3.py), written and read by the real s3fs client through universal-pathlib."""
+"""Asset values and the download cache in an object store: S3 (moto) and Google Cloud Storage (its
+emulator) on 127.0.0.1 (see ml_assets_tests/object_stores.py), written and read by the real s3fs and
+gcsfs clients through universal-pathlib. Every test that takes `bucket` runs once per store."""
 
 from __future__ import annotations
 
@@ -73,10 +74,8 @@ def store(io_manager, asset: str, month: str, value) -> str:
     return context.get_logged_metadata()["path"].value
 
 
-@pytest.mark.parametrize("kind", ["path", "file URL", "S3 URL"])
-def test_values_round_trip_under_a_root_of_every_kind(kind, s3_bucket, tmp_path, staging):
-    folder = tmp_path / "assets"
-    root = {"path": str(folder), "file URL": folder.as_uri(), "S3 URL": f"s3://{s3_bucket}/assets"}[kind]
+def round_trip(root: str, staging) -> None:
+    """Values of every kind stored under `root` read back as stored, and nothing stays staged."""
     parquet, json_files = ParquetIOManager(root=root), JsonIOManager(root=root)
     frame = pd.DataFrame({"PULocationID": pd.Categorical([7, 7, 200]), "duration": [3.0, 12.5, 30.0]})
     frame.attrs["feature_set"] = "rich"
@@ -91,17 +90,31 @@ def test_values_round_trip_under_a_root_of_every_kind(kind, s3_bucket, tmp_path,
     assert loaded.attrs == {"feature_set": "rich"}
     assert load(parquet, "raw_trips", "2021-02", pa.Table).equals(table)
     assert load(json_files, "best_params", "2021-02", dict) == {"max_depth": 6}
-    written = sorted(str(path.relative_to(folder)) for path in folder.rglob("*")) if folder.exists() else []
-    expected = ["best_params", "best_params/2021-02.json", "raw_trips", "raw_trips/2021-02.parquet"]
-    expected += ["trip_features", "trip_features/2021-02.parquet"]
-    assert written == ([] if kind == "S3 URL" else sorted(expected))  # no temporary file left
     assert staged_files(staging) == []
 
 
+@pytest.mark.parametrize("kind", ["path", "file URL"])
+def test_values_round_trip_under_a_local_root(kind, tmp_path, staging):
+    folder = tmp_path / "assets"
+    round_trip({"path": str(folder), "file URL": folder.as_uri()}[kind], staging)
+    written = sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+    expected = ["best_params", "best_params/2021-02.json", "raw_trips", "raw_trips/2021-02.parquet"]
+    assert written == sorted([*expected, "trip_features", "trip_features/2021-02.parquet"])  # no temporary file
+
+
+def test_values_round_trip_in_an_object_store(bucket, staging):
+    round_trip(f"{bucket.url}/assets", staging)
+    assert bucket.keys() == [
+        "assets/best_params/2021-02.json",
+        "assets/raw_trips/2021-02.parquet",
+        "assets/trip_features/2021-02.parquet",
+    ]
+
+
 def test_a_backfill_stores_every_value_as_an_object_under_the_prefix_and_nothing_locally(
-    s3_bucket, s3_server, dagster_home, staging, monkeypatch
+    bucket, dagster_home, staging, monkeypatch
 ):
-    root, cache = f"s3://{s3_bucket}/assets", f"s3://{s3_bucket}/downloads"
+    root, cache = f"{bucket.url}/assets", f"{bucket.url}/downloads"
     monkeypatch.setenv("ML_ASSETS_STORAGE_ROOT", root)
     monkeypatch.setenv("ML_ASSETS_CACHE_DIR", cache)
     monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "5000")
@@ -113,13 +126,11 @@ def test_a_backfill_stores_every_value_as_an_object_under_the_prefix_and_nothing
             for asset, suffix in ASSETS.items()
             for month in (["2021-01", "2021-02", "2021-03"] if asset in INGESTION else ["2021-02", "2021-03"])
         }
-        assert set(s3_server.keys(s3_bucket, "assets/")) == expected
-        assert s3_server.keys(s3_bucket, "downloads/") == [
-            f"downloads/synthetic/green_tripdata_2021-0{n}.parquet" for n in (1, 2, 3)
-        ]
+        assert set(bucket.keys("assets/")) == expected
+        assert bucket.keys("downloads/") == [f"downloads/synthetic/green_tripdata_2021-0{n}.parquet" for n in (1, 2, 3)]
         for key in expected:  # what Dagster recorded is where the object is
             _, asset, file = key.split("/")
-            assert latest_metadata(instance, asset, file.split(".")[0])["path"] == f"s3://{s3_bucket}/{key}"
+            assert latest_metadata(instance, asset, file.split(".")[0])["path"] == f"{bucket.url}/{key}"
         rows = latest_metadata(instance, "cleaned_trips", "2021-03")["rows"]
         params = latest_metadata(instance, "best_params", "2021-03")["params"]
 
@@ -138,31 +149,31 @@ def test_a_backfill_stores_every_value_as_an_object_under_the_prefix_and_nothing
     assert booster.num_boosted_rounds() > 0
 
 
-def test_a_killed_write_leaves_the_previous_object_and_a_retry_replaces_it(s3_bucket, s3_server, staging):
+def test_a_killed_write_leaves_the_previous_object_and_a_retry_replaces_it(bucket, staging):
     key = "assets/best_params/2021-02.json"
-    url = f"s3://{s3_bucket}/{key}"
+    url = f"{bucket.url}/{key}"
     write_json({"version": 1}, url)
 
     writer = start_writer(url)
     writer.send_signal(signal.SIGKILL)
     writer.wait(timeout=30)
     assert len(staged_files(staging)) == 1, "the killed writer's staged file stays in TMPDIR"
-    assert s3_server.keys(s3_bucket) == [key]
+    assert bucket.keys() == [key]
     assert read_json(url) == {"version": 1}
 
     write_json({"version": 2}, url)  # a plain retry: uploads, and removes the dead writer's staged file
-    assert s3_server.keys(s3_bucket) == [key]
+    assert bucket.keys() == [key]
     assert read_json(url) == {"version": 2}
     assert staged_files(staging) == []
 
 
-def test_a_failed_write_leaves_no_object_and_the_month_is_named_as_missing(s3_bucket, s3_server, staging):
-    root = f"s3://{s3_bucket}/assets"
+def test_a_failed_write_leaves_no_object_and_the_month_is_named_as_missing(bucket, staging):
+    root = f"{bucket.url}/assets"
     with pytest.raises(RuntimeError, match="serialization failed"):
         with atomic_path(f"{root}/best_params/2021-02.json") as tmp:
             tmp.write_text('{"max_depth": ')
             raise RuntimeError("serialization failed")
-    assert s3_server.keys(s3_bucket) == []
+    assert bucket.keys() == []
     assert staged_files(staging) == []
 
     with pytest.raises(NotMaterializedError) as error:
@@ -173,20 +184,20 @@ def test_a_failed_write_leaves_no_object_and_the_month_is_named_as_missing(s3_bu
     )
 
 
-def test_the_download_cache_in_s3_takes_whole_files_only(s3_bucket, s3_server, tlc_server, staging):
+def test_the_download_cache_in_an_object_store_takes_whole_files_only(bucket, tlc_server, staging):
     name = "green_tripdata_2021-01.parquet"
-    cache = f"s3://{s3_bucket}/downloads/tlc"
+    cache = f"{bucket.url}/downloads/tlc"
     source = TlcSource(cache_dir=cache, base_url=tlc_server.url, retries=1, backoff_seconds=0.01, timeout_seconds=2.0)
 
     tlc_server.script = ["serve", "disconnect", "disconnect"]  # the probe, then two GETs cut short
     with pytest.raises(SourceUnavailableError):
         source.fetch("2021-01")
-    assert s3_server.keys(s3_bucket) == []
+    assert bucket.keys() == []
 
     path = source.fetch("2021-01")  # a plain retry
     assert str(path) == f"{cache}/{name}"
-    assert s3_server.read(s3_bucket, f"downloads/tlc/{name}") == (TLC_DATA / name).read_bytes()
-    assert s3_server.keys(s3_bucket) == [f"downloads/tlc/{name}", f"downloads/tlc/{name}.fingerprint.json"]
+    assert bucket.read(f"downloads/tlc/{name}") == (TLC_DATA / name).read_bytes()
+    assert bucket.keys() == [f"downloads/tlc/{name}", f"downloads/tlc/{name}.fingerprint.json"]
     assert read_table(path).num_rows == pq.read_metadata(TLC_DATA / name).num_rows
     assert staged_files(staging) == []
 
