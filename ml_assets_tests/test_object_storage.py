@@ -4,8 +4,11 @@ gcsfs clients through universal-pathlib. Every test that takes `bucket` runs onc
 
 from __future__ import annotations
 
+import os
 import signal
 import tempfile
+import time
+import urllib.request
 
 import pandas as pd
 import pyarrow as pa
@@ -13,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, DagsterInstance, PythonObjectDagsterType, build_input_context, build_output_context
 
+from ml_assets.core import tracking
 from ml_assets.core.sources import SourceUnavailableError
 from ml_assets.core.sources.tlc import TlcSource
 from ml_assets.core.storage import atomic_path, read_json, read_table, write_json
@@ -20,7 +24,8 @@ from ml_assets.io_managers import JsonIOManager, NotMaterializedError, ParquetIO
 from ml_assets.materializations import latest_metadata
 from ml_assets.partitions import monthly_partitions
 from ml_assets.runner import run
-from ml_assets_tests.support import TLC_DATA, start_writer
+from ml_assets_tests.support import TLC_DATA, free_port, start_writer
+from ml_assets_tests.topology import BIN, Service, clean_environ
 
 ASSETS = {  # asset -> file suffix
     "raw_trips": "parquet",
@@ -204,3 +209,62 @@ def test_the_download_cache_in_an_object_store_takes_whole_files_only(bucket, tl
     requests = len(tlc_server.requests)
     assert str(source.fetch("2021-01")) == str(path)  # cached: a probe, no download
     assert [r.method for r in tlc_server.requests[requests:]] == ["HEAD"]
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def test_the_mlflow_server_stores_a_model_s_artifacts_in_the_object_store(bucket, tmp_path, monkeypatch):
+    """As deploy/service.sh runs it (--serve-artifacts): clients upload over HTTP, the server writes to the store."""
+    import mlflow
+    import numpy as np
+    import xgboost
+
+    port = free_port()
+    env = {
+        **clean_environ(),
+        **bucket.server.env(),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "BIND_HOST": "127.0.0.1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_PORT": str(port),
+        "MLFLOW_WORKERS": "1",
+        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "MLFLOW_ARTIFACTS_DESTINATION": f"{bucket.url}/mlartifacts",
+    }
+    server = Service("mlflow", env, tmp_path / "mlflow.log", cwd=tmp_path)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while not answers(f"{url}/health"):
+            assert server.running and time.monotonic() < deadline, server.log.read_text()[-3000:]
+            time.sleep(0.5)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+        mlflow.set_tracking_uri(url)
+        features = np.random.default_rng(0).random((50, 3))
+        booster = xgboost.train({"max_depth": 2}, xgboost.DMatrix(features, label=features.sum(axis=1)), 5)
+        with mlflow.start_run():
+            logged = tracking.log_trained_model(
+                params={"max_depth": 2},
+                metrics={"rmse": 0.1},
+                booster=booster,
+                encoder={"feature_set": "test"},
+                input_example=features[:5],
+            )
+        run = mlflow.get_run(logged["run_id"])
+    finally:
+        server.stop()
+        mlflow.set_tracking_uri(None)
+
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")  # the client wrote nothing to the store itself
+    stored = bucket.keys("mlartifacts/")
+    assert any(logged["run_id"] in key and key.endswith("/encoder.json") for key in stored), stored
+    model_id = logged["model_uri"].removeprefix("models:/")
+    assert any(key.endswith(f"/models/{model_id}/artifacts/model.ubj") for key in stored), stored
+    assert not (tmp_path / "mlartifacts").exists()
