@@ -249,7 +249,8 @@ def test_the_mlflow_server_stores_a_model_s_artifacts_in_the_object_store(bucket
         mlflow.set_tracking_uri(url)
         features = np.random.default_rng(0).random((50, 3))
         booster = xgboost.train({"max_depth": 2}, xgboost.DMatrix(features, label=features.sum(axis=1)), 5)
-        with mlflow.start_run():
+        # An experiment of this server's own: the process's active one may be another test's.
+        with mlflow.start_run(experiment_id=mlflow.create_experiment("artifacts")):
             logged = tracking.log_trained_model(
                 params={"max_depth": 2},
                 metrics={"rmse": 0.1},
