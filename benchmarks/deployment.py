@@ -40,7 +40,7 @@ from benchmarks.harness import (
     DEFAULT_DATA,
     TEST_MONTH,
     TRAIN_MONTH,
-    _busy_cpu_seconds,
+    busy_cpu_seconds,
     child_env,
     fresh_home,
     run_child,
@@ -49,7 +49,6 @@ from benchmarks.harness import (
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 1.25
-ASSETS = ["raw_trips", "cleaned_trips", "trip_features", "best_params", "trained_model", "trip_duration_predictions"]
 
 
 def parse_args() -> argparse.Namespace:
@@ -103,7 +102,7 @@ def runner_side(workdir: Path, data: Path, trials: int, repeat: int) -> dict:
 
 def _cpu_since(topology, before: dict[str, float], busy_before: float) -> tuple[dict[str, float], float]:
     """CPU seconds by service since `before`, and what the rest of the machine used meanwhile."""
-    after, busy = topology.cpu_seconds(), _busy_cpu_seconds() - busy_before
+    after, busy = topology.cpu_seconds(), busy_cpu_seconds() - busy_before
     cpu = {name: after[name] - before.get(name, 0.0) for name in after}
     return cpu, max(busy - sum(cpu.values()), 0.0)
 
@@ -112,7 +111,7 @@ def unattended(topology, instance, data: Path, incoming: Path) -> dict:
     """Both month files land in the source folder; the sensor and automation do the rest."""
     from dagster import AssetKey, RunsFilter
 
-    cpu_before, busy_before, start = topology.cpu_seconds(), _busy_cpu_seconds(), time.time()
+    cpu_before, busy_before, start = topology.cpu_seconds(), busy_cpu_seconds(), time.time()
     for month in (TRAIN_MONTH, TEST_MONTH):
         name = f"green_tripdata_{month}.parquet"
         shutil.copy(data / name, incoming / f".{name}.partial")
@@ -160,9 +159,10 @@ def launched(topology, instance) -> dict:
     """The whole graph for the month, launched from the webserver; from the launch to the run's end."""
     from dagster import RunsFilter
 
+    from ml_assets_tests.support import ASSETS
     from ml_assets_tests.topology import launch
 
-    cpu_before, busy_before, start = topology.cpu_seconds(), _busy_cpu_seconds(), time.time()
+    cpu_before, busy_before, start = topology.cpu_seconds(), busy_cpu_seconds(), time.time()
     run_id = launch(topology, TEST_MONTH, ASSETS)
     topology.wait_for(lambda: instance.get_run_by_id(run_id).is_finished, f"run {run_id}", 1800, poll=0.2)
     (record,) = instance.get_run_records(RunsFilter(run_ids=[run_id]))

@@ -52,7 +52,7 @@ class Measured:
     others_cpu_seconds: float  # CPU time the rest of the machine used meanwhile: how far to trust `seconds`
 
 
-def _busy_cpu_seconds() -> float:
+def busy_cpu_seconds() -> float:
     """CPU time spent by the whole machine since boot (/proc/stat, all but idle and iowait)."""
     with open("/proc/stat") as stat:
         user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, stat.readline().split()[1:9])
@@ -65,11 +65,11 @@ def run_child(command: list[str], env: dict[str, str], log: Path) -> Measured:
     `os.wait4` gives this child's own rusage, so each phase's peak memory is its own rather than
     the running maximum over all children that RUSAGE_CHILDREN would give.
     """
-    start, busy = time.perf_counter(), _busy_cpu_seconds()
+    start, busy = time.perf_counter(), busy_cpu_seconds()
     with log.open("w") as out:
         process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(process.pid, 0)
-    seconds, busy = time.perf_counter() - start, _busy_cpu_seconds() - busy
+    seconds, busy = time.perf_counter() - start, busy_cpu_seconds() - busy
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode:
         tail = "".join(log.read_text().splitlines(keepends=True)[-40:])

@@ -33,6 +33,7 @@ from pathlib import Path
 from ml_assets_tests.support import free_port, stop_process_group
 
 REGION = "us-east-1"
+BIN = Path(sys.executable).parent
 SCHEMES = ("s3", "gs")
 
 
@@ -40,6 +41,11 @@ SCHEMES = ("s3", "gs")
 class S3Server:
     endpoint_url: str
     scheme = "s3"
+    probe = "/moto-api/"  # answers once the server is up
+
+    @staticmethod
+    def command(port: int) -> list[str]:
+        return [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)]
 
     def env(self) -> dict[str, str]:
         """What a client process needs: the endpoint and credentials (fake ones: moto accepts any)."""
@@ -79,6 +85,11 @@ class S3Server:
 class GcsServer:
     endpoint_url: str
     scheme = "gs"
+    probe = "/storage/v1/b?project=test"
+
+    @staticmethod
+    def command(port: int) -> list[str]:
+        return [str(BIN / "gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"]
 
     def env(self) -> dict[str, str]:
         return {
@@ -114,25 +125,16 @@ class GcsServer:
 @contextlib.contextmanager
 def start_store(scheme: str, log: Path) -> Iterator[S3Server | GcsServer]:
     """The test server of `scheme` on a free loopback port, in a session of its own, stopped by its id."""
-    port, bin_dir = free_port(), Path(sys.executable).parent
-    server, command, probe = {
-        "s3": (S3Server, [bin_dir / "moto_server", "-H", "127.0.0.1", "-p", port], "/moto-api/"),
-        "gs": (
-            GcsServer,
-            [bin_dir / "gcp-storage-emulator", "start", "--host", "127.0.0.1", "--port", port, "--in-memory"],
-            "/storage/v1/b?project=test",
-        ),
-    }[scheme]
+    server, port = {"s3": S3Server, "gs": GcsServer}[scheme], free_port()
+    command = server.command(port)
     with log.open("w") as output:
-        process = subprocess.Popen(
-            [str(part) for part in command], stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         store = server(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(f"{store.endpoint_url}{probe}", timeout=2):
+                with urllib.request.urlopen(f"{store.endpoint_url}{server.probe}", timeout=2):
                     break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:

@@ -19,6 +19,9 @@ import pyarrow.compute as pc
 ROOT = Path(__file__).resolve().parents[1]
 TLC_DATA = ROOT.parent / "shared" / "data" / "nyc-tlc"  # real TLC files, read-only
 
+# The graph's assets, upstream first: what "Materialize all" selects.
+ASSETS = ["raw_trips", "cleaned_trips", "trip_features", "best_params", "trained_model", "trip_duration_predictions"]
+
 SAMPLE_EVERY = 10  # drop_month keeps every 10th trip of a real month
 
 # Small budgets: tests check behaviour, benchmarks check model quality and speed.

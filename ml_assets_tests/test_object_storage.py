@@ -4,11 +4,9 @@ gcsfs clients through universal-pathlib. Every test that takes `bucket` runs onc
 
 from __future__ import annotations
 
-import os
 import signal
 import tempfile
 import time
-import urllib.request
 
 import pandas as pd
 import pyarrow as pa
@@ -25,7 +23,7 @@ from ml_assets.materializations import latest_metadata
 from ml_assets.partitions import monthly_partitions
 from ml_assets.runner import run
 from ml_assets_tests.support import TLC_DATA, free_port, start_writer
-from ml_assets_tests.topology import BIN, Service, clean_environ
+from ml_assets_tests.topology import Service, http_ok, mlflow_env
 
 ASSETS = {  # asset -> file suffix
     "raw_trips": "parquet",
@@ -211,14 +209,6 @@ def test_the_download_cache_in_an_object_store_takes_whole_files_only(bucket, tl
     assert [r.method for r in tlc_server.requests[requests:]] == ["HEAD"]
 
 
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def test_the_mlflow_server_stores_a_model_s_artifacts_in_the_object_store(bucket, tmp_path, monkeypatch):
     """As deploy/service.sh runs it (--serve-artifacts): clients upload over HTTP, the server writes to the store."""
     import mlflow
@@ -226,23 +216,13 @@ def test_the_mlflow_server_stores_a_model_s_artifacts_in_the_object_store(bucket
     import xgboost
 
     port = free_port()
-    env = {
-        **clean_environ(),
-        **bucket.server.env(),
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "BIND_HOST": "127.0.0.1",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "MLFLOW_PORT": str(port),
-        "MLFLOW_WORKERS": "1",
-        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "MLFLOW_ARTIFACTS_DESTINATION": f"{bucket.url}/mlartifacts",
-    }
+    env = mlflow_env(port, f"sqlite:///{tmp_path / 'mlflow.db'}", f"{bucket.url}/mlartifacts", bucket.server.env())
     server = Service("mlflow", env, tmp_path / "mlflow.log", cwd=tmp_path)
     server.start()
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
-        while not answers(f"{url}/health"):
+        while not http_ok(f"{url}/health"):
             assert server.running and time.monotonic() < deadline, server.log.read_text()[-3000:]
             time.sleep(0.5)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)

@@ -24,7 +24,7 @@ import requests
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from ml_assets.core.months import shift_month
-from ml_assets_tests.support import ROOT, TLC_DATA, free_port, start_dagster_dev, stop_process_group
+from ml_assets_tests.support import ASSETS, ROOT, TLC_DATA, free_port, start_dagster_dev, stop_process_group
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.ui
@@ -41,7 +41,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ASSETS = ["raw_trips", "cleaned_trips", "trip_features", "best_params", "trained_model", "trip_duration_predictions"]
 FIRST, MONTH, BACKFILL, AFTER_BACKFILL = "2023-01", "2023-02", ["2023-02", "2023-03", "2023-04"], "2023-05"
 BAD_MONTH = "2023-06"
 TRAINING_MONTHS = 1  # ML_ASSETS_TRAINING_MONTHS of the dagster dev below: each month trains on the one before

@@ -96,6 +96,38 @@ def clean_environ() -> dict[str, str]:
     return {key: value for key, value in os.environ.items() if not key.startswith(_ESCAPING)}
 
 
+def service_environ(store_env: dict[str, str]) -> dict[str, str]:
+    """What every service.sh process gets: this venv on PATH, loopback binding, an object store's variables."""
+    return {
+        **clean_environ(),
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "BIND_HOST": "127.0.0.1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PYTHONUNBUFFERED": "1",
+        **store_env,
+    }
+
+
+def mlflow_env(port: int, backend_store_uri: str, artifacts_destination: str, store_env: dict[str, str]) -> dict:
+    """`service.sh mlflow`'s environment: the tracking server on `port`, serving its artifacts from the destination."""
+    return {
+        **service_environ(store_env),
+        "MLFLOW_PORT": str(port),
+        "MLFLOW_WORKERS": "1",
+        "MLFLOW_BACKEND_STORE_URI": backend_store_uri,
+        "MLFLOW_ARTIFACTS_DESTINATION": artifacts_destination,
+    }
+
+
+def http_ok(url: str) -> bool:
+    """Whether `url` answers 200 (False while nothing listens yet)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def deep_merge(base: dict, overrides: dict) -> dict:
     merged = dict(base)
     for key, value in overrides.items():
@@ -247,26 +279,16 @@ class Topology:
         }
 
     def service_env(self, name: str) -> dict[str, str]:
-        base = clean_environ()
-        base.update(
-            PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            BIND_HOST="127.0.0.1",
-            MLFLOW_DISABLE_TELEMETRY="true",
-            PYTHONUNBUFFERED="1",
-            **self.store_env,
-        )
         if name == "redis":
-            return base
+            return service_environ(self.store_env)
         if name == "mlflow":
-            return {
-                **base,
-                "MLFLOW_PORT": str(self.ports["mlflow"]),
-                "MLFLOW_WORKERS": "1",
-                "MLFLOW_BACKEND_STORE_URI": self.postgres.url("mlflow"),
-                "MLFLOW_ARTIFACTS_DESTINATION": self.artifacts_destination
-                or str(self.workdir / "data" / "mlartifacts"),
-            }
-        return {**base, **self.dagster_env(), **self.code_env()}
+            return mlflow_env(
+                self.ports["mlflow"],
+                self.postgres.url("mlflow"),
+                self.artifacts_destination or str(self.workdir / "data" / "mlartifacts"),
+                self.store_env,
+            )
+        return {**service_environ(self.store_env), **self.dagster_env(), **self.code_env()}
 
     # ----- life cycle
 
@@ -349,10 +371,6 @@ class Topology:
                 raise AssertionError(f"{what} did not happen within {seconds:.0f} s\n{self.logs()}")
             time.sleep(poll)
 
-    def http_ok(self, url: str) -> bool:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-
     def code_server_ok(self) -> bool:
         from dagster._grpc.client import DagsterGrpcClient
 
@@ -360,10 +378,10 @@ class Topology:
         return True
 
     def mlflow_ok(self) -> bool:
-        return self.http_ok(f"{self.tracking_uri}/health")
+        return http_ok(f"{self.tracking_uri}/health")
 
     def webserver_ok(self) -> bool:
-        return self.http_ok(f"{self.webserver_url}/server_info")
+        return http_ok(f"{self.webserver_url}/server_info")
 
     def daemon_ok(self) -> bool:
         from dagster._daemon.controller import all_daemons_live
