@@ -1,4 +1,4 @@
-"""What the instance recorded: an asset's newest materialization, and whether a run's process still lives."""
+"""What the instance recorded: an asset's newest materialization, a run's own, and whether a run's process lives."""
 
 from __future__ import annotations
 
@@ -25,6 +25,20 @@ def latest_metadata(instance: DagsterInstance, asset: str | AssetKey, month: str
     """Metadata (plain values) of the newest materialization of `asset` for `month`; None if there is none."""
     latest = latest_materialization(instance, asset, month)
     return None if latest is None else latest[1]
+
+
+def run_metadata(instance: DagsterInstance, run_id: str, asset: str | AssetKey, month: str) -> dict | None:
+    """Metadata (plain values) of `asset`'s materialization for `month` in run `run_id`; None if it made none.
+
+    What a later step of that run must use: another run of the month may have recorded a newer one meanwhile.
+    """
+    key = AssetKey.from_coercible(asset)
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
+    for record in reversed(records):
+        materialization = record.event_log_entry.asset_materialization
+        if materialization and materialization.asset_key == key and materialization.partition == month:
+            return {name: getattr(value, "value", value) for name, value in materialization.metadata.items()}
+    return None
 
 
 def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:

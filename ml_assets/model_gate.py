@@ -20,7 +20,7 @@ from pydantic import Field
 from ml_assets.core.features import SPLIT, TEST
 from ml_assets.core.schema import DURATION
 from ml_assets.execution import step_tags
-from ml_assets.materializations import latest_metadata
+from ml_assets.materializations import latest_metadata, run_metadata
 from ml_assets.metadata import model_version_link
 from ml_assets.partitions import monthly_checks, monthly_partitions
 
@@ -38,7 +38,11 @@ def _model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_fe
     from ml_assets.core.gate import gate_model
 
     month = context.partition_key
-    model = latest_metadata(context.instance, "trained_model", month)
+    # The model this run trained; the newest one when the check runs on its own (e.g. re-executed).
+    run_id = context.op_execution_context.run_id
+    model = run_metadata(context.instance, run_id, "trained_model", month) or latest_metadata(
+        context.instance, "trained_model", month
+    )
     mlflow = context.resources.mlflow
     mlflow.connect(f"{MODEL_GATE} {month}")
     y_test = trip_features.loc[trip_features[SPLIT] == TEST, DURATION].to_numpy()
@@ -48,7 +52,7 @@ def _model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_fe
             trip_features, y_test, model["rmse"], model["baseline_rmse"], config.champion_tolerance, champion
         )
 
-    tags = {tracking.PARTITION_TAG: month, tracking.DAGSTER_RUN_TAG: context.op_execution_context.run_id}
+    tags = {tracking.PARTITION_TAG: month, tracking.DAGSTER_RUN_TAG: run_id}
     published = tracking.publish(model["mlflow_model_uri"], judge, tags, mlflow.lock)
     gate = published.verdict
     context.log.info(f"trained_model {month} is version {published.version}, {published.alias}: {gate.reason}")
