@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from ml_assets.core.locks import store_lock
 from ml_assets.core.months import shift_month
 from ml_assets.core.schema import DURATION
 from ml_assets.core.sources.directory import DirectorySource
-from ml_assets.core.training import baseline_rmse, predict, regression_metrics, train_booster
+from ml_assets.core.training import baseline_rmse, predict, regression_metrics, train_booster, usable_cores
 from ml_assets.core.tuning import sample_rows, tune, tuning_sample
 
 EXPERIMENT = "trip_duration"  # the mlflow resource's default experiment
@@ -114,7 +113,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    source, state, threads = DirectorySource(args.data), Path(args.state), len(os.sched_getaffinity(0))
+    source, state, threads = DirectorySource(args.data), Path(args.state), usable_cores()
     month, stages = args.test, {}
     training = {m: cleaned(source, m) for m in args.train}  # in storage already on the CLI side
     with timed(stages, "ingest_trips"):

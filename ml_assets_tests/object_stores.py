@@ -22,7 +22,6 @@ import contextlib
 import json
 import secrets
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -30,10 +29,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ml_assets_tests.support import free_port, stop_process_group
+from ml_assets_tests.support import BIN, free_port, stop_process_group
 
 REGION = "us-east-1"
-BIN = Path(sys.executable).parent
 SCHEMES = ("s3", "gs")
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ import pyarrow.compute as pc
 
 ROOT = Path(__file__).resolve().parents[1]
 TLC_DATA = ROOT.parent / "shared" / "data" / "nyc-tlc"  # real TLC files, read-only
+BIN = Path(sys.executable).parent  # the virtual environment's commands: dagster, dg, moto_server…
 
 # The graph's assets, upstream first: what "Materialize all" selects.
 ASSETS = ["raw_trips", "cleaned_trips", "trip_features", "best_params", "trained_model", "trip_duration_predictions"]
@@ -85,6 +89,32 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def cpu_quota(cpus: int) -> Iterator[list[str]]:
+    """A command prefix that runs a command as a container limited to `cpus` CPUs runs.
+
+    The command runs in a new cgroup with that CPU quota (what Docker's `cpus` and a Kubernetes CPU
+    limit set) and, in a private mount namespace, sees that cgroup where a container sees its own:
+    mounted over the hierarchy's root. The machine keeps every core in the affinity. Needs root.
+    """
+    v1, v2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
+    root = v1 if (v1 / "cpu.cfs_quota_us").exists() else v2
+    if root == v2:
+        (v2 / "cgroup.subtree_control").write_text("+cpu")
+    group = root / f"ml_assets_test_{secrets.token_hex(4)}"
+    group.mkdir()
+    try:
+        if root == v1:
+            (group / "cpu.cfs_period_us").write_text("100000")
+            (group / "cpu.cfs_quota_us").write_text(str(cpus * 100000))
+        else:
+            (group / "cpu.max").write_text(f"{cpus * 100000} 100000")
+        inner = f'mount --bind {group} {root} && exec "$@"'
+        yield ["sh", "-c", f"echo $$ > {group}/cgroup.procs && exec unshare -m sh -c '{inner}' sh \"$@\"", "sh"]
+    finally:
+        group.rmdir()  # its processes have exited
 
 
 def stop_process_group(process: subprocess.Popen) -> None:

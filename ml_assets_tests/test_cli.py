@@ -3,15 +3,12 @@
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
 
 from ml_assets.materializations import latest_metadata
-from ml_assets_tests.support import FAST_CONFIG, ROOT, TLC_DATA
-
-BIN = Path(sys.executable).parent
+from ml_assets_tests.support import BIN, FAST_CONFIG, ROOT, TLC_DATA
 
 
 def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:

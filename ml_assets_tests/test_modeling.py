@@ -1,5 +1,7 @@
 """Features, training and tuning as plain functions, on real TLC months; best_params' time budget also as a step."""
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -21,8 +23,9 @@ from ml_assets.core.training import (
     train_booster,
 )
 from ml_assets.core.tuning import tune
+from ml_assets.materializations import latest_metadata
 from ml_assets.runner import materialize_month
-from ml_assets_tests.support import FAST_CONFIG, ROOT, TLC_DATA
+from ml_assets_tests.support import BIN, FAST_CONFIG, ROOT, TLC_DATA, cpu_quota
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +164,20 @@ def test_best_params_keeps_its_time_budget_under_load(instance, monkeypatch):
     )
     # Generous for a loaded machine (it must not take minutes); the tight figure is in the benchmark.
     assert ended - started < 45, ended - started
+    assert latest_metadata(instance, "best_params", "2021-02")["xgboost_threads"] == len(os.sched_getaffinity(0))
+
+
+def test_xgboost_threads_follow_a_containers_cpu_quota(instance, monkeypatch):
+    """Limited to 1 CPU as a container is, on a machine that shows 2: best_params trains on 1 thread."""
+    assert len(os.sched_getaffinity(0)) >= 2
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(TLC_DATA))
+    materialize_month(instance, "2021-01", ["raw_trips", "cleaned_trips"], run_config=FAST_CONFIG)
+    materialize_month(instance, "2021-02", ["raw_trips", "cleaned_trips", "trip_features"], run_config=FAST_CONFIG)
+    budget = {"ops": {"best_params": {"config": {"n_trials": 2, "timeout_seconds": 20}}}}
+    command = [str(BIN / "dagster"), "asset", "materialize", "-m", "ml_assets.definitions", "--select", "best_params"]
+    command += ["--partition", "2021-02", "--config-json", json.dumps(budget)]
+    with cpu_quota(1) as limited:
+        result = subprocess.run([*limited, *command], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    metadata = latest_metadata(instance, "best_params", "2021-02")
+    assert metadata["xgboost_threads"] == 1 and metadata["trials_run"] == 2

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -24,12 +23,11 @@ import requests
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from ml_assets.core.months import shift_month
-from ml_assets_tests.support import ASSETS, ROOT, TLC_DATA, free_port, start_dagster_dev, stop_process_group
+from ml_assets_tests.support import ASSETS, BIN, ROOT, TLC_DATA, free_port, start_dagster_dev, stop_process_group
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.ui
 
-BIN = Path(sys.executable).parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",

@@ -1,6 +1,5 @@
 """best_params and trained_model: tune XGBoost with optuna, then train and judge the month's model in MLflow."""
 
-import os
 import time
 
 import pandas as pd
@@ -69,7 +68,9 @@ def _in_time(figures: dict[str, plots.Plot], deadline: float) -> dict[str, plots
 
 def _threads() -> int:
     """XGBoost threads: the cores this process may use, shared by the training steps that run at once."""
-    return max(1, len(os.sched_getaffinity(0)) // settings.PARALLEL_TRAINING_STEPS.value())
+    from ml_assets.core.training import usable_cores
+
+    return max(1, usable_cores() // settings.PARALLEL_TRAINING_STEPS.value())
 
 
 @asset(
@@ -110,6 +111,7 @@ def best_params(
         {
             "valid_rmse": round(result.valid_rmse, 4),
             "tuning_rows": len(sample),
+            "xgboost_threads": threads,
             "trials_run": result.trials_run,
             "trials_total": result.trials_total,
             "best_trial": result.best_trial,
@@ -166,14 +168,14 @@ def trained_model(
         champion = champion_rmse(trip_features, data.y[TEST], tracking.load_champion())
         if champion is not None:
             metrics["champion_rmse"] = champion
-        stopped = {}
+        stopped, threads = {}, _threads()
         deadline = started + config.timeout_seconds * (1 - TRAINING_TEARDOWN_SHARE)
         booster = train_booster(
             data,
             best_params,
             config.num_boost_round,
             config.early_stopping_rounds,
-            _threads(),
+            threads,
             [stop_at(deadline, lambda epoch: stopped.setdefault("round", epoch))],
         )
         if stopped:
@@ -210,6 +212,7 @@ def trained_model(
             "feature_count": int(data.X[TEST].shape[1]),
             "best_iteration": booster.best_iteration,
             "stopped_by_time_budget": bool(stopped),
+            "xgboost_threads": threads,
             "mlflow_run_id": logged["run_id"],
             "mlflow_model_uri": logged["model_uri"],
             "mlflow_run": ui.mlflow_run_link(mlflow.tracking_uri, logged["experiment_id"], logged["run_id"]),

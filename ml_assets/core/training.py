@@ -51,6 +51,18 @@ def stop_at(deadline: float, stopped: Callable[[int], None] = lambda epoch: None
     return StopAtDeadline()
 
 
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity and, in a container, its CPU quota.
+
+    The quota (cgroup `cpu.max`, or `cpu.cfs_quota_us` under cgroup v1) is what Docker's `cpus` and a
+    Kubernetes CPU limit set; the affinity does not show it, so a pod limited to 2 CPUs on a 32-core
+    node would run 32 threads, throttled to the time of 2. joblib (scikit-learn's) counts both.
+    """
+    from joblib import cpu_count
+
+    return cpu_count()
+
+
 def training_matrices(data: DesignMatrices, threads: int | None = None):
     """`train` and `valid` as XGBoost QuantileDMatrix: only the binned values are kept (about a byte per
     value), read from the frame's own columns, where a DMatrix would hold another copy of every value."""
