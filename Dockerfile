@@ -21,7 +21,7 @@ RUN apt-get update \
 WORKDIR /opt/dagster/app
 COPY pyproject.toml setup.py README.md ./
 COPY ml_assets ./ml_assets
-RUN pip install .
+RUN pip install ".[gcs,k8s]"
 
 COPY deploy/dagster.yaml deploy/workspace.yaml deploy/celery.yaml /opt/dagster/dagster_home/
 COPY deploy/service.sh /usr/local/bin/ml-assets-service

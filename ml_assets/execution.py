@@ -1,4 +1,5 @@
-"""Where steps execute: in the run's own process (the default), or on Celery workers by queue.
+"""Where steps execute: in the run's own process (the default), on Celery workers by queue, or as
+Kubernetes Jobs.
 
 `ML_ASSETS_EXECUTOR=celery` gives every run dagster-celery's executor: the run's process only
 orchestrates, and each step is a task on Redis (`ML_ASSETS_CELERY_BROKER_URL`, results on
@@ -6,6 +7,9 @@ orchestrates, and each step is a task on Redis (`ML_ASSETS_CELERY_BROKER_URL`, r
 goes to the queue of its asset's group, set here once as the op tag dagster-celery reads:
 ingestion on `ingest`, features, training and predictions on `train`, so that a machine can be
 given to training alone. Workers take the same broker and backend from deploy/celery.yaml.
+
+`ML_ASSETS_EXECUTOR=k8s` gives dagster-k8s's `k8s_job_executor` (the `k8s` extra): each step is a
+Kubernetes Job started from the run's pod (deploy/helm/values.yaml).
 """
 
 from __future__ import annotations
@@ -30,10 +34,19 @@ def in_group(group: str) -> dict:
 
 def run_executor() -> ExecutorDefinition:
     """The executor of every job, by ML_ASSETS_EXECUTOR."""
-    if settings.EXECUTOR.value() == "in_process":
+    executor = settings.EXECUTOR.value()
+    if executor == "in_process":
         # One process per run: XGBoost already uses every core, and a subprocess per step would
         # re-import Dagster, MLflow and XGBoost for each of them.
         return in_process_executor
+    if executor == "k8s":
+        # A Kubernetes Job per step, started from the run's pod: the image, environment, volumes and
+        # resources of K8sRunLauncher's run pods (deploy/helm/values.yaml) carry over to the step pods.
+        try:
+            from dagster_k8s import k8s_job_executor
+        except ImportError as error:
+            raise ImportError("ML_ASSETS_EXECUTOR=k8s needs dagster-k8s: pip install 'ml_assets[k8s]'") from error
+        return k8s_job_executor
     from dagster_celery import celery_executor
 
     return celery_executor.configured(

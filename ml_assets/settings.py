@@ -156,7 +156,9 @@ STORAGE_ROOT = Setting("ML_ASSETS_STORAGE_ROOT", None, _location, ALLOWED_LOCATI
 OPTUNA_STORAGE = Setting("ML_ASSETS_OPTUNA_STORAGE", None, str, "an optuna RDB storage URL")
 MLFLOW_TRACKING_URI = Setting("MLFLOW_TRACKING_URI", None, str, "an MLflow tracking URI")
 MLFLOW_UI_URL = Setting("ML_ASSETS_MLFLOW_UI_URL", None, _http_url, "an http:// or https:// URL")
-EXECUTOR = Setting("ML_ASSETS_EXECUTOR", "in_process", _choice("in_process", "celery"), "in_process or celery")
+EXECUTOR = Setting(
+    "ML_ASSETS_EXECUTOR", "in_process", _choice("in_process", "celery", "k8s"), "in_process, celery or k8s"
+)
 CELERY_BROKER_URL = Setting("ML_ASSETS_CELERY_BROKER_URL", "redis://localhost:6379/0", _url, "a Celery broker URL")
 CELERY_BACKEND_URL = Setting(
     "ML_ASSETS_CELERY_BACKEND_URL", "redis://localhost:6379/1", _url, "a Celery result backend URL"

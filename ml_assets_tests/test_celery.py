@@ -75,47 +75,6 @@ CELERY_WORKER_KEY = "Celery worker"  # what dagster-celery's task records in its
 
 
 # --------------------------------------------------------------------------------------------
-# Without servers: every step has a queue, and workers and runs meet on the same Redis
-# --------------------------------------------------------------------------------------------
-
-
-def test_every_step_goes_to_the_queue_of_its_group():
-    from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
-
-    from ml_assets.definitions import all_asset_checks, all_assets, defs
-    from ml_assets.execution import QUEUES
-
-    graph = defs.resolve_asset_graph()
-    for definition in [*all_assets, *all_asset_checks]:
-        keys = definition.keys or {check.asset_key for check in definition.check_keys}
-        (group,) = {graph.get(key).group_name for key in keys}
-        assert definition.node_def.tags[DAGSTER_CELERY_QUEUE_TAG] == QUEUES[group], definition.node_def.name
-    # No step is left to dagster-celery's default queue, which no worker reads.
-    job = defs.resolve_implicit_global_asset_job_def()
-    assert {node.tags.get(DAGSTER_CELERY_QUEUE_TAG) for node in job.graph.node_defs} == {"ingest", "train"}
-
-
-def test_executor_is_in_process_unless_celery_is_chosen_and_workers_read_the_same_redis(monkeypatch):
-    from dagster_celery.cli import get_validated_config
-
-    from ml_assets.execution import run_executor
-
-    monkeypatch.delenv("ML_ASSETS_EXECUTOR", raising=False)
-    assert run_executor().name == "in_process"
-
-    monkeypatch.setenv("ML_ASSETS_EXECUTOR", "celery")
-    monkeypatch.setenv("ML_ASSETS_CELERY_BROKER_URL", "redis://broker.example:6379/0")
-    monkeypatch.setenv("ML_ASSETS_CELERY_BACKEND_URL", "redis://broker.example:6379/1")
-    executor = run_executor()
-    assert executor.name == "celery"
-    runs = executor.config_schema.resolve_config({}).value["config"]
-    workers = get_validated_config(str(ROOT / "deploy" / "celery.yaml"))
-    assert (runs["broker"], runs["backend"]) == (workers["broker"], workers["backend"])
-    assert runs["broker"] == "redis://broker.example:6379/0"
-    assert workers["config_source"]["task_acks_late"] is True
-
-
-# --------------------------------------------------------------------------------------------
 # The topology with Redis and two workers
 # --------------------------------------------------------------------------------------------
 

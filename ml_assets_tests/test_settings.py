@@ -17,7 +17,7 @@ BAD = {
     "ML_ASSETS_MAX_DROPPED_SHARE": ("1.5", "a share from 0 to 1"),
     "ML_ASSETS_TAXI": ("blue", "green or yellow"),
     "ML_ASSETS_STORAGE_ROOT": ("nosuch://bucket/assets", settings.ALLOWED_LOCATION),  # a protocol fsspec does not know
-    "ML_ASSETS_EXECUTOR": ("k8s", "in_process or celery"),
+    "ML_ASSETS_EXECUTOR": ("dask", "in_process, celery or k8s"),
     "ML_ASSETS_CELERY_BROKER_URL": ("localhost:6379", "a Celery broker URL"),
 }
 

@@ -1,0 +1,66 @@
+"""Where steps execute (ml_assets.execution), without servers: the executor each setting gives, the
+Celery queue of every step, and how far the Kubernetes executor gets without a cluster.
+
+Steps on real Celery workers are tested in test_celery.py; Kubernetes itself is not tested here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from ml_assets_tests.support import BIN, ROOT, TLC_DATA
+
+
+def test_every_step_goes_to_the_queue_of_its_group():
+    from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
+
+    from ml_assets.definitions import all_asset_checks, all_assets, defs
+    from ml_assets.execution import QUEUES
+
+    graph = defs.resolve_asset_graph()
+    for definition in [*all_assets, *all_asset_checks]:
+        keys = definition.keys or {check.asset_key for check in definition.check_keys}
+        (group,) = {graph.get(key).group_name for key in keys}
+        assert definition.node_def.tags[DAGSTER_CELERY_QUEUE_TAG] == QUEUES[group], definition.node_def.name
+    # No step is left to dagster-celery's default queue, which no worker reads.
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert {node.tags.get(DAGSTER_CELERY_QUEUE_TAG) for node in job.graph.node_defs} == {"ingest", "train"}
+
+
+def test_executor_is_in_process_unless_celery_is_chosen_and_workers_read_the_same_redis(monkeypatch):
+    from dagster_celery.cli import get_validated_config
+
+    from ml_assets.execution import run_executor
+
+    monkeypatch.delenv("ML_ASSETS_EXECUTOR", raising=False)
+    assert run_executor().name == "in_process"
+
+    monkeypatch.setenv("ML_ASSETS_EXECUTOR", "celery")
+    monkeypatch.setenv("ML_ASSETS_CELERY_BROKER_URL", "redis://broker.example:6379/0")
+    monkeypatch.setenv("ML_ASSETS_CELERY_BACKEND_URL", "redis://broker.example:6379/1")
+    executor = run_executor()
+    assert executor.name == "celery"
+    runs = executor.config_schema.resolve_config({}).value["config"]
+    workers = get_validated_config(str(ROOT / "deploy" / "celery.yaml"))
+    assert (runs["broker"], runs["backend"]) == (workers["broker"], workers["backend"])
+    assert runs["broker"] == "redis://broker.example:6379/0"
+    assert workers["config_source"]["task_acks_late"] is True
+
+
+def test_k8s_executor_runs_steps_as_kubernetes_jobs(monkeypatch, dagster_home):
+    """ML_ASSETS_EXECUTOR=k8s: dagster-k8s's k8s_job_executor. Outside a cluster a run gets past
+    Dagster's checks of that executor (a reconstructable job, a persistent instance, every output
+    stored where another pod reads it) and stops where it asks Kubernetes for its in-cluster API."""
+    from ml_assets.execution import run_executor
+
+    monkeypatch.setenv("ML_ASSETS_EXECUTOR", "k8s")
+    assert run_executor().name == "k8s"
+
+    env = {**os.environ, "ML_ASSETS_SOURCE": str(TLC_DATA)}
+    command = [str(BIN / "dagster"), "asset", "materialize", "-m", "ml_assets.definitions"]
+    command += ["--select", "raw_trips,cleaned_trips", "--partition", "2021-01"]
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "kubernetes.config.config_exception.ConfigException: Service host/port is not set." in run.stderr
+    assert "DagsterUnmetExecutorRequirementsError" not in run.stderr
