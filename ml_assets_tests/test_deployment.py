@@ -12,6 +12,7 @@ Run alone with `pytest -m deployment`.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -292,10 +293,13 @@ def test_dockerfile_copies_what_exists_and_runs_what_the_topology_test_runs():
     assert (["deploy/service.sh"], "/usr/local/bin/ml-assets-service") in copies
     assert json.loads(commands["ENTRYPOINT"]) == ["ml-assets-service"]
     assert json.loads(commands["CMD"])[0] in SERVICES
-    # Dependencies are the project's pins: `pip install .` of pyproject.toml, nothing installed on the side.
+    # Dependencies are the project's pins: pyproject.toml with its extras for gs:// storage and steps
+    # as Kubernetes Jobs, nothing installed on the side.
     pip = [args for keyword, args in instructions if keyword == "RUN" and "pip install" in args]
-    assert pip == ["pip install ."]
-    assert "dagster-postgres==" in (ROOT / "pyproject.toml").read_text()
+    assert pip == ['pip install ".[gcs,k8s]"']
+    package = importlib.metadata.metadata("ml_assets")
+    assert {"gcs", "k8s"} <= set(package.get_all("Provides-Extra"))
+    assert any(pin.startswith("dagster-postgres==") for pin in package.get_all("Requires-Dist"))
     # Every path the image's processes read is one it creates or copies.
     instance = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
     assert instance["run_launcher"]["module"] == "ml_assets.run_launcher"
