@@ -17,8 +17,7 @@ def latest_materialization(
     ).records
     if not records or records[0].asset_materialization is None:
         return None
-    metadata = records[0].asset_materialization.metadata
-    return records[0].run_id, {key: getattr(value, "value", value) for key, value in metadata.items()}
+    return records[0].run_id, _plain(records[0].asset_materialization)
 
 
 def latest_metadata(instance: DagsterInstance, asset: str | AssetKey, month: str | None = None) -> dict | None:
@@ -37,8 +36,13 @@ def run_metadata(instance: DagsterInstance, run_id: str, asset: str | AssetKey, 
     for record in reversed(records):
         materialization = record.event_log_entry.asset_materialization
         if materialization and materialization.asset_key == key and materialization.partition == month:
-            return {name: getattr(value, "value", value) for name, value in materialization.metadata.items()}
+            return _plain(materialization)
     return None
+
+
+def _plain(materialization) -> dict:
+    """A materialization's metadata as plain values (a MetadataValue's `value`)."""
+    return {name: getattr(value, "value", value) for name, value in materialization.metadata.items()}
 
 
 def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:

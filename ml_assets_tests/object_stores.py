@@ -22,14 +22,13 @@ import contextlib
 import json
 import secrets
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ml_assets_tests.support import BIN, free_port, stop_process_group
+from ml_assets_tests.support import BIN, free_port, stop_process_group, wait_until_answers
 
 REGION = "us-east-1"
 SCHEMES = ("s3", "gs")
@@ -129,15 +128,7 @@ def start_store(scheme: str, log: Path) -> Iterator[S3Server | GcsServer]:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         store = server(f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{store.endpoint_url}{server.probe}", timeout=2):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{command[0]} did not start:\n{log.read_text()[-2000:]}") from None
-                time.sleep(0.2)
+        wait_until_answers(f"{store.endpoint_url}{server.probe}", lambda: process.poll() is None, log, 60)
         yield store
     finally:
         stop_process_group(process)

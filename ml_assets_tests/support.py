@@ -12,7 +12,9 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +87,24 @@ def start_writer(target: str | Path) -> subprocess.Popen:
     return writer
 
 
+def http_ok(url: str) -> bool:
+    """Whether `url` answers 200 (False while nothing listens yet)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def wait_until_answers(url: str, alive: Callable[[], bool], log: Path, seconds: float = 120) -> None:
+    """Wait until a server just started answers `url`; fail with its log's tail if it dies or takes too long."""
+    deadline = time.monotonic() + seconds
+    while not http_ok(url):
+        if not alive() or time.monotonic() > deadline:
+            raise AssertionError(f"{url} did not answer:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -99,18 +119,18 @@ def cpu_quota(cpus: int) -> Iterator[list[str]]:
     limit set) and, in a private mount namespace, sees that cgroup where a container sees its own:
     mounted over the hierarchy's root. The machine keeps every core in the affinity. Needs root.
     """
-    v1, v2 = Path("/sys/fs/cgroup/cpu"), Path("/sys/fs/cgroup")
-    root = v1 if (v1 / "cpu.cfs_quota_us").exists() else v2
-    if root == v2:
-        (v2 / "cgroup.subtree_control").write_text("+cpu")
+    quota, period = str(cpus * 100000), "100000"
+    root = Path("/sys/fs/cgroup/cpu")  # cgroup v1's cpu controller, where it is mounted
+    if (root / "cpu.cfs_quota_us").exists():
+        limits = {"cpu.cfs_period_us": period, "cpu.cfs_quota_us": quota}
+    else:  # cgroup v2 only
+        root, limits = root.parent, {"cpu.max": f"{quota} {period}"}
+        (root / "cgroup.subtree_control").write_text("+cpu")
     group = root / f"ml_assets_test_{secrets.token_hex(4)}"
     group.mkdir()
     try:
-        if root == v1:
-            (group / "cpu.cfs_period_us").write_text("100000")
-            (group / "cpu.cfs_quota_us").write_text(str(cpus * 100000))
-        else:
-            (group / "cpu.max").write_text(f"{cpus * 100000} 100000")
+        for name, value in limits.items():
+            (group / name).write_text(value)
         inner = f'mount --bind {group} {root} && exec "$@"'
         yield ["sh", "-c", f"echo $$ > {group}/cgroup.procs && exec unshare -m sh -c '{inner}' sh \"$@\"", "sh"]
     finally:

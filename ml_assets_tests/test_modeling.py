@@ -144,11 +144,16 @@ def test_a_trial_whose_budget_is_spent_before_its_first_round_still_has_a_score(
     assert stopped == [1]
 
 
-def test_best_params_keeps_its_time_budget_under_load(instance, monkeypatch):
-    """The whole step (reading its sample of the stored features, the study, its plots) within the budget."""
+@pytest.fixture
+def featured(instance, monkeypatch) -> None:
+    """2021-02's trip_features stored in `instance` (its window, 2021-01, ingested): best_params' input."""
     monkeypatch.setenv("ML_ASSETS_SOURCE", str(TLC_DATA))
     materialize_month(instance, "2021-01", ["raw_trips", "cleaned_trips"], run_config=FAST_CONFIG)
     materialize_month(instance, "2021-02", ["raw_trips", "cleaned_trips", "trip_features"], run_config=FAST_CONFIG)
+
+
+def test_best_params_keeps_its_time_budget_under_load(instance, featured):
+    """The whole step (reading its sample of the stored features, the study, its plots) within the budget."""
     budget = {"ops": {"best_params": {"config": {"n_trials": 1000, "timeout_seconds": 10}}}}
     busy = subprocess.Popen(BUSY, cwd=ROOT)
     try:
@@ -167,12 +172,9 @@ def test_best_params_keeps_its_time_budget_under_load(instance, monkeypatch):
     assert latest_metadata(instance, "best_params", "2021-02")["xgboost_threads"] == len(os.sched_getaffinity(0))
 
 
-def test_xgboost_threads_follow_a_containers_cpu_quota(instance, monkeypatch):
+def test_xgboost_threads_follow_a_containers_cpu_quota(instance, featured):
     """Limited to 1 CPU as a container is, on a machine that shows 2: best_params trains on 1 thread."""
     assert len(os.sched_getaffinity(0)) >= 2
-    monkeypatch.setenv("ML_ASSETS_SOURCE", str(TLC_DATA))
-    materialize_month(instance, "2021-01", ["raw_trips", "cleaned_trips"], run_config=FAST_CONFIG)
-    materialize_month(instance, "2021-02", ["raw_trips", "cleaned_trips", "trip_features"], run_config=FAST_CONFIG)
     budget = {"ops": {"best_params": {"config": {"n_trials": 2, "timeout_seconds": 20}}}}
     command = [str(BIN / "dagster"), "asset", "materialize", "-m", "ml_assets.definitions", "--select", "best_params"]
     command += ["--partition", "2021-02", "--config-json", json.dumps(budget)]

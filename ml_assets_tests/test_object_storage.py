@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 import tempfile
-import time
 
 import pandas as pd
 import pyarrow as pa
@@ -22,8 +21,8 @@ from ml_assets.io_managers import JsonIOManager, NotMaterializedError, ParquetIO
 from ml_assets.materializations import latest_metadata
 from ml_assets.partitions import monthly_partitions
 from ml_assets.runner import run
-from ml_assets_tests.support import TLC_DATA, free_port, start_writer
-from ml_assets_tests.topology import Service, http_ok, mlflow_env
+from ml_assets_tests.support import TLC_DATA, free_port, start_writer, wait_until_answers
+from ml_assets_tests.topology import Service, mlflow_env
 
 ASSETS = {  # asset -> file suffix
     "raw_trips": "parquet",
@@ -221,10 +220,7 @@ def test_the_mlflow_server_stores_a_model_s_artifacts_in_the_object_store(bucket
     server.start()
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while not http_ok(f"{url}/health"):
-            assert server.running and time.monotonic() < deadline, server.log.read_text()[-3000:]
-            time.sleep(0.5)
+        wait_until_answers(f"{url}/health", lambda: server.running, server.log)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         mlflow.set_tracking_uri(url)
         features = np.random.default_rng(0).random((50, 3))

@@ -26,7 +26,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -43,12 +42,11 @@ from ml_assets_tests.postgres import (
     postgres_bindir,
     throwaway_postgres,
 )
-from ml_assets_tests.support import free_port
+from ml_assets_tests.support import BIN, free_port, http_ok
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 SERVICE_SH = DEPLOY / "service.sh"
-BIN = Path(sys.executable).parent
 # Started in this order; stopped in the reverse order.
 SERVICES = ("mlflow", "code-server", "webserver", "daemon")
 CELERY_WORKER = "worker"  # service.sh's command for compose's scaled `worker` service
@@ -117,15 +115,6 @@ def mlflow_env(port: int, backend_store_uri: str, artifacts_destination: str, st
         "MLFLOW_BACKEND_STORE_URI": backend_store_uri,
         "MLFLOW_ARTIFACTS_DESTINATION": artifacts_destination,
     }
-
-
-def http_ok(url: str) -> bool:
-    """Whether `url` answers 200 (False while nothing listens yet)."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def deep_merge(base: dict, overrides: dict) -> dict:

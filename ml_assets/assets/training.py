@@ -19,6 +19,7 @@ from ml_assets.automation import WINDOW_READY
 from ml_assets.core import plots
 from ml_assets.core.features import TEST, TRAIN, VALID, design_matrices
 from ml_assets.core.months import shift_month
+from ml_assets.core.training import usable_cores
 from ml_assets.execution import in_group
 from ml_assets.materializations import run_process_alive
 from ml_assets.partitions import monthly_partitions
@@ -68,8 +69,6 @@ def _in_time(figures: dict[str, plots.Plot], deadline: float) -> dict[str, plots
 
 def _threads() -> int:
     """XGBoost threads: the cores this process may use, shared by the training steps that run at once."""
-    from ml_assets.core.training import usable_cores
-
     return max(1, usable_cores() // settings.PARALLEL_TRAINING_STEPS.value())
 
 
