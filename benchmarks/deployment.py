@@ -47,7 +47,6 @@ from benchmarks.harness import (
     step_seconds,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 1.25
 
 

@@ -171,10 +171,9 @@ def as_yellow(green: pa.Table, year: int) -> pa.Table:
 def start_dagster_dev(env: dict, port: int, log: Path) -> subprocess.Popen:
     """`dagster dev` on 127.0.0.1:`port` in its own session (process group), so that
     `stop_process_group` stops its webserver, daemon and code server too; output goes to `log`."""
-    dagster = Path(sys.executable).parent / "dagster"
     with log.open("w") as output:
         return subprocess.Popen(
-            [str(dagster), "dev", "-m", "ml_assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
+            [str(BIN / "dagster"), "dev", "-m", "ml_assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
             cwd=ROOT,
             env=env,
             stdout=output,

@@ -114,11 +114,9 @@ def test_psi_ks_and_tvd():
     assert drift.psi(a, a) == 0.0 and drift.ks_statistic(a, a) == 0.0
     assert drift.psi(a, b) < 0.01 and drift.ks_statistic(a, b) < 0.03
     assert drift.psi(a, b + 1) > 0.5  # a shift by one standard deviation
-    # KS: disjoint samples are 1 apart; known gap for a hand-made case; agrees with scipy.
+    # KS (scipy's, so not compared with scipy again): disjoint samples are 1 apart; a hand-made case's known gap.
     assert drift.ks_statistic([1, 2, 3], [4, 5]) == 1.0
     assert drift.ks_statistic([1, 2, 3, 4], [3, 4, 5, 6]) == pytest.approx(0.5)
-    stats = pytest.importorskip("scipy.stats")
-    assert drift.ks_statistic(a, b + 0.1) == pytest.approx(stats.ks_2samp(a, b + 0.1).statistic)
     # Heavy ties in the reference (many zero distances) merge bins instead of failing.
     zeros = np.r_[np.zeros(900), rng.uniform(size=100)]
     assert drift.psi(zeros, zeros) == 0.0 and drift.psi(zeros, rng.uniform(size=1000)) > 1

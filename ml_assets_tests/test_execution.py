@@ -48,7 +48,7 @@ def test_executor_is_in_process_unless_celery_is_chosen_and_workers_read_the_sam
     assert workers["config_source"]["task_acks_late"] is True
 
 
-def test_k8s_executor_runs_steps_as_kubernetes_jobs(monkeypatch, dagster_home):
+def test_k8s_executor_is_chosen_and_a_run_gets_as_far_as_the_kubernetes_api(monkeypatch, dagster_home):
     """ML_ASSETS_EXECUTOR=k8s: dagster-k8s's k8s_job_executor. Outside a cluster a run gets past
     Dagster's checks of that executor (a reconstructable job, a persistent instance, every output
     stored where another pod reads it) and stops where it asks Kubernetes for its in-cluster API."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,8 +12,8 @@ import pytest
 from ml_assets.core.months import month_bounds
 from ml_assets.core.sources import MonthNotPublishedError, trip_file_name
 from ml_assets.core.sources.synthetic import GENERATOR, SyntheticSource, generate_month
+from ml_assets_tests.support import TLC_DATA
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nyc-tlc"
 MONTH = "2023-03"
 ROWS = 60_000
 
@@ -37,10 +36,7 @@ def in_month(trips: pd.DataFrame, month: str = MONTH) -> pd.Series:
 
 
 def test_schema_equals_real_tlc_file(table):
-    real_file = REAL_DATA / trip_file_name("green", MONTH)
-    if not real_file.exists():
-        pytest.skip(f"real TLC file not available at {real_file}")
-    real = pq.read_schema(real_file)
+    real = pq.read_schema(TLC_DATA / trip_file_name("green", MONTH))
     assert [(f.name, f.type) for f in table.schema] == [(f.name, f.type) for f in real]
     assert table.num_rows == ROWS
 

@@ -42,9 +42,8 @@ from ml_assets_tests.postgres import (
     postgres_bindir,
     throwaway_postgres,
 )
-from ml_assets_tests.support import BIN, free_port, http_ok
+from ml_assets_tests.support import BIN, ROOT, free_port, http_ok
 
-ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 SERVICE_SH = DEPLOY / "service.sh"
 # Started in this order; stopped in the reverse order.
