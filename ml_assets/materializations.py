@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance
+from dagster import AssetKey, AssetMaterialization, AssetRecordsFilter, DagsterEventType, DagsterInstance
 
 
 def latest_materialization(
@@ -40,7 +40,7 @@ def run_metadata(instance: DagsterInstance, run_id: str, asset: str | AssetKey, 
     return None
 
 
-def _plain(materialization) -> dict:
+def _plain(materialization: AssetMaterialization) -> dict:
     """A materialization's metadata as plain values (a MetadataValue's `value`)."""
     return {name: getattr(value, "value", value) for name, value in materialization.metadata.items()}
 

@@ -16,6 +16,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +24,7 @@ import pyarrow.compute as pc
 
 ROOT = Path(__file__).resolve().parents[1]
 TLC_DATA = ROOT.parent / "shared" / "data" / "nyc-tlc"  # real TLC files, read-only
+T = TypeVar("T")
 BIN = Path(sys.executable).parent  # the virtual environment's commands: dagster, dg, moto_server…
 
 # The graph's assets, upstream first: what "Materialize all" selects.
@@ -96,13 +98,36 @@ def http_ok(url: str) -> bool:
         return False
 
 
+def wait_until(
+    condition: Callable[[], T],
+    what: str,
+    seconds: float,
+    poll: float = 1.0,
+    exited: Callable[[], str] = lambda: "",
+    log: Callable[[], str] = lambda: "",
+) -> T:
+    """The condition's first truthy value, polled every `poll` s. Fails with `log()` as soon as
+    `exited()` names a process that died (no use waiting on), or after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        if dead := exited():
+            raise AssertionError(f"{what}: {dead} exited\n{log()}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {seconds:g} s\n{log()}")
+        time.sleep(poll)
+    return value
+
+
 def wait_until_answers(url: str, alive: Callable[[], bool], log: Path, seconds: float = 120) -> None:
     """Wait until a server just started answers `url`; fail with its log's tail if it dies or takes too long."""
-    deadline = time.monotonic() + seconds
-    while not http_ok(url):
-        if not alive() or time.monotonic() > deadline:
-            raise AssertionError(f"{url} did not answer:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
+    wait_until(
+        lambda: http_ok(url),
+        f"{url} answering",
+        seconds,
+        poll=0.2,
+        exited=lambda: "" if alive() else "the server",
+        log=lambda: log.read_text()[-3000:],
+    )
 
 
 _PORTS_GIVEN: set[int] = set()
@@ -117,7 +142,7 @@ def free_port() -> int:
     range, never the same one twice in this process.
     """
     ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    low = 10000 if ephemeral_low > 11000 else 1024
+    low = min(10000, ephemeral_low // 2)  # clear of the well-known ports where the range allows
     for _ in range(1000):
         port = secrets.randbelow(ephemeral_low - low) + low
         if port in _PORTS_GIVEN:

@@ -2,23 +2,12 @@
 
 import os
 import shutil
-import time
-from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
 
-from ml_assets_tests.support import TLC_DATA, free_port, start_dagster_dev, stop_process_group
+from ml_assets_tests.support import TLC_DATA, free_port, start_dagster_dev, stop_process_group, wait_until
 
 WAIT_SECONDS = 600
-
-
-def wait_for(condition, what: str, log: Path, seconds: float = WAIT_SECONDS):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(5)
-    raise AssertionError(f"{what} did not happen within {seconds} s; dagster dev log:\n{log.read_text()[-6000:]}")
 
 
 def test_new_month_is_ingested_and_trained_by_the_daemon(dagster_home, tmp_path):
@@ -40,9 +29,15 @@ def test_new_month_is_ingested_and_trained_by_the_daemon(dagster_home, tmp_path)
             def materialized(asset: str, month: str) -> bool:
                 return month in instance.get_materialized_partitions(AssetKey(asset))
 
-            wait_for(lambda: materialized("cleaned_trips", "2021-01"), "ingesting 2021-01", log)
+            def wait_for(condition, what: str) -> None:
+                def exited() -> str:
+                    return "" if dev.poll() is None else "dagster dev"
+
+                wait_until(condition, what, WAIT_SECONDS, poll=5, exited=exited, log=lambda: log.read_text()[-6000:])
+
+            wait_for(lambda: materialized("cleaned_trips", "2021-01"), "ingesting 2021-01")
             shutil.copy(TLC_DATA / "green_tripdata_2021-02.parquet", incoming)  # TLC publishes a month
-            wait_for(lambda: materialized("trained_model", "2021-02"), "training 2021-02", log)
+            wait_for(lambda: materialized("trained_model", "2021-02"), "training 2021-02")
             assert materialized("cleaned_trips", "2021-02") and materialized("best_params", "2021-02")
             # Every run was started by a sensor: new_month_sensor ingests, training_automation_sensor trains.
             starters = {run.tags.get("dagster/sensor_name") for run in instance.get_runs()}

@@ -19,11 +19,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-import requests
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from ml_assets.core.months import shift_month
-from ml_assets_tests.support import ASSETS, BIN, ROOT, TLC_DATA, free_port, start_dagster_dev, stop_process_group
+from ml_assets_tests.support import (
+    ASSETS,
+    BIN,
+    ROOT,
+    TLC_DATA,
+    free_port,
+    http_ok,
+    start_dagster_dev,
+    stop_process_group,
+    wait_until,
+)
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.ui
@@ -100,15 +109,12 @@ class DagsterUI:
         return max((r.timestamp for r in records if r.partition_key == month), default=0.0)
 
     def wait_for(self, condition, what: str, seconds: float = WAIT_SECONDS) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            time.sleep(3)
-        self.shot(f"timeout {what}")
-        raise AssertionError(
-            f"{what} did not happen within {seconds} s; dagster dev log:\n{self.log.read_text()[-6000:]}"
-        )
+        """Poll `condition`; on a timeout, a screenshot of the page as it was and dagster dev's log."""
+        try:
+            wait_until(condition, what, seconds, poll=3, log=lambda: self.log.read_text()[-6000:])
+        except AssertionError:
+            self.shot(f"timeout {what}")
+            raise
 
     def stop_sensors(self) -> None:
         page = self.open("/automation")
@@ -161,7 +167,7 @@ def ui(tmp_path_factory):
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": 1400, "height": 900})
                 dagster_ui = DagsterUI(page, url, instance, shots, log)
-                dagster_ui.wait_for(lambda: _serving(url), "the webserver answering")
+                dagster_ui.wait_for(lambda: http_ok(f"{url}/server_info"), "the webserver answering")
                 dagster_ui.stop_sensors()
                 for month in (FIRST, *BACKFILL):
                     shutil.copy(TLC_DATA / f"green_tripdata_{month}.parquet", source)
@@ -188,13 +194,6 @@ def ui(tmp_path_factory):
                 browser.close()
         finally:
             stop_process_group(dev)
-
-
-def _serving(url: str) -> bool:
-    try:
-        return requests.get(f"{url}/server_info", timeout=5).ok
-    except requests.ConnectionError:
-        return False
 
 
 def test_lineage_shows_the_six_assets(ui):

@@ -42,7 +42,7 @@ from ml_assets_tests.postgres import (
     postgres_bindir,
     throwaway_postgres,
 )
-from ml_assets_tests.support import BIN, ROOT, free_port, http_ok
+from ml_assets_tests.support import BIN, ROOT, free_port, http_ok, wait_until
 
 DEPLOY = ROOT / "deploy"
 SERVICE_SH = DEPLOY / "service.sh"
@@ -344,20 +344,21 @@ class Topology:
     # ----- readiness
 
     def wait_for(self, condition: Callable[[], object], what: str, seconds: float, poll: float = 1.0):
-        """The condition's first truthy value, polled until `seconds` have passed or a service exited."""
-        deadline = time.monotonic() + seconds
-        while True:
+        """The condition's first truthy value (an exception counts as "not yet"), polled until `seconds`
+        have passed or a service exited; the failure shows the dead services' logs, or all of them."""
+
+        def attempt():
             try:
-                if value := condition():
-                    return value
+                return condition()
             except Exception:  # noqa: BLE001 - not yet
-                pass
-            dead = [name for name, service in self.services.items() if service.process and not service.running]
-            if dead:
-                raise AssertionError(f"{what}: {', '.join(dead)} exited\n{self.logs(dead)}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} did not happen within {seconds:.0f} s\n{self.logs()}")
-            time.sleep(poll)
+                return None
+
+        def dead() -> list[str]:
+            return [name for name, service in self.services.items() if service.process and not service.running]
+
+        return wait_until(
+            attempt, what, seconds, poll, exited=lambda: ", ".join(dead()), log=lambda: self.logs(dead() or None)
+        )
 
     def code_server_ok(self) -> bool:
         from dagster._grpc.client import DagsterGrpcClient
