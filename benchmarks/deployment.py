@@ -24,18 +24,23 @@ rest of the machine used meanwhile: on a busy machine the wall times say little.
 the repeats counts on each side. Prints figures; asserts nothing.
 
     python -m benchmarks.deployment            # about 10 minutes on 2 cores
+
+The figures also replace the `deployment` section of docs/benchmarks.md (benchmarks.report); a
+`--quick` run writes none unless `--report` names a file.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import report
 from benchmarks.harness import (
     DEFAULT_DATA,
     TEST_MONTH,
@@ -63,9 +68,20 @@ def parse_args() -> argparse.Namespace:
         "(production defaults 300 and 30)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 trials, one launched month a side")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help=f"page whose `deployment` section is replaced (default {report.PATH.relative_to(report.ROOT)}; "
+        "none with --quick)",
+    )
+    parser.add_argument("--no-report", action="store_true", help="print the figures only")
     args = parser.parse_args()
     if args.quick:
         args.trials, args.repeat = 3, 1
+    if args.no_report or (args.quick and args.report is None):
+        args.report = None
+    else:
+        args.report = args.report or report.PATH
     return args
 
 
@@ -219,6 +235,44 @@ def print_cpu(side: dict) -> None:
     print("    CPU by service: " + ", ".join(f"{name} {sec:.1f} s" for name, sec in side["cpu_by_service"].items()))
 
 
+def md_deployment(runner: dict, topology: dict, args: argparse.Namespace) -> list[str]:
+    """docs/benchmarks.md: the launched month (the target figure), then the unattended one."""
+
+    def side_by_side(ours: dict, theirs: dict, all_ours: str, all_theirs: str) -> str:
+        rows = [
+            ("**wall**", f"**{ours['seconds']:.1f}**", f"**{theirs['seconds']:.1f}**"),
+            ("every run's wall", all_ours, all_theirs),
+            ("CPU, user + system of every process", f"{ours['cpu']:.1f}", f"{theirs['cpu']:.1f}"),
+            ("other processes' CPU meanwhile", f"{ours['others_cpu']:.0f}", f"{theirs['others_cpu']:.0f}"),
+        ]
+        for step in sorted(set(ours["steps"]) | set(theirs["steps"])):
+            figures = (
+                f"{side['steps'][step]:.1f}" if step in side["steps"] else report.MISSING for side in (ours, theirs)
+            )
+            rows.append((f"`{step}`" if step != "run" else "the run, RUN_START to RUN_SUCCESS", *figures))
+        return report.table(["seconds", "runner", "topology"], rows)
+
+    alone, ours = fastest(topology["months"]), fastest(runner["months"])
+    first, fresh = topology["unattended"], runner["first"]
+    launched_ratio, unattended_ratio = alone["seconds"] / ours["seconds"], first["seconds"] / fresh["seconds"]
+    target = report.verdict(round(launched_ratio, 2), TARGET_RATIO)
+    return [
+        f"One month ({TEST_MONTH}, its window {TRAIN_MONTH}), {args.trials} optuna trials on each side; runner: "
+        f"`python -m ml_assets.runner {TEST_MONTH}`; the topology's services started and ready beforehand in "
+        f"{topology['ready']:.0f} s (not counted).",
+        f"**A. Launched** from the webserver, the window already ingested; fastest of {args.repeat} on each side. "
+        f"Queued and started by the code server in {alone['queued']:.1f} s.",
+        side_by_side(ours, alone, seconds(runner["months"]), seconds(topology["months"])),
+        f"**Topology ÷ runner, wall: {launched_ratio:.2f}** ({target}); CPU {alone['cpu'] / ours['cpu']:.2f}.",
+        f"**B. Unattended**: both files land, the sensor ingests, automation trains (ticks every "
+        f"{args.sensor_interval} s); the runner in a fresh home, ingesting {TRAIN_MONTH} first. Ingested after "
+        f"{first['ingested']:.1f} s; the training run created {first['tick_wait']:+.1f} s after the last ingestion "
+        f"run ended, and ran {first['training_run']:.1f} s.",
+        side_by_side(fresh, first, f"{fresh['seconds']:.1f}", f"{first['seconds']:.1f}"),
+        f"**Topology ÷ runner, wall: {unattended_ratio:.2f}**; CPU {first['cpu'] / fresh['cpu']:.2f}.",
+    ]
+
+
 def main() -> None:
     args = parse_args()
     with tempfile.TemporaryDirectory(prefix="ml_assets_bench_deploy_") as tmp:
@@ -275,6 +329,14 @@ def main() -> None:
     print_steps(fresh, first)
     print(f"  ratio topology / runner, wall time                 {first['seconds'] / fresh['seconds']:6.2f}")
     print(f"  ratio of CPU time                                  {first['cpu'] / fresh['cpu']:6.2f}")
+
+    if args.report is not None:
+        command = f"python -m benchmarks.deployment {shlex.join(sys.argv[1:])}".rstrip()
+        others = sum(run["others_cpu"] for run in [*runner["months"], fresh, first, *topology["months"]])
+        provenance = report.Provenance(command, others)
+        title = "Production topology against `make run` (`make bench-deployment`)"
+        parts = md_deployment(runner, topology, args)
+        report.write_section("deployment", report.section("deployment", title, provenance, parts), args.report)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@
 Each phase runs in its own process and a fresh, temporary DAGSTER_HOME. `--quick` is a smoke run;
 `--only` runs some phases (e.g. `--only overhead backfill`; `long` then runs its study without
 `--long`), without the summary.
+
+Each phase, once measured, replaces its own section of docs/benchmarks.md (benchmarks.report): the
+page holds the latest figures of every phase. A `--quick` run writes none unless `--report` names a file.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks import scale
+from benchmarks import report, scale
 from benchmarks.harness import (
     DEFAULT_DATA,
     TEST_MONTH,
@@ -34,6 +37,7 @@ from benchmarks.harness import (
     run_module,
     step_seconds,
 )
+from benchmarks.report import MISSING, table
 
 MONTHS_2023 = ["2023-02", "2023-03", "2023-04", "2023-05", "2023-06"]
 # --only's names: phases 1 and 3 (course), 2 (months), 4, 5-6 (sizes), 7, 8.
@@ -77,7 +81,18 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="smoke run: 2023-06 only, 3 trials, 2 pairs, 100 course rounds (figures not comparable)",
     )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help=f"page whose phase sections are replaced (default {report.PATH.relative_to(report.ROOT)}; "
+        "none with --quick)",
+    )
+    parser.add_argument("--no-report", action="store_true", help="print the figures only")
     args = parser.parse_args()
+    if args.no_report or (args.quick and args.report is None):
+        args.report = None
+    else:
+        args.report = args.report or report.PATH
     args.months = args.months or (["2023-06"] if args.quick else [LONG_STUDY_MONTH, "2023-06"])
     args.trials = args.trials or (3 if args.quick else 10)
     args.repeat = args.repeat or (2 if args.quick else 5)
@@ -89,15 +104,17 @@ def parse_args() -> argparse.Namespace:
 def course(workdir: Path, data: Path, rounds: int) -> dict:
     """Phase 1a-b, Dagster-free."""
     state = fresh_home(workdir, "course")
-    return run_module(
+    measured, result = run_module(
         "benchmarks.course", ["--data", str(data), "--rounds", str(rounds)], child_env(state, data, TRAIN_MONTH), state
-    )[1]
+    )
+    return {**result, "others_cpu": measured.others_cpu_seconds}
 
 
 def materialize(workdir: Path, name: str, data: Path, start_month: str, months: list[str]) -> dict:
     """Phases 1c-3: months through Dagster in-process with default config (`make run`'s path)."""
     home = fresh_home(workdir, name)
-    return run_module("benchmarks.materialize", months, child_env(home, data, start_month), home)[1]
+    measured, result = run_module("benchmarks.materialize", months, child_env(home, data, start_month), home)
+    return {**result, "others_cpu": measured.others_cpu_seconds}
 
 
 def cli_run(workdir: Path, name: str, data: Path, trials: int) -> tuple[Measured, Path, str]:
@@ -289,6 +306,98 @@ def print_summary(course_result: dict, ours: dict, months: dict, over: dict) -> 
         print(f"   {name:38} {value:>18}  {target}")
 
 
+def md_course(result: dict, ours: dict, peak: dict) -> list[str]:
+    """docs/benchmarks.md: phase 1's table, then phase 3's (the same run of `ours`)."""
+    xgb = result["xgboost"]
+    course = table(
+        ["model", "test RMSE (min)", "notes"],
+        [
+            (
+                "course XGBoost, DictVectorizer(PU_DO + trip_distance), early-stopped on the test month",
+                f"{xgb['rmse']:.3f}",
+                f"{xgb['rounds']} rounds max, best iteration {xgb['best_iteration']}, {xgb['seconds']:.0f} s",
+            ),
+            ("LinearRegression on the course features (`baseline_rmse`)", f"{result['linear_rmse']:.3f}", ""),
+            (
+                "ours: the Dagster graph, default config (`trained_model`)",
+                f"{ours['rmse']:.3f}",
+                f"{report.verdict(ours['rmse'], TARGET_RMSE)}; {ours['trials_run']} trials in its time budget",
+            ),
+        ],
+        align="lrl",
+    )
+    steps = dict(ours["steps"])
+    run = steps.pop("run")
+    one_month = table(
+        ["step", "wall s"],
+        [
+            *[(f"`{step}`", f"{seconds:.1f}") for step, seconds in steps.items()],
+            ("sum of steps", f"{sum(steps.values()):.1f}"),
+            ("run, RUN_START to RUN_SUCCESS", f"{run:.1f}"),
+            (f"whole call, with the {TRAIN_MONTH} ingestion run", f"{ours['seconds']:.1f}"),
+        ],
+    )
+    return [
+        f"**1. Course split**: train {TRAIN_MONTH}, test {TEST_MONTH}.",
+        course,
+        f"**3. One-month run** {TEST_MONTH}, in process, default config: wall time per step from the event log.",
+        one_month,
+        f"Peak RSS (ru_maxrss): the process {peak['self']:.0f} MiB, its largest child {peak['children']:.0f} MiB.",
+    ]
+
+
+def md_months(months: dict) -> list[str]:
+    rows = [
+        (
+            month,
+            f"{result['rmse']:.3f}",
+            f"{result['baseline_rmse']:.3f}",
+            f"{1 - result['rmse'] / result['baseline_rmse']:.1%}",
+            str(result["trials_run"]),
+            f"{result['seconds']:.0f}",
+        )
+        for month, result in months.items()
+    ]
+    return [table(["month", "ours", "baseline", "gain", "trials", "wall s"], rows)]
+
+
+def md_overhead(result: dict, trials: int, repeat: int) -> list[str]:
+    cli, plain = result["cli"], result["plain"]
+    steps, stages = per_asset(result["cli_result"]["steps"]), result["plain_result"]["stages"]
+    run = result["cli_result"]["steps"]["run"]
+    walls = {side: ", ".join(f"{m.seconds:.0f}" for m in result[f"{side}_all"]) for side in ("cli", "plain")}
+    rows = [
+        *[(f"`{asset}`", f"{steps[asset]:.1f}", f"{stages[asset]:.1f}") for asset in ASSETS],
+        ("in the run, between steps", f"{run - sum(steps.values()):.1f}", MISSING),
+        ("outside the run / the stages", f"{cli.seconds - run:.1f}", f"{plain.seconds - sum(stages.values()):.1f}"),
+        (f"**wall, fastest of {repeat}**", f"**{cli.seconds:.1f}**", f"**{plain.seconds:.1f}**"),
+        ("every run's wall", walls["cli"], walls["plain"]),
+        ("CPU, user + system", f"{cli.cpu_seconds:.1f}", f"{plain.cpu_seconds:.1f}"),
+        ("other processes' CPU meanwhile", f"{cli.others_cpu_seconds:.1f}", f"{plain.others_cpu_seconds:.1f}"),
+        ("peak RSS of the largest process, MiB", f"{cli.peak_rss_mib:.0f}", f"{plain.peak_rss_mib:.0f}"),
+        *[
+            (name, *(f"{result[side][key]:{spec}}" for side in ("cli_result", "plain_result")))
+            for name, key, spec in (("test RMSE", "rmse", ".3f"), ("trials", "trials_run", "d"))
+        ],
+    ]
+    ratio = cli.seconds / plain.seconds
+    return [
+        f"{TEST_MONTH}, `n_trials={trials}` on both sides; seconds, checks counted with their asset. "
+        f"CLI: `{result['cli_command']}` after an untimed CLI call materializing raw_trips,cleaned_trips "
+        f"for {TRAIN_MONTH}; plain: `python -m benchmarks.plain`.",
+        table(["", "CLI", "plain"], rows),
+        f"**CLI ÷ plain, wall: {ratio:.2f}** ({report.verdict(round(ratio, 2), TARGET_RATIO)}); "
+        f"CPU {cli.cpu_seconds / plain.cpu_seconds:.2f}.",
+    ]
+
+
+def write(args: argparse.Namespace, name: str, title: str, others_cpu: float | None, parts: list[str]) -> None:
+    """Replace phase `name`'s section of the report page, unless there is no page to write."""
+    if args.report is not None:
+        provenance = report.Provenance(args.command, others_cpu)
+        report.write_section(name, report.section(name, title, provenance, parts), args.report)
+
+
 def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -302,32 +411,63 @@ def run_phases(workdir: Path, args: argparse.Namespace, phases: list[str]) -> di
         results["course"] = course(workdir, args.data, args.course_rounds)
         print_course(results["course"], results["ours"])
         print_steps(results["ours"], one_month["peak_rss_mib"])
+        write(
+            args,
+            "course",
+            "1 and 3. Course split and one-month run (`course`)",
+            one_month["others_cpu"] + results["course"]["others_cpu"],
+            md_course(results["course"], results["ours"], one_month["peak_rss_mib"]),
+        )
     if "months" in phases:
-        results["months"] = materialize(workdir, "2023", args.data, "2023-01", args.months)["months"]
+        months = materialize(workdir, "2023", args.data, "2023-01", args.months)
+        results["months"] = months["months"]
         print_months(results["months"])
+        write(args, "months", "2. 2023 months (`months`)", months["others_cpu"], md_months(results["months"]))
     if "overhead" in phases:
-        results["over"] = overhead(workdir, args.data, args.trials, args.repeat)
-        print_overhead(results["over"], args.trials, args.repeat)
+        over = results["over"] = overhead(workdir, args.data, args.trials, args.repeat)
+        print_overhead(over, args.trials, args.repeat)
+        others = sum(m.others_cpu_seconds for m in (*over["cli_all"], *over["plain_all"]))
+        write(
+            args,
+            "overhead",
+            "4. Orchestration overhead (`overhead`)",
+            others,
+            md_overhead(over, args.trials, args.repeat),
+        )
     if "sizes" in phases:
         results["sized"] = scale.sizes(workdir, args.rows, args.tuning_timeout)
         scale.print_sizes(results["sized"])
         results["budget"] = scale.budget(results["sized"], args.tuning_timeout)
         scale.print_budget(results["budget"])
+        sized, others = results["sized"], results["budget"]["idle"]["others_cpu"]  # busy.py's load is no other's
+        others += sum(
+            run["others_cpu"] for run in (*sized["ingestion"].values(), sized["window"], sized["predictions"])
+        )
+        parts = scale.md_sizes(sized) + scale.md_budget(results["budget"])
+        write(args, "sizes", "5 and 6. Large months and the tuning budget (`sizes`)", others, parts)
     if "backfill" in phases:
         results["backfill"], results["on_workers"] = scale.backfill(workdir), scale.celery_backfill(workdir)
         scale.print_backfill(results["backfill"], results["on_workers"])
+        others = sum(m.others_cpu_seconds for m in results["backfill"].values())
+        others += sum(run["others_cpu"] for run in results["on_workers"].values())
+        parts = scale.md_backfill(results["backfill"], results["on_workers"])
+        write(args, "backfill", "7. Backfill of twelve months ÷ one (`backfill`)", others, parts)
     if "long" in phases:
-        month = LONG_STUDY_MONTH
+        month, others = LONG_STUDY_MONTH, 0.0
         # The default budget's run of phase 2 when it ran (and had the month), else one of its own.
         if "months" in results:
             default = results["months"].get(month)
         else:
-            default = materialize(workdir, "default", args.data, "2023-01", [month])["months"][month]
+            own = materialize(workdir, "default", args.data, "2023-01", [month])
+            default, others = own["months"][month], own["others_cpu"]
         long = None
         if default is not None and (args.long or args.only):
             long = scale.long_study(workdir, args.data, month, args.long_minutes)
         if default is not None:
             scale.print_long_study(month, default, long, args.long_minutes)
+        if long is not None:  # without the long study there is nothing new to record
+            parts = scale.md_long_study(month, default, long, args.long_minutes)
+            write(args, "long", "8. Tuning budget against a long study (`long`)", others + long["others_cpu"], parts)
         results["default"], results["long"] = default, long
     return results
 
@@ -335,7 +475,8 @@ def run_phases(workdir: Path, args: argparse.Namespace, phases: list[str]) -> di
 def main() -> None:
     args = parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows when the output is piped
-    print(f"python -m benchmarks.run {shlex.join(sys.argv[1:])}".rstrip())
+    args.command = f"python -m benchmarks.run {shlex.join(sys.argv[1:])}".rstrip()
+    print(args.command)
     print(
         f"data {args.data}; {len(os.sched_getaffinity(0))} cores; load average {_load()} "
         "(other processes on this machine skew the timings)"

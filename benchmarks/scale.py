@@ -28,7 +28,9 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.harness import ROOT, child_env, fresh_home, run_child, run_module
+from benchmarks.harness import ROOT, busy_cpu_seconds, child_env, fresh_home, run_child, run_module
+from benchmarks.report import MISSING, table
+from benchmarks.report import verdict as md_verdict
 
 SIZE_MONTHS = ["2021-01", "2021-02", "2021-03", "2021-04"]  # the last is tested on, trained on the others
 INGESTION = "raw_trips,cleaned_trips"
@@ -120,15 +122,17 @@ def celery_backfill(workdir: Path) -> dict:
             for month in window:
                 SyntheticSource(str(incoming)).fetch(month)
             with topology.instance() as instance:
-                cpu_before, started = topology.cpu_seconds(), time.perf_counter()
+                cpu_before, busy_before, started = topology.cpu_seconds(), busy_cpu_seconds(), time.perf_counter()
                 ingest = backfill(topology, "ingest_month", window)
                 runs = finished_runs(topology, instance, ingest, len(window), 3600)
                 train = backfill(topology, "retrain_month", months, dict([TRAINING_TAG]))
                 runs += finished_runs(topology, instance, train, len(months), 3600)
                 seconds, cpu_after = time.perf_counter() - started, topology.cpu_seconds()
+                busy = busy_cpu_seconds() - busy_before
             failed = [run.run_id for run in runs if run.status != DagsterRunStatus.SUCCESS]
             assert not failed, f"backfill runs failed: {failed}\n{topology.logs()}"
-        results[name] = {"seconds": seconds, "cpu": sum(cpu_after.values()) - sum(cpu_before.values())}
+        cpu = sum(cpu_after.values()) - sum(cpu_before.values())
+        results[name] = {"seconds": seconds, "cpu": cpu, "others_cpu": max(busy - cpu, 0.0)}
     return results
 
 
@@ -137,7 +141,8 @@ def long_study(workdir: Path, data: Path, month: str, minutes: float) -> dict:
     home = fresh_home(workdir, "long-study")
     config = {"ops": {"best_params": {"config": {"n_trials": 1_000_000, "timeout_seconds": minutes * 60}}}}
     env = child_env(home, data, "2023-01")
-    return run_module("benchmarks.materialize", [month, "--config", json.dumps(config)], env, home)[1]["months"][month]
+    measured, result = run_module("benchmarks.materialize", [month, "--config", json.dumps(config)], env, home)
+    return {**result["months"][month], "others_cpu": measured.others_cpu_seconds}
 
 
 def _gb(mib: float) -> float:
@@ -282,3 +287,127 @@ def print_summary(
         rows.append(("default budget RMSE / long study's", f"{default['rmse'] / long['rmse']:.4f}", "<= 1.01"))
     for name, value, target in rows:
         print(f"   {name:44} {value:>14}  {target}")
+
+
+# docs/benchmarks.md (benchmarks.report): the figures printed above, as tables.
+
+
+def md_sizes(sized: dict) -> list[str]:
+    """Phase 5: every run and step of the large months, then the targets."""
+    rows, ingestion, window = sized["rows"], sized["ingestion"], sized["window"]
+
+    def steps(run: dict) -> list[tuple]:
+        peaks = {step: f"{_gb(mib):.2f}" for step, mib in run["step_peak_rss_mib"].items()}
+        return [
+            (f"&nbsp;&nbsp;`{step}`", f"{seconds:.1f}", peaks.get(step, MISSING), "")
+            for step, seconds in run["steps"].items()
+            if step != "run"
+        ]
+
+    lines = []
+    for month, run in ingestion.items():
+        lines += [
+            (
+                f"{month} {INGESTION}, generating the month",
+                f"{run['seconds']:.1f}",
+                f"{_gb(run['peak_rss_mib']):.2f}",
+                "",
+            )
+        ]
+        lines += steps(run)
+    worst = round(_gb(max(run["peak_rss_mib"] for run in ingestion.values())), 2)
+    lines.append(
+        (
+            f"ingestion, highest peak of the {len(ingestion)} months",
+            "",
+            f"{worst:.2f}",
+            md_verdict(worst, INGESTION_TARGET_GB, " GB"),
+        )
+    )
+    lines.append((f"{SIZE_MONTHS[-1]} {WINDOW_STEPS}, one process", f"{window['seconds']:.1f}", "", ""))
+    lines += steps(window) + steps(sized["predictions"])
+    peak, training = round(_gb(window["peak_rss_mib"]), 2), window["steps"]["trained_model"]
+    lines.append((f"{WINDOW_STEPS}, process peak", "", f"{peak:.2f}", md_verdict(peak, WINDOW_TARGET_GB, " GB")))
+    lines.append(
+        ("`trained_model` on the window", f"{training:.0f}", "", md_verdict(round(training), TRAINING_TARGET_S, " s"))
+    )
+    model, params = window["metadata"]["trained_model"], window["metadata"]["best_params"]
+    return [
+        f"**5. Large months**: synthetic, {rows:,} trips a month, each run its own process; "
+        f"{SIZE_MONTHS[-1]} trained on {', '.join(SIZE_MONTHS[:-1])}.",
+        table(["run / step", "wall s", "peak RSS, GB", "target"], lines, align="lrrl"),
+        f"{model['train_rows']:,} training + {model['valid_rows']:,} holdout rows, {model['test_rows']:,} test rows; "
+        f"tuned on {params['tuning_rows']:,} rows ({params['trials_run']} trials); test RMSE {model['rmse']:.3f} "
+        f"(baseline {model['baseline_rmse']:.3f}), best iteration {model['best_iteration']}, "
+        f"{'stopped by its time budget' if model['stopped_by_time_budget'] else 'early-stopped'}.",
+    ]
+
+
+def md_budget(result: dict) -> list[str]:
+    """Phase 6: best_params' wall time against its budget, alone and under load."""
+    timeout, rows = result["timeout"], []
+    for name, label in (("idle", "alone"), ("loaded", "while `benchmarks.busy` trains XGBoost on 2 cores")):
+        run = result[name]
+        seconds = run["steps"]["best_params"]
+        ratio = round(seconds / timeout, 2)
+        rows.append(
+            (
+                label,
+                f"{seconds:.1f}",
+                f"{seconds / timeout:.3f}",
+                md_verdict(ratio, BUDGET_TARGET),
+                f"{run['others_cpu']:.0f}",
+            )
+        )
+    return [
+        f"**6. `best_params` time budget** on the {SIZE_MONTHS[-1]} window, `timeout_seconds={timeout:.0f}`, "
+        "no trial limit.",
+        table(["`best_params`", "step s", "× budget", "target", "other processes' CPU s"], rows, align="lrrlr"),
+    ]
+
+
+def md_backfill(runs: dict, on_workers: dict) -> list[str]:
+    """Phase 7: twelve months against one, in process and on two Celery workers."""
+    in_process = {name: {"seconds": run.seconds, "cpu": run.cpu_seconds} for name, run in runs.items()}
+    rows = []
+    for label, sides in (
+        ("in process: `python -m ml_assets.runner`", in_process),
+        ("two Celery workers, backfills launched from the webserver", on_workers),
+    ):
+        one, twelve = sides["one"], sides["twelve"]
+        ratio = round(twelve["seconds"] / one["seconds"], 2)
+        rows.append(
+            (
+                label,
+                f"{one['seconds']:.1f}",
+                f"{twelve['seconds']:.1f}",
+                f"**{ratio:.2f}**",
+                md_verdict(ratio, BACKFILL_TARGET),
+                f"{one['cpu']:.0f} / {twelve['cpu']:.0f}",
+            )
+        )
+    return [
+        f"Default synthetic months, {BACKFILL_TRIALS} trials a month, each trained on three; one month is "
+        f"{BACKFILL_FIRST}, twelve are {BACKFILL_FIRST} to {BACKFILL_LAST}.",
+        table(
+            ["executor", "one month s", "twelve months s", "twelve ÷ one", "target", "CPU s, one / twelve"],
+            rows,
+            align="lrrrlr",
+        ),
+    ]
+
+
+def md_long_study(month: str, default: dict, long: dict, minutes: float) -> list[str]:
+    """Phase 8: the default budget's model against a long study's."""
+    rows = [
+        (label, str(run["trials_run"]), f"{run['valid_rmse']:.4f}", f"{run['rmse']:.4f}")
+        for label, run in (("default budget", default), (f"{minutes:.0f}-minute study", long))
+    ]
+    excess = default["rmse"] / long["rmse"] - 1  # > 0: the default budget's model is worse
+    target = md_verdict(round(excess * 100, 2), LONG_STUDY_TARGET * 100, " %")
+    return [
+        f"Real TLC {month}, trained on the 3 months before it.",
+        table(["study", "trials", "valid RMSE", "test RMSE"], rows),
+        f"**Default budget's test RMSE against the long study's: {excess:+.2%}** "
+        f"({target}; negative: the default did better).",
+    ]
