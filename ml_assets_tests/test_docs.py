@@ -1,0 +1,112 @@
+"""The documentation: links that lead somewhere, and docs/benchmarks.md as the benchmarks write it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmarks import report, scale
+from ml_assets_tests.support import ROOT
+
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FENCE = re.compile(r"^```.*?^```", re.S | re.M)
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def _prose(page: Path) -> str:
+    """The page without fenced code blocks and inline code, where brackets are not links."""
+    return re.sub(r"`[^`\n]*`", "", FENCE.sub("", page.read_text()))
+
+
+def anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives `page`'s headings (numbered when repeated), and explicit `id`s."""
+    found, seen = set(), {}
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", FENCE.sub("", page.read_text()), re.M):
+        text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading)  # a link's text stays, its target goes
+        slug = re.sub(r"[^\w\- ]", "", text.lower()).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        found.add(slug if count == 0 else f"{slug}-{count}")
+    return found | set(re.findall(r"<a\s+(?:id|name)=\"([^\"]+)\"", page.read_text()))
+
+
+def test_the_docs_are_there():
+    names = {page.name for page in PAGES}
+    assert {"README.md", "architecture.md", "configuration.md", "benchmarks.md", "testing.md"} <= names
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+def test_every_relative_link_leads_to_a_file_and_anchor_that_exist(page):
+    broken = []
+    for target in LINK.findall(_prose(page)):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # https:, mailto:: not this repository's
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        if not linked.exists():
+            broken.append(f"{target}: no {linked.relative_to(ROOT) if linked.is_relative_to(ROOT) else linked}")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
+            broken.append(f"{target}: no heading #{anchor} in {linked.relative_to(ROOT)}")
+    assert not broken, f"{page.relative_to(ROOT)}: " + "; ".join(broken)
+
+
+def test_anchors_follow_githubs_rules(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Steps on workers (Celery)\n\n## `make run`, offline\n\n## Faults\n\n## Faults\n")
+    assert anchors(page) == {"steps-on-workers-celery", "make-run-offline", "faults", "faults-1"}
+
+
+PAGE = """# Benchmarks
+
+Prose the benchmarks never touch.
+
+{course}
+
+Between the sections.
+
+{long}
+
+The end.
+"""
+
+
+def _section(name: str, figure: str) -> str:
+    provenance = report.Provenance(f"python -m benchmarks.run --only {name}", 0.5, date="2026-01-01", machine="m")
+    return report.section(name, name, provenance, [report.table(["figure", "value"], [("x", figure)])])
+
+
+def test_writing_one_phase_replaces_its_section_only(tmp_path):
+    path = tmp_path / "benchmarks.md"
+    path.write_text(PAGE.format(course=_section("course", "1.0"), long=_section("long", "2.0")))
+    report.write_section("course", _section("course", "3.0"), path)
+    page = path.read_text()
+    assert page == PAGE.format(course=_section("course", "3.0"), long=_section("long", "2.0"))
+    assert "| x | 2.0 |" in page and "| x | 1.0 |" not in page
+    assert "**command** `python -m benchmarks.run --only course` · **other processes' CPU** 0.5 s" in page
+
+
+def test_a_phase_missing_from_the_page_goes_before_the_next_phase_present(tmp_path):
+    path = tmp_path / "benchmarks.md"
+    path.write_text(PAGE.format(course=_section("course", "1.0"), long=_section("long", "2.0")))
+    report.write_section("backfill", _section("backfill", "4.0"), path)
+    page = path.read_text()
+    order = [page.index(report.markers(name)[0]) for name in ("course", "backfill", "long")]
+    assert order == sorted(order) and page.count("<!-- bench:") == 6
+    report.write_section("course", _section("course", "5.0"), tmp_path / "new.md")  # no page yet: one is made
+    assert (tmp_path / "new.md").read_text().startswith("# Benchmarks\n")
+
+
+def test_a_phase_table_from_a_small_result(tmp_path):
+    """Phase 8's table, from the result a run would hand over, written into a page."""
+    default = {"rmse": 4.4040, "valid_rmse": 4.272, "trials_run": 25}
+    long = {"rmse": 4.4066, "valid_rmse": 4.043, "trials_run": 252}
+    parts = scale.md_long_study("2023-04", default, long, 20.0)
+    path = tmp_path / "benchmarks.md"
+    provenance = report.Provenance("python -m benchmarks.run --only long", 1.5)
+    report.write_section("long", report.section("long", "8. Long study", provenance, parts), path)
+    page = path.read_text()
+    assert "| 20-minute study | 252 | 4.0430 | 4.4066 |" in page
+    assert "against the long study's: -0.06%** (target ≤ 1 %: met" in page
+    assert re.search(r"\*\*machine\*\* \d+ cores", page) and "**other processes' CPU** 1.5 s" in page
