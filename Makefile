@@ -58,7 +58,7 @@ bench: install
 bench-deployment: install
 	$(BIN)/python -m benchmarks.deployment
 
-# The production topology in Docker (README, "Deploying").
+# The production topology in Docker (docs/deployment.md).
 up:
 	./scripts/start.sh
 

@@ -13,9 +13,10 @@ import xgboost as xgb
 from benchmarks.harness import TEST_MONTH, TRAIN_MONTH
 from benchmarks.plain import cleaned
 from ml_assets.core.features import TEST, TRAIN, VALID, build_features, course_matrix, course_vocabulary, split_rows
+from ml_assets.core.model import predict
 from ml_assets.core.schema import DURATION
 from ml_assets.core.sources.directory import DirectorySource
-from ml_assets.core.training import baseline_rmse, predict, regression_metrics
+from ml_assets.core.training import baseline_rmse, regression_metrics
 
 # The course notebook's best hyperopt result.
 COURSE_PARAMS = {

@@ -94,7 +94,7 @@ def runner_side(workdir: Path, data: Path, trials: int, repeat: int) -> dict:
     """The runner's first month in a fresh home, then the month alone `repeat` times."""
     from dagster import DagsterInstance
 
-    from ml_assets.materializations import latest_materialization
+    from ml_assets.records import latest_materialization
 
     home = fresh_home(workdir, "runner")
     env = {**child_env(home, data, TRAIN_MONTH), **code_settings(trials)}

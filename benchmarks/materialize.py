@@ -15,15 +15,16 @@ import time
 from dagster import DagsterInstance
 
 from benchmarks.harness import step_seconds
-from ml_assets.materializations import latest_materialization
-from ml_assets.runner import run
+from ml_assets.keys import BEST_PARAMS
+from ml_assets.records import latest_materialization
+from ml_assets.runner.runs import run
 
 
 def materialize(month: str, instance: DagsterInstance, run_config: dict) -> dict:
     start = time.perf_counter()
     model = run(month, month, instance, run_config)[month]
     seconds = time.perf_counter() - start
-    run_id, params = latest_materialization(instance, "best_params")
+    run_id, params = latest_materialization(instance, BEST_PARAMS)
     return {
         "seconds": seconds,  # earlier months' ingestion included, when it was needed
         "steps": step_seconds(instance, run_id),

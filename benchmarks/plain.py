@@ -21,19 +21,20 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from ml_assets.core import drift, plots, rules, tracking
+from ml_assets import settings
+from ml_assets.core import drift, model, plots, rules, tracking
 from ml_assets.core.cleaning import clean_trips
 from ml_assets.core.features import TEST, TRAIN, VALID, build_features, derive_features, design_matrices, transform
-from ml_assets.core.gate import champion_rmse, gate_model
+from ml_assets.core.gate import CHAMPION_TOLERANCE, gate_model
 from ml_assets.core.locks import store_lock
+from ml_assets.core.model import usable_cores
 from ml_assets.core.months import shift_month
 from ml_assets.core.schema import DURATION
 from ml_assets.core.sources.directory import DirectorySource
-from ml_assets.core.training import baseline_rmse, predict, regression_metrics, train_booster, usable_cores
-from ml_assets.core.tuning import sample_rows, tune, tuning_sample
+from ml_assets.core.training import regression_metrics, train_and_evaluate
+from ml_assets.core.tuning import sample_rows, study_name, tune, tuning_sample
 
-EXPERIMENT = "trip_duration"  # the mlflow resource's default experiment
-CHAMPION_TOLERANCE = 0.02  # TrainingConfig's default
+EXPERIMENT = settings.MLFLOW_EXPERIMENT.default
 log = logging.getLogger("benchmarks.plain")
 
 
@@ -43,7 +44,7 @@ def draw(figures: dict) -> dict[str, bytes]:
 
 
 def cleaned(source: DirectorySource, month: str):
-    return clean_trips(pq.read_table(source.fetch(month)), month, where=f"month {month}").trips
+    return clean_trips(pq.read_table(source.fetch(month)), month, origin=f"month {month}").trips
 
 
 @contextlib.contextmanager
@@ -70,35 +71,35 @@ def train_and_register(frame, params: dict, month: str, threads: int, lock: Path
     """trained_model and model_gate: train, evaluate, log, then judge, register and move the alias."""
     import mlflow
 
-    data = design_matrices(frame)
-    metrics = {"baseline_rmse": baseline_rmse(frame)}
-    champion = champion_rmse(frame, data.y[TEST], tracking.load_champion())
-    booster = train_booster(data, params, threads=threads)
-    predicted = predict(booster, data.X[TEST])
-    metrics = {**regression_metrics(data.y[TEST], predicted), **metrics}
+    trained = train_and_evaluate(frame, params, tracking.load_champion(), threads=threads)
+    metrics, data = trained.metrics, trained.data
     with mlflow.start_run(run_name=f"plain trained_model {month}", tags={tracking.PARTITION_TAG: month}):
         logged = tracking.log_trained_model(
             params={**params, "feature_set": data.encoder["feature_set"]},
-            metrics={**metrics, "best_iteration": booster.best_iteration},
-            booster=booster,
+            metrics={**metrics, "best_iteration": model.best_iteration(trained.model)},
+            trained=trained.model,
             encoder=data.encoder,
             input_example=data.X[TEST][:5],
         )
-        rmses = {"this model": metrics["rmse"], "champion": champion, "baseline": metrics["baseline_rmse"]}
-        gain = booster.get_score(importance_type="gain")
-        tracking.log_pngs(draw(plots.model_plots(data.y[TEST], predicted, gain, rmses)))
+        rmses = {
+            "this model": metrics["rmse"],
+            "champion": metrics.get("champion_rmse"),
+            "baseline": metrics["baseline_rmse"],
+        }
+        figures = plots.model_plots(data.y[TEST], trained.predicted, model.importance(trained.model), rmses)
+        tracking.log_pngs(draw(figures))
 
-    def judge(champion):
-        return gate_model(frame, data.y[TEST], metrics["rmse"], metrics["baseline_rmse"], CHAMPION_TOLERANCE, champion)
+    def against(champion):
+        return gate_model(frame, metrics["rmse"], metrics["baseline_rmse"], CHAMPION_TOLERANCE, champion)
 
-    tracking.publish(logged["model_uri"], judge, {tracking.PARTITION_TAG: month}, lock)
+    tracking.publish(logged["model_uri"], against, {tracking.PARTITION_TAG: month}, lock)
     return metrics
 
 
 def score_with_champion(trips) -> float:
     """trip_duration_predictions: the month scored by the champion."""
-    _, booster, encoder = tracking.load_champion()
-    predicted = predict(booster, transform(derive_features(trips), encoder))
+    _, champion, encoder = tracking.load_champion()
+    predicted = model.predict(champion, transform(derive_features(trips), encoder))
     return regression_metrics(trips[DURATION].to_numpy(), predicted)["rmse"]
 
 
@@ -119,7 +120,7 @@ def main() -> None:
     with timed(stages, "ingest_trips"):
         raw = pq.read_table(source.fetch(month))
         rules.raw_rules(raw, month, rules.RuleThresholds())
-        trips = clean_trips(raw, month, where=f"month {month}")
+        trips = clean_trips(raw, month, origin=f"month {month}")
         rules.cleaned_rules(trips.trips, month, trips.raw_rows, rules.RuleThresholds())
         draw({"duration": lambda: plots.duration_histogram(trips.trips[DURATION])})
     with timed(stages, "cleaned_trips"):  # its drift check
@@ -133,12 +134,12 @@ def main() -> None:
         tuned = tune(
             design_matrices(tuning_sample(frame, sample_rows(args.timeout, threads)), (TRAIN, VALID)),
             f"sqlite:///{state / 'optuna.db'}",
-            f"trip_duration-rich-{month}",
+            study_name("rich", month),
             args.trials,
             args.timeout,
             seed=0,
             threads=threads,
-            log=lambda message: None,
+            progress=lambda trial: None,
         )
         draw(plots.study_plots(tuned.study))
     with timed(stages, "trained_model"):

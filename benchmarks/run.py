@@ -180,7 +180,7 @@ def _cli_result(home: Path) -> dict:
     """
     from dagster import DagsterInstance
 
-    from ml_assets.materializations import latest_materialization
+    from ml_assets.records import latest_materialization
 
     with DagsterInstance.from_config(str(home)) as instance:
         _, model = latest_materialization(instance, "trained_model")

@@ -19,8 +19,8 @@ from pathlib import Path
 from dagster import DagsterEventType, DagsterInstance, LoggerDefinition
 
 from benchmarks.harness import step_seconds
-from ml_assets.materializations import latest_metadata
-from ml_assets.runner import materialize_month
+from ml_assets.records import latest_metadata
+from ml_assets.runner.runs import materialize_month
 
 PROC = Path("/proc/self")
 

@@ -5,15 +5,15 @@ import gc
 from dagster import Definitions, load_assets_from_modules
 
 from ml_assets.assets import features, ingestion, predictions, training
-from ml_assets.automation import training_automation_sensor
-from ml_assets.checks import cleaned_trips_drift
+from ml_assets.automation.conditions import training_automation_sensor
+from ml_assets.automation.jobs import ingest_month_job, retrain_month_job
+from ml_assets.automation.schedules import monthly_retrain_schedule
+from ml_assets.automation.sensors import new_month_sensor
+from ml_assets.checks.drift import cleaned_trips_drift
+from ml_assets.checks.model_gate import model_gate
 from ml_assets.core.tables import release_memory_promptly
-from ml_assets.execution import run_executor
-from ml_assets.jobs import ingest_month_job, retrain_month_job
-from ml_assets.model_gate import model_gate
+from ml_assets.deploy.executor import run_executor
 from ml_assets.resources import build_resources
-from ml_assets.schedules import monthly_retrain_schedule
-from ml_assets.sensors import new_month_sensor
 
 release_memory_promptly()  # every process that runs steps loads this module
 
@@ -23,7 +23,6 @@ all_asset_checks = [cleaned_trips_drift, model_gate]
 defs = Definitions(
     assets=all_assets,
     asset_checks=all_asset_checks,
-    # In the run's process, or steps on Celery workers (ML_ASSETS_EXECUTOR; see ml_assets.execution).
     executor=run_executor(),
     resources=build_resources(),
     jobs=[ingest_month_job, retrain_month_job],
@@ -31,7 +30,6 @@ defs = Definitions(
     schedules=[monthly_retrain_schedule],
 )
 
-# Everything loaded so far (Dagster, pandas, these definitions) lives as long as the process: moved
-# out of the collector's reach, it is not traversed again by each full collection of a run, nor by
-# those at exit (about 1 s of a one-month `dagster asset materialize`; README, Benchmarks, phase 4).
+# What is loaded now lives as long as the process: frozen, it is not traversed again by each full
+# collection (about 1 s of a one-month run; docs/benchmarks.md, phase 4).
 gc.freeze()

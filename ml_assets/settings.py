@@ -1,17 +1,20 @@
-"""Every environment setting of ml_assets: its variable, default, allowed values, and when it is read.
+"""Every environment setting of ml_assets: its variable, default, allowed values and meaning, declared once.
 
-One rule for all of them: each is read and validated when the code location loads, so a wrong value
-fails `dagster dev`, `dg check defs` or `make run` at once with the variable, its value and what is
-allowed. Settings that shape the asset graph (first month, training window, sensor interval) and
-the defaults shown in the launchpad are fixed then; settings that say where things live (source,
-folders, stores, tracking URI) go to resources as `EnvVar`, resolved again when a run starts, so the
-UI shows where a value comes from and no credential is copied into run config.
+Each is validated when the code location loads, so a wrong value stops `dagster dev`, `dg check defs`
+or `make run` at once, naming the variable, its value and what is allowed. They are read two ways,
+by when they matter (docs/configuration.md):
+- `value()` at import, only for what shapes the definitions: partitions, intervals, the executor,
+  the launchpad's defaults;
+- `resource_value()` for everything a run uses: resources get an `EnvVar`, resolved when the run
+  starts, so the UI shows where a value comes from and no credential is copied into run config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +64,10 @@ def _url(raw: str) -> str:
     return raw
 
 
+def _flag(raw: str) -> bool:
+    return raw not in ("0", "false", "no")
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(raw: str) -> str:
         if raw not in choices:
@@ -68,47 +75,6 @@ def _choice(*choices: str) -> Callable[[str], str]:
         return raw
 
     return parse
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One environment variable: `default` when unset or empty, else `parse(raw)`."""
-
-    variable: str
-    default: Any
-    parse: Callable[[str], Any]
-    allowed: str
-
-    def raw(self) -> str | None:
-        return os.environ.get(self.variable) or None
-
-    def value(self):
-        raw = self.raw()
-        if raw is None:
-            return self.default
-        try:
-            return self.parse(raw)
-        except (TypeError, ValueError):
-            raise SettingError(f"{self.variable}={raw!r} is not allowed: expected {self.allowed}") from None
-
-    def config_source(self, default: Any = None):
-        """`resource_value` for old-style (`StringSource`) config such as dagster-mlflow's or dagster-celery's."""
-        if self.raw() is None:
-            return self.default if default is None else default
-        self.value()
-        return {"env": self.variable}
-
-    def resource_value(self):
-        """The validated value as a resource field: `EnvVar` when set (resolved at run time), else the default."""
-        if self.raw() is None:
-            return self.default
-        self.value()
-        return EnvVar.int(self.variable) if isinstance(self.default, int) else EnvVar(self.variable)
-
-
-def state_dir() -> Path:
-    """Where this project keeps its files when nothing else is configured: beside Dagster's own."""
-    return Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").resolve() / "ml_assets"
 
 
 def _location(raw: str) -> str:
@@ -128,53 +94,225 @@ def _source(raw: str) -> str:
     return raw if raw in ("synthetic", "tlc") else str(Path(raw).expanduser())
 
 
-_RULES, _DRIFT = RuleThresholds(), DriftThresholds()
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: `default` when unset or empty, else `parse(raw)`."""
 
-START_MONTH = Setting("ML_ASSETS_START_MONTH", "2021-01", check_month, "a month YYYY-MM")
-TRAINING_MONTHS = Setting("ML_ASSETS_TRAINING_MONTHS", 3, _positive_int, "a whole number of months >= 1")
-SENSOR_INTERVAL_SECONDS = Setting("ML_ASSETS_SENSOR_INTERVAL_SECONDS", 300, _positive_int, "whole seconds >= 1")
-AUTOMATION_INTERVAL_SECONDS = Setting("ML_ASSETS_AUTOMATION_INTERVAL_SECONDS", 30, _positive_int, "whole seconds >= 1")
-SENSOR_MAX_MONTHS = Setting("ML_ASSETS_SENSOR_MAX_MONTHS", 3, _positive_int, "a whole number >= 1")
-TUNING_TRIALS = Setting("ML_ASSETS_TUNING_TRIALS", 25, _positive_int, "a whole number of trials >= 1")
-PARALLEL_TRAINING_STEPS = Setting(
-    "ML_ASSETS_PARALLEL_TRAINING_STEPS", 1, _positive_int, "a whole number >= 1 (training steps at once per machine)"
-)
-TUNING_TIMEOUT_SECONDS = Setting("ML_ASSETS_TUNING_TIMEOUT_SECONDS", 60.0, _positive_float, "seconds > 0")
+    variable: str
+    default: Any
+    parse: Callable[[str], Any]
+    allowed: str
+    description: str
+    shown_default: str | None = None  # for the docs, where the default is derived (None: `default`)
 
-SOURCE = Setting("ML_ASSETS_SOURCE", "synthetic", _source, "synthetic, tlc, or the path of a folder of TLC files")
-TAXI = Setting("ML_ASSETS_TAXI", "green", _choice("green", "yellow"), "green or yellow")
-TLC_URL = Setting(
-    "ML_ASSETS_TLC_URL", "https://d37ci6vzurychx.cloudfront.net/trip-data", _http_url, "an http:// or https:// URL"
-)
-SYNTHETIC_ROWS = Setting("ML_ASSETS_SYNTHETIC_ROWS", 60_000, _positive_int, "a whole number of trips >= 1")
-SYNTHETIC_PUBLISHED_THROUGH = Setting("ML_ASSETS_SYNTHETIC_PUBLISHED_THROUGH", None, check_month, "a month YYYY-MM")
+    def raw(self) -> str | None:
+        return os.environ.get(self.variable) or None
+
+    def value(self):
+        raw = self.raw()
+        if raw is None:
+            return self.default
+        try:
+            return self.parse(raw)
+        except (TypeError, ValueError):
+            raise SettingError(f"{self.variable}={raw!r} is not allowed: expected {self.allowed}") from None
+
+    def resource_value(self, default: Any = None, old_style: bool = False):
+        """The setting as a resource field: an `EnvVar` when set (validated now, resolved when a run starts),
+        else `default` or the setting's own. `old_style` resources (`config_schema`, e.g. dagster-mlflow's)
+        take `{"env": VARIABLE}` instead."""
+        if self.raw() is None:
+            return self.default if default is None else default
+        self.value()
+        if old_style:
+            return {"env": self.variable}
+        return EnvVar.int(self.variable) if isinstance(self.default, int) else EnvVar(self.variable)
+
+
+def state_dir() -> Path:
+    """Where this project keeps its files when nothing else is configured: beside Dagster's own."""
+    return Path(os.environ.get("DAGSTER_HOME") or ".dagster_home").resolve() / "ml_assets"
+
+
 ALLOWED_LOCATION = (
     "a folder or an fsspec URL with its package installed (s3://bucket/prefix, gs://… with gcsfs, file://…)"
 )
-CACHE_DIR = Setting("ML_ASSETS_CACHE_DIR", None, _location, ALLOWED_LOCATION)
-STORAGE_ROOT = Setting("ML_ASSETS_STORAGE_ROOT", None, _location, ALLOWED_LOCATION)
-OPTUNA_STORAGE = Setting("ML_ASSETS_OPTUNA_STORAGE", None, str, "an optuna RDB storage URL")
-MLFLOW_TRACKING_URI = Setting("MLFLOW_TRACKING_URI", None, str, "an MLflow tracking URI")
-MLFLOW_UI_URL = Setting("ML_ASSETS_MLFLOW_UI_URL", None, _http_url, "an http:// or https:// URL")
+_KINDS = {  # a threshold's kind (core.rules.threshold) -> how its variable is parsed, and what it allows
+    "count": (_positive_int, "a whole number >= 1"),
+    "share": (_share, "a share from 0 to 1"),
+    "positive": (_positive_float, "a number > 0"),
+}
+
+
+def _thresholds(thresholds: type, prefix: str) -> dict[str, Setting]:
+    """A setting per field of a thresholds dataclass, e.g. `min_rows` -> ML_ASSETS_MIN_ROWS."""
+    settings = {}
+    for field in dataclasses.fields(thresholds):
+        parse, allowed = _KINDS[field.metadata["kind"]]
+        variable = f"{prefix}{field.name.upper()}"
+        settings[field.name] = Setting(variable, field.default, parse, allowed, field.metadata["description"])
+    return settings
+
+
+START_MONTH = Setting("ML_ASSETS_START_MONTH", "2021-01", check_month, "a month YYYY-MM", "first monthly partition")
+TRAINING_MONTHS = Setting(
+    "ML_ASSETS_TRAINING_MONTHS",
+    3,
+    _positive_int,
+    "a whole number of months >= 1",
+    "months before M in M's training window",
+)
+SENSOR_INTERVAL_SECONDS = Setting(
+    "ML_ASSETS_SENSOR_INTERVAL_SECONDS",
+    300,
+    _positive_int,
+    "whole seconds >= 1",
+    "minimum time between new_month_sensor's ticks",
+)
+AUTOMATION_INTERVAL_SECONDS = Setting(
+    "ML_ASSETS_AUTOMATION_INTERVAL_SECONDS",
+    30,
+    _positive_int,
+    "whole seconds >= 1",
+    "minimum time between training_automation_sensor's evaluations",
+)
+SENSOR_MAX_MONTHS = Setting(
+    "ML_ASSETS_SENSOR_MAX_MONTHS", 3, _positive_int, "a whole number >= 1", "months new_month_sensor requests per tick"
+)
+TUNING_TRIALS = Setting(
+    "ML_ASSETS_TUNING_TRIALS",
+    25,
+    _positive_int,
+    "a whole number of trials >= 1",
+    "default optuna trial budget of best_params",
+)
+TUNING_TIMEOUT_SECONDS = Setting(
+    "ML_ASSETS_TUNING_TIMEOUT_SECONDS",
+    60.0,
+    _positive_float,
+    "seconds > 0",
+    "default time budget of best_params, counted from the step's start; it also ends the running trial and sizes "
+    "the sample the study tunes on",
+)
+PARALLEL_TRAINING_STEPS = Setting(
+    "ML_ASSETS_PARALLEL_TRAINING_STEPS",
+    1,
+    _positive_int,
+    "a whole number >= 1 (training steps at once per machine)",
+    "training steps that run at once on one machine: XGBoost gets the process's cores (its CPU affinity and a "
+    "container's CPU quota) divided by this",
+)
+
+SOURCE = Setting(
+    "ML_ASSETS_SOURCE",
+    "synthetic",
+    _source,
+    "synthetic, tlc, or the path of a folder of TLC files",
+    "`synthetic`, `tlc`, or a folder with `green_tripdata_YYYY-MM.parquet` files",
+)
+TAXI = Setting("ML_ASSETS_TAXI", "green", _choice("green", "yellow"), "green or yellow", "TLC taxi type")
+TLC_URL = Setting(
+    "ML_ASSETS_TLC_URL",
+    "https://d37ci6vzurychx.cloudfront.net/trip-data",
+    _http_url,
+    "an http:// or https:// URL",
+    "base URL of TLC's trip files",
+)
+SYNTHETIC_ROWS = Setting(
+    "ML_ASSETS_SYNTHETIC_ROWS", 60_000, _positive_int, "a whole number of trips >= 1", "trips per synthetic month"
+)
+SYNTHETIC_PUBLISHED_THROUGH = Setting(
+    "ML_ASSETS_SYNTHETIC_PUBLISHED_THROUGH",
+    None,
+    check_month,
+    "a month YYYY-MM",
+    "synthetic months after this are not published yet (the sensor's live demo)",
+    "start month + 5",
+)
+CACHE_DIR = Setting(
+    "ML_ASSETS_CACHE_DIR",
+    None,
+    _location,
+    ALLOWED_LOCATION,
+    "downloaded and generated month files: a folder or an fsspec URL (`s3://bucket/prefix`)",
+    "`$DAGSTER_HOME/ml_assets/downloads`",
+)
+STORAGE_ROOT = Setting(
+    "ML_ASSETS_STORAGE_ROOT",
+    None,
+    _location,
+    ALLOWED_LOCATION,
+    "asset values (parquet, JSON, XGBoost UBJSON): a folder or an fsspec URL",
+    "`$DAGSTER_HOME/ml_assets/assets`",
+)
+OPTUNA_STORAGE = Setting(
+    "ML_ASSETS_OPTUNA_STORAGE",
+    None,
+    str,
+    "an optuna RDB storage URL",
+    "optuna RDB storage URL",
+    "`sqlite:///$DAGSTER_HOME/ml_assets/optuna.db`",
+)
+MLFLOW_TRACKING_URI = Setting(
+    "MLFLOW_TRACKING_URI",
+    None,
+    str,
+    "an MLflow tracking URI",
+    "MLflow tracking (a sqlite store keeps its artifacts beside it)",
+    "`sqlite:///$DAGSTER_HOME/ml_assets/mlflow.db`",
+)
+MLFLOW_EXPERIMENT = Setting(
+    "ML_ASSETS_MLFLOW_EXPERIMENT", "trip_duration", str, "an experiment name", "MLflow experiment"
+)
+MLFLOW_UI_URL = Setting(
+    "ML_ASSETS_MLFLOW_UI_URL",
+    None,
+    _http_url,
+    "an http:// or https:// URL",
+    "MLflow UI the `mlflow_run` and `registered_model` links point at",
+    "an `http(s)` tracking URI itself, else `http://127.0.0.1:5000`",
+)
 EXECUTOR = Setting(
-    "ML_ASSETS_EXECUTOR", "in_process", _choice("in_process", "celery", "k8s"), "in_process, celery or k8s"
+    "ML_ASSETS_EXECUTOR",
+    "in_process",
+    _choice("in_process", "celery", "k8s"),
+    "in_process, celery or k8s",
+    "where the steps of runs launched by `dagster dev` or a deployment execute: the run's own process, Celery "
+    "workers, or a Kubernetes Job per step (docs/deployment.md); `make run` always runs in process",
 )
-CELERY_BROKER_URL = Setting("ML_ASSETS_CELERY_BROKER_URL", "redis://localhost:6379/0", _url, "a Celery broker URL")
+CELERY_BROKER_URL = Setting(
+    "ML_ASSETS_CELERY_BROKER_URL",
+    "redis://localhost:6379/0",
+    _url,
+    "a Celery broker URL",
+    "Celery broker between runs and workers (`celery` only)",
+)
 CELERY_BACKEND_URL = Setting(
-    "ML_ASSETS_CELERY_BACKEND_URL", "redis://localhost:6379/1", _url, "a Celery result backend URL"
+    "ML_ASSETS_CELERY_BACKEND_URL",
+    "redis://localhost:6379/1",
+    _url,
+    "a Celery result backend URL",
+    "Celery result backend (`celery` only)",
 )
-MLFLOW_EXPERIMENT = Setting("ML_ASSETS_MLFLOW_EXPERIMENT", "trip_duration", str, "an experiment name")
-
-MIN_ROWS = Setting("ML_ASSETS_MIN_ROWS", _RULES.min_rows, _positive_int, "a whole number of rows >= 1")
-MAX_DROPPED_SHARE = Setting("ML_ASSETS_MAX_DROPPED_SHARE", _RULES.max_dropped_share, _share, "a share from 0 to 1")
-MIN_PICKUPS_IN_MONTH = Setting(
-    "ML_ASSETS_MIN_PICKUPS_IN_MONTH", _RULES.min_pickups_in_month, _share, "a share from 0 to 1"
+# MLflow's own variables, with this project's defaults: fail within seconds, not after MLflow's 7 retries
+# with backoff (about four minutes). MLflow reads them only from the environment (resources.tracking).
+MLFLOW_HTTP_REQUEST_MAX_RETRIES = Setting(
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES", 1, _positive_int, "a whole number >= 1", "MLflow's retries of a failed request"
 )
-DRIFT_PSI = Setting("ML_ASSETS_DRIFT_PSI", _DRIFT.psi, _positive_float, "a number > 0")
-DRIFT_KS = Setting("ML_ASSETS_DRIFT_KS", _DRIFT.ks, _share, "a share from 0 to 1")
-DRIFT_TVD = Setting("ML_ASSETS_DRIFT_TVD", _DRIFT.tvd, _share, "a share from 0 to 1")
+MLFLOW_HTTP_REQUEST_TIMEOUT = Setting(
+    "MLFLOW_HTTP_REQUEST_TIMEOUT", 10, _positive_int, "whole seconds >= 1", "MLflow's timeout of one request"
+)
+VERBOSE = Setting(
+    "VERBOSE", False, _flag, "any value; 0, false or no for off", "`make run` prints Dagster's whole event log"
+)
 
-ALL = [value for value in dict(globals()).values() if isinstance(value, Setting)]
+RULES = _thresholds(RuleThresholds, "ML_ASSETS_")
+DRIFT = _thresholds(DriftThresholds, "ML_ASSETS_DRIFT_")
+
+ALL = [value for value in dict(globals()).values() if isinstance(value, Setting)] + [
+    *RULES.values(),
+    *DRIFT.values(),
+]
 
 
 def validate_all() -> None:
@@ -189,4 +327,27 @@ def validate_all() -> None:
         raise SettingError("; ".join(problems))
 
 
+TABLE_BEGIN, TABLE_END = "<!-- settings-table:begin -->\n", "<!-- settings-table:end -->"
+
+
+def markdown_table() -> str:
+    """The variables as docs/configuration.md shows them (`make docs` writes it; a test keeps them the same)."""
+    rows = ["| variable | default | what it does |", "|---|---|---|"]
+    for setting in ALL:
+        default = setting.shown_default or f"`{setting.default}`"
+        rows.append(f"| `{setting.variable}` | {default} | {setting.description} |")
+    return "\n".join(rows) + "\n"
+
+
+def with_table(page: str) -> str:
+    """`page` with its settings-table block replaced by the current table."""
+    before, _, rest = page.partition(TABLE_BEGIN)
+    _, _, after = rest.partition(TABLE_END)
+    return before + TABLE_BEGIN + markdown_table() + TABLE_END + after
+
+
 validate_all()  # on import, i.e. when the code location loads: every wrong variable is named at once
+
+if __name__ == "__main__":  # `python -m ml_assets.settings PAGE` writes the table into PAGE
+    page = Path(sys.argv[1])
+    page.write_text(with_table(page.read_text()))

@@ -22,13 +22,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ml_assets import keys
+
 ROOT = Path(__file__).resolve().parents[1]
 TLC_DATA = ROOT.parent / "shared" / "data" / "nyc-tlc"  # real TLC files, read-only
 T = TypeVar("T")
 BIN = Path(sys.executable).parent  # the virtual environment's commands: dagster, dg, moto_server…
 
 # The graph's assets, upstream first: what "Materialize all" selects.
-ASSETS = ["raw_trips", "cleaned_trips", "trip_features", "best_params", "trained_model", "trip_duration_predictions"]
+ASSETS = [key.to_user_string() for key in keys.ASSETS]
 
 SAMPLE_EVERY = 10  # drop_month keeps every 10th trip of a real month
 
@@ -242,7 +244,7 @@ def drop_month(incoming: Path, month: str, every: int = SAMPLE_EVERY) -> None:
 def stored_values(root: Path) -> dict[str, object]:
     """Every asset value under a storage root, comparable across runs: best_params as JSON, models as
     their trees, the rest as bytes."""
-    from ml_assets.core.training import load_booster
+    from ml_assets.core.model import from_bytes
 
     values = {}
     for path in sorted(root.rglob("*.*")):
@@ -250,7 +252,7 @@ def stored_values(root: Path) -> dict[str, object]:
         if name.startswith("best_params/"):
             values[name] = json.loads(path.read_bytes())
         elif name.startswith("trained_model/"):
-            values[name] = load_booster(path.read_bytes()).get_dump()
+            values[name] = from_bytes(path.read_bytes()).get_dump()
         else:
             values[name] = path.read_bytes()
     return values

@@ -3,7 +3,7 @@
 import pytest
 from dagster import DagsterInstance
 
-from ml_assets.runner import materialize_month, run
+from ml_assets.runner.runs import materialize_month, run
 from ml_assets_tests.support import FAST_CONFIG, stored_values, use_new_home
 
 # A time budget that never cuts a study short, so both ways run exactly the same trials.

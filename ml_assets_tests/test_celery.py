@@ -80,7 +80,7 @@ CELERY_WORKER_KEY = "Celery worker"  # what dagster-celery's task records in its
 
 
 RUNNER = (
-    "import json, sys; from dagster import DagsterInstance; from ml_assets.runner import run; "
+    "import json, sys; from dagster import DagsterInstance; from ml_assets.runner.runs import run; "
     "run(sys.argv[1], sys.argv[2], DagsterInstance.get(), run_config=json.loads(sys.argv[3]))"
 )
 
@@ -191,7 +191,7 @@ def test_backfill_on_workers_equals_the_in_process_executor(in_process, backfill
     from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 
     from ml_assets.definitions import defs
-    from ml_assets.materializations import latest_metadata
+    from ml_assets.records import latest_metadata
 
     topology, ingested, trained = backfilled
     nodes = {node.name: node for node in defs.resolve_implicit_global_asset_job_def().graph.node_defs}
@@ -270,7 +270,7 @@ def test_a_step_process_killed_fails_the_run_and_run_retries_finish_it(backfille
 
     from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
 
-    from ml_assets.materializations import latest_materialization
+    from ml_assets.records import latest_materialization
 
     topology, _, _ = backfilled
     month = MONTHS[-1]
@@ -325,7 +325,7 @@ def test_a_worker_killed_mid_step_hands_the_step_to_the_other_worker(backfilled)
     import redis
     from dagster import DagsterEventType, DagsterRunStatus
 
-    from ml_assets.materializations import latest_materialization
+    from ml_assets.records import latest_materialization
 
     topology, _, _ = backfilled
     month = MONTHS[-1]

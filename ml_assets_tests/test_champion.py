@@ -3,17 +3,17 @@
 import mlflow
 import pytest
 
-from ml_assets.core.gate import judge
-from ml_assets.materializations import latest_metadata
-from ml_assets.runner import materialize_month
+from ml_assets.core.gate import compare
+from ml_assets.records import latest_metadata
+from ml_assets.runner.runs import materialize_month
 from ml_assets_tests.support import FAST_CONFIG
 
 
 def test_model_gate_rules():
-    assert judge(5.0, 7.0, None, 0.02)[0]
-    assert not judge(7.5, 7.0, None, 0.02)[0]
-    assert judge(5.09, 7.0, 5.0, 0.02)[0]
-    passed, reason = judge(5.2, 7.0, 5.0, 0.02)
+    assert compare(5.0, 7.0, None, 0.02)[0]
+    assert not compare(7.5, 7.0, None, 0.02)[0]
+    assert compare(5.09, 7.0, 5.0, 0.02)[0]
+    passed, reason = compare(5.2, 7.0, 5.0, 0.02)
     assert not passed and "worse than the champion's 5.000 by more than 2%" in reason
 
 

@@ -12,7 +12,7 @@ from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey
 
 from ml_assets.core import drift, rules
 from ml_assets.core.cleaning import clean_trips
-from ml_assets.runner import materialize_month
+from ml_assets.runner.runs import materialize_month
 from ml_assets_tests.support import FAST_CONFIG, TLC_DATA, replace_column, zero_durations
 
 RULES = rules.RuleThresholds()

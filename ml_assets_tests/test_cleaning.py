@@ -7,8 +7,8 @@ import pytest
 
 from ml_assets.core.cleaning import EmptyMonthError, clean_trips
 from ml_assets.core.schema import CANONICAL, SchemaError, unify_schema
-from ml_assets.materializations import latest_metadata
-from ml_assets.runner import materialize_month
+from ml_assets.records import latest_metadata
+from ml_assets.runner.runs import materialize_month
 from ml_assets_tests.support import TLC_DATA, YELLOW_TYPES, as_yellow
 
 
@@ -35,8 +35,8 @@ def test_months_of_different_years_unify_to_one_schema():
     old, new = real("2021-01"), real("2023-03")
     assert old.schema.field("PULocationID").type != new.schema.field("PULocationID").type  # real drift
     assert old.schema.field("ehail_fee").type == pa.null()
-    for table, where in ((old, "2021-01"), (new, "2023-03")):
-        assert unify_schema(table, where).schema == CANONICAL
+    for table, origin in ((old, "2021-01"), (new, "2023-03")):
+        assert unify_schema(table, origin).schema == CANONICAL
     frames = [clean_trips(real(m), m, m).trips for m in ("2021-01", "2022-02", "2023-03")]
     stacked = pd.concat(frames, ignore_index=True)
     assert len(stacked) == sum(map(len, frames))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dagster import AssetKey, DagsterInstance
 
-from ml_assets.materializations import latest_metadata
+from ml_assets.records import latest_metadata
 from ml_assets_tests.support import BIN, FAST_CONFIG, ROOT, TLC_DATA
 
 

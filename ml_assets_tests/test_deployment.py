@@ -302,7 +302,7 @@ def test_dockerfile_copies_what_exists_and_runs_what_the_topology_test_runs():
     assert any(pin.startswith("dagster-postgres==") for pin in package.get_all("Requires-Dist"))
     # Every path the image's processes read is one it creates or copies.
     instance = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
-    assert instance["run_launcher"]["module"] == "ml_assets.run_launcher"
+    assert instance["run_launcher"]["module"] == "ml_assets.deploy.run_launcher"
 
 
 def test_helm_values_run_the_code_location_as_the_instance_does():
@@ -397,7 +397,7 @@ def materialized(instance, asset: str, month: str) -> bool:
 
 
 def metadata(instance, asset: str, month: str) -> dict:
-    from ml_assets.materializations import latest_metadata
+    from ml_assets.records import latest_metadata
 
     return latest_metadata(instance, asset, month)
 

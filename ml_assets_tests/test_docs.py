@@ -110,3 +110,14 @@ def test_a_phase_table_from_a_small_result(tmp_path):
     assert "| 20-minute study | 252 | 4.0430 | 4.4066 |" in page
     assert "against the long study's: -0.06%** (target ≤ 1 %: met" in page
     assert re.search(r"\*\*machine\*\* \d+ cores", page) and "**other processes' CPU** 1.5 s" in page
+
+
+def test_the_layout_names_every_module_and_package_of_the_code():
+    """docs/architecture.md's module layout: a module added, moved or renamed without it fails here."""
+    layout = (ROOT / "docs" / "architecture.md").read_text().split("<!-- layout -->")[1]
+    package = ROOT / "ml_assets"
+    names = {path.stem for path in package.glob("*.py") if path.stem != "__init__"}
+    names |= {path.name for path in package.iterdir() if (path / "__init__.py").exists()}
+    names |= {path.stem for path in package.glob("*/*.py") if path.stem not in ("__init__", "__main__")}
+    missing = sorted(name for name in names if not re.search(rf"\b{re.escape(name)}\b", layout))
+    assert not missing, f"not in docs/architecture.md's layout: {missing}"

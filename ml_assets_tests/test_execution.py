@@ -1,4 +1,4 @@
-"""Where steps execute (ml_assets.execution), without servers: the executor each setting gives, the
+"""Where steps execute (ml_assets.deploy.executor), without servers: the executor each setting gives, the
 Celery queue of every step, and how far the Kubernetes executor gets without a cluster.
 
 Steps on real Celery workers are tested in test_celery.py; Kubernetes itself is not tested here.
@@ -16,7 +16,7 @@ def test_every_step_goes_to_the_queue_of_its_group():
     from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 
     from ml_assets.definitions import all_asset_checks, all_assets, defs
-    from ml_assets.execution import QUEUES
+    from ml_assets.keys import QUEUES
 
     graph = defs.resolve_asset_graph()
     for definition in [*all_assets, *all_asset_checks]:
@@ -31,7 +31,7 @@ def test_every_step_goes_to_the_queue_of_its_group():
 def test_executor_is_in_process_unless_celery_is_chosen_and_workers_read_the_same_redis(monkeypatch):
     from dagster_celery.cli import get_validated_config
 
-    from ml_assets.execution import run_executor
+    from ml_assets.deploy.executor import run_executor
 
     monkeypatch.delenv("ML_ASSETS_EXECUTOR", raising=False)
     assert run_executor().name == "in_process"
@@ -52,7 +52,7 @@ def test_k8s_executor_is_chosen_and_a_run_gets_as_far_as_the_kubernetes_api(monk
     """ML_ASSETS_EXECUTOR=k8s: dagster-k8s's k8s_job_executor. Outside a cluster a run gets past
     Dagster's checks of that executor (a reconstructable job, a persistent instance, every output
     stored where another pod reads it) and stops where it asks Kubernetes for its in-cluster API."""
-    from ml_assets.execution import run_executor
+    from ml_assets.deploy.executor import run_executor
 
     monkeypatch.setenv("ML_ASSETS_EXECUTOR", "k8s")
     assert run_executor().name == "k8s"

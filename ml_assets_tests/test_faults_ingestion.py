@@ -15,12 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, AssetMaterialization, SkipReason, build_sensor_context, evaluate_automation_conditions
 
-from ml_assets import runner, settings
+from ml_assets import settings
+from ml_assets.automation.sensors import new_month_sensor
 from ml_assets.core.storage import write_json
-from ml_assets.materializations import latest_metadata
-from ml_assets.resources import TripSourceResource
-from ml_assets.runner import materialize_month
-from ml_assets.sensors import new_month_sensor
+from ml_assets.records import latest_metadata
+from ml_assets.resources.trip_source import TripSourceResource
+from ml_assets.runner import __main__ as runner
+from ml_assets.runner.runs import materialize_month
 from ml_assets_tests.support import TLC_DATA, replace_column, start_writer
 
 INGESTION = ["raw_trips", "cleaned_trips"]

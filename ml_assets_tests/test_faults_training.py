@@ -17,8 +17,8 @@ import pytest
 from dagster import AssetKey, DagsterRunStatus, RunsFilter
 
 from ml_assets.core import tracking, tuning
-from ml_assets.materializations import latest_materialization, run_metadata
-from ml_assets.runner import materialize_month
+from ml_assets.records import latest_materialization, run_metadata
+from ml_assets.runner.runs import materialize_month
 from ml_assets_tests.support import FAST_CONFIG, ROOT
 
 MONTH = "2021-02"
@@ -27,7 +27,7 @@ INGESTION = ["raw_trips", "cleaned_trips"]
 RUN_MONTH = """
 import json, os, signal, sys
 from dagster import DagsterInstance
-from ml_assets.runner import materialize_month
+from ml_assets.runner.runs import materialize_month
 
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
@@ -113,13 +113,13 @@ KILLS = {
     "tuning": """
         import ml_assets.core.tuning as tuning
         tuning.HEARTBEAT_SECONDS, tuning.GRACE_SECONDS = 1, 2
-        real, calls = tuning.train_booster, []
-        def train_booster(*args, **kwargs):
+        real, calls = tuning.fit, []
+        def fit(*args, **kwargs):
             calls.append(1)
             if len(calls) == 2:
                 die()
             return real(*args, **kwargs)
-        tuning.train_booster = train_booster
+        tuning.fit = fit
     """,
     # the MLflow run has its params, not its metrics
     "mlflow logging": "import mlflow; mlflow.log_metrics = die",

@@ -13,18 +13,11 @@ from dagster import DagsterEventType
 
 from ml_assets.core.cleaning import clean_trips
 from ml_assets.core.features import SPLIT, TEST, TRAIN, VALID, build_features, design_matrices
-from ml_assets.core.training import (
-    baseline_rmse,
-    load_booster,
-    model_bytes,
-    predict,
-    regression_metrics,
-    stop_at,
-    train_booster,
-)
-from ml_assets.core.tuning import tune
-from ml_assets.materializations import latest_metadata
-from ml_assets.runner import materialize_month
+from ml_assets.core.model import fit, from_bytes, predict, stop_at, to_bytes
+from ml_assets.core.training import baseline_rmse, regression_metrics
+from ml_assets.core.tuning import TrialProgress, tune
+from ml_assets.records import latest_metadata
+from ml_assets.runner.runs import materialize_month
 from ml_assets_tests.support import BIN, FAST_CONFIG, ROOT, TLC_DATA, cpu_quota
 
 
@@ -72,10 +65,10 @@ def test_course_features_reproduce_the_course_linear_regression(months):
 
 def test_trained_model_beats_baseline_and_round_trips(rich):
     data = design_matrices(rich)
-    booster = train_booster(data, {"max_depth": 6, "learning_rate": 0.3}, num_boost_round=200, early_stopping_rounds=10)
+    booster = fit(data, {"max_depth": 6, "learning_rate": 0.3}, num_boost_round=200, early_stopping_rounds=10)
     predicted = predict(booster, data.X[TEST])
     assert regression_metrics(data.y[TEST], predicted)["rmse"] < baseline_rmse(rich) - 1.0
-    again = load_booster(model_bytes(booster))
+    again = from_bytes(to_bytes(booster))
     np.testing.assert_allclose(predict(again, data.X[TEST]), predicted, rtol=1e-6)
 
 
@@ -94,7 +87,7 @@ def test_study_continues_and_tries_the_warm_start_first(tmp_path, rich):
         "reg_alpha": 0.01,
     }
     logged = []
-    first = tune(data, storage, "s", n_trials=2, timeout_seconds=60, warm_start=warm, log=logged.append)
+    first = tune(data, storage, "s", n_trials=2, timeout_seconds=60, warm_start=warm, progress=logged.append)
     assert (first.trials_run, first.trials_total) == (2, 2)
     import optuna
 
@@ -102,7 +95,14 @@ def test_study_continues_and_tries_the_warm_start_first(tmp_path, rich):
     second = tune(data, storage, "s", n_trials=2, timeout_seconds=60, warm_start=warm)
     assert (second.trials_run, second.trials_total) == (2, 4)  # continued, warm start not repeated
     assert second.valid_rmse <= first.valid_rmse
-    assert len(logged) == 2 and logged[0].startswith("trial 1 of 2 (#0) complete: valid RMSE")
+    assert [(trial.finished, trial.budget, trial.number, trial.state) for trial in logged] == [
+        (1, 2, 0, "complete"),
+        (2, 2, 1, "complete"),
+    ]
+    # What the step logs, `make run`'s live line reads back.
+    parsed = TrialProgress.parse(logged[0].line())
+    assert parsed._replace(value=None, best=None) == logged[0]._replace(value=None, best=None)
+    assert parsed.best == pytest.approx(logged[0].best, abs=1e-4)
 
 
 def test_a_budget_spent_before_the_first_trial_still_gives_params(tmp_path, rich):
@@ -137,9 +137,7 @@ def test_the_time_budget_holds_inside_a_trial_under_load(tmp_path, rich):
 def test_a_trial_whose_budget_is_spent_before_its_first_round_still_has_a_score(rich):
     """On a loaded machine the budget can run out between optuna's check and a trial's first round."""
     stopped = []
-    booster = train_booster(
-        design_matrices(rich), {}, 100, 10, callbacks=[stop_at(time.monotonic() - 1, stopped.append)]
-    )
+    booster = fit(design_matrices(rich), {}, 100, 10, callbacks=[stop_at(time.monotonic() - 1, stopped.append)])
     assert booster.best_iteration == 0 and booster.best_score > 0
     assert stopped == [1]
 

@@ -17,10 +17,10 @@ from ml_assets.core import tracking
 from ml_assets.core.sources import SourceUnavailableError
 from ml_assets.core.sources.tlc import TlcSource
 from ml_assets.core.storage import atomic_path, read_json, read_table, write_json
-from ml_assets.io_managers import JsonIOManager, NotMaterializedError, ParquetIOManager, XGBoostModelIOManager
-from ml_assets.materializations import latest_metadata
 from ml_assets.partitions import monthly_partitions
-from ml_assets.runner import run
+from ml_assets.records import latest_metadata
+from ml_assets.resources.io_managers import JsonIOManager, ModelIOManager, NotMaterializedError, ParquetIOManager
+from ml_assets.runner.runs import run
 from ml_assets_tests.support import TLC_DATA, free_port, start_writer, wait_until_answers
 from ml_assets_tests.topology import Service, mlflow_env
 
@@ -147,7 +147,7 @@ def test_a_backfill_stores_every_value_as_an_object_under_the_prefix_and_nothing
     assert cleaned["PULocationID"].dtype == "category" and len(cleaned) == rows
     assert load(parquet, "trip_features", "2021-03", pd.DataFrame).attrs["feature_set"] == "rich"
     assert load(JsonIOManager(root=root), "best_params", "2021-03", dict) == params
-    booster = load(XGBoostModelIOManager(root=root), "trained_model", "2021-03", object)
+    booster = load(ModelIOManager(root=root), "trained_model", "2021-03", object)
     assert booster.num_boosted_rounds() > 0
 
 
@@ -230,7 +230,7 @@ def test_the_mlflow_server_stores_a_model_s_artifacts_in_the_object_store(bucket
             logged = tracking.log_trained_model(
                 params={"max_depth": 2},
                 metrics={"rmse": 0.1},
-                booster=booster,
+                trained=booster,
                 encoder={"feature_set": "test"},
                 input_example=features[:5],
             )

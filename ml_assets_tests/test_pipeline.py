@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey
 
-from ml_assets.materializations import latest_metadata
-from ml_assets.runner import materialize_month
+from ml_assets.records import latest_metadata
+from ml_assets.runner.runs import materialize_month
 from ml_assets_tests.support import FAST_CONFIG, TLC_DATA
 
 INGESTION = ["raw_trips", "cleaned_trips"]

@@ -10,9 +10,9 @@ from PIL import Image
 
 from ml_assets.core import plots
 from ml_assets.core.plots import MAX_PNG_BYTES
-from ml_assets.materializations import latest_metadata
-from ml_assets.metadata import DEFAULT_MLFLOW_UI_URL, mlflow_ui_url
-from ml_assets.runner import materialize_month
+from ml_assets.records import latest_metadata
+from ml_assets.runner.runs import materialize_month
+from ml_assets.ui_metadata import DEFAULT_MLFLOW_UI_URL, mlflow_ui_url
 from ml_assets_tests.support import FAST_CONFIG
 
 INGESTION = ["raw_trips", "cleaned_trips"]
@@ -96,9 +96,5 @@ def test_a_failing_plot_leaves_a_reason_and_the_model(instance, monkeypatch):
         (None, "sqlite:///x.db", DEFAULT_MLFLOW_UI_URL),
     ],
 )
-def test_mlflow_ui_url(configured, tracking_uri, expected, monkeypatch):
-    if configured:
-        monkeypatch.setenv("ML_ASSETS_MLFLOW_UI_URL", configured)
-    else:
-        monkeypatch.delenv("ML_ASSETS_MLFLOW_UI_URL", raising=False)
-    assert mlflow_ui_url(tracking_uri) == expected
+def test_mlflow_ui_url(configured, tracking_uri, expected):
+    assert mlflow_ui_url(configured, tracking_uri) == expected

@@ -23,14 +23,15 @@ from dagster import (
 )
 
 from ml_assets import settings
-from ml_assets.automation import WINDOW_READY
+from ml_assets.automation.conditions import WINDOW_READY
+from ml_assets.automation.jobs import ingest_month_job
+from ml_assets.automation.schedules import monthly_retrain_schedule
+from ml_assets.automation.sensors import new_month_sensor
 from ml_assets.core.month_plan import fingerprint_hash, load_cursor
-from ml_assets.jobs import ingest_month_job
 from ml_assets.partitions import monthly_partitions
-from ml_assets.resources import TripSourceResource, build_resources
-from ml_assets.runner import materialize_month
-from ml_assets.schedules import monthly_retrain_schedule
-from ml_assets.sensors import new_month_sensor
+from ml_assets.resources import build_resources
+from ml_assets.resources.trip_source import TripSourceResource
+from ml_assets.runner.runs import materialize_month
 from ml_assets_tests.http_server import serve_directory
 from ml_assets_tests.support import TLC_DATA
 

@@ -55,3 +55,10 @@ def test_unset_or_empty_means_the_default(monkeypatch):
     assert settings.TRAINING_MONTHS.value() == 3 and settings.TUNING_TRIALS.value() == 25
     monkeypatch.setenv("ML_ASSETS_TUNING_TRIALS", "7")
     assert settings.TUNING_TRIALS.value() == 7
+
+
+def test_the_configuration_page_lists_every_setting_as_declared():
+    """docs/configuration.md's table is `make docs`' output: a setting added or changed without it fails here."""
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    assert settings.with_table(page) == page
+    assert all(f"`{setting.variable}`" in page for setting in settings.ALL)

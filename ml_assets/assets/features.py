@@ -4,12 +4,13 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Config, asset
 from pydantic import Field
 
-from ml_assets.automation import WINDOW_READY
+from ml_assets.automation.conditions import WINDOW_READY
 from ml_assets.core.features import FEATURE_INPUTS, SPLIT, build_features
 from ml_assets.core.schema import DURATION
-from ml_assets.execution import in_group
-from ml_assets.metadata import row_count
-from ml_assets.partitions import TRAINING_MONTHS, monthly_partitions, training_window
+from ml_assets.deploy.executor import group_and_queue
+from ml_assets.keys import CLEANED_TRIPS, FEATURES
+from ml_assets.partitions import TRAINING_MONTHS, month_of, monthly_partitions, training_window
+from ml_assets.ui_metadata import row_count_entry
 
 
 class FeatureConfig(Config):
@@ -26,8 +27,10 @@ class MissingTrainingMonthsError(ValueError):
 
 @asset(
     partitions_def=monthly_partitions,
-    ins={"cleaned_trips": AssetIn(partition_mapping=training_window, metadata={"columns": FEATURE_INPUTS})},
-    **in_group("features"),
+    ins={
+        "cleaned_trips": AssetIn(CLEANED_TRIPS, partition_mapping=training_window, metadata={"columns": FEATURE_INPUTS})
+    },
+    **group_and_queue(FEATURES),
     kinds={"pandas"},
     automation_condition=WINDOW_READY,
 )
@@ -35,7 +38,7 @@ def trip_features(
     context: AssetExecutionContext, config: FeatureConfig, cleaned_trips: dict[str, pd.DataFrame]
 ) -> pd.DataFrame:
     """Model inputs for the months before M (train + holdout) and for M (test), as one frame with a `split`."""
-    month = context.partition_key
+    month = month_of(context)
     training = {key: trips for key, trips in cleaned_trips.items() if key != month}
     if not training:
         raise MissingTrainingMonthsError(
@@ -53,7 +56,7 @@ def trip_features(
             "feature_set": config.feature_set,
             "training_months": ", ".join(sorted(training)),
             "test_month": month,
-            **row_count(len(frame)),
+            **row_count_entry(len(frame)),
             **{f"{split}_rows": int(count) for split, count in rows.items()},
             "features": ", ".join(c for c in frame.columns if c not in (DURATION, SPLIT)),
         }

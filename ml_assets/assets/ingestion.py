@@ -13,15 +13,16 @@ import hashlib
 
 from dagster import AssetExecutionContext, AssetOut, Failure, MetadataValue, Output, multi_asset
 
-from ml_assets import metadata as ui
-from ml_assets.checks import CLEANED, RAW, RulesConfig, rule_result, rule_specs
+from ml_assets import ui_metadata
+from ml_assets.checks.blocking_rules import RulesConfig, rule_result, rule_specs
 from ml_assets.core import plots, rules, tables
 from ml_assets.core.cleaning import CleanedMonth, EmptyMonthError, clean_trips
 from ml_assets.core.schema import DURATION
 from ml_assets.core.storage import open_parquet
-from ml_assets.execution import in_group
-from ml_assets.partitions import monthly_partitions
-from ml_assets.resources import TripSourceResource
+from ml_assets.deploy.executor import group_and_queue
+from ml_assets.keys import CLEANED_TRIPS, INGESTION, RAW_TRIPS
+from ml_assets.partitions import month_of, monthly_partitions
+from ml_assets.resources.trip_source import TripSourceResource
 
 
 def _sha256(path) -> str:
@@ -38,14 +39,14 @@ def _refusal(error: rules.BlockingRuleError) -> Failure:
     return Failure(description=str(error), metadata=metadata)
 
 
-def _raw_metadata(table: tables.Trips, path, source: str) -> dict:
+def _raw_metadata(table: tables.TableOrFile, path, source: str) -> dict:
     return {
         "rows": tables.num_rows(table),
         "source": source,
         "source_file": str(path),
         "size_bytes": path.stat().st_size,
         "sha256": _sha256(path),
-        **ui.table_metadata(table),
+        **ui_metadata.table_metadata(table),
     }
 
 
@@ -58,52 +59,54 @@ def _cleaned_metadata(context: AssetExecutionContext, cleaned: CleanedMonth) -> 
         "dropped_share": round(cleaned.dropped_rows / cleaned.raw_rows, 5),
         **{f"dropped_{reason}": count for reason, count in cleaned.dropped.items()},
         "duration_mean": round(float(trips[DURATION].mean()), 3),
-        **ui.table_metadata(trips),
-        "preview": ui.preview(trips),
-        **ui.plot_metadata({"duration": lambda: plots.duration_histogram(trips[DURATION])}, context.log),
+        **ui_metadata.table_metadata(trips),
+        "preview": ui_metadata.preview(trips),
+        **ui_metadata.plot_metadata({"duration": lambda: plots.duration_histogram(trips[DURATION])}, context.log),
     }
 
 
 @multi_asset(
     outs={
-        "raw_trips": AssetOut(
+        "raw": AssetOut(
+            key=RAW_TRIPS,
             description="One month of trips as the source publishes it (TLC's own file, schema untouched).",
             kinds={"parquet"},
         ),
-        "cleaned_trips": AssetOut(
+        "cleaned": AssetOut(
+            key=CLEANED_TRIPS,
             description="Trips with a `duration` (minutes) of 1–60 whose pickup lies in the month, "
             "in one schema for all years.",
             kinds={"pandas"},
         ),
     },
-    internal_asset_deps={"raw_trips": set(), "cleaned_trips": {RAW}},
+    internal_asset_deps={"raw": set(), "cleaned": {RAW_TRIPS}},
     check_specs=rule_specs(),
     partitions_def=monthly_partitions,
-    **in_group("ingestion"),
+    **group_and_queue(INGESTION),
     can_subset=False,
 )
 def ingest_trips(context: AssetExecutionContext, config: RulesConfig, trip_source: TripSourceResource):
     """Fetch the month, judge it by the blocking rules, clean it; store both only if every rule passed."""
-    month = context.partition_key
+    month = month_of(context)
     path = trip_source.source().fetch(month)
     table = open_parquet(path)  # read a batch at a time: the whole raw month is never in memory
-    where = f"month {month}, file {path}"
+    origin = f"month {month}, file {path}"
     if tables.num_rows(table) == 0:
-        raise EmptyMonthError(f"{where}: the file has no trips")
-    thresholds = config.thresholds()
+        raise EmptyMonthError(f"{origin}: the file has no trips")
+    thresholds = rules.RuleThresholds(**config.model_dump())
     raw_results = rules.raw_rules(table, month, thresholds)
-    evaluations = [rule_result(RAW, result) for result in raw_results]
+    evaluations = [rule_result(RAW_TRIPS, result) for result in raw_results]
     try:
-        rules.require_passed(raw_results, f"{where}: raw_trips")  # a month failing these is not worth cleaning
-        cleaned = clean_trips(table, month, where)
+        rules.require_passed(raw_results, f"{origin}: raw_trips")  # a month failing these is not worth cleaning
+        cleaned = clean_trips(table, month, origin)
         cleaned_results = rules.cleaned_rules(cleaned.trips, month, cleaned.raw_rows, thresholds)
-        evaluations += [rule_result(CLEANED, result) for result in cleaned_results]
-        rules.require_passed(cleaned_results, f"{where}: cleaned_trips")
+        evaluations += [rule_result(CLEANED_TRIPS, result) for result in cleaned_results]
+        rules.require_passed(cleaned_results, f"{origin}: cleaned_trips")
     except ValueError as error:  # a failed rule, or nothing left after cleaning: record what was judged
         yield from evaluations
         if isinstance(error, rules.BlockingRuleError):
             raise _refusal(error) from error
         raise
-    yield Output(table, "raw_trips", metadata=_raw_metadata(table, path, trip_source.label))
-    yield Output(cleaned.trips, "cleaned_trips", metadata=_cleaned_metadata(context, cleaned))
+    yield Output(table, "raw", metadata=_raw_metadata(table, path, trip_source.label))
+    yield Output(cleaned.trips, "cleaned", metadata=_cleaned_metadata(context, cleaned))
     yield from evaluations

@@ -1,29 +1,23 @@
-"""best_params and trained_model: tune XGBoost with optuna, then train and judge the month's model in MLflow."""
+"""best_params and trained_model: tune the learner with optuna, then train the month's model and log it to MLflow."""
 
 import time
 
 import pandas as pd
 import pyarrow.parquet as pq
-from dagster import (
-    AssetExecutionContext,
-    Config,
-    MaterializeResult,
-    MetadataValue,
-    asset,
-)
+from dagster import AssetExecutionContext, AssetIn, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
 
-from ml_assets import metadata as ui
-from ml_assets import settings
-from ml_assets.automation import WINDOW_READY
+from ml_assets import settings, ui_metadata
+from ml_assets.automation.conditions import WINDOW_READY
 from ml_assets.core import plots
 from ml_assets.core.features import TEST, TRAIN, VALID, design_matrices
 from ml_assets.core.months import shift_month
-from ml_assets.core.training import usable_cores
-from ml_assets.execution import in_group
-from ml_assets.materializations import run_process_alive
-from ml_assets.partitions import monthly_partitions
-from ml_assets.resources import OptunaStorage
+from ml_assets.deploy.executor import group_and_queue
+from ml_assets.keys import BEST_PARAMS, TRAINING, TRIP_FEATURES
+from ml_assets.partitions import month_of, monthly_partitions
+from ml_assets.records import run_process_alive
+from ml_assets.resources.compute import ComputeResource
+from ml_assets.resources.optuna_storage import OptunaStorage
 
 
 class TuningConfig(Config):
@@ -67,44 +61,45 @@ def _in_time(figures: dict[str, plots.Plot], deadline: float) -> dict[str, plots
     return {name: drawn_in_time(plot) for name, plot in figures.items()}
 
 
-def _threads() -> int:
-    """XGBoost threads: the cores this process may use, shared by the training steps that run at once."""
-    return max(1, usable_cores() // settings.PARALLEL_TRAINING_STEPS.value())
-
-
 @asset(
     partitions_def=monthly_partitions,
-    **in_group("training"),
+    **group_and_queue(TRAINING),
     kinds={"optuna"},
     io_manager_key="json_io_manager",
+    ins={"trip_features": AssetIn(TRIP_FEATURES)},
     automation_condition=WINDOW_READY,
 )
 def best_params(
-    context: AssetExecutionContext, config: TuningConfig, optuna_storage: OptunaStorage, trip_features: pq.ParquetFile
+    context: AssetExecutionContext,
+    config: TuningConfig,
+    optuna_storage: OptunaStorage,
+    compute: ComputeResource,
+    trip_features: pq.ParquetFile,
 ) -> dict:
-    """Best XGBoost hyperparameters for the month, from a persistent optuna study (TPE + pruning).
+    """Best hyperparameters for the month, from a persistent optuna study (TPE + pruning).
 
     The study tunes on a sample of the training rows sized by the time budget, which counts from
-    here: reading the sample (only its rows are kept) and starting the study are part of it, and so
-    are the plots, left out when the budget is spent.
+    here: reading the sample and starting the study are part of it, and so are the plots, left out
+    when the budget is spent.
     """
     from ml_assets.core.tuning import best_params_of, sample_rows, tune, tuning_sample
 
     started = time.monotonic()
-    month, threads = context.partition_key, _threads()
+    month, threads = month_of(context), compute.threads()
     sample = tuning_sample(trip_features, sample_rows(config.timeout_seconds, threads), config.seed)
     feature_set, data = sample.attrs["feature_set"], design_matrices(sample, (TRAIN, VALID))
+    study = optuna_storage.study_name(feature_set, month)
     warm_start = best_params_of(optuna_storage.url, optuna_storage.study_name(feature_set, shift_month(month, -1)))
     result = tune(
         data,
         optuna_storage.url,
-        optuna_storage.study_name(feature_set, month),
+        study,
         config.n_trials,
         config.timeout_seconds * (1 - TEARDOWN_SHARE) - TEARDOWN_SECONDS - (time.monotonic() - started),
         warm_start=warm_start,
         seed=config.seed,
         threads=threads,
-        log=context.log.info,
+        progress=lambda trial: context.log.info(trial.line()),
     )
     context.add_output_metadata(
         {
@@ -115,9 +110,9 @@ def best_params(
             "trials_total": result.trials_total,
             "best_trial": result.best_trial,
             "warm_start": MetadataValue.json(warm_start or {}),
-            "study": optuna_storage.study_name(feature_set, month),
+            "study": study,
             "params": MetadataValue.json(result.params),
-            **ui.plot_metadata(
+            **ui_metadata.plot_metadata(
                 _in_time(plots.study_plots(result.study), started + config.timeout_seconds), context.log
             ),
         }
@@ -127,26 +122,26 @@ def best_params(
 
 @asset(
     partitions_def=monthly_partitions,
-    **in_group("training"),
+    **group_and_queue(TRAINING),
     kinds={"xgboost", "mlflow"},
     io_manager_key="model_io_manager",
-    required_resource_keys={"mlflow"},
+    ins={"trip_features": AssetIn(TRIP_FEATURES), "best_params": AssetIn(BEST_PARAMS)},
+    required_resource_keys={"mlflow", "compute"},
     automation_condition=WINDOW_READY,
 )
 def trained_model(
     context: AssetExecutionContext, config: TrainingConfig, trip_features: pd.DataFrame, best_params: dict
 ):
-    """XGBoost with the best params and early stopping on the holdout, evaluated on month M.
+    """The month's model with the best params and early stopping on the holdout, evaluated on month M.
 
     Logged to its MLflow run here; registered and given an alias only by the `model_gate` check,
     once this value is stored, so the registry never serves a model Dagster did not record.
     """
-    from ml_assets.core import tracking
-    from ml_assets.core.gate import champion_rmse
-    from ml_assets.core.training import baseline_rmse, predict, regression_metrics, stop_at, train_booster
+    from ml_assets.core import model, tracking
+    from ml_assets.core.training import train_and_evaluate
 
     started = time.monotonic()
-    month = context.partition_key
+    month = month_of(context)
     mlflow = context.resources.mlflow
     with mlflow.run(f"trained_model {month}") as run:
         run_id = run.active_run().info.run_id
@@ -160,61 +155,55 @@ def trained_model(
         stale = tracking.fail_stale_runs(month, run_id, lambda other: run_process_alive(context.instance, other))
         if stale:
             context.log.warning(f"marked FAILED the MLflow runs of {month} left RUNNING by dead processes: {stale}")
-        data = design_matrices(trip_features)
-        # The figures the model is judged against come first: the boosting gets what is left of the budget.
-        metrics = {"baseline_rmse": baseline_rmse(trip_features)}
-        # What the champion of this moment scores on M; `model_gate` judges again when it publishes.
-        champion = champion_rmse(trip_features, data.y[TEST], tracking.load_champion())
-        if champion is not None:
-            metrics["champion_rmse"] = champion
-        stopped, threads = {}, _threads()
+        stopped, threads = {}, context.resources.compute.threads()
         deadline = started + config.timeout_seconds * (1 - TRAINING_TEARDOWN_SHARE)
-        booster = train_booster(
-            data,
+        trained = train_and_evaluate(
+            trip_features,
             best_params,
+            tracking.load_champion(),  # what the champion of this moment scores; model_gate judges again
             config.num_boost_round,
             config.early_stopping_rounds,
             threads,
-            [stop_at(deadline, lambda epoch: stopped.setdefault("round", epoch))],
+            [model.stop_at(deadline, lambda epoch: stopped.setdefault("round", epoch))],
         )
+        best_iteration, metrics, data = model.best_iteration(trained.model), trained.metrics, trained.data
         if stopped:
             context.log.warning(
                 f"trained_model {month}: boosting stopped by the time budget ({config.timeout_seconds:.0f} s) "
-                f"after round {stopped['round']}; best iteration {booster.best_iteration}"
+                f"after round {stopped['round']}; best iteration {best_iteration}"
             )
-        predicted = predict(booster, data.X[TEST])
-        metrics = {**regression_metrics(data.y[TEST], predicted), **metrics}
         logged = tracking.log_trained_model(
             params={**best_params, **config.model_dump(), "feature_set": data.encoder["feature_set"]},
-            metrics={**metrics, "best_iteration": booster.best_iteration},
-            booster=booster,
+            metrics={**metrics, "best_iteration": best_iteration},
+            trained=trained.model,
             encoder=data.encoder,
             input_example=data.X[TEST][:5],
         )
-        figures = ui.render_plots(
+        rmses = {"this model": metrics["rmse"], "champion": metrics.get("champion_rmse")}
+        figures = ui_metadata.render_plots(
             plots.model_plots(
                 data.y[TEST],
-                predicted,
-                booster.get_score(importance_type="gain"),
-                {"this model": metrics["rmse"], "champion": champion, "baseline": metrics["baseline_rmse"]},
+                trained.predicted,
+                model.importance(trained.model),
+                {**rmses, "baseline": metrics["baseline_rmse"]},
             ),
             context.log,
         )
         tracking.log_pngs(figures.pngs)
     return MaterializeResult(
-        value=booster,
+        value=trained.model,
         metadata={
             **{name: round(value, 4) for name, value in metrics.items()},
-            "train_rows": int(data.y["train"].size),
-            "valid_rows": int(data.y["valid"].size),
+            "train_rows": int(data.y[TRAIN].size),
+            "valid_rows": int(data.y[VALID].size),
             "test_rows": int(data.y[TEST].size),
             "feature_count": int(data.X[TEST].shape[1]),
-            "best_iteration": booster.best_iteration,
+            "best_iteration": best_iteration,
             "stopped_by_time_budget": bool(stopped),
             "xgboost_threads": threads,
             "mlflow_run_id": logged["run_id"],
             "mlflow_model_uri": logged["model_uri"],
-            "mlflow_run": ui.mlflow_run_link(mlflow.tracking_uri, logged["experiment_id"], logged["run_id"]),
+            "mlflow_run": ui_metadata.mlflow_run_link(mlflow.ui_url, logged["experiment_id"], logged["run_id"]),
             **figures.metadata(),
         },
     )

@@ -76,23 +76,23 @@ def _clean_batch(batch: pa.Table, start, end, dropped: dict[str, int]) -> pa.Tab
     return batch.filter(kept).append_column(DURATION, pc.cast(pc.filter(minutes, kept), pa.float32()))
 
 
-def clean_trips(trips: tables.Trips, month: str, where: str) -> CleanedMonth:
+def clean_trips(trips: tables.TableOrFile, month: str, origin: str) -> CleanedMonth:
     """Unify the schema, add `duration` (minutes) and drop what a model must not see."""
     raw_rows, schema = tables.num_rows(trips), tables.schema(trips)
     if raw_rows == 0:
-        raise EmptyMonthError(f"{where}: the file has no trips")
-    check_required_columns(schema, where)
+        raise EmptyMonthError(f"{origin}: the file has no trips")
+    check_required_columns(schema, origin)
     known = [name for name in schema.names if canonical_name(name) in CANONICAL.names]  # the rest is never read
     start, end = (bound.to_pydatetime() for bound in month_bounds(month))
     dropped = dict.fromkeys(REASONS, 0)
     parts = [
-        _clean_batch(unify_schema(pa.Table.from_batches([batch]), where), start, end, dropped)
+        _clean_batch(unify_schema(pa.Table.from_batches([batch]), origin), start, end, dropped)
         for batch in tables.batches(trips, known)
     ]
     cleaned = pa.concat_tables(parts)
     del parts
     if cleaned.num_rows == 0:
-        raise EmptyMonthError(f"{where}: no trips left after cleaning (dropped: {dropped})")
+        raise EmptyMonthError(f"{origin}: no trips left after cleaning (dropped: {dropped})")
     trips = cleaned.to_pandas(self_destruct=True, split_blocks=True, strings_to_categorical=True)
     del cleaned
     for column in ZONE_COLUMNS:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ml_assets.core.rules import RuleResult
+from ml_assets.core.rules import RuleResult, threshold
 from ml_assets.core.schema import DURATION, PICKUP_ZONE
 
 DRIFT_COLUMNS = [DURATION, "trip_distance"]
@@ -22,12 +22,13 @@ PSI_FLOOR = 1e-4  # share given to an empty bin, so that log() stays finite
 
 @dataclass(frozen=True)
 class DriftThresholds:
-    """Warn above these; the defaults are the only place they are written."""
+    """Warn above these."""
 
-    psi: float = 0.2  # the usual rule of thumb: < 0.1 stable, 0.1-0.2 some shift, > 0.2 shifted
-    ks: float = 0.1
-    tvd: float = 0.1  # pickup-zone shares; consecutive real green months: 0.03-0.045
-    psi_bins: int = 10
+    # The usual rule of thumb: < 0.1 stable, 0.1-0.2 some shift, > 0.2 shifted.
+    psi: float = threshold(0.2, "positive", "warn above this population stability index of duration or distance")
+    ks: float = threshold(0.1, "share", "warn above this Kolmogorov-Smirnov statistic of duration or distance")
+    # Consecutive real green months: 0.03-0.045.
+    tvd: float = threshold(0.1, "share", "warn above this total variation distance of the pickup-zone shares")
 
 
 def _finite(values) -> np.ndarray:
@@ -89,7 +90,7 @@ def drift(
     """PSI and KS of duration and trip_distance, TVD of pickup-zone shares; fails above any threshold."""
     figures: dict[str, float] = {}
     for column in DRIFT_COLUMNS:
-        figures[f"psi_{column}"] = round(psi(previous[column], current[column], thresholds.psi_bins), 6)
+        figures[f"psi_{column}"] = round(psi(previous[column], current[column]), 6)
         figures[f"ks_{column}"] = round(ks_statistic(previous[column], current[column]), 6)
     figures["tvd_pickup_zone"] = round(total_variation(previous[PICKUP_ZONE], current[PICKUP_ZONE]), 6)
     limits = {"psi": thresholds.psi, "ks": thresholds.ks, "tvd": thresholds.tvd}

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ml_assets.core.features import TEST, split_rows, transform
-from ml_assets.core.training import predict, regression_metrics
+from ml_assets.core.training import champion_rmse
+
+CHAMPION_TOLERANCE = 0.02  # how much worse (relative RMSE) than the champion a new model may be
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class GateResult:
     champion_version: str | None  # the version that was champion before this model
 
 
-def judge(rmse: float, baseline: float, champion: float | None, tolerance: float) -> tuple[bool, str]:
+def compare(rmse: float, baseline: float, champion: float | None, tolerance: float) -> tuple[bool, str]:
     """A new model must beat the baseline and be at most `tolerance` (relative) worse than the champion."""
     if rmse >= baseline:
         return False, f"RMSE {rmse:.3f} does not beat the LinearRegression baseline {baseline:.3f}"
@@ -32,17 +33,8 @@ def judge(rmse: float, baseline: float, champion: float | None, tolerance: float
     )
 
 
-def champion_rmse(frame: pd.DataFrame, y_test, champion) -> float | None:
-    """RMSE of `champion` ((version, booster, encoder) or None) on the frame's test month, under its own encoder."""
-    if champion is None:
-        return None
-    _, booster, encoder = champion
-    test_rows = split_rows(frame, TEST)
-    return regression_metrics(y_test, predict(booster, transform(test_rows, encoder)))["rmse"]
-
-
-def gate_model(frame: pd.DataFrame, y_test, rmse: float, baseline: float, tolerance: float, champion) -> GateResult:
-    """Judge a model against the baseline and against `champion` evaluated on the same test month."""
-    against = champion_rmse(frame, y_test, champion)
-    passed, reason = judge(rmse, baseline, against, tolerance)
+def gate_model(frame: pd.DataFrame, rmse: float, baseline: float, tolerance: float, champion) -> GateResult:
+    """Judge a model against the baseline and against `champion` evaluated on the frame's test month."""
+    against = champion_rmse(frame, champion)
+    passed, reason = compare(rmse, baseline, against, tolerance)
     return GateResult(passed, reason, against, None if champion is None else str(champion[0].version))

@@ -1,4 +1,4 @@
-"""Month keys (`YYYY-MM`, as in TLC file names) and their time bounds."""
+"""Month keys (`YYYY-MM`, as in TLC file names): the one place they are parsed and formatted."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import re
 
 import pandas as pd
 
+MONTH_FORMAT = "%Y-%m"
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
@@ -22,10 +23,10 @@ def month_bounds(month: str) -> tuple[pd.Timestamp, pd.Timestamp]:
 
 
 def shift_month(month: str, offset: int) -> str:
-    return (pd.Period(check_month(month), freq="M") + offset).strftime("%Y-%m")
+    return (pd.Period(check_month(month), freq="M") + offset).strftime(MONTH_FORMAT)
 
 
 def month_range(first: str, last: str) -> list[str]:
     """Inclusive list of months from `first` to `last`."""
     periods = pd.period_range(check_month(first), check_month(last), freq="M")
-    return [p.strftime("%Y-%m") for p in periods]
+    return [p.strftime(MONTH_FORMAT) for p in periods]

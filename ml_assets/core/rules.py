@@ -26,7 +26,7 @@ from ml_assets.core import tables
 from ml_assets.core.months import month_bounds
 from ml_assets.core.schema import (
     CANONICAL,
-    CLEANED,
+    CLEANED_SCHEMA,
     DURATION,
     PICKUP,
     REQUIRED,
@@ -37,13 +37,34 @@ from ml_assets.core.schema import (
 NOT_NULL = [*REQUIRED, DURATION]  # what the model needs a value in, row by row
 
 
+def threshold(default, kind: str, description: str):
+    """A threshold field: its default, its kind (`count`, `share` or `positive`) and what it means.
+
+    Declared once here; the ML_ASSETS_* variable and the launchpad's config field are made from it.
+    """
+    return field(default=default, metadata={"kind": kind, "description": description})
+
+
 @dataclass(frozen=True)
 class RuleThresholds:
-    """The rules' thresholds; these defaults are the only place they are written."""
+    min_rows: int = threshold(1000, "count", "row floor of the row_count rules")
+    max_dropped_share: float = threshold(0.2, "share", "ceiling of the share of raw rows cleaning may drop")
+    min_pickups_in_month: float = threshold(0.95, "share", "share of raw pickups that must lie in the month")
 
-    min_rows: int = 1000
-    max_dropped_share: float = 0.2
-    min_pickups_in_month: float = 0.95  # raw_trips; cleaned_trips must have all pickups inside
+
+# The blocking rules, one check each: what they hold a month to.
+RAW_RULES = {
+    "schema": "Required columns present; every known column castable to the canonical schema.",
+    "row_count": "At least min_rows rows.",
+    "pickups_in_month": "Share of pickups inside the month >= min_pickups_in_month.",
+}
+CLEANED_RULES = {
+    "schema": "Canonical columns and duration present, castable to their canonical types.",
+    "row_count": "At least min_rows rows.",
+    "dropped_share": "Share of raw rows dropped by cleaning <= max_dropped_share.",
+    "pickups_in_month": "Every pickup inside the month.",
+    "no_nulls": "No nulls in the required columns and duration.",
+}
 
 
 @dataclass(frozen=True)
@@ -88,12 +109,12 @@ def _schema_result(present: Collection[str], required: Iterable[str], uncastable
     return RuleResult("schema", False, f"{what}: " + "; ".join(problems), metadata)
 
 
-def _raw_name(trips: tables.Trips, canonical: str) -> str | None:
+def _raw_name(trips: tables.TableOrFile, canonical: str) -> str | None:
     """The file's own name of a canonical column (`lpep_pickup_datetime` for `pickup_datetime`)."""
     return next((name for name in tables.schema(trips).names if canonical_name(name) == canonical), None)
 
 
-def raw_schema(trips: tables.Trips) -> RuleResult:
+def raw_schema(trips: tables.TableOrFile) -> RuleResult:
     """REQUIRED columns present (pickup/dropoff under any TLC prefix); every known column castable,
     judged a batch of rows at a time."""
     present = {canonical_name(name): name for name in tables.schema(trips).names}
@@ -126,7 +147,9 @@ class _ArrowColumns(Mapping):
 
 def cleaned_schema(trips: pd.DataFrame) -> RuleResult:
     """Every canonical column plus duration present, each castable to its canonical type."""
-    return _schema_result(trips.columns, CLEANED.names, _uncastable(_ArrowColumns(trips), CLEANED), "cleaned_trips")
+    return _schema_result(
+        trips.columns, CLEANED_SCHEMA.names, _uncastable(_ArrowColumns(trips), CLEANED_SCHEMA), "cleaned_trips"
+    )
 
 
 def row_count(rows: int, min_rows: int) -> RuleResult:
@@ -163,7 +186,7 @@ def _pickup_result(inside: int, rows: int, minimum: float, first, last, what: st
     )
 
 
-def raw_pickups_in_month(trips: tables.Trips, month: str, min_share: float) -> RuleResult:
+def raw_pickups_in_month(trips: tables.TableOrFile, month: str, min_share: float) -> RuleResult:
     """Share of raw pickups (nulls count as outside) in [start of month, start of next month)."""
     rows, name = tables.num_rows(trips), _raw_name(trips, PICKUP)
     if name is None:
@@ -233,7 +256,7 @@ def dropped_share(rows: int, raw_rows: int, ceiling: float) -> RuleResult:
     )
 
 
-def raw_rules(trips: tables.Trips, month: str, thresholds: RuleThresholds) -> list[RuleResult]:
+def raw_rules(trips: tables.TableOrFile, month: str, thresholds: RuleThresholds) -> list[RuleResult]:
     return [
         raw_schema(trips),
         row_count(tables.num_rows(trips), thresholds.min_rows),

@@ -42,7 +42,7 @@ OPTIONAL = {
 }
 CANONICAL = pa.schema({**REQUIRED, **OPTIONAL})
 # cleaned_trips; zones and store_and_fwd_flag as categories
-CLEANED = pa.schema([*CANONICAL, pa.field(DURATION, pa.float32())])
+CLEANED_SCHEMA = pa.schema([*CANONICAL, pa.field(DURATION, pa.float32())])
 
 
 class SchemaError(ValueError):
@@ -61,15 +61,15 @@ def columns_by_canonical_name(table: pa.Table) -> dict[str, pa.ChunkedArray]:
     return {canonical_name(name): table.column(name) for name in table.column_names}
 
 
-def check_required_columns(schema: pa.Schema, where: str) -> None:
+def check_required_columns(schema: pa.Schema, origin: str) -> None:
     missing = sorted(set(REQUIRED) - {canonical_name(name) for name in schema.names})
     if missing:
-        raise SchemaError(f"{where}: missing required column(s) {', '.join(missing)}")
+        raise SchemaError(f"{origin}: missing required column(s) {', '.join(missing)}")
 
 
-def unify_schema(table: pa.Table, where: str) -> pa.Table:
+def unify_schema(table: pa.Table, origin: str) -> pa.Table:
     """Cast `table` to CANONICAL; `where` (month and file) goes into every error message."""
-    check_required_columns(table.schema, where)
+    check_required_columns(table.schema, origin)
     columns = columns_by_canonical_name(table)
     arrays = []
     for field in CANONICAL:
@@ -81,6 +81,6 @@ def unify_schema(table: pa.Table, where: str) -> pa.Table:
             arrays.append(pc.cast(column, field.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
             raise SchemaError(
-                f"{where}: column {field.name} of type {column.type} cannot be read as {field.type}: {error}"
+                f"{origin}: column {field.name} of type {column.type} cannot be read as {field.type}: {error}"
             ) from error
     return pa.Table.from_arrays(arrays, schema=CANONICAL)

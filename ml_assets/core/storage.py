@@ -132,7 +132,7 @@ def read_table(path: str | os.PathLike | UPath, **options) -> pa.Table:
     return pq.read_table(where, filesystem=filesystem, **options)
 
 
-def write_table(table: tables.Trips, path: str | os.PathLike | UPath) -> UPath:
+def write_table(table: tables.TableOrFile, path: str | os.PathLike | UPath) -> UPath:
     """A table, or a parquet file read a batch at a time, as a zstd parquet file at `path`."""
     with atomic_path(path) as tmp:
         tables.write_parquet(table, tmp)

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 BATCH_ROWS = 1 << 19
 
-Trips = pa.Table | pq.ParquetFile
+TableOrFile = pa.Table | pq.ParquetFile  # a month in memory, or its parquet file read a batch at a time
 
 
 def release_memory_promptly() -> None:
@@ -33,15 +33,15 @@ def release_memory_promptly() -> None:
         pass
 
 
-def schema(trips: Trips) -> pa.Schema:
+def schema(trips: TableOrFile) -> pa.Schema:
     return trips.schema_arrow if isinstance(trips, pq.ParquetFile) else trips.schema
 
 
-def num_rows(trips: Trips) -> int:
+def num_rows(trips: TableOrFile) -> int:
     return trips.metadata.num_rows if isinstance(trips, pq.ParquetFile) else trips.num_rows
 
 
-def batches(trips: Trips, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+def batches(trips: TableOrFile, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     """The rows of `trips` (only `columns`, if given), BATCH_ROWS at a time."""
     if isinstance(trips, pq.ParquetFile):
         yield from trips.iter_batches(batch_size=BATCH_ROWS, columns=columns)
@@ -49,14 +49,14 @@ def batches(trips: Trips, columns: list[str] | None = None) -> Iterator[pa.Recor
         yield from (trips if columns is None else trips.select(columns)).to_batches(max_chunksize=BATCH_ROWS)
 
 
-def write_parquet(trips: Trips, path) -> None:
+def write_parquet(trips: TableOrFile, path) -> None:
     """Write `trips` to a parquet file at `path`, a batch at a time."""
     with pq.ParquetWriter(path, schema(trips), compression="zstd") as writer:
         for batch in batches(trips):
             writer.write_batch(batch)
 
 
-def take(trips: Trips, rows: np.ndarray, columns: list[str] | None = None) -> pa.Table:
+def take(trips: TableOrFile, rows: np.ndarray, columns: list[str] | None = None) -> pa.Table:
     """The rows at `rows` (sorted positions), read a batch at a time: never the whole table at once."""
     parts, offset = [], 0
     for batch in batches(trips, columns):

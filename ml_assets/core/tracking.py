@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+from ml_assets.core import model
 from ml_assets.core.locks import file_lock, sqlite_file
 
 REGISTERED_MODEL = "trip_duration_xgboost"
@@ -59,11 +60,9 @@ def fail_stale_runs(month: str, current_run_id: str, is_alive: Callable[[str | N
     return stale
 
 
-def log_trained_model(*, params: dict, metrics: dict, booster, encoder: dict, input_example) -> dict:
+def log_trained_model(*, params: dict, metrics: dict, trained, encoder: dict, input_example) -> dict:
     """Log params, metrics, encoder and model into the active run (not registered: see `publish`)."""
     import mlflow
-    import mlflow.xgboost
-    import xgboost
     from mlflow.models import infer_signature
 
     mlflow.log_params(params)
@@ -72,15 +71,8 @@ def log_trained_model(*, params: dict, metrics: dict, booster, encoder: dict, in
     with warnings.catch_warnings():
         # The zone and code columns are integers on purpose; MLflow's hint about missing values is not for users.
         warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing values")
-        signature = infer_signature(input_example, booster.inplace_predict(input_example))
-    # Stated, not inferred: inference imports the model again in a subprocess (seconds per run).
-    info = mlflow.xgboost.log_model(
-        booster,
-        name="model",
-        signature=signature,
-        model_format="ubj",
-        pip_requirements=[f"xgboost=={xgboost.__version__}"],
-    )
+        signature = infer_signature(input_example, model.predict(trained, input_example))
+    info = model.log_to_mlflow(trained, signature)
     run = mlflow.active_run().info
     return {"run_id": run.run_id, "experiment_id": run.experiment_id, "model_uri": info.model_uri}
 
@@ -97,9 +89,8 @@ def log_pngs(pngs: dict[str, bytes], folder: str = "plots") -> None:
 
 
 def load_champion(registered_model: str = REGISTERED_MODEL):
-    """(version, booster, encoder) of the model the `champion` alias points at, or None."""
+    """(version, model, encoder) of the model the `champion` alias points at, or None."""
     import mlflow
-    import mlflow.xgboost
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
@@ -109,19 +100,19 @@ def load_champion(registered_model: str = REGISTERED_MODEL):
         if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise  # a server that does not answer is not "no champion yet"
         return None  # no registered model yet, or no champion alias
-    booster = mlflow.xgboost.load_model(f"models:/{registered_model}/{version.version}")
+    champion = model.load_from_mlflow(f"models:/{registered_model}/{version.version}")
     encoder = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/encoder.json")
-    return version, booster, encoder
+    return version, champion, encoder
 
 
 class Published(NamedTuple):
     version: str
     alias: str
-    verdict: object  # what `judge` returned; `.passed` decides the alias
+    verdict: object  # what `gate` returned; `.passed` decides the alias
 
 
 def publish(
-    model_uri: str, judge: Callable[[object], object], tags: dict, lock: Path, registered_model: str = REGISTERED_MODEL
+    model_uri: str, gate: Callable[[object], object], tags: dict, lock: Path, registered_model: str = REGISTERED_MODEL
 ) -> Published:
     """Judge the model against the champion of this moment, register it, and move its alias.
 
@@ -131,7 +122,7 @@ def publish(
 
     client = mlflow.MlflowClient()
     with file_lock(lock):
-        verdict = judge(load_champion(registered_model))
+        verdict = gate(load_champion(registered_model))
         alias = CHAMPION if verdict.passed else CHALLENGER
         version = mlflow.register_model(model_uri, registered_model, tags={**tags, "alias_at_registration": alias})
         try:

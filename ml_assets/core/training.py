@@ -1,13 +1,13 @@
-"""Train and evaluate the XGBoost duration model, and the LinearRegression baseline."""
+"""Train the month's model and score it beside what it is judged against: the baseline and the champion."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from ml_assets.core import model
 from ml_assets.core.features import (
     TEST,
     TRAIN,
@@ -15,97 +15,13 @@ from ml_assets.core.features import (
     DesignMatrices,
     course_matrix,
     course_vocabulary,
+    design_matrices,
     split_rows,
+    transform,
 )
 from ml_assets.core.schema import DURATION
 
-# Fixed settings; optuna tunes the rest (see ml_assets.core.tuning).
-BASE_PARAMS = {"objective": "reg:squarederror", "eval_metric": "rmse", "tree_method": "hist", "max_cat_to_onehot": 1}
 BASELINE_ROWS = 1_000_000  # training rows the LinearRegression baseline is fitted on, at most
-DEFAULT_PARAMS = {
-    "max_depth": 8,
-    "learning_rate": 0.1,
-    "min_child_weight": 5.0,
-    "subsample": 0.8,
-    "colsample_bytree": 0.8,
-}
-
-
-def stop_at(deadline: float, stopped: Callable[[int], None] = lambda epoch: None):
-    """An XGBoost callback that ends the training after the first round that finishes past `deadline`
-    (`time.monotonic()`), telling `stopped` that round; the booster keeps its best iteration so far.
-
-    It always keeps the first round: XGBoost's early stopping, which records the best round, runs
-    after this callback, so a training stopped at round 0 (the budget spent while it prepared its
-    data, on a loaded machine) would have no score.
-    """
-    import xgboost as xgb
-
-    class StopAtDeadline(xgb.callback.TrainingCallback):
-        def after_iteration(self, model, epoch: int, evals_log) -> bool:
-            if epoch == 0 or time.monotonic() < deadline:
-                return False
-            stopped(epoch)
-            return True
-
-    return StopAtDeadline()
-
-
-def usable_cores() -> int:
-    """The cores this process may use: its CPU affinity and, in a container, its CPU quota.
-
-    The quota (cgroup `cpu.max`, or `cpu.cfs_quota_us` under cgroup v1) is what Docker's `cpus` and a
-    Kubernetes CPU limit set; the affinity does not show it, so a pod limited to 2 CPUs on a 32-core
-    node would run 32 threads, throttled to the time of 2. joblib (scikit-learn's) counts both.
-    """
-    from joblib import cpu_count
-
-    return cpu_count()
-
-
-def training_matrices(data: DesignMatrices, threads: int | None = None):
-    """`train` and `valid` as XGBoost QuantileDMatrix: only the binned values are kept (about a byte per
-    value), read from the frame's own columns, where a DMatrix would hold another copy of every value."""
-    import xgboost as xgb
-
-    categorical = isinstance(data.X[TRAIN], pd.DataFrame)
-    dtrain = xgb.QuantileDMatrix(data.X[TRAIN], data.y[TRAIN], enable_categorical=categorical, nthread=threads)
-    dvalid = xgb.QuantileDMatrix(
-        data.X[VALID], data.y[VALID], enable_categorical=categorical, nthread=threads, ref=dtrain
-    )
-    return dtrain, dvalid
-
-
-def train_booster(
-    data: DesignMatrices,
-    params: dict,
-    num_boost_round: int = 2000,
-    early_stopping_rounds: int = 50,
-    threads: int | None = None,
-    callbacks=None,
-    matrices=None,
-):
-    """Fit on `train`, stop early on the `valid` holdout; the test month is not touched.
-
-    `matrices` (from `training_matrices`) saves building them again for every trial of a study.
-    """
-    import xgboost as xgb
-
-    dtrain, dvalid = matrices or training_matrices(data, threads)
-    return xgb.train(
-        {**BASE_PARAMS, **params, "nthread": threads or 0},
-        dtrain,
-        num_boost_round=num_boost_round,
-        evals=[(dvalid, VALID)],
-        early_stopping_rounds=early_stopping_rounds,
-        callbacks=callbacks,
-        verbose_eval=False,
-    )
-
-
-def predict(booster, X) -> np.ndarray:
-    """Predictions up to the best iteration, straight from `X` (no DMatrix copy of it)."""
-    return booster.inplace_predict(X, iteration_range=(0, booster.best_iteration + 1))
 
 
 def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -124,19 +40,49 @@ def baseline_rmse(frame: pd.DataFrame, max_rows: int = BASELINE_ROWS) -> float:
         training = training.take(np.sort(np.random.default_rng(0).choice(len(training), max_rows, replace=False)))
     vocabulary = course_vocabulary(training)
     # copy_X=False: a sparse X is never centred in place, so the copy would only cost memory.
-    model = LinearRegression(copy_X=False).fit(course_matrix(training, vocabulary), training[DURATION].to_numpy())
-    predicted = model.predict(course_matrix(test, vocabulary))
+    fitted = LinearRegression(copy_X=False).fit(course_matrix(training, vocabulary), training[DURATION].to_numpy())
+    predicted = fitted.predict(course_matrix(test, vocabulary))
     return regression_metrics(test[DURATION].to_numpy(), predicted)["rmse"]
 
 
-def model_bytes(booster) -> bytes:
-    """XGBoost's own UBJSON format: portable across versions, unlike pickle."""
-    return bytes(booster.save_raw(raw_format="ubj"))
+def champion_rmse(frame: pd.DataFrame, champion) -> float | None:
+    """RMSE of `champion` ((version, model, encoder) or None) on the frame's test month, under its own encoder."""
+    if champion is None:
+        return None
+    _, champion_model, encoder = champion
+    test_rows = split_rows(frame, TEST)
+    return regression_metrics(
+        test_rows[DURATION].to_numpy(), model.predict(champion_model, transform(test_rows, encoder))
+    )["rmse"]
 
 
-def load_booster(raw: bytes):
-    import xgboost as xgb
+@dataclass(frozen=True)
+class TrainedModel:
+    model: object
+    data: DesignMatrices
+    predicted: np.ndarray  # on the test month
+    metrics: dict[str, float]  # rmse, mae, baseline_rmse, and champion_rmse when there is a champion
 
-    booster = xgb.Booster()
-    booster.load_model(bytearray(raw))
-    return booster
+
+def train_and_evaluate(
+    frame: pd.DataFrame,
+    params: dict,
+    champion=None,
+    num_boost_round: int = 2000,
+    early_stopping_rounds: int = 50,
+    threads: int | None = None,
+    callbacks=None,
+) -> TrainedModel:
+    """Fit the month's model and score it, the baseline and `champion` on the test month.
+
+    The baseline and the champion are scored first, so that a time budget (a `model.stop_at`
+    callback) leaves the boosting what they did not take.
+    """
+    data = design_matrices(frame)
+    metrics = {"baseline_rmse": baseline_rmse(frame)}
+    against = champion_rmse(frame, champion)
+    if against is not None:
+        metrics["champion_rmse"] = against
+    fitted = model.fit(data, params, num_boost_round, early_stopping_rounds, threads, callbacks)
+    predicted = model.predict(fitted, data.X[TEST])
+    return TrainedModel(fitted, data, predicted, {**regression_metrics(data.y[TEST], predicted), **metrics})

@@ -8,10 +8,12 @@ matrices included) and also ends the running trial's training.
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -20,7 +22,7 @@ import pyarrow.parquet as pq
 from ml_assets.core import tables
 from ml_assets.core.features import SPLIT, TRAIN, VALID, DesignMatrices
 from ml_assets.core.locks import file_lock, store_lock
-from ml_assets.core.training import stop_at, train_booster, training_matrices
+from ml_assets.core.model import best_iteration, best_score, fit, stop_at, training_matrices
 
 TUNING_ROUNDS, TUNING_EARLY_STOP = 600, 30
 # Training rows (train + valid) tuned on per second of budget and per XGBoost thread: on the 2 cores
@@ -33,6 +35,11 @@ MIN_SAMPLE_ROWS = 5_000
 HEARTBEAT_SECONDS, GRACE_SECONDS = 5, 20
 # Each report is a write to the study's RDB storage: every round would cost more than the round.
 REPORT_EVERY = 10
+
+
+def study_name(feature_set: str, month: str, prefix: str = "trip_duration") -> str:
+    """A month's study: one per feature set, continued by every materialization of the month."""
+    return f"{prefix}-{feature_set}-{month}"
 
 
 def sample_rows(timeout_seconds: float, threads: int) -> int:
@@ -116,6 +123,38 @@ def _pruning_callback(trial, observation_key: str):
     return ReportEvery(trial, observation_key)
 
 
+class TrialProgress(NamedTuple):
+    """One finished trial of a study, as the step logs it and `make run`'s live line reads it back."""
+
+    finished: int  # trials finished in this call, this one included
+    budget: int  # trials this call may run
+    number: int  # the trial's number in the study
+    state: str  # complete, pruned, failed
+    value: float | None  # validation RMSE; None when pruned
+    best: float
+    best_trial: int
+
+    _LINE = re.compile(
+        r"trial (\d+) of (\d+) \(#(\d+)\) (\w+): (?:valid RMSE ([\d.]+)|pruned); best so far ([\d.]+) \(trial (\d+)\)"
+    )
+
+    def line(self) -> str:
+        value = "pruned" if self.value is None else f"valid RMSE {self.value:.4f}"
+        return (
+            f"trial {self.finished} of {self.budget} (#{self.number}) {self.state}: {value}; "
+            f"best so far {self.best:.4f} (trial {self.best_trial})"
+        )
+
+    @classmethod
+    def parse(cls, line: str) -> TrialProgress | None:
+        """The progress a `line()` wrote; None for any other line."""
+        found = cls._LINE.match(line)
+        if found is None:
+            return None
+        finished, budget, number, state, value, best, best_trial = found.groups()
+        return cls(int(finished), int(budget), int(number), state, value and float(value), float(best), int(best_trial))
+
+
 @dataclass(frozen=True)
 class TuningResult:
     params: dict
@@ -135,7 +174,7 @@ def tune(
     warm_start: dict | None = None,
     seed: int = 0,
     threads: int | None = None,
-    log: Callable[[str], None] = print,
+    progress: Callable[[TrialProgress], None] = lambda trial: print(trial.line()),
 ) -> TuningResult:
     """Continue (or start) the persistent study `study_name`; `warm_start` params are tried first.
 
@@ -169,15 +208,23 @@ def tune(
             stop_at(deadline, lambda epoch: trial.set_user_attr("stopped_by_time_budget_at_round", epoch)),
         ]
         params = suggest_params(trial)
-        booster = train_booster(data, params, TUNING_ROUNDS, TUNING_EARLY_STOP, threads, callbacks, matrices)
-        trial.set_user_attr("best_iteration", booster.best_iteration)
-        return booster.best_score
+        fitted = fit(data, params, TUNING_ROUNDS, TUNING_EARLY_STOP, threads, callbacks, matrices)
+        trial.set_user_attr("best_iteration", best_iteration(fitted))
+        return best_score(fitted)
 
     def report(study, trial) -> None:
-        value = "pruned" if trial.value is None else f"valid RMSE {trial.value:.4f}"
-        log(
-            f"trial {_finished(study) - before} of {n_trials} (#{trial.number}) {trial.state.name.lower()}: "
-            f"{value}; best so far {study.best_value:.4f} (trial {study.best_trial.number})"
+        value = None if trial.value is None else float(trial.value)
+        best = study.best_trial
+        progress(
+            TrialProgress(
+                _finished(study) - before,
+                n_trials,
+                trial.number,
+                trial.state.name.lower(),
+                value,
+                float(best.value),
+                best.number,
+            )
         )
 
     study.optimize(objective, n_trials=n_trials, timeout=max(deadline - time.monotonic(), 0), callbacks=[report])

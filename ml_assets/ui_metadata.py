@@ -11,7 +11,6 @@ import pandas as pd
 import pyarrow as pa
 from dagster import DagsterLogManager, MetadataValue, TableColumn, TableSchema
 
-from ml_assets import settings
 from ml_assets.core import tables
 from ml_assets.core.plots import Plot, draw_all
 
@@ -46,9 +45,8 @@ def plot_metadata(plots: Mapping[str, Plot], log: Log) -> dict[str, MetadataValu
     return render_plots(plots, log).metadata()
 
 
-def mlflow_ui_url(tracking_uri: str | None) -> str:
-    """ML_ASSETS_MLFLOW_UI_URL, else an http(s) tracking server itself, else where `make mlflow` serves."""
-    configured = settings.MLFLOW_UI_URL.value()
+def mlflow_ui_url(configured: str | None, tracking_uri: str | None) -> str:
+    """The configured MLflow UI, else an http(s) tracking server itself, else where `make mlflow` serves."""
     if configured:
         return configured.rstrip("/")
     if tracking_uri and tracking_uri.startswith(("http://", "https://")):
@@ -56,26 +54,26 @@ def mlflow_ui_url(tracking_uri: str | None) -> str:
     return DEFAULT_MLFLOW_UI_URL
 
 
-def mlflow_run_link(tracking_uri: str | None, experiment_id: str, run_id: str) -> MetadataValue:
-    return MetadataValue.url(f"{mlflow_ui_url(tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}")
+def mlflow_run_link(ui_url: str, experiment_id: str, run_id: str) -> MetadataValue:
+    return MetadataValue.url(f"{ui_url}/#/experiments/{experiment_id}/runs/{run_id}")
 
 
-def model_version_link(tracking_uri: str | None, model_name: str, version: str) -> MetadataValue:
-    return MetadataValue.url(f"{mlflow_ui_url(tracking_uri)}/#/models/{model_name}/versions/{version}")
+def model_version_link(ui_url: str, model_name: str, version: str) -> MetadataValue:
+    return MetadataValue.url(f"{ui_url}/#/models/{model_name}/versions/{version}")
 
 
-def row_count(rows: int) -> dict:
+def row_count_entry(rows: int) -> dict:
     return {"dagster/row_count": MetadataValue.int(int(rows))}
 
 
-def table_metadata(table: tables.Trips | pd.DataFrame) -> dict:
+def table_metadata(table: tables.TableOrFile | pd.DataFrame) -> dict:
     """Dagster's standard row count and column schema (the UI's Columns view)."""
     if isinstance(table, pd.DataFrame):
         schema, rows = pa.Schema.from_pandas(table, preserve_index=False), len(table)
     else:
         schema, rows = tables.schema(table), tables.num_rows(table)
     columns = [TableColumn(field.name, str(field.type)) for field in schema]
-    return {**row_count(rows), "dagster/column_schema": MetadataValue.table_schema(TableSchema(columns=columns))}
+    return {**row_count_entry(rows), "dagster/column_schema": MetadataValue.table_schema(TableSchema(columns=columns))}
 
 
 def preview(frame: pd.DataFrame, rows: int = PREVIEW_ROWS) -> MetadataValue:

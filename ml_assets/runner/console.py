@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +16,8 @@ from typing import IO
 
 from dagster import DagsterEventType, LoggerDefinition, colored_console_logger
 
-# core.tuning logs one line per trial in this form.
-TUNING_TRIAL = re.compile(r"trial (\d+) of (\d+)\b.*best so far ([\d.]+)")
+from ml_assets.core.tuning import TrialProgress
+
 CLEAR_LINE = "\r\033[K"
 
 
@@ -53,9 +52,9 @@ class StepLines(logging.Handler):
             self._print(f"{where}  FAILED  {first_line(event.step_failure_data.error)}")
         elif event is None and record.levelno >= logging.WARNING:
             self._print(f"{where}  warning: {meta['orig_message']}")
-        elif event is None and self.live and (trial := TUNING_TRIAL.match(meta["orig_message"])):
-            number, budget, best = trial.groups()
-            self.stream.write(f"{CLEAR_LINE}{where}  trial {number} of {budget}, best RMSE so far {float(best):.4f}")
+        elif event is None and self.live and (trial := TrialProgress.parse(meta["orig_message"])):
+            line = f"trial {trial.finished} of {trial.budget}, best RMSE so far {trial.best:.4f}"
+            self.stream.write(f"{CLEAR_LINE}{where}  {line}")
             self.stream.flush()
 
 

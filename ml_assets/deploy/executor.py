@@ -1,34 +1,29 @@
 """Where steps execute: in the run's own process (the default), on Celery workers by queue, or as
-Kubernetes Jobs.
+Kubernetes Jobs (ML_ASSETS_EXECUTOR; docs/deployment.md).
 
-`ML_ASSETS_EXECUTOR=celery` gives every run dagster-celery's executor: the run's process only
-orchestrates, and each step is a task on Redis (`ML_ASSETS_CELERY_BROKER_URL`, results on
-`ML_ASSETS_CELERY_BACKEND_URL`) that a `dagster-celery worker start` process executes. Each step
-goes to the queue of its asset's group, set here once as the op tag dagster-celery reads:
-ingestion on `ingest`, features, training and predictions on `train`, so that a machine can be
-given to training alone. Workers take the same broker and backend from deploy/celery.yaml.
-
-`ML_ASSETS_EXECUTOR=k8s` gives dagster-k8s's `k8s_job_executor` (the `k8s` extra): each step is a
-Kubernetes Job started from the run's pod (deploy/helm/values.yaml).
+With Celery the run's process only orchestrates: each step is a task on the queue of its asset's
+group (`keys.QUEUES`), set here as the op tag dagster-celery reads, so a machine can be given to
+training alone. Workers take the same broker and backend from deploy/celery.yaml.
 """
 
 from __future__ import annotations
 
 from dagster import ExecutorDefinition, in_process_executor
-from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 
 from ml_assets import settings
+from ml_assets.keys import QUEUES
 
-QUEUES = {"ingestion": "ingest", "features": "train", "training": "train", "predictions": "train"}
+# dagster_celery.tags.DAGSTER_CELERY_QUEUE_TAG, written out so that the code location loads without dagster-celery.
+CELERY_QUEUE_TAG = "dagster-celery/queue"
 
 
 def step_tags(group: str) -> dict[str, str]:
     """Op tags of a step (an asset's or a check's) of `group`: its Celery queue."""
-    return {DAGSTER_CELERY_QUEUE_TAG: QUEUES[group]}
+    return {CELERY_QUEUE_TAG: QUEUES[group]}
 
 
-def in_group(group: str) -> dict:
-    """`@asset` arguments: the asset's group and, with it, its step's queue."""
+def group_and_queue(group: str) -> dict:
+    """`@asset` arguments: the asset's group and its step's Celery queue."""
     return {"group_name": group, "op_tags": step_tags(group)}
 
 
@@ -50,6 +45,9 @@ def run_executor() -> ExecutorDefinition:
     from dagster_celery import celery_executor
 
     return celery_executor.configured(
-        {"broker": settings.CELERY_BROKER_URL.config_source(), "backend": settings.CELERY_BACKEND_URL.config_source()},
+        {
+            "broker": settings.CELERY_BROKER_URL.resource_value(old_style=True),
+            "backend": settings.CELERY_BACKEND_URL.resource_value(old_style=True),
+        },
         name="celery",
     )

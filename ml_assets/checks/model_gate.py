@@ -17,19 +17,19 @@ from dagster import (
 )
 from pydantic import Field
 
-from ml_assets.core.features import SPLIT, TEST
-from ml_assets.core.schema import DURATION
-from ml_assets.execution import step_tags
-from ml_assets.materializations import latest_metadata, run_metadata
-from ml_assets.metadata import model_version_link
-from ml_assets.partitions import monthly_checks, monthly_partitions
+from ml_assets.core.gate import CHAMPION_TOLERANCE
+from ml_assets.deploy.executor import step_tags
+from ml_assets.keys import TRAINED_MODEL, TRAINING, TRIP_FEATURES
+from ml_assets.partitions import month_of, monthly_partitions, partitioned_checks
+from ml_assets.records import latest_metadata, run_metadata
+from ml_assets.ui_metadata import model_version_link
 
 MODEL_GATE = "model_gate"
 
 
 class GateConfig(Config):
     champion_tolerance: float = Field(
-        default=0.02, description="how much worse (relative RMSE) than the champion a new model may be"
+        default=CHAMPION_TOLERANCE, description="how much worse (relative RMSE) than the champion a new model may be"
     )
 
 
@@ -37,23 +37,20 @@ def _model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_fe
     from ml_assets.core import tracking
     from ml_assets.core.gate import gate_model
 
-    month = context.partition_key
+    month = month_of(context)
     # The model this run trained; the newest one when the check runs on its own (e.g. re-executed).
     run_id = context.op_execution_context.run_id
-    model = run_metadata(context.instance, run_id, "trained_model", month) or latest_metadata(
-        context.instance, "trained_model", month
+    model = run_metadata(context.instance, run_id, TRAINED_MODEL, month) or latest_metadata(
+        context.instance, TRAINED_MODEL, month
     )
     mlflow = context.resources.mlflow
     mlflow.connect(f"{MODEL_GATE} {month}")
-    y_test = trip_features.loc[trip_features[SPLIT] == TEST, DURATION].to_numpy()
 
-    def judge(champion):
-        return gate_model(
-            trip_features, y_test, model["rmse"], model["baseline_rmse"], config.champion_tolerance, champion
-        )
+    def against(champion):
+        return gate_model(trip_features, model["rmse"], model["baseline_rmse"], config.champion_tolerance, champion)
 
     tags = {tracking.PARTITION_TAG: month, tracking.DAGSTER_RUN_TAG: run_id}
-    published = tracking.publish(model["mlflow_model_uri"], judge, tags, mlflow.lock)
+    published = tracking.publish(model["mlflow_model_uri"], against, tags, mlflow.lock)
     gate = published.verdict
     context.log.info(f"trained_model {month} is version {published.version}, {published.alias}: {gate.reason}")
     metadata = {
@@ -64,7 +61,7 @@ def _model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_fe
         "tolerance": config.champion_tolerance,
         "model_name": tracking.REGISTERED_MODEL,
         "model_version": published.version,
-        "registered_model": model_version_link(mlflow.tracking_uri, tracking.REGISTERED_MODEL, published.version),
+        "registered_model": model_version_link(mlflow.ui_url, tracking.REGISTERED_MODEL, published.version),
         "alias": published.alias,
         "reason": gate.reason,
     }
@@ -76,16 +73,16 @@ def _model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_fe
     )
 
 
-model_gate = monthly_checks(
+model_gate = partitioned_checks(
     lambda: asset_check(
-        asset="trained_model",
+        asset=TRAINED_MODEL,
         name=MODEL_GATE,
         description="Beats the LinearRegression baseline and is no worse than the champion on the same month; "
         "registers the model in MLflow as champion if so, as challenger if not.",
         blocking=True,
-        additional_ins={"trip_features": AssetIn("trip_features")},
+        additional_ins={"trip_features": AssetIn(TRIP_FEATURES)},
         required_resource_keys={"mlflow"},
         partitions_def=monthly_partitions,
-        op_tags=step_tags("training"),
+        op_tags=step_tags(TRAINING),
     )(_model_gate)
 )

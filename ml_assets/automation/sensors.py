@@ -1,24 +1,13 @@
 """`new_month_sensor`: ingests every month the trip source newly publishes or re-publishes.
 
-It probes the trip source for every monthly partition (synthetic: published-through month; TLC: a
-HEAD's size/ETag/Last-Modified; a folder: size/mtime) and runs `ingest_month` (raw_trips +
-cleaned_trips of one month) for each month that is new or whose fingerprint changed, oldest first,
-at most ML_ASSETS_SENSOR_MAX_MONTHS per tick. It compares the source with the instance and its
-cursor on every tick, never events, so a file that landed while Dagster was down is found on the
-next tick. `run_key = month:fingerprint`, and the cursor remembers what was requested, so a queued
-or failed month is not requested again until it changes. Any problem of the source (unreachable,
-a URL that cannot be used, an unreadable folder) skips the tick with the reason and keeps the
-cursor; a sensor that raised would fail every tick without saying more.
-
-Why it does not run the whole graph: trip_features for M reads up to three months before M, so a
-whole-graph run for M fails whenever M-1 is still queued in the same tick. Training follows by
-declarative automation instead (see `ml_assets.automation`).
+Each tick compares the source's fingerprints with the instance and the cursor (`core.month_plan`),
+never events, so a file that landed while Dagster was down is found; a source problem skips the
+tick with the reason. It ingests only; training follows by automation (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 from dagster import (
-    AssetKey,
     DagsterInstance,
     DefaultSensorStatus,
     RunRequest,
@@ -29,14 +18,13 @@ from dagster import (
 )
 
 from ml_assets import settings
+from ml_assets.automation.jobs import ingest_month_job
 from ml_assets.core.month_plan import dump_cursor, load_cursor, plan_months, probe_months
 from ml_assets.core.sources import SourceError
-from ml_assets.jobs import ingest_month_job
-from ml_assets.materializations import latest_metadata
+from ml_assets.keys import RAW_TRIPS
 from ml_assets.partitions import monthly_partitions
-from ml_assets.resources import TripSourceResource
-
-RAW_TRIPS = AssetKey("raw_trips")
+from ml_assets.records import latest_metadata
+from ml_assets.resources.trip_source import TripSourceResource
 
 
 def _recorded_size(instance: DagsterInstance):

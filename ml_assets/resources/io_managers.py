@@ -19,7 +19,8 @@ from dagster import ConfigurableIOManagerFactory, InitResourceContext, InputCont
 from pydantic import Field
 from upath import UPath
 
-from ml_assets.core import storage, tables
+from ml_assets.core import model, storage, tables
+from ml_assets.core.months import check_month
 
 
 class NotMaterializedError(FileNotFoundError):
@@ -40,10 +41,9 @@ class _AssetFiles(UPathIOManager):
         try:
             return self.read(path, context.dagster_type.typing_type, context.definition_metadata.get("columns"))
         except FileNotFoundError as error:
-            name, partition = context.asset_key.to_user_string(), path.stem  # files are named for their month
+            name, month = context.asset_key.to_user_string(), check_month(path.stem)  # {asset}/{month}.{ext}
             raise NotMaterializedError(
-                f"{name} for {partition} is not materialized yet (no file at {path}); "
-                f"materialize {name} for {partition} first"
+                f"{name} for {month} is not materialized yet (no file at {path}); materialize {name} for {month} first"
             ) from error
 
     def load_input(self, context: InputContext):
@@ -91,20 +91,16 @@ class JsonFiles(_AssetFiles):
         return storage.read_json(path)
 
 
-class XGBoostModelFiles(_AssetFiles):
-    """Boosters in XGBoost's own UBJSON format (not pickle); attributes travel inside the file."""
+class ModelFiles(_AssetFiles):
+    """Models in the learner's own format (`core.model`, not pickle)."""
 
-    extension = ".ubj"
+    extension = f".{model.FORMAT}"
 
     def write(self, obj, path: Path) -> None:
-        from ml_assets.core.training import model_bytes
-
-        path.write_bytes(model_bytes(obj))
+        path.write_bytes(model.to_bytes(obj))
 
     def read(self, path: UPath, typing_type, columns: list[str] | None = None):
-        from ml_assets.core.training import load_booster
-
-        return load_booster(path.read_bytes())
+        return model.from_bytes(path.read_bytes())
 
 
 class _StorageRoot(ConfigurableIOManagerFactory):
@@ -124,5 +120,5 @@ class JsonIOManager(_StorageRoot):
     files: typing.ClassVar[type[_AssetFiles]] = JsonFiles
 
 
-class XGBoostModelIOManager(_StorageRoot):
-    files: typing.ClassVar[type[_AssetFiles]] = XGBoostModelFiles
+class ModelIOManager(_StorageRoot):
+    files: typing.ClassVar[type[_AssetFiles]] = ModelFiles

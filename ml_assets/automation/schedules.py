@@ -1,20 +1,7 @@
-"""`monthly_retrain_schedule`: a monthly safety net that retrains the latest complete month.
+"""`monthly_retrain_schedule` (stopped by default): retrains the latest complete month, for when automation is off.
 
-On the 2nd of every month at 06:00 UTC it runs `retrain_month` (trip_features → best_params →
-trained_model) for the latest monthly partition whose whole training window has cleaned_trips:
-the month itself and each of the TRAINING_MONTHS months before it that exist as partitions (the
-first partition never qualifies: it has no earlier month to train on). If no month qualifies it
-skips with the reason. Re-running continues the month's optuna study (more trials on top of the
-earlier ones) and logs a new model version to MLflow.
-
-Default status: STOPPED. With the defaults, `new_month_sensor` and declarative automation (both
-running) already train every month as soon as its window is in, and retrain every month whose
-window changed; a running schedule would on top of that re-tune and re-register the latest model
-every month although nothing changed, and could start while automation is training the same
-partition. Turn it on where that automation is off: the sensor stopped (months ingested by hand,
-by backfills, or by `make run`), or automation paused on the instance, so that at least the latest
-month gets a fresh model each month. Turn it on in the UI (Automation → monthly_retrain_schedule)
-or with `dagster schedule start monthly_retrain_schedule`.
+With the sensor and automation on, every month already trains once its window is in; the schedule
+would only re-tune and re-register the latest model every month (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -22,7 +9,6 @@ from __future__ import annotations
 import datetime
 
 from dagster import (
-    AssetKey,
     DagsterInstance,
     DefaultScheduleStatus,
     RunRequest,
@@ -31,10 +17,10 @@ from dagster import (
     schedule,
 )
 
-from ml_assets.jobs import retrain_month_job
+from ml_assets.automation.jobs import retrain_month_job
+from ml_assets.keys import CLEANED_TRIPS
 from ml_assets.partitions import monthly_partitions, window_months
 
-CLEANED_TRIPS = AssetKey("cleaned_trips")
 CRON = "0 6 2 * *"
 
 

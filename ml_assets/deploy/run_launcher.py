@@ -14,6 +14,9 @@ worker is alive only if the launcher can tell; this one asks the code server tha
   failed attempt (a restarting server is not a lost one), then FAILED;
 - the server does not implement the call (a `dagster code-server start` proxy): RUNNING; use
   `dagster api grpc` as the code server (deploy/service.sh does).
+
+It uses Dagster's private launcher and gRPC APIs (`dagster._core`, `dagster._grpc`), checked against
+Dagster 1.13.27, the version pyproject.toml pins: check them again when upgrading.
 """
 
 from __future__ import annotations

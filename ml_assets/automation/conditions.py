@@ -1,20 +1,7 @@
-"""When features, models and predictions build: declarative automation conditions and their sensor.
+"""When features, models and predictions build: `WINDOW_READY`, evaluated by `training_automation_sensor`.
 
-`new_month_sensor` ingests one month per run; everything downstream carries `WINDOW_READY`, which
-`training_automation_sensor` (RUNNING; Dagster's default automation sensor starts STOPPED)
-evaluates:
-- eager() minus in_latest_time_window(): every monthly partition trains, not only the latest (in
-  1.13 plain eager() would only ever train the latest month);
-- `has_training_months`: a month whose window holds no earlier month (the first partition) cannot
-  train, so it is never requested (a request would only show a failed run);
-- `window_months_missing` (eager's any_deps_missing, labelled): month M waits until every month of
-  its window is in; the partition mapping is applied, so the UI's evaluation of this node lists,
-  under cleaned_trips, exactly which window months are missing;
-- never train on a window month whose blocking check failed: a check failing in the sensor's
-  ingestion run cannot stop runs that automation starts later (`all_deps_blocking_checks_passed()`
-  would not do: it is satisfied when *one* month of the window passed). The check of a dep's dep
-  counts too: when a raw_trips rule fails, cleaned_trips' rules are not evaluated (the month is
-  not cleaned), so its failed check is one level further up.
+A month trains once every month of its training window is ingested and none failed a blocking
+check; what each part of the condition is for is in docs/architecture.md (Automation).
 """
 
 import warnings
@@ -29,6 +16,7 @@ from dagster import (
 )
 
 from ml_assets import settings
+from ml_assets.keys import FEATURES, PREDICTION, TRAINING
 from ml_assets.partitions import window_months
 
 TRAINING_TAG = "ml_assets/stage"
@@ -69,7 +57,7 @@ with warnings.catch_warnings():  # `use_user_code_server` is beta in Dagster 1.1
     warnings.filterwarnings("ignore", message=".*use_user_code_server.*")
     training_automation_sensor = AutomationConditionSensorDefinition(
         "training_automation_sensor",
-        target=AssetSelection.groups("features", "training", "predictions"),
+        target=AssetSelection.groups(FEATURES, TRAINING, PREDICTION),
         default_status=DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=settings.AUTOMATION_INTERVAL_SECONDS.value(),
         # A deployment's run queue allows one training run per machine by this tag (deploy/dagster.yaml).

@@ -1,0 +1,1 @@
+"""Dagster checks: the blocking data rules, drift, and the model gate that publishes models."""

@@ -1,0 +1,131 @@
+"""The learner: every XGBoost call of the project (fit, predict, save, load, log, importance) lives here.
+
+Swapping the learner means changing this module; the rest of the code only passes its model around.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from ml_assets.core.features import TRAIN, VALID, DesignMatrices
+
+# Fixed settings; optuna tunes the rest (see ml_assets.core.tuning).
+BASE_PARAMS = {"objective": "reg:squarederror", "eval_metric": "rmse", "tree_method": "hist", "max_cat_to_onehot": 1}
+FORMAT = "ubj"  # XGBoost's own binary JSON: portable across versions, unlike pickle
+
+
+def usable_cores() -> int:
+    """The cores this process may use: its CPU affinity and, in a container, its CPU quota (joblib counts both)."""
+    from joblib import cpu_count
+
+    return cpu_count()
+
+
+def stop_at(deadline: float, stopped: Callable[[int], None] = lambda epoch: None):
+    """A callback that ends training after the first round finishing past `deadline` (`time.monotonic()`),
+    telling `stopped` that round; the model keeps its best iteration so far.
+
+    The first round always stays: early stopping, which records the best round, runs after this
+    callback, so a training stopped at round 0 would have no score.
+    """
+    import xgboost as xgb
+
+    class StopAtDeadline(xgb.callback.TrainingCallback):
+        def after_iteration(self, model, epoch: int, evals_log) -> bool:
+            if epoch == 0 or time.monotonic() < deadline:
+                return False
+            stopped(epoch)
+            return True
+
+    return StopAtDeadline()
+
+
+def training_matrices(data: DesignMatrices, threads: int | None = None):
+    """`train` and `valid` as QuantileDMatrix: about a byte per value, read from the frame's own columns."""
+    import xgboost as xgb
+
+    categorical = isinstance(data.X[TRAIN], pd.DataFrame)
+    dtrain = xgb.QuantileDMatrix(data.X[TRAIN], data.y[TRAIN], enable_categorical=categorical, nthread=threads)
+    dvalid = xgb.QuantileDMatrix(
+        data.X[VALID], data.y[VALID], enable_categorical=categorical, nthread=threads, ref=dtrain
+    )
+    return dtrain, dvalid
+
+
+def fit(
+    data: DesignMatrices,
+    params: dict,
+    num_boost_round: int = 2000,
+    early_stopping_rounds: int = 50,
+    threads: int | None = None,
+    callbacks=None,
+    matrices=None,
+):
+    """Fit on `train`, stop early on `valid`; the test month is not touched.
+
+    `matrices` (from `training_matrices`) saves building them again for every trial of a study.
+    """
+    import xgboost as xgb
+
+    dtrain, dvalid = matrices or training_matrices(data, threads)
+    return xgb.train(
+        {**BASE_PARAMS, **params, "nthread": threads or 0},
+        dtrain,
+        num_boost_round=num_boost_round,
+        evals=[(dvalid, VALID)],
+        early_stopping_rounds=early_stopping_rounds,
+        callbacks=callbacks,
+        verbose_eval=False,
+    )
+
+
+def best_iteration(model) -> int:
+    return model.best_iteration
+
+
+def best_score(model) -> float:
+    """The validation RMSE at the best iteration."""
+    return float(model.best_score)
+
+
+def predict(model, X) -> np.ndarray:
+    """Predictions up to the best iteration, straight from `X` (no DMatrix copy of it)."""
+    return model.inplace_predict(X, iteration_range=(0, model.best_iteration + 1))
+
+
+def importance(model) -> dict[str, float]:
+    """Total gain per feature."""
+    return model.get_score(importance_type="gain")
+
+
+def to_bytes(model) -> bytes:
+    return bytes(model.save_raw(raw_format=FORMAT))
+
+
+def from_bytes(raw: bytes):
+    import xgboost as xgb
+
+    model = xgb.Booster()
+    model.load_model(bytearray(raw))
+    return model
+
+
+def log_to_mlflow(model, signature, name: str = "model"):
+    """Log the model into the active MLflow run (xgboost flavour); returns MLflow's ModelInfo."""
+    import mlflow.xgboost
+    import xgboost
+
+    # Requirements stated, not inferred: inference imports the model again in a subprocess (seconds per run).
+    return mlflow.xgboost.log_model(
+        model, name=name, signature=signature, model_format=FORMAT, pip_requirements=[f"xgboost=={xgboost.__version__}"]
+    )
+
+
+def load_from_mlflow(model_uri: str):
+    import mlflow.xgboost
+
+    return mlflow.xgboost.load_model(model_uri)

@@ -1,0 +1,1 @@
+"""Deployment plugins: where steps execute (executor) and how run monitoring checks run workers."""

@@ -1,0 +1,81 @@
+"""`mlflow`: dagster-mlflow's `mlflow_tracking`, started by the step that trains rather than with the run.
+
+A run initializes its resources before its first step, so a tracking server that is down would
+otherwise fail ingestion steps that never talk to MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+from dagster import Failure, InitResourceContext, IntSource, Noneable, StringSource, resource
+from dagster import Field as ConfigField
+
+from ml_assets import settings
+from ml_assets.core import tracking
+from ml_assets.core.locks import store_lock
+from ml_assets.ui_metadata import mlflow_ui_url
+
+
+class MlflowTracking:
+    def __init__(self, context: InitResourceContext):
+        self._context = context
+        config = context.resource_config
+        self.tracking_uri = config.get("mlflow_tracking_uri")
+        self.experiment_name = config["experiment_name"]
+        self.ui_url = mlflow_ui_url(config.get("ui_url"), self.tracking_uri)
+        self._client_env = {
+            settings.MLFLOW_HTTP_REQUEST_MAX_RETRIES.variable: str(config["http_request_max_retries"]),
+            settings.MLFLOW_HTTP_REQUEST_TIMEOUT.variable: str(config["http_request_timeout"]),
+        }
+        self.lock = store_lock(self.tracking_uri, settings.state_dir())
+
+    def connect(self, what: str) -> None:
+        """Point MLflow at the store (creating the experiment once); a clear Failure if it cannot be reached."""
+        import mlflow
+
+        os.environ.update(self._client_env)  # MLflow reads its HTTP settings only from the environment
+        try:
+            mlflow.set_tracking_uri(self.tracking_uri)
+            tracking.ensure_experiment(self.tracking_uri, self.experiment_name, self.lock)
+        except Exception as error:  # MLflow raises its own, requests' and OS errors alike
+            raise Failure(
+                f"{what}: MLflow tracking at {self.tracking_uri} cannot be reached: {str(error).splitlines()[0][:300]}"
+            ) from error
+
+    @contextlib.contextmanager
+    def run(self, what: str) -> Iterator[object]:
+        """The Dagster run's MLflow run, active for the block; FINISHED after it, FAILED if it raises."""
+        import mlflow
+        from dagster_mlflow import mlflow_tracking
+
+        self.connect(what)
+        generator = mlflow_tracking.resource_fn(self._context)
+        client = next(generator)
+        try:
+            yield client
+        except BaseException:
+            # Marking the run FAILED needs the server too: if it is gone, the first error is the one to see.
+            with contextlib.suppress(Exception):
+                mlflow.end_run("FAILED")
+            raise
+        mlflow.end_run()
+        generator.close()
+
+
+@resource(
+    config_schema={
+        "experiment_name": ConfigField(StringSource, description="MLflow experiment name"),
+        "mlflow_tracking_uri": ConfigField(Noneable(StringSource), default_value=None, is_required=False),
+        "ui_url": ConfigField(Noneable(StringSource), default_value=None, is_required=False),
+        "http_request_max_retries": ConfigField(
+            IntSource, default_value=settings.MLFLOW_HTTP_REQUEST_MAX_RETRIES.default
+        ),
+        "http_request_timeout": ConfigField(IntSource, default_value=settings.MLFLOW_HTTP_REQUEST_TIMEOUT.default),
+    },
+    description="dagster-mlflow's mlflow_tracking, started by the step that trains (one MLflow run per model)",
+)
+def mlflow_tracking_resource(context: InitResourceContext) -> MlflowTracking:
+    return MlflowTracking(context)

@@ -1,0 +1,67 @@
+"""Materialize the whole graph for a month, or a range of months in order, then report the models.
+
+`make run` (one month) and `make backfill` (a range) call this. It prints a line per finished step
+and the models; Dagster's whole event log goes to a file under $DAGSTER_HOME (`-v` or VERBOSE=1
+prints it instead). A failed step ends it with a non-zero status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dagster import DagsterInstance
+
+from ml_assets import settings
+from ml_assets.core.months import check_month
+from ml_assets.partitions import START_MONTH
+from ml_assets.runner.console import event_log_path, run_loggers
+from ml_assets.runner.runs import RunFailed, run
+
+
+def _partition(raw: str) -> str:
+    """A month argument: a partition key of this code location, else argparse's usage error naming it."""
+    try:
+        month = check_month(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a month YYYY-MM") from None
+    if month < START_MONTH:
+        raise argparse.ArgumentTypeError(f"{month} is before the first partition, {START_MONTH}")
+    return month
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="ml_assets.runner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "month", nargs="?", type=_partition, default="2021-02", help="partition key YYYY-MM (the first, for a range)"
+    )
+    parser.add_argument("--to", type=_partition, help="last month of a range (inclusive)")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=settings.VERBOSE.value(),
+        help=f"print Dagster's whole event log (default when {settings.VERBOSE.variable} is set)",
+    )
+    args = parser.parse_args()
+    if args.to is not None and args.to < args.month:
+        parser.error(f"argument --to: {args.to} is before the first month, {args.month}")
+    log_file = event_log_path(settings.state_dir())
+    print(f"Dagster event log: {log_file}")
+    with DagsterInstance.get() as instance, run_loggers(log_file, sys.stdout, args.verbose) as loggers:
+        try:
+            models = run(args.month, args.to or args.month, instance, loggers=loggers)
+        except RunFailed as failed:
+            sys.exit(f"\nFAILED {failed}\n(the whole event log is in {log_file})")
+    for month, model in models.items():
+        print(f"\ntrained_model {month}")
+        print(f"  model file      {model['path']}")
+        print(f"  test RMSE       {model['rmse']:.3f} min   (LinearRegression baseline {model['baseline_rmse']:.3f})")
+        print(f"  MLflow run      {model['mlflow_run']}")
+        print(f"  MLflow model    {model['registered_model']}  (v{model['model_version']}, {model['alias']})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Runs of the whole graph for a month, or a range of months one by one, in this process and instance.
+
+Each month is one Dagster run in the instance under $DAGSTER_HOME (they show in the UI), so a range
+gives exactly what materializing its months one by one gives. Months the first one trains on are
+ingested first when the instance lacks them, so a fresh `DAGSTER_HOME` works in one command.
+"""
+
+from __future__ import annotations
+
+from dagster import (
+    AssetKey,
+    DagsterInstance,
+    DagsterRunStatus,
+    Definitions,
+    ExecuteInProcessResult,
+    LoggerDefinition,
+    RunsFilter,
+    define_asset_job,
+)
+
+from ml_assets.checks.model_gate import MODEL_GATE
+from ml_assets.core.months import month_range
+from ml_assets.definitions import all_asset_checks, all_assets
+from ml_assets.keys import CLEANED_TRIPS, RAW_TRIPS, TRAINED_MODEL
+from ml_assets.partitions import window_months
+from ml_assets.records import latest_metadata, run_process_alive
+from ml_assets.resources import build_resources
+from ml_assets.runner.console import first_line
+
+INGESTION = [RAW_TRIPS, CLEANED_TRIPS]
+JOB = "ml_assets_runner"
+
+
+class RunFailed(RuntimeError):
+    """A step of a month's run failed; the message names the step, the month and the error."""
+
+
+def materialize_month(
+    instance: DagsterInstance,
+    month: str,
+    selection: list[AssetKey | str] | None = None,
+    run_config: dict | None = None,
+    raise_on_error: bool = True,
+    loggers: dict[str, LoggerDefinition] | None = None,
+) -> ExecuteInProcessResult:
+    """One run for `month` of `selection` (asset keys or names; default all) with their checks, as in the UI.
+
+    `run_config["ops"]` may configure ops outside the selection (one config for every run); those
+    are left out. Resources are built from the environment at call time, not at import. `loggers`
+    replace Dagster's console logger (a run starts only the loggers its run config names).
+    """
+    config = {**(run_config or {}), "loggers": {name: {} for name in loggers or {}}}
+    if selection is not None:
+        selection = [AssetKey.from_coercible(asset) for asset in selection]
+    if selection is not None and "ops" in config:
+        unselected = {assets.node_def.name for assets in all_assets if not set(assets.keys) & set(selection)}
+        config["ops"] = {op: value for op, value in config["ops"].items() if op not in unselected}
+    _fail_dead_runs(instance)
+    defs = Definitions(
+        assets=[*all_assets, *all_asset_checks],
+        resources=build_resources(),
+        loggers=loggers,
+        jobs=[define_asset_job(JOB, selection=selection)],
+    )
+    return defs.resolve_job_def(JOB).execute_in_process(
+        run_config=config, instance=instance, partition_key=month, raise_on_error=raise_on_error
+    )
+
+
+def _fail_dead_runs(instance: DagsterInstance) -> None:
+    """Runs of this runner killed earlier (kill -9, a closed terminal) stay STARTED: mark them failed.
+
+    Only this runner's own runs, which ran on this machine; runs launched by a daemon are left to
+    Dagster's run monitoring.
+    """
+    for run in instance.get_runs(RunsFilter(job_name=JOB, statuses=[DagsterRunStatus.STARTED])):
+        if not run_process_alive(instance, run.run_id):
+            instance.report_run_failed(run)
+
+
+def _materialize_or_fail(
+    instance: DagsterInstance,
+    month: str,
+    selection: list[AssetKey] | None,
+    run_config: dict | None,
+    loggers: dict[str, LoggerDefinition] | None,
+) -> ExecuteInProcessResult:
+    result = materialize_month(instance, month, selection, run_config, raise_on_error=False, loggers=loggers)
+    failures = [
+        f"{event.step_key} {month}: {first_line(event.step_failure_data.error)}"
+        for event in result.all_events
+        if event.is_step_failure
+    ]
+    if failures or not result.success:
+        raise RunFailed("\n".join(failures) or f"the run for {month} failed ({result.run_id})")
+    return result
+
+
+def run(
+    first: str,
+    last: str,
+    instance: DagsterInstance,
+    run_config: dict | None = None,
+    loggers: dict[str, LoggerDefinition] | None = None,
+) -> dict[str, dict]:
+    """Materialize every asset for each month from `first` to `last`; per month, trained_model's
+    metadata and what `model_gate` published (model name, version, alias, registry link)."""
+    ingested = set(instance.get_materialized_partitions(CLEANED_TRIPS))
+    for earlier in sorted(set(window_months(first)) - {first} - ingested):
+        _materialize_or_fail(instance, earlier, INGESTION, run_config, loggers)
+    models = {}
+    for month in month_range(first, last):
+        result = _materialize_or_fail(instance, month, None, run_config, loggers)
+        (gate,) = [check for check in result.get_asset_check_evaluations() if check.check_name == MODEL_GATE]
+        published = {key: value.value for key, value in gate.metadata.items()}
+        models[month] = {**latest_metadata(instance, TRAINED_MODEL, month), **published}
+    return models
