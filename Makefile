@@ -8,7 +8,7 @@ TO ?= 2021-04
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install run backfill lint test test-ui test-deployment dev mlflow optuna bench bench-deployment up clean
+.PHONY: install run backfill lint test test-ui test-deployment dev mlflow optuna docs bench bench-deployment up clean
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,10 @@ optuna: install
 	$(BIN)/optuna-dashboard --host 127.0.0.1 --port 8080 sqlite:///$(DAGSTER_HOME)/ml_assets/optuna.db
 
 # BENCH_ARGS=--long adds the 20-minute tuning study; --quick is a smoke run.
+# The configuration table of docs/configuration.md, from ml_assets/settings.py.
+docs: install
+	$(BIN)/python -m ml_assets.settings docs/configuration.md
+
 bench: install
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
