@@ -8,7 +8,7 @@ TO ?= 2021-04
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install run backfill lint test test-ui test-deployment dev mlflow optuna docs bench bench-deployment up clean
+.PHONY: install run backfill reproduce lint test test-ui test-deployment dev mlflow optuna docs bench bench-deployment up clean
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ run: install $(DAGSTER_HOME)/dagster.yaml
 
 backfill: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/python -m ml_assets.runner $(FROM) --to $(TO)
+
+# Rebuild registered model version VERSION from its recorded data and settings, and compare.
+reproduce: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/python -m ml_assets.reproduce $(VERSION)
 
 lint: install
 	$(BIN)/ruff check .

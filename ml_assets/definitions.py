@@ -4,7 +4,7 @@ import gc
 
 from dagster import Definitions, load_assets_from_modules
 
-from ml_assets.assets import features, ingestion, predictions, training
+from ml_assets.assets import features, ingestion, monitoring, predictions, training
 from ml_assets.automation.conditions import training_automation_sensor
 from ml_assets.automation.jobs import ingest_month_job, retrain_month_job
 from ml_assets.automation.schedules import monthly_retrain_schedule
@@ -17,7 +17,7 @@ from ml_assets.resources import build_resources
 
 release_memory_promptly()  # every process that runs steps loads this module
 
-all_assets = load_assets_from_modules([ingestion, features, training, predictions])
+all_assets = load_assets_from_modules([ingestion, features, training, predictions, monitoring])
 all_asset_checks = [cleaned_trips_drift, model_gate]
 
 defs = Definitions(

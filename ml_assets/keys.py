@@ -8,8 +8,16 @@ TRIP_FEATURES = AssetKey("trip_features")
 BEST_PARAMS = AssetKey("best_params")
 TRAINED_MODEL = AssetKey("trained_model")
 PREDICTIONS = AssetKey("trip_duration_predictions")
-ASSETS = [RAW_TRIPS, CLEANED_TRIPS, TRIP_FEATURES, BEST_PARAMS, TRAINED_MODEL, PREDICTIONS]  # upstream first
+MODEL_PERFORMANCE = AssetKey("model_performance")
+# Upstream first; model_performance depends on cleaned_trips only.
+ASSETS = [RAW_TRIPS, CLEANED_TRIPS, TRIP_FEATURES, BEST_PARAMS, TRAINED_MODEL, PREDICTIONS, MODEL_PERFORMANCE]
 
 # Group -> the Celery queue its steps go to: a machine can be given to training alone.
-QUEUES = {"ingestion": "ingest", "features": "train", "training": "train", "predictions": "train"}
-INGESTION, FEATURES, TRAINING, PREDICTION = QUEUES  # the group names
+QUEUES = {
+    "ingestion": "ingest",
+    "features": "train",
+    "training": "train",
+    "predictions": "train",
+    "monitoring": "train",
+}
+INGESTION, FEATURES, TRAINING, PREDICTION, MONITORING = QUEUES  # the group names

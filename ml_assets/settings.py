@@ -24,6 +24,7 @@ from dagster import EnvVar
 
 from ml_assets.core.drift import DriftThresholds
 from ml_assets.core.months import check_month
+from ml_assets.core.performance import DecayThresholds
 from ml_assets.core.rules import RuleThresholds
 
 
@@ -306,12 +307,30 @@ VERBOSE = Setting(
     "VERBOSE", False, _flag, "any value; 0, false or no for off", "`make run` prints Dagster's whole event log"
 )
 
+RETRAIN = Setting(
+    "ML_ASSETS_RETRAIN",
+    "monthly",
+    _choice("monthly", "on_decay"),
+    "monthly or on_decay",
+    "when automation trains a month's model: `monthly` every month, `on_decay` only when the champion decayed on "
+    "it, is too old, or there is none (docs/models-over-time.md); a backfill or a launch by hand always trains",
+)
+PERFORMANCE_VERSIONS = Setting(
+    "ML_ASSETS_PERFORMANCE_VERSIONS",
+    None,
+    _positive_int,
+    "a whole number >= 1",
+    "model_performance scores the newest this many registered versions on each month",
+    "all",
+)
 RULES = _thresholds(RuleThresholds, "ML_ASSETS_")
 DRIFT = _thresholds(DriftThresholds, "ML_ASSETS_DRIFT_")
+DECAY = _thresholds(DecayThresholds, "ML_ASSETS_")
 
 ALL = [value for value in dict(globals()).values() if isinstance(value, Setting)] + [
     *RULES.values(),
     *DRIFT.values(),
+    *DECAY.values(),
 ]
 
 

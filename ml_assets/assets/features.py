@@ -4,7 +4,9 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Config, asset
 from pydantic import Field
 
-from ml_assets.automation.conditions import WINDOW_READY
+from ml_assets.automation.conditions import TRAINING_DUE
+from ml_assets.code_versions import code_version
+from ml_assets.core import features
 from ml_assets.core.features import FEATURE_INPUTS, SPLIT, build_features
 from ml_assets.core.schema import DURATION
 from ml_assets.deploy.executor import group_and_queue
@@ -32,7 +34,8 @@ class MissingTrainingMonthsError(ValueError):
     },
     **group_and_queue(FEATURES),
     kinds={"pandas"},
-    automation_condition=WINDOW_READY,
+    automation_condition=TRAINING_DUE,
+    code_version=code_version(features),
 )
 def trip_features(
     context: AssetExecutionContext, config: FeatureConfig, cleaned_trips: dict[str, pd.DataFrame]
@@ -50,6 +53,7 @@ def trip_features(
     frame = build_features(
         training, cleaned_trips[month], month, config.feature_set, config.holdout_fraction, config.seed
     )
+    frame.attrs["feature_config"] = config.model_dump()  # what a reproduction of its models builds again
     rows = frame[SPLIT].value_counts()
     context.add_output_metadata(
         {

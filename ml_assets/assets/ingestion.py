@@ -9,28 +9,19 @@ rule, so the last good values stay in place. When all pass, the values are store
 evaluations follow, so that they target the new materializations.
 """
 
-import hashlib
-
-from dagster import AssetExecutionContext, AssetOut, Failure, MetadataValue, Output, multi_asset
+from dagster import AssetExecutionContext, AssetOut, DataVersion, Failure, MetadataValue, Output, multi_asset
 
 from ml_assets import ui_metadata
 from ml_assets.checks.blocking_rules import RulesConfig, rule_result, rule_specs
-from ml_assets.core import plots, rules, tables
+from ml_assets.code_versions import code_version
+from ml_assets.core import cleaning, plots, rules, schema, tables
 from ml_assets.core.cleaning import CleanedMonth, EmptyMonthError, clean_trips
 from ml_assets.core.schema import DURATION
-from ml_assets.core.storage import open_parquet
+from ml_assets.core.storage import file_sha256, open_parquet
 from ml_assets.deploy.executor import group_and_queue
 from ml_assets.keys import CLEANED_TRIPS, INGESTION, RAW_TRIPS
 from ml_assets.partitions import month_of, monthly_partitions
 from ml_assets.resources.trip_source import TripSourceResource
-
-
-def _sha256(path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _refusal(error: rules.BlockingRuleError) -> Failure:
@@ -45,7 +36,7 @@ def _raw_metadata(table: tables.TableOrFile, path, source: str) -> dict:
         "source": source,
         "source_file": str(path),
         "size_bytes": path.stat().st_size,
-        "sha256": _sha256(path),
+        "sha256": file_sha256(path),
         **ui_metadata.table_metadata(table),
     }
 
@@ -69,11 +60,13 @@ def _cleaned_metadata(context: AssetExecutionContext, cleaned: CleanedMonth) -> 
     outs={
         "raw": AssetOut(
             key=RAW_TRIPS,
+            code_version=code_version(tables),
             description="One month of trips as the source publishes it (TLC's own file, schema untouched).",
             kinds={"parquet"},
         ),
         "cleaned": AssetOut(
             key=CLEANED_TRIPS,
+            code_version=code_version(cleaning, schema, tables),
             description="Trips with a `duration` (minutes) of 1–60 whose pickup lies in the month, "
             "in one schema for all years.",
             kinds={"pandas"},
@@ -107,6 +100,8 @@ def ingest_trips(context: AssetExecutionContext, config: RulesConfig, trip_sourc
         if isinstance(error, rules.BlockingRuleError):
             raise _refusal(error) from error
         raise
-    yield Output(table, "raw", metadata=_raw_metadata(table, path, trip_source.label))
+    raw_metadata = _raw_metadata(table, path, trip_source.label)
+    # The file's own hash is the month's data version: Dagster marks what was built from an older file stale.
+    yield Output(table, "raw", metadata=raw_metadata, data_version=DataVersion(raw_metadata["sha256"]))
     yield Output(cleaned.trips, "cleaned", metadata=_cleaned_metadata(context, cleaned))
     yield from evaluations

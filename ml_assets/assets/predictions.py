@@ -3,7 +3,9 @@
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Failure, asset
 
-from ml_assets.automation.conditions import WINDOW_READY
+from ml_assets.automation.conditions import PREDICTIONS_READY
+from ml_assets.code_versions import code_version
+from ml_assets.core import features, model
 from ml_assets.core.features import FEATURE_INPUTS, derive_features, transform
 from ml_assets.core.schema import DURATION, PICKUP, ZONE_COLUMNS
 from ml_assets.deploy.executor import group_and_queue
@@ -26,11 +28,12 @@ TRIP_COLUMNS = [PICKUP, *ZONE_COLUMNS, "trip_distance", DURATION]
     },
     deps=[TRAINED_MODEL],
     required_resource_keys={"mlflow"},
-    automation_condition=WINDOW_READY,
+    automation_condition=PREDICTIONS_READY,
+    code_version=code_version(features, model),
 )
 def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.DataFrame) -> pd.DataFrame:
     """Predicted duration of every trip of month M by the champion (after M's own model was judged)."""
-    from ml_assets.core import model, tracking
+    from ml_assets.core import tracking
     from ml_assets.core.training import regression_metrics
 
     month = month_of(context)

@@ -9,13 +9,14 @@ from pydantic import Field
 
 from ml_assets import settings, ui_metadata
 from ml_assets.automation.conditions import WINDOW_READY
-from ml_assets.core import plots
+from ml_assets.code_versions import code_version
+from ml_assets.core import features, model, plots, training, tuning
 from ml_assets.core.features import TEST, TRAIN, VALID, design_matrices
 from ml_assets.core.months import shift_month
 from ml_assets.deploy.executor import group_and_queue
-from ml_assets.keys import BEST_PARAMS, TRAINING, TRIP_FEATURES
+from ml_assets.keys import BEST_PARAMS, RAW_TRIPS, TRAINING, TRIP_FEATURES
 from ml_assets.partitions import month_of, monthly_partitions
-from ml_assets.records import run_process_alive
+from ml_assets.records import latest_metadata, run_process_alive
 from ml_assets.resources.compute import ComputeResource
 from ml_assets.resources.optuna_storage import OptunaStorage
 
@@ -68,6 +69,7 @@ def _in_time(figures: dict[str, plots.Plot], deadline: float) -> dict[str, plots
     io_manager_key="json_io_manager",
     ins={"trip_features": AssetIn(TRIP_FEATURES)},
     automation_condition=WINDOW_READY,
+    code_version=code_version(tuning, model, features),
 )
 def best_params(
     context: AssetExecutionContext,
@@ -128,6 +130,7 @@ def best_params(
     ins={"trip_features": AssetIn(TRIP_FEATURES), "best_params": AssetIn(BEST_PARAMS)},
     required_resource_keys={"mlflow", "compute"},
     automation_condition=WINDOW_READY,
+    code_version=code_version(training, model, features),
 )
 def trained_model(
     context: AssetExecutionContext, config: TrainingConfig, trip_features: pd.DataFrame, best_params: dict
@@ -137,7 +140,8 @@ def trained_model(
     Logged to its MLflow run here; registered and given an alias only by the `model_gate` check,
     once this value is stored, so the registry never serves a model Dagster did not record.
     """
-    from ml_assets.core import model, tracking
+    from ml_assets.core import tracking
+    from ml_assets.core.lineage import record
     from ml_assets.core.training import train_and_evaluate
 
     started = time.monotonic()
@@ -149,7 +153,7 @@ def trained_model(
             {
                 "mlflow.runName": f"trained_model {month}",
                 tracking.PARTITION_TAG: month,
-                "training_months": ",".join(trip_features.attrs["training_months"]),
+                tracking.TRAINING_MONTHS_TAG: ",".join(trip_features.attrs["training_months"]),
             }
         )
         stale = tracking.fail_stale_runs(month, run_id, lambda other: run_process_alive(context.instance, other))
@@ -172,11 +176,26 @@ def trained_model(
                 f"trained_model {month}: boosting stopped by the time budget ({config.timeout_seconds:.0f} s) "
                 f"after round {stopped['round']}; best iteration {best_iteration}"
             )
+        training_months = trip_features.attrs["training_months"]
+        lineage = record(
+            test_month=month,
+            training_months=training_months,
+            raw_sha256={
+                m: (latest_metadata(context.instance, RAW_TRIPS, m) or {}).get("sha256")
+                for m in [*training_months, month]
+            },
+            feature_config=trip_features.attrs.get("feature_config", {}),
+            params=best_params,
+            num_boost_round=model.rounds(trained.model),
+            early_stopping_rounds=config.early_stopping_rounds,
+            threads=threads,
+        )
         logged = tracking.log_trained_model(
             params={**best_params, **config.model_dump(), "feature_set": data.encoder["feature_set"]},
             metrics={**metrics, "best_iteration": best_iteration},
             trained=trained.model,
             encoder=data.encoder,
+            lineage=lineage,
             input_example=data.X[TEST][:5],
         )
         rmses = {"this model": metrics["rmse"], "champion": metrics.get("champion_rmse")}
@@ -201,6 +220,7 @@ def trained_model(
             "best_iteration": best_iteration,
             "stopped_by_time_budget": bool(stopped),
             "xgboost_threads": threads,
+            "raw_sha256": MetadataValue.json(lineage["raw_sha256"]),
             "mlflow_run_id": logged["run_id"],
             "mlflow_model_uri": logged["model_uri"],
             "mlflow_run": ui_metadata.mlflow_run_link(mlflow.ui_url, logged["experiment_id"], logged["run_id"]),

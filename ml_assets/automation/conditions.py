@@ -12,57 +12,129 @@ from dagster import (
     AutomationConditionSensorDefinition,
     AutomationContext,
     AutomationResult,
+    DagsterInstance,
     DefaultSensorStatus,
 )
 
 from ml_assets import settings
-from ml_assets.keys import FEATURES, PREDICTION, TRAINING
+from ml_assets.core.performance import ChampionOnMonth, DecayThresholds, retrain_reasons
+from ml_assets.keys import FEATURES, MODEL_PERFORMANCE, MONITORING, PREDICTION, TRAINED_MODEL, TRAINING
 from ml_assets.partitions import window_months
+from ml_assets.records import latest_metadata
 
 TRAINING_TAG = "ml_assets/stage"
+RETRAIN_POLICY = settings.RETRAIN.value()  # shapes the conditions, so it is fixed when the code location loads
+DECAY = DecayThresholds(**{name: setting.value() for name, setting in settings.DECAY.items()})
 
 
-class HasTrainingMonths(AutomationCondition):
-    """True for the months whose training window holds at least one month before the month itself."""
+class MonthRule(AutomationCondition):
+    """True for the candidate months where `holds` does; subclasses name the rule, and the UI shows it."""
+
+    LABEL, TEXT = "", ""
 
     @property
     def description(self) -> str:
-        return "the month's training window holds an earlier month"
+        return self.TEXT
 
     def get_label(self) -> str:
-        return "has_training_months"
+        return self.LABEL
+
+    def holds(self, instance: DagsterInstance, month: str) -> bool:
+        raise NotImplementedError
 
     def evaluate(self, context: AutomationContext) -> AutomationResult:
-        candidates = context.candidate_subset
-        able = {month for month in candidates.expensively_compute_partition_keys() if len(window_months(month)) > 1}
-        return AutomationResult(context, candidates.compute_intersection_with_partition_keys(able))
+        candidates, instance = context.candidate_subset, context.asset_graph_view.instance
+        true = {month for month in candidates.expensively_compute_partition_keys() if self.holds(instance, month)}
+        return AutomationResult(context, candidates.compute_intersection_with_partition_keys(true))
 
 
-_ANY_DEPS_MISSING = AutomationCondition.any_deps_missing()
+class HasTrainingMonths(MonthRule):
+    LABEL, TEXT = "has_training_months", "the month's training window holds an earlier month"
+
+    def holds(self, instance: DagsterInstance, month: str) -> bool:
+        return len(window_months(month)) > 1
+
+
+def _champion(instance: DagsterInstance, month: str) -> ChampionOnMonth | None:
+    """The champion as model_performance recorded it for `month`; None while the month is not scored."""
+    recorded = latest_metadata(instance, MODEL_PERFORMANCE, month)
+    return None if recorded is None else ChampionOnMonth.from_metadata(recorded)
+
+
+class PerformanceMeasured(MonthRule):
+    LABEL, TEXT = "performance_measured", "model_performance has scored the champion on the month"
+
+    def holds(self, instance: DagsterInstance, month: str) -> bool:
+        return _champion(instance, month) is not None
+
+
+class _RetrainReason(MonthRule):
+    def holds(self, instance: DagsterInstance, month: str) -> bool:
+        champion = _champion(instance, month)
+        return champion is not None and retrain_reasons(champion, month, DECAY)[self.LABEL]
+
+
+class NoChampion(_RetrainReason):
+    LABEL, TEXT = "no_champion", "the registry has no champion yet"
+
+
+class ChampionDecayed(_RetrainReason):
+    LABEL, TEXT = (
+        "champion_decayed",
+        (f"the champion's realized RMSE on the month exceeds its test RMSE by more than {DECAY.decay_threshold:.0%}"),
+    )
+
+
+class ChampionTooOld(_RetrainReason):
+    LABEL, TEXT = "champion_too_old", f"the champion was tested more than {DECAY.max_model_age_months} months before"
+
+
+_MISSING = AutomationCondition.any_deps_missing()
 _BLOCKING_CHECK_FAILED = AutomationCondition.any_checks_match(AutomationCondition.check_failed(), blocking_only=True)
+# Eager for every month, not only the latest (Dagster 1.13's eager() keeps to the latest time window).
+_EAGER = (
+    (AutomationCondition.newly_missing() | AutomationCondition.any_deps_updated()).since_last_handled()
+    & ~AutomationCondition.any_deps_in_progress()
+    & ~AutomationCondition.in_progress()
+).with_label("eager_every_month")
+_CHECKS_PASSED = ~AutomationCondition.any_deps_match(
+    _BLOCKING_CHECK_FAILED | AutomationCondition.any_deps_match(_BLOCKING_CHECK_FAILED)
+).with_label("any_deps_blocking_check_failed")
+_RETRAIN_DUE = (PerformanceMeasured() & (NoChampion() | ChampionDecayed() | ChampionTooOld())).with_label("retrain_due")
 
+MONTH_INGESTED = (_EAGER & ~_MISSING.with_label("month_missing") & _CHECKS_PASSED).with_label("month_ingested")
 WINDOW_READY = (
-    AutomationCondition.eager()
-    .without(AutomationCondition.in_latest_time_window())
-    .without(~_ANY_DEPS_MISSING)
-    .with_label("eager_every_month")
-    & HasTrainingMonths()
-    & ~_ANY_DEPS_MISSING.with_label("window_months_missing")
-    & ~AutomationCondition.any_deps_match(
-        _BLOCKING_CHECK_FAILED | AutomationCondition.any_deps_match(_BLOCKING_CHECK_FAILED)
-    ).with_label("any_deps_blocking_check_failed")
+    _EAGER & HasTrainingMonths() & ~_MISSING.with_label("window_months_missing") & _CHECKS_PASSED
 ).with_label("window_ready")
+if RETRAIN_POLICY == "on_decay":
+    # The month's model trains only when it is due; its predictions then wait for it, else use the champion.
+    TRAINING_DUE = (WINDOW_READY & _RETRAIN_DUE).with_label("window_ready_and_retrain_due")
+    PREDICTIONS_READY = (
+        _EAGER
+        & HasTrainingMonths()
+        & ~_MISSING.ignore(AssetSelection.assets(TRAINED_MODEL)).with_label("month_missing")
+        & _CHECKS_PASSED
+        & (
+            ~AutomationCondition.any_deps_match(AutomationCondition.missing())
+            .allow(AssetSelection.assets(TRAINED_MODEL))
+            .with_label("month_model_missing")
+            | (PerformanceMeasured() & ~_RETRAIN_DUE).with_label("retrain_not_due")
+        )
+    ).with_label("predictions_ready")
+else:
+    TRAINING_DUE, PREDICTIONS_READY = WINDOW_READY, WINDOW_READY
 
 with warnings.catch_warnings():  # `use_user_code_server` is beta in Dagster 1.13, and needed here
     warnings.filterwarnings("ignore", message=".*use_user_code_server.*")
     training_automation_sensor = AutomationConditionSensorDefinition(
         "training_automation_sensor",
-        target=AssetSelection.groups(FEATURES, TRAINING, PREDICTION),
+        target=AssetSelection.groups(MONITORING, FEATURES, TRAINING, PREDICTION),
         default_status=DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=settings.AUTOMATION_INTERVAL_SECONDS.value(),
         # A deployment's run queue allows one training run per machine by this tag (deploy/dagster.yaml).
         run_tags={TRAINING_TAG: "training"},
         # Evaluated in the code server: the daemon alone cannot evaluate a custom condition (HasTrainingMonths).
         use_user_code_server=True,
-        description="Evaluates WINDOW_READY for features and models: a month trains once its whole window is ingested.",
+        description="Evaluates the automation conditions of monitoring, features, models and predictions: a month "
+        "is scored once ingested, and trains once its whole window is in (and, on_decay, once retraining is due).",
     )

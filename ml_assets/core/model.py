@@ -87,6 +87,11 @@ def best_iteration(model) -> int:
     return model.best_iteration
 
 
+def rounds(model) -> int:
+    """Boosting rounds the model ran (early stopping and a time budget end it before its round limit)."""
+    return model.num_boosted_rounds()
+
+
 def best_score(model) -> float:
     """The validation RMSE at the best iteration."""
     return float(model.best_score)

@@ -26,6 +26,11 @@ def shift_month(month: str, offset: int) -> str:
     return (pd.Period(check_month(month), freq="M") + offset).strftime(MONTH_FORMAT)
 
 
+def months_between(earlier: str, later: str) -> int:
+    """How many months `later` comes after `earlier` (negative if before)."""
+    return (pd.Period(check_month(later), freq="M") - pd.Period(check_month(earlier), freq="M")).n
+
+
 def month_range(first: str, last: str) -> list[str]:
     """Inclusive list of months from `first` to `last`."""
     periods = pd.period_range(check_month(first), check_month(last), freq="M")

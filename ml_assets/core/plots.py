@@ -156,6 +156,31 @@ def drift(previous, current, previous_month: str, month: str) -> bytes:
     return _png(figure)
 
 
+def decay_curves(curves: Mapping[str, Mapping[int, float]], champion: str | None, most: int = 12) -> bytes:
+    """Each version's RMSE against months since its test month (0: the test month itself), newest `most`
+    versions; the champion drawn thick and named in the legend."""
+    if not curves:
+        raise NoPlot("no registered model was tested before this month")
+    figure, ax = _figure()
+    shown = sorted(curves, key=int)[-most:]
+    for version in shown:
+        steps = sorted(curves[version])
+        is_champion = version == champion
+        ax.plot(
+            steps,
+            [curves[version][step] for step in steps],
+            marker="o",
+            linewidth=3 if is_champion else 1,
+            color="tab:red" if is_champion else None,
+            alpha=1 if is_champion else 0.6,
+            label=f"v{version}" + (" (champion)" if is_champion else ""),
+            zorder=3 if is_champion else 2,
+        )
+    ax.set(xlabel="months since the model's test month", ylabel="RMSE (min)", title="Realized RMSE by model version")
+    ax.legend(fontsize="small", ncols=2)
+    return _png(figure)
+
+
 def draw_all(figures: Mapping[str, Plot], log) -> tuple[dict[str, bytes], dict[str, str]]:
     """Every figure as PNG bytes, and why each missing one is missing (`log`: a logger to say so).
 

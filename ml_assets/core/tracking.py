@@ -14,10 +14,13 @@ from typing import NamedTuple
 
 from ml_assets.core import model
 from ml_assets.core.locks import file_lock, sqlite_file
+from ml_assets.core.performance import RegisteredModel
 
 REGISTERED_MODEL = "trip_duration_xgboost"
 CHAMPION, CHALLENGER = "champion", "challenger"
 PARTITION_TAG, DAGSTER_RUN_TAG = "partition", "dagster_run_id"
+TRAINING_MONTHS_TAG, REALIZED_RMSE = "training_months", "realized_rmse"
+LINEAGE = "lineage.json"  # core.lineage's record of what made the model
 
 
 def ensure_experiment(tracking_uri: str | None, name: str, lock: Path) -> None:
@@ -60,14 +63,15 @@ def fail_stale_runs(month: str, current_run_id: str, is_alive: Callable[[str | N
     return stale
 
 
-def log_trained_model(*, params: dict, metrics: dict, trained, encoder: dict, input_example) -> dict:
-    """Log params, metrics, encoder and model into the active run (not registered: see `publish`)."""
+def log_trained_model(*, params: dict, metrics: dict, trained, encoder: dict, lineage: dict, input_example) -> dict:
+    """Log params, metrics, encoder, lineage and model into the active run (not registered: see `publish`)."""
     import mlflow
     from mlflow.models import infer_signature
 
     mlflow.log_params(params)
     mlflow.log_metrics(metrics)
     mlflow.log_dict(encoder, "encoder.json")
+    mlflow.log_dict(lineage, LINEAGE)
     with warnings.catch_warnings():
         # The zone and code columns are integers on purpose; MLflow's hint about missing values is not for users.
         warnings.filterwarnings("ignore", message=".*Integer columns in Python cannot represent missing values")
@@ -88,21 +92,77 @@ def log_pngs(pngs: dict[str, bytes], folder: str = "plots") -> None:
         mlflow.log_image(Image.open(io.BytesIO(png)), artifact_file=f"{folder}/{name}.png")
 
 
-def load_champion(registered_model: str = REGISTERED_MODEL):
-    """(version, model, encoder) of the model the `champion` alias points at, or None."""
+def champion_version(registered_model: str = REGISTERED_MODEL):
+    """The registry's version the `champion` alias points at, or None (no model, or no alias yet)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient()
     try:
-        version = client.get_model_version_by_alias(registered_model, CHAMPION)
+        return mlflow.MlflowClient().get_model_version_by_alias(registered_model, CHAMPION)
     except MlflowException as error:
         if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise  # a server that does not answer is not "no champion yet"
-        return None  # no registered model yet, or no champion alias
-    champion = model.load_from_mlflow(f"models:/{registered_model}/{version.version}")
+        return None
+
+
+def load_version(version, registered_model: str = REGISTERED_MODEL):
+    """(version, model, encoder) of a registry version."""
+    import mlflow
+
+    loaded = model.load_from_mlflow(f"models:/{registered_model}/{version.version}")
     encoder = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/encoder.json")
-    return version, champion, encoder
+    return version, loaded, encoder
+
+
+def load_champion(registered_model: str = REGISTERED_MODEL):
+    """(version, model, encoder) of the model the `champion` alias points at, or None."""
+    version = champion_version(registered_model)
+    return None if version is None else load_version(version, registered_model)
+
+
+def registered_versions(newest: int | None = None, registered_model: str = REGISTERED_MODEL) -> list:
+    """The registry's versions, newest first (at most `newest` of them)."""
+    import mlflow
+
+    versions = mlflow.MlflowClient().search_model_versions(f"name = '{registered_model}'")
+    versions = sorted(versions, key=lambda version: int(version.version), reverse=True)
+    return versions[:newest] if newest else versions
+
+
+def log_realized_rmse(run_id: str, rmse: float, step: int, month: str) -> None:
+    """`realized_rmse` at `step` (months since the test month) on a version's run, once per step:
+    its timestamp is the month's first day, so MLflow's chart over time shows the month."""
+    import mlflow
+    import pandas as pd
+
+    client = mlflow.MlflowClient()
+    if any(point.step == step and point.value == rmse for point in client.get_metric_history(run_id, REALIZED_RMSE)):
+        return  # already logged for this month (a re-materialization of the same data)
+    timestamp = int(pd.Timestamp(month + "-01", tz="UTC").timestamp() * 1000)
+    client.log_metric(run_id, REALIZED_RMSE, rmse, timestamp=timestamp, step=step)
+
+
+def load_registered(version) -> RegisteredModel:
+    """A registry version with what monitoring compares: its training and test months, its test RMSE, its model."""
+    import mlflow
+
+    run = mlflow.MlflowClient().get_run(version.run_id)
+    _, loaded, encoder = load_version(version)
+    return RegisteredModel(
+        version=str(version.version),
+        trained_on=run.data.tags.get(TRAINING_MONTHS_TAG, "").split(","),
+        tested_on=version.tags.get(PARTITION_TAG) or run.data.tags[PARTITION_TAG],
+        test_rmse=float(run.data.metrics["rmse"]),
+        model=loaded,
+        encoder=encoder,
+    )
+
+
+def realized_history(run_id: str) -> dict[int, float]:
+    """A version's realized RMSE by months since its test month, as logged so far."""
+    import mlflow
+
+    return {point.step: point.value for point in mlflow.MlflowClient().get_metric_history(run_id, REALIZED_RMSE)}
 
 
 class Published(NamedTuple):

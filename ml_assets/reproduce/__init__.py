@@ -1,0 +1,1 @@
+"""`python -m ml_assets.reproduce VERSION`: rebuild a registered model from its lineage and compare."""

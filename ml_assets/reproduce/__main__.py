@@ -1,0 +1,81 @@
+"""Rebuild registered model version VERSION from the data and settings that made it, and compare.
+
+Reads the version's months from the configured source, refuses any file whose sha256 is not the
+recorded one, trains again with the recorded features, params, rounds, seeds and threads, and
+compares with the registered model: the same test RMSE (to 1e-9), every test-month prediction
+within 1e-6, the same encoder. Writes nothing to the registry or the asset store. Exit status: 0
+when they match, 1 when they do not, 2 when the version cannot be rebuilt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dagster import build_resources as initialize
+
+from ml_assets.core import tracking
+from ml_assets.core.lineage import LineageError, code_identity
+from ml_assets.core.reproduction import PREDICTION_TOLERANCE, RMSE_TOLERANCE, compare, rebuild
+from ml_assets.resources import build_resources
+
+
+def _recorded_lineage(version) -> dict:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{tracking.LINEAGE}")
+    except (MlflowException, OSError) as error:
+        raise LineageError(
+            f"version {version.version} (MLflow run {version.run_id}) has no {tracking.LINEAGE}: it was registered "
+            "before ml_assets recorded what made each model, so it cannot be rebuilt"
+        ) from error
+
+
+def reproduce(number: int) -> bool:
+    """Rebuild version `number` and print what was compared; whether it matches."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    resources = build_resources()
+    with initialize({key: resources[key] for key in ("trip_source", "mlflow")}) as initialized:
+        initialized.mlflow.connect(f"reproduce version {number}")
+        client = mlflow.MlflowClient()
+        try:
+            version = client.get_model_version(tracking.REGISTERED_MODEL, str(number))
+        except MlflowException as error:
+            raise LineageError(f"{tracking.REGISTERED_MODEL} has no version {number}") from error
+        recorded = _recorded_lineage(version)
+        print(
+            f"version {number}: tested on {recorded['test_month']}, trained on {', '.join(recorded['training_months'])}"
+        )
+        if recorded["code"] != (current := code_identity()):
+            print(f"  code then: {recorded['code']}\n  code now:  {current}")
+        frame, rebuilt = rebuild(recorded, initialized.trip_source.source().fetch, log=lambda line: print(f"  {line}"))
+        _, registered, encoder = tracking.load_version(version)
+        result = compare(frame, rebuilt, registered, encoder, client.get_run(version.run_id).data.metrics["rmse"])
+    rmses = f"registered {result.recorded_rmse:.12f}   rebuilt {result.rebuilt_rmse:.12f}"
+    print(f"  test RMSE   {rmses}   (within {RMSE_TOLERANCE:g})")
+    print(f"  predictions max |difference| {result.max_prediction_difference:.3g}   (within {PREDICTION_TOLERANCE:g})")
+    print(f"  encoder     {'the same' if result.same_encoder else 'DIFFERENT'}")
+    print("MATCH" if result.matches else "MISMATCH")
+    return result.matches
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="ml_assets.reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("version", type=int, help=f"a version of the registered model {tracking.REGISTERED_MODEL}")
+    args = parser.parse_args()
+    try:
+        matches = reproduce(args.version)
+    except LineageError as error:
+        print(f"ml_assets.reproduce: cannot rebuild version {args.version}: {error}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(0 if matches else 1)
+
+
+if __name__ == "__main__":
+    main()
