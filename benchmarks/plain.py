@@ -79,6 +79,7 @@ def train_and_register(frame, params: dict, month: str, threads: int, lock: Path
             metrics={**metrics, "best_iteration": model.best_iteration(trained.model)},
             trained=trained.model,
             encoder=data.encoder,
+            lineage={},
             input_example=data.X[TEST][:5],
         )
         rmses = {
