@@ -8,7 +8,7 @@ TO ?= 2021-04
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install run backfill reproduce lint test test-ui test-deployment dev mlflow optuna docs bench bench-deployment up clean
+.PHONY: install run backfill reproduce lint test test-fast test-ui test-deployment dev mlflow optuna docs bench bench-deployment up clean
 
 $(BIN)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,13 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The whole suite (what CI runs), with the 20 slowest tests and fixtures at the end.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=20
+
+# The loop while editing: no test marked process, slow, ui, deployment or compose (docs/testing.md).
+test-fast: install
+	$(BIN)/python -m pytest -m "not process and not slow and not ui and not deployment and not compose" --durations=10
 
 test-ui: install
 	$(BIN)/python -m pytest -m ui

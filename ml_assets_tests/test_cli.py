@@ -5,10 +5,13 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 from dagster import AssetKey, DagsterInstance
 
 from ml_assets.records import latest_metadata
 from ml_assets_tests.support import BIN, FAST_CONFIG, ROOT, TLC_DATA
+
+pytestmark = pytest.mark.process
 
 
 def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:

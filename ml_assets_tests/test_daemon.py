@@ -3,9 +3,12 @@
 import os
 import shutil
 
+import pytest
 from dagster import AssetKey, DagsterInstance
 
 from ml_assets_tests.support import TLC_DATA, free_port, start_dagster_dev, stop_process_group, wait_until
+
+pytestmark = pytest.mark.process
 
 WAIT_SECONDS = 600
 

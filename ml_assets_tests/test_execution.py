@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+
 from ml_assets_tests.support import BIN, ROOT, TLC_DATA
 
 
@@ -48,6 +50,7 @@ def test_executor_is_in_process_unless_celery_is_chosen_and_workers_read_the_sam
     assert workers["config_source"]["task_acks_late"] is True
 
 
+@pytest.mark.process
 def test_k8s_executor_is_chosen_and_a_run_gets_as_far_as_the_kubernetes_api(monkeypatch, dagster_home):
     """ML_ASSETS_EXECUTOR=k8s: dagster-k8s's k8s_job_executor. Outside a cluster a run gets past
     Dagster's checks of that executor (a reconstructable job, a persistent instance, every output

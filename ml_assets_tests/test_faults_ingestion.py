@@ -31,6 +31,7 @@ def temp_files(folder) -> list[str]:
     return sorted(path.name for path in folder.iterdir() if path.name.endswith(".tmp"))
 
 
+@pytest.mark.process
 def test_a_write_killed_midway_leaves_no_temp_file_after_the_next_write(tmp_path):
     target = tmp_path / "2021-02.json"
     writer = start_writer(target)

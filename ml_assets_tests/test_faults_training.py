@@ -78,6 +78,7 @@ def assert_champion_was_recorded(instance, dagster_home):
     assert champion.run_id == model["mlflow_run_id"]
 
 
+@pytest.mark.process
 def test_an_unwritable_model_folder_promotes_nothing(ingested, dagster_home):
     models = dagster_home / "ml_assets" / "assets" / "trained_model"
     models.mkdir(parents=True)
@@ -128,6 +129,7 @@ KILLS = {
 }
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("moment", KILLS)
 def test_kill_9_leaves_nothing_a_retry_does_not_clean(moment, ingested, dagster_home):
     killed = run_month_in_subprocess(KILLS[moment])
@@ -158,6 +160,7 @@ def test_kill_9_leaves_nothing_a_retry_does_not_clean(moment, ingested, dagster_
         assert [run.info.status for run in runs].count("FAILED") == 1
 
 
+@pytest.mark.process
 def test_two_runs_of_one_month_at_once_leave_one_champion(ingested, dagster_home):
     """On a fresh MLflow and optuna store, started together (as from the CLI and the UI)."""
     script = RUN_MONTH.format(inject="")

@@ -120,6 +120,7 @@ def test_a_budget_spent_before_the_first_trial_still_gives_params(tmp_path, rich
 BUSY = [sys.executable, "-m", "benchmarks.busy"]
 
 
+@pytest.mark.process
 def test_the_time_budget_holds_inside_a_trial_under_load(tmp_path, rich):
     busy = subprocess.Popen(BUSY, cwd=ROOT)
     try:
@@ -150,6 +151,7 @@ def featured(instance, monkeypatch) -> None:
     materialize_month(instance, "2021-02", ["raw_trips", "cleaned_trips", "trip_features"], run_config=FAST_CONFIG)
 
 
+@pytest.mark.process
 def test_best_params_keeps_its_time_budget_under_load(instance, featured):
     """The whole step (reading its sample of the stored features, the study, its plots) within the budget."""
     budget = {"ops": {"best_params": {"config": {"n_trials": 1000, "timeout_seconds": 10}}}}
@@ -170,6 +172,7 @@ def test_best_params_keeps_its_time_budget_under_load(instance, featured):
     assert latest_metadata(instance, "best_params", "2021-02")["xgboost_threads"] == len(os.sched_getaffinity(0))
 
 
+@pytest.mark.process
 def test_xgboost_threads_follow_a_containers_cpu_quota(instance, featured):
     """Limited to 1 CPU as a container is, on a machine that shows 2: best_params trains on 1 thread."""
     assert len(os.sched_getaffinity(0)) >= 2

@@ -104,6 +104,7 @@ def test_values_round_trip_under_a_local_root(kind, tmp_path, staging):
     assert written == sorted([*expected, "trip_features", "trip_features/2021-02.parquet"])  # no temporary file
 
 
+@pytest.mark.process
 def test_values_round_trip_in_an_object_store(bucket, staging):
     round_trip(f"{bucket.url}/assets", staging)
     assert bucket.keys() == [
@@ -113,6 +114,7 @@ def test_values_round_trip_in_an_object_store(bucket, staging):
     ]
 
 
+@pytest.mark.process
 def test_a_backfill_stores_every_value_as_an_object_under_the_prefix_and_nothing_locally(
     bucket, dagster_home, staging, monkeypatch
 ):
@@ -151,6 +153,7 @@ def test_a_backfill_stores_every_value_as_an_object_under_the_prefix_and_nothing
     assert booster.num_boosted_rounds() > 0
 
 
+@pytest.mark.process
 def test_a_killed_write_leaves_the_previous_object_and_a_retry_replaces_it(bucket, staging):
     key = "assets/best_params/2021-02.json"
     url = f"{bucket.url}/{key}"
@@ -169,6 +172,7 @@ def test_a_killed_write_leaves_the_previous_object_and_a_retry_replaces_it(bucke
     assert staged_files(staging) == []
 
 
+@pytest.mark.process
 def test_a_failed_write_leaves_no_object_and_the_month_is_named_as_missing(bucket, staging):
     root = f"{bucket.url}/assets"
     with pytest.raises(RuntimeError, match="serialization failed"):
@@ -186,6 +190,7 @@ def test_a_failed_write_leaves_no_object_and_the_month_is_named_as_missing(bucke
     )
 
 
+@pytest.mark.process
 def test_the_download_cache_in_an_object_store_takes_whole_files_only(bucket, tlc_server, staging):
     name = "green_tripdata_2021-01.parquet"
     cache = f"{bucket.url}/downloads/tlc"
@@ -208,6 +213,7 @@ def test_the_download_cache_in_an_object_store_takes_whole_files_only(bucket, tl
     assert [r.method for r in tlc_server.requests[requests:]] == ["HEAD"]
 
 
+@pytest.mark.process
 def test_the_mlflow_server_stores_a_model_s_artifacts_in_the_object_store(bucket, tmp_path, monkeypatch):
     """As deploy/service.sh runs it (--serve-artifacts): clients upload over HTTP, the server writes to the store."""
     import mlflow

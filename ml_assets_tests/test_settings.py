@@ -32,6 +32,7 @@ def test_a_bad_value_names_the_variable_the_value_and_what_is_allowed(variable, 
     assert str(error.value) == f"{variable}={raw!r} is not allowed: expected {allowed}"
 
 
+@pytest.mark.process
 def test_loading_the_code_location_reports_every_bad_variable_at_once(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), **{name: raw for name, (raw, _) in BAD.items()}}
     load = subprocess.run(
