@@ -1,0 +1,233 @@
+"""Every model judged on every later month, the on_decay retraining policy, and reproduction of a version.
+
+Real TLC months (a tenth of their trips) trained with a one-month window in subprocesses, as the
+runner and the code location run them with these settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from dagster import DagsterInstance
+
+from ml_assets.core.tracking import REGISTERED_MODEL
+from ml_assets.keys import MODEL_PERFORMANCE
+from ml_assets.records import latest_metadata
+from ml_assets_tests.support import ROOT, drop_month
+
+pytestmark = pytest.mark.process
+
+MONTHS = ["2023-01", "2023-02", "2023-03", "2023-04", "2023-05"]
+TRAINED = ["2023-02", "2023-03", "2023-04", "2023-05"]  # versions 1 to 4, each tested on its month
+
+
+def environment(home: Path, source: Path, **extra: str) -> dict:
+    home.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "ML_ASSETS_SOURCE": str(source),
+        "ML_ASSETS_START_MONTH": MONTHS[0],
+        "ML_ASSETS_TRAINING_MONTHS": "1",
+        "ML_ASSETS_TUNING_TRIALS": "2",
+        "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "10",
+        **extra,
+    }
+
+
+def python(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """Four months trained one by one (`make backfill`), each version scored on every later month."""
+    root = tmp_path_factory.mktemp("over_time")
+    source = root / "source"
+    source.mkdir()
+    for month in MONTHS:
+        drop_month(source, month)
+    env = environment(root / "home", source)
+    python(env, "-m", "ml_assets.runner", TRAINED[0], "--to", TRAINED[-1])
+    return env
+
+
+def performance_of(env: dict, month: str, monkeypatch) -> dict:
+    """model_performance's newest metadata for `month` in the home of `env`."""
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    with DagsterInstance.get() as instance:
+        return latest_metadata(instance, MODEL_PERFORMANCE, month)
+
+
+def registry(env: dict):
+    import mlflow
+
+    return mlflow.MlflowClient(f"sqlite:///{Path(env['DAGSTER_HOME']) / 'ml_assets' / 'mlflow.db'}")
+
+
+def realized_rmse(env: dict, version, month: str) -> float:
+    """A version's RMSE on `month`, computed here from the month's file and the registered model alone."""
+    import mlflow.xgboost
+    import pandas as pd
+
+    client = registry(env)
+    mlflow.set_tracking_uri(client.tracking_uri)
+    try:
+        booster = mlflow.xgboost.load_model(f"models:/{REGISTERED_MODEL}/{version.version}")
+        encoder = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/encoder.json")
+    finally:
+        mlflow.set_tracking_uri(None)
+    trips = pq.read_table(Path(env["ML_ASSETS_SOURCE"]) / f"green_tripdata_{month}.parquet").to_pandas()
+    pickup = trips["lpep_pickup_datetime"]
+    trips["duration"] = (trips["lpep_dropoff_datetime"] - pickup).dt.total_seconds() / 60
+    start = pd.Timestamp(month + "-01")
+    kept = trips["duration"].between(1, 60) & (pickup >= start) & (pickup < start + pd.offsets.MonthBegin(1))
+    trips = trips[kept & trips[["PULocationID", "DOLocationID", "trip_distance"]].notna().all(axis=1)]
+    pickup = trips["lpep_pickup_datetime"]
+    derived = {"pickup_hour": pickup.dt.hour + pickup.dt.minute / 60, "pickup_weekday": pickup.dt.dayofweek}
+    X = pd.DataFrame(
+        {
+            name: pd.Categorical(trips[name], categories=encoder["categories"][name])
+            if name in encoder["categories"]
+            else derived.get(name, trips.get(name)).astype("float32")
+            for name in encoder["features"]
+        }
+    )
+    predicted = booster.inplace_predict(X, iteration_range=(0, booster.best_iteration + 1))
+    return float(np.sqrt(np.mean((predicted - trips["duration"].to_numpy()) ** 2)))
+
+
+def test_every_earlier_version_is_scored_on_a_later_month(history, monkeypatch):
+    performance = performance_of(history, "2023-05", monkeypatch)
+    rows = {record.data["version"]: record.data for record in performance["versions"].records}
+    assert sorted(rows) == ["1", "2", "3"]  # tested on 02, 03, 04; version 4 is 2023-05's own model
+    assert performance["dagster/row_count"] == 3
+    assert performance["plot_decay"].startswith("![decay](data:image/png;base64,")
+    assert performance["champion_version"] in rows
+
+    client = registry(history)
+    for version in client.search_model_versions(f"name = '{REGISTERED_MODEL}'"):
+        if version.version not in rows:
+            continue
+        row, test_rmse = rows[version.version], client.get_run(version.run_id).data.metrics["rmse"]
+        assert row["tested_on"] == TRAINED[int(version.version) - 1]
+        assert row["test_rmse"] == pytest.approx(test_rmse, abs=1e-4)
+        assert row["realized_rmse"] == pytest.approx(realized_rmse(history, version, "2023-05"), abs=1e-3)
+        assert row["ratio"] == pytest.approx(row["realized_rmse"] / test_rmse, abs=1e-3)
+        # MLflow charts the decay: one step per later month, counted from the version's test month.
+        steps = sorted(point.step for point in client.get_metric_history(version.run_id, "realized_rmse"))
+        assert steps == list(range(1, 5 - int(version.version)))
+
+
+def reproduce(env: dict, version: int) -> subprocess.CompletedProcess:
+    return python(env, "-m", "ml_assets.reproduce", str(version), check=False)
+
+
+def test_a_version_is_rebuilt_exactly_and_refused_once_a_file_was_republished(history, tmp_path):
+    rebuilt = reproduce(history, 2)  # trained on 2023-02, tested on 2023-03
+    assert rebuilt.returncode == 0, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]
+    assert rebuilt.stdout.strip().endswith("MATCH")
+    assert "predictions max |difference| 0" in rebuilt.stdout
+
+    # TLC re-publishes 2023-02: the same trips, other bytes (another row group size).
+    republished = tmp_path / "republished"
+    shutil.copytree(history["ML_ASSETS_SOURCE"], republished)
+    month_file = republished / "green_tripdata_2023-02.parquet"
+    pq.write_table(pq.read_table(month_file), month_file, row_group_size=1000)
+    refused = reproduce({**history, "ML_ASSETS_SOURCE": str(republished)}, 2)
+    assert refused.returncode == 2
+    message = refused.stderr.strip().splitlines()[-1]
+    new_hash = hashlib.sha256(month_file.read_bytes()).hexdigest()
+    old_hash = hashlib.sha256((Path(history["ML_ASSETS_SOURCE"]) / month_file.name).read_bytes()).hexdigest()
+    assert "month 2023-02" in message and new_hash in message and old_hash in message
+
+
+def test_a_version_registered_without_lineage_is_refused(tmp_path):
+    """A model registered before ml_assets recorded lineage (here: logged and registered by hand)."""
+    import mlflow
+    import xgboost
+
+    env = environment(tmp_path / "home", tmp_path)
+    uri = f"sqlite:///{tmp_path / 'home' / 'ml_assets' / 'mlflow.db'}"
+    (tmp_path / "home" / "ml_assets").mkdir()
+    features = np.random.default_rng(0).random((50, 3))
+    mlflow.set_tracking_uri(uri)
+    try:
+        experiment = mlflow.create_experiment("old", artifact_location=(tmp_path / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
+            booster = xgboost.train({"max_depth": 2}, xgboost.DMatrix(features, label=features.sum(axis=1)), 3)
+            info = mlflow.xgboost.log_model(booster, name="model")
+        mlflow.register_model(info.model_uri, REGISTERED_MODEL)
+    finally:
+        mlflow.set_tracking_uri(None)
+    refused = reproduce(env, 1)
+    assert refused.returncode == 2
+    assert "registered before ml_assets recorded what made each model" in refused.stderr
+
+
+ON_DECAY = """
+import json
+from dagster import DagsterInstance, evaluate_automation_conditions
+from ml_assets.definitions import defs
+from ml_assets.keys import CLEANED_TRIPS, MODEL_PERFORMANCE, PREDICTIONS, RAW_TRIPS, TRIP_FEATURES
+from ml_assets.records import latest_metadata
+from ml_assets.runner.runs import materialize_month
+
+instance = DagsterInstance.get()
+first = evaluate_automation_conditions(defs=defs, instance=instance)
+for month in ("2023-03", "2023-04"):  # ingested; monitoring scores the champion on each
+    assert materialize_month(instance, month, [RAW_TRIPS, CLEANED_TRIPS, MODEL_PERFORMANCE]).success
+second = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+(features,) = [result for result in second.results if result.key == TRIP_FEATURES]
+
+def true_for(result, label):
+    if result.condition.get_label() == label:
+        return sorted(result.true_subset.expensively_compute_partition_keys())
+    return next((found for child in result.child_results if (found := true_for(child, label)) is not None), None)
+
+print(json.dumps({
+    "ratios": {m: latest_metadata(instance, MODEL_PERFORMANCE, m)["champion_ratio"] for m in ("2023-03", "2023-04")},
+    "features": sorted(second.get_requested_partitions(TRIP_FEATURES)),
+    "predictions": sorted(second.get_requested_partitions(PREDICTIONS)),
+    "decayed": true_for(features, "champion_decayed"),
+}))
+"""
+
+
+def test_on_decay_trains_only_the_month_the_champion_decayed_on(history, monkeypatch, tmp_path):
+    """2023-02's model is the champion; on 2023-03 it keeps its error, on 2023-04 it is worse: with a threshold
+    between the two, automation trains 2023-04 only, and scores 2023-03 with the champion."""
+    ratios = {}
+    for month in ("2023-03", "2023-04"):
+        (row,) = [
+            r.data for r in performance_of(history, month, monkeypatch)["versions"].records if r.data["version"] == "1"
+        ]
+        ratios[month] = row["ratio"]
+    assert 1 < ratios["2023-04"] and ratios["2023-03"] < ratios["2023-04"]  # the real months decay so
+    threshold = (ratios["2023-03"] + ratios["2023-04"]) / 2 - 1
+    env = environment(
+        tmp_path / "home",
+        Path(history["ML_ASSETS_SOURCE"]),
+        ML_ASSETS_RETRAIN="on_decay",
+        ML_ASSETS_DECAY_THRESHOLD=f"{threshold:.6f}",
+    )
+    python(env, "-m", "ml_assets.runner", "2023-02")  # a launch by hand always trains: version 1, champion
+    decided = json.loads(python(env, "-c", ON_DECAY).stdout.strip().splitlines()[-1])
+    assert decided["ratios"] == pytest.approx(ratios, abs=1e-3)  # the same model as history's version 1
+    assert decided["features"] == ["2023-04"]
+    assert decided["decayed"] == ["2023-04"]
+    assert decided["predictions"] == ["2023-03"]  # 2023-04's wait for its own model
