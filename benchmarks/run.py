@@ -6,6 +6,7 @@
 3. Wall time per step and peak memory of the one-month run.
 4. Orchestration overhead: `dagster asset materialize` against the same work in plain Python.
 5-8. Large months, time budgets, backfills, the tuning budget against a long study (benchmarks.scale).
+9. Monitoring: model_performance scoring twelve registered versions on one month (benchmarks.monitoring).
 
 Each phase runs in its own process and a fresh, temporary DAGSTER_HOME. `--quick` is a smoke run;
 `--only` runs some phases (e.g. `--only overhead backfill`; `long` then runs its study without
@@ -41,7 +42,8 @@ from benchmarks.report import MISSING, table
 
 MONTHS_2023 = ["2023-02", "2023-03", "2023-04", "2023-05", "2023-06"]
 # --only's names: phases 1 and 3 (course), 2 (months), 4, 5-6 (sizes), 7, 8.
-PHASES = ["course", "months", "overhead", "sizes", "backfill", "long"]
+PHASES = ["course", "months", "overhead", "sizes", "backfill", "long", "monitoring"]
+MONITORED_VERSIONS = 12
 LONG_STUDY_MONTH = "2023-04"
 TARGET_RMSE, TARGET_RATIO = 5.7, 1.15
 TUNING_TIMEOUT = 3600.0  # generous: the trial count, not the clock, bounds tuning in phase 4
@@ -186,6 +188,40 @@ def _cli_result(home: Path) -> dict:
         _, model = latest_materialization(instance, "trained_model")
         run_id, params = latest_materialization(instance, "best_params")
         return {"rmse": model["rmse"], "trials_run": params["trials_run"], "steps": step_seconds(instance, run_id)}
+
+
+def monitoring(workdir: Path, versions: int) -> dict:
+    """Phase 9: synthetic months, one-month windows, one tuning trial: only the registered versions matter."""
+    home = fresh_home(workdir, "monitoring")
+    env = child_env(home, Path("synthetic"), TRAIN_MONTH)
+    env.update(
+        ML_ASSETS_SOURCE="synthetic",
+        ML_ASSETS_SYNTHETIC_PUBLISHED_THROUGH="2099-12",
+        ML_ASSETS_TRAINING_MONTHS="1",
+        ML_ASSETS_TUNING_TRIALS="1",
+        ML_ASSETS_TUNING_TIMEOUT_SECONDS="5",
+    )
+    measured, result = run_module("benchmarks.monitoring", ["--versions", str(versions)], env, home)
+    return {**result, "others_cpu": measured.others_cpu_seconds}
+
+
+def print_monitoring(result: dict) -> None:
+    print(f"\n9. model_performance: {result['versions']} registered versions scored on {result['month']}")
+    print(
+        f"   {result['trips']} trips: the step took {result['seconds']:.1f} s (its run {result['run_seconds']:.1f} s); "
+        f"training the {result['versions']} months took {result['training_seconds']:.0f} s"
+    )
+
+
+def md_monitoring(result: dict) -> list[str]:
+    row = (
+        str(result["versions"]),
+        result["month"],
+        str(result["trips"]),
+        f"{result['seconds']:.1f}",
+        f"{result['run_seconds']:.1f}",
+    )
+    return [table(["versions", "scored month", "trips", "model_performance step (s)", "its run (s)"], [row])]
 
 
 def per_asset(steps: dict[str, float]) -> dict[str, float]:
@@ -469,6 +505,17 @@ def run_phases(workdir: Path, args: argparse.Namespace, phases: list[str]) -> di
             parts = scale.md_long_study(month, default, long, args.long_minutes)
             write(args, "long", "8. Tuning budget against a long study (`long`)", others + long["others_cpu"], parts)
         results["default"], results["long"] = default, long
+    if "monitoring" in phases:
+        watched = results["monitoring"] = monitoring(workdir, 3 if args.quick else MONITORED_VERSIONS)
+        print_monitoring(watched)
+        parts = md_monitoring(watched)
+        write(
+            args,
+            "monitoring",
+            "9. Monitoring: model_performance over twelve versions (`monitoring`)",
+            watched["others_cpu"],
+            parts,
+        )
     return results
 
 
