@@ -17,7 +17,9 @@ from dagster import AssetKey, AssetMaterialization, SkipReason, build_sensor_con
 
 from ml_assets import settings
 from ml_assets.automation.sensors import new_month_sensor
+from ml_assets.core.months import shift_month
 from ml_assets.core.storage import write_json
+from ml_assets.partitions import monthly_partitions
 from ml_assets.records import latest_metadata
 from ml_assets.resources.trip_source import TripSourceResource
 from ml_assets.runner import __main__ as runner
@@ -25,6 +27,8 @@ from ml_assets.runner.runs import materialize_month
 from ml_assets_tests.support import TLC_DATA, replace_column, start_writer
 
 INGESTION = ["raw_trips", "cleaned_trips"]
+LAST_PARTITION = monthly_partitions.get_last_partition_key()
+ENDED = "(the last month that has ended)"
 
 
 def temp_files(folder) -> list[str]:
@@ -167,6 +171,17 @@ def test_the_sensor_requests_a_month_whose_file_is_not_parquet(instance, tmp_pat
         (["2020-12"], "argument month: 2020-12 is before the first partition, 2021-01"),
         (["2021-03", "--to", "2021-02"], "argument --to: 2021-02 is before the first month, 2021-03"),
         (["2021-02", "--to", "soon"], "argument --to: 'soon' is not a month YYYY-MM"),
+        # After the last partition (the last month that has ended): refused before anything runs,
+        # where Dagster raised DagsterUnknownPartitionError (for --to, once the range had started).
+        (["2099-01"], f"argument month: 2099-01 is after the last partition, {LAST_PARTITION} {ENDED}"),
+        (
+            ["2021-02", "--to", "2099-01"],
+            f"argument --to: 2099-01 is after the last partition, {LAST_PARTITION} {ENDED}",
+        ),
+        (
+            [shift_month(LAST_PARTITION, 1)],
+            f"argument month: {shift_month(LAST_PARTITION, 1)} is after the last partition, {LAST_PARTITION} {ENDED}",
+        ),
     ],
 )
 def test_the_runner_names_a_bad_month_argument(argv, message, dagster_home, monkeypatch, capsys):
@@ -175,6 +190,7 @@ def test_the_runner_names_a_bad_month_argument(argv, message, dagster_home, monk
         runner.main()
     assert exit_.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"ml_assets.runner: error: {message}"
+    assert [path.name for path in dagster_home.iterdir()] == ["dagster.yaml"], "nothing ran, nothing was written"
 
 
 # --- automation requests only months that can train, and says what a waiting month waits for --

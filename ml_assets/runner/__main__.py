@@ -14,7 +14,7 @@ from dagster import DagsterInstance
 
 from ml_assets import settings
 from ml_assets.core.months import check_month
-from ml_assets.partitions import START_MONTH
+from ml_assets.partitions import START_MONTH, monthly_partitions
 from ml_assets.runner.console import event_log_path, run_loggers
 from ml_assets.runner.runs import RunFailed, run
 
@@ -27,6 +27,9 @@ def _partition(raw: str) -> str:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a month YYYY-MM") from None
     if month < START_MONTH:
         raise argparse.ArgumentTypeError(f"{month} is before the first partition, {START_MONTH}")
+    last = monthly_partitions.get_last_partition_key()  # the last whole month: it moves with the clock
+    if month > last:
+        raise argparse.ArgumentTypeError(f"{month} is after the last partition, {last} (the last month that has ended)")
     return month
 
 
