@@ -15,6 +15,7 @@ import dataclasses
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,8 +60,11 @@ def _http_url(raw: str) -> str:
     return raw
 
 
+_url_scheme = re.compile(r"^[a-z][a-z0-9+.-]*://")
+
+
 def _url(raw: str) -> str:
-    if not re.match(r"^[a-z][a-z0-9+.-]*://", raw):
+    if not _url_scheme.match(raw):
         raise ValueError
     return raw
 
@@ -92,7 +96,13 @@ def _location(raw: str) -> str:
 
 
 def _source(raw: str) -> str:
-    return raw if raw in ("synthetic", "tlc") else str(Path(raw).expanduser())
+    """synthetic, tlc, or a folder: a URL is refused (TLC's own is ML_ASSETS_TLC_URL), and so is a file."""
+    if raw in ("synthetic", "tlc"):
+        return raw
+    folder = Path(raw).expanduser()
+    if _url_scheme.match(raw) or (folder.exists() and not folder.is_dir()):
+        raise ValueError
+    return str(folder)
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,9 @@ class Setting:
         if old_style:
             return {"env": self.variable}
         return EnvVar.int(self.variable) if isinstance(self.default, int) else EnvVar(self.variable)
+
+
+MISSING_FOLDER = "no such folder (yet): new_month_sensor skips every tick until it appears (a volume not mounted yet?)"
 
 
 def state_dir() -> Path:
@@ -208,7 +221,7 @@ SOURCE = Setting(
     "ML_ASSETS_SOURCE",
     "synthetic",
     _source,
-    "synthetic, tlc, or the path of a folder of TLC files",
+    "synthetic, tlc, or the path of a folder of TLC files (not a URL, not a file)",
     "`synthetic`, `tlc`, or a folder with `green_tripdata_YYYY-MM.parquet` files",
 )
 TAXI = Setting("ML_ASSETS_TAXI", "green", _choice("green", "yellow"), "green or yellow", "TLC taxi type")
@@ -344,6 +357,10 @@ def validate_all() -> None:
             problems.append(str(error))
     if problems:
         raise SettingError("; ".join(problems))
+    source = SOURCE.value()
+    if source not in ("synthetic", "tlc") and not Path(source).is_dir():
+        # Accepted: a volume may be mounted after the code location loads (docs/checks-and-faults.md).
+        warnings.warn(f"{SOURCE.variable}={source!r}: {MISSING_FOLDER}", stacklevel=2)
 
 
 TABLE_BEGIN, TABLE_END = "<!-- settings-table:begin -->\n", "<!-- settings-table:end -->"

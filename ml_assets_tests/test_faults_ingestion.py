@@ -156,6 +156,22 @@ def test_the_sensor_skips_a_source_url_requests_cannot_use(instance, tmp_path):
     assert "tlc ftp://x is unreachable" in result.skip_message and "No connection adapters" in result.skip_message
 
 
+def test_a_source_folder_not_there_yet_is_said_at_load_and_in_each_skipped_tick(instance, tmp_path, monkeypatch):
+    """A folder that appears later (a volume mounted after the code location loads) is accepted, with a warning."""
+    folder = tmp_path / "incoming"
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(folder))
+    with pytest.warns(UserWarning, match=re.escape(f"ML_ASSETS_SOURCE={str(folder)!r}: {settings.MISSING_FOLDER}")):
+        settings.validate_all()
+    source = TripSourceResource(kind="directory", directory=str(folder), cache_dir="unused")
+    skipped = sensor_tick(instance, source)
+    assert isinstance(skipped, SkipReason)
+    assert f"directory {folder} does not exist (yet): its months are read once it appears" in skipped.skip_message
+
+    folder.mkdir()
+    shutil.copy(TLC_DATA / "green_tripdata_2021-01.parquet", folder)
+    assert [request.partition_key for request in sensor_tick(instance, source).run_requests] == ["2021-01"]
+
+
 def test_the_sensor_requests_a_month_whose_file_is_not_parquet(instance, tmp_path):
     """Probing only looks at the file's size and time: the run refuses it, saying why."""
     (tmp_path / "green_tripdata_2021-01.parquet").write_text("not parquet")

@@ -9,10 +9,12 @@ import pytest
 from ml_assets import settings
 from ml_assets_tests.support import ROOT
 
+SOURCE_ALLOWED = "synthetic, tlc, or the path of a folder of TLC files (not a URL, not a file)"
 BAD = {
     "ML_ASSETS_TRAINING_MONTHS": ("0", "a whole number of months >= 1"),
     "ML_ASSETS_TUNING_TRIALS": ("abc", "a whole number of trials >= 1"),
     "ML_ASSETS_TLC_URL": ("ftp://x", "an http:// or https:// URL"),
+    "ML_ASSETS_SOURCE": ("ftp://x", SOURCE_ALLOWED),  # loaded, then every sensor tick skipped
     "ML_ASSETS_START_MONTH": ("2021-13", "a month YYYY-MM"),
     "ML_ASSETS_MAX_DROPPED_SHARE": ("1.5", "a share from 0 to 1"),
     "ML_ASSETS_TAXI": ("blue", "green or yellow"),
@@ -48,6 +50,13 @@ def test_loading_the_code_location_reports_every_bad_variable_at_once(tmp_path):
     assert message.startswith("ml_assets.settings.SettingError: ")
     for name, (raw, allowed) in BAD.items():
         assert f"{name}={raw!r} is not allowed: expected {allowed}" in message
+
+
+def test_a_source_that_is_a_file_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "green_tripdata_2021-01.parquet").touch()
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(tmp_path / "green_tripdata_2021-01.parquet"))
+    with pytest.raises(settings.SettingError, match="ML_ASSETS_SOURCE=.* is not allowed"):
+        settings.validate_all()
 
 
 def test_unset_or_empty_means_the_default(monkeypatch):

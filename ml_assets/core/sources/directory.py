@@ -42,7 +42,10 @@ class DirectorySource:
         except FileNotFoundError:
             if pathlib.Path(self.path).is_dir():
                 return None
-            raise SourceUnavailableError(f"directory {self.path} does not exist") from None
+            raise SourceUnavailableError(
+                f"directory {self.path} does not exist (yet): its months are read once it appears, e.g. a volume "
+                "mounted later"
+            ) from None
         except OSError as exc:
             raise SourceUnavailableError(f"cannot read {file}: {exc}") from exc
         return {"path": str(file), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
