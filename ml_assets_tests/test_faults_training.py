@@ -79,14 +79,20 @@ def assert_champion_was_recorded(instance, dagster_home):
 
 
 @pytest.mark.process
-def test_an_unwritable_model_folder_promotes_nothing(ingested, dagster_home):
+def test_an_unwritable_model_folder_promotes_nothing(ingested, dagster_home, monkeypatch):
+    """`make run` with a model folder it cannot write (capsh drops root's override): the printed failure
+    names the file and the reason, where it said only DagsterExecutionHandleOutputError."""
     models = dagster_home / "ml_assets" / "assets" / "trained_model"
     models.mkdir(parents=True)
     models.chmod(0o555)
-    drop = ["capsh", "--drop=cap_dac_override,cap_dac_read_search,cap_fowner", "--"]
-    failed = run_month_in_subprocess("", *drop, "-c", '"$0" "$@"')
+    monkeypatch.setenv("ML_ASSETS_TUNING_TRIALS", "3")
+    monkeypatch.setenv("ML_ASSETS_TUNING_TIMEOUT_SECONDS", "20")
+    drop = ["capsh", "--drop=cap_dac_override,cap_dac_read_search,cap_fowner", "--", "-c", '"$0" "$@"']
+    runner = [*drop, sys.executable, "-m", "ml_assets.runner", MONTH]
+    failed = subprocess.run(runner, cwd=ROOT, env=os.environ, capture_output=True, text=True, timeout=600)
     assert failed.returncode == 1, failed.stderr[-3000:]
-    assert "Permission denied" in failed.stdout + failed.stderr
+    printed = f"FAILED trained_model {MONTH}: WriteFailed: cannot write trained_model {MONTH} to {models / MONTH}.ubj: "
+    assert printed + "Permission denied" in failed.stderr, failed.stdout + failed.stderr
     assert MONTH not in ingested.get_materialized_partitions(AssetKey("trained_model"))
     assert champion_version(dagster_home) is None  # logged in MLflow, but never registered
     assert client(dagster_home).search_model_versions(f"name = '{tracking.REGISTERED_MODEL}'") == []

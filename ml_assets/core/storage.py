@@ -99,6 +99,15 @@ def _staging_file(target: UPath) -> Path:
     return Path(tempfile.gettempdir(), f"ml_assets-uploads-{os.getuid()}", f"{digest}-{target.name}")
 
 
+class WriteFailed(OSError):
+    """A value could not be stored; the message names where and why (the OS error is its cause)."""
+
+
+def cannot_write(what: str, path: str | os.PathLike | UPath, error: OSError) -> WriteFailed:
+    """The error to raise when writing `what` to `path` failed: the place and the reason, not a temp file's name."""
+    return WriteFailed(f"cannot write {what} to {path}: {error.strerror or error}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike | UPath) -> Iterator[Path]:
     """Yield a local temporary file; only if the block succeeds does it replace `path`, whole."""

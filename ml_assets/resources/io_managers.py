@@ -34,8 +34,12 @@ class _AssetFiles(UPathIOManager):
         """Nothing to do: `atomic_path` makes local folders, and object stores have none."""
 
     def dump_to_path(self, context: OutputContext, obj, path: UPath) -> None:
-        with storage.atomic_path(path) as tmp:
-            self.write(obj, tmp)
+        try:
+            with storage.atomic_path(path) as tmp:
+                self.write(obj, tmp)
+        except OSError as error:  # Dagster shows only "error handling output"; this names the file and why
+            what = f"{context.asset_key.to_user_string()} {check_month(path.stem)}"
+            raise storage.cannot_write(what, path, error) from error
 
     def load_from_path(self, context: InputContext, path: UPath):
         try:

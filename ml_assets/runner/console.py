@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +22,20 @@ from ml_assets.core.tuning import TrialProgress
 CLEAR_LINE = "\r\033[K"
 
 
+# Dagster's wrappers around the user's error: running the step, storing its value, loading an input.
+WRAPPERS = {
+    "DagsterExecutionStepExecutionError",
+    "DagsterExecutionHandleOutputError",
+    "DagsterExecutionLoadInputError",
+}
+
+
 def first_line(error) -> str:
-    """The user's error, not Dagster's wrapper around it ("Error occurred while executing op ...")."""
-    if error.cls_name == "DagsterExecutionStepExecutionError" and error.cause is not None:
+    """The user's error, not Dagster's wrapper around it ("Error occurred while handling output ...")."""
+    if error.cls_name in WRAPPERS and error.cause is not None:
         error = error.cause
-    return f"{error.cls_name}: {error.message.removeprefix(error.cls_name + ':').strip().splitlines()[0]}"
+    message = re.sub(rf"^[\w.]*\b{error.cls_name}:", "", error.message).strip()  # "package.module.Class: ..."
+    return f"{error.cls_name}: {message.splitlines()[0]}"
 
 
 class StepLines(logging.Handler):
