@@ -10,13 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dagster import DagsterInstance
-
 from ml_assets import settings
 from ml_assets.core.months import check_month
 from ml_assets.partitions import START_MONTH, monthly_partitions
 from ml_assets.runner.console import event_log_path, run_loggers
-from ml_assets.runner.runs import RunFailed, run
+from ml_assets.runner.runs import RunFailed, open_instance, run
 
 
 def _partition(raw: str) -> str:
@@ -53,7 +51,7 @@ def main() -> None:
         parser.error(f"argument --to: {args.to} is before the first month, {args.month}")
     log_file = event_log_path(settings.state_dir())
     print(f"Dagster event log: {log_file}")
-    with DagsterInstance.get() as instance, run_loggers(log_file, sys.stdout, args.verbose) as loggers:
+    with open_instance() as instance, run_loggers(log_file, sys.stdout, args.verbose) as loggers:
         try:
             models = run(args.month, args.to or args.month, instance, loggers=loggers)
         except RunFailed as failed:

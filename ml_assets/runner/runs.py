@@ -18,7 +18,9 @@ from dagster import (
     define_asset_job,
 )
 
+from ml_assets import settings
 from ml_assets.checks.model_gate import MODEL_GATE
+from ml_assets.core.locks import file_lock
 from ml_assets.core.months import month_range
 from ml_assets.definitions import all_asset_checks, all_assets
 from ml_assets.keys import CLEANED_TRIPS, RAW_TRIPS, TRAINED_MODEL
@@ -33,6 +35,13 @@ JOB = "ml_assets_runner"
 
 class RunFailed(RuntimeError):
     """A step of a month's run failed; the message names the step, the month and the error."""
+
+
+def open_instance() -> DagsterInstance:
+    """The instance under $DAGSTER_HOME, its storage created by one process at a time: two runners
+    starting on a fresh home would both create its sqlite tables, and one of them fail."""
+    with file_lock(settings.state_dir() / "instance.lock"):
+        return DagsterInstance.get()
 
 
 def materialize_month(
