@@ -64,3 +64,13 @@ def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def run_is_over(instance: DagsterInstance, run_id: str, check_process: bool) -> bool:
+    """Whether a run of this instance is over: finished, or (`check_process`) its process is gone.
+
+    A process is looked for on this machine only, so only where the run is known to have run here.
+    False for a run this instance does not know: another instance's, on a shared MLflow server.
+    """
+    run = instance.get_run_by_id(run_id)
+    return run is not None and (run.is_finished or (check_process and not run_process_alive(instance, run_id)))

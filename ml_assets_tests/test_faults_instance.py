@@ -5,15 +5,18 @@ fresh home, a full disk. Each is made real: runner processes started at once, a 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 
 from ml_assets.core import tracking
 from ml_assets.records import latest_materialization
-from ml_assets_tests.support import ROOT, use_new_home
+from ml_assets_tests.support import ROOT, stored_values, use_new_home
 
 MONTH = "2021-02"
 
@@ -73,3 +76,87 @@ def test_two_runners_on_a_fresh_home_both_succeed(tmp_path, monkeypatch):
         assert {run.status for run in instance.get_runs()} == {DagsterRunStatus.SUCCESS}
         assert len(instance.fetch_materializations(AssetKey("trained_model"), limit=10).records) == 2
         assert_champion_was_recorded(instance)
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A real 64 MiB filesystem (tmpfs; mounting needs root), unmounted at the end."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], check=True)
+    yield disk
+    subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Take every free block of `disk` with one file (others write meanwhile: grow it until nothing fits)."""
+    ballast = disk / "ballast"
+    with ballast.open("wb") as handle:
+        size, step = 0, shutil.disk_usage(disk).free
+        while step >= 4096:
+            try:
+                os.posix_fallocate(handle.fileno(), size, step)
+                size += step
+            except OSError:
+                step //= 2
+    return ballast
+
+
+def runner_filling_the_disk(disk: Path, month: str, after_step: str) -> subprocess.CompletedProcess:
+    """`make run` for `month`, the disk filled as soon as `after_step` is done (the next step is running)."""
+    command = [sys.executable, "-m", "ml_assets.runner", month]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    runner = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    printed = []
+    for line in runner.stdout:
+        printed.append(line)
+        if line.split()[:1] == [after_step]:
+            fill(disk)
+            break
+    out, err = runner.communicate(timeout=600)
+    return subprocess.CompletedProcess(command, runner.returncode, "".join(printed) + out, err)
+
+
+NO_SPACE = re.compile(r"Out of disk space\? DAGSTER_HOME \((.+)\) has \d+ (B|KiB) free of 64\.0 MiB on its filesystem")
+
+
+@pytest.mark.process
+def test_a_full_disk_is_named_with_its_free_space_and_a_retry_cleans_up(small_disk, monkeypatch):
+    """DAGSTER_HOME on a 64 MiB tmpfs, filled up while trained_model runs: where make run printed a raw
+    `sqlite3 disk I/O error` traceback (and could not even open the instance until space returned), it
+    names the folder and its free space; the month before is intact, and once there is room again a
+    plain retry trains the month and marks what the killed attempt left RUNNING failed."""
+    home = use_new_home(small_disk / "home", monkeypatch)
+    small_runs(monkeypatch)
+    first = subprocess.run([sys.executable, "-m", "ml_assets.runner", MONTH], cwd=ROOT, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = stored_values(home / "ml_assets" / "assets")
+
+    full = runner_filling_the_disk(small_disk, "2021-03", after_step="best_params")
+    assert full.returncode == 1, full.stdout + full.stderr[-3000:]
+    assert "Traceback" not in full.stderr, full.stderr[-3000:]
+    assert NO_SPACE.search(full.stderr)[1] == str(home), full.stderr
+    # Full, the instance cannot be opened: said the same way.
+    again = subprocess.run(
+        [sys.executable, "-m", "ml_assets.runner", "2021-03"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert again.returncode == 1 and NO_SPACE.search(again.stderr) and "Traceback" not in again.stderr, again.stderr
+
+    (small_disk / "ballast").unlink()
+    with DagsterInstance.get() as instance:
+        unfinished = [run.run_id for run in instance.get_runs() if not run.is_finished]
+    assert unfinished, "the attempt on a full disk could record its own end"
+    assert stored_values(home / "ml_assets" / "assets").items() >= before.items(), "a value of 2021-02 was lost"
+    retry = subprocess.run(
+        [sys.executable, "-m", "ml_assets.runner", "2021-03"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert retry.returncode == 0, retry.stderr[-3000:]
+    with DagsterInstance.get() as instance:
+        assert all(instance.get_run_by_id(run_id).status == DagsterRunStatus.FAILURE for run_id in unfinished)
+        assert_champion_was_recorded(instance)
+    import mlflow
+
+    running = mlflow.MlflowClient().search_runs(
+        [mlflow.get_experiment_by_name("trip_duration").experiment_id], "attributes.status = 'RUNNING'"
+    )
+    assert running == [], "an MLflow run of the attempt on a full disk is still RUNNING"

@@ -16,7 +16,7 @@ from ml_assets.core.months import shift_month
 from ml_assets.deploy.executor import group_and_queue
 from ml_assets.keys import BEST_PARAMS, RAW_TRIPS, TRAINING, TRIP_FEATURES
 from ml_assets.partitions import month_of, monthly_partitions
-from ml_assets.records import latest_metadata, run_process_alive
+from ml_assets.records import latest_metadata, run_is_over
 from ml_assets.resources.compute import ComputeResource
 from ml_assets.resources.optuna_storage import OptunaStorage
 
@@ -156,9 +156,11 @@ def trained_model(
                 tracking.TRAINING_MONTHS_TAG: ",".join(trip_features.attrs["training_months"]),
             }
         )
-        stale = tracking.fail_stale_runs(month, run_id, lambda other: run_process_alive(context.instance, other))
+        # The month's own runs are judged by their process too (a `make run` of it killed); others once Dagster
+        # marked them over (the next run of a runner, run monitoring).
+        stale = tracking.fail_stale_runs(run_id, lambda other, tag: run_is_over(context.instance, other, tag == month))
         if stale:
-            context.log.warning(f"marked FAILED the MLflow runs of {month} left RUNNING by dead processes: {stale}")
+            context.log.warning(f"marked FAILED the MLflow runs left RUNNING by runs that are over: {stale}")
         stopped, threads = {}, context.resources.compute.threads()
         deadline = started + config.timeout_seconds * (1 - TRAINING_TEARDOWN_SHARE)
         trained = train_and_evaluate(

@@ -18,12 +18,14 @@ unlocked temporary file of that target (left by a killed writer), never one that
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import re
 import secrets
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,7 +107,37 @@ class WriteFailed(OSError):
 
 def cannot_write(what: str, path: str | os.PathLike | UPath, error: OSError) -> WriteFailed:
     """The error to raise when writing `what` to `path` failed: the place and the reason, not a temp file's name."""
-    return WriteFailed(f"cannot write {what} to {path}: {error.strerror or error}")
+    local = local_file(path)
+    full = f" ({space_left(local.parent)})" if error.errno == errno.ENOSPC and local else ""
+    return WriteFailed(f"cannot write {what} to {path}: {error.strerror or error}{full}")
+
+
+# How sqlite says a disk is full: a WAL database whose shared memory cannot grow reports an I/O error.
+_FULL_DISK = ("database or disk is full", "disk I/O error", os.strerror(errno.ENOSPC))
+
+
+def out_of_space(error: BaseException) -> bool:
+    """Whether `error`, or an error it was raised from or during, says that a disk is full."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if getattr(error, "errno", None) == errno.ENOSPC or any(words in str(error) for words in _FULL_DISK):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def space_left(folder: str | os.PathLike) -> str:
+    """How much room the filesystem of a local `folder` has, e.g. "0 B free of 64.0 MiB"."""
+    usage = shutil.disk_usage(next(parent for parent in (Path(folder), *Path(folder).parents) if parent.exists()))
+    return f"{_size(usage.free)} free of {_size(usage.total)}"
+
+
+def _size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
 
 
 @contextlib.contextmanager

@@ -47,17 +47,19 @@ def ensure_experiment(tracking_uri: str | None, name: str, lock: Path) -> None:
         client.create_experiment(name, artifact_location=location)
 
 
-def fail_stale_runs(month: str, current_run_id: str, is_alive: Callable[[str | None], bool]) -> list[str]:
-    """Mark FAILED the month's other RUNNING runs whose Dagster run is over (a killed process leaves them)."""
+def fail_stale_runs(current_run_id: str, is_over: Callable[[str, str | None], bool]) -> list[str]:
+    """Mark FAILED the experiment's other RUNNING runs whose Dagster run `is_over(dagster run id, month tag)`.
+
+    A killed process or a full disk leaves them RUNNING, not always tagged with their month yet.
+    """
     import mlflow
 
     client = mlflow.MlflowClient()
     experiment = mlflow.get_experiment(mlflow.active_run().info.experiment_id)
     stale = []
-    for run in client.search_runs(
-        [experiment.experiment_id], f"tags.{PARTITION_TAG} = '{month}' and attributes.status = 'RUNNING'"
-    ):
-        if run.info.run_id != current_run_id and not is_alive(run.data.tags.get(DAGSTER_RUN_TAG)):
+    for run in client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'"):
+        dagster_run = run.data.tags.get(DAGSTER_RUN_TAG)
+        if run.info.run_id != current_run_id and dagster_run and is_over(dagster_run, run.data.tags.get(PARTITION_TAG)):
             client.set_terminated(run.info.run_id, "FAILED")
             stale.append(run.info.run_id)
     return stale

@@ -12,6 +12,7 @@ import sys
 
 from ml_assets import settings
 from ml_assets.core.months import check_month
+from ml_assets.core.storage import out_of_space, space_left
 from ml_assets.partitions import START_MONTH, monthly_partitions
 from ml_assets.runner.console import event_log_path, run_loggers
 from ml_assets.runner.runs import RunFailed, open_instance, run
@@ -29,6 +30,18 @@ def _partition(raw: str) -> str:
     if month > last:
         raise argparse.ArgumentTypeError(f"{month} is after the last partition, {last} (the last month that has ended)")
     return month
+
+
+def _failure(error: Exception) -> str:
+    """What failed; on a full disk, where and how much room is left, since the instance cannot say it."""
+    if not out_of_space(error):
+        return str(error)
+    home = settings.state_dir().parent
+    what = str(error) if isinstance(error, RunFailed) else f"{type(error).__name__}: {str(error).splitlines()[0]}"
+    return (
+        f"{what}\nOut of disk space? DAGSTER_HOME ({home}) has {space_left(home)} on its filesystem. "
+        "Free some and run again: the next run marks what this one left unfinished failed."
+    )
 
 
 def main() -> None:
@@ -51,11 +64,13 @@ def main() -> None:
         parser.error(f"argument --to: {args.to} is before the first month, {args.month}")
     log_file = event_log_path(settings.state_dir())
     print(f"Dagster event log: {log_file}")
-    with open_instance() as instance, run_loggers(log_file, sys.stdout, args.verbose) as loggers:
-        try:
+    try:
+        with open_instance() as instance, run_loggers(log_file, sys.stdout, args.verbose) as loggers:
             models = run(args.month, args.to or args.month, instance, loggers=loggers)
-        except RunFailed as failed:
-            sys.exit(f"\nFAILED {failed}\n(the whole event log is in {log_file})")
+    except Exception as error:  # a failed step, or the instance itself failing (a full disk)
+        if not isinstance(error, RunFailed) and not out_of_space(error):
+            raise
+        sys.exit(f"\nFAILED {_failure(error)}\n(the whole event log is in {log_file})")
     for month, model in models.items():
         print(f"\ntrained_model {month}")
         print(f"  model file      {model['path']}")
