@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
-from dagster import AssetKey, AssetMaterialization, AssetRecordsFilter, DagsterEventType, DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance
 
 
 def latest_materialization(
@@ -17,7 +18,7 @@ def latest_materialization(
     ).records
     if not records or records[0].asset_materialization is None:
         return None
-    return records[0].run_id, _plain(records[0].asset_materialization)
+    return records[0].run_id, _plain(records[0].asset_materialization.metadata)
 
 
 def latest_metadata(instance: DagsterInstance, asset: str | AssetKey, month: str | None = None) -> dict | None:
@@ -36,13 +37,13 @@ def run_metadata(instance: DagsterInstance, run_id: str, asset: str | AssetKey, 
     for record in reversed(records):
         materialization = record.event_log_entry.asset_materialization
         if materialization and materialization.asset_key == key and materialization.partition == month:
-            return _plain(materialization)
+            return _plain(materialization.metadata)
     return None
 
 
-def _plain(materialization: AssetMaterialization) -> dict:
-    """A materialization's metadata as plain values (a MetadataValue's `value`)."""
-    return {name: getattr(value, "value", value) for name, value in materialization.metadata.items()}
+def _plain(metadata: Mapping) -> dict:
+    """Metadata as plain values (a MetadataValue's `value`)."""
+    return {name: getattr(value, "value", value) for name, value in metadata.items()}
 
 
 def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
@@ -74,3 +75,10 @@ def run_is_over(instance: DagsterInstance, run_id: str, check_process: bool) -> 
     """
     run = instance.get_run_by_id(run_id)
     return run is not None and (run.is_finished or (check_process and not run_process_alive(instance, run_id)))
+
+
+def check_evaluations(instance: DagsterInstance, run_id: str, check_name: str) -> list[dict]:
+    """Metadata (plain values) of every evaluation of the check `check_name` that run `run_id` recorded."""
+    records = instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION).records
+    evaluations = [record.event_log_entry.dagster_event.event_specific_data for record in records]
+    return [_plain(evaluation.metadata) for evaluation in evaluations if evaluation.check_name == check_name]

@@ -6,6 +6,7 @@ once, a tracking server that does not answer.
 """
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 from dagster import AssetKey, DagsterRunStatus, RunsFilter
 
 from ml_assets.core import tracking, tuning
-from ml_assets.records import latest_materialization, run_metadata
+from ml_assets.records import check_evaluations, latest_materialization, run_metadata
 from ml_assets.runner.runs import materialize_month
 from ml_assets_tests.support import FAST_CONFIG, ROOT
 
@@ -164,6 +165,48 @@ def test_kill_9_leaves_nothing_a_retry_does_not_clean(moment, ingested, dagster_
         assert states.count("FAIL") == 1
     if moment == "mlflow logging":
         assert [run.info.status for run in runs].count("FAILED") == 1
+
+
+def gate_recorded(instance, version) -> bool:
+    """Whether the run that published `version` recorded the model_gate evaluation that names it."""
+    evaluations = check_evaluations(instance, version.tags[tracking.DAGSTER_RUN_TAG], "model_gate")
+    return str(version.version) in [str(evaluation["model_version"]) for evaluation in evaluations]
+
+
+@pytest.mark.process
+def test_a_kill_right_after_the_alias_moved_is_put_back_by_the_next_run(ingested, dagster_home):
+    """The run dies right after moving `champion` to its version, before its model_gate evaluation is
+    recorded: the alias names a model whose publishing Dagster never recorded. The next run puts it
+    back to the version it replaced, and its gate judges against that one."""
+    assert materialize_month(ingested, MONTH, run_config=FAST_CONFIG).success
+    first = champion_version(dagster_home)
+    killed = run_month_in_subprocess(
+        """
+        import mlflow
+        real = mlflow.MlflowClient.set_registered_model_alias
+        def move_then_die(self, name, alias, version):
+            real(self, name, alias, version)
+            if alias == "champion":
+                die()
+        mlflow.MlflowClient.set_registered_model_alias = move_then_die
+        """
+    )
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    unrecorded = champion_version(dagster_home)
+    assert unrecorded.version != first.version and not gate_recorded(ingested, unrecorded)  # the fault
+    assert unrecorded.tags[tracking.CHAMPION_BEFORE_TAG] == str(first.version)
+
+    retry = materialize_month(ingested, MONTH, run_config=FAST_CONFIG)
+    assert retry.success
+    said = [entry.user_message for entry in ingested.all_logs(retry.run_id) if entry.level >= logging.WARNING]
+    assert any(f"named version(s) {unrecorded.version}, published by runs that ended" in line for line in said), said
+    (judged,) = check_evaluations(ingested, retry.run_id, "model_gate")
+    assert judged["champion_version_before"] == str(first.version)  # not against the unrecorded one
+    champion = champion_version(dagster_home)
+    assert gate_recorded(ingested, champion)  # the retry's own model, or the first one put back
+    versions = client(dagster_home).search_model_versions(f"name = '{tracking.REGISTERED_MODEL}'")
+    assert {first.version, unrecorded.version} <= {version.version for version in versions}  # nothing lost
+    assert client(dagster_home).get_model_version(tracking.REGISTERED_MODEL, unrecorded.version).aliases == []
 
 
 @pytest.mark.process

@@ -20,6 +20,7 @@ REGISTERED_MODEL = "trip_duration_xgboost"
 CHAMPION, CHALLENGER = "champion", "challenger"
 PARTITION_TAG, DAGSTER_RUN_TAG = "partition", "dagster_run_id"
 TRAINING_MONTHS_TAG, REALIZED_RMSE = "training_months", "realized_rmse"
+CHAMPION_BEFORE_TAG = "champion_before"  # on a version made champion: the version it took the alias from
 LINEAGE = "lineage.json"  # core.lineage's record of what made the model
 
 
@@ -186,10 +187,36 @@ def publish(
     with file_lock(lock):
         verdict = gate(load_champion(registered_model))
         alias = CHAMPION if verdict.passed else CHALLENGER
-        version = mlflow.register_model(model_uri, registered_model, tags={**tags, "alias_at_registration": alias})
+        tags = {**tags, "alias_at_registration": alias}
+        if verdict.passed and verdict.champion_version is not None:
+            tags[CHAMPION_BEFORE_TAG] = verdict.champion_version  # where `restore_recorded_champion` puts it back
+        version = mlflow.register_model(model_uri, registered_model, tags=tags)
         try:
             client.set_registered_model_alias(registered_model, alias, version.version)
         except BaseException:
             client.delete_model_version(registered_model, version.version)  # undo: nothing half-published
             raise
     return Published(str(version.version), alias, verdict)
+
+
+def restore_recorded_champion(
+    is_recorded: Callable[[object], bool], lock: Path, registered_model: str = REGISTERED_MODEL
+) -> list[str]:
+    """Move `champion` back while it names a version whose publishing was never recorded, and return those.
+
+    `publish` moves the alias before the caller can record the gate's evaluation; a process killed in
+    between leaves a champion nobody recorded. It goes back to the version it replaced (or nowhere);
+    the version stays registered, without an alias, as after a kill before the alias moved.
+    """
+    import mlflow
+
+    client, taken = mlflow.MlflowClient(), []
+    with file_lock(lock):
+        while (champion := champion_version(registered_model)) is not None and not is_recorded(champion):
+            before = champion.tags.get(CHAMPION_BEFORE_TAG)
+            if before is None:
+                client.delete_registered_model_alias(registered_model, CHAMPION)
+            else:
+                client.set_registered_model_alias(registered_model, CHAMPION, before)
+            taken.append(str(champion.version))
+    return taken

@@ -14,8 +14,10 @@ from dagster import Failure, InitResourceContext, IntSource, Noneable, StringSou
 from dagster import Field as ConfigField
 
 from ml_assets import settings
+from ml_assets.checks.model_gate import MODEL_GATE
 from ml_assets.core import tracking
 from ml_assets.core.locks import store_lock
+from ml_assets.records import check_evaluations
 from ml_assets.ui_metadata import mlflow_ui_url
 
 
@@ -40,10 +42,28 @@ class MlflowTracking:
         try:
             mlflow.set_tracking_uri(self.tracking_uri)
             tracking.ensure_experiment(self.tracking_uri, self.experiment_name, self.lock)
+            restored = tracking.restore_recorded_champion(self._publishing_recorded, self.lock)
         except Exception as error:  # MLflow raises its own, requests' and OS errors alike
             raise Failure(
                 f"{what}: MLflow tracking at {self.tracking_uri} cannot be reached: {str(error).splitlines()[0][:300]}"
             ) from error
+        if restored:
+            self._context.log.warning(
+                f"{what}: `{tracking.CHAMPION}` named version(s) {', '.join(restored)}, published by runs that ended "
+                f"before recording their {MODEL_GATE} evaluation; it was moved back to the version each replaced"
+            )
+
+    def _publishing_recorded(self, version) -> bool:
+        """Whether the run that published `version` recorded its model_gate evaluation, or still may.
+
+        A version of another instance, or from before versions named their run, counts as recorded.
+        """
+        run_id = version.tags.get(tracking.DAGSTER_RUN_TAG)
+        run = self._context.instance.get_run_by_id(run_id) if run_id else None
+        if run is None or not run.is_finished:
+            return True
+        evaluations = check_evaluations(self._context.instance, run_id, MODEL_GATE)
+        return any(str(evaluation.get("model_version")) == str(version.version) for evaluation in evaluations)
 
     @contextlib.contextmanager
     def run(self, what: str) -> Iterator[object]:
