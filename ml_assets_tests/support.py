@@ -21,6 +21,7 @@ from typing import TypeVar
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 
 from ml_assets import keys
 
@@ -43,10 +44,20 @@ FAST_CONFIG = {
 }
 
 
-def use_new_home(home: Path, monkeypatch) -> Path:
-    """A fresh DAGSTER_HOME with the project's dagster.yaml; every project path derives from it."""
-    home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+def use_new_home(home: Path, monkeypatch, template: Path | None = None) -> Path:
+    """A fresh DAGSTER_HOME with the project's dagster.yaml; every project path derives from it.
+
+    With `template`: a copy of that home instead (runs, events, stored values), prepared once for
+    several tests by a module-scoped fixture, with no instance open on it. Only ingestion goes into a
+    template: MLflow's store records its artifacts' absolute location, and a copied one is another
+    store (test_faults_ingestion.py shows it).
+    """
+    if template is None:
+        home.mkdir()
+        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    else:
+        assert not (template / "ml_assets" / "mlflow.db").exists(), f"{template}: a template holds no MLflow store"
+        shutil.copytree(template, home, symlinks=True)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     for name in (
@@ -60,6 +71,21 @@ def use_new_home(home: Path, monkeypatch) -> Path:
     ):
         monkeypatch.delenv(name, raising=False)
     return home
+
+
+@contextlib.contextmanager
+def template_home(root: Path, **env: str) -> Iterator:
+    """A home for `use_new_home(..., template=root / "dagster_home")`, built by a module-scoped fixture:
+    a fresh home and the environment `env` while the block runs (under a MonkeyPatch of its own, as a
+    module fixture cannot take the test's), and its instance, closed when the block ends."""
+    from dagster import DagsterInstance
+
+    with pytest.MonkeyPatch.context() as patch:
+        use_new_home(root / "dagster_home", patch)
+        for name, value in env.items():
+            patch.setenv(name, value)
+        with DagsterInstance.get() as instance:
+            yield instance
 
 
 def replace_column(table: pa.Table, name: str, values) -> pa.Table:

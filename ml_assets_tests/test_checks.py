@@ -1,6 +1,7 @@
 """Data checks: the rules on real TLC months, and blocking / drift in real runs over a directory source."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,14 @@ from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey
 from ml_assets.core import drift, rules
 from ml_assets.core.cleaning import clean_trips
 from ml_assets.runner.runs import materialize_month
-from ml_assets_tests.support import FAST_CONFIG, TLC_DATA, replace_column, zero_durations
+from ml_assets_tests.support import (
+    FAST_CONFIG,
+    TLC_DATA,
+    replace_column,
+    template_home,
+    use_new_home,
+    zero_durations,
+)
 
 RULES = rules.RuleThresholds()
 DRIFT = drift.DriftThresholds()
@@ -153,17 +161,36 @@ INGESTION = ["raw_trips", "cleaned_trips"]
 WITH_FEATURES = [*INGESTION, "trip_features"]
 
 
-@pytest.fixture
-def source(tmp_path, monkeypatch, instance):
-    """A directory source holding real 2021-01, with its ingestion materialized."""
-    folder = tmp_path / "source"
+def january_source(folder: Path) -> Path:
+    """A directory source holding real 2021-01."""
     folder.mkdir()
     shutil.copy(TLC_DATA / "green_tripdata_2021-01.parquet", folder)
-    monkeypatch.setenv("ML_ASSETS_SOURCE", str(folder))
-    first = materialize_month(instance, "2021-01", INGESTION, run_config=FAST_CONFIG)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def january(tmp_path_factory) -> Path:
+    """A home with real 2021-01 ingested from a directory source, built once for the module."""
+    root = tmp_path_factory.mktemp("january")
+    with template_home(root, ML_ASSETS_SOURCE=str(january_source(root / "source"))) as instance:
+        first = materialize_month(instance, "2021-01", INGESTION, run_config=FAST_CONFIG)
     drift = evaluations(first)[("cleaned_trips", "drift_vs_previous_month")]
     assert drift.passed and drift.partition == "2021-01"
     assert metadata(drift)["compared"] is False and "first partition" in drift.description
+    return root / "dagster_home"
+
+
+@pytest.fixture
+def dagster_home(tmp_path, monkeypatch, january) -> Path:
+    """In this module, every test's home is a copy of `january`'s."""
+    return use_new_home(tmp_path / "dagster_home", monkeypatch, template=january)
+
+
+@pytest.fixture
+def source(tmp_path, monkeypatch, instance):
+    """A directory source holding real 2021-01, with its ingestion materialized (in the copied home)."""
+    folder = january_source(tmp_path / "source")
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(folder))
     return folder
 
 

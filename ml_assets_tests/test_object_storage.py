@@ -230,7 +230,11 @@ def test_the_mlflow_server_stores_a_model_s_artifacts_in_the_object_store(bucket
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         mlflow.set_tracking_uri(url)
         features = np.random.default_rng(0).random((50, 3))
-        booster = xgboost.train({"max_depth": 2}, xgboost.DMatrix(features, label=features.sum(axis=1)), 5)
+        matrix = xgboost.DMatrix(features, label=features.sum(axis=1))
+        # With early stopping, as core.model.fit trains every model the project logs (it predicts up to the best round).
+        booster = xgboost.train(
+            {"max_depth": 2}, matrix, 5, evals=[(matrix, "valid")], early_stopping_rounds=5, verbose_eval=False
+        )
         # An experiment of this server's own: the process's active one may be another test's.
         with mlflow.start_run(experiment_id=mlflow.create_experiment("artifacts")):
             logged = tracking.log_trained_model(
@@ -238,6 +242,7 @@ def test_the_mlflow_server_stores_a_model_s_artifacts_in_the_object_store(bucket
                 metrics={"rmse": 0.1},
                 trained=booster,
                 encoder={"feature_set": "test"},
+                lineage={},
                 input_example=features[:5],
             )
         run = mlflow.get_run(logged["run_id"])
