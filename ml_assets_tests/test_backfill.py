@@ -19,6 +19,7 @@ def synthetic(monkeypatch):
     monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "10000")
 
 
+@pytest.mark.slow
 def test_range_equals_one_by_one_and_is_idempotent(tmp_path, monkeypatch, synthetic):
     one_by_one = use_new_home(tmp_path / "one_by_one", monkeypatch)
     with DagsterInstance.get() as instance:

@@ -27,6 +27,7 @@ def check_result(result, name="model_gate"):
     return evaluation
 
 
+@pytest.mark.slow
 def test_champion_moves_only_for_a_model_that_passes_the_gate(instance, dagster_home, monkeypatch):
     monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "20000")
     for month in ("2021-01", "2021-02"):

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import mlflow
 import optuna
@@ -20,7 +21,7 @@ from dagster import AssetKey, DagsterRunStatus, RunsFilter
 from ml_assets.core import tracking, tuning
 from ml_assets.records import check_evaluations, latest_materialization, run_metadata
 from ml_assets.runner.runs import materialize_month
-from ml_assets_tests.support import FAST_CONFIG, ROOT
+from ml_assets_tests.support import FAST_CONFIG, ROOT, template_home, use_new_home
 
 MONTH = "2021-02"
 INGESTION = ["raw_trips", "cleaned_trips"]
@@ -40,14 +41,31 @@ sys.exit(0 if result.success else 1)
 """
 
 
+SYNTHETIC_ROWS = "5000"
+
+
+@pytest.fixture(scope="module")
+def two_months(tmp_path_factory) -> Path:
+    """A home with 2021-01 and 2021-02 ingested from small synthetic months, built once for the module."""
+    root = tmp_path_factory.mktemp("two_months")
+    with template_home(root, ML_ASSETS_SYNTHETIC_ROWS=SYNTHETIC_ROWS) as instance:
+        for month in ("2021-01", MONTH):
+            assert materialize_month(instance, month, INGESTION).success
+    return root / "dagster_home"
+
+
+@pytest.fixture
+def dagster_home(tmp_path, monkeypatch, two_months) -> Path:
+    """In this module, every test's home is a copy of `two_months`'."""
+    return use_new_home(tmp_path / "dagster_home", monkeypatch, template=two_months)
+
+
 @pytest.fixture
 def ingested(instance, monkeypatch):
-    """A fresh home with 2021-01 and 2021-02 ingested from small synthetic months; fast heartbeats."""
-    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "5000")
+    """This test's instance on its copy of `two_months`' home, the same synthetic source; fast heartbeats."""
+    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", SYNTHETIC_ROWS)
     monkeypatch.setattr(tuning, "HEARTBEAT_SECONDS", 1)
     monkeypatch.setattr(tuning, "GRACE_SECONDS", 2)
-    for month in ("2021-01", MONTH):
-        assert materialize_month(instance, month, INGESTION).success
     return instance
 
 
@@ -103,6 +121,7 @@ def test_an_unwritable_model_folder_promotes_nothing(ingested, dagster_home, mon
     assert_champion_was_recorded(ingested, dagster_home)
 
 
+@pytest.mark.slow
 def test_a_failure_after_registration_is_undone(ingested, dagster_home, monkeypatch):
     def unavailable(*args, **kwargs):
         raise mlflow.exceptions.MlflowException("registry unavailable")
@@ -232,6 +251,7 @@ def test_two_runs_of_one_month_at_once_leave_one_champion(ingested, dagster_home
     assert int(champion.version) == max(crowned)
 
 
+@pytest.mark.slow
 def test_an_unreachable_tracking_server_fails_training_only(ingested, dagster_home, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # the discard port: nothing answers
     result = materialize_month(ingested, MONTH, run_config=FAST_CONFIG, raise_on_error=False)

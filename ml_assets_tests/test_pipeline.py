@@ -69,6 +69,7 @@ def test_missing_window_month_names_it(instance, monkeypatch):
     assert "cleaned_trips for 2021-01 is not materialized yet" in message, message
 
 
+@pytest.mark.slow
 def test_real_tlc_months_through_the_download_code(instance, monkeypatch, tlc_server):
     monkeypatch.setenv("ML_ASSETS_SOURCE", "tlc")
     monkeypatch.setenv("ML_ASSETS_TLC_URL", tlc_server.url)

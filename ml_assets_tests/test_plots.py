@@ -47,6 +47,7 @@ def two_months(instance, monkeypatch, run_config):
     return materialize_month(instance, "2021-02", run_config=run_config)
 
 
+@pytest.mark.slow
 def test_every_plot_is_a_small_png_in_the_metadata_and_in_mlflow(instance, dagster_home, monkeypatch):
     result = two_months(instance, monkeypatch, CONFIG)
     assert result.success
@@ -75,6 +76,7 @@ def test_every_plot_is_a_small_png_in_the_metadata_and_in_mlflow(instance, dagst
         assert latest_metadata(instance, asset, "2021-02")["dagster/row_count"] > 0
 
 
+@pytest.mark.slow
 def test_a_failing_plot_leaves_a_reason_and_the_model(instance, monkeypatch):
     def broken(actual, predicted):
         raise RuntimeError("the plotting library broke")
