@@ -11,7 +11,7 @@ import pytest
 
 from ml_assets_tests.http_server import ScriptedServer, serve_directory
 from ml_assets_tests.object_stores import SCHEMES, Bucket, GcsServer, S3Server, start_store
-from ml_assets_tests.support import TLC_DATA, use_new_home
+from ml_assets_tests.support import TLC_DATA, template_home, use_new_home
 
 # XGBoost's OpenMP threads sleep while they wait instead of spinning, in this process and every one it
 # starts (set before anything loads the OpenMP runtime, which reads it once). On two cores shared with
@@ -19,8 +19,31 @@ from ml_assets_tests.support import TLC_DATA, use_new_home
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+@pytest.fixture(scope="session")
+def empty_home(tmp_path_factory) -> Path:
+    """A home nothing ran in, whose stores exist: the instance's sqlite databases and MLflow's (its
+    schema and Default experiment only), which take seconds to create on a busy machine. Tests that
+    take `dagster_home` start from a copy; a test of what a home's first use does or creates takes
+    `fresh_home` (or calls `use_new_home`)."""
+    root = tmp_path_factory.mktemp("empty_home")
+    with template_home(root):
+        import mlflow
+
+        # Where the project's MLflow store is by default (settings.MLFLOW_TRACKING_URI).
+        (root / "dagster_home" / "ml_assets").mkdir()
+        mlflow.MlflowClient(f"sqlite:///{root / 'dagster_home' / 'ml_assets' / 'mlflow.db'}").search_experiments()
+    return root / "dagster_home"
+
+
 @pytest.fixture
-def dagster_home(tmp_path, monkeypatch) -> Path:
+def dagster_home(tmp_path, monkeypatch, empty_home) -> Path:
+    """This test's DAGSTER_HOME: a copy of `empty_home`."""
+    return use_new_home(tmp_path / "dagster_home", monkeypatch, template=empty_home)
+
+
+@pytest.fixture
+def fresh_home(tmp_path, monkeypatch) -> Path:
+    """This test's DAGSTER_HOME holding only dagster.yaml, for a test of what a home's first use creates."""
     return use_new_home(tmp_path / "dagster_home", monkeypatch)
 
 

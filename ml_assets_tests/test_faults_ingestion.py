@@ -200,13 +200,13 @@ def test_the_sensor_requests_a_month_whose_file_is_not_parquet(instance, tmp_pat
         ),
     ],
 )
-def test_the_runner_names_a_bad_month_argument(argv, message, dagster_home, monkeypatch, capsys):
+def test_the_runner_names_a_bad_month_argument(argv, message, fresh_home, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["ml_assets.runner", *argv])
     with pytest.raises(SystemExit) as exit_:
         runner.main()
     assert exit_.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1] == f"ml_assets.runner: error: {message}"
-    assert [path.name for path in dagster_home.iterdir()] == ["dagster.yaml"], "nothing ran, nothing was written"
+    assert [path.name for path in fresh_home.iterdir()] == ["dagster.yaml"], "nothing ran, nothing was written"
 
 
 # --- automation requests only months that can train, and says what a waiting month waits for --

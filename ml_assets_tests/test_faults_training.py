@@ -46,7 +46,9 @@ SYNTHETIC_ROWS = "5000"
 
 @pytest.fixture(scope="module")
 def two_months(tmp_path_factory) -> Path:
-    """A home with 2021-01 and 2021-02 ingested from small synthetic months, built once for the module."""
+    """A home with 2021-01 and 2021-02 ingested from small synthetic months, built once for the module.
+    Its MLflow and optuna stores do not exist yet: each test's first run creates them (two at once in
+    test_two_runs_of_one_month_at_once_leave_one_champion)."""
     root = tmp_path_factory.mktemp("two_months")
     with template_home(root, ML_ASSETS_SYNTHETIC_ROWS=SYNTHETIC_ROWS) as instance:
         for month in ("2021-01", MONTH):
