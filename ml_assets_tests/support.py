@@ -35,10 +35,11 @@ ASSETS = [key.to_user_string() for key in keys.ASSETS]
 
 SAMPLE_EVERY = 10  # drop_month keeps every 10th trip of a real month
 
-# Small budgets: tests check behaviour, benchmarks check model quality and speed.
+# Small budgets: tests check behaviour, benchmarks check model quality and speed. Two trials: a study
+# that continues, a warm start followed by a sampled trial; tests of a trial count set their own.
 FAST_CONFIG = {
     "ops": {
-        "best_params": {"config": {"n_trials": 3, "timeout_seconds": 20}},
+        "best_params": {"config": {"n_trials": 2, "timeout_seconds": 20}},
         "trained_model": {"config": {"num_boost_round": 300, "early_stopping_rounds": 20}},
     }
 }

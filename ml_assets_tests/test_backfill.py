@@ -7,7 +7,8 @@ from ml_assets.runner.runs import materialize_month, run
 from ml_assets_tests.support import FAST_CONFIG, stored_values, use_new_home
 
 # A time budget that never cuts a study short, so both ways run exactly the same trials.
-CONFIG = {"ops": {**FAST_CONFIG["ops"], "best_params": {"config": {"n_trials": 3, "timeout_seconds": 3600}}}}
+TRIALS = FAST_CONFIG["ops"]["best_params"]["config"]["n_trials"]
+CONFIG = {"ops": {**FAST_CONFIG["ops"], "best_params": {"config": {"n_trials": TRIALS, "timeout_seconds": 3600}}}}
 
 
 def stored(home) -> dict[str, object]:
@@ -16,19 +17,19 @@ def stored(home) -> dict[str, object]:
 
 @pytest.fixture
 def synthetic(monkeypatch):
-    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "10000")
+    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "5000")
 
 
 @pytest.mark.slow
-def test_range_equals_one_by_one_and_is_idempotent(tmp_path, monkeypatch, synthetic):
-    one_by_one = use_new_home(tmp_path / "one_by_one", monkeypatch)
+def test_range_equals_one_by_one_and_is_idempotent(tmp_path, monkeypatch, synthetic, empty_home):
+    one_by_one = use_new_home(tmp_path / "one_by_one", monkeypatch, template=empty_home)
     with DagsterInstance.get() as instance:
         materialize_month(instance, "2021-01", ["raw_trips", "cleaned_trips"], run_config=FAST_CONFIG)
         for month in ("2021-02", "2021-03"):
             materialize_month(instance, month, run_config=CONFIG)
     singles = stored(one_by_one)
 
-    ranged = use_new_home(tmp_path / "range", monkeypatch)
+    ranged = use_new_home(tmp_path / "range", monkeypatch, template=empty_home)
     with DagsterInstance.get() as instance:
         models = run("2021-02", "2021-03", instance, run_config=CONFIG)
         assert set(models) == {"2021-02", "2021-03"}

@@ -33,7 +33,7 @@ from ml_assets.resources import build_resources
 from ml_assets.resources.trip_source import TripSourceResource
 from ml_assets.runner.runs import materialize_month
 from ml_assets_tests.http_server import serve_directory
-from ml_assets_tests.support import TLC_DATA
+from ml_assets_tests.support import TLC_DATA, template_home, use_new_home
 
 MAX_MONTHS_ENV = settings.SENSOR_MAX_MONTHS.variable
 INGESTION = ["raw_trips", "cleaned_trips"]
@@ -260,6 +260,24 @@ def test_training_is_not_limited_to_the_latest_partition(instance):
     assert requested(result, "trip_features") == {"2022-01", "2022-02"}  # windows complete, months old
 
 
+@pytest.fixture(scope="module")
+def first_quarter(tmp_path_factory):
+    """Automation's first evaluation on a fresh home, then real 2021-01 to 2021-03 ingested from a folder;
+    built once for the module: (the home, the folder, the evaluation's cursor)."""
+    from ml_assets.definitions import defs
+
+    root = tmp_path_factory.mktemp("first_quarter")
+    folder = root / "tlc-mirror"
+    folder.mkdir()
+    for month in ("2021-01", "2021-02", "2021-03"):
+        shutil.copyfile(tlc_file(month), folder / tlc_file(month).name)
+    with template_home(root, ML_ASSETS_SOURCE=str(folder)) as instance:
+        cursor = evaluate_automation_conditions(defs=defs, instance=instance).cursor
+        for month in ("2021-01", "2021-02", "2021-03"):
+            materialize_month(instance, month, INGESTION)
+    return root / "dagster_home", folder, cursor
+
+
 @pytest.mark.parametrize(
     ("stricter", "failed_check"),
     [
@@ -267,28 +285,33 @@ def test_training_is_not_limited_to_the_latest_partition(instance):
         ({"max_dropped_share": 0.0}, ("cleaned_trips", "dropped_share")),
     ],
 )
-def test_a_failed_blocking_check_keeps_its_month_out_of_training(stricter, failed_check, instance, files, monkeypatch):
+def test_a_failed_blocking_check_keeps_its_month_out_of_training(
+    stricter, failed_check, first_quarter, tmp_path, monkeypatch
+):
     """A stored month ingested again with a stricter threshold (e.g. from the launchpad) fails a blocking check:
     its stored value stays, and automation trains no month whose window holds it until it passes again."""
+    from dagster import DagsterInstance
+
     from ml_assets.definitions import defs
 
-    monkeypatch.setenv("ML_ASSETS_SOURCE", str(files("2021-01", "2021-02", "2021-03")))
-    result = evaluate_automation_conditions(defs=defs, instance=instance)
-    for month in ("2021-01", "2021-02", "2021-03"):
-        materialize_month(instance, month, INGESTION)
+    home, folder, cursor = first_quarter  # this test's copy of the home; the folder is only read
+    use_new_home(tmp_path / "dagster_home", monkeypatch, template=home)
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(folder))
     config = {"ops": {"ingest_trips": {"config": stricter}}}
-    checked = materialize_month(instance, "2021-02", INGESTION, run_config=config, raise_on_error=False)
-    assert not checked.success
-    evaluations = checked.get_asset_check_evaluations()
-    failed = [(e.asset_key.to_user_string(), e.check_name, e.partition) for e in evaluations if not e.passed]
-    assert failed == [(*failed_check, "2021-02")]
-    assert len(instance.fetch_materializations(AssetKey("cleaned_trips"), limit=10).records) == 3  # nothing replaced
-    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
-    assert not requested(result, "trip_features")  # both windows hold 2021-02; 2021-01 has nothing to train on
+    with DagsterInstance.get() as instance:
+        checked = materialize_month(instance, "2021-02", INGESTION, run_config=config, raise_on_error=False)
+        assert not checked.success
+        evaluations = checked.get_asset_check_evaluations()
+        failed = [(e.asset_key.to_user_string(), e.check_name, e.partition) for e in evaluations if not e.passed]
+        assert failed == [(*failed_check, "2021-02")]
+        records = instance.fetch_materializations(AssetKey("cleaned_trips"), limit=10).records
+        assert len(records) == 3  # nothing replaced
+        result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        assert not requested(result, "trip_features")  # both windows hold 2021-02; 2021-01 has nothing to train on
 
-    materialize_month(instance, "2021-02", INGESTION)  # the usual thresholds: it passes again
-    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
-    assert requested(result, "trip_features") == {"2021-02", "2021-03"}
+        materialize_month(instance, "2021-02", INGESTION)  # the usual thresholds: it passes again
+        result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+        assert requested(result, "trip_features") == {"2021-02", "2021-03"}
 
 
 def test_training_waits_while_a_window_month_is_being_ingested(instance):
