@@ -7,7 +7,9 @@
 #   service.sh health code-server | webserver | daemon | mlflow | worker     (compose's healthchecks)
 #   service.sh COMMAND [ARGS]                                                 (any other command)
 #
-# Addresses: BIND_HOST (default 0.0.0.0: every interface of the container), the ports below.
+# Addresses: BIND_HOST, default 127.0.0.1 (this machine only: the code server's gRPC has no
+# authentication), and the ports below. Containers set 0.0.0.0 (docker-compose.yml), where the
+# published ports decide who reaches a service; set it yourself only behind a firewall or proxy.
 # The Dagster processes read DAGSTER_HOME/dagster.yaml (PostgreSQL: POSTGRES_*), the webserver and
 # the daemon DAGSTER_HOME/workspace.yaml (DAGSTER_CODE_SERVER_HOST/PORT). The MLflow server
 # reads MLFLOW_BACKEND_STORE_URI (with credentials, so never on its command line) and keeps
@@ -18,7 +20,7 @@ set -eu
 
 service="${1:-}"
 [ $# -gt 0 ] && shift
-bind="${BIND_HOST:-0.0.0.0}"
+bind="${BIND_HOST:-127.0.0.1}"
 
 case "$service" in
   code-server)
@@ -48,6 +50,14 @@ case "$service" in
     # MLflow 3's job runner (a dozen huey worker processes, for GenAI scorers and trace archival)
     # serves nothing ml_assets uses and would cost a core-quarter while idle.
     export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
+    if [ -n "${MLFLOW_AUTH_DATABASE_URI:-}" ]; then
+      # MLflow's basic-auth app (ml_assets/deploy/mlflow_auth.py): the admin MLFLOW_AUTH_ADMIN_USERNAME
+      # and _PASSWORD, the pipeline's own user MLFLOW_TRACKING_USERNAME and _PASSWORD, and
+      # MLFLOW_FLASK_SERVER_SECRET_KEY; the users live in MLFLOW_AUTH_DATABASE_URI.
+      export MLFLOW_AUTH_CONFIG_PATH="${MLFLOW_AUTH_CONFIG_PATH:-${TMPDIR:-/tmp}/ml_assets-mlflow-auth-$(id -u).ini}"
+      python -m ml_assets.deploy.mlflow_auth "$MLFLOW_AUTH_CONFIG_PATH"
+      set -- --app-name basic-auth "$@"
+    fi
     exec mlflow server --host "$bind" --port "${MLFLOW_PORT:-5000}" --workers "${MLFLOW_WORKERS:-2}" \
       --serve-artifacts --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION:-/data/mlartifacts}" \
       --allowed-hosts "${MLFLOW_ALLOWED_HOSTS:-mlflow:5000,localhost:*,127.0.0.1:*}" "$@"

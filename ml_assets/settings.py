@@ -23,6 +23,7 @@ from typing import Any
 
 from dagster import EnvVar
 
+from ml_assets.core.credentials import mask
 from ml_assets.core.drift import DriftThresholds
 from ml_assets.core.months import check_month
 from ml_assets.core.performance import DecayThresholds
@@ -126,7 +127,7 @@ class Setting:
         try:
             return self.parse(raw)
         except (TypeError, ValueError):
-            raise SettingError(f"{self.variable}={raw!r} is not allowed: expected {self.allowed}") from None
+            raise SettingError(f"{self.variable}={mask(raw)!r} is not allowed: expected {self.allowed}") from None
 
     def resource_value(self, default: Any = None, old_style: bool = False):
         """The setting as a resource field: an `EnvVar` when set (validated now, resolved when a run starts),

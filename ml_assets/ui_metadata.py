@@ -12,6 +12,7 @@ import pyarrow as pa
 from dagster import DagsterLogManager, MetadataValue, TableColumn, TableSchema
 
 from ml_assets.core import tables
+from ml_assets.core.credentials import without_userinfo
 from ml_assets.core.plots import Plot, draw_all
 
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
@@ -46,11 +47,12 @@ def plot_metadata(plots: Mapping[str, Plot], log: Log) -> dict[str, MetadataValu
 
 
 def mlflow_ui_url(configured: str | None, tracking_uri: str | None) -> str:
-    """The configured MLflow UI, else an http(s) tracking server itself, else where `make mlflow` serves."""
+    """The configured MLflow UI, else an http(s) tracking server itself, else where `make mlflow` serves;
+    never with a user or password (a browser asks for them, and metadata is no place for them)."""
     if configured:
-        return configured.rstrip("/")
+        return without_userinfo(configured).rstrip("/")
     if tracking_uri and tracking_uri.startswith(("http://", "https://")):
-        return tracking_uri.rstrip("/")
+        return without_userinfo(tracking_uri).rstrip("/")
     return DEFAULT_MLFLOW_UI_URL
 
 

@@ -36,6 +36,7 @@ from ml_assets_tests.topology import (
     graphql,
     launch,
     mlflow_get,
+    mlflow_request,
     registered_versions,
     require_servers,
 )
@@ -44,6 +45,8 @@ pytestmark = pytest.mark.deployment
 
 MONTHS = ["2023-01", "2023-02", "2023-03", "2023-04"]
 IN_PROGRESS = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
+# What scripts/start.sh generates into .env besides POSTGRES_PASSWORD: MLflow's logins.
+GENERATED_MLFLOW_SECRETS = ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")
 
 # Test-sized budgets and intervals; everything else is the production configuration.
 CODE_ENV = {
@@ -142,6 +145,11 @@ def test_compose_file_describes_the_topology():
     )
     assert code_env["ML_ASSETS_CELERY_BROKER_URL"].endswith("redis://redis:6379/0}")
 
+    # service.sh binds 127.0.0.1 unless told otherwise; inside a container, other containers must reach
+    # the servers, so compose binds every interface there, and publishes on the host's loopback only.
+    assert 'bind="${BIND_HOST:-127.0.0.1}"' in SERVICE_SH.read_text()
+    for name in ("mlflow", "code_server", "webserver"):
+        assert services[name]["environment"]["BIND_HOST"] == "0.0.0.0", name
     # Published on the loopback interface only.
     assert services["webserver"]["ports"] == ["127.0.0.1:${DAGSTER_UI_PORT:-3000}:3000"]
     assert services["mlflow"]["ports"] == ["127.0.0.1:${MLFLOW_UI_PORT:-5000}:5000"]
@@ -187,6 +195,16 @@ def test_compose_file_describes_the_topology():
             assert key in services[name]["environment"], (name, key)
     assert "--serve-artifacts" in SERVICE_SH.read_text()
 
+    # MLflow's basic-auth app, its users in a database of their own; the pipeline logs in as its own user,
+    # with a password from .env (never in the tracking URI), the admin's is the MLflow server's alone.
+    assert mlflow_env["MLFLOW_AUTH_DATABASE_URI"].endswith("@postgres:5432/mlflow_auth")
+    assert "CREATE DATABASE mlflow_auth;" in (ROOT / "deploy" / "postgres" / "init.sql").read_text()
+    for secret in ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_TRACKING_PASSWORD"):
+        assert mlflow_env[secret].startswith(f"${{{secret}:?"), secret  # required: start.sh generates it
+    assert code_env["MLFLOW_TRACKING_PASSWORD"].startswith("${MLFLOW_TRACKING_PASSWORD:?")
+    assert code_env["MLFLOW_TRACKING_USERNAME"] == mlflow_env["MLFLOW_TRACKING_USERNAME"]
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" not in code_env
+
     # An object store: the code server (its runs) and the MLflow server get its variables, and where
     # MLflow keeps artifacts is a setting (the volume by default).
     for name in ("mlflow", "code_server"):
@@ -227,7 +245,8 @@ def test_no_credentials_are_committed():
             continue
         text = path.read_text(errors="replace")
         for secret in re.findall(r"://[A-Za-z0-9_.$%{}()-]+:([^@\s/]+)@", text):
-            assert secret[0] in "${<" or secret.isupper(), f"{name}: a password in a URL"  # or a PLACEHOLDER
+            # A variable, a PLACEHOLDER, or one masked as the project shows them (***)
+            assert secret[0] in "${<" or secret.isupper() or secret == "***", f"{name}: a password in a URL"
         for value in re.findall(
             r"(?m)^[ \t]*[A-Z_]*(?:PASSWORD|ACCESS_KEY_ID|SECRET_ACCESS_KEY)[ \t]*[=:][ \t]*([^\s#]*)", text
         ):
@@ -242,7 +261,7 @@ def test_no_credentials_are_committed():
 
 def test_compose_file_validates():
     """`docker compose config` (or Debian's `docker-compose config`), where a compose tool is installed."""
-    env = {**os.environ, "POSTGRES_PASSWORD": "0123456789abcdef"}
+    env = {**os.environ, **dict.fromkeys(("POSTGRES_PASSWORD", *GENERATED_MLFLOW_SECRETS), "0123456789abcdef")}
     tools = [["docker", "compose"], ["docker-compose"]]
     for tool in tools:
         if shutil.which(tool[0]) and subprocess.run([*tool, "version"], capture_output=True).returncode == 0:
@@ -341,8 +360,13 @@ def test_start_script_creates_env_with_a_generated_password_and_starts_compose(t
     )
     assert first.returncode == 0, first.stderr
     created = (project / ".env").read_text()
-    password = re.search(r"^POSTGRES_PASSWORD=(.*)$", created, re.M)[1]
-    assert re.fullmatch(r"[0-9a-f]{32}", password)
+    secrets = {
+        name: re.search(rf"^{name}=(.*)$", created, re.M)[1]
+        for name in ("POSTGRES_PASSWORD", *GENERATED_MLFLOW_SECRETS)
+    }
+    assert all(re.fullmatch(r"[0-9a-f]{32}", value) for value in secrets.values()), secrets
+    assert len(set(secrets.values())) == len(secrets)
+    assert created.count("MLFLOW_TRACKING_PASSWORD=") == 1
     assert oct((project / ".env").stat().st_mode & 0o777) == oct(0o600)
     assert calls.read_text().splitlines() == ["info", "compose version", "compose up --build -d"]
     assert "http://127.0.0.1:3000" in first.stdout
@@ -352,6 +376,18 @@ def test_start_script_creates_env_with_a_generated_password_and_starts_compose(t
         ["bash", str(project / "scripts" / "start.sh")], env=env, capture_output=True, text=True, timeout=60
     )
     assert again.returncode == 0 and (project / ".env").read_text() == created
+
+    # A .env made before MLflow had logins gets them, and keeps everything else.
+    older = "".join(line for line in created.splitlines(True) if not line.startswith(GENERATED_MLFLOW_SECRETS))
+    (project / ".env").write_text(older)
+    upgraded = subprocess.run(
+        ["bash", str(project / "scripts" / "start.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    lines = (project / ".env").read_text().splitlines(True)
+    assert [line for line in lines if not line.startswith(GENERATED_MLFLOW_SECRETS)] == older.splitlines(True)
+    assert all(re.search(rf"^{name}=[0-9a-f]{{32}}$", "".join(lines), re.M) for name in GENERATED_MLFLOW_SECRETS)
+    assert oct((project / ".env").stat().st_mode & 0o777) == oct(0o600)
 
     # Without a Docker engine it says so and starts nothing.
     fake.write_text('#!/bin/sh\n[ "$1" = info ] && exit 1\nexit 0\n')
@@ -522,6 +558,65 @@ def test_month_is_ingested_and_trained_through_the_topology(deployment):
     # The compose healthchecks pass against the running services.
     for name, result in deployment.health(*SERVICES).items():
         assert result.returncode == 0, f"`service.sh health {name}` failed: {result.stdout}{result.stderr}"
+
+
+def test_services_accept_connections_from_this_machine_only(deployment):
+    """service.sh binds 127.0.0.1 by default (BIND_HOST unset here): the code server's gRPC, which has no
+    authentication, the webserver and the MLflow server listened on every interface."""
+    listening = deployment.listening()
+    for name in ("mlflow", "code-server", "webserver"):
+        assert listening[name], f"{name} listens nowhere"
+    for name, addresses in listening.items():
+        assert all(address.rsplit(":", 1)[0] in ("127.0.0.1", "::1") for address in addresses), (name, addresses)
+
+
+def test_only_the_pipeline_s_own_user_moves_champion(deployment):
+    """MLflow's basic-auth app: without a login nothing is read or moved, a user who is not the
+    pipeline's reads but cannot move `champion`; the pipeline's user (its password from the environment,
+    never in the tracking URI) registered every version and moved the alias."""
+    with deployment.instance() as instance:
+        deployment.wait_for(lambda: materialized(instance, "trained_model", "2023-02"), "a model of 2023-02", 300)
+    champion = mlflow_get(deployment, "registered-models/alias", name=REGISTERED_MODEL, alias="champion")
+    version = champion["model_version"]["version"]
+    move = {"name": REGISTERED_MODEL, "alias": "champion", "version": version}
+    assert "@" not in deployment.code_env()["MLFLOW_TRACKING_URI"]
+
+    assert (
+        mlflow_request(deployment, "registered-models/alias", user=None, name=REGISTERED_MODEL, alias="champion")[0]
+        == 401
+    )
+    assert mlflow_request(deployment, "registered-models/alias", move, user=None)[0] == 401
+    admin = ("admin", deployment.mlflow_users.admin_password)
+    visitor = ("visitor", "visitor-password-1")
+    created = mlflow_request(deployment, "users/create", {"username": visitor[0], "password": visitor[1]}, user=admin)
+    assert created[0] == 200, created
+    assert mlflow_request(deployment, "registered-models/get", user=visitor, name=REGISTERED_MODEL)[0] == 200
+    assert mlflow_request(deployment, "registered-models/alias", move, user=visitor)[0] == 403
+    wrong = (deployment.mlflow_users.pipeline_user, "not-the-password")
+    assert mlflow_request(deployment, "registered-models/alias", move, user=wrong)[0] == 401
+    after = mlflow_get(deployment, "registered-models/alias", name=REGISTERED_MODEL, alias="champion")
+    assert after["model_version"]["version"] == version
+
+
+def test_no_password_is_recorded_or_printed(deployment):
+    """PostgreSQL's password (in optuna's storage URL), MLflow's admin and pipeline passwords and its app key:
+    in no service's output, compute log, Dagster event or run record, or MLflow run."""
+    users = deployment.mlflow_users
+    passwords = [deployment.postgres.password, users.admin_password, users.pipeline_password, users.secret_key]
+    with deployment.instance() as instance:
+        deployment.wait_for(lambda: materialized(instance, "trained_model", "2023-02"), "a model of 2023-02", 300)
+    files = [path for path in deployment.workdir.rglob("*") if path.is_file() and path.name != "mlflow-auth.ini"]
+    for path in files:
+        text = path.read_bytes()
+        assert not [word for word in passwords if word.encode() in text], f"a password in {path}"
+    for table, column in (("event_logs", "event"), ("runs", "run_body")):
+        query = f"SELECT count(*) FROM {table} WHERE " + " OR ".join(f"{column} LIKE '%{word}%'" for word in passwords)
+        assert deployment.postgres.psql("-At", "-c", query).strip() == "0", f"a password in Dagster's {table}"
+    experiment = mlflow_get(deployment, "experiments/get-by-name", experiment_name="trip_duration")["experiment"]
+    status, found = mlflow_request(deployment, "runs/search", {"experiment_ids": [experiment["experiment_id"]]})
+    runs = found["runs"]
+    recorded = json.dumps([run["data"] for run in runs])
+    assert runs and not [word for word in passwords if word in recorded], "a password in an MLflow run"
 
 
 def test_dagster_reaches_postgres_through_pgbouncer(deployment):

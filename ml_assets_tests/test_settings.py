@@ -52,6 +52,14 @@ def test_loading_the_code_location_reports_every_bad_variable_at_once(tmp_path):
         assert f"{name}={raw!r} is not allowed: expected {allowed}" in message
 
 
+def test_a_refused_value_shows_no_password(monkeypatch):
+    monkeypatch.setenv("ML_ASSETS_STORAGE_ROOT", "nosuch://alice:PASSWORD@bucket/assets")
+    with pytest.raises(settings.SettingError) as error:
+        settings.STORAGE_ROOT.value()
+    assert "'nosuch://alice:***@bucket/assets' is not allowed" in str(error.value)
+    assert "PASSWORD" not in str(error.value)
+
+
 def test_a_source_that_is_a_file_is_refused(tmp_path, monkeypatch):
     (tmp_path / "green_tripdata_2021-01.parquet").touch()
     monkeypatch.setenv("ML_ASSETS_SOURCE", str(tmp_path / "green_tripdata_2021-01.parquet"))

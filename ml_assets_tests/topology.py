@@ -20,13 +20,17 @@ reading deploy/celery.yaml with `celery_overrides` merged in, and ML_ASSETS_EXEC
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import ipaddress
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -94,25 +98,59 @@ def clean_environ() -> dict[str, str]:
 
 
 def service_environ(store_env: dict[str, str]) -> dict[str, str]:
-    """What every service.sh process gets: this venv on PATH, loopback binding, an object store's variables."""
+    """What every service.sh process gets: this venv on PATH, an object store's variables. No BIND_HOST:
+    service.sh's default (127.0.0.1) is what the topology test checks."""
     return {
         **clean_environ(),
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "BIND_HOST": "127.0.0.1",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "PYTHONUNBUFFERED": "1",
         **store_env,
     }
 
 
-def mlflow_env(port: int, backend_store_uri: str, artifacts_destination: str, store_env: dict[str, str]) -> dict:
-    """`service.sh mlflow`'s environment: the tracking server on `port`, serving its artifacts from the destination."""
+@dataclass(frozen=True)
+class MlflowUsers:
+    """The basic-auth app's secrets of one MLflow server: its admin, the pipeline's user, the app's key.
+
+    Generated for each topology, as scripts/start.sh generates them into .env."""
+
+    admin_password: str = field(default_factory=lambda: secrets.token_hex(16))
+    pipeline_user: str = "ml_assets"
+    pipeline_password: str = field(default_factory=lambda: secrets.token_hex(16))
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(16))
+
+    def server_env(self, database_uri: str, config_path: Path) -> dict[str, str]:
+        return {
+            "MLFLOW_AUTH_DATABASE_URI": database_uri,
+            "MLFLOW_AUTH_CONFIG_PATH": str(config_path),
+            "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secret_key,
+            **self.client_env(),
+        }
+
+    def client_env(self) -> dict[str, str]:
+        """What the pipeline logs in with (MLflow's clients read these)."""
+        return {"MLFLOW_TRACKING_USERNAME": self.pipeline_user, "MLFLOW_TRACKING_PASSWORD": self.pipeline_password}
+
+
+def mlflow_env(
+    port: int,
+    backend_store_uri: str,
+    artifacts_destination: str,
+    store_env: dict[str, str],
+    auth: dict[str, str] | None = None,
+) -> dict:
+    """`service.sh mlflow`'s environment: the tracking server on `port`, serving its artifacts from the destination;
+    with `auth` (`MlflowUsers.server_env`), behind MLflow's basic-auth app."""
     return {
         **service_environ(store_env),
         "MLFLOW_PORT": str(port),
         "MLFLOW_WORKERS": "1",
         "MLFLOW_BACKEND_STORE_URI": backend_store_uri,
         "MLFLOW_ARTIFACTS_DESTINATION": artifacts_destination,
+        **(auth or {}),
     }
 
 
@@ -202,6 +240,7 @@ class Topology:
     workers: dict[str, str] = field(default_factory=dict)  # Celery worker name -> its queues, "ingest,train"
     celery_overrides: dict = field(default_factory=dict)  # merged into deploy/celery.yaml
     postgres: PostgresServer | None = None
+    mlflow_users: MlflowUsers = field(default_factory=MlflowUsers)
     services: dict[str, Service] = field(default_factory=dict)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
@@ -259,6 +298,7 @@ class Topology:
         }
         return {
             "MLFLOW_TRACKING_URI": self.tracking_uri,
+            **self.mlflow_users.client_env(),
             "ML_ASSETS_OPTUNA_STORAGE": self.postgres.url("optuna"),
             "ML_ASSETS_STORAGE_ROOT": str(self.workdir / "data" / "assets"),
             "ML_ASSETS_CACHE_DIR": str(self.workdir / "data" / "downloads"),
@@ -275,6 +315,7 @@ class Topology:
                 self.postgres.url("mlflow"),
                 self.artifacts_destination or str(self.workdir / "data" / "mlartifacts"),
                 self.store_env,
+                self.mlflow_users.server_env(self.postgres.url("mlflow_auth"), self.workdir / "mlflow-auth.ini"),
             )
         return {**service_environ(self.store_env), **self.dagster_env(), **self.code_env()}
 
@@ -284,6 +325,8 @@ class Topology:
         import yaml
 
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # This process's MLflow clients (the tests' own checks) log in as the pipeline does.
+        self._stack.enter_context(_environ(self.mlflow_users.client_env()))
         self.postgres = self._stack.enter_context(throwaway_postgres())
         self.postgres.psql("-f", str(DEPLOY / "postgres" / "init.sql"))  # as the postgres image runs it
         self.ports = {name: free_port() for name in ("pgbouncer", "mlflow", "code-server", "webserver", "redis")}
@@ -445,6 +488,16 @@ class Topology:
                 totals["postgres"] += cpu
         return totals
 
+    def listening(self) -> dict[str, set[str]]:
+        """The addresses (`host:port`) each running service's processes accept TCP connections on."""
+        sessions = {service.process.pid: name for name, service in self.services.items() if service.running}
+        sockets = _listening_sockets()
+        found = {name: set() for name in sessions.values()}
+        for pid, (_, session, _) in _proc_stats().items():
+            if session in sessions:
+                found[sessions[session]] |= {sockets[inode] for inode in _socket_inodes(pid) if inode in sockets}
+        return found
+
     def logs(self, names=None, chars: int = 3000) -> str:
         return "\n".join(
             f"----- {name} log (tail) -----\n{self.services[name].tail(chars)}" for name in (names or self.services)
@@ -521,11 +574,30 @@ def finished_runs(topology: Topology, instance, backfill_id: str, count: int, se
     return runs()
 
 
-def mlflow_get(topology: Topology, endpoint: str, **params) -> dict:
-    """A GET of MLflow's REST API on the tracking server."""
+def mlflow_request(
+    topology: Topology, endpoint: str, body: dict | None = None, user: str | None = "pipeline", **params
+):
+    """A request to MLflow's REST API on the tracking server (a POST with `body`), as the pipeline's user
+    (`user="pipeline"`), another (`(name, password)`), or nobody (None). Returns (status, JSON)."""
     url = f"{topology.tracking_uri}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(params)}"
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.load(response)
+    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode())
+    request.add_header("Content-Type", "application/json")
+    if user == "pipeline":
+        user = (topology.mlflow_users.pipeline_user, topology.mlflow_users.pipeline_password)
+    if user is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(":".join(user).encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as refused:
+        return refused.code, {}
+
+
+def mlflow_get(topology: Topology, endpoint: str, **params) -> dict:
+    """A GET of MLflow's REST API on the tracking server, as the pipeline's user."""
+    status, answer = mlflow_request(topology, endpoint, **params)
+    assert status == 200, (endpoint, status)
+    return answer
 
 
 def registered_versions(tracking_uri: str) -> dict[str, dict]:
@@ -556,6 +628,35 @@ def _proc_stats() -> dict[int, tuple[int, int, float]]:
             continue
         stats[int(entry.name)] = (int(fields[1]), int(fields[3]), sum(int(v) for v in fields[11:15]) / tick)
     return stats
+
+
+def _listening_sockets() -> dict[str, str]:
+    """Socket inode -> `host:port` of every TCP socket listening in this network namespace (IPv4 and IPv6)."""
+    found = {}
+    for table in ("tcp", "tcp6"):
+        for line in Path("/proc/net", table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A":  # TCP_LISTEN
+                continue
+            host, port = fields[1].split(":")
+            # The kernel writes each 32-bit word of the address in the machine's (little-endian) byte order.
+            words = [bytes.fromhex(host[i : i + 8])[::-1] for i in range(0, len(host), 8)]
+            address = ipaddress.ip_address(b"".join(words))
+            address = getattr(address, "ipv4_mapped", None) or address  # ::ffff:127.0.0.1 is 127.0.0.1
+            found[fields[9]] = f"{address}:{int(port, 16)}"
+    return found
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    """The inodes of the sockets process `pid` holds open (none if it ended meanwhile)."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:[") : -1])
+    return inodes
 
 
 @contextlib.contextmanager

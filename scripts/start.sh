@@ -19,16 +19,27 @@ else
   die "Docker Compose is not installed (the 'docker compose' plugin or 'docker-compose')"
 fi
 
+random() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }
+umask 077  # .env and its rewrites: this user's only
 if [ ! -f .env ]; then
   [ -f .env.example ] || die ".env.example is missing"
   # A random password for this machine's PostgreSQL; it never leaves .env.
-  password="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-  umask 077
+  password="$(random)"
   awk -v password="$password" '/^POSTGRES_PASSWORD=$/ { print "POSTGRES_PASSWORD=" password; next } { print }' \
     .env.example > .env
   echo "start.sh: created .env from .env.example, with a generated POSTGRES_PASSWORD"
 fi
 grep -Eq '^POSTGRES_PASSWORD=.+' .env || die "POSTGRES_PASSWORD is empty in .env"
+# MLflow's logins, generated like the PostgreSQL password, also into a .env made before they existed.
+for secret in MLFLOW_AUTH_ADMIN_PASSWORD MLFLOW_TRACKING_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY; do
+  if ! grep -Eq "^${secret}=.+" .env; then
+    value="$(random)"
+    awk -v name="$secret" -v value="$value" \
+      '$0 == name "=" { print name "=" value; done = 1; next } { print } END { if (!done) print name "=" value }' \
+      .env > .env.new && mv .env.new .env
+    echo "start.sh: generated ${secret} in .env"
+  fi
+done
 
 ui_port="$(sed -n 's/^DAGSTER_UI_PORT=//p' .env | tail -n 1)"
 mlflow_port="$(sed -n 's/^MLFLOW_UI_PORT=//p' .env | tail -n 1)"

@@ -100,10 +100,15 @@ def champion_version(registered_model: str = REGISTERED_MODEL):
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    client = mlflow.MlflowClient()
     try:
-        return mlflow.MlflowClient().get_model_version_by_alias(registered_model, CHAMPION)
+        return client.get_model_version_by_alias(registered_model, CHAMPION)
     except MlflowException as error:
-        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+        # MLflow's auth app refuses (403) to look up a model that does not exist yet, as it would one we may not read.
+        absent = error.error_code == "PERMISSION_DENIED" and not client.search_registered_models(
+            f"name = '{registered_model}'"
+        )
+        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") and not absent:
             raise  # a server that does not answer is not "no champion yet"
         return None
 

@@ -15,7 +15,7 @@ from dagster import Field as ConfigField
 
 from ml_assets import settings
 from ml_assets.checks.model_gate import MODEL_GATE
-from ml_assets.core import tracking
+from ml_assets.core import credentials, tracking
 from ml_assets.core.locks import store_lock
 from ml_assets.records import check_evaluations
 from ml_assets.ui_metadata import mlflow_ui_url
@@ -23,15 +23,21 @@ from ml_assets.ui_metadata import mlflow_ui_url
 
 class MlflowTracking:
     def __init__(self, context: InitResourceContext):
-        self._context = context
         config = context.resource_config
-        self.tracking_uri = config.get("mlflow_tracking_uri")
+        given = config.get("mlflow_tracking_uri")
+        # A user and password in the URI go to MLflow as its own variables, never in the URI it prints
+        # ("View run at ...") or raises: only `shown_uri`, with the password masked, appears in messages.
+        self.tracking_uri, user, password = credentials.split_userinfo(given) if given else (None, None, None)
+        self.shown_uri = credentials.mask(given) if given else None
+        self._context = context.replace_config({**config, "mlflow_tracking_uri": self.tracking_uri})
         self.experiment_name = config["experiment_name"]
         self.ui_url = mlflow_ui_url(config.get("ui_url"), self.tracking_uri)
         self._client_env = {
             settings.MLFLOW_HTTP_REQUEST_MAX_RETRIES.variable: str(config["http_request_max_retries"]),
             settings.MLFLOW_HTTP_REQUEST_TIMEOUT.variable: str(config["http_request_timeout"]),
         }
+        if user is not None:
+            self._client_env.update({"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password or ""})
         self.lock = store_lock(self.tracking_uri, settings.state_dir())
 
     def connect(self, what: str) -> None:
@@ -44,9 +50,8 @@ class MlflowTracking:
             tracking.ensure_experiment(self.tracking_uri, self.experiment_name, self.lock)
             restored = tracking.restore_recorded_champion(self._publishing_recorded, self.lock)
         except Exception as error:  # MLflow raises its own, requests' and OS errors alike
-            raise Failure(
-                f"{what}: MLflow tracking at {self.tracking_uri} cannot be reached: {str(error).splitlines()[0][:300]}"
-            ) from error
+            said = credentials.mask(str(error).splitlines()[0][:300])
+            raise Failure(f"{what}: MLflow tracking at {self.shown_uri} cannot be reached: {said}") from error
         if restored:
             self._context.log.warning(
                 f"{what}: `{tracking.CHAMPION}` named version(s) {', '.join(restored)}, published by runs that ended "

@@ -6,6 +6,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from ml_assets import settings
+from ml_assets.core.credentials import mask
 from ml_assets.core.sources import TripFileSource
 from ml_assets.core.storage import location
 
@@ -49,4 +50,6 @@ class TripSourceResource(ConfigurableResource):
     @property
     def label(self) -> str:
         """What `source` metadata says: synthetic, the TLC URL, or the directory."""
-        return {"synthetic": "synthetic", "tlc": f"tlc {self.tlc_url}"}.get(self.kind, f"directory {self.directory}")
+        return {"synthetic": "synthetic", "tlc": f"tlc {mask(self.tlc_url)}"}.get(
+            self.kind, f"directory {self.directory}"
+        )

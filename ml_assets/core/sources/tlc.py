@@ -28,6 +28,7 @@ from typing import TypeVar
 import requests
 from upath import UPath
 
+from ml_assets.core.credentials import mask
 from ml_assets.core.months import check_month
 from ml_assets.core.sources import (
     InvalidSourceFileError,
@@ -105,7 +106,7 @@ class TlcSource:
         except MonthNotPublishedError:
             if not cached:
                 raise
-            log.warning("month %s: %s is no longer published; using cached %s", month, url, target)
+            log.warning("month %s: %s is no longer published; using cached %s", month, mask(url), target)
             return target
         if cached:
             recorded = self._recorded_fingerprint(target, published)
@@ -118,7 +119,7 @@ class TlcSource:
                 _version(recorded),
                 _version(published),
             )
-        log.info("month %s: downloading %s", month, url)
+        log.info("month %s: downloading %s", month, mask(url))
         with atomic_path(target) as tmp:
             received = self._with_retries(url, lambda: self._download(url, month, tmp))
             check_parquet(tmp, month)
@@ -190,16 +191,16 @@ class TlcSource:
         for n in range(self.retries + 1):
             if n:
                 delay = self.backoff_seconds * 2 ** (n - 1)
-                log.warning("%s: attempt %d failed (%s), retrying in %.2fs", url, n, last_error, delay)
+                log.warning("%s: attempt %d failed (%s), retrying in %.2fs", mask(url), n, mask(str(last_error)), delay)
                 time.sleep(delay)
             try:
                 return attempt()
             except _RETRYABLE as exc:
                 last_error = exc
             except requests.RequestException as exc:  # e.g. a URL requests cannot use: asking again cannot help
-                raise SourceUnavailableError(f"{url}: {exc}") from exc
+                raise SourceUnavailableError(mask(f"{url}: {exc}")) from exc
         raise SourceUnavailableError(
-            f"{url} unavailable after {self.retries + 1} attempts: {last_error}"
+            mask(f"{url} unavailable after {self.retries + 1} attempts: {last_error}")
         ) from last_error
 
     def _download(self, url: str, month: str, dest: Path) -> dict:
@@ -217,7 +218,7 @@ class TlcSource:
         written = dest.stat().st_size
         if expected is not None and written != int(expected):
             raise _TransientError(f"body ended after {written} of {expected} bytes")
-        return {"url": url, "size": written, "etag": etag, "last_modified": last_modified}
+        return {"url": mask(url), "size": written, "etag": etag, "last_modified": last_modified}
 
     def _probe_once(self, url: str, month: str) -> dict:
         resp = requests.head(url, timeout=self.timeout_seconds, allow_redirects=True)
@@ -226,7 +227,7 @@ class TlcSource:
             resp.close()  # headers are all we need; stream=True spares us the body if Range is ignored
         _check_status(resp, url, month)
         return {
-            "url": url,
+            "url": mask(url),  # stored beside the file: never a password
             "size": _total_size(resp),
             "etag": resp.headers.get("ETag"),
             "last_modified": resp.headers.get("Last-Modified"),
@@ -262,11 +263,11 @@ def _http_date(value: str | None) -> float | None:
 def _check_status(resp: requests.Response, url: str, month: str) -> None:
     code = resp.status_code
     if code in (403, 404):
-        raise MonthNotPublishedError(f"month {month} is not published yet at {url}")
+        raise MonthNotPublishedError(f"month {month} is not published yet at {mask(url)}")
     if code == 429 or code >= 500:
         raise _TransientError(f"HTTP {code}")
     if not resp.ok:
-        raise SourceUnavailableError(f"{url} answered HTTP {code}")
+        raise SourceUnavailableError(f"{mask(url)} answered HTTP {code}")
 
 
 def _total_size(resp: requests.Response) -> int | None:
