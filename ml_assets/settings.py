@@ -41,6 +41,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _whole_seconds(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError
+    return value
+
+
 def _positive_float(raw: str) -> float:
     value = float(raw)
     if not value > 0:
@@ -316,6 +323,14 @@ MLFLOW_HTTP_REQUEST_MAX_RETRIES = Setting(
 )
 MLFLOW_HTTP_REQUEST_TIMEOUT = Setting(
     "MLFLOW_HTTP_REQUEST_TIMEOUT", 10, _positive_int, "whole seconds >= 1", "MLflow's timeout of one request"
+)
+OUTAGE_SECONDS = Setting(
+    "ML_ASSETS_OUTAGE_SECONDS",
+    3600,
+    _whole_seconds,
+    "whole seconds >= 0",
+    "how long best_params waits out optuna's database when it cannot reach it (a restart), retried after 5 s, "
+    "doubling up to 5 min apart, before it fails; `0`: fail at once",
 )
 VERBOSE = Setting(
     "VERBOSE", False, _flag, "any value; 0, false or no for off", "`make run` prints Dagster's whole event log"

@@ -216,6 +216,9 @@ def pgbouncer_command(server: PostgresServer, port: int) -> list[str]:
         f"listen_addr = {server.host}\nlisten_port = {port}\nunix_socket_dir =\n"
         f"auth_type = scram-sha-256\nauth_file = {users}\npool_mode = session\n"
         "max_client_conn = 400\ndefault_pool_size = 50\nlog_connections = 0\nlog_disconnections = 0\n"
+        # As docker-compose.yml: after PostgreSQL restarted, a pooled backend is checked before a client gets
+        # it, and logging in again is tried every second (not refused for 15 s)
+        "server_check_delay = 0\nserver_login_retry = 1\n"
     )
     for path in (users, config):
         server._chown(path)

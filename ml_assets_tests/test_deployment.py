@@ -789,3 +789,45 @@ def test_mlflow_server_down_fails_trained_model_and_a_retry_succeeds(deployment)
     assert len(versions[new]["aliases"]) == 1
     run = mlflow_get(deployment, "runs/get", run_id=model["mlflow_run_id"])["run"]
     assert run["info"]["status"] == "FINISHED"
+
+
+def test_postgres_restarted_while_best_params_tunes_and_the_month_finishes(deployment):
+    """`pg_ctl stop -m fast`, then start 3 s later, while best_params tunes: optuna lost its connection
+    (StorageInternalError, then its own UnboundLocalError), the run failed with no retry and the trial
+    stayed RUNNING. Now the step is retried once the database answers (ml_assets/outages.py), the trial
+    the restart cut off is FAILED, and the run succeeds without an operator."""
+    import optuna
+    from dagster import DagsterEventType, DagsterRunStatus
+
+    month = "2023-02"
+    with deployment.instance() as instance:
+        deployment.wait_for(lambda: materialized(instance, "best_params", month), f"best_params {month}", 300)
+        deployment.wait_for(
+            lambda: not [r for r in instance.get_runs() if run_status(r) in IN_PROGRESS], "other runs to end", 300
+        )
+        before = snapshot(deployment, instance)
+        tuning = {"ops": {"best_params": {"config": {"n_trials": 1000, "timeout_seconds": 30}}}}
+        run_id = launch(deployment, month, ["best_params"], tuning)
+
+        def trials_logged() -> int:
+            return sum("trial " in (entry.user_message or "") for entry in instance.all_logs(run_id))
+
+        deployment.wait_for(lambda: trials_logged() >= 2, "best_params tuning", 240, poll=0.2)
+        deployment.postgres.stop("fast")
+        time.sleep(3)
+        deployment.postgres.start()
+        deployment.wait_for(lambda: instance.get_run_by_id(run_id).is_finished, "the run to end", 300, poll=1)
+        run = instance.get_run_by_id(run_id)
+        assert run.status == DagsterRunStatus.SUCCESS, deployment.logs(["code-server"])
+        retried = instance.all_logs(run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
+        assert [entry.step_key for entry in retried] == ["best_params"], "the restart did not reach best_params"
+        study = metadata(instance, "best_params", month)["study"]
+        after = snapshot(deployment, instance)
+
+    trials = optuna.load_study(study_name=study, storage=deployment.postgres.url("optuna")).get_trials(deepcopy=False)
+    assert [trial.number for trial in trials if trial.state == optuna.trial.TrialState.RUNNING] == []
+    for key in before["materializations"]:
+        assert key in after["materializations"], f"materialization {key} lost"
+    assert before["versions"] == after["versions"]
+    for name, complete in before["trials"].items():
+        assert after["trials"].get(name, 0) >= complete, f"finished trials of {name} lost"

@@ -15,6 +15,7 @@ from ml_assets.core.features import TEST, TRAIN, VALID, design_matrices
 from ml_assets.core.months import shift_month
 from ml_assets.deploy.executor import group_and_queue
 from ml_assets.keys import BEST_PARAMS, RAW_TRIPS, TRAINING, TRIP_FEATURES
+from ml_assets.outages import waits_out_outages
 from ml_assets.partitions import month_of, monthly_partitions
 from ml_assets.records import latest_metadata, run_is_over
 from ml_assets.resources.compute import ComputeResource
@@ -71,6 +72,7 @@ def _in_time(figures: dict[str, plots.Plot], deadline: float) -> dict[str, plots
     automation_condition=WINDOW_READY,
     code_version=code_version(tuning, model, features),
 )
+@waits_out_outages  # optuna's database restarting: the study goes on once it is back
 def best_params(
     context: AssetExecutionContext,
     config: TuningConfig,

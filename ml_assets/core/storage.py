@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from ml_assets.core import tables
+from ml_assets.core.errors import chain
 
 LOCAL_PROTOCOLS = ("", "file", "local")
 
@@ -118,13 +119,10 @@ _FULL_DISK = ("database or disk is full", "disk I/O error", os.strerror(errno.EN
 
 def out_of_space(error: BaseException) -> bool:
     """Whether `error`, or an error it was raised from or during, says that a disk is full."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if getattr(error, "errno", None) == errno.ENOSPC or any(words in str(error) for words in _FULL_DISK):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
+    return any(
+        getattr(link, "errno", None) == errno.ENOSPC or any(words in str(link) for words in _FULL_DISK)
+        for link in chain(error)
+    )
 
 
 def space_left(folder: str | os.PathLike) -> str:

@@ -20,8 +20,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ml_assets.core import tables
+from ml_assets.core.credentials import mask
+from ml_assets.core.errors import chain
 from ml_assets.core.features import SPLIT, TRAIN, VALID, DesignMatrices
-from ml_assets.core.locks import file_lock, store_lock
+from ml_assets.core.locks import file_lock, sqlite_file, store_lock
 from ml_assets.core.model import best_iteration, best_score, fit, stop_at, training_matrices
 
 TUNING_ROUNDS, TUNING_EARLY_STOP = 600, 30
@@ -33,6 +35,8 @@ MIN_SAMPLE_ROWS = 5_000
 # A trial whose process died (kill -9) stops beating; optuna marks it FAILED once the grace period
 # has passed and re-queues its parameters once, so a plain retry of the month continues the study.
 HEARTBEAT_SECONDS, GRACE_SECONDS = 5, 20
+# How long a study whose storage was lost (a database restart) waits for it before its step fails.
+STORAGE_WAIT_SECONDS = 60
 # Each report is a write to the study's RDB storage: every round would cost more than the round.
 REPORT_EVERY = 10
 
@@ -78,21 +82,104 @@ def suggest_params(trial) -> dict:
     }
 
 
-def study_storage(url: str):
-    """optuna's RDB storage with heartbeats; its tables created once even when two runs start together."""
-    import optuna
+def _failed_trial_callback():
+    """What happens to a trial whose process or storage connection was lost: its parameters are tried once more."""
     from optuna.storages import RetryFailedTrialCallback
+
+    return RetryFailedTrialCallback(max_retry=1)
+
+
+def study_storage(url: str):
+    """optuna's RDB storage with heartbeats; its tables created once even when two runs start together.
+
+    On a database server, a pooled connection is tested before use (pool_pre_ping), so that one the
+    server dropped (a restart) is replaced instead of failing the next trial.
+    """
+    import optuna
 
     def storage():
         return optuna.storages.RDBStorage(
             url,
+            engine_kwargs={} if sqlite_file(url) else {"pool_pre_ping": True},
             heartbeat_interval=HEARTBEAT_SECONDS,
             grace_period=GRACE_SECONDS,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+            failed_trial_callback=_failed_trial_callback(),
         )
 
     with file_lock(store_lock(url, tempfile.gettempdir())):
         return storage()
+
+
+class StorageLost(RuntimeError):
+    """optuna's storage could not be reached during a study (a database restart); the study goes on once it is
+    back, so the step is worth retrying."""
+
+
+def _storage_error(error: BaseException | None) -> BaseException | None:
+    """The storage's own error (optuna's, SQLAlchemy's) that `error` was raised from or during, if any: optuna
+    may fail on its own when the storage goes (an UnboundLocalError of optuna 5.1)."""
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return next((link for link in chain(error) if isinstance(link, StorageInternalError | SQLAlchemyError)), None)
+
+
+def _accepts_connections(storage) -> bool:
+    """Whether the storage's database takes a new connection: a pooled one may still reach a server that is
+    shutting down, and the step must not end (its events are written) before the server is back."""
+    import sqlalchemy
+
+    storage.engine.dispose()
+    try:
+        with storage.engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+    except sqlalchemy.exc.SQLAlchemyError:
+        return False
+    return True
+
+
+def _fail_when_back(study, storage, number: int) -> bool:
+    """Once the storage is back (within STORAGE_WAIT_SECONDS), mark trial `number` FAILED and re-queue its
+    parameters; False if it did not come back (the next run's heartbeat check then fails the trial)."""
+    from optuna.trial import TrialState
+
+    deadline = time.monotonic() + STORAGE_WAIT_SECONDS
+    while True:
+        try:
+            if _accepts_connections(storage):
+                frozen = next(trial for trial in study.get_trials(deepcopy=False) if trial.number == number)
+                if frozen.state == TrialState.RUNNING:
+                    study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
+                    _failed_trial_callback()(study, frozen)
+                return True
+        except Exception as error:
+            if _storage_error(error) is None:
+                return False
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(1)
+
+
+def _optimize(study, storage, objective: Callable, **options) -> None:
+    """`study.optimize`; when the storage is lost midway (optuna then fails with its own errors), the trial it cut
+    off is failed once the storage is back and StorageLost is raised, where the trial stayed RUNNING."""
+    running: list[int] = []
+
+    def tracked(trial) -> float:
+        running[:] = [trial.number]
+        return objective(trial)
+
+    try:
+        study.optimize(tracked, **options)
+    except Exception as error:
+        lost = _storage_error(error)
+        if not running or lost is None:
+            raise
+        failed = "marked FAILED" if _fail_when_back(study, storage, running[0]) else "left to the heartbeat check"
+        said = mask(f"{type(lost).__name__}: {str(lost).splitlines()[0] if str(lost) else ''}")
+        raise StorageLost(
+            f"optuna's storage was lost during trial {running[0]} of {study.study_name} ({said}); the trial is {failed}"
+        ) from error
 
 
 def best_params_of(storage_url: str, study_name: str) -> dict | None:
@@ -185,9 +272,10 @@ def tune(
 
     deadline = time.monotonic() + timeout_seconds
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = study_storage(storage_url)
     study = optuna.create_study(
         study_name=study_name,
-        storage=study_storage(storage_url),
+        storage=storage,
         load_if_exists=True,
         direction="minimize",
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=20),
@@ -227,9 +315,10 @@ def tune(
             )
         )
 
-    study.optimize(objective, n_trials=n_trials, timeout=max(deadline - time.monotonic(), 0), callbacks=[report])
+    timeout = max(deadline - time.monotonic(), 0)
+    _optimize(study, storage, objective, n_trials=n_trials, timeout=timeout, callbacks=[report])
     if _finished(study) == before:  # the setup took the whole budget: one trial, stopped after its first round
-        study.optimize(objective, n_trials=1, callbacks=[report])
+        _optimize(study, storage, objective, n_trials=1, callbacks=[report])
     best = study.best_trial
     return TuningResult(
         params=best.params,
