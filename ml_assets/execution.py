@@ -15,16 +15,18 @@ Kubernetes Job started from the run's pod (deploy/helm/values.yaml).
 from __future__ import annotations
 
 from dagster import ExecutorDefinition, in_process_executor
-from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG
 
 from ml_assets import settings
 
+# The op tag dagster-celery routes a step by (dagster_celery.tags.DAGSTER_CELERY_QUEUE_TAG), spelled
+# out so that the code location loads without the deploy extra, which only ML_ASSETS_EXECUTOR=celery needs.
+CELERY_QUEUE_TAG = "dagster-celery/queue"
 QUEUES = {"ingestion": "ingest", "features": "train", "training": "train", "predictions": "train"}
 
 
 def step_tags(group: str) -> dict[str, str]:
     """Op tags of a step (an asset's or a check's) of `group`: its Celery queue."""
-    return {DAGSTER_CELERY_QUEUE_TAG: QUEUES[group]}
+    return {CELERY_QUEUE_TAG: QUEUES[group]}
 
 
 def in_group(group: str) -> dict:
@@ -47,8 +49,10 @@ def run_executor() -> ExecutorDefinition:
         except ImportError as error:
             raise ImportError("ML_ASSETS_EXECUTOR=k8s needs dagster-k8s: pip install 'ml_assets[k8s]'") from error
         return k8s_job_executor
-    from dagster_celery import celery_executor
-
+    try:
+        from dagster_celery import celery_executor
+    except ImportError as error:
+        raise ImportError("ML_ASSETS_EXECUTOR=celery needs dagster-celery: pip install 'ml_assets[deploy]'") from error
     return celery_executor.configured(
         {"broker": settings.CELERY_BROKER_URL.config_source(), "backend": settings.CELERY_BACKEND_URL.config_source()},
         name="celery",
