@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -293,13 +294,25 @@ def test_dockerfile_copies_what_exists_and_runs_what_the_topology_test_runs():
     assert (["deploy/service.sh"], "/usr/local/bin/ml-assets-service") in copies
     assert json.loads(commands["ENTRYPOINT"]) == ["ml-assets-service"]
     assert json.loads(commands["CMD"])[0] in SERVICES
-    # Dependencies are the project's pins: pyproject.toml with its extras for gs:// storage and steps
-    # as Kubernetes Jobs, nothing installed on the side.
-    pip = [args for keyword, args in instructions if keyword == "RUN" and "pip install" in args]
-    assert pip == ['pip install ".[gcs,k8s]"']
+    # Dependencies are exactly uv.lock with the extras of the production topology, gs:// storage and
+    # steps as Kubernetes Jobs, installed by uv pinned with hashes: the base image's pip resolves nothing.
+    runs = [args for keyword, args in instructions if keyword == "RUN"]
+    assert [args for args in runs if "pip " in args] == [
+        "python -m pip install --no-deps --require-hashes --requirement requirements-uv.txt"
+    ]
+    syncs = [shlex.split(args) for args in runs if args.startswith("uv ")]
+    assert syncs and all(args[:3] == ["uv", "sync", "--frozen"] for args in syncs)
+    for args in syncs:
+        assert {value for option, value in zip(args, args[1:], strict=False) if option == "--extra"} == {
+            "deploy",
+            "gcs",
+            "k8s",
+        }
     package = importlib.metadata.metadata("ml_assets")
-    assert {"gcs", "k8s"} <= set(package.get_all("Provides-Extra"))
-    assert any(pin.startswith("dagster-postgres==") for pin in package.get_all("Requires-Dist"))
+    assert {"deploy", "gcs", "k8s"} <= set(package.get_all("Provides-Extra"))
+    assert any(
+        pin.startswith("dagster-postgres==") and 'extra == "deploy"' in pin for pin in package.get_all("Requires-Dist")
+    )
     # Every path the image's processes read is one it creates or copies.
     instance = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())
     assert instance["run_launcher"]["module"] == "ml_assets.run_launcher"
