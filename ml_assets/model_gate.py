@@ -22,6 +22,7 @@ from ml_assets.core.schema import DURATION
 from ml_assets.execution import step_tags
 from ml_assets.materializations import latest_metadata, run_metadata
 from ml_assets.metadata import model_version_link
+from ml_assets.outages import waits_out_outages
 from ml_assets.partitions import monthly_checks, monthly_partitions
 
 MODEL_GATE = "model_gate"
@@ -33,6 +34,7 @@ class GateConfig(Config):
     )
 
 
+@waits_out_outages
 def _model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_features: pd.DataFrame):
     from ml_assets.core import tracking
     from ml_assets.core.gate import gate_model

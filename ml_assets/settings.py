@@ -35,6 +35,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _whole_seconds(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError
+    return value
+
+
 def _positive_float(raw: str) -> float:
     value = float(raw)
     if not value > 0:
@@ -163,6 +170,7 @@ CELERY_BROKER_URL = Setting("ML_ASSETS_CELERY_BROKER_URL", "redis://localhost:63
 CELERY_BACKEND_URL = Setting(
     "ML_ASSETS_CELERY_BACKEND_URL", "redis://localhost:6379/1", _url, "a Celery result backend URL"
 )
+OUTAGE_SECONDS = Setting("ML_ASSETS_OUTAGE_SECONDS", 3600, _whole_seconds, "whole seconds >= 0")
 MLFLOW_EXPERIMENT = Setting("ML_ASSETS_MLFLOW_EXPERIMENT", "trip_duration", str, "an experiment name")
 
 MIN_ROWS = Setting("ML_ASSETS_MIN_ROWS", _RULES.min_rows, _positive_int, "a whole number of rows >= 1")

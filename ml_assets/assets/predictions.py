@@ -8,6 +8,7 @@ from ml_assets.core.features import FEATURE_INPUTS, derive_features, transform
 from ml_assets.core.schema import DURATION, PICKUP, ZONE_COLUMNS
 from ml_assets.execution import in_group
 from ml_assets.metadata import row_count
+from ml_assets.outages import waits_out_outages
 from ml_assets.partitions import monthly_partitions
 
 # What a reader of the predictions needs beside them: which trip, and what really happened.
@@ -23,6 +24,7 @@ TRIP_COLUMNS = [PICKUP, *ZONE_COLUMNS, "trip_distance", DURATION]
     required_resource_keys={"mlflow"},
     automation_condition=WINDOW_READY,
 )
+@waits_out_outages
 def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.DataFrame) -> pd.DataFrame:
     """Predicted duration of every trip of month M by the champion (after M's own model was judged)."""
     from ml_assets.core import tracking

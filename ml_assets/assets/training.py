@@ -22,6 +22,7 @@ from ml_assets.core.months import shift_month
 from ml_assets.core.training import usable_cores
 from ml_assets.execution import in_group
 from ml_assets.materializations import run_process_alive
+from ml_assets.outages import waits_out_outages
 from ml_assets.partitions import monthly_partitions
 from ml_assets.resources import OptunaStorage
 
@@ -79,6 +80,7 @@ def _threads() -> int:
     io_manager_key="json_io_manager",
     automation_condition=WINDOW_READY,
 )
+@waits_out_outages
 def best_params(
     context: AssetExecutionContext, config: TuningConfig, optuna_storage: OptunaStorage, trip_features: pq.ParquetFile
 ) -> dict:
@@ -133,6 +135,7 @@ def best_params(
     required_resource_keys={"mlflow"},
     automation_condition=WINDOW_READY,
 )
+@waits_out_outages
 def trained_model(
     context: AssetExecutionContext, config: TrainingConfig, trip_features: pd.DataFrame, best_params: dict
 ):
