@@ -30,7 +30,8 @@ if [ ! -f .env ]; then
 fi
 grep -Eq '^POSTGRES_PASSWORD=.+' .env || die "POSTGRES_PASSWORD is empty in .env"
 
-ui_port="$(sed -n 's/^DAGSTER_UI_PORT=//p' .env | tail -n 1)"
-mlflow_port="$(sed -n 's/^MLFLOW_UI_PORT=//p' .env | tail -n 1)"
+# Compose prefers a variable of the environment to the one in .env: so does this message.
+ui_port="${DAGSTER_UI_PORT:-$(sed -n 's/^DAGSTER_UI_PORT=//p' .env | tail -n 1)}"
+mlflow_port="${MLFLOW_UI_PORT:-$(sed -n 's/^MLFLOW_UI_PORT=//p' .env | tail -n 1)}"
 echo "start.sh: Dagster UI http://127.0.0.1:${ui_port:-3000}   MLflow http://127.0.0.1:${mlflow_port:-5000}"
 exec "${compose[@]}" up --build "$@"
