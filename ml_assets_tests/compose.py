@@ -69,6 +69,7 @@ class Stack:
     env: dict[str, str]  # what start.sh and Compose get: project name, ports, the code's settings
     ports: dict[str, int]
     saved_logs: list[str] = field(default_factory=list)  # of containers since removed
+    start_output: str = ""  # what the last start.sh said
 
     @classmethod
     def copy_of_project(cls, workdir: Path, settings: dict[str, str]) -> Stack:
@@ -99,6 +100,11 @@ class Stack:
     @property
     def project(self) -> str:
         return self.env["COMPOSE_PROJECT_NAME"]
+
+    @property
+    def incoming(self) -> Path:
+        """The folder docker-compose.override.yml mounts into the code server and the workers."""
+        return self.workdir / "incoming"
 
     @property
     def mlflow_url(self) -> str:

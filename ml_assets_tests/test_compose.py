@@ -32,7 +32,7 @@ import pytest
 from ml_assets_tests.compose import Stack, docker_missing, upstream_images
 from ml_assets_tests.standins import LABEL, ensure_images, image_labels
 from ml_assets_tests.support import ASSETS, drop_month, wait_until
-from ml_assets_tests.topology import REGISTERED_MODEL, TRAINING_TAG, backfill, launch, stop_sensors
+from ml_assets_tests.topology import REGISTERED_MODEL, TEST_SETTINGS, TRAINING_TAG, backfill, launch, stop_sensors
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(2400)]
 
@@ -40,16 +40,7 @@ MONTHS = ["2023-01", "2023-02", "2023-03", "2023-04"]
 SAMPLE_EVERY = 20
 SERVICES = {"postgres", "pgbouncer", "mlflow", "code_server", "webserver", "daemon", "redis", "worker"}
 # The code's test-sized settings (the rest is .env's, as start.sh made it).
-SETTINGS = {
-    "ML_ASSETS_SOURCE": "/data/incoming",
-    "ML_ASSETS_START_MONTH": MONTHS[0],
-    "ML_ASSETS_TRAINING_MONTHS": "1",
-    "ML_ASSETS_TUNING_TRIALS": "2",
-    "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "10",
-    "ML_ASSETS_SENSOR_INTERVAL_SECONDS": "5",
-    "ML_ASSETS_AUTOMATION_INTERVAL_SECONDS": "5",
-    "MLFLOW_WORKERS": "1",
-}
+SETTINGS = {**TEST_SETTINGS, "ML_ASSETS_SOURCE": "/data/incoming", "MLFLOW_WORKERS": "1"}
 # The README's way to give the code server and the workers a folder of files.
 OVERRIDE = """services:
   code_server:
@@ -75,8 +66,7 @@ def stack(tmp_path_factory):
     work = tmp_path_factory.mktemp("compose") / "project"
     stack = Stack.copy_of_project(work, SETTINGS)
     (work / "docker-compose.override.yml").write_text(OVERRIDE)
-    (work / "incoming").mkdir()
-    stack.incoming = work / "incoming"
+    stack.incoming.mkdir()
     try:
         stack.start_seconds = stack.start()
         print(f"start.sh -d to every service healthy: {stack.start_seconds:.0f} s")

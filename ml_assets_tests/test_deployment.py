@@ -32,6 +32,7 @@ from ml_assets_tests.topology import (
     SERVICE_SH,
     SERVICES,
     TEST_INSTANCE,
+    TEST_SETTINGS,
     TRAINING_TAG,
     Topology,
     graphql,
@@ -48,12 +49,7 @@ IN_PROGRESS = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
 
 # Test-sized budgets and intervals; everything else is the production configuration.
 CODE_ENV = {
-    "ML_ASSETS_START_MONTH": MONTHS[0],
-    "ML_ASSETS_TRAINING_MONTHS": "1",
-    "ML_ASSETS_TUNING_TRIALS": "2",
-    "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "10",
-    "ML_ASSETS_SENSOR_INTERVAL_SECONDS": "5",
-    "ML_ASSETS_AUTOMATION_INTERVAL_SECONDS": "5",
+    **TEST_SETTINGS,
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
