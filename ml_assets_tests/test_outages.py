@@ -52,6 +52,7 @@ def test_errors_of_services_that_cannot_be_reached_are_outages(monkeypatch, dags
 
 def test_data_problems_and_bugs_are_not_outages(tmp_path):
     import mlflow
+    import optuna
 
     rule = RuleResult(rule="row_count", passed=False, message="12 rows, fewer than 1000")
     for error in (
@@ -60,6 +61,7 @@ def test_data_problems_and_bugs_are_not_outages(tmp_path):
         Failure("no `champion` model in the MLflow registry yet"),
         mlflow.exceptions.MlflowException("registry unavailable"),  # the server answered, with an error
         raised(lambda: (tmp_path / "missing").read_bytes()),
+        raised(lambda: optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/no/such/folder/optuna.db")),
         KeyError("rmse"),
     ):
         assert not is_outage(error), error
