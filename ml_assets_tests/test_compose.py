@@ -68,8 +68,7 @@ def stack(tmp_path_factory):
     (work / "docker-compose.override.yml").write_text(OVERRIDE)
     stack.incoming.mkdir()
     try:
-        stack.start_seconds = stack.start()
-        print(f"start.sh -d to every service healthy: {stack.start_seconds:.0f} s")
+        print(f"start.sh -d to every service healthy: {stack.start():.0f} s")
         yield stack
     finally:
         left = stack.remove()
@@ -189,7 +188,7 @@ def test_down_then_up_keeps_runs_assets_and_models(stack):
     stack.saved_logs.append(stack.logs())  # the containers' own logs go with them
     stack.compose("down")
     assert stack.containers() == []
-    stack.start_seconds_again = stack.start("--scale", "worker=2")
+    stack.start("--scale", "worker=2")
     assert len(stack.containers("worker")) == 2
     assert snapshot(stack) == before
 
