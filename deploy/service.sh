@@ -25,7 +25,7 @@ bind="${BIND_HOST:-127.0.0.1}"
 case "$service" in
   code-server)
     # `dagster api grpc`, not the `dagster code-server start` proxy: run monitoring asks this
-    # server which runs it executes (ml_assets/run_launcher.py). Runs are its child processes.
+    # server which runs it executes (ml_assets/deploy/run_launcher.py). Runs are its child processes.
     exec dagster api grpc --host "$bind" --port "${DAGSTER_CODE_SERVER_PORT:-4000}" \
       --module-name ml_assets.definitions --location-name ml_assets "$@"
     ;;

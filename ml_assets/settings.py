@@ -329,8 +329,9 @@ OUTAGE_SECONDS = Setting(
     3600,
     _whole_seconds,
     "whole seconds >= 0",
-    "how long best_params waits out optuna's database when it cannot reach it (a restart), retried after 5 s, "
-    "doubling up to 5 min apart, before it fails; `0`: fail at once",
+    "how long best_params, trained_model, model_gate, predictions and model_performance wait out an MLflow server "
+    "or database they cannot reach (retried after 5 s, doubling up to 5 min apart) before they fail; `0`: fail at "
+    "once",
 )
 VERBOSE = Setting(
     "VERBOSE", False, _flag, "any value; 0, false or no for off", "`make run` prints Dagster's whole event log"

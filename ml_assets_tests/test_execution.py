@@ -33,7 +33,7 @@ def test_every_step_goes_to_the_queue_of_its_group():
 def test_executor_is_in_process_unless_celery_is_chosen_and_workers_read_the_same_redis(monkeypatch):
     from dagster_celery.cli import get_validated_config
 
-    from ml_assets.deploy.executor import run_executor
+    from ml_assets.deploy.executor import WAIT_FOR_REDIS, run_executor
 
     monkeypatch.delenv("ML_ASSETS_EXECUTOR", raising=False)
     assert run_executor().name == "in_process"
@@ -48,6 +48,13 @@ def test_executor_is_in_process_unless_celery_is_chosen_and_workers_read_the_sam
     assert (runs["broker"], runs["backend"]) == (workers["broker"], workers["backend"])
     assert runs["broker"] == "redis://broker.example:6379/0"
     assert workers["config_source"]["task_acks_late"] is True
+    # Runs and workers alike wait for Redis while it is down (ml_assets.deploy.executor.WAIT_FOR_REDIS); only
+    # runs publish tasks.
+    assert runs["config_source"] == WAIT_FOR_REDIS
+    for key, value in WAIT_FOR_REDIS.items():
+        if key != "task_publish_retry_policy":
+            given = workers["config_source"][key]
+            assert ({name: given[name] for name in value} if isinstance(value, dict) else given) == value, key
 
 
 @pytest.mark.process

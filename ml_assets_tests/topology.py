@@ -58,6 +58,16 @@ TEST_INSTANCE = {
     "run_monitoring": {"poll_interval_seconds": 2},
     "run_coordinator": {"config": {"dequeue_interval_seconds": 1}},
 }
+# The code's test-sized settings for a deployment under test (real TLC months from 2023-01, one month
+# of training, a short study, sensor and automation every 5 s); everything else is production's.
+TEST_SETTINGS = {
+    "ML_ASSETS_START_MONTH": "2023-01",
+    "ML_ASSETS_TRAINING_MONTHS": "1",
+    "ML_ASSETS_TUNING_TRIALS": "2",
+    "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "10",
+    "ML_ASSETS_SENSOR_INTERVAL_SECONDS": "5",
+    "ML_ASSETS_AUTOMATION_INTERVAL_SECONDS": "5",
+}
 REGISTERED_MODEL = "trip_duration_xgboost"
 REPOSITORY = {"repositoryLocationName": "ml_assets", "repositoryName": "__repository__"}
 TRAINING_TAG = ("ml_assets/stage", "training")  # deploy/dagster.yaml's tag limit: one training run at a time

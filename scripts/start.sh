@@ -41,7 +41,8 @@ for secret in MLFLOW_AUTH_ADMIN_PASSWORD MLFLOW_TRACKING_PASSWORD MLFLOW_FLASK_S
   fi
 done
 
-ui_port="$(sed -n 's/^DAGSTER_UI_PORT=//p' .env | tail -n 1)"
-mlflow_port="$(sed -n 's/^MLFLOW_UI_PORT=//p' .env | tail -n 1)"
+# Compose prefers a variable of the environment to the one in .env: so does this message.
+ui_port="${DAGSTER_UI_PORT:-$(sed -n 's/^DAGSTER_UI_PORT=//p' .env | tail -n 1)}"
+mlflow_port="${MLFLOW_UI_PORT:-$(sed -n 's/^MLFLOW_UI_PORT=//p' .env | tail -n 1)}"
 echo "start.sh: Dagster UI http://127.0.0.1:${ui_port:-3000}   MLflow http://127.0.0.1:${mlflow_port:-5000}"
 exec "${compose[@]}" up --build "$@"

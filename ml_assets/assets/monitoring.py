@@ -31,6 +31,7 @@ from ml_assets.core.features import FEATURE_INPUTS
 from ml_assets.core.performance import champion_on_month, decayed, score_versions
 from ml_assets.deploy.executor import group_and_queue
 from ml_assets.keys import CLEANED_TRIPS, MODEL_PERFORMANCE, MONITORING
+from ml_assets.outages import waits_out_outages
 from ml_assets.partitions import month_of, monthly_partitions, partitioned_checks
 from ml_assets.ui_metadata import plot_metadata, row_count_entry
 
@@ -97,6 +98,7 @@ def model_performance():
         automation_condition=MONTH_INGESTED,
         code_version=code_version(performance),
     )
+    @waits_out_outages
     def model_performance(context: AssetExecutionContext, config: PerformanceConfig, cleaned_trips: pd.DataFrame):
         """Each registered version tested before month M: its realized RMSE on M beside its test RMSE."""
         from ml_assets.core import tracking

@@ -10,6 +10,7 @@ from ml_assets.core.features import FEATURE_INPUTS, derive_features, transform
 from ml_assets.core.schema import DURATION, PICKUP, ZONE_COLUMNS
 from ml_assets.deploy.executor import group_and_queue
 from ml_assets.keys import CLEANED_TRIPS, PREDICTION, TRAINED_MODEL
+from ml_assets.outages import waits_out_outages
 from ml_assets.partitions import month_of, monthly_partitions
 from ml_assets.ui_metadata import row_count_entry
 
@@ -31,6 +32,7 @@ TRIP_COLUMNS = [PICKUP, *ZONE_COLUMNS, "trip_distance", DURATION]
     automation_condition=PREDICTIONS_READY,
     code_version=code_version(features, model),
 )
+@waits_out_outages
 def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.DataFrame) -> pd.DataFrame:
     """Predicted duration of every trip of month M by the champion (after M's own model was judged)."""
     from ml_assets.core import tracking

@@ -134,6 +134,7 @@ def best_params(
     automation_condition=WINDOW_READY,
     code_version=code_version(training, model, features),
 )
+@waits_out_outages
 def trained_model(
     context: AssetExecutionContext, config: TrainingConfig, trip_features: pd.DataFrame, best_params: dict
 ):

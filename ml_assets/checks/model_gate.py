@@ -20,6 +20,7 @@ from pydantic import Field
 from ml_assets.core.gate import CHAMPION_TOLERANCE
 from ml_assets.deploy.executor import step_tags
 from ml_assets.keys import TRAINED_MODEL, TRAINING, TRIP_FEATURES
+from ml_assets.outages import waits_out_outages
 from ml_assets.partitions import month_of, monthly_partitions, partitioned_checks
 from ml_assets.records import latest_metadata, run_metadata
 from ml_assets.ui_metadata import model_version_link
@@ -33,6 +34,7 @@ class GateConfig(Config):
     )
 
 
+@waits_out_outages
 def _model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_features: pd.DataFrame):
     from ml_assets.core import tracking
     from ml_assets.core.gate import gate_model

@@ -19,11 +19,12 @@ OUTAGE_ERRORS = {
     ("requests", "ConnectionError"),  # MLflow's HTTP client
     ("requests", "Timeout"),
     ("requests", "RetryError"),  # the server answered 5xx until MLflow's client gave up
-    ("sqlalchemy", "OperationalError"),  # optuna's and MLflow's stores: server down, connection lost
-    ("sqlalchemy", "InterfaceError"),
-    ("sqlalchemy", "DisconnectionError"),
+    # PostgreSQL (optuna's studies) down, restarting or gone mid-query, as SQLAlchemy raises it from the
+    # driver's error; not SQLAlchemy's OperationalError as such, which sqlite also raises for a missing
+    # table or an unreadable file (make run's stores), where waiting would not help.
     ("psycopg2", "OperationalError"),
     ("psycopg2", "InterfaceError"),
+    ("sqlalchemy", "DisconnectionError"),
 }
 
 

@@ -13,8 +13,21 @@ from dagster import ExecutorDefinition, in_process_executor
 from ml_assets import settings
 from ml_assets.keys import QUEUES
 
-# dagster_celery.tags.DAGSTER_CELERY_QUEUE_TAG, written out so that the code location loads without dagster-celery.
+# The op tag dagster-celery routes a step by (dagster_celery.tags.DAGSTER_CELERY_QUEUE_TAG), spelled
+# out so that the code location loads without the deploy extra, which only ML_ASSETS_EXECUTOR=celery needs.
 CELERY_QUEUE_TAG = "dagster-celery/queue"
+# Redis (broker and result backend) unreachable: a run waits for it, trying again every few seconds,
+# instead of failing: publishing a step, connecting, and reading results never give up (Celery's
+# defaults give up within seconds). A waiting run is still bounded by run monitoring's max runtime
+# (deploy/dagster.yaml). deploy/celery.yaml gives the workers the same, so a step that ends while
+# Redis is down keeps its result.
+_UNTIL_REDIS_ANSWERS = {"max_retries": None, "interval_start": 1, "interval_step": 2, "interval_max": 10}
+WAIT_FOR_REDIS = {
+    "broker_transport_options": {**_UNTIL_REDIS_ANSWERS, "connect_retries_timeout": None},
+    "task_publish_retry_policy": _UNTIL_REDIS_ANSWERS,
+    "result_backend_always_retry": True,
+    "result_backend_transport_options": {"retry_policy": _UNTIL_REDIS_ANSWERS},
+}
 
 
 def step_tags(group: str) -> dict[str, str]:
@@ -42,12 +55,15 @@ def run_executor() -> ExecutorDefinition:
         except ImportError as error:
             raise ImportError("ML_ASSETS_EXECUTOR=k8s needs dagster-k8s: pip install 'ml_assets[k8s]'") from error
         return k8s_job_executor
-    from dagster_celery import celery_executor
-
+    try:
+        from dagster_celery import celery_executor
+    except ImportError as error:
+        raise ImportError("ML_ASSETS_EXECUTOR=celery needs dagster-celery: pip install 'ml_assets[deploy]'") from error
     return celery_executor.configured(
         {
             "broker": settings.CELERY_BROKER_URL.resource_value(old_style=True),
             "backend": settings.CELERY_BACKEND_URL.resource_value(old_style=True),
+            "config_source": WAIT_FOR_REDIS,
         },
         name="celery",
     )

@@ -1,0 +1,28 @@
+#!/bin/sh
+# edoburu/pgbouncer's entry point, as far as docker-compose.yml uses it: pgbouncer.ini and the user
+# list written from DB_HOST, DB_PORT, DB_USER, DB_PASSWORD, AUTH_TYPE, POOL_MODE, LISTEN_PORT,
+# MAX_CLIENT_CONN, DEFAULT_POOL_SIZE, LOG_CONNECTIONS and LOG_DISCONNECTIONS. The password is
+# written to the user list only (mode 0600), never to the log.
+set -eu
+umask 077
+cat > /etc/pgbouncer/userlist.txt <<USERS
+"${DB_USER:?}" "${DB_PASSWORD:?}"
+USERS
+cat > /etc/pgbouncer/pgbouncer.ini <<INI
+[databases]
+* = host=${DB_HOST:?} port=${DB_PORT:-5432}
+
+[pgbouncer]
+listen_addr = 0.0.0.0
+listen_port = ${LISTEN_PORT:-5432}
+unix_socket_dir =
+auth_type = ${AUTH_TYPE:-md5}
+auth_file = /etc/pgbouncer/userlist.txt
+pool_mode = ${POOL_MODE:-session}
+max_client_conn = ${MAX_CLIENT_CONN:-100}
+default_pool_size = ${DEFAULT_POOL_SIZE:-20}
+log_connections = ${LOG_CONNECTIONS:-1}
+log_disconnections = ${LOG_DISCONNECTIONS:-1}
+ignore_startup_parameters = extra_float_digits
+INI
+exec "$@"
