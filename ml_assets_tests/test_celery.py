@@ -170,8 +170,11 @@ def worker_names(workers: list[str]) -> set[str]:
 
 
 def registered_models(tracking_uri: str) -> dict[str, dict]:
-    """Version -> month, aliases, and the params and metrics of the MLflow run it was registered from."""
+    """Version -> month, aliases, and the params and metrics of the MLflow run it was registered from: what
+    training logged, not the realized RMSE that model_performance (in neither job) adds on later months."""
     from mlflow import MlflowClient
+
+    from ml_assets.core.tracking import REALIZED_RMSE
 
     client = MlflowClient(tracking_uri)
     models = {}
@@ -181,7 +184,7 @@ def registered_models(tracking_uri: str) -> dict[str, dict]:
             "month": run.data.tags["partition"],
             "aliases": record["aliases"],
             "params": run.data.params,
-            "metrics": run.data.metrics,
+            "metrics": {name: value for name, value in run.data.metrics.items() if name != REALIZED_RMSE},
         }
     return models
 

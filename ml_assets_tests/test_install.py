@@ -9,8 +9,12 @@ import importlib.metadata
 import shutil
 import subprocess
 
+import pytest
+
 from ml_assets_tests.support import BIN, ROOT
 from ml_assets_tests.topology import clean_environ
+
+pytestmark = pytest.mark.process  # uv, and make run on a new virtual environment
 
 # Distributions that only an extra brings (checked below against the package's own metadata).
 EXTRAS_ONLY = ["dagster-celery", "celery", "dagster-postgres", "psycopg2-binary", "s3fs", "boto3", "gcsfs"]

@@ -31,6 +31,7 @@ ASSETS = {  # asset -> file suffix
     "best_params": "json",
     "trained_model": "ubj",
     "trip_duration_predictions": "parquet",
+    "model_performance": "parquet",
 }
 INGESTION = ("raw_trips", "cleaned_trips")
 # Where values are stored is what counts here, not the model: the smallest budgets.
