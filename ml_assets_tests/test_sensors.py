@@ -229,13 +229,16 @@ def test_training_waits_for_the_whole_window(instance, files, monkeypatch):
     result = evaluate_automation_conditions(defs=defs, instance=instance)
     assert result.total_requested == 0
 
+    def requested_but_monitoring(result) -> int:  # model_performance scores a month as soon as it is in
+        return result.total_requested - len(requested(result, "model_performance"))
+
     ingest_month("2021-03")  # the window of 2021-03 is 2021-01..2021-03 (nothing exists before 2021-01)
     result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
-    assert result.total_requested == 0
+    assert requested_but_monitoring(result) == 0
 
     ingest_month("2021-02")
     result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
-    assert result.total_requested == 0  # 2021-02 and 2021-03 both still wait for 2021-01
+    assert requested_but_monitoring(result) == 0  # 2021-02 and 2021-03 both still wait for 2021-01
 
     ingest_month("2021-01")
     result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
