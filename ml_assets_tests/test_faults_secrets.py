@@ -91,6 +91,7 @@ def test_no_password_of_a_uri_is_recorded_or_printed(servers, tmp_path, monkeypa
         "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "10",
         "MLFLOW_TRACKING_URI": f"http://alice:{users.pipeline_password}@127.0.0.1:{mlflow.port}",
         "ML_ASSETS_OPTUNA_STORAGE": postgres.url("optuna"),
+        "ML_ASSETS_OUTAGE_SECONDS": "0",  # MLflow down: fail at once instead of waiting it out
     }.items():
         monkeypatch.setenv(name, value)
     passwords = [users.pipeline_password, postgres.password]
