@@ -24,7 +24,7 @@ from ml_assets.records import latest_metadata
 from ml_assets.resources.trip_source import TripSourceResource
 from ml_assets.runner import __main__ as runner
 from ml_assets.runner.runs import materialize_month
-from ml_assets_tests.support import TLC_DATA, replace_column, start_writer
+from ml_assets_tests.support import TLC_DATA, free_port, replace_column, start_writer
 
 INGESTION = ["raw_trips", "cleaned_trips"]
 LAST_PARTITION = monthly_partitions.get_last_partition_key()
@@ -170,6 +170,14 @@ def test_a_source_folder_not_there_yet_is_said_at_load_and_in_each_skipped_tick(
     folder.mkdir()
     shutil.copy(TLC_DATA / "green_tripdata_2021-01.parquet", folder)
     assert [request.partition_key for request in sensor_tick(instance, source).run_requests] == ["2021-01"]
+
+
+def test_the_sensor_shows_no_password_of_the_tlc_url(instance, tmp_path):
+    """A TLC mirror behind a login, unreachable: the skip reason names it with the password masked."""
+    url = f"http://alice:PASSWORD@127.0.0.1:{free_port()}/trip-data"  # nothing listens there
+    result = sensor_tick(instance, TripSourceResource(kind="tlc", tlc_url=url, cache_dir=str(tmp_path)))
+    assert isinstance(result, SkipReason) and "PASSWORD" not in result.skip_message
+    assert f"tlc {url.replace('PASSWORD', '***')} is unreachable" in result.skip_message
 
 
 def test_the_sensor_requests_a_month_whose_file_is_not_parquet(instance, tmp_path):
