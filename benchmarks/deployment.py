@@ -68,20 +68,11 @@ def parse_args() -> argparse.Namespace:
         "(production defaults 300 and 30)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 trials, one launched month a side")
-    parser.add_argument(
-        "--report",
-        type=Path,
-        help=f"page whose `deployment` section is replaced (default {report.PATH.relative_to(report.ROOT)}; "
-        "none with --quick)",
-    )
-    parser.add_argument("--no-report", action="store_true", help="print the figures only")
+    report.add_arguments(parser, "`deployment` section is")
     args = parser.parse_args()
     if args.quick:
         args.trials, args.repeat = 3, 1
-    if args.no_report or (args.quick and args.report is None):
-        args.report = None
-    else:
-        args.report = args.report or report.PATH
+    args.report = report.destination(args)
     return args
 
 

@@ -114,3 +114,20 @@ def write_section(name: str, text: str, path: Path = PATH) -> None:
     staged.write_text(replace_section(page, name, text))
     os.replace(staged, path)  # an interrupted benchmark never leaves half a page
     print(f"   (written to {path}, section {name})")
+
+
+def add_arguments(parser, sections: str) -> None:
+    """--quick, --report and --no-report; `destination` reads them back."""
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help=f"page whose {sections} replaced (default {PATH.relative_to(ROOT)}; none with --quick)",
+    )
+    parser.add_argument("--no-report", action="store_true", help="print the figures only")
+
+
+def destination(args) -> Path | None:
+    """Where the figures go: --report, else the benchmarks page, nowhere with --no-report or a bare --quick."""
+    if args.no_report or (args.quick and args.report is None):
+        return None
+    return args.report or PATH

@@ -83,18 +83,9 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="smoke run: 2023-06 only, 3 trials, 2 pairs, 100 course rounds (figures not comparable)",
     )
-    parser.add_argument(
-        "--report",
-        type=Path,
-        help=f"page whose phase sections are replaced (default {report.PATH.relative_to(report.ROOT)}; "
-        "none with --quick)",
-    )
-    parser.add_argument("--no-report", action="store_true", help="print the figures only")
+    report.add_arguments(parser, "phase sections are")
     args = parser.parse_args()
-    if args.no_report or (args.quick and args.report is None):
-        args.report = None
-    else:
-        args.report = args.report or report.PATH
+    args.report = report.destination(args)
     args.months = args.months or (["2023-06"] if args.quick else [LONG_STUDY_MONTH, "2023-06"])
     args.trials = args.trials or (3 if args.quick else 10)
     args.repeat = args.repeat or (2 if args.quick else 5)
