@@ -24,6 +24,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from base64 import b64encode
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,10 +111,9 @@ class Stack:
     def mlflow_url(self) -> str:
         return self.env["ML_ASSETS_MLFLOW_UI_URL"]
 
-    def password(self) -> str:
-        (line,) = [
-            line for line in (self.workdir / ".env").read_text().splitlines() if line.startswith("POSTGRES_PASSWORD=")
-        ]
+    def dotenv(self, name: str) -> str:
+        """A variable of the project's .env, where scripts/start.sh writes the passwords it generates."""
+        (line,) = [line for line in (self.workdir / ".env").read_text().splitlines() if line.startswith(f"{name}=")]
         return line.split("=", 1)[1]
 
     # ----- life cycle
@@ -215,8 +215,11 @@ class Stack:
         return graphql(self)._execute(query, variables or {})
 
     def mlflow(self, endpoint: str, **params) -> dict:
+        """MLflow's REST API, logged in as the pipeline's user (the server runs MLflow's basic-auth app)."""
         url = f"{self.mlflow_url}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(params)}"
-        with urllib.request.urlopen(url, timeout=30) as response:
+        login = f"{self.dotenv('MLFLOW_TRACKING_USERNAME')}:{self.dotenv('MLFLOW_TRACKING_PASSWORD')}"
+        request = urllib.request.Request(url, headers={"Authorization": f"Basic {b64encode(login.encode()).decode()}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
             return json.load(response)
 
     def start_sensors(self) -> None:

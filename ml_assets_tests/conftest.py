@@ -6,6 +6,7 @@ import contextlib
 import copy
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,16 @@ def _temporary_files_in_memory(shm: Path = Path("/dev/shm"), room: int = 4 * 2**
 
 
 _temporary_files_in_memory()
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri_restored() -> Iterator[None]:
+    """mlflow.set_tracking_uri (the tracking resource calls it in the test's process) also writes
+    MLFLOW_TRACKING_URI into os.environ, where the next test's subprocesses would find this test's store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if "mlflow" in sys.modules and os.environ.get("MLFLOW_TRACKING_URI") != before:
+        sys.modules["mlflow"].set_tracking_uri(before)
 
 
 @pytest.fixture(scope="session")
