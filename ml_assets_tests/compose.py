@@ -182,9 +182,9 @@ class Stack:
         os.kill(container["pid"], signal.SIGKILL)
         return container
 
-    def logs(self) -> str:
-        """Every container's output (stdout and stderr) since it was created."""
-        return self.compose("logs", "--no-color", "--timestamps").stdout
+    def logs(self, *services: str) -> str:
+        """The services' (default: every) containers' output, stdout and stderr, since they were created."""
+        return self.compose("logs", "--no-color", "--timestamps", *services).stdout
 
     def remove(self) -> dict[str, list[str]]:
         """`down --volumes`; what is still left of the project afterwards (containers, networks, volumes)."""
@@ -215,12 +215,15 @@ class Stack:
         return graphql(self)._execute(query, variables or {})
 
     def mlflow(self, endpoint: str, **params) -> dict:
-        """MLflow's REST API, logged in as the pipeline's user (the server runs MLflow's basic-auth app)."""
-        url = f"{self.mlflow_url}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(params)}"
-        login = f"{self.dotenv('MLFLOW_TRACKING_USERNAME')}:{self.dotenv('MLFLOW_TRACKING_PASSWORD')}"
-        request = urllib.request.Request(url, headers={"Authorization": f"Basic {b64encode(login.encode()).decode()}"})
-        with urllib.request.urlopen(request, timeout=30) as response:
+        """MLflow's REST API."""
+        with self.mlflow_get(f"/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(params)}") as response:
             return json.load(response)
+
+    def mlflow_get(self, path: str):
+        """A page of the MLflow server, logged in as the pipeline's user (the server runs MLflow's basic-auth app)."""
+        login = f"{self.dotenv('MLFLOW_TRACKING_USERNAME')}:{self.dotenv('MLFLOW_TRACKING_PASSWORD')}"
+        headers = {"Authorization": f"Basic {b64encode(login.encode()).decode()}"}
+        return urllib.request.urlopen(urllib.request.Request(self.mlflow_url + path, headers=headers), timeout=30)
 
     def start_sensors(self) -> None:
         for name in ("new_month_sensor", "training_automation_sensor"):
