@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import mlflow
@@ -161,10 +162,15 @@ KILLS = {
 
 @pytest.mark.process
 @pytest.mark.parametrize("moment", KILLS)
-def test_kill_9_leaves_nothing_a_retry_does_not_clean(moment, ingested, dagster_home):
+def test_kill_9_leaves_nothing_a_retry_does_not_clean(moment, ingested, dagster_home, monkeypatch):
     killed = run_month_in_subprocess(KILLS[moment])
     assert killed.returncode == -9, killed.stderr[-3000:]
     assert champion_version(dagster_home) is None
+    # The retry's tuning fails the killed trial once its heartbeat is older than the grace period: short
+    # here, as in the killed run, and past, however fast the retry reaches tuning.
+    monkeypatch.setattr(tuning, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(tuning, "GRACE_SECONDS", 2)
+    time.sleep(3)
 
     (dead,) = ingested.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED]))
     retry = materialize_month(ingested, MONTH, run_config=FAST_CONFIG)
