@@ -10,7 +10,7 @@ from pydantic import Field
 from ml_assets import settings, ui_metadata
 from ml_assets.automation.conditions import WINDOW_READY
 from ml_assets.code_versions import code_version
-from ml_assets.core import features, model, plots, training, tuning
+from ml_assets.core import features, model, pair_stats, plots, training, tuning
 from ml_assets.core.features import TEST, TRAIN, VALID, design_matrices
 from ml_assets.core.months import shift_month
 from ml_assets.deploy.executor import group_and_queue
@@ -70,7 +70,7 @@ def _in_time(figures: dict[str, plots.Plot], deadline: float) -> dict[str, plots
     io_manager_key="json_io_manager",
     ins={"trip_features": AssetIn(TRIP_FEATURES)},
     automation_condition=WINDOW_READY,
-    code_version=code_version(tuning, model, features),
+    code_version=code_version(tuning, model, features, pair_stats),
 )
 @waits_out_outages  # optuna's database restarting: the study goes on once it is back
 def best_params(
@@ -132,7 +132,7 @@ def best_params(
     ins={"trip_features": AssetIn(TRIP_FEATURES), "best_params": AssetIn(BEST_PARAMS)},
     required_resource_keys={"mlflow", "compute"},
     automation_condition=WINDOW_READY,
-    code_version=code_version(training, model, features),
+    code_version=code_version(training, model, features, pair_stats),
 )
 @waits_out_outages
 def trained_model(
@@ -196,7 +196,13 @@ def trained_model(
             threads=threads,
         )
         logged = tracking.log_trained_model(
-            params={**best_params, **config.model_dump(), "feature_set": data.encoder["feature_set"]},
+            params={
+                **best_params,
+                **config.model_dump(),
+                **trip_features.attrs.get("feature_config", {}),
+                "feature_set": data.encoder["feature_set"],
+                "window_months": len(training_months),
+            },
             metrics={**metrics, "best_iteration": best_iteration},
             trained=trained.model,
             encoder=data.encoder,

@@ -15,6 +15,15 @@ from ml_assets.core.features import TRAIN, VALID, DesignMatrices
 
 # Fixed settings; optuna tunes the rest (see ml_assets.core.tuning).
 BASE_PARAMS = {"objective": "reg:squarederror", "eval_metric": "rmse", "tree_method": "hist", "max_cat_to_onehot": 1}
+# A regularised model whose validation score carries to the next month: every study tries it first, so what
+# tuning picks is never worse than it on the holdout.
+DEFAULT_PARAMS = {
+    "max_depth": 8,
+    "learning_rate": 0.05,
+    "min_child_weight": 20.0,
+    "subsample": 0.8,
+    "colsample_bytree": 0.8,
+}
 FORMAT = "ubj"  # XGBoost's own binary JSON: portable across versions, unlike pickle
 
 
@@ -49,7 +58,10 @@ def training_matrices(data: DesignMatrices, threads: int | None = None):
     import xgboost as xgb
 
     categorical = isinstance(data.X[TRAIN], pd.DataFrame)
-    dtrain = xgb.QuantileDMatrix(data.X[TRAIN], data.y[TRAIN], enable_categorical=categorical, nthread=threads)
+    weight = (data.w or {}).get(TRAIN)  # recency weights of the training rows; the holdout is scored unweighted
+    dtrain = xgb.QuantileDMatrix(
+        data.X[TRAIN], data.y[TRAIN], weight=weight, enable_categorical=categorical, nthread=threads
+    )
     dvalid = xgb.QuantileDMatrix(
         data.X[VALID], data.y[VALID], enable_categorical=categorical, nthread=threads, ref=dtrain
     )
