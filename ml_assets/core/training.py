@@ -61,7 +61,7 @@ class TrainedModel:
     model: object
     data: DesignMatrices
     predicted: np.ndarray  # on the test month
-    metrics: dict[str, float]  # rmse, mae, baseline_rmse, and champion_rmse when there is a champion
+    metrics: dict[str, float]  # rmse, mae, valid_rmse, baseline_rmse, and champion_rmse when there is a champion
 
 
 def train_and_evaluate(
@@ -85,4 +85,5 @@ def train_and_evaluate(
         metrics["champion_rmse"] = against
     fitted = model.fit(data, params, num_boost_round, early_stopping_rounds, threads, callbacks)
     predicted = model.predict(fitted, data.X[TEST])
+    metrics["valid_rmse"] = model.best_score(fitted)  # on the holdout, the newest days of the window
     return TrainedModel(fitted, data, predicted, {**regression_metrics(data.y[TEST], predicted), **metrics})
