@@ -2,7 +2,10 @@
 
 1. The course split (train 2021-01, test 2021-02): the course's XGBoost, its LinearRegression,
    and ours (the Dagster graph with default config).
-2. 2023 months, each trained on up to 3 earlier months: ours against the LinearRegression baseline.
+2. 2023 months, each trained on the months before it (the default window): ours against the figure before
+   issue 18 and the LinearRegression baseline, with validation beside test RMSE.
+2b. Ablation: each ingredient of the `rich` feature set, the window and the recency weight, on the 2023
+   months, with fixed params (benchmarks.ablation).
 3. Wall time per step and peak memory of the one-month run.
 4. Orchestration overhead: `dagster asset materialize` against the same work in plain Python.
 5-8. Large months, time budgets, backfills, the tuning budget against a long study (benchmarks.scale).
@@ -41,8 +44,8 @@ from benchmarks.harness import (
 from benchmarks.report import MISSING, table
 
 MONTHS_2023 = ["2023-02", "2023-03", "2023-04", "2023-05", "2023-06"]
-# --only's names: phases 1 and 3 (course), 2 (months), 4, 5-6 (sizes), 7, 8.
-PHASES = ["course", "months", "overhead", "sizes", "backfill", "long", "monitoring"]
+# --only's names: phases 1 and 3 (course), 2 (months), 2b (ablation), 4, 5-6 (sizes), 7, 8.
+PHASES = ["course", "months", "ablation", "overhead", "sizes", "backfill", "long", "monitoring"]
 MONITORED_VERSIONS = 12
 LONG_STUDY_MONTH = "2023-04"
 TARGET_RMSE, TARGET_RATIO = 5.7, 1.15
@@ -196,6 +199,46 @@ def _cli_result(home: Path) -> dict:
         _, model = latest_materialization(instance, "trained_model")
         run_id, params = latest_materialization(instance, "best_params")
         return {"rmse": model["rmse"], "trials_run": params["trials_run"], "steps": step_seconds(instance, run_id)}
+
+
+def ablation(workdir: Path, data: Path, months: list[str]) -> dict:
+    """Phase 2b, Dagster-free."""
+    state = fresh_home(workdir, "ablation")
+    measured, result = run_module(
+        "benchmarks.ablation", ["--data", str(data), "--months", *months], child_env(state, data, "2023-01"), state
+    )
+    return {**result, "others_cpu": measured.others_cpu_seconds}
+
+
+def md_ablation(result: dict, months: list[str]) -> list[str]:
+    rows = []
+    for name, by_month in result["variants"].items():
+        cells = []
+        for month in months:
+            figures = by_month.get(month)
+            if figures is None:
+                cells += [MISSING, MISSING]
+                continue
+            same = " (as above: no longer window in the data)" if figures.get("same_as_shorter_window") else ""
+            cells += [f"{figures['valid_rmse']:.3f}", f"{figures['test_rmse']:.3f}{same}"]
+        rows.append((name, *cells))
+    headers = ["variant", *(f"{month} {kind}" for month in months for kind in ("valid", "test"))]
+    params = ", ".join(f"{k} {v:g}" for k, v in result["params"].items())
+    return [
+        "Each row adds one thing to the row above; fixed params (`DEFAULT_PARAMS`: "
+        f"{params}), no tuning; *valid*: RMSE on the window's newest 7 days (which also stop the boosting), "
+        "*test*: the month itself. Windows start at 2023-01, so 2023-04 has three months at most.",
+        table(headers, rows),
+    ]
+
+
+def print_ablation(result: dict, months: list[str]) -> None:
+    print("\n2b. Ablation (fixed params; valid / test RMSE)")
+    for name, by_month in result["variants"].items():
+        cells = " ".join(
+            f"{by_month[m]['valid_rmse']:.3f}/{by_month[m]['test_rmse']:.3f}" if m in by_month else "-" for m in months
+        )
+        print(f"   {name:55} {cells}")
 
 
 def monitoring(workdir: Path, versions: int) -> dict:
@@ -507,6 +550,16 @@ def run_phases(workdir: Path, args: argparse.Namespace, phases: list[str]) -> di
         results["months"] = months["months"]
         print_months(results["months"])
         write(args, "months", "2. 2023 months (`months`)", months["others_cpu"], md_months(results["months"]))
+    if "ablation" in phases:
+        ablated = results["ablation"] = ablation(workdir, args.data, args.months)
+        print_ablation(ablated, args.months)
+        write(
+            args,
+            "ablation",
+            "2b. Ablation: what each ingredient does (`ablation`)",
+            ablated["others_cpu"],
+            md_ablation(ablated, args.months),
+        )
     if "overhead" in phases:
         over = results["over"] = overhead(workdir, args.data, args.trials, args.repeat)
         print_overhead(over, args.trials, args.repeat)

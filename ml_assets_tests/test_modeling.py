@@ -79,13 +79,12 @@ def test_study_continues_and_tries_the_defaults_and_the_warm_start_first(tmp_pat
     data = design_matrices(sample)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     warm = {
-        "max_depth": 5,
-        "learning_rate": 0.2,
-        "min_child_weight": 2.0,
-        "subsample": 0.9,
-        "colsample_bytree": 0.9,
-        "reg_lambda": 1.0,
-        "reg_alpha": 0.01,
+        "max_depth": 7,
+        "learning_rate": 0.08,
+        "min_child_weight": 30.0,
+        "subsample": 0.7,
+        "colsample_bytree": 0.7,
+        "reg_lambda": 2.0,
     }
     logged = []
     first = tune(data, storage, "s", n_trials=2, timeout_seconds=60, warm_start=warm, progress=logged.append)

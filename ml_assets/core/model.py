@@ -23,6 +23,7 @@ DEFAULT_PARAMS = {
     "min_child_weight": 20.0,
     "subsample": 0.8,
     "colsample_bytree": 0.8,
+    "reg_lambda": 1.0,  # XGBoost's own default, named: the search space tunes it
 }
 FORMAT = "ubj"  # XGBoost's own binary JSON: portable across versions, unlike pickle
 
