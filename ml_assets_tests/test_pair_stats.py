@@ -190,3 +190,16 @@ def test_ablation_feature_sets_are_rich_without_an_ingredient(months):
     plain = build_features({MONTHS[1]: months[MONTHS[1]]}, months[MONTHS[2]], MONTHS[2], "plain")
     assert not set(plain.columns) & set(pair_stats.COLUMNS)
     assert "pair_stats" not in design_matrices(plain).encoder
+
+
+def test_chunks_change_no_value(frame, monkeypatch):
+    """Rows are encoded a chunk at a time (memory); the chunk size changes no number."""
+    train = split_rows(frame, TRAIN).head(5000)
+    days = np.arange(len(train)) // 200
+    fitted = pair_stats.fit(train)
+    whole = pair_stats.out_of_fold(train, days), pair_stats.transform(train, fitted)
+    monkeypatch.setattr(pair_stats, "CHUNK_ROWS", 777)
+    chunked = pair_stats.out_of_fold(train, days), pair_stats.transform(train, fitted)
+    for before, after in zip(whole, chunked, strict=True):
+        for name in pair_stats.COLUMNS:
+            np.testing.assert_array_equal(before[name], after[name])

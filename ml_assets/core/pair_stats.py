@@ -35,6 +35,7 @@ HOUR_EDGES = (0, 7, 10, 16, 19, 22)  # bucket b: hours [edge_b, edge_b+1), and t
 SMOOTHING = 20.0
 FOLDS = 5
 DISTANCE_OFFSET = 0.1  # miles: log(distance + offset), so zero-distance trips stay finite
+CHUNK_ROWS = 1 << 20  # rows encoded at a time
 STATS = ("log_duration", "log_speed", "log_distance")
 LEVELS = ("pu", "do", "pair", "pair_bucket")
 _ZONE_BASE, _BUCKET_BASE = 1000, 100  # pair key = pu * 1000 + do (TLC zone ids are 1..265); pair x bucket
@@ -162,51 +163,86 @@ def fit(rows: pd.DataFrame) -> dict:
     }
 
 
+def _in_chunks(rows: pd.DataFrame, encode) -> dict[str, np.ndarray]:
+    """The columns of `rows`, CHUNK_ROWS at a time: `encode(chunk_slice)` gives a chunk's per-level smoothed
+    log means, so only a chunk's float64 intermediates are ever in memory (a window of ten million trips)."""
+    out = {name: np.empty(len(rows), dtype=np.float32) for name in COLUMNS}
+    for start in range(0, len(rows), CHUNK_ROWS):
+        part = slice(start, min(start + CHUNK_ROWS, len(rows)))
+        for name, values in _columns(rows.iloc[part], encode(part)).items():
+            out[name][part] = values
+    return out
+
+
+def _codes(rows: pd.DataFrame, tables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each row's position in every level's sorted `tables[level]` keys (int32), -1 where not there."""
+    keys = _keys(rows)
+    return {level: _lookup(tables[level], keys.pop(level)).astype(np.int32) for level in LEVELS}
+
+
 def out_of_fold(rows: pd.DataFrame, days: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
     """The columns of the training `rows` (with `duration`; `days` their pickup day numbers), each row encoded by
     the rows of the other folds only: the window's days are dealt into FOLDS folds, so no row sees its own
     duration nor any trip of its own day."""
     unique_days, day_of_row = np.unique(days, return_inverse=True)
     folds = (np.random.default_rng(seed).permutation(len(unique_days)) % FOLDS)[day_of_row.reshape(-1)]
-    keys, values = _keys(rows), _values(rows)
+    del day_of_row
+    values = _values(rows)
     fold_count = np.bincount(folds, minlength=FOLDS).astype("float64")
     fold_sum = {s: np.bincount(folds, weights=values[s], minlength=FOLDS) for s in STATS}
-    # Out of fold, the global means too; a fold holding every row (a window of a single day) falls back to all.
-    outside = fold_count.sum() - fold_count[folds]
     everything = {s: fold_sum[s].sum() / max(fold_count.sum(), 1) for s in STATS}
-    oof_global = {
-        s: np.where(outside > 0, (fold_sum[s].sum() - fold_sum[s][folds]) / np.maximum(outside, 1), everything[s])
-        for s in STATS
-    }
-    encoded = {}
-    for level in LEVELS:
-        known, _, code, count, sums = _fold_sums(keys[level], folds, values, FOLDS)
-        mine = folds[known]
-        n = np.zeros(len(rows))
-        n[known] = count.sum(axis=1)[code] - count[code, mine]
-        encoded[level] = {"count": n}
-        for s in STATS:
-            total = np.zeros(len(rows))
-            total[known] = sums[s].sum(axis=1)[code] - sums[s][code, mine]
-            encoded[level][s] = _smooth(total, n, _prior(level, s, encoded, oof_global[s]))
-    return _columns(rows, encoded)
+    cells, keys = {}, _keys(rows)
+    for level in LEVELS:  # per level: its keys, and per (key, fold) the row count and sums
+        _, unique, _, count, sums = _fold_sums(keys.pop(level), folds, values, FOLDS)
+        cells[level] = (unique, count, count.sum(axis=1), sums, {s: sums[s].sum(axis=1) for s in STATS})
+    del values
+    codes = _codes(rows, {level: cell[0] for level, cell in cells.items()})
+
+    def encode(part: slice) -> dict:
+        mine = folds[part]
+        # Out of fold, the global means too; a fold holding every row (a window of one day) falls back to all.
+        outside = fold_count.sum() - fold_count[mine]
+        encoded = {}
+        for level in LEVELS:
+            _, count, key_count, sums, key_sums = cells[level]
+            code = codes[level][part]
+            hit, at = code >= 0, np.maximum(code, 0)
+            n = np.where(hit, key_count[at] - count[at, mine], 0.0) if len(key_count) else np.zeros(len(mine))
+            encoded[level] = {"count": n}
+            for s in STATS:
+                total = np.where(hit, key_sums[s][at] - sums[s][at, mine], 0.0) if len(key_count) else n
+                glob = np.where(
+                    outside > 0, (fold_sum[s].sum() - fold_sum[s][mine]) / np.maximum(outside, 1), everything[s]
+                )
+                encoded[level][s] = _smooth(total, n, _prior(level, s, encoded, glob))
+        return encoded
+
+    return _in_chunks(rows, encode)
 
 
 def transform(rows: pd.DataFrame, fitted: dict) -> dict[str, np.ndarray]:
     """The columns of `rows` (any month) under a fitted encoder (`fit`'s JSON), from every fitted row."""
     if fitted.get("format") != FORMAT:
         raise ValueError(f"not a {FORMAT} encoder: {fitted.get('format')!r}")
-    keys, encoded = _keys(rows), {}
-    for level in LEVELS:
-        table = fitted["tables"][level]
-        at = _lookup(np.asarray(table["keys"], dtype=np.int64), keys[level])
-        hit, at = at >= 0, np.maximum(at, 0)
-        counts = np.asarray(table["count"], dtype="float64")
-        n = np.where(hit, counts[at] if len(counts) else 0.0, 0.0)
-        encoded[level] = {"count": n}
-        for s in STATS:
-            means = np.asarray(table[s], dtype="float64")
-            mean = np.where(hit, means[at] if len(means) else 0.0, 0.0)
-            prior = _prior(level, s, encoded, np.full(len(rows), fitted["global"][s]))
-            encoded[level][s] = _smooth(mean * n, n, prior)
-    return _columns(rows, encoded)
+    tables = {
+        level: {
+            name: np.asarray(values, dtype=np.int64 if name == "keys" else "float64") for name, values in table.items()
+        }
+        for level, table in fitted["tables"].items()
+    }
+    codes = _codes(rows, {level: table["keys"] for level, table in tables.items()})
+
+    def encode(part: slice) -> dict:
+        encoded = {}
+        for level in LEVELS:
+            table, code = tables[level], codes[level][part]
+            hit, at = code >= 0, np.maximum(code, 0)
+            n = np.where(hit, table["count"][at], 0.0) if len(table["count"]) else np.zeros(len(code))
+            encoded[level] = {"count": n}
+            for s in STATS:
+                mean = np.where(hit, table[s][at], 0.0) if len(table[s]) else n
+                prior = _prior(level, s, encoded, np.full(len(code), fitted["global"][s]))
+                encoded[level][s] = _smooth(mean * n, n, prior)
+        return encoded
+
+    return _in_chunks(rows, encode)
