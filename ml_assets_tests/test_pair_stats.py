@@ -203,3 +203,18 @@ def test_chunks_change_no_value(frame, monkeypatch):
     for before, after in zip(whole, chunked, strict=True):
         for name in pair_stats.COLUMNS:
             np.testing.assert_array_equal(before[name], after[name])
+
+
+def test_a_model_recorded_with_a_feature_config_this_code_does_not_know_is_refused():
+    """A lineage from before the time holdout (`holdout_fraction`) cannot be rebuilt the same: refused at once."""
+    from ml_assets.core import lineage
+    from ml_assets.core.reproduction import rebuild
+
+    recorded = {
+        "format": lineage.FORMAT,
+        "test_month": "2021-02",
+        "training_months": ["2021-01"],
+        "feature_config": {"feature_set": "rich", "holdout_fraction": 0.15, "seed": 0},
+    }
+    with pytest.raises(lineage.LineageError, match="holdout_fraction"):
+        rebuild(recorded, fetch=lambda month: pytest.fail("no file is read"))
