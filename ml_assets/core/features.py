@@ -160,9 +160,8 @@ def build_features(
     back = np.array([months_between(month, test_month) for month in names] * 2 + [1], dtype="float64")
     weight = np.repeat(np.power(float(recency_weight), back - 1), [*sizes, len(tested)])
     train_rows = sum(sizes[: len(months)])
-    weight[: sum(sizes)] /= (
-        weight[:train_rows].mean() if train_rows else 1.0
-    )  # mean 1: min_child_weight keeps its meaning
+    # Mean 1 over the train rows, so that min_child_weight keeps its meaning.
+    weight[: sum(sizes)] /= weight[:train_rows].mean() if train_rows else 1.0
     weight[sum(sizes) :] = 1.0
     columns[WEIGHT] = weight.astype(np.float32)
     split = np.repeat(np.array([0] * len(months) + [1] * len(months) + [2], dtype=np.int8), [*sizes, len(tested)])
@@ -182,16 +181,25 @@ def _gather(pieces, names) -> pd.DataFrame:
 
 
 def _pair_columns(pieces, train_sizes: list[int], train_pickups: np.ndarray, wanted: list[str], seed: int) -> dict:
-    """The encoded columns of every row of the frame: the train rows' out of fold, the others' from every train row."""
-    inputs = [*pair_stats.INPUTS, DURATION]
+    """The encoded columns of every row of the frame: the train rows' out of fold, the others' from every train row.
+    Each is written into its place in one array per column, a piece at a time."""
+    names = [name for name in wanted if name in ENCODED]
+    total = sum(len(frame) if isinstance(rows, slice) else int(np.count_nonzero(rows)) for frame, rows in pieces)
+    columns = {name: np.empty(total, dtype=np.float32) for name in names}
     count = len(train_sizes)
-    train = _gather(pieces[:count], inputs)
-    days = train_pickups.astype("datetime64[D]").astype(np.int64)
+    train = _gather(pieces[:count], [*pair_stats.INPUTS, DURATION])
     fitted = pair_stats.fit(train)
-    parts = [pair_stats.out_of_fold(train, days, seed)]
+    encoded = pair_stats.out_of_fold(train, train_pickups.astype("datetime64[D]").astype(np.int64), seed)
+    at = len(train)
     del train
-    parts += [pair_stats.transform(_gather([piece], pair_stats.INPUTS), fitted) for piece in pieces[count:]]
-    return {name: np.concatenate([part[name] for part in parts]) for name in wanted if name in ENCODED}
+    for name in names:
+        columns[name][:at] = encoded[name]
+    for piece in pieces[count:]:
+        encoded = pair_stats.transform(_gather([piece], pair_stats.INPUTS), fitted)
+        for name in names:
+            columns[name][at : at + len(encoded[name])] = encoded[name]
+        at += len(encoded[names[0]])
+    return columns
 
 
 def split_rows(frame: pd.DataFrame, *splits: str) -> pd.DataFrame:
