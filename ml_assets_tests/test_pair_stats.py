@@ -218,3 +218,24 @@ def test_a_model_recorded_with_a_feature_config_this_code_does_not_know_is_refus
     }
     with pytest.raises(lineage.LineageError, match="holdout_fraction"):
         rebuild(recorded, fetch=lambda month: pytest.fail("no file is read"))
+
+
+def test_the_model_is_trained_again_on_train_and_holdout_with_the_rounds_early_stopping_chose(frame):
+    from ml_assets.core import model
+    from ml_assets.core.training import refit_rounds, train_and_evaluate
+
+    params = {**model.DEFAULT_PARAMS, "learning_rate": 0.3}
+    once = train_and_evaluate(frame, params, num_boost_round=60, early_stopping_rounds=5, refit=False)
+    again = train_and_evaluate(frame, params, num_boost_round=60, early_stopping_rounds=5, refit=True)
+    assert (once.refitted, again.refitted) == (False, True)
+    rows = {split: int((frame[SPLIT] == split).sum()) for split in (TRAIN, VALID)}
+    rounds = refit_rounds(model.best_iteration(once.model), rows[TRAIN], rows[TRAIN] + rows[VALID])
+    assert model.rounds(again.model) == rounds == model.best_iteration(again.model) + 1
+    # It keeps the holdout score of the model that chose its rounds; the test month is scored by the refit one.
+    assert again.metrics["valid_rmse"] == once.metrics["valid_rmse"]
+    assert again.metrics["rmse"] != once.metrics["rmse"]
+    # A first training stopped by a callback (a time budget) is not refitted when refit=None.
+    stopped = train_and_evaluate(
+        frame, params, num_boost_round=60, early_stopping_rounds=5, refit=None, callbacks=[model.stop_at(0)]
+    )
+    assert not stopped.refitted

@@ -42,6 +42,11 @@ TRAINING_TEARDOWN_SHARE = 0.1
 class TrainingConfig(Config):
     num_boost_round: int = 2000
     early_stopping_rounds: int = 50
+    refit: bool = Field(
+        default=True,
+        description="train again on train + holdout with the rounds early stopping chose, when the time budget "
+        "leaves time for it (docs/model.md)",
+    )
     timeout_seconds: float = Field(
         default=300.0,
         description="time budget of the step: boosting stops in time for it, keeping its best iteration so far "
@@ -174,6 +179,8 @@ def trained_model(
             config.early_stopping_rounds,
             threads,
             [model.stop_at(deadline, lambda epoch: stopped.setdefault("round", epoch))],
+            refit=None if config.refit else False,  # when the budget leaves time for it
+            deadline=deadline,
         )
         best_iteration, metrics, data = model.best_iteration(trained.model), trained.metrics, trained.data
         if stopped:
@@ -194,6 +201,7 @@ def trained_model(
             num_boost_round=model.rounds(trained.model),
             early_stopping_rounds=config.early_stopping_rounds,
             threads=threads,
+            refit=trained.refitted,
         )
         logged = tracking.log_trained_model(
             params={
@@ -230,6 +238,7 @@ def trained_model(
             "feature_count": int(data.X[TEST].shape[1]),
             "best_iteration": best_iteration,
             "stopped_by_time_budget": bool(stopped),
+            "refit": trained.refitted,
             "xgboost_threads": threads,
             "raw_sha256": MetadataValue.json(lineage["raw_sha256"]),
             "mlflow_run_id": logged["run_id"],

@@ -96,6 +96,26 @@ def fit(
     )
 
 
+def refit(X, y, weight, params: dict, rounds: int, valid_score: float, threads: int | None = None, callbacks=None):
+    """Train again, without early stopping, for `rounds` rounds on `X`, `y` (the window's train and holdout rows):
+    the holdout chose the rounds, and the model then learns from the newest days too. The booster keeps
+    `valid_score` (the holdout's score of the model that chose the rounds) and its last round as best."""
+    import xgboost as xgb
+
+    categorical = isinstance(X, pd.DataFrame)
+    matrix = xgb.QuantileDMatrix(X, y, weight=weight, enable_categorical=categorical, nthread=threads)
+    booster = xgb.train(
+        {**BASE_PARAMS, **params, "nthread": threads or 0},
+        matrix,
+        num_boost_round=rounds,
+        callbacks=callbacks,
+        verbose_eval=False,
+    )
+    booster.best_iteration = booster.num_boosted_rounds() - 1
+    booster.best_score = valid_score
+    return booster
+
+
 def best_iteration(model) -> int:
     return model.best_iteration
 

@@ -65,6 +65,7 @@ def rebuild(recorded: dict, fetch: Callable[[str], object], log: Callable[[str],
         num_boost_round=recorded["num_boost_round"],
         early_stopping_rounds=recorded["early_stopping_rounds"],
         threads=recorded["threads"],
+        refit=recorded.get("refit", False),
     )
 
 
