@@ -483,7 +483,8 @@ def md_months(months: dict) -> list[str]:
             rows,
         ),
         "*valid RMSE*: the trained model on the holdout (the window's newest 7 days), which chose its boosting "
-        "rounds; *study's*: best_params' best trial, on its sample of the window. Params chosen: "
+        "rounds before the model was trained again on train + holdout; *study's*: best_params' best trial, on its "
+        "sample of the window. Params chosen: "
         f"{params}. Before issue 18 (window 3, random 15 % holdout, no pair statistics): {sources}.",
     ]
 
