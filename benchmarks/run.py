@@ -48,7 +48,7 @@ MONTHS_2023 = ["2023-02", "2023-03", "2023-04", "2023-05", "2023-06"]
 PHASES = ["course", "months", "ablation", "overhead", "sizes", "backfill", "long", "monitoring"]
 MONITORED_VERSIONS = 12
 LONG_STUDY_MONTH = "2023-04"
-TARGET_RMSE, TARGET_RATIO = 5.7, 1.15
+TARGET_RMSE, TARGET_RATIO = 5.3, 1.15  # the course split: 5.7 at first, 5.3 since issue 18
 # Phase 2's test RMSE of the default model before issue 18 (its target: 5 % lower), and where the figure comes
 # from: `make bench` as the issue quotes it, or the same configuration measured outside the project for 2023-05,
 # which `make bench` did not run by default then.
