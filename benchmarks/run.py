@@ -227,7 +227,9 @@ def md_ablation(result: dict, months: list[str]) -> list[str]:
     return [
         "Each row adds one thing to the row above; fixed params (`DEFAULT_PARAMS`: "
         f"{params}), no tuning; *valid*: RMSE on the window's newest 7 days (which also stop the boosting), "
-        "*test*: the month itself. Windows start at 2023-01, so 2023-04 has three months at most.",
+        "*test*: the month itself. Windows start at 2023-01, so 2023-04 has three months at most. The row in "
+        "brackets only shows the recency weight (the next row adds the refit to the one above it); a refit model "
+        "keeps the holdout score of the model that chose its rounds.",
         table(headers, rows),
     ]
 
