@@ -31,7 +31,11 @@ def materialize(month: str, instance: DagsterInstance, run_config: dict) -> dict
         "rmse": model["rmse"],
         "baseline_rmse": model["baseline_rmse"],
         "trials_run": params["trials_run"],
-        "valid_rmse": params["valid_rmse"],
+        "valid_rmse": params["valid_rmse"],  # best_params' study, on its sample
+        "model_valid_rmse": model.get("valid_rmse"),  # the trained model on the whole holdout
+        "params": params.get("params"),
+        "best_iteration": model.get("best_iteration"),
+        "stopped_by_time_budget": model.get("stopped_by_time_budget"),
     }
 
 

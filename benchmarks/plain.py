@@ -71,7 +71,7 @@ def train_and_register(frame, params: dict, month: str, threads: int, lock: Path
     """trained_model and model_gate: train, evaluate, log, then judge, register and move the alias."""
     import mlflow
 
-    trained = train_and_evaluate(frame, params, tracking.load_champion(), threads=threads)
+    trained = train_and_evaluate(frame, params, tracking.load_champion(), threads=threads, refit=None)
     metrics, data = trained.metrics, trained.data
     with mlflow.start_run(run_name=f"plain trained_model {month}", tags={tracking.PARTITION_TAG: month}):
         logged = tracking.log_trained_model(

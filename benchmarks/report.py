@@ -20,7 +20,7 @@ from benchmarks.harness import ROOT
 
 PATH = ROOT / "docs" / "benchmarks.md"
 # The order sections take on the page; one missing from it is inserted before the next one present.
-SECTIONS = ["course", "months", "overhead", "sizes", "backfill", "long", "monitoring", "deployment"]
+SECTIONS = ["course", "months", "ablation", "overhead", "sizes", "backfill", "long", "monitoring", "deployment"]
 MISSING = "–"  # a cell with no figure
 NEW_PAGE = "# Benchmarks\n"
 

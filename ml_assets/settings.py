@@ -179,10 +179,25 @@ def _thresholds(thresholds: type, prefix: str) -> dict[str, Setting]:
 START_MONTH = Setting("ML_ASSETS_START_MONTH", "2021-01", check_month, "a month YYYY-MM", "first monthly partition")
 TRAINING_MONTHS = Setting(
     "ML_ASSETS_TRAINING_MONTHS",
-    3,
+    5,
     _positive_int,
     "a whole number of months >= 1",
-    "months before M in M's training window",
+    "months before M in M's training window (docs/model.md: how the default was chosen)",
+)
+RECENCY_WEIGHT = Setting(
+    "ML_ASSETS_RECENCY_WEIGHT",
+    1.0,
+    _positive_float,
+    "a number > 0",
+    "default weight of a training row per month back (`r`: the month before M weighs 1, the one before r, then "
+    "r², …); `1.0` weighs every month of the window alike",
+)
+HOLDOUT_DAYS = Setting(
+    "ML_ASSETS_HOLDOUT_DAYS",
+    7,
+    _positive_int,
+    "a whole number of days >= 1",
+    "default holdout of trip_features: the newest this many days of the training window, for early stopping and tuning",
 )
 SENSOR_INTERVAL_SECONDS = Setting(
     "ML_ASSETS_SENSOR_INTERVAL_SECONDS",

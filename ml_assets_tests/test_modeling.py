@@ -13,7 +13,7 @@ from dagster import DagsterEventType
 
 from ml_assets.core.cleaning import clean_trips
 from ml_assets.core.features import SPLIT, TEST, TRAIN, VALID, build_features, design_matrices
-from ml_assets.core.model import fit, from_bytes, predict, stop_at, to_bytes
+from ml_assets.core.model import DEFAULT_PARAMS, fit, from_bytes, predict, stop_at, to_bytes
 from ml_assets.core.training import baseline_rmse, regression_metrics
 from ml_assets.core.tuning import TrialProgress, tune
 from ml_assets.records import latest_metadata
@@ -38,7 +38,8 @@ def test_splits_keep_the_test_month_apart(months, rich):
     counts = rich[SPLIT].value_counts()
     assert counts[TEST] == len(months["2021-02"])
     assert counts[TRAIN] + counts[VALID] == len(months["2021-01"])
-    assert 0.1 < counts[VALID] / (counts[TRAIN] + counts[VALID]) < 0.2
+    # The holdout is the window's newest 7 days, 2021-01-25 to 31.
+    assert counts[VALID] == (months["2021-01"]["pickup_datetime"] >= "2021-01-25").sum() > 0
     assert rich.attrs == {"feature_set": "rich", "training_months": ["2021-01"], "test_month": "2021-02"}
 
 
@@ -72,26 +73,29 @@ def test_trained_model_beats_baseline_and_round_trips(rich):
     np.testing.assert_allclose(predict(again, data.X[TEST]), predicted, rtol=1e-6)
 
 
-def test_study_continues_and_tries_the_warm_start_first(tmp_path, rich):
+def test_study_continues_and_tries_the_defaults_and_the_warm_start_first(tmp_path, rich):
     sample = rich.sample(8_000, random_state=0)
     sample.attrs = rich.attrs
     data = design_matrices(sample)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     warm = {
-        "max_depth": 5,
-        "learning_rate": 0.2,
-        "min_child_weight": 2.0,
-        "subsample": 0.9,
-        "colsample_bytree": 0.9,
-        "reg_lambda": 1.0,
-        "reg_alpha": 0.01,
+        "max_depth": 7,
+        "learning_rate": 0.08,
+        "min_child_weight": 30.0,
+        "subsample": 0.7,
+        "colsample_bytree": 0.7,
+        "reg_lambda": 2.0,
     }
     logged = []
     first = tune(data, storage, "s", n_trials=2, timeout_seconds=60, warm_start=warm, progress=logged.append)
     assert (first.trials_run, first.trials_total) == (2, 2)
     import optuna
 
-    assert optuna.load_study(study_name="s", storage=storage).trials[0].params == warm
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert [trials[0].params, trials[1].params] == [
+        DEFAULT_PARAMS,
+        warm,
+    ]  # the regularised defaults, then the warm start
     second = tune(data, storage, "s", n_trials=2, timeout_seconds=60, warm_start=warm)
     assert (second.trials_run, second.trials_total) == (2, 4)  # continued, warm start not repeated
     assert second.valid_rmse <= first.valid_rmse

@@ -257,7 +257,11 @@ def test_training_is_not_limited_to_the_latest_partition(instance):
         assert defs.resolve_assets_def(asset).automation_conditions_by_key[AssetKey(asset)] == WINDOW_READY
     assert "in_latest_time_window" not in repr(WINDOW_READY)
     result = evaluate_automation_conditions(defs=defs, instance=instance)
-    for month in ("2021-10", "2021-11", "2021-12", "2022-01", "2022-02"):
+    from ml_assets.core.months import month_range, shift_month
+    from ml_assets.partitions import TRAINING_MONTHS
+
+    # The full window of 2022-01 (the default window's months before it), then 2022-01 and 2022-02 themselves.
+    for month in month_range(shift_month("2022-01", -TRAINING_MONTHS), "2022-02"):
         report(instance, "cleaned_trips", month)
     result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert requested(result, "trip_features") == {"2022-01", "2022-02"}  # windows complete, months old

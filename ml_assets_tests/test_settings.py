@@ -12,6 +12,8 @@ from ml_assets_tests.support import ROOT
 SOURCE_ALLOWED = "synthetic, tlc, or the path of a folder of TLC files (not a URL, not a file)"
 BAD = {
     "ML_ASSETS_TRAINING_MONTHS": ("0", "a whole number of months >= 1"),
+    "ML_ASSETS_RECENCY_WEIGHT": ("0", "a number > 0"),
+    "ML_ASSETS_HOLDOUT_DAYS": ("0", "a whole number of days >= 1"),
     "ML_ASSETS_TUNING_TRIALS": ("abc", "a whole number of trials >= 1"),
     "ML_ASSETS_TLC_URL": ("ftp://x", "an http:// or https:// URL"),
     "ML_ASSETS_SOURCE": ("ftp://x", SOURCE_ALLOWED),  # loaded, then every sensor tick skipped
@@ -70,7 +72,7 @@ def test_a_source_that_is_a_file_is_refused(tmp_path, monkeypatch):
 def test_unset_or_empty_means_the_default(monkeypatch):
     monkeypatch.setenv("ML_ASSETS_TRAINING_MONTHS", "")
     monkeypatch.delenv("ML_ASSETS_TUNING_TRIALS", raising=False)
-    assert settings.TRAINING_MONTHS.value() == 3 and settings.TUNING_TRIALS.value() == 25
+    assert settings.TRAINING_MONTHS.value() == 5 and settings.TUNING_TRIALS.value() == 25
     monkeypatch.setenv("ML_ASSETS_TUNING_TRIALS", "7")
     assert settings.TUNING_TRIALS.value() == 7
 

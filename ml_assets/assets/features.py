@@ -4,9 +4,10 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, Config, asset
 from pydantic import Field
 
+from ml_assets import settings
 from ml_assets.automation.conditions import TRAINING_DUE
 from ml_assets.code_versions import code_version
-from ml_assets.core import features
+from ml_assets.core import features, pair_stats, zones
 from ml_assets.core.features import FEATURE_INPUTS, SPLIT, build_features
 from ml_assets.core.schema import DURATION
 from ml_assets.deploy.executor import group_and_queue
@@ -16,9 +17,19 @@ from ml_assets.ui_metadata import row_count_entry
 
 
 class FeatureConfig(Config):
-    feature_set: str = Field(default="rich", description="rich (default) or course (PU_DO + trip_distance)")
-    holdout_fraction: float = Field(
-        default=0.15, description="share of training rows held out for early stopping and tuning"
+    # Defaults from the environment: runs started by sensors and automation carry no run config.
+    feature_set: str = Field(
+        default="rich",
+        description="rich (default), course (PU_DO + trip_distance), or rich without some of its ingredients "
+        "(pairs, zones, plain: docs/model.md)",
+    )
+    holdout_days: int = Field(
+        default=settings.HOLDOUT_DAYS.value(),
+        description="the newest this many days of the training window are held out for early stopping and tuning",
+    )
+    recency_weight: float = Field(
+        default=settings.RECENCY_WEIGHT.value(),
+        description="weight of a training row per month back (1.0: every month alike)",
     )
     seed: int = 0
 
@@ -35,7 +46,7 @@ class MissingTrainingMonthsError(ValueError):
     **group_and_queue(FEATURES),
     kinds={"pandas"},
     automation_condition=TRAINING_DUE,
-    code_version=code_version(features),
+    code_version=code_version(features, pair_stats, zones),
 )
 def trip_features(
     context: AssetExecutionContext, config: FeatureConfig, cleaned_trips: dict[str, pd.DataFrame]
@@ -50,9 +61,7 @@ def trip_features(
             f"{monthly_partitions.get_first_partition_key()}; materialize a later month, or set "
             f"ML_ASSETS_START_MONTH earlier"
         )
-    frame = build_features(
-        training, cleaned_trips[month], month, config.feature_set, config.holdout_fraction, config.seed
-    )
+    frame = build_features(training, cleaned_trips[month], month, **config.model_dump())
     frame.attrs["feature_config"] = config.model_dump()  # what a reproduction of its models builds again
     rows = frame[SPLIT].value_counts()
     context.add_output_metadata(

@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, AssetIn, Failure, asset
 
 from ml_assets.automation.conditions import PREDICTIONS_READY
 from ml_assets.code_versions import code_version
-from ml_assets.core import features, model
+from ml_assets.core import features, model, pair_stats, zones
 from ml_assets.core.features import FEATURE_INPUTS, derive_features, transform
 from ml_assets.core.schema import DURATION, PICKUP, ZONE_COLUMNS
 from ml_assets.deploy.executor import group_and_queue
@@ -30,7 +30,7 @@ TRIP_COLUMNS = [PICKUP, *ZONE_COLUMNS, "trip_distance", DURATION]
     deps=[TRAINED_MODEL],
     required_resource_keys={"mlflow"},
     automation_condition=PREDICTIONS_READY,
-    code_version=code_version(features, model),
+    code_version=code_version(features, pair_stats, zones, model),
 )
 @waits_out_outages
 def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.DataFrame) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from pydantic import Field
 from ml_assets import settings, ui_metadata
 from ml_assets.automation.conditions import WINDOW_READY
 from ml_assets.code_versions import code_version
-from ml_assets.core import features, model, plots, training, tuning
+from ml_assets.core import features, model, pair_stats, plots, training, tuning
 from ml_assets.core.features import TEST, TRAIN, VALID, design_matrices
 from ml_assets.core.months import shift_month
 from ml_assets.deploy.executor import group_and_queue
@@ -42,6 +42,11 @@ TRAINING_TEARDOWN_SHARE = 0.1
 class TrainingConfig(Config):
     num_boost_round: int = 2000
     early_stopping_rounds: int = 50
+    refit: bool = Field(
+        default=True,
+        description="train again on train + holdout with the rounds early stopping chose, when the time budget "
+        "leaves time for it (docs/model.md)",
+    )
     timeout_seconds: float = Field(
         default=300.0,
         description="time budget of the step: boosting stops in time for it, keeping its best iteration so far "
@@ -70,7 +75,7 @@ def _in_time(figures: dict[str, plots.Plot], deadline: float) -> dict[str, plots
     io_manager_key="json_io_manager",
     ins={"trip_features": AssetIn(TRIP_FEATURES)},
     automation_condition=WINDOW_READY,
-    code_version=code_version(tuning, model, features),
+    code_version=code_version(tuning, model, features, pair_stats),
 )
 @waits_out_outages  # optuna's database restarting: the study goes on once it is back
 def best_params(
@@ -132,7 +137,7 @@ def best_params(
     ins={"trip_features": AssetIn(TRIP_FEATURES), "best_params": AssetIn(BEST_PARAMS)},
     required_resource_keys={"mlflow", "compute"},
     automation_condition=WINDOW_READY,
-    code_version=code_version(training, model, features),
+    code_version=code_version(training, model, features, pair_stats),
 )
 @waits_out_outages
 def trained_model(
@@ -174,6 +179,8 @@ def trained_model(
             config.early_stopping_rounds,
             threads,
             [model.stop_at(deadline, lambda epoch: stopped.setdefault("round", epoch))],
+            refit=None if config.refit else False,  # when the budget leaves time for it
+            deadline=deadline,
         )
         best_iteration, metrics, data = model.best_iteration(trained.model), trained.metrics, trained.data
         if stopped:
@@ -194,9 +201,16 @@ def trained_model(
             num_boost_round=model.rounds(trained.model),
             early_stopping_rounds=config.early_stopping_rounds,
             threads=threads,
+            refit=trained.refitted,
         )
         logged = tracking.log_trained_model(
-            params={**best_params, **config.model_dump(), "feature_set": data.encoder["feature_set"]},
+            params={
+                **best_params,
+                **config.model_dump(),
+                **trip_features.attrs.get("feature_config", {}),
+                "feature_set": data.encoder["feature_set"],
+                "window_months": len(training_months),
+            },
             metrics={**metrics, "best_iteration": best_iteration},
             trained=trained.model,
             encoder=data.encoder,
@@ -224,6 +238,7 @@ def trained_model(
             "feature_count": int(data.X[TEST].shape[1]),
             "best_iteration": best_iteration,
             "stopped_by_time_budget": bool(stopped),
+            "refit": trained.refitted,
             "xgboost_threads": threads,
             "raw_sha256": MetadataValue.json(lineage["raw_sha256"]),
             "mlflow_run_id": logged["run_id"],

@@ -47,6 +47,7 @@ def record(
     num_boost_round: int,
     early_stopping_rounds: int,
     threads: int,
+    refit: bool = False,
 ) -> dict:
     """The lineage of one trained model, as stored beside it."""
     return {
@@ -59,6 +60,7 @@ def record(
         "num_boost_round": num_boost_round,
         "early_stopping_rounds": early_stopping_rounds,
         "threads": threads,
+        "refit": refit,  # trained again on train + holdout (core.training)
         "code": code_identity(),
     }
 

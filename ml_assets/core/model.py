@@ -15,6 +15,16 @@ from ml_assets.core.features import TRAIN, VALID, DesignMatrices
 
 # Fixed settings; optuna tunes the rest (see ml_assets.core.tuning).
 BASE_PARAMS = {"objective": "reg:squarederror", "eval_metric": "rmse", "tree_method": "hist", "max_cat_to_onehot": 1}
+# A regularised model whose validation score carries to the next month: every study tries it first, so what
+# tuning picks is never worse than it on the holdout.
+DEFAULT_PARAMS = {
+    "max_depth": 8,
+    "learning_rate": 0.05,
+    "min_child_weight": 20.0,
+    "subsample": 0.8,
+    "colsample_bytree": 0.8,
+    "reg_lambda": 1.0,  # XGBoost's own default, named: the search space tunes it
+}
 FORMAT = "ubj"  # XGBoost's own binary JSON: portable across versions, unlike pickle
 
 
@@ -49,7 +59,10 @@ def training_matrices(data: DesignMatrices, threads: int | None = None):
     import xgboost as xgb
 
     categorical = isinstance(data.X[TRAIN], pd.DataFrame)
-    dtrain = xgb.QuantileDMatrix(data.X[TRAIN], data.y[TRAIN], enable_categorical=categorical, nthread=threads)
+    weight = (data.w or {}).get(TRAIN)  # recency weights of the training rows; the holdout is scored unweighted
+    dtrain = xgb.QuantileDMatrix(
+        data.X[TRAIN], data.y[TRAIN], weight=weight, enable_categorical=categorical, nthread=threads
+    )
     dvalid = xgb.QuantileDMatrix(
         data.X[VALID], data.y[VALID], enable_categorical=categorical, nthread=threads, ref=dtrain
     )
@@ -81,6 +94,26 @@ def fit(
         callbacks=callbacks,
         verbose_eval=False,
     )
+
+
+def refit(X, y, weight, params: dict, rounds: int, valid_score: float, threads: int | None = None, callbacks=None):
+    """Train again, without early stopping, for `rounds` rounds on `X`, `y` (the window's train and holdout rows):
+    the holdout chose the rounds, and the model then learns from the newest days too. The booster keeps
+    `valid_score` (the holdout's score of the model that chose the rounds) and its last round as best."""
+    import xgboost as xgb
+
+    categorical = isinstance(X, pd.DataFrame)
+    matrix = xgb.QuantileDMatrix(X, y, weight=weight, enable_categorical=categorical, nthread=threads)
+    booster = xgb.train(
+        {**BASE_PARAMS, **params, "nthread": threads or 0},
+        matrix,
+        num_boost_round=rounds,
+        callbacks=callbacks,
+        verbose_eval=False,
+    )
+    booster.best_iteration = booster.num_boosted_rounds() - 1
+    booster.best_score = valid_score
+    return booster
 
 
 def best_iteration(model) -> int:

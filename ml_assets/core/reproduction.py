@@ -7,6 +7,7 @@ threads: the same data and code give the same trees.
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,13 +43,19 @@ def rebuild(recorded: dict, fetch: Callable[[str], object], log: Callable[[str],
     if recorded.get("format") != lineage.FORMAT:
         raise lineage.LineageError(f"unknown lineage format {recorded.get('format')!r}")
     test_month, months = recorded["test_month"], recorded["training_months"]
+    config = recorded["feature_config"]
+    known = set(inspect.signature(build_features).parameters)
+    if not set(config) <= known:  # e.g. a model recorded before the time holdout (`holdout_fraction`)
+        raise lineage.LineageError(
+            f"the model's feature config {config} names {sorted(set(config) - known)}, which this code does not "
+            "know: it was trained by another version of ml_assets (see its lineage's `code`)"
+        )
     cleaned = {}
     for month in [*months, test_month]:
         path = fetch(month)
         lineage.check_file(recorded, month, file_sha256(path), str(path))
         log(f"{month}: {path} has the recorded sha256 {recorded['raw_sha256'][month][:16]}…")
         cleaned[month] = _cleaned(path, month)
-    config = recorded["feature_config"]
     frame = build_features({m: cleaned[m] for m in months}, cleaned[test_month], test_month, **config)
     frame.attrs["feature_config"] = config
     frame = _as_stored(frame)
@@ -58,6 +65,7 @@ def rebuild(recorded: dict, fetch: Callable[[str], object], log: Callable[[str],
         num_boost_round=recorded["num_boost_round"],
         early_stopping_rounds=recorded["early_stopping_rounds"],
         threads=recorded["threads"],
+        refit=recorded.get("refit", False),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,7 @@ from ml_assets.core.features import (
     TEST,
     TRAIN,
     VALID,
+    WEIGHT,
     DesignMatrices,
     course_matrix,
     course_vocabulary,
@@ -61,7 +63,13 @@ class TrainedModel:
     model: object
     data: DesignMatrices
     predicted: np.ndarray  # on the test month
-    metrics: dict[str, float]  # rmse, mae, baseline_rmse, and champion_rmse when there is a champion
+    metrics: dict[str, float]  # rmse, mae, valid_rmse, baseline_rmse, and champion_rmse when there is a champion
+    refitted: bool = False  # trained again on train + holdout with the rounds early stopping chose
+
+
+def refit_rounds(best_iteration: int, train_rows: int, all_rows: int) -> int:
+    """Rounds of the refit on train + holdout: the early-stopped model's, in proportion to the rows."""
+    return max(1, round((best_iteration + 1) * all_rows / max(train_rows, 1)))
 
 
 def train_and_evaluate(
@@ -72,17 +80,44 @@ def train_and_evaluate(
     early_stopping_rounds: int = 50,
     threads: int | None = None,
     callbacks=None,
+    refit: bool | None = True,
+    deadline: float | None = None,
 ) -> TrainedModel:
     """Fit the month's model and score it, the baseline and `champion` on the test month.
 
     The baseline and the champion are scored first, so that a time budget (a `model.stop_at`
-    callback) leaves the boosting what they did not take.
+    callback) leaves the boosting what they did not take. With `refit`, the model early-stopped on
+    the holdout is then trained again on train + holdout for as many rounds (in proportion to the
+    rows): the newest days, which only chose the rounds, are learnt from too. `refit=None` refits
+    only when it fits before `deadline` (`time.monotonic()`), judged by how long the first training
+    took, and never when a callback stopped that one early (a time budget).
     """
     data = design_matrices(frame)
     metrics = {"baseline_rmse": baseline_rmse(frame)}
     against = champion_rmse(frame, champion)
     if against is not None:
         metrics["champion_rmse"] = against
+    started = time.monotonic()
     fitted = model.fit(data, params, num_boost_round, early_stopping_rounds, threads, callbacks)
+    seconds = time.monotonic() - started
+    metrics["valid_rmse"] = model.best_score(fitted)  # on the holdout, the newest days of the window
+    window = split_rows(frame, TRAIN, VALID)
+    rounds = refit_rounds(model.best_iteration(fitted), len(data.y[TRAIN]), len(window))
+    if refit is None:
+        ran = model.rounds(fitted)
+        stopped_early = ran < min(num_boost_round, model.best_iteration(fitted) + 1 + early_stopping_rounds)
+        needed = seconds * rounds / max(ran, 1) * len(window) / max(len(data.y[TRAIN]), 1)
+        refit = not stopped_early and (deadline is None or time.monotonic() + needed < deadline)
+    if refit:
+        fitted = model.refit(
+            transform(window, data.encoder),
+            window[DURATION].to_numpy(),
+            window[WEIGHT].to_numpy() if WEIGHT in window else None,
+            params,
+            rounds,
+            metrics["valid_rmse"],
+            threads,
+            callbacks,
+        )
     predicted = model.predict(fitted, data.X[TEST])
-    return TrainedModel(fitted, data, predicted, {**regression_metrics(data.y[TEST], predicted), **metrics})
+    return TrainedModel(fitted, data, predicted, {**regression_metrics(data.y[TEST], predicted), **metrics}, refit)

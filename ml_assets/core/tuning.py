@@ -24,7 +24,7 @@ from ml_assets.core.credentials import mask
 from ml_assets.core.errors import chain
 from ml_assets.core.features import SPLIT, TRAIN, VALID, DesignMatrices
 from ml_assets.core.locks import file_lock, sqlite_file, store_lock
-from ml_assets.core.model import best_iteration, best_score, fit, stop_at, training_matrices
+from ml_assets.core.model import DEFAULT_PARAMS, best_iteration, best_score, fit, stop_at, training_matrices
 
 TUNING_ROUNDS, TUNING_EARLY_STOP = 600, 30
 # Training rows (train + valid) tuned on per second of budget and per XGBoost thread: on the 2 cores
@@ -70,15 +70,16 @@ def tuning_sample(features: pd.DataFrame | pq.ParquetFile, rows: int, seed: int 
 
 
 def suggest_params(trial) -> dict:
+    """The search space: around DEFAULT_PARAMS, in the regularised region where what wins on the newest days of
+    the window also wins on the month after it (heavier leaves, slower learning, no very shallow or deep trees)."""
     return {
         # Bounded so that one trial stays a few seconds on two cores: the study has a time budget.
-        "max_depth": trial.suggest_int("max_depth", 4, 10),
-        "learning_rate": trial.suggest_float("learning_rate", 0.05, 0.3, log=True),
-        "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 50.0, log=True),
-        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
-        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
-        "reg_lambda": trial.suggest_float("reg_lambda", 1e-3, 10.0, log=True),
-        "reg_alpha": trial.suggest_float("reg_alpha", 1e-3, 10.0, log=True),
+        "max_depth": trial.suggest_int("max_depth", 6, 10),
+        "learning_rate": trial.suggest_float("learning_rate", 0.03, 0.1, log=True),
+        "min_child_weight": trial.suggest_float("min_child_weight", 10.0, 200.0, log=True),
+        "subsample": trial.suggest_float("subsample", 0.6, 0.9),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 0.9),
+        "reg_lambda": trial.suggest_float("reg_lambda", 1.0, 30.0, log=True),
     }
 
 
@@ -263,7 +264,7 @@ def tune(
     threads: int | None = None,
     progress: Callable[[TrialProgress], None] = lambda trial: print(trial.line()),
 ) -> TuningResult:
-    """Continue (or start) the persistent study `study_name`; `warm_start` params are tried first.
+    """Continue (or start) the persistent study `study_name`; DEFAULT_PARAMS and `warm_start` are tried first.
 
     Ends within `timeout_seconds` of being called, give or take one boosting round and the last
     trial's bookkeeping; at least one trial runs.
@@ -283,8 +284,10 @@ def tune(
     # Seeding a continued study like a new one would replay the trials it already ran.
     study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
     before = _finished(study)
-    if warm_start:
-        study.enqueue_trial(warm_start, skip_if_exists=True)
+    # The regularised defaults first (a trial the study already ran is not run again), then the warm start.
+    for params in (DEFAULT_PARAMS, warm_start):
+        if params:
+            study.enqueue_trial(params, skip_if_exists=True)
 
     matrices = training_matrices(data, threads)  # once for every trial
 

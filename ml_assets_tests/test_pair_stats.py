@@ -1,0 +1,241 @@
+"""The zone-pair statistics and the `rich` features' leakage guards, on a sample of real TLC months (fast)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from ml_assets.core import pair_stats
+from ml_assets.core.cleaning import clean_trips
+from ml_assets.core.features import (
+    FEATURE_INPUTS,
+    FEATURE_SETS,
+    SPLIT,
+    TEST,
+    TRAIN,
+    VALID,
+    WEIGHT,
+    build_features,
+    derive_features,
+    design_matrices,
+    split_rows,
+    transform,
+)
+from ml_assets.core.schema import DURATION, PICKUP
+from ml_assets.core.zones import BOROUGHS, zone_flags
+from ml_assets_tests.support import TLC_DATA
+
+MONTHS = ("2023-01", "2023-02", "2023-03")
+AFTER_THE_TRIP = ("fare_amount", "tip_amount", "tolls_amount", "total_amount", "payment_type", "dropoff_datetime")
+
+
+@pytest.fixture(scope="module")
+def months():
+    """A third of each month's trips (every third row): enough pairs, fast."""
+    return {
+        m: clean_trips(pq.read_table(TLC_DATA / f"green_tripdata_{m}.parquet"), m, m).trips.iloc[::3] for m in MONTHS
+    }
+
+
+@pytest.fixture(scope="module")
+def frame(months):
+    return build_features({m: months[m] for m in MONTHS[:2]}, months[MONTHS[2]], MONTHS[2])
+
+
+def test_the_holdout_is_the_newest_days_of_the_window(months, frame):
+    held = frame[SPLIT] == VALID
+    training = pd.concat([months[m] for m in MONTHS[:2]])
+    newest = (training[PICKUP] >= pd.Timestamp("2023-02-22")).sum()  # the last 7 days before 2023-03
+    assert held.sum() == newest
+    assert (frame[SPLIT] == TEST).sum() == len(months[MONTHS[2]])
+    # Fewer days in the window than the holdout asks for: the newest rows are held out instead.
+    short = build_features({MONTHS[1]: months[MONTHS[1]]}, months[MONTHS[2]], MONTHS[2], holdout_days=60)
+    counts = short[SPLIT].value_counts()
+    assert 0 < counts[VALID] < counts[TRAIN]
+
+
+def test_recency_weights_per_month_back(months):
+    weighted = build_features({m: months[m] for m in MONTHS[:2]}, months[MONTHS[2]], MONTHS[2], recency_weight=0.5)
+    train = split_rows(weighted, TRAIN)
+    assert train[WEIGHT].mean() == pytest.approx(1.0, rel=1e-5)
+    assert len(np.unique(train[WEIGHT])) == 2  # one per month
+    low, high = np.unique(train[WEIGHT])
+    assert high / low == pytest.approx(2.0, rel=1e-5)
+    assert (split_rows(weighted, TEST)[WEIGHT] == 1).all()
+    data = design_matrices(weighted, (TRAIN, VALID))
+    assert data.w[TRAIN] is not None and len(data.w[TRAIN]) == len(data.y[TRAIN])
+
+
+def test_poisoned_test_month_changes_no_statistic_and_no_training_row(months, frame):
+    """The test month's durations never reach the encoder nor the training rows."""
+    poisoned = months[MONTHS[2]].copy()
+    poisoned[DURATION] = np.float32(59.0)
+    again = build_features({m: months[m] for m in MONTHS[:2]}, poisoned, MONTHS[2])
+    assert design_matrices(again).encoder == design_matrices(frame).encoder
+    columns = [c for c in frame.columns if c != DURATION]
+    pd.testing.assert_frame_equal(split_rows(again, TRAIN, VALID), split_rows(frame, TRAIN, VALID))
+    pd.testing.assert_frame_equal(split_rows(again, TEST)[columns], split_rows(frame, TEST)[columns])
+
+
+def test_the_holdout_is_not_fitted_either(months, frame):
+    """Poisoning the holdout's durations changes no pair statistic of any row but the holdout's own duration."""
+    training = {m: months[m].copy() for m in MONTHS[:2]}
+    late = training[MONTHS[1]][PICKUP] >= pd.Timestamp("2023-02-22")
+    training[MONTHS[1]].loc[late, DURATION] = np.float32(59.0)
+    again = build_features(training, months[MONTHS[2]], MONTHS[2])
+    assert design_matrices(again).encoder["pair_stats"] == design_matrices(frame).encoder["pair_stats"]
+    for name in pair_stats.COLUMNS:
+        np.testing.assert_array_equal(again[name].to_numpy(), frame[name].to_numpy())
+
+
+def test_out_of_fold_values_differ_from_in_fold_ones(frame):
+    train = split_rows(frame, TRAIN)
+    in_fold = pair_stats.transform(train, design_matrices(frame).encoder["pair_stats"])
+    stored = train["pair_duration"].to_numpy()
+    assert not np.allclose(stored, in_fold["pair_duration"])
+    # Out of fold, a trip's own duration does not pull its pair's value toward it; in fold it does.
+    own = train[DURATION].to_numpy()
+    assert (
+        np.corrcoef(in_fold["pair_bucket_duration"], own)[0, 1] > np.corrcoef(train["pair_bucket_duration"], own)[0, 1]
+    )
+
+
+def test_out_of_fold_rows_never_see_their_own_day():
+    """Every trip of a day in one fold: a pair seen on one day only falls back to the zones, out of fold."""
+    rows = pd.DataFrame(
+        {
+            "PULocationID": [1, 1, 2, 3],
+            "DOLocationID": [2, 2, 3, 1],
+            "pickup_hour": np.float32([8, 9, 8, 8]),
+            "pickup_weekday": np.int8([1, 1, 2, 3]),
+            "trip_distance": np.float32([3, 3, 2, 1]),
+            DURATION: np.float32([30, 40, 10, 5]),
+        }
+    )
+    days = np.array([0, 0, 1, 2])
+    oof = pair_stats.out_of_fold(rows, days)
+    assert oof["pair_count"][0] == oof["pair_count"][1] == 0  # pair 1->2 only on day 0
+
+
+def test_an_unseen_pair_falls_back_to_its_zones_then_the_global_value(frame):
+    fitted = design_matrices(frame).encoder["pair_stats"]
+    seen = fitted["tables"]["pair"]["keys"]
+    zones = sorted(set(fitted["tables"]["pu"]["keys"]) & set(fitted["tables"]["do"]["keys"]))
+    pickup, dropoff = next((a, b) for a in zones for b in zones if a * 1000 + b not in seen)
+    rows = pd.DataFrame(
+        {
+            "PULocationID": [pickup, 999],
+            "DOLocationID": [dropoff, 998],
+            "pickup_hour": np.float32([12, 12]),
+            "pickup_weekday": np.int8([2, 2]),
+            "trip_distance": np.float32([2, 2]),
+        }
+    )
+    encoded = pair_stats.transform(rows, fitted)
+    assert encoded["pair_count"][0] == 0
+    # The pair's value is what its two zones say, each relative to the mean (in log space).
+    log = {level: np.log(encoded[f"{level}_duration"][0]) for level in ("pu", "do", "pair", "pair_bucket")}
+    assert log["pair"] == pytest.approx(log["pu"] + log["do"] - fitted["global"]["log_duration"], abs=1e-5)
+    assert log["pair_bucket"] == pytest.approx(log["pair"], abs=1e-5)
+    # Zones never seen: the global value at every level.
+    glob = np.exp(fitted["global"]["log_duration"])
+    for name in ("pu_duration", "do_duration", "pair_duration", "pair_bucket_duration"):
+        assert encoded[name][1] == pytest.approx(glob, rel=1e-5)
+
+
+def test_predictions_use_the_logged_encoder_with_the_numbers_of_training(months, frame):
+    """A month scored from its cleaned trips and the encoder as MLflow stores it (JSON) gets exactly the
+    columns the model was tested on: the same numbers as training."""
+    data = design_matrices(frame)
+    logged = json.loads(json.dumps(data.encoder))
+    served = transform(derive_features(months[MONTHS[2]][FEATURE_INPUTS]), logged)
+    tested = data.X[TEST]
+    assert list(served.columns) == list(tested.columns)
+    for name in tested.columns:
+        pd.testing.assert_series_equal(
+            served[name].reset_index(drop=True), tested[name].reset_index(drop=True), check_names=False
+        )
+    # And the encoder refitted from the stored frame (trained_model's) is the one trip_features used.
+    assert design_matrices(frame).encoder == data.encoder
+
+
+def test_only_what_is_known_at_pickup_is_a_feature(months, frame):
+    for names in FEATURE_SETS.values():
+        assert not set(names) & {*AFTER_THE_TRIP, DURATION, WEIGHT}
+    assert not set(FEATURE_INPUTS) & set(AFTER_THE_TRIP)
+    assert not set(frame.columns) & set(AFTER_THE_TRIP)
+    # The pair statistics read the zones, pickup time and distance of the rows they encode, and nothing else.
+    rows = derive_features(months[MONTHS[2]].head(50))
+    fitted = design_matrices(frame).encoder["pair_stats"]
+    assert set(pair_stats.INPUTS) < set(rows.columns)
+    reduced = rows[list(pair_stats.INPUTS)]
+    for name, values in pair_stats.transform(rows, fitted).items():
+        np.testing.assert_array_equal(values, pair_stats.transform(reduced, fitted)[name])
+
+
+def test_zone_flags_from_the_shipped_lookup():
+    rows = pd.DataFrame({"PULocationID": [132, 4, 999], "DOLocationID": [138, 4, 1]})
+    flags = zone_flags(rows)
+    assert [BOROUGHS[code] for code in flags["pu_borough"]] == ["Queens", "Manhattan", "Unknown"]
+    assert list(flags["pu_airport"]) == [1, 0, 0] and list(flags["do_airport"]) == [1, 0, 1]
+    assert list(flags["same_borough"]) == [1, 1, 0]
+
+
+def test_ablation_feature_sets_are_rich_without_an_ingredient(months):
+    rich = set(FEATURE_SETS["rich"])
+    assert set(FEATURE_SETS["pairs"]) == rich - set(pair_stats.DISTANCE_COLUMNS)
+    assert set(FEATURE_SETS["zones"]) == set(FEATURE_SETS["pairs"]) - set(pair_stats.PAIR_COLUMNS)
+    plain = build_features({MONTHS[1]: months[MONTHS[1]]}, months[MONTHS[2]], MONTHS[2], "plain")
+    assert not set(plain.columns) & set(pair_stats.COLUMNS)
+    assert "pair_stats" not in design_matrices(plain).encoder
+
+
+def test_chunks_change_no_value(frame, monkeypatch):
+    """Rows are encoded a chunk at a time (memory); the chunk size changes no number."""
+    train = split_rows(frame, TRAIN).head(5000)
+    days = np.arange(len(train)) // 200
+    fitted = pair_stats.fit(train)
+    whole = pair_stats.out_of_fold(train, days), pair_stats.transform(train, fitted)
+    monkeypatch.setattr(pair_stats, "CHUNK_ROWS", 777)
+    chunked = pair_stats.out_of_fold(train, days), pair_stats.transform(train, fitted)
+    for before, after in zip(whole, chunked, strict=True):
+        for name in pair_stats.COLUMNS:
+            np.testing.assert_array_equal(before[name], after[name])
+
+
+def test_a_model_recorded_with_a_feature_config_this_code_does_not_know_is_refused():
+    """A lineage from before the time holdout (`holdout_fraction`) cannot be rebuilt the same: refused at once."""
+    from ml_assets.core import lineage
+    from ml_assets.core.reproduction import rebuild
+
+    recorded = {
+        "format": lineage.FORMAT,
+        "test_month": "2021-02",
+        "training_months": ["2021-01"],
+        "feature_config": {"feature_set": "rich", "holdout_fraction": 0.15, "seed": 0},
+    }
+    with pytest.raises(lineage.LineageError, match="holdout_fraction"):
+        rebuild(recorded, fetch=lambda month: pytest.fail("no file is read"))
+
+
+def test_the_model_is_trained_again_on_train_and_holdout_with_the_rounds_early_stopping_chose(frame):
+    from ml_assets.core import model
+    from ml_assets.core.training import refit_rounds, train_and_evaluate
+
+    params = {**model.DEFAULT_PARAMS, "learning_rate": 0.3}
+    once = train_and_evaluate(frame, params, num_boost_round=60, early_stopping_rounds=5, refit=False)
+    again = train_and_evaluate(frame, params, num_boost_round=60, early_stopping_rounds=5, refit=True)
+    assert (once.refitted, again.refitted) == (False, True)
+    rows = {split: int((frame[SPLIT] == split).sum()) for split in (TRAIN, VALID)}
+    rounds = refit_rounds(model.best_iteration(once.model), rows[TRAIN], rows[TRAIN] + rows[VALID])
+    assert model.rounds(again.model) == rounds == model.best_iteration(again.model) + 1
+    # It keeps the holdout score of the model that chose its rounds; the test month is scored by the refit one.
+    assert again.metrics["valid_rmse"] == once.metrics["valid_rmse"]
+    assert again.metrics["rmse"] != once.metrics["rmse"]
+    # A first training stopped by a callback (a time budget) is not refitted when refit=None.
+    stopped = train_and_evaluate(
+        frame, params, num_boost_round=60, early_stopping_rounds=5, refit=None, callbacks=[model.stop_at(0)]
+    )
+    assert not stopped.refitted
