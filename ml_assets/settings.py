@@ -23,6 +23,7 @@ from typing import Any
 
 from dagster import EnvVar
 
+from ml_assets.core import features
 from ml_assets.core.credentials import mask
 from ml_assets.core.drift import DriftThresholds
 from ml_assets.core.months import check_month
@@ -186,7 +187,7 @@ TRAINING_MONTHS = Setting(
 )
 RECENCY_WEIGHT = Setting(
     "ML_ASSETS_RECENCY_WEIGHT",
-    1.0,
+    features.RECENCY_WEIGHT,
     _positive_float,
     "a number > 0",
     "default weight of a training row per month back (`r`: the month before M weighs 1, the one before r, then "
@@ -194,7 +195,7 @@ RECENCY_WEIGHT = Setting(
 )
 HOLDOUT_DAYS = Setting(
     "ML_ASSETS_HOLDOUT_DAYS",
-    7,
+    features.HOLDOUT_DAYS,
     _positive_int,
     "a whole number of days >= 1",
     "default holdout of trip_features: the newest this many days of the training window, for early stopping and tuning",

@@ -218,7 +218,7 @@ class DesignMatrices:
     X: dict[str, object]
     y: dict[str, np.ndarray]
     encoder: dict
-    w: dict[str, np.ndarray | None] = None
+    w: dict[str, np.ndarray | None] | None = None
 
 
 def fit_encoder(frame: pd.DataFrame) -> dict:
