@@ -56,17 +56,22 @@ def stop_at(deadline: float, stopped: Callable[[int], None] = lambda epoch: None
 
 def training_matrices(data: DesignMatrices, threads: int | None = None):
     """`train` and `valid` as QuantileDMatrix: about a byte per value, read from the frame's own columns."""
+
+    weight = (data.w or {}).get(TRAIN)  # recency weights of the training rows; the holdout is scored unweighted
+    dtrain = _matrix(data.X[TRAIN], data.y[TRAIN], weight, threads)
+    return dtrain, _matrix(data.X[VALID], data.y[VALID], None, threads, ref=dtrain)
+
+
+def _matrix(X, y, weight, threads: int | None, ref=None):
+    """A QuantileDMatrix of `X` (a frame's zones as XGBoost categories, or the course's sparse matrix)."""
     import xgboost as xgb
 
-    categorical = isinstance(data.X[TRAIN], pd.DataFrame)
-    weight = (data.w or {}).get(TRAIN)  # recency weights of the training rows; the holdout is scored unweighted
-    dtrain = xgb.QuantileDMatrix(
-        data.X[TRAIN], data.y[TRAIN], weight=weight, enable_categorical=categorical, nthread=threads
-    )
-    dvalid = xgb.QuantileDMatrix(
-        data.X[VALID], data.y[VALID], enable_categorical=categorical, nthread=threads, ref=dtrain
-    )
-    return dtrain, dvalid
+    categorical = isinstance(X, pd.DataFrame)
+    return xgb.QuantileDMatrix(X, y, weight=weight, enable_categorical=categorical, nthread=threads, ref=ref)
+
+
+def _booster_params(params: dict, threads: int | None) -> dict:
+    return {**BASE_PARAMS, **params, "nthread": threads or 0}
 
 
 def fit(
@@ -86,7 +91,7 @@ def fit(
 
     dtrain, dvalid = matrices or training_matrices(data, threads)
     return xgb.train(
-        {**BASE_PARAMS, **params, "nthread": threads or 0},
+        _booster_params(params, threads),
         dtrain,
         num_boost_round=num_boost_round,
         evals=[(dvalid, VALID)],
@@ -102,11 +107,9 @@ def refit(X, y, weight, params: dict, rounds: int, valid_score: float, threads: 
     `valid_score` (the holdout's score of the model that chose the rounds) and its last round as best."""
     import xgboost as xgb
 
-    categorical = isinstance(X, pd.DataFrame)
-    matrix = xgb.QuantileDMatrix(X, y, weight=weight, enable_categorical=categorical, nthread=threads)
     booster = xgb.train(
-        {**BASE_PARAMS, **params, "nthread": threads or 0},
-        matrix,
+        _booster_params(params, threads),
+        _matrix(X, y, weight, threads),
         num_boost_round=rounds,
         callbacks=callbacks,
         verbose_eval=False,
