@@ -17,12 +17,11 @@ from pathlib import Path
 from benchmarks.plain import cleaned
 from ml_assets.core import model
 from ml_assets.core.features import FEATURE_INPUTS, build_features
-from ml_assets.core.months import shift_month
+from ml_assets.core.months import month_range, shift_month
 from ml_assets.core.sources.directory import DirectorySource
 from ml_assets.core.training import train_and_evaluate
 
 FIRST = "2023-01"  # the first 2023 month: windows start here at the earliest
-# (name, feature set, window months, recency weight), each adding one thing to the row before it.
 # (name, feature set, window months, recency weight, refit), each adding one thing to the row before it but the
 # recency weight's, which only shows what the setting does.
 VARIANTS = [
@@ -37,7 +36,8 @@ VARIANTS = [
 
 
 def window(month: str, months: int) -> list[str]:
-    return [m for m in (shift_month(month, -k) for k in range(months, 0, -1)) if m >= FIRST]
+    """The `months` months before `month`, none before FIRST."""
+    return month_range(max(FIRST, shift_month(month, -months)), shift_month(month, -1))
 
 
 def ablation(data: Path, months: list[str], threads: int) -> dict:
