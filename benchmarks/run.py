@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import report, scale
+from benchmarks.ablation import FIRST
 from benchmarks.harness import (
     DEFAULT_DATA,
     TEST_MONTH,
@@ -42,6 +43,7 @@ from benchmarks.harness import (
     step_seconds,
 )
 from benchmarks.report import MISSING, table
+from ml_assets.core.features import HOLDOUT_DAYS
 
 MONTHS_2023 = ["2023-02", "2023-03", "2023-04", "2023-05", "2023-06"]
 # --only's names: phases 1 and 3 (course), 2 (months), 2b (ablation), 4, 5-6 (sizes), 7, 8.
@@ -196,7 +198,7 @@ def ablation(workdir: Path, data: Path, months: list[str]) -> dict:
     """Phase 2b, Dagster-free."""
     state = fresh_home(workdir, "ablation")
     measured, result = run_module(
-        "benchmarks.ablation", ["--data", str(data), "--months", *months], child_env(state, data, "2023-01"), state
+        "benchmarks.ablation", ["--data", str(data), "--months", *months], child_env(state, data, FIRST), state
     )
     return {**result, "others_cpu": measured.others_cpu_seconds}
 
@@ -217,10 +219,10 @@ def md_ablation(result: dict, months: list[str]) -> list[str]:
     params = ", ".join(f"{k} {v:g}" for k, v in result["params"].items())
     return [
         "Each row adds one thing to the row above; fixed params (`DEFAULT_PARAMS`: "
-        f"{params}), no tuning; *valid*: RMSE on the window's newest 7 days (which also stop the boosting), "
-        "*test*: the month itself. Windows start at 2023-01, so 2023-04 has three months at most. The row in "
-        "brackets only shows the recency weight (the next row adds the refit to the one above it); a refit model "
-        "keeps the holdout score of the model that chose its rounds.",
+        f"{params}), no tuning; *valid*: RMSE on the window's newest {HOLDOUT_DAYS} days (which also stop the "
+        f"boosting), *test*: the month itself. Windows start at {FIRST}, so 2023-04 has three months at most. "
+        "The row in brackets only shows the recency weight (the next row adds the refit to the one above it); "
+        "a refit model keeps the holdout score of the model that chose its rounds.",
         table(headers, rows),
     ]
 
@@ -299,7 +301,7 @@ def print_course(result: dict, ours: dict) -> None:
 
 
 def print_months(months: dict) -> None:
-    print("\n2. 2023 months (ML_ASSETS_START_MONTH=2023-01; each trains on the months before it, default config)")
+    print(f"\n2. 2023 months (ML_ASSETS_START_MONTH={FIRST}; each trains on the months before it, default config)")
     print(
         f"   {'month':8} {'ours':>6} {'valid':>6} {'study':>6} {'before':>7} {'change':>7} "
         f"{'baseline':>9} {'gain':>6} {'trials':>7} {'wall s':>7}"
@@ -475,9 +477,9 @@ def md_months(months: dict) -> list[str]:
             ],
             rows,
         ),
-        "*valid RMSE*: the trained model on the holdout (the window's newest 7 days), which chose its boosting "
-        "rounds before the model was trained again on train + holdout; *study's*: best_params' best trial, on its "
-        "sample of the window. Params chosen: "
+        f"*valid RMSE*: the trained model on the holdout (the window's newest {HOLDOUT_DAYS} days), which chose "
+        "its boosting rounds before the model was trained again on train + holdout; *study's*: best_params' best "
+        "trial, on its sample of the window. Params chosen: "
         f"{params}. Before issue 18 (window 3, random 15 % holdout, no pair statistics): {sources}.",
     ]
 
@@ -540,7 +542,7 @@ def run_phases(workdir: Path, args: argparse.Namespace, phases: list[str]) -> di
             md_course(results["course"], results["ours"], one_month["peak_rss_mib"]),
         )
     if "months" in phases:
-        months = materialize(workdir, "2023", args.data, "2023-01", args.months)
+        months = materialize(workdir, "2023", args.data, FIRST, args.months)
         results["months"] = months["months"]
         print_months(results["months"])
         write(args, "months", "2. 2023 months (`months`)", months["others_cpu"], md_months(results["months"]))
@@ -589,7 +591,7 @@ def run_phases(workdir: Path, args: argparse.Namespace, phases: list[str]) -> di
         if "months" in results:
             default = results["months"].get(month)
         else:
-            own = materialize(workdir, "default", args.data, "2023-01", [month])
+            own = materialize(workdir, "default", args.data, FIRST, [month])
             default, others = own["months"][month], own["others_cpu"]
         long = None
         if default is not None and (args.long or args.only):
