@@ -68,6 +68,15 @@ FEATURE_INPUTS = [
     DURATION,
 ]
 COURSE_PAIR, COURSE_DISTANCE = "PU_DO", "trip_distance"
+# The trip codes TLC leaves null on some rows, and the value a null becomes in the model's input: below every
+# code, so a split can still set the nulls apart. A matrix with no missing values stays dense in XGBoost, half
+# the memory of one with them (docs/model.md).
+NULLABLE_CODES = ("VendorID", "RatecodeID", "trip_type", "passenger_count")
+MISSING_CODE = -1.0
+# For the same reason, a zone column has at most 256 categories, which XGBoost stores a byte per value (TLC
+# has 265 zones, and a window of green trips sees 257): the rarest zones beyond them share one, OTHER_ZONE
+# (no TLC zone has id 0), and keep what the pair statistics say about each.
+MAX_ZONE_CATEGORIES, OTHER_ZONE = 256, 0
 _PAIR_BASE = 1 << 20  # pair key = pickup zone * base + dropoff zone (zone ids are far smaller)
 
 
@@ -83,24 +92,43 @@ def derive_features(trips: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({**{name: trips[name] for name in trips.columns}, **derived}, copy=False)
 
 
-def _observed_zones(column: pd.Series, rows: np.ndarray | None = None) -> set[int]:
-    """Zone ids that occur in `column` (in `rows`, a boolean mask, if given)."""
+def _zone_counts(column: pd.Series, rows: np.ndarray | None = None) -> dict[int, int]:
+    """Trips per zone id in `column` (in `rows`, a boolean mask, if given)."""
     if isinstance(column.dtype, pd.CategoricalDtype):
         codes = column.cat.codes.to_numpy()
-        codes = np.unique(codes if rows is None else codes[rows])
-        return {int(value) for value in column.cat.categories[codes[codes >= 0]]}
+        codes = codes if rows is None else codes[rows]
+        counts = np.bincount(codes[codes >= 0].astype(np.int64), minlength=len(column.cat.categories))
+        return {int(zone): int(count) for zone, count in zip(column.cat.categories, counts, strict=True) if count}
     values = column.to_numpy() if rows is None else column.to_numpy()[rows]
-    return {int(value) for value in pd.unique(values[~pd.isna(values)])}
+    return {int(zone): int(count) for zone, count in pd.Series(values).value_counts().items()}
 
 
-def with_categories(column: pd.Series, categories: list[int]) -> pd.Series:
-    """`column` (zone ids) as a categorical over exactly `categories`; other ids become missing."""
+def _zone_categories(column: pd.Series, rows: np.ndarray) -> tuple[list[int], list[int]]:
+    """A fitted encoder's categories of a zone column, and the zones it folds into OTHER_ZONE: every zone of
+    `rows` while they fit in MAX_ZONE_CATEGORIES, else the most frequent ones beside OTHER_ZONE."""
+    counts = _zone_counts(column, rows)
+    if len(counts) <= MAX_ZONE_CATEGORIES:
+        return sorted(counts), []
+    ranked = sorted(counts, key=lambda zone: (-counts[zone], zone))
+    kept = MAX_ZONE_CATEGORIES - 1
+    return sorted([OTHER_ZONE, *ranked[:kept]]), sorted(ranked[kept:])
+
+
+def with_categories(column: pd.Series, categories: list[int], folded: list[int] | None = None) -> pd.Series:
+    """`column` (zone ids) as a categorical over exactly `categories`; ids in `folded` become OTHER_ZONE, other
+    ids missing."""
     wanted = pd.Index(categories, dtype="int64")
     if not isinstance(column.dtype, pd.CategoricalDtype):
-        return pd.Series(pd.Categorical(column, categories=wanted), index=column.index, name=column.name)
-    if column.cat.categories.equals(wanted) and column.cat.categories.dtype == wanted.dtype:
-        return column
-    return column.cat.set_categories(wanted)
+        encoded = pd.Series(pd.Categorical(column, categories=wanted), index=column.index, name=column.name)
+    elif column.cat.categories.equals(wanted) and column.cat.categories.dtype == wanted.dtype:
+        encoded = column
+    else:
+        encoded = column.cat.set_categories(wanted)
+    if not folded:
+        return encoded
+    codes = encoded.cat.codes.to_numpy().copy()
+    codes[column.isin(folded).to_numpy()] = wanted.get_loc(OTHER_ZONE)
+    return pd.Series(pd.Categorical.from_codes(codes, wanted), index=column.index, name=column.name)
 
 
 def holdout_rows(pickups: np.ndarray, test_month: str, days: int) -> np.ndarray:
@@ -149,7 +177,7 @@ def build_features(
     wanted = FEATURE_SETS[feature_set]
     for name in [*(name for name in wanted if name not in ENCODED), DURATION]:
         if name in ZONE_COLUMNS:
-            categories = sorted(set().union(*(_observed_zones(month[name]) for month in months)))
+            categories = sorted(set().union(*(_zone_counts(month[name]) for month in months)))
             codes = [with_categories(frame[name], categories).cat.codes.to_numpy()[rows] for frame, rows in pieces]
             columns[name] = pd.Categorical.from_codes(np.concatenate(codes), pd.Index(categories, dtype="int64"))
         else:
@@ -231,8 +259,11 @@ def fit_encoder(frame: pd.DataFrame) -> dict:
     encoder = {
         "feature_set": feature_set,
         "features": FEATURE_SETS[feature_set],
-        "categories": {zone: sorted(_observed_zones(frame[zone], training)) for zone in ZONE_COLUMNS},
+        "missing_code": MISSING_CODE,
     }
+    zones = {zone: _zone_categories(frame[zone], training) for zone in ZONE_COLUMNS}
+    encoder["categories"] = {zone: categories for zone, (categories, _) in zones.items()}
+    encoder["folded_zones"] = {zone: folded for zone, (_, folded) in zones.items() if folded}
     if any(name in ENCODED for name in encoder["features"]):
         encoder["pair_stats"] = pair_stats.fit(split_rows(frame, TRAIN))
     return encoder
@@ -255,7 +286,11 @@ def transform(rows: pd.DataFrame, encoder: dict):
         for name in encoder["features"]
     }
     for zone, categories in encoder["categories"].items():
-        columns[zone] = with_categories(rows[zone], categories)
+        columns[zone] = with_categories(rows[zone], categories, encoder.get("folded_zones", {}).get(zone))
+    if "missing_code" in encoder:  # encoders of before it left the nulls as NaN
+        for name in NULLABLE_CODES:
+            if name in columns and columns[name].hasnans:
+                columns[name] = columns[name].fillna(encoder["missing_code"])
     return pd.DataFrame(columns, copy=False)
 
 
