@@ -12,7 +12,8 @@ import pytest
 from dagster import DagsterEventType
 
 from ml_assets.core.cleaning import clean_trips
-from ml_assets.core.features import SPLIT, TEST, TRAIN, VALID, build_features, design_matrices
+from ml_assets.core import features
+from ml_assets.core.features import SPLIT, TEST, TRAIN, VALID, build_features, design_matrices, fit_encoder, transform
 from ml_assets.core.model import DEFAULT_PARAMS, fit, from_bytes, predict, stop_at, to_bytes
 from ml_assets.core.training import baseline_rmse, regression_metrics
 from ml_assets.core.tuning import TrialProgress, tune
@@ -54,6 +55,48 @@ def test_zone_categories_come_from_training_months_only(months):
     unseen_in_test = ~months["2021-02"]["PULocationID"].astype(int).isin(seen)
     assert tested["PULocationID"].isna().sum() == unseen_in_test.sum()
     assert (months["2021-02"]["PULocationID"] == unseen).sum() > 0
+
+
+def test_the_model_input_has_no_missing_trip_codes_unless_an_old_encoder_left_them(rich):
+    # XGBoost stores a matrix without missing values densely, in half the memory.
+    nulls = {name: int(rich[name].isna().sum()) for name in features.NULLABLE_CODES}
+    assert sum(nulls.values()) > 0  # TLC leaves some codes null
+    data = design_matrices(rich)
+    for split in (TRAIN, VALID, TEST):
+        X = data.X[split]
+        assert not X[list(features.NULLABLE_CODES)].isna().any().any()
+    train = rich[rich[SPLIT] == TRAIN]
+    for name in features.NULLABLE_CODES:
+        null = train[name].isna().to_numpy()
+        assert (data.X[TRAIN][name].to_numpy()[null] == features.MISSING_CODE).all()
+        assert np.array_equal(data.X[TRAIN][name].to_numpy()[~null], train[name].to_numpy()[~null])
+    # An encoder logged before the fill (no `missing_code`) gets its model the NaN it was trained on.
+    old = {key: value for key, value in data.encoder.items() if key != "missing_code"}
+    assert transform(train, old)[list(features.NULLABLE_CODES)].isna().sum().sum() == sum(
+        int(train[name].isna().sum()) for name in features.NULLABLE_CODES
+    )
+
+
+def test_zones_beyond_256_fold_into_one_category_in_training_and_serving(monkeypatch, rich):
+    # The same rule, tried on fewer zones: the training months' 5 rarest pickup zones share OTHER_ZONE.
+    counts = rich.loc[rich[SPLIT] != TEST, "PULocationID"].astype(int).value_counts()
+    ranked = sorted(counts.index, key=lambda zone: (-counts[zone], zone))  # ties: the lower id stays
+    monkeypatch.setattr(features, "MAX_ZONE_CATEGORIES", len(counts) - 4)
+    encoder = fit_encoder(rich)
+    json.dumps(encoder)  # logged with the model as JSON
+    folded = encoder["folded_zones"]["PULocationID"]
+    assert folded == sorted(ranked[-5:])
+    assert encoder["categories"]["PULocationID"] == sorted([features.OTHER_ZONE, *ranked[:-5]])
+    for split in (TRAIN, TEST):
+        rows = rich[rich[SPLIT] == split]
+        zones = transform(rows, encoder)["PULocationID"]
+        is_folded = rows["PULocationID"].isin(folded).to_numpy()
+        assert is_folded.any() and (zones[is_folded] == features.OTHER_ZONE).all()
+        kept = ~is_folded & rows["PULocationID"].notna().to_numpy()
+        assert np.array_equal(zones[kept].astype(int).to_numpy(), rows["PULocationID"][kept].astype(int).to_numpy())
+    # A window within the limit folds nothing.
+    monkeypatch.undo()
+    assert fit_encoder(rich).get("folded_zones") == {}
 
 
 def test_course_features_reproduce_the_course_linear_regression(months):

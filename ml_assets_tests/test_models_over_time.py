@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance
 
+from ml_assets.core.features import OTHER_ZONE
 from ml_assets.core.tracking import REGISTERED_MODEL
 from ml_assets.keys import MODEL_PERFORMANCE
 from ml_assets.records import latest_metadata
@@ -99,11 +100,15 @@ def realized_rmse(env: dict, version, month: str) -> float:
     trips = trips[kept & trips[["PULocationID", "DOLocationID", "trip_distance"]].notna().all(axis=1)]
     pickup = trips["lpep_pickup_datetime"]
     derived = {"pickup_hour": pickup.dt.hour + pickup.dt.minute / 60, "pickup_weekday": pickup.dt.dayofweek}
+    folded = encoder.get("folded_zones", {})  # rare zones sharing OTHER_ZONE's category
     X = pd.DataFrame(
         {
-            name: pd.Categorical(trips[name], categories=encoder["categories"][name])
+            name: pd.Categorical(
+                trips[name].mask(trips[name].isin(folded.get(name, [])), OTHER_ZONE),
+                categories=encoder["categories"][name],
+            )
             if name in encoder["categories"]
-            else derived.get(name, trips.get(name)).astype("float32")
+            else derived.get(name, trips.get(name)).astype("float32").fillna(encoder.get("missing_code", np.nan))
             for name in encoder["features"]
         }
     )
