@@ -4,8 +4,9 @@ server, the gRPC code server, the webserver and the daemon, as separate processe
 There is no Docker engine here: the compose file and the Dockerfile are checked statically (and
 with `docker compose config` / `docker-compose config` where one is installed), and the topology
 test starts the image's own entry point (deploy/service.sh) once per compose service, through
-ml_assets_tests/topology.py. Months are real TLC files, a tenth of their trips (so that
-training fits the time budget of a test), dropped one by one into a directory source.
+the product's local stack (ml_assets/deploy/local/, which `python -m ml_assets.deploy.local` runs
+for a person too). Months are real TLC files, a tenth of their trips (so that training fits the
+time budget of a test), dropped one by one into a directory source.
 
 Run alone with `pytest -m deployment`.
 """
@@ -25,23 +26,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ml_assets_tests.support import ROOT, drop_month
-from ml_assets_tests.topology import (
-    CELERY_WORKER,
-    REGISTERED_MODEL,
-    SERVICE_SH,
-    SERVICES,
+from ml_assets.core.tracking import REGISTERED_MODEL
+from ml_assets.deploy.local.service import SERVICE_SH
+from ml_assets.deploy.local.topology import CELERY_WORKER, SERVICES, Topology
+from ml_assets.deploy.local.ui_actions import TRAINING_TAG, graphql, launch
+from ml_assets_tests.deployment_support import (
     TEST_INSTANCE,
     TEST_SETTINGS,
-    TRAINING_TAG,
-    Topology,
-    graphql,
-    launch,
     mlflow_get,
     mlflow_request,
     registered_versions,
     require_servers,
 )
+from ml_assets_tests.support import ROOT, drop_month
 
 pytestmark = pytest.mark.deployment
 
