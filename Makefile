@@ -8,12 +8,12 @@ TO ?= 2021-04
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install install-dev run backfill reproduce lint test test-fast test-ui test-deployment test-compose dev mlflow optuna docs bench bench-deployment up clean
+.PHONY: install install-deploy install-dev run backfill reproduce lint test test-fast test-ui test-deployment test-compose dev mlflow optuna docs bench bench-deployment stack up clean
 
 # Every environment is uv.lock, installed by uv (pinned with hashes in requirements-uv.txt), so no
-# install resolves anything: `install` is what `make run` needs, `install-dev` adds the production
-# topology's packages and the test tools (the dev extra). uv keeps the wheels it fetched in its
-# cache, so a second checkout installs from it.
+# install resolves anything: `install` is what `make run` needs, `install-deploy` adds the production
+# topology's packages (the deploy extra, for `make stack`), `install-dev` those and the test tools
+# (the dev extra). uv keeps the wheels it fetched in its cache, so a second checkout installs from it.
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 SYNC := $(BIN)/uv sync --frozen --inexact --quiet
 
@@ -26,11 +26,17 @@ $(BIN)/.installed: pyproject.toml uv.lock $(BIN)/uv
 	$(SYNC)
 	touch $@
 
+$(BIN)/.installed-deploy: pyproject.toml uv.lock $(BIN)/uv
+	$(SYNC) --extra deploy
+	touch $@
+
 $(BIN)/.installed-dev: pyproject.toml uv.lock $(BIN)/uv
 	$(SYNC) --extra dev
 	touch $@
 
 install: $(BIN)/.installed
+
+install-deploy: $(BIN)/.installed-deploy
 
 install-dev: $(BIN)/.installed-dev
 
@@ -91,6 +97,14 @@ bench-deployment: install-dev
 # serves here (needs a Docker engine; part of `make test` where one answers).
 test-compose: install-dev
 	$(BIN)/python -m pytest -m compose
+
+# The production topology without Docker (docs/deployment.md#without-containers): PostgreSQL behind
+# PgBouncer, the MLflow server, code server, webserver and daemon on 127.0.0.1, with their files in a
+# new folder, until Ctrl-C. Needs Debian's postgresql and pgbouncer; STACK_ARGS="--workers 2" adds
+# Celery workers and a redis-server.
+STACK ?= .stack/$(shell date +%Y%m%d-%H%M%S)
+stack: install-deploy
+	$(BIN)/python -m ml_assets.deploy.local $(STACK) $(STACK_ARGS)
 
 # The production topology in Docker (docs/deployment.md).
 up:

@@ -8,7 +8,7 @@ for 2021-02.
   Dagster, optuna and MLflow). First in a fresh DAGSTER_HOME, which ingests 2021-01 first; then
   `--repeat` times again in that home, the window ingested: the month alone.
 - `topology`: PostgreSQL behind PgBouncer, `mlflow server`, the gRPC code server, the webserver and the daemon
-  (ml_assets_tests/topology.py, the processes of docker-compose.yml), started and ready before
+  (ml_assets/deploy/local/, the processes of docker-compose.yml), started and ready before
   the clock starts (they are long-running services).
   - unattended: from both month files landing in the source folder to `trip_duration_predictions`
     2021-02, with nobody launching anything: the sensor ingests, automation trains. Compared with
@@ -165,11 +165,10 @@ def launched(topology, instance) -> dict:
     """The whole graph for the month, launched from the webserver; from the launch to the run's end."""
     from dagster import RunsFilter
 
-    from ml_assets_tests.support import ASSETS
-    from ml_assets_tests.topology import launch
+    from ml_assets.deploy.local.ui_actions import launch
 
     cpu_before, busy_before, start = topology.cpu_seconds(), busy_cpu_seconds(), time.time()
-    run_id = launch(topology, TEST_MONTH, ASSETS)
+    run_id = launch(topology, TEST_MONTH)  # every asset
     topology.wait_for(lambda: instance.get_run_by_id(run_id).is_finished, f"run {run_id}", 1800, poll=0.2)
     (record,) = instance.get_run_records(RunsFilter(run_ids=[run_id]))
     assert record.dagster_run.is_success, f"run {run_id} failed:\n{topology.logs()}"
@@ -185,7 +184,8 @@ def launched(topology, instance) -> dict:
 
 
 def topology_side(workdir: Path, data: Path, trials: int, sensor_interval: int, repeat: int) -> dict:
-    from ml_assets_tests.topology import Topology, stop_sensors  # the test suite's topology, imported only here
+    from ml_assets.deploy.local.topology import Topology
+    from ml_assets.deploy.local.ui_actions import stop_sensors
 
     incoming = workdir / "incoming"
     incoming.mkdir()

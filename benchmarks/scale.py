@@ -13,7 +13,7 @@ harness), each step's peak memory measured in the process that runs all of a run
 - backfill: `python -m ml_assets.runner` for one month, and for twelve in one call, on the default
   synthetic months, a fixed trial count (the clock does not decide how much is done); each month
   trains on three, and both calls first ingest the three months before the first. Then the same
-  months on two Celery workers: the production topology of ml_assets_tests/topology.py with Redis
+  months on two Celery workers: the production topology of ml_assets/deploy/local/ with Redis
   and two `dagster-celery` workers reading both queues, started (not timed) for each side; timed
   from launching the ingestion backfill of the months and their window, through the training
   backfill of the months, to the end of its last run, both launched from the webserver.
@@ -106,7 +106,8 @@ def celery_backfill(workdir: Path) -> dict:
 
     from ml_assets.core.months import month_range, shift_month
     from ml_assets.core.sources.synthetic import SyntheticSource
-    from ml_assets_tests.topology import TRAINING_TAG, Topology, backfill, finished_runs, stop_sensors
+    from ml_assets.deploy.local.topology import Topology
+    from ml_assets.deploy.local.ui_actions import TRAINING_TAG, backfill, finished_runs, stop_sensors
 
     results = {}
     for name, last in (("one", BACKFILL_FIRST), ("twelve", BACKFILL_LAST)):

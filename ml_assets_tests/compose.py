@@ -9,8 +9,8 @@ A copy of the project (what git tracks or would add) in `workdir`, so that start
 .env there and a developer's .env is never touched. Its compose project has a name of its own
 (COMPOSE_PROJECT_NAME) and free published ports, so it cannot meet another: those and the test's
 settings are given to start.sh in the environment, which Compose prefers to .env's values.
-`Stack.ports["webserver"]` lets ml_assets_tests.topology's GraphQL helpers (launch, backfill,
-stop_sensors) drive this webserver as they drive the topology test's.
+`Stack.ports["webserver"]` lets the GraphQL helpers of ml_assets.deploy.local.ui_actions (launch,
+backfill, stop_sensors) drive this webserver as they drive the local stack's.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from pathlib import Path
 
 import yaml
 
+from ml_assets.deploy.local.environment import clean_environ
+from ml_assets.deploy.local.ui_actions import REPOSITORY, graphql
 from ml_assets_tests.support import ROOT, free_port, wait_until
-from ml_assets_tests.topology import REPOSITORY, clean_environ, graphql
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"

@@ -8,15 +8,11 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -24,11 +20,11 @@ import pyarrow.compute as pc
 import pytest
 
 from ml_assets import keys
+from ml_assets.deploy.local.environment import BIN, ROOT
+from ml_assets.deploy.local.ports import free_port  # noqa: F401 - for the tests, as the stack picks its ports
+from ml_assets.deploy.local.waiting import http_ok, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 TLC_DATA = ROOT.parent / "shared" / "data" / "nyc-tlc"  # real TLC files, read-only
-T = TypeVar("T")
-BIN = Path(sys.executable).parent  # the virtual environment's commands: dagster, dg, moto_server…
 
 # The graph's assets, upstream first: what "Materialize all" selects.
 ASSETS = [key.to_user_string() for key in keys.ASSETS]
@@ -117,35 +113,6 @@ def start_writer(target: str | Path) -> subprocess.Popen:
     return writer
 
 
-def http_ok(url: str) -> bool:
-    """Whether `url` answers 200 (False while nothing listens yet)."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def wait_until(
-    condition: Callable[[], T],
-    what: str,
-    seconds: float,
-    poll: float = 1.0,
-    exited: Callable[[], str] = lambda: "",
-    log: Callable[[], str] = lambda: "",
-) -> T:
-    """The condition's first truthy value, polled every `poll` s. Fails with `log()` as soon as
-    `exited()` names a process that died (no use waiting on), or after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not (value := condition()):
-        if dead := exited():
-            raise AssertionError(f"{what}: {dead} exited\n{log()}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {seconds:g} s\n{log()}")
-        time.sleep(poll)
-    return value
-
-
 def wait_until_answers(url: str, alive: Callable[[], bool], log: Path, seconds: float = 120) -> None:
     """Wait until a server just started answers `url`; fail with its log's tail if it dies or takes too long."""
     wait_until(
@@ -156,33 +123,6 @@ def wait_until_answers(url: str, alive: Callable[[], bool], log: Path, seconds: 
         exited=lambda: "" if alive() else "the server",
         log=lambda: log.read_text()[-3000:],
     )
-
-
-_PORTS_GIVEN: set[int] = set()
-
-
-def free_port() -> int:
-    """A loopback port that is free now and stays free until a server started later binds it.
-
-    Not the kernel's pick (bind to port 0): that comes from the ephemeral range, which the kernel also
-    hands to outgoing connections as their local port, and a server that starts a minute after the pick
-    (the webserver waits for the code server) found it taken by one. So: a random free port below that
-    range, never the same one twice in this process.
-    """
-    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    low = min(10000, ephemeral_low // 2)  # clear of the well-known ports where the range allows
-    for _ in range(1000):
-        port = secrets.randbelow(ephemeral_low - low) + low
-        if port in _PORTS_GIVEN:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _PORTS_GIVEN.add(port)
-        return port
-    raise RuntimeError(f"no free loopback port between {low} and {ephemeral_low}")
 
 
 @contextlib.contextmanager

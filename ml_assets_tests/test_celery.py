@@ -1,6 +1,6 @@
 """Steps on Celery workers: the production topology with Redis and two `dagster-celery` workers.
 
-The topology of test_deployment.py (ml_assets_tests/topology.py: PostgreSQL, the MLflow server,
+The topology of test_deployment.py (ml_assets/deploy/local/: PostgreSQL, the MLflow server,
 the code server, webserver and daemon) plus a real `redis-server` and two workers started as
 compose starts them (`deploy/service.sh worker`, i.e. `dagster-celery worker start`): `general`
 takes both queues, `trainer` only `train`, as a machine given to training would. The code
@@ -29,19 +29,11 @@ from collections import defaultdict
 
 import pytest
 
+from ml_assets.deploy.local.environment import clean_environ
+from ml_assets.deploy.local.topology import Topology
+from ml_assets.deploy.local.ui_actions import TRAINING_TAG, backfill, finished_runs, launch, stop_sensors
+from ml_assets_tests.deployment_support import TEST_INSTANCE, registered_versions, require_servers
 from ml_assets_tests.support import FAST_CONFIG, ROOT, drop_month, stop_process_group, stored_values
-from ml_assets_tests.topology import (
-    TEST_INSTANCE,
-    TRAINING_TAG,
-    Topology,
-    backfill,
-    clean_environ,
-    finished_runs,
-    launch,
-    registered_versions,
-    require_servers,
-    stop_sensors,
-)
 
 pytestmark = pytest.mark.deployment
 

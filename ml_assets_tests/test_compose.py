@@ -28,10 +28,12 @@ import time
 
 import pytest
 
+from ml_assets.core.tracking import REGISTERED_MODEL
+from ml_assets.deploy.local.ui_actions import TRAINING_TAG, backfill, launch, stop_sensors
 from ml_assets_tests.compose import Stack, docker_missing, upstream_images
+from ml_assets_tests.deployment_support import TEST_SETTINGS
 from ml_assets_tests.standins import LABEL, ensure_images, image_labels
 from ml_assets_tests.support import ASSETS, drop_month, wait_until
-from ml_assets_tests.topology import REGISTERED_MODEL, TEST_SETTINGS, TRAINING_TAG, backfill, launch, stop_sensors
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(2400)]
 

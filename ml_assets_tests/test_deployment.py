@@ -4,44 +4,46 @@ server, the gRPC code server, the webserver and the daemon, as separate processe
 There is no Docker engine here: the compose file and the Dockerfile are checked statically (and
 with `docker compose config` / `docker-compose config` where one is installed), and the topology
 test starts the image's own entry point (deploy/service.sh) once per compose service, through
-ml_assets_tests/topology.py. Months are real TLC files, a tenth of their trips (so that
-training fits the time budget of a test), dropped one by one into a directory source.
+the product's local stack (ml_assets/deploy/local/, which `python -m ml_assets.deploy.local` runs
+for a person too). Months are real TLC files, a tenth of their trips (so that training fits the
+time budget of a test), dropped one by one into a directory source.
 
 Run alone with `pytest -m deployment`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from ml_assets_tests.support import ROOT, drop_month
-from ml_assets_tests.topology import (
-    CELERY_WORKER,
-    REGISTERED_MODEL,
-    SERVICE_SH,
-    SERVICES,
+from ml_assets.core.tracking import REGISTERED_MODEL
+from ml_assets.deploy.local.environment import clean_environ
+from ml_assets.deploy.local.proc import ended, process_table
+from ml_assets.deploy.local.service import SERVICE_SH
+from ml_assets.deploy.local.topology import CELERY_WORKER, SERVICES, Topology
+from ml_assets.deploy.local.ui_actions import TRAINING_TAG, graphql, launch
+from ml_assets_tests.deployment_support import (
     TEST_INSTANCE,
     TEST_SETTINGS,
-    TRAINING_TAG,
-    Topology,
-    graphql,
-    launch,
     mlflow_get,
     mlflow_request,
     registered_versions,
     require_servers,
 )
+from ml_assets_tests.support import ROOT, drop_month, http_ok, stop_process_group, wait_until
 
 pytestmark = pytest.mark.deployment
 
@@ -404,6 +406,88 @@ def test_start_script_creates_env_with_a_generated_password_and_starts_compose(t
         ["bash", str(project / "scripts" / "start.sh")], env=env, capture_output=True, text=True, timeout=60
     )
     assert broken.returncode != 0 and "Docker engine is not running" in broken.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# The stack from the command line (before the topology below starts: one stack at a time)
+# --------------------------------------------------------------------------------------------
+
+
+def started_by(roots: set[int]) -> dict[int, int]:
+    """pid -> start time of the processes `roots`, the members of their sessions, and all their descendants."""
+    table = process_table()
+    found = {pid for pid, stat in table.items() if pid in roots or stat.session in roots}
+    todo = list(found)
+    while todo:
+        parent = todo.pop()
+        children = [pid for pid, stat in table.items() if stat.ppid == parent and pid not in found]
+        found.update(children)
+        todo.extend(children)
+    return {pid: table[pid].started for pid in found}
+
+
+def still_running(processes: dict[int, int]) -> list[int]:
+    """Those of `processes` (pid -> start time) that have not ended."""
+    return [pid for pid, started in processes.items() if not ended(pid, started)]
+
+
+def test_the_stack_runs_from_the_command_line_until_sigterm(tmp_path):
+    """`python -m ml_assets.deploy.local FOLDER` (`make stack`): the webserver and MLflow answer at the
+    addresses it prints, and SIGTERM stops every process it started, each of them gone by its id."""
+    require_servers()
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()  # no month: nothing runs while the stack is up
+    env = {**clean_environ(), **TEST_SETTINGS, "ML_ASSETS_SOURCE": str(incoming)}
+    output = tmp_path / "stack.out"
+    with output.open("w") as out:
+        stack = subprocess.Popen(
+            [sys.executable, "-m", "ml_assets.deploy.local", str(tmp_path / "stack")],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    processes: dict[int, int] = {}
+
+    def ready() -> str | None:
+        text = output.read_text()
+        return text if "stops them all." in text else None
+
+    try:
+        printed = wait_until(
+            ready,
+            "the stack ready",
+            600,
+            exited=lambda: "" if stack.poll() is None else "the stack",
+            log=lambda: output.read_text()[-6000:],
+        )
+        listed = printed.split("processes: ")[1].splitlines()[0]
+        leaders = {name: int(pid) for name, pid in re.findall(r"([\w-]+) (\d+)", listed)}
+        assert set(leaders) == {"postgres", "pgbouncer", *SERVICES}, printed
+        webserver = re.search(r"webserver +(http://127\.0\.0\.1:\d+)", printed)[1]
+        mlflow = re.search(r"MLflow +(http://127\.0\.0\.1:\d+)", printed)[1]
+        assert http_ok(f"{webserver}/server_info") and http_ok(f"{mlflow}/health")
+        logins = Path(re.search(r"logins in (\S+)\)", printed)[1])
+        assert oct(logins.stat().st_mode & 0o777) == oct(0o600)
+
+        processes = started_by({stack.pid, *leaders.values()})
+        assert set(leaders.values()) <= set(processes)
+        assert len(processes) > len(leaders) + 1, "each leader's processes, PostgreSQL's backends"
+        stack.send_signal(signal.SIGTERM)
+        assert stack.wait(timeout=120) == 0, output.read_text()[-6000:]
+        assert "SIGTERM: every process of the stack stopped" in output.read_text()
+        assert not still_running(processes), output.read_text()[-6000:]
+        # Nor any process that joined a service's group later (none should have: no run was launched).
+        left = [pid for pid, stat in process_table().items() if stat.session in leaders.values() and stat.state != "Z"]
+        assert not left, left
+        assert not logins.exists()
+    finally:
+        if stack.poll() is None:
+            stop_process_group(stack)
+        for pid in still_running(processes):  # only after a failure: what the stack left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,10 +20,12 @@ import pytest
 from dagster import DagsterInstance
 
 from ml_assets.core import tracking
+from ml_assets.deploy.local.mlflow_server import MlflowUsers, mlflow_env
+from ml_assets.deploy.local.postgres import throwaway_postgres
+from ml_assets.deploy.local.service import SERVICE_SH
 from ml_assets.records import latest_metadata
-from ml_assets_tests.postgres import throwaway_postgres
+from ml_assets_tests.deployment_support import require_servers
 from ml_assets_tests.support import ROOT, free_port, stop_process_group, use_new_home, wait_until_answers
-from ml_assets_tests.topology import SERVICE_SH, MlflowUsers, mlflow_env, require_servers
 
 pytestmark = pytest.mark.process
 MONTH = "2021-02"

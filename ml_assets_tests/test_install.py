@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
+from ml_assets.deploy.local.environment import clean_environ
 from ml_assets_tests.support import BIN, ROOT
-from ml_assets_tests.topology import clean_environ
 
 pytestmark = pytest.mark.process  # uv, and make run on a new virtual environment
 

@@ -17,12 +17,13 @@ from ml_assets.core import tracking
 from ml_assets.core.sources import SourceUnavailableError
 from ml_assets.core.sources.tlc import TlcSource
 from ml_assets.core.storage import atomic_path, read_json, read_table, write_json
+from ml_assets.deploy.local.mlflow_server import mlflow_env
+from ml_assets.deploy.local.service import Service
 from ml_assets.partitions import monthly_partitions
 from ml_assets.records import latest_metadata
 from ml_assets.resources.io_managers import JsonIOManager, ModelIOManager, NotMaterializedError, ParquetIOManager
 from ml_assets.runner.runs import run
 from ml_assets_tests.support import TLC_DATA, free_port, start_writer, wait_until_answers
-from ml_assets_tests.topology import Service, mlflow_env
 
 ASSETS = {  # asset -> file suffix
     "raw_trips": "parquet",

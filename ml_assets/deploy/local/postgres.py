@@ -1,4 +1,6 @@
-"""A throwaway PostgreSQL server: its own cluster in a temporary directory, on a free loopback port.
+"""A throwaway PostgreSQL server, and PgBouncer in front of it: the local stack's databases.
+
+A cluster of its own in a temporary directory, on a free loopback port, deleted when it stops.
 
     with throwaway_postgres() as server:
         server.url("dagster")            # postgresql+psycopg2://USER:PASSWORD@127.0.0.1:PORT/dagster
@@ -23,7 +25,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ml_assets_tests.support import free_port
+from ml_assets.deploy.local.ports import free_port
+from ml_assets.deploy.local.proc import ended
+from ml_assets.deploy.local.waiting import wait_until
 
 SUPERUSER = "ml_assets"
 DEFAULT_DATABASE = "dagster"
@@ -72,6 +76,11 @@ class PostgresServer:
     @property
     def data(self) -> Path:
         return self.directory / "data"
+
+    @property
+    def postmaster_pid(self) -> int:
+        """The server's first process, the parent of all the others (each in a session of its own)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
 
     @property
     def log(self) -> Path:
@@ -128,7 +137,7 @@ class PostgresServer:
             pwfile.unlink()
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write(
-                "\n# throwaway test cluster\n"
+                "\n# throwaway cluster\n"
                 f"listen_addresses = '{self.host}'\nport = {self.port}\n"
                 f"unix_socket_directories = '{self.directory}'\n"
                 "max_connections = 200\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
@@ -144,7 +153,11 @@ class PostgresServer:
             raise RuntimeError(f"pg_ctl start failed: {exc.stderr}\n{log[-3000:]}") from exc
 
     def stop(self, mode: str = "fast") -> None:
+        """Stopped once the postmaster itself has ended: `pg_ctl stop --wait` returns when it removed its
+        pid file, just before it exits."""
+        postmaster = self.postmaster_pid
         self._run("pg_ctl", "stop", "--pgdata", str(self.data), "--mode", mode, "--wait", "--timeout", "60")
+        wait_until(lambda: ended(postmaster), f"PostgreSQL's postmaster {postmaster} to exit", 30, poll=0.05)
 
     def psql(self, *args: str, database: str = DEFAULT_DATABASE) -> str:
         """`psql` from the server's own bindir, over TCP with the password (as a client would)."""
