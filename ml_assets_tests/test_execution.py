@@ -75,3 +75,47 @@ def test_k8s_executor_is_chosen_and_a_run_gets_as_far_as_the_kubernetes_api(monk
     assert run.returncode != 0
     assert "kubernetes.config.config_exception.ConfigException: Service host/port is not set." in run.stderr
     assert "DagsterUnmetExecutorRequirementsError" not in run.stderr
+
+
+def test_the_runner_keeps_no_step_value_in_memory_once_it_is_stored(instance):
+    """`execute_in_process` keeps every step's value until the run ends; the runner's does not, and tags its run
+    with the month as `execute_in_process` does."""
+    import gc
+    import weakref
+
+    from dagster import Definitions, IOManager, asset, define_asset_job
+
+    from ml_assets.partitions import monthly_partitions
+    from ml_assets.runner.runs import execute_in_process
+
+    class Frame:  # stands for a month's feature frame
+        pass
+
+    made, alive = [], []
+
+    class Copies(IOManager):  # like a file: what is read back is a new object
+        def handle_output(self, context, obj):
+            pass
+
+        def load_input(self, context):
+            return Frame()
+
+    @asset(partitions_def=monthly_partitions)
+    def features():
+        made.append(weakref.ref(value := Frame()))
+        return value
+
+    @asset(partitions_def=monthly_partitions)
+    def model(features):
+        gc.collect()
+        alive.append(made[-1]() is not None)
+
+    job = Definitions(
+        assets=[features, model], resources={"io_manager": Copies()}, jobs=[define_asset_job("both")]
+    ).resolve_job_def("both")
+    month = monthly_partitions.get_first_partition_key()
+    captured = job.execute_in_process(instance=instance, partition_key=month)
+    ours = execute_in_process(job, {}, instance, month, raise_on_error=True)
+    assert alive == [True, False]  # the fault first: Dagster's keeps the features' value alive during `model`
+    assert captured.success and ours.success
+    assert instance.get_run_by_id(ours.run_id).tags == instance.get_run_by_id(captured.run_id).tags

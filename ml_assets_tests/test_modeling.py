@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterEventType
 
-from ml_assets.core.cleaning import clean_trips
 from ml_assets.core import features
+from ml_assets.core.cleaning import clean_trips
 from ml_assets.core.features import SPLIT, TEST, TRAIN, VALID, build_features, design_matrices, fit_encoder, transform
 from ml_assets.core.model import DEFAULT_PARAMS, fit, from_bytes, predict, stop_at, to_bytes
 from ml_assets.core.training import baseline_rmse, regression_metrics

@@ -4,11 +4,16 @@ import hashlib
 import shutil
 
 import mlflow
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey
+from upath import UPath
 
+from ml_assets.checks.model_gate import model_gate
+from ml_assets.core.features import SPLIT, TEST
 from ml_assets.records import latest_metadata
+from ml_assets.resources.io_managers import ParquetIOManager
 from ml_assets.runner.runs import materialize_month
 from ml_assets_tests.support import FAST_CONFIG, TLC_DATA
 
@@ -51,6 +56,14 @@ def test_whole_graph_on_the_synthetic_source(instance, dagster_home, monkeypatch
     logged = mlflow.xgboost.load_model(model["mlflow_model_uri"])
     assert logged.num_boosted_rounds() > 0
     assert (dagster_home / "ml_assets" / "assets" / "trained_model" / "2021-02.ubj").exists()
+
+    # The gate reads the test month's rows of trip_features only, as its input asks the IO manager.
+    (asks,) = [put.metadata for put in model_gate.node_def.input_defs if put.name == "trip_features"]
+    files = ParquetIOManager(root=str(dagster_home / "ml_assets" / "assets")).create_io_manager(None)
+    path = UPath(dagster_home / "ml_assets" / "assets" / "trip_features" / "2021-02.parquet")
+    whole, read = files.read(path, pd.DataFrame), files.read(path, pd.DataFrame, **asks)
+    assert len(read) == (whole[SPLIT] == TEST).sum() > 0 and set(read[SPLIT]) == {TEST}
+    assert read.attrs["feature_set"] == "rich"
 
 
 def test_first_month_says_which_months_it_needs(instance, monkeypatch):

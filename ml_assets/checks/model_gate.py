@@ -17,6 +17,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from ml_assets.core.features import SPLIT, TEST
 from ml_assets.core.gate import CHAMPION_TOLERANCE
 from ml_assets.deploy.executor import step_tags
 from ml_assets.keys import TRAINED_MODEL, TRAINING, TRIP_FEATURES
@@ -82,7 +83,8 @@ model_gate = partitioned_checks(
         description="Beats the LinearRegression baseline and is no worse than the champion on the same month; "
         "registers the model in MLflow as champion if so, as challenger if not.",
         blocking=True,
-        additional_ins={"trip_features": AssetIn(TRIP_FEATURES)},
+        # The test month's rows only: the gate scores the champion on them (a tenth of a 10 M-trip window).
+        additional_ins={"trip_features": AssetIn(TRIP_FEATURES, metadata={"filters": [(SPLIT, "==", TEST)]})},
         required_resource_keys={"mlflow"},
         partitions_def=monthly_partitions,
         op_tags=step_tags(TRAINING),

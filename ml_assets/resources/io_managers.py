@@ -43,7 +43,8 @@ class _AssetFiles(UPathIOManager):
 
     def load_from_path(self, context: InputContext, path: UPath):
         try:
-            return self.read(path, context.dagster_type.typing_type, context.definition_metadata.get("columns"))
+            metadata = context.definition_metadata
+            return self.read(path, context.dagster_type.typing_type, metadata.get("columns"), metadata.get("filters"))
         except FileNotFoundError as error:
             name, month = context.asset_key.to_user_string(), check_month(path.stem)  # {asset}/{month}.{ext}
             raise NotMaterializedError(
@@ -62,8 +63,9 @@ class _AssetFiles(UPathIOManager):
         """Write `obj` to the local file `path` (atomic_path then moves or uploads it)."""
         raise NotImplementedError
 
-    def read(self, path: UPath, typing_type, columns: list[str] | None = None):
-        """The value at `path`; `columns` (an input's `columns` metadata) limits a table to those columns."""
+    def read(self, path: UPath, typing_type, columns: list[str] | None = None, filters: list | None = None):
+        """The value at `path`; an input's `columns` and `filters` metadata (Arrow's row filters, e.g.
+        `[("split", "==", "test")]`) limit a table to those columns and rows."""
         raise NotImplementedError
 
 
@@ -78,10 +80,10 @@ class ParquetFiles(_AssetFiles):
         else:
             tables.write_parquet(obj, path)
 
-    def read(self, path: UPath, typing_type, columns: list[str] | None = None):
+    def read(self, path: UPath, typing_type, columns: list[str] | None = None, filters: list | None = None):
         if typing_type is pq.ParquetFile:  # read later, a batch at a time
             return storage.open_parquet(path)
-        table = storage.read_table(path, columns=columns)
+        table = storage.read_table(path, columns=columns, filters=filters)
         return table if typing_type is pa.Table else tables.to_pandas(table)
 
 
@@ -91,7 +93,7 @@ class JsonFiles(_AssetFiles):
     def write(self, obj, path: Path) -> None:
         path.write_text(storage.json_text(obj))
 
-    def read(self, path: UPath, typing_type, columns: list[str] | None = None):
+    def read(self, path: UPath, typing_type, columns: list[str] | None = None, filters: list | None = None):
         return storage.read_json(path)
 
 
@@ -103,7 +105,7 @@ class ModelFiles(_AssetFiles):
     def write(self, obj, path: Path) -> None:
         path.write_bytes(model.to_bytes(obj))
 
-    def read(self, path: UPath, typing_type, columns: list[str] | None = None):
+    def read(self, path: UPath, typing_type, columns: list[str] | None = None, filters: list | None = None):
         return model.from_bytes(path.read_bytes())
 
 

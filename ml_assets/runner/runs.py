@@ -13,6 +13,7 @@ from dagster import (
     DagsterRunStatus,
     Definitions,
     ExecuteInProcessResult,
+    JobDefinition,
     LoggerDefinition,
     RunsFilter,
     define_asset_job,
@@ -71,8 +72,32 @@ def materialize_month(
         loggers=loggers,
         jobs=[define_asset_job(JOB, selection=selection)],
     )
-    return defs.resolve_job_def(JOB).execute_in_process(
-        run_config=config, instance=instance, partition_key=month, raise_on_error=raise_on_error
+    return execute_in_process(defs.resolve_job_def(JOB), config, instance, month, raise_on_error)
+
+
+def execute_in_process(
+    job: JobDefinition, run_config: dict, instance: DagsterInstance, month: str, raise_on_error: bool
+) -> ExecuteInProcessResult:
+    """`job.execute_in_process` without its output capture, which keeps every step's value in memory until the
+    run ends, for `result.output_value()`, which nothing here reads: a 10 M-trip feature frame would stay
+    resident through training and the gate (docs/large-months.md).
+
+    On Dagster's private execution API, as `JobDefinition.execute_in_process` calls it (checked against
+    dagster 1.13.27); a test compares the two.
+    """
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.execute_in_process import core_execute_in_process, merge_run_tags
+
+    return core_execute_in_process(
+        run_config=run_config,
+        job=InMemoryJob(job_def=job.as_ephemeral_job(resource_defs={}, input_values={})),
+        instance=instance,
+        output_capturing_enabled=False,
+        raise_on_error=raise_on_error,
+        run_tags=merge_run_tags(
+            job_def=job, partition_key=month, tags=None, asset_selection=[], instance=instance, run_config=run_config
+        ),
+        asset_selection=frozenset(),
     )
 
 
