@@ -78,9 +78,6 @@ def to_pandas(table: pa.Table) -> pd.DataFrame:
     """
     schema = table.schema
     frame = table.to_pandas(self_destruct=True, split_blocks=True)
-    # Reading and decompressing took as much again, which Arrow's allocator keeps until asked: about a GB
-    # of a 10 M-trip window that the step would otherwise carry into training.
-    pa.default_memory_pool().release_unused()
     for column in (schema.pandas_metadata or {}).get("columns", []):
         name = column["name"]
         if name in frame and column["pandas_type"] == "categorical" and frame[name].dtype != "category":
