@@ -39,8 +39,9 @@ _temporary_files_in_memory()
 
 @pytest.fixture(autouse=True)
 def _tracking_uri_restored() -> Iterator[None]:
-    """mlflow.set_tracking_uri (the tracking resource calls it in the test's process) also writes
-    MLFLOW_TRACKING_URI into os.environ, where the next test's subprocesses would find this test's store."""
+    """mlflow.set_tracking_uri, which some tests call themselves, also writes MLFLOW_TRACKING_URI into
+    os.environ, where the next test's subprocesses would find this test's store (the tracking resource
+    puts it back at its own teardown)."""
     before = os.environ.get("MLFLOW_TRACKING_URI")
     yield
     if "mlflow" in sys.modules and os.environ.get("MLFLOW_TRACKING_URI") != before:

@@ -1,6 +1,7 @@
 """The whole asset graph, materialized in-process: synthetic data, real TLC files over HTTP, bad input."""
 
 import hashlib
+import os
 import shutil
 
 import mlflow
@@ -10,6 +11,7 @@ import pytest
 from dagster import AssetKey
 from upath import UPath
 
+from ml_assets import settings
 from ml_assets.checks.model_gate import model_gate
 from ml_assets.core.features import SPLIT, TEST
 from ml_assets.records import latest_metadata
@@ -31,9 +33,14 @@ def failure_message(result) -> str:
 
 def test_whole_graph_on_the_synthetic_source(instance, dagster_home, monkeypatch):
     monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "20000")
+    mlflow_settings = ["MLFLOW_TRACKING_URI", settings.MLFLOW_HTTP_REQUEST_MAX_RETRIES.variable]
+    before = {name: os.environ.get(name) for name in mlflow_settings}
     materialize_month(instance, "2021-01", INGESTION, run_config=FAST_CONFIG)
     result = materialize_month(instance, "2021-02", run_config=FAST_CONFIG)
     assert result.success
+    # MLflow's process-wide settings, which the tracking resource set for the run, are as they were after it.
+    assert {name: os.environ.get(name) for name in mlflow_settings} == before
+    assert str(dagster_home) not in mlflow.get_tracking_uri()
     assert all(materialized(instance, asset) >= {"2021-02"} for asset in GRAPH)
     (gate,) = [check for check in result.get_asset_check_evaluations() if check.check_name == "model_gate"]
     published = {key: value.value for key, value in gate.metadata.items()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 
 from dagster import Failure, InitResourceContext, IntSource, Noneable, StringSource, resource
@@ -39,6 +40,24 @@ class MlflowTracking:
         if user is not None:
             self._client_env.update({"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password or ""})
         self.lock = store_lock(self.tracking_uri, settings.state_dir())
+
+    @contextlib.contextmanager
+    def restoring_process_settings(self) -> Iterator[MlflowTracking]:
+        """This resource for one run; at its teardown, what `connect` set process-wide (MLflow's tracking URI,
+        which it also writes into os.environ, and the client variables) is put back as it was, so that the
+        next run in this process, or a subprocess, does not find this run's store."""
+        names = [*self._client_env, "MLFLOW_TRACKING_URI"]
+        before = {name: os.environ.get(name) for name in names}
+        try:
+            yield self
+        finally:
+            if "mlflow" in sys.modules and os.environ.get("MLFLOW_TRACKING_URI") != before["MLFLOW_TRACKING_URI"]:
+                sys.modules["mlflow"].set_tracking_uri(before["MLFLOW_TRACKING_URI"])
+            for name, value in before.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     def connect(self, what: str) -> None:
         """Point MLflow at the store (creating the experiment once); a clear Failure if it cannot be reached."""
@@ -102,5 +121,6 @@ class MlflowTracking:
     },
     description="dagster-mlflow's mlflow_tracking, started by the step that trains (one MLflow run per model)",
 )
-def mlflow_tracking_resource(context: InitResourceContext) -> MlflowTracking:
-    return MlflowTracking(context)
+def mlflow_tracking_resource(context: InitResourceContext) -> Iterator[MlflowTracking]:
+    with MlflowTracking(context).restoring_process_settings() as tracking_resource:
+        yield tracking_resource
