@@ -51,8 +51,8 @@ class MlflowTracking:
         try:
             yield self
         finally:
-            if "mlflow" in sys.modules and os.environ.get("MLFLOW_TRACKING_URI") != before["MLFLOW_TRACKING_URI"]:
-                sys.modules["mlflow"].set_tracking_uri(before["MLFLOW_TRACKING_URI"])
+            if "mlflow" in sys.modules:  # no URI of MLflow's own: it reads the environment's again
+                sys.modules["mlflow"].set_tracking_uri(None)
             for name, value in before.items():
                 if value is None:
                     os.environ.pop(name, None)
