@@ -46,22 +46,26 @@ def _plain(metadata: Mapping) -> dict:
     return {name: getattr(value, "value", value) for name, value in metadata.items()}
 
 
-def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
-    """Whether a run that is not finished still has a live process (judged by the pid of its newest event).
+PROCESS_TAG = "ml_assets/pid"  # the process that runs a run started in a process of this machine (`make run`)
 
-    A process killed with SIGKILL leaves its run STARTED; this tells such a run from a running one
-    when both ran on this machine.
+
+def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
+    """Whether a run that is not finished still has a live process (judged by the pid of its newest event,
+    or by its PROCESS_TAG while it has none).
+
+    A process killed with SIGKILL leaves its run STARTED, or NOT_STARTED when it died (a full disk) before
+    the run's first event; this tells such a run from a running one when both ran on this machine.
     """
     run = instance.get_run_by_id(run_id)
     if run is None or run.is_finished:
         return False
     # Dagster events only (a user's log line carries no pid); the newest one.
     newest = instance.get_records_for_run(run_id, of_type=set(DagsterEventType), limit=1, ascending=False).records
-    pid = newest[0].event_log_entry.dagster_event.pid if newest else None
+    pid = newest[0].event_log_entry.dagster_event.pid if newest else run.tags.get(PROCESS_TAG)
     if pid is None:
         return True  # nothing to judge by: assume it runs
     try:
-        os.kill(pid, 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     return True

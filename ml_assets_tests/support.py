@@ -222,3 +222,23 @@ def stored_values(root: Path) -> dict[str, object]:
         else:
             values[name] = path.read_bytes()
     return values
+
+
+def failed_runs(instance) -> dict[str, list[str]]:
+    """Each failed run's partition and why it failed (its failure events' messages), for assertion messages."""
+    from dagster import DagsterEventType
+
+    failed = {}
+    for run in instance.get_runs():
+        if run.is_failure:
+            events = instance.all_logs(
+                run.run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE}
+            )
+            reasons = [event.message or "" for event in events]
+            reasons += [
+                str(event.dagster_event.step_failure_data.error)
+                for event in events
+                if event.dagster_event.is_step_failure
+            ]
+            failed[run.tags.get("dagster/partition", run.run_id)] = reasons
+    return failed

@@ -86,6 +86,7 @@ def test_the_runner_keeps_no_step_value_in_memory_once_it_is_stored(instance):
     from dagster import Definitions, IOManager, asset, define_asset_job
 
     from ml_assets.partitions import monthly_partitions
+    from ml_assets.records import PROCESS_TAG
     from ml_assets.runner.runs import execute_in_process
 
     class Frame:  # stands for a month's feature frame
@@ -118,4 +119,8 @@ def test_the_runner_keeps_no_step_value_in_memory_once_it_is_stored(instance):
     ours = execute_in_process(job, {}, instance, month, raise_on_error=True)
     assert alive == [True, False]  # the fault first: Dagster's keeps the features' value alive during `model`
     assert captured.success and ours.success
-    assert instance.get_run_by_id(ours.run_id).tags == instance.get_run_by_id(captured.run_id).tags
+    # The same tags, and the runner's process (to tell a run whose process died before its first event).
+    assert instance.get_run_by_id(ours.run_id).tags == {
+        **instance.get_run_by_id(captured.run_id).tags,
+        PROCESS_TAG: str(os.getpid()),
+    }

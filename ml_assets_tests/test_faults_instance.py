@@ -78,6 +78,30 @@ def test_two_runners_on_a_fresh_home_both_succeed(tmp_path, monkeypatch):
         assert_champion_was_recorded(instance)
 
 
+def test_runs_whose_runner_died_before_their_first_event_are_failed_by_the_next_runner(instance):
+    """A runner that dies between creating its run and the run's first event (the full disk below) leaves it
+    NOT_STARTED, with nothing but the run's process tag to tell it from a runner that is just starting."""
+    from dagster import DagsterRun
+
+    from ml_assets.records import PROCESS_TAG
+    from ml_assets.runner.runs import JOB, fail_dead_runs
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    runs = {
+        "dead": {PROCESS_TAG: dead.stdout.strip()},
+        "alive": {PROCESS_TAG: str(os.getpid())},
+        "untagged": {},  # from before the tag: nothing to judge by, so left as it is
+    }
+    for name, tags in runs.items():
+        instance.add_run(DagsterRun(job_name=JOB, run_id=name, status=DagsterRunStatus.NOT_STARTED, tags=tags))
+    fail_dead_runs(instance)
+    assert {name: instance.get_run_by_id(name).status for name in runs} == {
+        "dead": DagsterRunStatus.FAILURE,
+        "alive": DagsterRunStatus.NOT_STARTED,
+        "untagged": DagsterRunStatus.NOT_STARTED,
+    }
+
+
 @pytest.fixture
 def small_disk(tmp_path) -> Path:
     """A real 64 MiB filesystem (tmpfs; mounting needs root), unmounted at the end."""
@@ -152,7 +176,8 @@ def test_a_full_disk_is_named_with_its_free_space_and_a_retry_cleans_up(small_di
     )
     assert retry.returncode == 0, retry.stderr[-3000:]
     with DagsterInstance.get() as instance:
-        assert all(instance.get_run_by_id(run_id).status == DagsterRunStatus.FAILURE for run_id in unfinished)
+        statuses = {run_id: instance.get_run_by_id(run_id).status for run_id in unfinished}
+        assert set(statuses.values()) == {DagsterRunStatus.FAILURE}, statuses
         assert_champion_was_recorded(instance)
     import mlflow
 

@@ -7,6 +7,8 @@ ingested first when the instance lacks them, so a fresh `DAGSTER_HOME` works in 
 
 from __future__ import annotations
 
+import os
+
 from dagster import (
     AssetKey,
     DagsterInstance,
@@ -26,12 +28,13 @@ from ml_assets.core.months import month_range
 from ml_assets.definitions import all_asset_checks, all_assets
 from ml_assets.keys import CLEANED_TRIPS, RAW_TRIPS, TRAINED_MODEL
 from ml_assets.partitions import window_months
-from ml_assets.records import latest_metadata, run_process_alive
+from ml_assets.records import PROCESS_TAG, latest_metadata, run_process_alive
 from ml_assets.resources import build_resources
 from ml_assets.runner.console import first_line
 
 INGESTION = [RAW_TRIPS, CLEANED_TRIPS]
 JOB = "ml_assets_runner"
+UNFINISHED = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
 
 class RunFailed(RuntimeError):
@@ -65,7 +68,7 @@ def materialize_month(
     if selection is not None and "ops" in config:
         unselected = {assets.node_def.name for assets in all_assets if not set(assets.keys) & set(selection)}
         config["ops"] = {op: value for op, value in config["ops"].items() if op not in unselected}
-    _fail_dead_runs(instance)
+    fail_dead_runs(instance)
     defs = Definitions(
         assets=[*all_assets, *all_asset_checks],
         resources=build_resources(),
@@ -95,19 +98,24 @@ def execute_in_process(
         output_capturing_enabled=False,
         raise_on_error=raise_on_error,
         run_tags=merge_run_tags(
-            job_def=job, partition_key=month, tags=None, asset_selection=[], instance=instance, run_config=run_config
+            job_def=job,
+            partition_key=month,
+            tags={PROCESS_TAG: str(os.getpid())},
+            asset_selection=[],
+            instance=instance,
+            run_config=run_config,
         ),
         asset_selection=frozenset(),
     )
 
 
-def _fail_dead_runs(instance: DagsterInstance) -> None:
-    """Runs of this runner killed earlier (kill -9, a closed terminal) stay STARTED: mark them failed.
+def fail_dead_runs(instance: DagsterInstance) -> None:
+    """Runs of this runner killed earlier (kill -9, a closed terminal, a full disk) stay unfinished: mark them failed.
 
     Only this runner's own runs, which ran on this machine; runs launched by a daemon are left to
     Dagster's run monitoring.
     """
-    for run in instance.get_runs(RunsFilter(job_name=JOB, statuses=[DagsterRunStatus.STARTED])):
+    for run in instance.get_runs(RunsFilter(job_name=JOB, statuses=UNFINISHED)):
         if not run_process_alive(instance, run.run_id):
             instance.report_run_failed(run)
 
