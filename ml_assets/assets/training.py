@@ -2,7 +2,6 @@
 
 import time
 
-import pandas as pd
 import pyarrow.parquet as pq
 from dagster import AssetExecutionContext, AssetIn, Config, MaterializeResult, MetadataValue, asset
 from pydantic import Field
@@ -10,7 +9,7 @@ from pydantic import Field
 from ml_assets import settings, ui_metadata
 from ml_assets.automation.conditions import WINDOW_READY
 from ml_assets.code_versions import code_version
-from ml_assets.core import features, model, pair_stats, plots, training, tuning
+from ml_assets.core import features, frame_parts, model, pair_stats, plots, training, tuning
 from ml_assets.core.features import TEST, TRAIN, VALID, design_matrices
 from ml_assets.core.months import shift_month
 from ml_assets.deploy.executor import group_and_queue
@@ -137,23 +136,23 @@ def best_params(
     ins={"trip_features": AssetIn(TRIP_FEATURES), "best_params": AssetIn(BEST_PARAMS)},
     required_resource_keys={"mlflow", "compute"},
     automation_condition=WINDOW_READY,
-    code_version=code_version(training, model, features, pair_stats),
+    code_version=code_version(training, model, features, pair_stats, frame_parts),
 )
 @waits_out_outages
 def trained_model(
-    context: AssetExecutionContext, config: TrainingConfig, trip_features: pd.DataFrame, best_params: dict
+    context: AssetExecutionContext, config: TrainingConfig, trip_features: pq.ParquetFile, best_params: dict
 ):
     """The month's model with the best params and early stopping on the holdout, evaluated on month M.
 
     Logged to its MLflow run here; registered and given an alias only by the `model_gate` check,
     once this value is stored, so the registry never serves a model Dagster did not record.
     """
-    from ml_assets.core import tracking
+    from ml_assets.core import frame_parts, tracking
     from ml_assets.core.lineage import record
     from ml_assets.core.training import train_and_evaluate
 
     started = time.monotonic()
-    month = month_of(context)
+    month, attrs = month_of(context), frame_parts.attrs(trip_features)
     mlflow = context.resources.mlflow
     with mlflow.run(f"trained_model {month}") as run:
         run_id = run.active_run().info.run_id
@@ -161,7 +160,7 @@ def trained_model(
             {
                 "mlflow.runName": f"trained_model {month}",
                 tracking.PARTITION_TAG: month,
-                tracking.TRAINING_MONTHS_TAG: ",".join(trip_features.attrs["training_months"]),
+                tracking.TRAINING_MONTHS_TAG: ",".join(attrs["training_months"]),
             }
         )
         # The month's own runs are judged by their process too (a `make run` of it killed); others once Dagster
@@ -188,7 +187,7 @@ def trained_model(
                 f"trained_model {month}: boosting stopped by the time budget ({config.timeout_seconds:.0f} s) "
                 f"after round {stopped['round']}; best iteration {best_iteration}"
             )
-        training_months = trip_features.attrs["training_months"]
+        training_months = attrs["training_months"]
         lineage = record(
             test_month=month,
             training_months=training_months,
@@ -196,7 +195,7 @@ def trained_model(
                 m: (latest_metadata(context.instance, RAW_TRIPS, m) or {}).get("sha256")
                 for m in [*training_months, month]
             },
-            feature_config=trip_features.attrs.get("feature_config", {}),
+            feature_config=attrs.get("feature_config", {}),
             params=best_params,
             num_boost_round=model.rounds(trained.model),
             early_stopping_rounds=config.early_stopping_rounds,
@@ -207,7 +206,7 @@ def trained_model(
             params={
                 **best_params,
                 **config.model_dump(),
-                **trip_features.attrs.get("feature_config", {}),
+                **attrs.get("feature_config", {}),
                 "feature_set": data.encoder["feature_set"],
                 "window_months": len(training_months),
             },

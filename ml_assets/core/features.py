@@ -67,6 +67,8 @@ FEATURE_INPUTS = [
     ),
     DURATION,
 ]
+# The feature frame's columns the encoder is fitted from, which the baseline also needs.
+ENCODER_INPUTS = [*pair_stats.INPUTS, DURATION, SPLIT]
 COURSE_PAIR, COURSE_DISTANCE = "PU_DO", "trip_distance"
 # The trip codes TLC leaves null on some rows, and the value a null becomes in the model's input: below every
 # code, so a split can still set the nulls apart. A matrix with no missing values stays dense in XGBoost, half

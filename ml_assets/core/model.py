@@ -6,7 +6,7 @@ Swapping the learner means changing this module; the rest of the code only passe
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -70,6 +70,30 @@ def _matrix(X, y, weight, threads: int | None, ref=None):
     return xgb.QuantileDMatrix(X, y, weight=weight, enable_categorical=categorical, nthread=threads, ref=ref)
 
 
+def part_matrix(parts: Callable[[], Iterator[tuple]], threads: int | None = None, ref=None):
+    """A QuantileDMatrix built a part at a time from `parts()`, which yields (X, y, weight or None) and is read
+    twice (quantiles, then bins): the rows it holds are never all in memory at once as a frame."""
+    import xgboost as xgb
+
+    class Parts(xgb.DataIter):
+        def __init__(self):
+            self._parts = None
+            super().__init__(release_data=True)
+
+        def reset(self) -> None:
+            self._parts = None
+
+        def next(self, input_data) -> bool:
+            self._parts = self._parts or parts()
+            X, y, weight = next(self._parts, (None, None, None))
+            if X is None:
+                return False
+            input_data(data=X, label=y, weight=weight)
+            return True
+
+    return xgb.QuantileDMatrix(Parts(), enable_categorical=True, nthread=threads, ref=ref)
+
+
 def _booster_params(params: dict, threads: int | None) -> dict:
     return {**BASE_PARAMS, **params, "nthread": threads or 0}
 
@@ -101,15 +125,15 @@ def fit(
     )
 
 
-def refit(X, y, weight, params: dict, rounds: int, valid_score: float, threads: int | None = None, callbacks=None):
-    """Train again, without early stopping, for `rounds` rounds on `X`, `y` (the window's train and holdout rows):
+def refit(matrix, params: dict, rounds: int, valid_score: float, threads: int | None = None, callbacks=None):
+    """Train again, without early stopping, for `rounds` rounds on `matrix` (the window's train and holdout rows):
     the holdout chose the rounds, and the model then learns from the newest days too. The booster keeps
     `valid_score` (the holdout's score of the model that chose the rounds) and its last round as best."""
     import xgboost as xgb
 
     booster = xgb.train(
         _booster_params(params, threads),
-        _matrix(X, y, weight, threads),
+        matrix,
         num_boost_round=rounds,
         callbacks=callbacks,
         verbose_eval=False,

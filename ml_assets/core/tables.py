@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 BATCH_ROWS = 1 << 19
+ROW_GROUP_ROWS = 1 << 20  # rows per row group of a stored frame (pyarrow's default, pinned: see core.frame_parts)
 
 TableOrFile = pa.Table | pq.ParquetFile  # a month in memory, or its parquet file read a batch at a time
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ml_assets.core import model
+from ml_assets.core import frame_parts, model
 from ml_assets.core.features import (
+    ENCODER_INPUTS,
     TEST,
     TRAIN,
     VALID,
@@ -17,10 +18,11 @@ from ml_assets.core.features import (
     DesignMatrices,
     course_matrix,
     course_vocabulary,
-    design_matrices,
+    fit_encoder,
     split_rows,
     transform,
 )
+from ml_assets.core.frame_parts import Frame
 from ml_assets.core.schema import DURATION
 
 BASELINE_ROWS = 1_000_000  # training rows the LinearRegression baseline is fitted on, at most
@@ -73,7 +75,7 @@ def refit_rounds(best_iteration: int, train_rows: int, all_rows: int) -> int:
 
 
 def train_and_evaluate(
-    frame: pd.DataFrame,
+    frame: Frame,
     params: dict,
     champion=None,
     num_boost_round: int = 2000,
@@ -85,6 +87,8 @@ def train_and_evaluate(
 ) -> TrainedModel:
     """Fit the month's model and score it, the baseline and `champion` on the test month.
 
+    `frame` is a feature frame in memory or its stored file, read a part at a time (core.frame_parts):
+    the learner's matrices are built a row group at a time, so the window is never in memory whole.
     The baseline and the champion are scored first, so that a time budget (a `model.stop_at`
     callback) leaves the boosting what they did not take. With `refit`, the model early-stopped on
     the holdout is then trained again on train + holdout for as many rounds (in proportion to the
@@ -92,32 +96,40 @@ def train_and_evaluate(
     only when it fits before `deadline` (`time.monotonic()`), judged by how long the first training
     took, and never when a callback stopped that one early (a time budget).
     """
-    data = design_matrices(frame)
-    metrics = {"baseline_rmse": baseline_rmse(frame)}
-    against = champion_rmse(frame, champion)
+    fitted_on = frame_parts.columns(frame, ENCODER_INPUTS)
+    encoder = fit_encoder(fitted_on)
+    test = frame_parts.rows(frame, TEST)
+    metrics = {"baseline_rmse": baseline_rmse(fitted_on)}
+    against = champion_rmse(test, champion)
     if against is not None:
         metrics["champion_rmse"] = against
+    y = {split: split_rows(fitted_on, split)[DURATION].to_numpy() for split in (TRAIN, VALID)}
+    del fitted_on
+    data = DesignMatrices(X={TEST: transform(test, encoder)}, y={**y, TEST: test[DURATION].to_numpy()}, encoder=encoder)
+
+    def matrix(*splits: str, weighted: bool = True, ref=None):
+        def parts():
+            for part in frame_parts.parts(frame, *splits):
+                weight = part[WEIGHT].to_numpy() if weighted and WEIGHT in part else None
+                yield transform(part, encoder), part[DURATION].to_numpy(), weight
+
+        return model.part_matrix(parts, threads, ref)
+
     started = time.monotonic()
-    fitted = model.fit(data, params, num_boost_round, early_stopping_rounds, threads, callbacks)
+    dtrain = matrix(TRAIN)
+    dvalid = matrix(VALID, weighted=False, ref=dtrain)  # the holdout is scored unweighted
+    fitted = model.fit(data, params, num_boost_round, early_stopping_rounds, threads, callbacks, (dtrain, dvalid))
+    del dtrain, dvalid
     seconds = time.monotonic() - started
     metrics["valid_rmse"] = model.best_score(fitted)  # on the holdout, the newest days of the window
-    window = split_rows(frame, TRAIN, VALID)
-    rounds = refit_rounds(model.best_iteration(fitted), len(data.y[TRAIN]), len(window))
+    window = len(y[TRAIN]) + len(y[VALID])
+    rounds = refit_rounds(model.best_iteration(fitted), len(y[TRAIN]), window)
     if refit is None:
         ran = model.rounds(fitted)
         stopped_early = ran < min(num_boost_round, model.best_iteration(fitted) + 1 + early_stopping_rounds)
-        needed = seconds * rounds / max(ran, 1) * len(window) / max(len(data.y[TRAIN]), 1)
+        needed = seconds * rounds / max(ran, 1) * window / max(len(y[TRAIN]), 1)
         refit = not stopped_early and (deadline is None or time.monotonic() + needed < deadline)
     if refit:
-        fitted = model.refit(
-            transform(window, data.encoder),
-            window[DURATION].to_numpy(),
-            window[WEIGHT].to_numpy() if WEIGHT in window else None,
-            params,
-            rounds,
-            metrics["valid_rmse"],
-            threads,
-            callbacks,
-        )
+        fitted = model.refit(matrix(TRAIN, VALID), params, rounds, metrics["valid_rmse"], threads, callbacks)
     predicted = model.predict(fitted, data.X[TEST])
     return TrainedModel(fitted, data, predicted, {**regression_metrics(data.y[TEST], predicted), **metrics}, refit)

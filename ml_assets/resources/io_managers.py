@@ -76,7 +76,7 @@ class ParquetFiles(_AssetFiles):
 
     def write(self, obj, path: Path) -> None:
         if isinstance(obj, pd.DataFrame):
-            obj.to_parquet(path, index=False, compression="zstd")
+            obj.to_parquet(path, index=False, compression="zstd", row_group_size=tables.ROW_GROUP_ROWS)
         else:
             tables.write_parquet(obj, path)
 
