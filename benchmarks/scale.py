@@ -35,7 +35,8 @@ from benchmarks.report import verdict as md_verdict
 SIZE_MONTHS = ["2021-01", "2021-02", "2021-03", "2021-04"]  # the last is tested on, trained on the others
 INGESTION = "raw_trips,cleaned_trips"
 WINDOW_STEPS = "trip_features,best_params,trained_model"
-INGESTION_TARGET_GB, WINDOW_TARGET_GB, TRAINING_TARGET_S = 1.2, 4.0, 300
+INGESTION_TARGET_GB, TRAINING_TARGET_S = 1.2, 300
+WINDOW_TARGET_GB = 3.2  # at most 20 % above the 2.68 GB of before the pair statistics (issue 18; issue 10 asked 4)
 BUDGET_TARGET, BACKFILL_TARGET, LONG_STUDY_TARGET = 1.10, 12.5, 0.01
 # Twelve months, each trained on a full window of three (the first month of a backfill starting at
 # 2021-02 would train on one and take a third of the others' work).
