@@ -308,9 +308,9 @@ def print_months(months: dict) -> None:
     for month, result in months.items():
         gain = 1 - result["rmse"] / result["baseline_rmse"]
         before = BEFORE_ISSUE_18.get(month, (None, ""))[0]
-        change = f"{result['rmse'] / before - 1:+.1%}" if before else "-"
+        change = f"{result['rmse'] / before - 1:+.2%}" if before else "-"
         print(
-            f"   {month:8} {result['rmse']:6.3f} {result.get('model_valid_rmse') or float('nan'):6.3f} "
+            f"   {month:8} {result['rmse']:6.4f} {result.get('model_valid_rmse') or float('nan'):6.3f} "
             f"{result['valid_rmse']:6.3f} {before or float('nan'):7.3f} {change:>7} {result['course_rmse']:7.3f} "
             f"{result['baseline_rmse']:9.3f} "
             f"{gain:6.1%} {result['trials_run']:7d} {result['seconds']:7.0f}"
@@ -443,12 +443,12 @@ def md_months(months: dict) -> list[str]:
         rows.append(
             (
                 month,
-                f"**{result['rmse']:.3f}**",
+                f"**{result['rmse']:.4f}**",  # as recorded: the target is judged on it, unrounded
                 MISSING if valid is None else f"{valid:.3f}",
                 f"{result['valid_rmse']:.3f}",
                 MISSING if before is None else f"{before:.3f}",
-                MISSING if before is None else f"{result['rmse'] / before - 1:+.1%}",
-                MISSING if before is None else report.verdict(round(result["rmse"], 3), round(0.95 * before, 3)),
+                MISSING if before is None else f"{result['rmse'] / before - 1:+.2%}",
+                MISSING if before is None else report.verdict(result["rmse"], round(0.95 * before, 5)),
                 f"{result['course_rmse']:.3f}",
                 f"{result['baseline_rmse']:.3f}",
                 f"{1 - result['rmse'] / result['baseline_rmse']:.1%}",
