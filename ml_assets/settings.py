@@ -11,12 +11,13 @@ by when they matter (docs/configuration.md):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,21 @@ from ml_assets.core.drift import DriftThresholds
 from ml_assets.core.months import check_month
 from ml_assets.core.performance import DecayThresholds
 from ml_assets.core.rules import RuleThresholds
+
+
+@contextlib.contextmanager
+def restoring_environ(names: Iterable[str]) -> Iterator[None]:
+    """The variables `names` of os.environ put back, when the block ends, as they were when it began: for what a
+    run's resource or a started stack sets process-wide."""
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class SettingError(ValueError):

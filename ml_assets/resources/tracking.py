@@ -46,18 +46,12 @@ class MlflowTracking:
         """This resource for one run; at its teardown, what `connect` set process-wide (MLflow's tracking URI,
         which it also writes into os.environ, and the client variables) is put back as it was, so that the
         next run in this process, or a subprocess, does not find this run's store."""
-        names = [*self._client_env, "MLFLOW_TRACKING_URI"]
-        before = {name: os.environ.get(name) for name in names}
-        try:
-            yield self
-        finally:
-            if "mlflow" in sys.modules:  # no URI of MLflow's own: it reads the environment's again
-                sys.modules["mlflow"].set_tracking_uri(None)
-            for name, value in before.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        with settings.restoring_environ([*self._client_env, "MLFLOW_TRACKING_URI"]):
+            try:
+                yield self
+            finally:
+                if "mlflow" in sys.modules:  # no URI of MLflow's own: it reads the environment's again
+                    sys.modules["mlflow"].set_tracking_uri(None)
 
     def connect(self, what: str) -> None:
         """Point MLflow at the store (creating the experiment once); a clear Failure if it cannot be reached."""

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from ml_assets.settings import restoring_environ
+
 ROOT = Path(__file__).resolve().parents[3]  # the checkout: deploy/ is not part of the installed package
 DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent  # the virtual environment's commands: dagster, mlflow, dg…
@@ -36,13 +38,6 @@ def service_environ(store_env: dict[str, str]) -> dict[str, str]:
 @contextlib.contextmanager
 def scoped_environ(values: dict[str, str]) -> Iterator[None]:
     """`values` in os.environ while the block runs; what was there before is put back after."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
+    with restoring_environ(values):
+        os.environ.update(values)
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
