@@ -74,7 +74,7 @@ def _in_time(figures: dict[str, plots.Plot], deadline: float) -> dict[str, plots
     io_manager_key="json_io_manager",
     ins={"trip_features": AssetIn(TRIP_FEATURES)},
     automation_condition=WINDOW_READY,
-    code_version=code_version(tuning, model, features, pair_stats),
+    code_version=code_version(tuning, model, features, pair_stats, frame_parts),
 )
 @waits_out_outages  # optuna's database restarting: the study goes on once it is back
 def best_params(

@@ -38,8 +38,16 @@ def rows(frame: Frame, *splits: str) -> pd.DataFrame:
     """The rows of `splits`, every column."""
     if isinstance(frame, pd.DataFrame):
         return split_rows(frame, *splits)
-    wanted = np.flatnonzero(tables.to_pandas(frame.read(columns=[SPLIT]))[SPLIT].isin(splits).to_numpy())
-    return tables.to_pandas(tables.take(frame, wanted))
+    return at(frame, np.flatnonzero(columns(frame, [SPLIT])[SPLIT].isin(splits).to_numpy()))
+
+
+def at(frame: Frame, positions: np.ndarray) -> pd.DataFrame:
+    """The rows at `positions` (sorted), every column; a stored frame keeps only those while it is read."""
+    if isinstance(frame, pd.DataFrame):
+        taken = frame.take(positions)
+        taken.attrs = frame.attrs
+        return taken
+    return tables.to_pandas(tables.take(frame, positions))
 
 
 def parts(frame: Frame, *splits: str) -> Iterator[pd.DataFrame]:

@@ -17,12 +17,12 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
-from ml_assets.core import tables
+from ml_assets.core import frame_parts
 from ml_assets.core.credentials import mask
 from ml_assets.core.errors import chain
 from ml_assets.core.features import SPLIT, TRAIN, VALID, DesignMatrices
+from ml_assets.core.frame_parts import Frame
 from ml_assets.core.locks import file_lock, sqlite_file, store_lock
 from ml_assets.core.model import DEFAULT_PARAMS, best_iteration, best_score, fit, stop_at, training_matrices
 
@@ -51,22 +51,15 @@ def sample_rows(timeout_seconds: float, threads: int) -> int:
     return max(MIN_SAMPLE_ROWS, int(SAMPLE_ROWS_PER_THREAD_SECOND * threads * timeout_seconds))
 
 
-def tuning_sample(features: pd.DataFrame | pq.ParquetFile, rows: int, seed: int = 0) -> pd.DataFrame:
+def tuning_sample(features: Frame, rows: int, seed: int = 0) -> pd.DataFrame:
     """At most `rows` of the feature frame's train and valid rows, drawn at random (the same for the same
-    frame, size and seed), in the frame's order; the test month is left out.
-
-    From a stored frame (a parquet file), only the sample's rows are kept while reading it.
-    """
-    stored = isinstance(features, pq.ParquetFile)
-    split = tables.to_pandas(features.read(columns=[SPLIT]))[SPLIT] if stored else features[SPLIT]
+    frame, size and seed), in the frame's order; the test month is left out. From a stored frame (a
+    parquet file), only the sample's rows are kept while reading it."""
+    split = frame_parts.columns(features, [SPLIT])[SPLIT]
     training = np.flatnonzero(split.isin([TRAIN, VALID]).to_numpy())
     if len(training) > rows:
         training = training[np.sort(np.random.default_rng(seed).choice(len(training), rows, replace=False))]
-    if stored:
-        return tables.to_pandas(tables.take(features, training))
-    sample = features.take(training)
-    sample.attrs = features.attrs
-    return sample
+    return frame_parts.at(features, training)
 
 
 def suggest_params(trial) -> dict:
