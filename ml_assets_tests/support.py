@@ -225,7 +225,7 @@ def stored_values(root: Path) -> dict[str, object]:
 
 
 def failed_runs(instance) -> dict[str, list[str]]:
-    """Each failed run's partition and why it failed (its failure events' messages), for assertion messages."""
+    """Each failed run (its month and id) and why it failed (its failure events' messages), for assertion messages."""
     from dagster import DagsterEventType
 
     failed = {}
@@ -240,5 +240,5 @@ def failed_runs(instance) -> dict[str, list[str]]:
                 for event in events
                 if event.dagster_event.is_step_failure
             ]
-            failed[run.tags.get("dagster/partition", run.run_id)] = reasons
+            failed[f"{run.tags.get('dagster/partition')} {run.run_id}"] = reasons  # a month may fail twice
     return failed
