@@ -58,9 +58,15 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The whole suite (what CI runs), with the 20 slowest tests and fixtures at the end.
+# The whole suite (what CI runs): the Docker tests alone (their containers time out beside other
+# work on two cores), then the rest on TEST_WORKERS workers, one a core, a module to a worker
+# (pytest-xdist); each part ends with its slowest tests. Both run; the target fails if either does.
+TEST_WORKERS ?= $(shell nproc)
 test: install-dev
-	$(BIN)/python -m pytest --durations=20
+	status=0; \
+	$(BIN)/python -m pytest -m compose --durations=5 || status=1; \
+	$(BIN)/python -m pytest -m "not compose" -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=20 || status=1; \
+	exit $$status
 
 # The loop while editing: no test marked process, slow, ui, deployment or compose (docs/testing.md).
 test-fast: install-dev

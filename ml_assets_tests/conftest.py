@@ -37,6 +37,21 @@ def _temporary_files_in_memory(shm: Path = Path("/dev/shm"), room: int = 4 * 2**
 _temporary_files_in_memory()
 
 
+# The slow tiers first, in this order, so that `make test`'s workers (pytest-xdist, a module to a worker)
+# do not end on a long module started last; within a tier, the files' order.
+SLOWEST_FIRST = ("compose", "ui", "deployment", "process", "slow")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def tier(item: pytest.Item) -> int:
+        return next(
+            (rank for rank, name in enumerate(SLOWEST_FIRST) if item.get_closest_marker(name)), len(SLOWEST_FIRST)
+        )
+
+    items.sort(key=tier)
+
+
 @pytest.fixture(autouse=True)
 def _tracking_uri_restored() -> Iterator[None]:
     """mlflow.set_tracking_uri, which some tests call themselves, also writes MLFLOW_TRACKING_URI into
