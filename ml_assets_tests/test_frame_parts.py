@@ -77,3 +77,18 @@ def test_a_model_trained_from_the_stored_frame_is_the_one_trained_in_memory(fram
     assert {split: len(y) for split, y in from_file.data.y.items()} == {
         split: int((frame[SPLIT] == split).sum()) for split in (TRAIN, VALID, TEST)
     }
+
+
+def test_the_tuning_sample_is_the_same_from_a_stored_frame_and_leaves_the_test_month_out(frame, stored):
+    from ml_assets.core.tuning import tuning_sample
+
+    training = frame[SPLIT].isin([TRAIN, VALID]).sum()
+    sample = tuning_sample(frame, training // 3, seed=1)
+    assert len(sample) == training // 3 and sample[SPLIT].isin([TRAIN, VALID]).all()
+    assert sample.index.is_monotonic_increasing and sample.attrs == frame.attrs
+    assert comparable(sample).astype(str).equals(comparable(tuning_sample(stored, training // 3, seed=1)).astype(str))
+    assert not sample.index.equals(tuning_sample(frame, training // 3, seed=2).index)
+    everything = tuning_sample(stored, training)
+    assert len(everything) == training and comparable(everything).astype(str).equals(
+        comparable(frame[frame[SPLIT].isin([TRAIN, VALID])]).astype(str)
+    )
