@@ -700,8 +700,10 @@ def test_no_password_is_recorded_or_printed(deployment):
         deployment.wait_for(lambda: materialized(instance, "trained_model", "2023-02"), "a model of 2023-02", 300)
     files = [path for path in deployment.workdir.rglob("*") if path.is_file() and path.name != "mlflow-auth.ini"]
     for path in files:
-        text = path.read_bytes()
-        assert not [word for word in passwords if word.encode() in text], f"a password in {path}"
+        # The topology goes on with later months meanwhile: an atomic write's temporary file may be renamed away.
+        with contextlib.suppress(FileNotFoundError):
+            text = path.read_bytes()
+            assert not [word for word in passwords if word.encode() in text], f"a password in {path}"
     for table, column in (("event_logs", "event"), ("runs", "run_body")):
         query = f"SELECT count(*) FROM {table} WHERE " + " OR ".join(f"{column} LIKE '%{word}%'" for word in passwords)
         assert deployment.postgres.psql("-At", "-c", query).strip() == "0", f"a password in Dagster's {table}"
