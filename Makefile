@@ -59,9 +59,10 @@ lint: install-dev
 	$(BIN)/ruff format --check .
 
 # The whole suite (what CI runs): the Docker tests alone (their containers time out beside other
-# work on two cores), then the rest on TEST_WORKERS workers, one a core, a module to a worker
-# (pytest-xdist); each part ends with its slowest tests. Both run; the target fails if either does.
-TEST_WORKERS ?= $(shell nproc)
+# work on two cores), then the rest on TEST_WORKERS workers, one a core up to 4 (each may start a
+# whole topology), a module to a worker (pytest-xdist); each part ends with its slowest tests. Both
+# run; the target fails if either does.
+TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
 test: install-dev
 	status=0; \
 	$(BIN)/python -m pytest -m compose --durations=5 || status=1; \
