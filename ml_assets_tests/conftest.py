@@ -42,7 +42,6 @@ _temporary_files_in_memory()
 SLOWEST_FIRST = ("compose", "ui", "deployment", "process", "slow")
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def tier(item: pytest.Item) -> int:
         return next(
