@@ -154,6 +154,34 @@ def test_study_continues_and_tries_the_defaults_and_the_warm_start_first(tmp_pat
     assert parsed.best == pytest.approx(logged[0].best, abs=1e-4)
 
 
+def test_studies_sharing_a_sqlite_file_never_take_one_enqueued_trial_twice(tmp_path):
+    """pysqlite reads outside a transaction: two runs of one month at once both took the study's enqueued
+    trial, and the second to finish it failed (`Cannot tell a COMPLETE trial`). Three connections (a
+    thread each) ask for the 150 enqueued trials: each is handed out once (core.locks.lock_at_begin)."""
+    import threading
+
+    import optuna
+
+    from ml_assets.core.tuning import study_storage
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="month", storage=study_storage(url))
+    for number in range(150):
+        study.enqueue_trial({"x": number})
+    handed_out = []
+
+    def ask_fifty() -> None:
+        mine = optuna.load_study(study_name="month", storage=study_storage(url))
+        handed_out.extend(mine.ask().number for _ in range(50))
+
+    threads = [threading.Thread(target=ask_fifty) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(handed_out) == list(range(150))
+
+
 def test_a_budget_spent_before_the_first_trial_still_gives_params(tmp_path, rich):
     """The setup (study tables, the sample's matrices) took the whole budget: one trial runs, its training
     stopped after its first round, and its params are the result."""

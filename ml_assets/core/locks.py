@@ -1,6 +1,6 @@
-"""Cross-process locks on local files: the kernel releases them when the holder dies, `kill -9` included.
-
-Used where two runs starting together would race: creating a store's tables, moving an alias.
+"""Cross-process locks where two runs starting together would race: creating a store's tables, moving an
+alias (locks on local files, which the kernel releases when the holder dies, `kill -9` included), and
+taking a study's next trial from sqlite (its own write lock).
 """
 
 from __future__ import annotations
@@ -36,3 +36,19 @@ def store_lock(url: str | None, fallback_dir: str | os.PathLike) -> Path:
     """The lock file for a store: beside a sqlite database, else in `fallback_dir` (this machine only)."""
     database = sqlite_file(url)
     return database.with_name(database.name + ".lock") if database else Path(fallback_dir, "store.lock")
+
+
+def lock_at_begin(engine) -> None:
+    """Make each transaction of a sqlite `engine` take the database's write lock at BEGIN (SQLAlchemy's recipe).
+
+    pysqlite begins a transaction only at the first write, so SQLAlchemy's SELECT ... FOR UPDATE is a
+    plain read there: two processes could both read optuna's enqueued trial as WAITING, and both run it.
+    """
+    from sqlalchemy import event
+
+    def no_implicit_begin(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None
+
+    event.listen(engine, "connect", no_implicit_begin)
+    event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
+    engine.dispose()  # the connections opened before the listeners

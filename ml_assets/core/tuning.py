@@ -23,7 +23,7 @@ from ml_assets.core.credentials import mask
 from ml_assets.core.errors import chain
 from ml_assets.core.features import SPLIT, TRAIN, VALID, DesignMatrices
 from ml_assets.core.frame_parts import Frame
-from ml_assets.core.locks import file_lock, sqlite_file, store_lock
+from ml_assets.core.locks import file_lock, lock_at_begin, sqlite_file, store_lock
 from ml_assets.core.model import DEFAULT_PARAMS, best_iteration, best_score, fit, stop_at, training_matrices
 
 TUNING_ROUNDS, TUNING_EARLY_STOP = 600, 30
@@ -89,7 +89,8 @@ def _failed_trial_callback():
 
 
 def study_storage(url: str):
-    """optuna's RDB storage with heartbeats; its tables created once even when two runs start together.
+    """optuna's RDB storage with heartbeats; its tables created once even when two runs start together, and on
+    sqlite each of their transactions serialized (lock_at_begin), as a server's row locks would.
 
     On a database server, a pooled connection is tested before use (pool_pre_ping), so that one the
     server dropped (a restart) is replaced instead of failing the next trial.
@@ -99,14 +100,18 @@ def study_storage(url: str):
     def storage():
         return optuna.storages.RDBStorage(
             url,
-            engine_kwargs={} if sqlite_file(url) else {"pool_pre_ping": True},
+            # Every sqlite transaction takes the write lock (lock_at_begin): wait up to 30 s for it, not pysqlite's 5.
+            engine_kwargs={"connect_args": {"timeout": 30}} if sqlite_file(url) else {"pool_pre_ping": True},
             heartbeat_interval=HEARTBEAT_SECONDS,
             grace_period=GRACE_SECONDS,
             failed_trial_callback=_failed_trial_callback(),
         )
 
     with file_lock(store_lock(url, tempfile.gettempdir())):
-        return storage()
+        made = storage()
+    if sqlite_file(url):
+        lock_at_begin(made.engine)
+    return made
 
 
 class StorageLost(RuntimeError):
