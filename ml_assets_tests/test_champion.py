@@ -15,6 +15,8 @@ def test_model_gate_rules():
     assert compare(5.09, 7.0, 5.0, 0.02)[0]
     passed, reason = compare(5.2, 7.0, 5.0, 0.02)
     assert not passed and "worse than the champion's 5.000 by more than 2%" in reason
+    passed, reason = compare(5.0, 7.0, 5.0, 0.02, newer_run="abc")  # a second run of the month recorded since
+    assert not passed and "a newer model of this month was recorded meanwhile (MLflow run abc)" in reason
 
 
 def champion_version(dagster_home) -> str:

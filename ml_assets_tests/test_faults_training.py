@@ -238,12 +238,39 @@ def test_a_kill_right_after_the_alias_moved_is_put_back_by_the_next_run(ingested
     assert client(dagster_home).get_model_version(tracking.REGISTERED_MODEL, unrecorded.version).aliases == []
 
 
+# The first run publishes its model only once the month's newest model is the other run's.
+PUBLISH_AFTER_THE_OTHER_RUN = """
+import time
+from ml_assets.core import tracking
+from ml_assets.records import latest_materialization
+publish = tracking.publish
+
+def publish_later(model_uri, gate, tags, *args, **kwargs):
+    with DagsterInstance.get() as instance:
+        while latest_materialization(instance, "trained_model", sys.argv[1])[0] == tags[tracking.DAGSTER_RUN_TAG]:
+            time.sleep(0.2)
+    return publish(model_uri, gate, tags, *args, **kwargs)
+
+tracking.publish = publish_later
+"""
+
+
 @pytest.mark.process
 def test_two_runs_of_one_month_at_once_leave_one_champion(ingested, dagster_home):
-    """On a fresh MLflow and optuna store, started together (as from the CLI and the UI)."""
-    script = RUN_MONTH.format(inject="")
-    command = [sys.executable, "-c", script, MONTH, json.dumps(FAST_CONFIG)]
-    both = [subprocess.Popen(command, cwd=ROOT, env=os.environ, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    """On a fresh MLflow and optuna store, started together (as from the CLI and the UI). The first
+    run's gate waits until the second run's model is recorded: the first model, superseded, is the
+    challenger, where it took the alias from the newer one when its gate came last."""
+    first, second = (RUN_MONTH.format(inject=inject) for inject in (PUBLISH_AFTER_THE_OTHER_RUN, ""))
+    both = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, MONTH, json.dumps(FAST_CONFIG)],
+            cwd=ROOT,
+            env=os.environ,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for script in (first, second)
+    ]
     errors = [process.communicate(timeout=600)[1] for process in both]
     assert [process.returncode for process in both] == [0, 0], "\n".join(error[-2000:] for error in errors)
     versions = client(dagster_home).search_model_versions(f"name = '{tracking.REGISTERED_MODEL}'")
@@ -259,6 +286,10 @@ def test_two_runs_of_one_month_at_once_leave_one_champion(ingested, dagster_home
     # the first is the challenger and leaves it where it was.
     crowned = [int(v.version) for v in versions if v.tags["alias_at_registration"] == tracking.CHAMPION]
     assert int(champion.version) == max(crowned)
+    assert_champion_was_recorded(ingested, dagster_home)
+    (superseded,) = [v for v in versions if v.tags["alias_at_registration"] == tracking.CHALLENGER]
+    (gate,) = check_evaluations(ingested, superseded.tags[tracking.DAGSTER_RUN_TAG], "model_gate")
+    assert gate["reason"] == f"a newer model of this month was recorded meanwhile (MLflow run {champion.run_id})"
 
 
 @pytest.mark.slow

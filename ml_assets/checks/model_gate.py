@@ -2,8 +2,9 @@
 
 A check, not part of the asset: it runs only after trained_model's value is stored and recorded,
 so the `champion` alias (what predictions and every user of the registry load) only ever moves to
-a model Dagster recorded. It is blocking so that predictions in the same run wait for it; a model
-that does not pass is registered as `challenger`, a WARN that blocks nothing.
+a model Dagster recorded, and never to one that a newer model of its month superseded. It is
+blocking so that predictions in the same run wait for it; a model that does not pass is registered
+as `challenger`, a WARN that blocks nothing.
 """
 
 import pandas as pd
@@ -50,7 +51,11 @@ def _model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_fe
     mlflow.connect(f"{MODEL_GATE} {month}")
 
     def against(champion):
-        return gate_model(trip_features, model["rmse"], model["baseline_rmse"], config.champion_tolerance, champion)
+        # Read under the publishing lock, as the champion is: the month's newest model when this one is judged.
+        newest = latest_metadata(context.instance, TRAINED_MODEL, month)["mlflow_run_id"]
+        newer_run = None if newest == model["mlflow_run_id"] else newest
+        rmse, baseline = model["rmse"], model["baseline_rmse"]
+        return gate_model(trip_features, rmse, baseline, config.champion_tolerance, champion, newer_run)
 
     tags = {tracking.PARTITION_TAG: month, tracking.DAGSTER_RUN_TAG: run_id}
     published = tracking.publish(model["mlflow_model_uri"], against, tags, mlflow.lock)

@@ -19,8 +19,16 @@ class GateResult:
     champion_version: str | None  # the version that was champion before this model
 
 
-def compare(rmse: float, baseline: float, champion: float | None, tolerance: float) -> tuple[bool, str]:
-    """A new model must beat the baseline and be at most `tolerance` (relative) worse than the champion."""
+def compare(
+    rmse: float, baseline: float, champion: float | None, tolerance: float, newer_run: str | None = None
+) -> tuple[bool, str]:
+    """A new model must beat the baseline and be at most `tolerance` (relative) worse than the champion.
+
+    A model of a month whose newer model was recorded meanwhile (`newer_run`, its MLflow run: two runs of
+    one month at once) does not pass either: the alias never goes back to a superseded model.
+    """
+    if newer_run is not None:
+        return False, f"a newer model of this month was recorded meanwhile (MLflow run {newer_run})"
     if rmse >= baseline:
         return False, f"RMSE {rmse:.3f} does not beat the LinearRegression baseline {baseline:.3f}"
     if champion is None:
@@ -33,8 +41,10 @@ def compare(rmse: float, baseline: float, champion: float | None, tolerance: flo
     )
 
 
-def gate_model(frame: pd.DataFrame, rmse: float, baseline: float, tolerance: float, champion) -> GateResult:
-    """Judge a model against the baseline and against `champion` evaluated on the frame's test month."""
+def gate_model(
+    frame: pd.DataFrame, rmse: float, baseline: float, tolerance: float, champion, newer_run: str | None = None
+) -> GateResult:
+    """Judge a model against the baseline and against `champion` evaluated on the frame's test month (`compare`)."""
     against = champion_rmse(frame, champion)
-    passed, reason = compare(rmse, baseline, against, tolerance)
+    passed, reason = compare(rmse, baseline, against, tolerance, newer_run)
     return GateResult(passed, reason, against, None if champion is None else str(champion[0].version))
