@@ -238,40 +238,61 @@ def test_a_kill_right_after_the_alias_moved_is_put_back_by_the_next_run(ingested
     assert client(dagster_home).get_model_version(tracking.REGISTERED_MODEL, unrecorded.version).aliases == []
 
 
-# The first run publishes its model only once the month's newest model is the other run's.
-PUBLISH_AFTER_THE_OTHER_RUN = """
+# The order that let the older model take the alias: the second run trains once the first run's model
+# is recorded, and the first run publishes once the month's newest model is the second run's. Each
+# waits at most WAIT_FOR_THE_OTHER_RUN seconds, then goes on (and the test's assertions say why).
+WAIT_FOR_THE_OTHER_RUN = 300
+AFTER_THE_OTHER_RUN = """
 import time
-from ml_assets.core import tracking
+from ml_assets.core import tracking, training
 from ml_assets.records import latest_materialization
-publish = tracking.publish
 
-def publish_later(model_uri, gate, tags, *args, **kwargs):
-    with DagsterInstance.get() as instance:
-        while latest_materialization(instance, "trained_model", sys.argv[1])[0] == tags[tracking.DAGSTER_RUN_TAG]:
-            time.sleep(0.2)
-    return publish(model_uri, gate, tags, *args, **kwargs)
+def after(condition, call):
+    def wait_then_call(*args, **kwargs):
+        deadline = time.monotonic() + {seconds}
+        with DagsterInstance.get() as instance:
+            while not condition(instance, *args) and time.monotonic() < deadline:
+                time.sleep(0.2)
+        return call(*args, **kwargs)
+    return wait_then_call
 
-tracking.publish = publish_later
+def newest_model_run(instance):
+    return (latest_materialization(instance, "trained_model", sys.argv[1]) or [None])[0]
+
+{patch}
 """
+FIRST_RUN = AFTER_THE_OTHER_RUN.format(
+    seconds=WAIT_FOR_THE_OTHER_RUN,
+    patch="tracking.publish = after(lambda instance, uri, gate, tags, *_: newest_model_run(instance) not in "
+    "(None, tags[tracking.DAGSTER_RUN_TAG]), tracking.publish)",
+)
+SECOND_RUN = AFTER_THE_OTHER_RUN.format(
+    seconds=WAIT_FOR_THE_OTHER_RUN,
+    patch="training.train_and_evaluate = after(lambda instance, *args: newest_model_run(instance) is not None, "
+    "training.train_and_evaluate)",
+)
 
 
 @pytest.mark.process
 def test_two_runs_of_one_month_at_once_leave_one_champion(ingested, dagster_home):
-    """On a fresh MLflow and optuna store, started together (as from the CLI and the UI). The first
-    run's gate waits until the second run's model is recorded: the first model, superseded, is the
-    challenger, where it took the alias from the newer one when its gate came last."""
-    first, second = (RUN_MONTH.format(inject=inject) for inject in (PUBLISH_AFTER_THE_OTHER_RUN, ""))
+    """On a fresh MLflow and optuna store, started together (as from the CLI and the UI). Ordered as
+    when the older model took the alias from the newer one: its gate came last. It is the challenger."""
     both = [
         subprocess.Popen(
-            [sys.executable, "-c", script, MONTH, json.dumps(FAST_CONFIG)],
+            [sys.executable, "-c", RUN_MONTH.format(inject=inject), MONTH, json.dumps(FAST_CONFIG)],
             cwd=ROOT,
             env=os.environ,
             stderr=subprocess.PIPE,
             text=True,
         )
-        for script in (first, second)
+        for inject in (FIRST_RUN, SECOND_RUN)
     ]
-    errors = [process.communicate(timeout=600)[1] for process in both]
+    try:
+        errors = [process.communicate(timeout=600)[1] for process in both]
+    finally:
+        for process in both:
+            process.kill()
+            process.wait()
     assert [process.returncode for process in both] == [0, 0], "\n".join(error[-2000:] for error in errors)
     versions = client(dagster_home).search_model_versions(f"name = '{tracking.REGISTERED_MODEL}'")
     assert len(versions) == 2
