@@ -431,6 +431,34 @@ def still_running(processes: dict[int, int]) -> list[int]:
     return [pid for pid, started in processes.items() if not ended(pid, started)]
 
 
+def test_a_timed_out_wait_shows_where_each_python_process_of_a_service_is(tmp_path):
+    """What a hung service waits on, read from outside (py-spy): a Python process waiting on a socket
+    in a session of its own, as a service's are, and its non-Python child, which is left out."""
+    from ml_assets.deploy.local.stacks import session_stacks
+
+    script = tmp_path / "hung.py"
+    script.write_text(
+        "import socket, subprocess\n"
+        "def wait_for_a_caller():\n"
+        "    listening = socket.create_server(('127.0.0.1', 0))\n"
+        "    listening.accept()\n"
+        "subprocess.Popen(['sleep', '60'])\n"
+        "wait_for_a_caller()\n"
+    )
+    hung = subprocess.Popen([sys.executable, str(script)], start_new_session=True)
+    try:
+        stacks = wait_until(
+            lambda: "wait_for_a_caller" in (dumped := session_stacks({"hung": hung.pid})) and dumped,
+            "the stack of the hung process",
+            30,
+        )
+    finally:
+        stop_process_group(hung)
+    assert stacks.count("(py-spy dump)") == 1, stacks  # not `sleep`
+    assert f"----- hung process {hung.pid} (py-spy dump) -----" in stacks
+    assert "socket.accept" in stacks
+
+
 def test_the_stack_runs_from_the_command_line_until_sigterm(tmp_path):
     """`python -m ml_assets.deploy.local FOLDER` (`make stack`): the webserver and MLflow answer at the
     addresses it prints, and SIGTERM stops every process it started, each of them gone by its id."""

@@ -37,6 +37,7 @@ from ml_assets.deploy.local.ports import free_port
 from ml_assets.deploy.local.postgres import PostgresServer, accepting, pgbouncer_command, throwaway_postgres
 from ml_assets.deploy.local.proc import listening_sockets, process_table, socket_inodes
 from ml_assets.deploy.local.service import SERVICE_SH, Service
+from ml_assets.deploy.local.stacks import session_stacks
 from ml_assets.deploy.local.waiting import http_ok, wait_until
 
 # Started in this order; stopped in the reverse order.
@@ -224,7 +225,8 @@ class Topology:
 
     def wait_for(self, condition: Callable[[], object], what: str, seconds: float, poll: float = 1.0):
         """The condition's first truthy value (an exception counts as "not yet"), polled until `seconds`
-        have passed or a service exited; the failure shows the dead services' logs, or all of them."""
+        have passed or a service exited; the failure shows the dead services' logs, or the stacks of
+        every running one's Python processes and all the logs."""
 
         def attempt():
             try:
@@ -235,9 +237,13 @@ class Topology:
         def dead() -> list[str]:
             return [name for name, service in self.services.items() if service.process and not service.running]
 
-        return wait_until(
-            attempt, what, seconds, poll, exited=lambda: ", ".join(dead()), log=lambda: self.logs(dead() or None)
-        )
+        def log() -> str:
+            if dead():
+                return self.logs(dead())
+            running = {name: service.process.pid for name, service in self.services.items() if service.running}
+            return "\n".join(filter(None, [session_stacks(running), self.logs()]))
+
+        return wait_until(attempt, what, seconds, poll, exited=lambda: ", ".join(dead()), log=log)
 
     def code_server_ok(self) -> bool:
         from dagster._grpc.client import DagsterGrpcClient
