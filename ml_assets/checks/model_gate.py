@@ -52,8 +52,8 @@ def _model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_fe
 
     def against(champion):
         # Read under the publishing lock, as the champion is: the month's newest model when this one is judged.
-        newest = latest_metadata(context.instance, TRAINED_MODEL, month)["mlflow_run_id"]
-        newer_run = None if newest == model["mlflow_run_id"] else newest
+        newest = (latest_metadata(context.instance, TRAINED_MODEL, month) or {}).get("mlflow_run_id")
+        newer_run = None if newest in (None, model["mlflow_run_id"]) else newest
         rmse, baseline = model["rmse"], model["baseline_rmse"]
         return gate_model(trip_features, rmse, baseline, config.champion_tolerance, champion, newer_run)
 
