@@ -54,21 +54,29 @@ def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
     or by its PROCESS_TAG while it has none).
 
     A process killed with SIGKILL leaves its run STARTED, or NOT_STARTED when it died (a full disk) before
-    the run's first event; this tells such a run from a running one when both ran on this machine.
+    the run's first event; this tells such a run from a running one when both ran on this machine. A live
+    process that started after that event (or after the run was created) only got the pid since: pids
+    come round again within minutes where they wrap at 32768 and tests start processes by the thousand.
     """
-    run = instance.get_run_by_id(run_id)
-    if run is None or run.is_finished:
+    from ml_assets.deploy.local.proc import started_at
+
+    record = instance.get_run_record_by_id(run_id)
+    if record is None or record.dagster_run.is_finished:
         return False
     # Dagster events only (a user's log line carries no pid); the newest one.
     newest = instance.get_records_for_run(run_id, of_type=set(DagsterEventType), limit=1, ascending=False).records
-    pid = newest[0].event_log_entry.dagster_event.pid if newest else run.tags.get(PROCESS_TAG)
+    if newest:
+        pid, seen = newest[0].event_log_entry.dagster_event.pid, newest[0].event_log_entry.timestamp
+    else:
+        pid, seen = record.dagster_run.tags.get(PROCESS_TAG), record.create_timestamp.timestamp()
     if pid is None:
         return True  # nothing to judge by: assume it runs
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
-    return True
+    started = started_at(int(pid))  # None without /proc: the pid alone decides
+    return started is None or started <= seen + 1  # to within the second that `started_at` allows
 
 
 def run_is_over(instance: DagsterInstance, run_id: str, check_process: bool) -> bool:

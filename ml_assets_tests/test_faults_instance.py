@@ -80,7 +80,10 @@ def test_two_runners_on_a_fresh_home_both_succeed(tmp_path, monkeypatch):
 
 def test_runs_whose_runner_died_before_their_first_event_are_failed_by_the_next_runner(instance):
     """A runner that dies between creating its run and the run's first event (the full disk below) leaves it
-    NOT_STARTED, with nothing but the run's process tag to tell it from a runner that is just starting."""
+    NOT_STARTED, with nothing but the run's process tag to tell it from a runner that is just starting. Its
+    pid may be another process's by then (`reused`: one started after the run was created)."""
+    import time
+
     from dagster import DagsterRun
 
     from ml_assets.records import PROCESS_TAG
@@ -91,14 +94,23 @@ def test_runs_whose_runner_died_before_their_first_event_are_failed_by_the_next_
         "dead": {PROCESS_TAG: dead.stdout.strip()},
         "alive": {PROCESS_TAG: str(os.getpid())},
         "untagged": {},  # from before the tag: nothing to judge by, so left as it is
+        "reused": {},
     }
     for name, tags in runs.items():
         instance.add_run(DagsterRun(job_name=JOB, run_id=name, status=DagsterRunStatus.NOT_STARTED, tags=tags))
-    fail_dead_runs(instance)
+    time.sleep(2.5)  # more than the second of rounding that process start times have
+    later = subprocess.Popen(["sleep", "60"])
+    try:
+        instance.add_run_tags("reused", {PROCESS_TAG: str(later.pid)})
+        fail_dead_runs(instance)
+    finally:
+        later.kill()
+        later.wait()
     assert {name: instance.get_run_by_id(name).status for name in runs} == {
         "dead": DagsterRunStatus.FAILURE,
         "alive": DagsterRunStatus.NOT_STARTED,
         "untagged": DagsterRunStatus.NOT_STARTED,
+        "reused": DagsterRunStatus.FAILURE,
     }
 
 
