@@ -182,6 +182,31 @@ def test_studies_sharing_a_sqlite_file_never_take_one_enqueued_trial_twice(tmp_p
     assert sorted(handed_out) == list(range(150))
 
 
+def test_a_trial_has_a_heartbeat_before_its_work_starts(tmp_path, monkeypatch):
+    """optuna's heartbeat thread writes a trial's first beat a moment after the trial starts: a trial killed in
+    between had none, and stayed RUNNING through every later study (kill -9 under two test workers).
+    With the thread kept from writing, as in that moment, each trial still has its beat when its work starts."""
+    import optuna
+    import sqlalchemy
+    from optuna.storages._heartbeat import NullHeartbeatThread
+
+    from ml_assets.core.tuning import _optimize, study_storage
+
+    monkeypatch.setattr(optuna.study._optimize, "get_heartbeat_thread", lambda *_: NullHeartbeatThread())
+    storage = study_storage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.create_study(study_name="month", storage=storage)
+    beats = []
+
+    def objective(trial) -> float:
+        count = "SELECT count(*) FROM trial_heartbeats WHERE trial_id = :id"
+        with storage.engine.connect() as connection:
+            beats.append(connection.execute(sqlalchemy.text(count), {"id": trial._trial_id}).scalar())
+        return 1.0
+
+    _optimize(study, storage, objective, n_trials=3)
+    assert beats == [1, 1, 1]
+
+
 def test_a_budget_spent_before_the_first_trial_still_gives_params(tmp_path, rich):
     """The setup (study tables, the sample's matrices) took the whole budget: one trial runs, its training
     stopped after its first round, and its params are the result."""

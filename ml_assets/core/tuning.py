@@ -166,11 +166,16 @@ def _fail_when_back(study, storage, number: int) -> bool:
 
 def _optimize(study, storage, objective: Callable, **options) -> None:
     """`study.optimize`; when the storage is lost midway (optuna then fails with its own errors), the trial it cut
-    off is failed once the storage is back and StorageLost is raised, where the trial stayed RUNNING."""
+    off is failed once the storage is back and StorageLost is raised, where the trial stayed RUNNING.
+
+    Each trial's first heartbeat is written before its work starts: optuna's heartbeat thread writes it a moment
+    later, and a trial killed before then had none, so no later study's heartbeat check ever failed it.
+    """
     running: list[int] = []
 
     def tracked(trial) -> float:
         running[:] = [trial.number]
+        storage.record_heartbeat(trial._trial_id)  # optuna's Trial names its storage id only privately
         return objective(trial)
 
     try:
