@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance
 
@@ -49,6 +50,17 @@ def _plain(metadata: Mapping) -> dict:
 PROCESS_TAG = "ml_assets/pid"  # the process that runs a run started in a process of this machine (`make run`)
 
 
+def _started_at(pid: int) -> float | None:
+    """When process `pid` started, in seconds since the epoch (to within a second), from Linux's /proc; None
+    elsewhere or when there is no such process."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
+    except (OSError, StopIteration):
+        return None
+    return int(boot.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
+
+
 def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
     """Whether a run that is not finished still has a live process (judged by the pid of its newest event,
     or by its PROCESS_TAG while it has none).
@@ -58,8 +70,6 @@ def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
     process that started after that event (or after the run was created) only got the pid since: pids
     come round again within minutes where they wrap at 32768 and tests start processes by the thousand.
     """
-    from ml_assets.deploy.local.proc import started_at
-
     record = instance.get_run_record_by_id(run_id)
     if record is None or record.dagster_run.is_finished:
         return False
@@ -75,7 +85,7 @@ def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
         os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
-    started = started_at(int(pid))  # None without /proc: the pid alone decides
+    started = _started_at(int(pid))  # None without /proc: the pid alone decides
     return started is None or started <= seen + 1  # to within the second that `started_at` allows
 
 

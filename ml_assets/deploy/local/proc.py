@@ -28,15 +28,6 @@ def process_stat(pid: int) -> ProcessStat | None:
     return ProcessStat(fields[0], int(fields[1]), int(fields[3]), cpu, int(fields[19]))
 
 
-def started_at(pid: int) -> float | None:
-    """When process `pid` started, in seconds since the epoch (to within a second); None when there is none."""
-    found = process_stat(pid)
-    if found is None:
-        return None
-    boot = next(line for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime "))
-    return int(boot.split()[1]) + found.started / os.sysconf("SC_CLK_TCK")
-
-
 def process_table() -> dict[int, ProcessStat]:
     """pid -> its ProcessStat, for every process."""
     stats = {
