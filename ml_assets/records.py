@@ -86,7 +86,7 @@ def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
     except ProcessLookupError:
         return False
     started = _started_at(int(pid))  # None without /proc: the pid alone decides
-    return started is None or started <= seen + 1  # to within the second that `started_at` allows
+    return started is None or started <= seen + 1  # to within the second that `_started_at` allows
 
 
 def run_is_over(instance: DagsterInstance, run_id: str, check_process: bool) -> bool:
