@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dagster import AssetKey, DagsterInstance, DagsterRunStatus
+from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
 from ml_assets.core import tracking
 from ml_assets.records import latest_materialization
@@ -156,6 +156,25 @@ def runner_filling_the_disk(disk: Path, month: str, after_step: str) -> subproce
 NO_SPACE = re.compile(r"Out of disk space\? DAGSTER_HOME \((.+)\) has \d+ (B|KiB) free of 64\.0 MiB on its filesystem")
 
 
+def judged_by(instance, run_id: str) -> dict:
+    """What `run_process_alive` judges a run by: its newest Dagster event, that event's process, the run's tag."""
+    from ml_assets.records import PROCESS_TAG
+
+    newest = instance.get_records_for_run(run_id, of_type=set(DagsterEventType), limit=1, ascending=False).records
+    event = newest[0].event_log_entry if newest else None
+    pid = event.dagster_event.pid if event else None
+    command = (
+        Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200]
+        if pid and Path(f"/proc/{pid}").exists()
+        else None
+    )
+    return {
+        "newest": event and (event.dagster_event_type, event.timestamp, pid),
+        "live process": command,
+        "tag": instance.get_run_by_id(run_id).tags.get(PROCESS_TAG),
+    }
+
+
 @pytest.mark.process
 def test_a_full_disk_is_named_with_its_free_space_and_a_retry_cleans_up(small_disk, monkeypatch):
     """DAGSTER_HOME on a 64 MiB tmpfs, filled up while trained_model runs: where make run printed a raw
@@ -189,7 +208,9 @@ def test_a_full_disk_is_named_with_its_free_space_and_a_retry_cleans_up(small_di
     assert retry.returncode == 0, retry.stderr[-3000:]
     with DagsterInstance.get() as instance:
         statuses = {run_id: instance.get_run_by_id(run_id).status for run_id in unfinished}
-        assert set(statuses.values()) == {DagsterRunStatus.FAILURE}, statuses
+        assert set(statuses.values()) == {DagsterRunStatus.FAILURE}, {
+            run_id: (status, judged_by(instance, run_id)) for run_id, status in statuses.items()
+        }
         assert_champion_was_recorded(instance)
     import mlflow
 
