@@ -459,6 +459,31 @@ def test_a_timed_out_wait_shows_where_each_python_process_of_a_service_is(tmp_pa
     assert "socket.accept" in stacks
 
 
+def test_a_timed_out_wait_shows_where_each_run_stopped():
+    """The newest runs, each with its status and partition; a failed one with its last events, which
+    name the step and the error. A run that succeeded shows no events."""
+    from dagster import DagsterInstance, asset, materialize
+
+    from ml_assets.deploy.local.runs_report import runs_report
+
+    @asset
+    def fine():
+        return 1
+
+    @asset
+    def broken():
+        raise ValueError("the month's file is truncated")
+
+    with DagsterInstance.ephemeral() as instance:
+        materialize([fine], instance=instance, tags={"dagster/partition": "2023-02"})
+        failed = materialize([broken], instance=instance, raise_on_error=False)
+        report = runs_report(instance, events=50).splitlines()
+
+    assert report[1].startswith(f"{failed.run_id[:8]} FAILURE __ephemeral_asset_job__ partition=None")
+    assert any("STEP_FAILURE broken" in line and "the month's file is truncated" in line for line in report)
+    assert " SUCCESS __ephemeral_asset_job__ partition=2023-02 by=-" in report[-1]
+
+
 def test_the_stack_runs_from_the_command_line_until_sigterm(tmp_path):
     """`python -m ml_assets.deploy.local FOLDER` (`make stack`): the webserver and MLflow answer at the
     addresses it prints, and SIGTERM stops every process it started, each of them gone by its id."""

@@ -36,6 +36,7 @@ from ml_assets.deploy.local.mlflow_server import MlflowUsers, mlflow_env
 from ml_assets.deploy.local.ports import free_port
 from ml_assets.deploy.local.postgres import PostgresServer, accepting, pgbouncer_command, throwaway_postgres
 from ml_assets.deploy.local.proc import listening_sockets, process_table, socket_inodes
+from ml_assets.deploy.local.runs_report import runs_report
 from ml_assets.deploy.local.service import SERVICE_SH, Service
 from ml_assets.deploy.local.stacks import session_stacks
 from ml_assets.deploy.local.waiting import http_ok, wait_until
@@ -225,8 +226,8 @@ class Topology:
 
     def wait_for(self, condition: Callable[[], object], what: str, seconds: float, poll: float = 1.0):
         """The condition's first truthy value (an exception counts as "not yet"), polled until `seconds`
-        have passed or a service exited; the failure shows the dead services' logs, or the stacks of
-        every running one's Python processes and all the logs."""
+        have passed or a service exited; the failure shows the dead services' logs, or the newest runs'
+        last events, the stacks of every running service's Python processes and all the logs."""
 
         def attempt():
             try:
@@ -241,7 +242,7 @@ class Topology:
             if dead():
                 return self.logs(dead())
             running = {name: service.process.pid for name, service in self.services.items() if service.running}
-            return "\n".join(filter(None, [session_stacks(running), self.logs()]))
+            return "\n".join(filter(None, [self.runs_report(), session_stacks(running), self.logs()]))
 
         return wait_until(attempt, what, seconds, poll, exited=lambda: ", ".join(dead()), log=log)
 
@@ -312,6 +313,14 @@ class Topology:
             instance = DagsterInstance.from_config(str(self.home))
         with instance:
             yield instance
+
+    def runs_report(self) -> str:
+        """The newest runs and their last events (runs_report.py), or why the instance could not be read."""
+        try:
+            with self.instance() as instance:
+                return runs_report(instance)
+        except Exception as exc:  # noqa: BLE001 - a diagnosis must not hide the failure it explains
+            return f"----- newest Dagster runs: unreadable ({exc!r}) -----"
 
     def leaders(self) -> dict[str, int]:
         """The first process of each running service, whose process group (session) holds all of the
