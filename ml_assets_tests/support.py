@@ -224,6 +224,21 @@ def stored_values(root: Path) -> dict[str, object]:
     return values
 
 
+def assert_champion_was_recorded(instance, dagster_home: Path) -> None:
+    """The champion's MLflow run is the newest trained_model materialization of its month; MLflow's store
+    under `dagster_home` becomes the tracking URI."""
+    import mlflow
+
+    from ml_assets.core import tracking
+    from ml_assets.records import latest_materialization
+
+    mlflow.set_tracking_uri(f"sqlite:///{dagster_home}/ml_assets/mlflow.db")
+    champion = tracking.champion_version()
+    assert champion is not None, "no champion"
+    _, model = latest_materialization(instance, "trained_model", champion.tags[tracking.PARTITION_TAG])
+    assert champion.run_id == model["mlflow_run_id"]
+
+
 def failed_runs(instance) -> dict[str, list[str]]:
     """Each failed run (its month and id) and why it failed (its failure events' messages), for assertion messages."""
     from dagster import DagsterEventType

@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
-from ml_assets.core import tracking
-from ml_assets.records import latest_materialization
-from ml_assets_tests.support import ROOT, stored_values, use_new_home
+from ml_assets_tests.support import ROOT, assert_champion_was_recorded, stored_values, use_new_home
 
 MONTH = "2021-02"
 
@@ -40,16 +38,6 @@ def small_runs(monkeypatch) -> None:
         monkeypatch.setenv(name, value)
 
 
-def assert_champion_was_recorded(instance) -> None:
-    """The champion's MLflow run is the newest trained_model materialization of its month."""
-    import mlflow
-
-    mlflow.set_tracking_uri(f"sqlite:///{os.environ['DAGSTER_HOME']}/ml_assets/mlflow.db")
-    champion = tracking.champion_version()
-    _, model = latest_materialization(instance, "trained_model", champion.tags[tracking.PARTITION_TAG])
-    assert champion.run_id == model["mlflow_run_id"]
-
-
 @pytest.mark.process
 def test_runners_started_together_on_a_fresh_home_all_get_the_instance(tmp_path, monkeypatch):
     """Where one of them died creating the instance's sqlite tables (`table secondary_indexes already
@@ -67,7 +55,7 @@ def test_runners_started_together_on_a_fresh_home_all_get_the_instance(tmp_path,
 
 @pytest.mark.process
 def test_two_runners_on_a_fresh_home_both_succeed(tmp_path, monkeypatch):
-    use_new_home(tmp_path / "dagster_home", monkeypatch)
+    home = use_new_home(tmp_path / "dagster_home", monkeypatch)
     small_runs(monkeypatch)
     both = start_runners(2, MONTH)
     outputs = [runner.communicate(timeout=600) for runner in both]
@@ -75,7 +63,7 @@ def test_two_runners_on_a_fresh_home_both_succeed(tmp_path, monkeypatch):
     with DagsterInstance.get() as instance:
         assert {run.status for run in instance.get_runs()} == {DagsterRunStatus.SUCCESS}
         assert len(instance.fetch_materializations(AssetKey("trained_model"), limit=10).records) == 2
-        assert_champion_was_recorded(instance)
+        assert_champion_was_recorded(instance, home)
 
 
 def test_runs_whose_runner_died_before_their_first_event_are_failed_by_the_next_runner(instance):
@@ -211,7 +199,7 @@ def test_a_full_disk_is_named_with_its_free_space_and_a_retry_cleans_up(small_di
         assert set(statuses.values()) == {DagsterRunStatus.FAILURE}, {
             run_id: (status, judged_by(instance, run_id)) for run_id, status in statuses.items()
         }
-        assert_champion_was_recorded(instance)
+        assert_champion_was_recorded(instance, home)
     import mlflow
 
     running = mlflow.MlflowClient().search_runs(

@@ -22,7 +22,7 @@ from dagster import AssetKey, DagsterEventType, DagsterRunStatus, RunsFilter
 from ml_assets.core import tracking, tuning
 from ml_assets.records import check_evaluations, latest_materialization, run_metadata
 from ml_assets.runner.runs import materialize_month
-from ml_assets_tests.support import FAST_CONFIG, ROOT, template_home, use_new_home
+from ml_assets_tests.support import FAST_CONFIG, ROOT, assert_champion_was_recorded, template_home, use_new_home
 
 MONTH = "2021-02"
 INGESTION = ["raw_trips", "cleaned_trips"]
@@ -89,15 +89,6 @@ def run_month_in_subprocess(inject: str, *prefix: str) -> subprocess.CompletedPr
     script = RUN_MONTH.format(inject=textwrap.dedent(inject))
     command = [*prefix, sys.executable, "-c", script, MONTH, json.dumps(FAST_CONFIG)]
     return subprocess.run(command, cwd=ROOT, env=os.environ, capture_output=True, text=True, timeout=600)
-
-
-def assert_champion_was_recorded(instance, dagster_home):
-    """The champion's MLflow run is the newest trained_model materialization of its month."""
-    champion = champion_version(dagster_home)
-    assert champion is not None
-    month = champion.tags[tracking.PARTITION_TAG]
-    _, model = latest_materialization(instance, "trained_model", month)
-    assert champion.run_id == model["mlflow_run_id"]
 
 
 @pytest.mark.process
