@@ -9,6 +9,7 @@ from ml_assets.automation.conditions import training_automation_sensor
 from ml_assets.automation.jobs import ingest_month_job, retrain_month_job
 from ml_assets.automation.schedules import monthly_retrain_schedule
 from ml_assets.automation.sensors import new_month_sensor
+from ml_assets.checks.champion_decay import champion_decay
 from ml_assets.checks.drift import cleaned_trips_drift
 from ml_assets.checks.model_gate import model_gate
 from ml_assets.core.tables import release_memory_promptly
@@ -18,7 +19,7 @@ from ml_assets.resources import build_resources
 release_memory_promptly()  # every process that runs steps loads this module
 
 all_assets = load_assets_from_modules([ingestion, features, training, predictions, monitoring])
-all_asset_checks = [cleaned_trips_drift, model_gate]
+all_asset_checks = [cleaned_trips_drift, model_gate, champion_decay]
 
 defs = Definitions(
     assets=all_assets,

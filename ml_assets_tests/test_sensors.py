@@ -267,6 +267,31 @@ def test_training_is_not_limited_to_the_latest_partition(instance):
     assert requested(result, "trip_features") == {"2022-01", "2022-02"}  # windows complete, months old
 
 
+def test_a_month_scored_and_trained_in_one_tick_keeps_every_check_of_its_run(instance):
+    """When the month a tick scores (model_performance) is also the month it trains, both go in one run;
+    that run must still hold trained_model's model_gate (predictions wait for it to name a champion)
+    and every other check of its assets. A check bundled into model_performance's own op once made
+    Dagster request that check alone, and the run lost the rest."""
+    from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
+
+    from ml_assets.definitions import defs
+
+    result = evaluate_automation_conditions(defs=defs, instance=instance)
+    for month in ("2021-01", "2021-02"):
+        report(instance, "cleaned_trips", month)
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert "2021-02" in requested(result, "model_performance") & requested(result, "trained_model")
+
+    # Dagster's own step from a tick's requested subsets to its runs (dagster 1.13.27), as the daemon takes it.
+    graph = defs.resolve_asset_graph()
+    requests = build_run_requests(result._requested_subsets, graph, run_tags={}, emit_backfills=False)
+    (run,) = [request for request in requests if request.partition_key == "2021-02"]
+    assert AssetKey("trained_model") in run.asset_selection
+    checks = graph.get_check_keys_for_assets(set(run.asset_selection))
+    assert run.asset_check_keys is None or set(run.asset_check_keys) == checks, run.asset_check_keys
+    assert any(check.name == "model_gate" for check in checks)
+
+
 @pytest.fixture(scope="module")
 def first_quarter(tmp_path_factory):
     """Automation's first evaluation on a fresh home, then real 2021-01 to 2021-03 ingested from a folder;
