@@ -19,10 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance
 
+from ml_assets.checks.champion_decay import CHAMPION_DECAY
 from ml_assets.core.features import OTHER_ZONE
 from ml_assets.core.tracking import REGISTERED_MODEL
 from ml_assets.keys import MODEL_PERFORMANCE
-from ml_assets.records import latest_metadata
+from ml_assets.records import check_evaluations, latest_materialization
 from ml_assets_tests.support import ROOT, drop_month
 
 pytestmark = pytest.mark.process
@@ -67,11 +68,13 @@ def history(tmp_path_factory):
     return env
 
 
-def performance_of(env: dict, month: str, monkeypatch) -> dict:
-    """model_performance's newest metadata for `month` in the home of `env`."""
+def performance_of(env: dict, month: str, monkeypatch) -> tuple[dict, list[dict]]:
+    """model_performance's newest metadata for `month` in the home of `env`, and the evaluations of
+    `champion_decay` in the run that recorded it."""
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     with DagsterInstance.get() as instance:
-        return latest_metadata(instance, MODEL_PERFORMANCE, month)
+        run_id, metadata = latest_materialization(instance, MODEL_PERFORMANCE, month)
+        return metadata, check_evaluations(instance, run_id, CHAMPION_DECAY)
 
 
 def registry(env: dict):
@@ -117,12 +120,15 @@ def realized_rmse(env: dict, version, month: str) -> float:
 
 
 def test_every_earlier_version_is_scored_on_a_later_month(history, monkeypatch):
-    performance = performance_of(history, "2023-05", monkeypatch)
+    performance, (decay,) = performance_of(history, "2023-05", monkeypatch)
     rows = {record.data["version"]: record.data for record in performance["versions"].records}
     assert sorted(rows) == ["1", "2", "3"]  # tested on 02, 03, 04; version 4 is 2023-05's own model
     assert performance["dagster/row_count"] == 3
     assert performance["plot_decay"].startswith("![decay](data:image/png;base64,")
     assert performance["champion_version"] in rows
+    # champion_decay, in the same run, judges the champion's line of that table.
+    assert decay["ratio"] == pytest.approx(rows[performance["champion_version"]]["ratio"], abs=1e-4)
+    assert decay["decay_threshold"] == 0.1
 
     client = registry(history)
     for version in client.search_model_versions(f"name = '{REGISTERED_MODEL}'"):
@@ -189,7 +195,8 @@ import json
 from dagster import DagsterInstance, evaluate_automation_conditions
 from ml_assets.definitions import defs
 from ml_assets.keys import CLEANED_TRIPS, MODEL_PERFORMANCE, PREDICTIONS, RAW_TRIPS, TRIP_FEATURES
-from ml_assets.records import latest_metadata
+from ml_assets.checks.champion_decay import CHAMPION_DECAY
+from ml_assets.records import check_evaluations, latest_materialization, latest_metadata
 from ml_assets.runner.runs import materialize_month
 
 instance = DagsterInstance.get()
@@ -218,9 +225,8 @@ def test_on_decay_trains_only_the_month_the_champion_decayed_on(history, monkeyp
     between the two, automation trains 2023-04 only, and scores 2023-03 with the champion."""
     ratios = {}
     for month in ("2023-03", "2023-04"):
-        (row,) = [
-            r.data for r in performance_of(history, month, monkeypatch)["versions"].records if r.data["version"] == "1"
-        ]
+        performance, _ = performance_of(history, month, monkeypatch)
+        (row,) = [r.data for r in performance["versions"].records if r.data["version"] == "1"]
         ratios[month] = row["ratio"]
     assert 1 < ratios["2023-04"] and ratios["2023-03"] < ratios["2023-04"]  # the real months decay so
     threshold = (ratios["2023-03"] + ratios["2023-04"]) / 2 - 1
