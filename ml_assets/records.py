@@ -62,8 +62,8 @@ def _started_at(pid: int) -> float | None:
 
 
 def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
-    """Whether a run that is not finished still has a live process (judged by the pid of its newest event,
-    or by its PROCESS_TAG while it has none).
+    """Whether a run that is not finished still has a live process (judged by the pid of its newest event
+    that names one, or by its PROCESS_TAG while it has none).
 
     A process killed with SIGKILL leaves its run STARTED, or NOT_STARTED when it died (a full disk) before
     the run's first event; this tells such a run from a running one when both ran on this machine. A live
@@ -73,10 +73,12 @@ def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
     record = instance.get_run_record_by_id(run_id)
     if record is None or record.dagster_run.is_finished:
         return False
-    # Dagster events only (a user's log line carries no pid); the newest one.
-    newest = instance.get_records_for_run(run_id, of_type=set(DagsterEventType), limit=1, ascending=False).records
-    if newest:
-        pid, seen = newest[0].event_log_entry.dagster_event.pid, newest[0].event_log_entry.timestamp
+    # The newest Dagster event that names its process: the planned events that creating a run logs do not
+    # (nor does a user's log line), and a runner that died right after them leaves nothing newer.
+    newest = instance.get_records_for_run(run_id, of_type=set(DagsterEventType), limit=50, ascending=False).records
+    named = next((r.event_log_entry for r in newest if r.event_log_entry.dagster_event.pid is not None), None)
+    if named is not None:
+        pid, seen = named.dagster_event.pid, named.timestamp
     else:
         pid, seen = record.dagster_run.tags.get(PROCESS_TAG), record.create_timestamp.timestamp()
     if pid is None:

@@ -69,13 +69,20 @@ def test_two_runners_on_a_fresh_home_both_succeed(tmp_path, monkeypatch):
 def test_runs_whose_runner_died_before_their_first_event_are_failed_by_the_next_runner(instance):
     """A runner that dies between creating its run and the run's first event (the full disk below) leaves it
     NOT_STARTED, with nothing but the run's process tag to tell it from a runner that is just starting. Its
-    pid may be another process's by then (`reused`: one started after the run was created)."""
+    pid may be another process's by then (`reused`: one started after the run was created). Creating a run
+    logs Dagster's planned events, which name no process (`planned`): the tag still decides."""
     import time
 
-    from dagster import DagsterRun
+    from dagster import DagsterRun, Definitions, asset, define_asset_job
 
     from ml_assets.records import PROCESS_TAG
     from ml_assets.runner.runs import JOB, fail_dead_runs
+
+    @asset
+    def planned_asset():
+        return 1
+
+    job = Definitions(assets=[planned_asset], jobs=[define_asset_job(JOB)]).resolve_job_def(JOB)
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     runs = {
@@ -86,6 +93,8 @@ def test_runs_whose_runner_died_before_their_first_event_are_failed_by_the_next_
     }
     for name, tags in runs.items():
         instance.add_run(DagsterRun(job_name=JOB, run_id=name, status=DagsterRunStatus.NOT_STARTED, tags=tags))
+    planned = instance.create_run_for_job(job, tags={PROCESS_TAG: dead.stdout.strip()}).run_id
+    assert instance.get_records_for_run(planned, of_type=DagsterEventType.ASSET_MATERIALIZATION_PLANNED).records
     time.sleep(2.5)  # more than the second of rounding that process start times have
     later = subprocess.Popen(["sleep", "60"])
     try:
@@ -100,6 +109,7 @@ def test_runs_whose_runner_died_before_their_first_event_are_failed_by_the_next_
         "untagged": DagsterRunStatus.NOT_STARTED,
         "reused": DagsterRunStatus.FAILURE,
     }
+    assert instance.get_run_by_id(planned).status == DagsterRunStatus.FAILURE
 
 
 @pytest.fixture
