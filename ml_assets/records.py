@@ -61,9 +61,22 @@ def _started_at(pid: int) -> float | None:
     return int(boot.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
 
 
+def run_process(instance: DagsterInstance, run_id: str) -> tuple[int | None, float]:
+    """The process a run ran in, and when it last showed: the pid of its newest Dagster event that names
+    one, or its PROCESS_TAG and creation time while none does (None: nothing names it)."""
+    record = instance.get_run_record_by_id(run_id)
+    # The planned events that creating a run logs name no process (nor does a user's log line), and a
+    # runner that died right after them leaves nothing newer.
+    newest = instance.get_records_for_run(run_id, of_type=set(DagsterEventType), limit=50, ascending=False).records
+    named = next((r.event_log_entry for r in newest if r.event_log_entry.dagster_event.pid is not None), None)
+    if named is not None:
+        return named.dagster_event.pid, named.timestamp
+    pid = record.dagster_run.tags.get(PROCESS_TAG)
+    return (None if pid is None else int(pid)), record.create_timestamp.timestamp()
+
+
 def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
-    """Whether a run that is not finished still has a live process (judged by the pid of its newest event
-    that names one, or by its PROCESS_TAG while it has none).
+    """Whether a run that is not finished still has a live process (`run_process`).
 
     A process killed with SIGKILL leaves its run STARTED, or NOT_STARTED when it died (a full disk) before
     the run's first event; this tells such a run from a running one when both ran on this machine. A live
@@ -73,21 +86,14 @@ def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
     record = instance.get_run_record_by_id(run_id)
     if record is None or record.dagster_run.is_finished:
         return False
-    # The newest Dagster event that names its process: the planned events that creating a run logs do not
-    # (nor does a user's log line), and a runner that died right after them leaves nothing newer.
-    newest = instance.get_records_for_run(run_id, of_type=set(DagsterEventType), limit=50, ascending=False).records
-    named = next((r.event_log_entry for r in newest if r.event_log_entry.dagster_event.pid is not None), None)
-    if named is not None:
-        pid, seen = named.dagster_event.pid, named.timestamp
-    else:
-        pid, seen = record.dagster_run.tags.get(PROCESS_TAG), record.create_timestamp.timestamp()
+    pid, seen = run_process(instance, run_id)
     if pid is None:
         return True  # nothing to judge by: assume it runs
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    started = _started_at(int(pid))  # None without /proc: the pid alone decides
+    started = _started_at(pid)  # None without /proc: the pid alone decides
     return started is None or started <= seen + 1  # to within the second that `_started_at` allows
 
 

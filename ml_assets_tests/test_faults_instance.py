@@ -155,22 +155,17 @@ NO_SPACE = re.compile(r"Out of disk space\? DAGSTER_HOME \((.+)\) has \d+ (B|KiB
 
 
 def judged_by(instance, run_id: str) -> dict:
-    """What `run_process_alive` judges a run by: its newest Dagster event, that event's process, the run's tag."""
-    from ml_assets.records import PROCESS_TAG
+    """What `run_process_alive` judges a run by: its process and when it last showed, and that pid's live
+    command line, if one has it now."""
+    from ml_assets.records import run_process
 
-    newest = instance.get_records_for_run(run_id, of_type=set(DagsterEventType), limit=1, ascending=False).records
-    event = newest[0].event_log_entry if newest else None
-    pid = event.dagster_event.pid if event else None
+    pid, seen = run_process(instance, run_id)
     command = (
         Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200]
         if pid and Path(f"/proc/{pid}").exists()
         else None
     )
-    return {
-        "newest": event and (event.dagster_event_type, event.timestamp, pid),
-        "live process": command,
-        "tag": instance.get_run_by_id(run_id).tags.get(PROCESS_TAG),
-    }
+    return {"pid": pid, "seen": seen, "live process": command}
 
 
 @pytest.mark.process
