@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance
+from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, RunRecord
 
 
 def latest_materialization(
@@ -26,6 +26,12 @@ def latest_metadata(instance: DagsterInstance, asset: str | AssetKey, month: str
     """Metadata (plain values) of the newest materialization of `asset` for `month`; None if there is none."""
     latest = latest_materialization(instance, asset, month)
     return None if latest is None else latest[1]
+
+
+def run_or_latest_metadata(instance: DagsterInstance, run_id: str, asset: str | AssetKey, month: str) -> dict:
+    """`run_metadata`, or the newest materialization's when run `run_id` made none (a check re-executed on its
+    own); {} when there is none at all."""
+    return run_metadata(instance, run_id, asset, month) or latest_metadata(instance, asset, month) or {}
 
 
 def run_metadata(instance: DagsterInstance, run_id: str, asset: str | AssetKey, month: str) -> dict | None:
@@ -61,10 +67,10 @@ def _started_at(pid: int) -> float | None:
     return int(boot.split()[1]) + ticks / os.sysconf("SC_CLK_TCK")
 
 
-def run_process(instance: DagsterInstance, run_id: str) -> tuple[int | None, float]:
+def run_process(instance: DagsterInstance, record: RunRecord) -> tuple[int | None, float]:
     """The process a run ran in, and when it last showed: the pid of its newest Dagster event that names
     one, or its PROCESS_TAG and creation time while none does (None: nothing names it)."""
-    record = instance.get_run_record_by_id(run_id)
+    run_id = record.dagster_run.run_id
     # The planned events that creating a run logs name no process (nor does a user's log line), and a
     # runner that died right after them leaves nothing newer.
     newest = instance.get_records_for_run(run_id, of_type=set(DagsterEventType), limit=50, ascending=False).records
@@ -86,7 +92,7 @@ def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
     record = instance.get_run_record_by_id(run_id)
     if record is None or record.dagster_run.is_finished:
         return False
-    pid, seen = run_process(instance, run_id)
+    pid, seen = run_process(instance, record)
     if pid is None:
         return True  # nothing to judge by: assume it runs
     try:

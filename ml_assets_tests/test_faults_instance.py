@@ -159,7 +159,7 @@ def judged_by(instance, run_id: str) -> dict:
     command line, if one has it now."""
     from ml_assets.records import run_process
 
-    pid, seen = run_process(instance, run_id)
+    pid, seen = run_process(instance, instance.get_run_record_by_id(run_id))
     command = (
         Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200]
         if pid and Path(f"/proc/{pid}").exists()

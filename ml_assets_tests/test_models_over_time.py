@@ -21,6 +21,7 @@ from dagster import DagsterInstance
 
 from ml_assets.checks.champion_decay import CHAMPION_DECAY
 from ml_assets.core.features import OTHER_ZONE
+from ml_assets.core.performance import DecayThresholds
 from ml_assets.core.tracking import REGISTERED_MODEL
 from ml_assets.keys import MODEL_PERFORMANCE
 from ml_assets.records import check_evaluations, latest_materialization
@@ -128,7 +129,7 @@ def test_every_earlier_version_is_scored_on_a_later_month(history, monkeypatch):
     assert performance["champion_version"] in rows
     # champion_decay, in the same run, judges the champion's line of that table.
     assert decay["ratio"] == pytest.approx(rows[performance["champion_version"]]["ratio"], abs=1e-4)
-    assert decay["decay_threshold"] == 0.1
+    assert decay["decay_threshold"] == DecayThresholds().decay_threshold  # the default: history sets none
 
     client = registry(history)
     for version in client.search_model_versions(f"name = '{REGISTERED_MODEL}'"):
@@ -195,8 +196,7 @@ import json
 from dagster import DagsterInstance, evaluate_automation_conditions
 from ml_assets.definitions import defs
 from ml_assets.keys import CLEANED_TRIPS, MODEL_PERFORMANCE, PREDICTIONS, RAW_TRIPS, TRIP_FEATURES
-from ml_assets.checks.champion_decay import CHAMPION_DECAY
-from ml_assets.records import check_evaluations, latest_materialization, latest_metadata
+from ml_assets.records import latest_metadata
 from ml_assets.runner.runs import materialize_month
 
 instance = DagsterInstance.get()

@@ -14,7 +14,7 @@ from ml_assets.core.performance import ChampionOnMonth, decayed
 from ml_assets.deploy.executor import step_tags
 from ml_assets.keys import MODEL_PERFORMANCE, MONITORING
 from ml_assets.partitions import month_of, monthly_partitions, partitioned_checks
-from ml_assets.records import latest_metadata, run_metadata
+from ml_assets.records import run_or_latest_metadata
 
 CHAMPION_DECAY = "champion_decay"
 _DECAY = settings.DECAY["decay_threshold"]
@@ -57,9 +57,9 @@ def champion_decay():
         context: AssetCheckExecutionContext, config: DecayConfig, model_performance: pd.DataFrame
     ) -> AssetCheckResult:
         month = month_of(context)
-        # The champion as this run's model_performance recorded it; the newest record when the check runs alone.
-        recorded = run_metadata(context.instance, context.op_execution_context.run_id, MODEL_PERFORMANCE, month)
-        recorded = recorded or latest_metadata(context.instance, MODEL_PERFORMANCE, month) or {}
+        # The champion as this run's model_performance recorded it.
+        run_id = context.op_execution_context.run_id
+        recorded = run_or_latest_metadata(context.instance, run_id, MODEL_PERFORMANCE, month)
         return judge_decay(model_performance, ChampionOnMonth.from_metadata(recorded), month, config.decay_threshold)
 
     return champion_decay

@@ -24,7 +24,7 @@ from ml_assets.deploy.executor import step_tags
 from ml_assets.keys import TRAINED_MODEL, TRAINING, TRIP_FEATURES
 from ml_assets.outages import waits_out_outages
 from ml_assets.partitions import month_of, monthly_partitions, partitioned_checks
-from ml_assets.records import latest_metadata, run_metadata
+from ml_assets.records import latest_metadata, run_or_latest_metadata
 from ml_assets.ui_metadata import model_version_link
 
 MODEL_GATE = "model_gate"
@@ -44,9 +44,7 @@ def _model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_fe
     month = month_of(context)
     # The model this run trained; the newest one when the check runs on its own (e.g. re-executed).
     run_id = context.op_execution_context.run_id
-    model = run_metadata(context.instance, run_id, TRAINED_MODEL, month) or latest_metadata(
-        context.instance, TRAINED_MODEL, month
-    )
+    model = run_or_latest_metadata(context.instance, run_id, TRAINED_MODEL, month)
     mlflow = context.resources.mlflow
     mlflow.connect(f"{MODEL_GATE} {month}")
 
