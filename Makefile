@@ -58,15 +58,21 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# The whole suite (what CI runs): the Docker tests alone (their containers time out beside other
-# work on two cores), then the rest on TEST_WORKERS workers, one a core up to 4 (each may start a
-# whole topology), a module to a worker (pytest-xdist); each part ends with its slowest tests. Both
-# run; the target fails if either does.
+# The whole suite (what CI runs): the Docker tests beside the rest, which run at the lowest CPU
+# priority (nice 19) so that the containers never wait for a core (at equal priority two workers on
+# two cores starved them until they timed out); the rest on TEST_WORKERS workers, one a core up to
+# 4 (each may start a whole topology), a module to a worker (pytest-xdist). The compose tests' output
+# follows the others'; each part ends with its slowest tests. Both run; the target fails if either
+# does. bash, for a process group of the compose tests' own (set -m) that Ctrl-C reaches by the trap.
 TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
+test: SHELL := /bin/bash
 test: install-dev
-	status=0; \
-	$(BIN)/python -m pytest -m compose --durations=5 || status=1; \
-	$(BIN)/python -m pytest -m "not compose" -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=20 || status=1; \
+	status=0; log=$$(mktemp); \
+	set -m; $(BIN)/python -m pytest -m compose --durations=5 >"$$log" 2>&1 & compose=$$!; set +m; \
+	trap 'kill -INT $$compose 2>/dev/null' INT TERM; \
+	nice -n 19 $(BIN)/python -m pytest -m "not compose" -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=20 || status=1; \
+	wait $$compose || status=1; \
+	echo "=== the compose tests (pytest -m compose), run beside the others ==="; cat "$$log"; rm -f "$$log"; \
 	exit $$status
 
 # The loop while editing: no test marked process, slow, ui, deployment or compose (docs/testing.md).
