@@ -59,8 +59,8 @@ lint: install-dev
 	$(BIN)/ruff format --check .
 
 # The whole suite (what CI runs): the Docker tests beside the rest, which run at the lowest CPU
-# priority (nice 19) so that the containers never wait for a core (at equal priority two workers on
-# two cores starved them until they timed out); the rest on TEST_WORKERS workers, one a core up to
+# priority (nice 19) so that the containers come first (at equal priority two workers on two cores
+# starved them until they timed out); the rest on TEST_WORKERS workers, one a core up to
 # 4 (each may start a whole topology), a module to a worker (pytest-xdist). The compose tests' output
 # follows the others'; each part ends with its slowest tests. Both run; the target fails if either
 # does. bash, for a process group of the compose tests' own (set -m) that Ctrl-C reaches by the trap.
