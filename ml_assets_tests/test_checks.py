@@ -122,9 +122,14 @@ def test_psi_ks_and_tvd():
     assert drift.psi(a, a) == 0.0 and drift.ks_statistic(a, a) == 0.0
     assert drift.psi(a, b) < 0.01 and drift.ks_statistic(a, b) < 0.03
     assert drift.psi(a, b + 1) > 0.5  # a shift by one standard deviation
-    # KS (scipy's, so not compared with scipy again): disjoint samples are 1 apart; a hand-made case's known gap.
+    # KS: disjoint samples are 1 apart; a hand-made case's known gap; scipy's statistic on samples with
+    # ties and of unequal sizes (durations in whole minutes, distances rounded as TLC rounds them).
     assert drift.ks_statistic([1, 2, 3], [4, 5]) == 1.0
     assert drift.ks_statistic([1, 2, 3, 4], [3, 4, 5, 6]) == pytest.approx(0.5)
+    from scipy.stats import ks_2samp
+
+    for ref, cur in [(a, b + 0.05), (np.round(a * 10), np.round(b[:7_000] * 10 + 1)), (np.round(a, 1), [0.0])]:
+        assert drift.ks_statistic(ref, cur) == pytest.approx(ks_2samp(ref, cur).statistic, abs=1e-12)
     # Heavy ties in the reference (many zero distances) merge bins instead of failing.
     zeros = np.r_[np.zeros(900), rng.uniform(size=100)]
     assert drift.psi(zeros, zeros) == 0.0 and drift.psi(zeros, rng.uniform(size=1000)) > 1

@@ -1,7 +1,7 @@
 """Drift between consecutive months (no Dagster here): a warning, never a reason to stop training.
 
 Month M against M-1: population stability index and the two-sample Kolmogorov-Smirnov statistic
-(scipy's `ks_2samp`) of duration and trip distance, and the total variation distance of the
+of duration and trip distance, and the total variation distance of the
 pickup-zone shares.
 """
 
@@ -59,10 +59,15 @@ def psi(reference, current, bins: int = 10) -> float:
 
 
 def ks_statistic(reference, current) -> float:
-    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the two empirical CDFs."""
-    from scipy.stats import ks_2samp
-
-    return float(ks_2samp(*_both_sides(reference, current, "ks_statistic")).statistic)
+    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the two empirical CDFs, taken
+    at every value of either sample (scipy's `ks_2samp` statistic, without importing scipy.stats:
+    1.5 s of every process that runs the drift check)."""
+    reference, current = (np.sort(side) for side in _both_sides(reference, current, "ks_statistic"))
+    values = np.concatenate([reference, current])
+    gaps = np.searchsorted(reference, values, side="right") / len(reference) - np.searchsorted(
+        current, values, side="right"
+    ) / len(current)
+    return float(np.max(np.abs(gaps)))
 
 
 def _shares(values) -> pd.Series:
