@@ -17,6 +17,7 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 # --compile-bytecode: installed modules come with their .pyc, which no process writes where
 # PYTHONDONTWRITEBYTECODE is set (as on this project's machines): without them every process compiled
 # Dagster, MLflow and XGBoost again (`import dagster` took 2.1 s of CPU, 1.1 with them; docs/testing.md).
+# An install is done again when this file changes too: its recipe is here.
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 SYNC := $(BIN)/uv sync --frozen --inexact --compile-bytecode --quiet
 
@@ -25,15 +26,15 @@ $(BIN)/uv: requirements-uv.txt
 	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-uv.txt
 	touch $@
 
-$(BIN)/.installed: pyproject.toml uv.lock $(BIN)/uv
+$(BIN)/.installed: pyproject.toml uv.lock $(BIN)/uv Makefile
 	$(SYNC)
 	touch $@
 
-$(BIN)/.installed-deploy: pyproject.toml uv.lock $(BIN)/uv
+$(BIN)/.installed-deploy: pyproject.toml uv.lock $(BIN)/uv Makefile
 	$(SYNC) --extra deploy
 	touch $@
 
-$(BIN)/.installed-dev: pyproject.toml uv.lock $(BIN)/uv
+$(BIN)/.installed-dev: pyproject.toml uv.lock $(BIN)/uv Makefile
 	$(SYNC) --extra dev
 	touch $@
 

@@ -123,7 +123,7 @@ def test_psi_ks_and_tvd():
     assert drift.psi(a, b) < 0.01 and drift.ks_statistic(a, b) < 0.03
     assert drift.psi(a, b + 1) > 0.5  # a shift by one standard deviation
     # KS: disjoint samples are 1 apart; a hand-made case's known gap; scipy's statistic on samples with
-    # ties and of unequal sizes (durations in whole minutes, distances rounded as TLC rounds them).
+    # ties and of unequal sizes.
     assert drift.ks_statistic([1, 2, 3], [4, 5]) == 1.0
     assert drift.ks_statistic([1, 2, 3, 4], [3, 4, 5, 6]) == pytest.approx(0.5)
     from scipy.stats import ks_2samp
