@@ -56,9 +56,10 @@ def read_processes(seen: dict[tuple[int, int], list]) -> None:
             stat = (entry / "stat").read_text()
             fields = stat[stat.rfind(")") + 2 :].split()  # after the name, which may hold spaces
             key, cpu = (int(entry.name), int(fields[19])), (int(fields[11]) + int(fields[12])) / TICKS
-            if key not in seen:
+            if key in seen:
+                seen[key][0] = cpu
+            else:
                 seen[key] = [cpu, (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")]
-            seen[key][0] = cpu
         except (OSError, ValueError, IndexError):
             pass  # the process ended while being read
 

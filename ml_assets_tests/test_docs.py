@@ -1,13 +1,18 @@
-"""The documentation: links that lead somewhere, and docs/benchmarks.md as the benchmarks write it."""
+"""The documentation: links that lead somewhere, docs/benchmarks.md as the benchmarks write it, and the
+sampler behind docs/testing.md's CPU table."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from benchmarks import report, scale
+from benchmarks import cpu_by_process, report, scale
 from ml_assets_tests.support import ROOT
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -121,3 +126,24 @@ def test_the_layout_names_every_module_and_package_of_the_code():
     names |= {path.stem for path in package.glob("*/*.py") if path.stem not in ("__init__", "__main__")}
     missing = sorted(name for name in names if not re.search(rf"\b{re.escape(name)}\b", layout))
     assert not missing, f"not in docs/architecture.md's layout: {missing}"
+
+
+def test_the_cpu_table_counts_a_process_s_cpu_since_the_command_started():
+    """A real child that spins for a CPU-second shows with about that much under its own pid and role; a
+    command's total leaves out what the machine's processes used before it started."""
+    spin = "import time\nwhile time.process_time() < 1.0: pass\nimport sys; sys.stdin.read()"
+    child = subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.PIPE)
+    try:
+        seen: dict = {}
+        while not [key for key in seen if key[0] == child.pid and seen[key][0] >= 0.9]:
+            time.sleep(0.2)
+            cpu_by_process.read_processes(seen)
+        ((cpu, command_line),) = [reading for key, reading in seen.items() if key[0] == child.pid]
+        assert 0.9 <= cpu < 1.5 and cpu_by_process.role(command_line) == cpu_by_process.OTHER
+    finally:
+        child.communicate(b"")
+    started = time.monotonic()
+    returncode, totals = cpu_by_process.cpu_by_role([sys.executable, "-c", "raise SystemExit(3)"])
+    assert returncode == 3
+    assert sum(totals.values()) <= os.cpu_count() * (time.monotonic() - started) + 1.0
+    assert cpu_by_process.role("/x/.venv/bin/python -m ml_assets.runner 2021-02") == cpu_by_process.ROLES[1][0]

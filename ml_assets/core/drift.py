@@ -63,10 +63,11 @@ def ks_statistic(reference, current) -> float:
     imports nothing else of scipy.stats, which costs it a second of CPU."""
     reference, current = (np.sort(side) for side in _both_sides(reference, current, "ks_statistic"))
     values = np.concatenate([reference, current])
-    gaps = np.searchsorted(reference, values, side="right") / len(reference) - np.searchsorted(
-        current, values, side="right"
-    ) / len(current)
-    return float(np.max(np.abs(gaps)))
+
+    def cdf(sorted_sample: np.ndarray) -> np.ndarray:
+        return np.searchsorted(sorted_sample, values, side="right") / len(sorted_sample)
+
+    return float(np.max(np.abs(cdf(reference) - cdf(current))))
 
 
 def _shares(values) -> pd.Series:
