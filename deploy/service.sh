@@ -63,20 +63,12 @@ case "$service" in
       --allowed-hosts "${MLFLOW_ALLOWED_HOSTS:-mlflow:5000,localhost:*,127.0.0.1:*}" "$@"
     ;;
   health)
-    # Exit 0 when the service in this container answers.
+    # Exit 0 when the service in this container answers (ml_assets/deploy/health.py, which keeps each
+    # check cheap: compose runs them every few seconds).
     case "${1:-}" in
-      code-server) exec dagster api grpc-health-check --host 127.0.0.1 --port "${DAGSTER_CODE_SERVER_PORT:-4000}" ;;
-      webserver) url="http://127.0.0.1:${DAGSTER_WEBSERVER_PORT:-3000}/server_info" ;;
-      mlflow) url="http://127.0.0.1:${MLFLOW_PORT:-5000}/health" ;;
       daemon) exec dagster-daemon liveness-check ;;
-      worker)
-        # This container's worker answers a ping over the broker (its name is NAME@hostname).
-        node="${CELERY_WORKER_NAME:-worker}@$(python -c 'import socket; print(socket.gethostname())')"
-        exec celery --app dagster_celery.app --broker "$ML_ASSETS_CELERY_BROKER_URL" \
-          inspect ping --destination "$node" --timeout 10 ;;
-      *) echo "usage: $0 health code-server|webserver|daemon|mlflow|worker" >&2; exit 64 ;;
+      *) exec python -m ml_assets.deploy.health "$@" ;;
     esac
-    exec python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)' "$url"
     ;;
   "")
     echo "usage: $0 code-server|webserver|daemon|mlflow|worker [extra options] | health SERVICE | COMMAND..." >&2
