@@ -17,9 +17,10 @@ export MLFLOW_DISABLE_TELEMETRY ?= true
 # --compile-bytecode: installed modules come with their .pyc, which no process writes where
 # PYTHONDONTWRITEBYTECODE is set (as on this project's machines): without them every process compiled
 # Dagster, MLflow and XGBoost again (`import dagster` took 2.1 s of CPU, 1.1 with them; docs/testing.md).
-# An install is done again when this file changes too: its recipe is here.
+# An install is done again when this file changes too: its recipe is here. `COMPILE=` leaves it out.
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
-SYNC := $(BIN)/uv sync --frozen --inexact --compile-bytecode --quiet
+COMPILE ?= --compile-bytecode
+SYNC := $(BIN)/uv sync --frozen --inexact $(COMPILE) --quiet
 
 $(BIN)/uv: requirements-uv.txt
 	$(PYTHON) -m venv $(VENV)

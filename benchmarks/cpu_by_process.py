@@ -1,27 +1,34 @@
-"""CPU-seconds of every process on the machine while a command runs, summed by what the process is.
+"""CPU-seconds of every process on the machine while a command runs, summed by what the process is, or
+by the test module that started it.
 
-`python -m benchmarks.cpu_by_process make test` prints the table of docs/testing.md ("Where the CPU
-goes"). /proc is read twice a second: a process's CPU is its last reading less its reading when the
-command started (up to half a second of its end is missed), and a forked child is named by its
-command line when first seen. The machine's other processes count too (its kernel threads among
-them): run it on a machine otherwise idle.
+`python -m benchmarks.cpu_by_process make test` prints the first table of docs/testing.md ("Where the
+CPU goes"), `python -m benchmarks.cpu_by_process --by-module make test` the second. /proc is read
+twice a second: a process's CPU is its last reading less its reading when the command started (up to
+half a second of its end is missed), and a forked child is named by its command line when first seen.
+By module, a process counts for the test in its environment (PYTEST_CURRENT_TEST, which pytest sets
+while a test runs and children inherit) or its nearest ancestor's; the pytest processes' own CPU comes
+from the plugin benchmarks/cpu_per_test.py; what no test started (the containers, the kernel) is
+summed by what it is. The machine's other processes count too: run it on a machine otherwise idle.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 POLL_SECONDS = 0.5
 TICKS = os.sysconf("SC_CLK_TCK")
 # First match wins: what a process is, by its command line.
 ROLES = [
-    ("the pytest workers (in-process tests)", r"import sys;exec\(eval|pytest -m"),
+    ("the pytest workers (in-process tests)", r"import sys;exec\(eval|-m pytest\b"),
     (
         "runners started by tests (`python -m ml_assets.runner`, kill and concurrency tests)",
         r"ml_assets\.runner|materialize_month|runner\.runs import run|ml_assets\.reproduce|evaluate_automation",
@@ -41,14 +48,35 @@ ROLES = [
     ("kernel, sandbox and this sampler, not the command's", r"^$|process_api|line_io|cpu_by_process"),
 ]
 OTHER = "other (uv, moto, the CPU hog, shells, health checks)"
+PYTEST = ROLES[0]
+CURRENT_TEST = b"PYTEST_CURRENT_TEST="
+BETWEEN_TESTS = "pytest between tests (start-up, collection, xdist)"
+
+
+@dataclass
+class Process:
+    cpu: float  # CPU-seconds, user + system, at the last reading
+    command_line: str
+    parent: int
+    test: str | None  # the test in its environment when first seen ("path::name (phase)")
 
 
 def role(command_line: str) -> str:
     return next((name for name, pattern in ROLES if re.search(pattern, command_line.strip())), OTHER)
 
 
-def read_processes(seen: dict[tuple[int, int], list]) -> None:
-    """Update pid and start time -> [CPU-seconds, command line] from /proc."""
+def current_test(entry: Path) -> str | None:
+    """The test running when the process started, from its environment (None if not readable)."""
+    try:
+        variables = (entry / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    found = [variable[len(CURRENT_TEST) :] for variable in variables if variable.startswith(CURRENT_TEST)]
+    return found[0].decode(errors="replace") if found else None
+
+
+def read_processes(seen: dict[tuple[int, int], Process]) -> None:
+    """Update pid and start time -> Process from /proc."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -57,17 +85,19 @@ def read_processes(seen: dict[tuple[int, int], list]) -> None:
             fields = stat[stat.rfind(")") + 2 :].split()  # after the name, which may hold spaces
             key, cpu = (int(entry.name), int(fields[19])), (int(fields[11]) + int(fields[12])) / TICKS
             if key in seen:
-                seen[key][0] = cpu
+                seen[key].cpu = cpu
             else:
-                seen[key] = [cpu, (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")]
+                command_line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                seen[key] = Process(cpu, command_line, int(fields[1]), current_test(entry))
         except (OSError, ValueError, IndexError):
-            pass  # the process ended while being read
+            pass  # the process ended while being read (or is not ours to read)
 
 
-def cpu_by_role(command: list[str]) -> tuple[int, Counter]:
-    before: dict[tuple[int, int], list] = {}
+def used_since(command: list[str], env: dict[str, str] | None = None) -> tuple[int, dict, dict]:
+    """Run `command`; its return code, every process seen, and each one's CPU-seconds when it started."""
+    before: dict[tuple[int, int], Process] = {}
     read_processes(before)
-    seen = {key: list(reading) for key, reading in before.items()}
+    seen = {key: Process(**vars(reading)) for key, reading in before.items()}
     done = threading.Event()
 
     def sample() -> None:
@@ -77,20 +107,61 @@ def cpu_by_role(command: list[str]) -> tuple[int, Counter]:
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        returncode = subprocess.call(command)
+        returncode = subprocess.call(command, env=env)
     finally:
         done.set()
         sampler.join()
     read_processes(seen)
+    return returncode, seen, {key: reading.cpu for key, reading in before.items()}
+
+
+def cpu_by_role(command: list[str]) -> tuple[int, Counter]:
+    returncode, seen, before = used_since(command)
     totals = Counter()
-    for key, (cpu, command_line) in seen.items():
-        totals[role(command_line)] += cpu - before.get(key, [0.0])[0]
+    for key, process in seen.items():
+        totals[role(process.command_line)] += process.cpu - before.get(key, 0.0)
+    return returncode, totals
+
+
+def module_of(test: str) -> str:
+    return test.split("::")[0]
+
+
+def cpu_by_module(command: list[str]) -> tuple[int, Counter]:
+    """CPU-seconds by the test module that used them, in its pytest process or in processes it started."""
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as per_test:
+        options = f"{os.environ.get('PYTEST_ADDOPTS', '')} -p benchmarks.cpu_per_test".strip()
+        env = {**os.environ, "CPU_PER_TEST_FILE": per_test.name, "PYTEST_ADDOPTS": options}
+        returncode, seen, before = used_since(command, env)
+        in_pytest = [json.loads(line) for line in Path(per_test.name).read_text().splitlines()]
+    by_pid = {pid: process for (pid, _), process in seen.items()}
+
+    def test_of(process: Process) -> str | None:
+        for _ in range(64):  # up the tree to the nearest process that was started during a test
+            if process.test or process.parent not in by_pid:
+                return process.test
+            process = by_pid[process.parent]
+        return None
+
+    totals = Counter()
+    for row in in_pytest:
+        totals[module_of(row["test"])] += row["cpu"]
+    pytest_own = 0.0
+    for key, process in seen.items():
+        cpu = process.cpu - before.get(key, 0.0)
+        if role(process.command_line) == PYTEST[0] and not process.test:
+            pytest_own += cpu
+        else:
+            test = test_of(process)
+            totals[module_of(test) if test else role(process.command_line)] += cpu
+    totals[BETWEEN_TESTS] += pytest_own - sum(row["cpu"] for row in in_pytest)
     return returncode, totals
 
 
 if __name__ == "__main__":
-    returncode, totals = cpu_by_role(sys.argv[1:])
-    print("| processes | CPU-s |\n|---|---:|")
+    by_module = sys.argv[1:2] == ["--by-module"]
+    returncode, totals = (cpu_by_module if by_module else cpu_by_role)(sys.argv[1 + by_module :])
+    print(f"| {'test module, or processes no test started' if by_module else 'processes'} | CPU-s |\n|---|---:|")
     for name, cpu in totals.most_common():
         print(f"| {name} | {cpu:.0f} |")
     print(f"| total | {sum(totals.values()):.0f} |")

@@ -135,11 +135,12 @@ def test_the_cpu_table_counts_a_process_s_cpu_since_the_command_started():
     child = subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.PIPE)
     try:
         seen: dict = {}
-        while not [key for key in seen if key[0] == child.pid and seen[key][0] >= 0.9]:
+        while not [key for key in seen if key[0] == child.pid and seen[key].cpu >= 0.9]:
             time.sleep(0.2)
             cpu_by_process.read_processes(seen)
-        ((cpu, command_line),) = [reading for key, reading in seen.items() if key[0] == child.pid]
-        assert 0.9 <= cpu < 1.5 and cpu_by_process.role(command_line) == cpu_by_process.OTHER
+        (process,) = [reading for key, reading in seen.items() if key[0] == child.pid]
+        assert 0.9 <= process.cpu < 1.5 and cpu_by_process.role(process.command_line) == cpu_by_process.OTHER
+        assert process.parent == os.getpid()
     finally:
         child.communicate(b"")
     started = time.monotonic()
@@ -147,3 +148,35 @@ def test_the_cpu_table_counts_a_process_s_cpu_since_the_command_started():
     assert returncode == 3
     assert sum(totals.values()) <= os.cpu_count() * (time.monotonic() - started) + 1.0
     assert cpu_by_process.role("/x/.venv/bin/python -m ml_assets.runner 2021-02") == cpu_by_process.ROLES[1][0]
+
+
+def test_the_cpu_table_by_module_counts_a_test_s_own_cpu_and_its_processes_for_its_module(tmp_path, monkeypatch):
+    """A test that spins for half a CPU-second in pytest's process and starts a child that starts a
+    grandchild, each spinning for one: about 2.5 CPU-seconds for its module, found through the plugin
+    and the children's environment (the grandchild's test is removed from its environment, so that
+    it is found through its parent). Each process sleeps after spinning: the sampler misses up to half
+    a second of a process's end."""
+    spin = "import time\nwhile time.process_time() < {}: pass\ntime.sleep(1)\n"
+    grandchild = spin.format(1.0)
+    child = (
+        "import os, subprocess, sys\n"
+        "env = {k: v for k, v in os.environ.items() if k != 'PYTEST_CURRENT_TEST'}\n"
+        f"grandchild = subprocess.Popen([sys.executable, '-c', {grandchild!r}], env=env)\n"
+        + spin.format(1.0)
+        + "grandchild.wait()\n"
+    )
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_spinning.py").write_text(
+        "import subprocess, sys, time\n"
+        "def test_spins():\n"
+        f"    subprocess.run([sys.executable, '-c', {child!r}], check=True)\n"
+        "    started = time.process_time()\n"
+        "    while time.process_time() - started < 0.5: pass\n"
+        "    time.sleep(1)\n"
+    )
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")  # this test's: the pytest below is not one of its processes here
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(tmp_path / "pytest.ini")]
+    returncode, totals = cpu_by_process.cpu_by_module([*command, "--rootdir", str(tmp_path), str(tmp_path)])
+    assert returncode == 0
+    assert 2.3 <= totals["test_spinning.py"] < 3.5, totals
+    assert totals[cpu_by_process.BETWEEN_TESTS] > 0.1, totals  # pytest's start-up: the rest of its process's CPU

@@ -1,0 +1,22 @@
+"""pytest plugin of `python -m benchmarks.cpu_by_process --by-module`: each test's CPU-seconds in its pytest
+process (setup, call and teardown, every thread), one JSON line a test in $CPU_PER_TEST_FILE.
+
+The processes a test starts are counted by the sampler, which finds the test in their environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    started = time.process_time()
+    yield
+    line = json.dumps({"test": item.nodeid, "cpu": time.process_time() - started})
+    with open(os.environ["CPU_PER_TEST_FILE"], "a") as out:  # one short write: workers' lines do not mix
+        out.write(line + "\n")
