@@ -48,7 +48,7 @@ ROLES = [
     ("kernel, sandbox and this sampler, not the command's", r"^$|process_api|line_io|cpu_by_process"),
 ]
 OTHER = "other (uv, moto, the CPU hog, shells, health checks)"
-PYTEST = ROLES[0]
+PYTEST_ROLE = ROLES[0][0]  # their own CPU comes from the plugin, by test
 CURRENT_TEST = b"PYTEST_CURRENT_TEST="
 BETWEEN_TESTS = "pytest between tests (start-up, collection, xdist)"
 
@@ -134,13 +134,20 @@ def cpu_by_module(command: list[str]) -> tuple[int, Counter]:
         env = {**os.environ, "CPU_PER_TEST_FILE": per_test.name, "PYTEST_ADDOPTS": options}
         returncode, seen, before = used_since(command, env)
         in_pytest = [json.loads(line) for line in Path(per_test.name).read_text().splitlines()]
-    by_pid = {pid: process for (pid, _), process in seen.items()}
+    by_pid: dict[int, list[tuple[int, Process]]] = {}
+    for (pid, started), process in seen.items():
+        by_pid.setdefault(pid, []).append((started, process))
 
-    def test_of(process: Process) -> str | None:
-        for _ in range(64):  # up the tree to the nearest process that was started during a test
-            if process.test or process.parent not in by_pid:
+    def test_of(started: int, process: Process) -> str | None:
+        """Up the tree to the nearest process started during a test. A parent is the newest process with
+        the parent's pid that started no later than its child (pids are reused within a run)."""
+        for _ in range(64):  # a process tree is never this deep
+            if process.test:
                 return process.test
-            process = by_pid[process.parent]
+            older = [(start, parent) for start, parent in by_pid.get(process.parent, []) if start <= started]
+            if not older:
+                return None
+            started, process = max(older, key=lambda found: found[0])
         return None
 
     totals = Counter()
@@ -149,10 +156,10 @@ def cpu_by_module(command: list[str]) -> tuple[int, Counter]:
     pytest_own = 0.0
     for key, process in seen.items():
         cpu = process.cpu - before.get(key, 0.0)
-        if role(process.command_line) == PYTEST[0] and not process.test:
+        if role(process.command_line) == PYTEST_ROLE and not process.test:
             pytest_own += cpu
         else:
-            test = test_of(process)
+            test = test_of(key[1], process)
             totals[module_of(test) if test else role(process.command_line)] += cpu
     totals[BETWEEN_TESTS] += pytest_own - sum(row["cpu"] for row in in_pytest)
     return returncode, totals
