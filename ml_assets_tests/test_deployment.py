@@ -658,16 +658,26 @@ def trains(run) -> bool:
     return TRAINED_MODEL in (run.asset_selection or ())
 
 
+# Why Dagster's retry daemon did not retry a failed run whose every step had ended (DagsterInvalidSubsetError).
+NOTHING_TO_RETRY = "No steps needed to be retried"
+
+
 def succeeded_or_retried(instance, run_id: str) -> bool:
-    """Whether the run succeeded, or failed and a run retry of it (`run_retries`, deploy/dagster.yaml) did."""
-    from dagster import DagsterRunStatus, RunsFilter
+    """Whether the run succeeded, or failed and a run retry of it (`run_retries`, deploy/dagster.yaml) did,
+    or failed after every step of it had succeeded (its worker killed at its very end), so that Dagster
+    found nothing to retry."""
+    from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
     from dagster._core.storage.tags import ROOT_RUN_ID_TAG
 
     run = instance.get_run_by_id(run_id)
     if run.status != DagsterRunStatus.FAILURE:
         return run.status == DagsterRunStatus.SUCCESS
     retries = instance.get_runs(RunsFilter(tags={ROOT_RUN_ID_TAG: run_id}))
-    return any(retry.status == DagsterRunStatus.SUCCESS for retry in retries)
+    if any(retry.status == DagsterRunStatus.SUCCESS for retry in retries):
+        return True
+    events = instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT)  # "Failed to retry run", and why
+    errors = [getattr(event.dagster_event.event_specific_data, "error", None) for event in events]
+    return any(error is not None and NOTHING_TO_RETRY in error.message for error in errors)
 
 
 def snapshot(topology: Topology, instance) -> dict:
