@@ -165,11 +165,17 @@ def cpu_by_module(command: list[str]) -> tuple[int, Counter]:
     return returncode, totals
 
 
-if __name__ == "__main__":
-    by_module = sys.argv[1:2] == ["--by-module"]
-    returncode, totals = (cpu_by_module if by_module else cpu_by_role)(sys.argv[1 + by_module :])
+def main(argv: list[str]) -> int:
+    """`[--by-module] COMMAND...`: run COMMAND, print the table, return its exit status."""
+    by_module = argv[:1] == ["--by-module"]
+    command = argv[1:] if by_module else argv
+    returncode, totals = cpu_by_module(command) if by_module else cpu_by_role(command)
     print(f"| {'test module, or processes no test started' if by_module else 'processes'} | CPU-s |\n|---|---:|")
     for name, cpu in totals.most_common():
         print(f"| {name} | {cpu:.0f} |")
     print(f"| total | {sum(totals.values()):.0f} |")
-    sys.exit(returncode)
+    return returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

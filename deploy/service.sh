@@ -63,11 +63,16 @@ case "$service" in
       --allowed-hosts "${MLFLOW_ALLOWED_HOSTS:-mlflow:5000,localhost:*,127.0.0.1:*}" "$@"
     ;;
   health)
-    # Exit 0 when the service in this container answers (ml_assets/deploy/health.py, which keeps each
-    # check cheap: compose runs them every few seconds).
+    # Exit 0 when the service in this container answers at its address (ml_assets/deploy/health.py,
+    # which imports neither Dagster nor the code location: compose runs these every few seconds).
+    check="python -m ml_assets.deploy.health"
     case "${1:-}" in
+      code-server) exec $check grpc "127.0.0.1:${DAGSTER_CODE_SERVER_PORT:-4000}" ;;
+      webserver) exec $check http "http://127.0.0.1:${DAGSTER_WEBSERVER_PORT:-3000}/server_info" ;;
+      mlflow) exec $check http "http://127.0.0.1:${MLFLOW_PORT:-5000}/health" ;;
+      worker) exec $check celery "${CELERY_WORKER_NAME:-worker}" ;;
       daemon) exec dagster-daemon liveness-check ;;
-      *) exec python -m ml_assets.deploy.health "$@" ;;
+      *) echo "usage: $0 health code-server|webserver|daemon|mlflow|worker" >&2; exit 64 ;;
     esac
     ;;
   "")

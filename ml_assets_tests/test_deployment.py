@@ -411,15 +411,22 @@ def test_start_script_creates_env_with_a_generated_password_and_starts_compose(t
     assert broken.returncode != 0 and "Docker engine is not running" in broken.stderr
 
 
-def test_health_checks_answer_for_a_serving_service_and_name_what_is_wrong_otherwise(monkeypatch, capsys):
-    """`service.sh health` (ml_assets/deploy/health.py) against a real gRPC health service, as Dagster's code
-    server registers it: SERVING is healthy; NOT_SERVING, a closed port and an unknown service are not."""
+def test_health_checks_answer_for_a_serving_service_and_name_what_is_wrong_otherwise():
+    """`service.sh health` as compose runs it, against a real gRPC health service registered as Dagster's
+    code server registers it and a real HTTP server: SERVING and 200 are healthy; NOT_SERVING, a closed
+    port and an unknown service are not, with the reason. (The topology test runs them against the real
+    Dagster and MLflow servers.)"""
     from concurrent import futures
 
     import grpc
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-    from ml_assets.deploy.health import DAGSTER_API, main
+    from ml_assets.deploy.health import DAGSTER_API
+    from ml_assets.deploy.local.environment import service_environ
+
+    def check(service: str, **ports: int) -> subprocess.CompletedProcess:
+        env = {**service_environ({}), **{name: str(port) for name, port in ports.items()}}
+        return subprocess.run([str(SERVICE_SH), "health", service], env=env, capture_output=True, text=True)
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     servicer = health.HealthServicer()
@@ -427,19 +434,17 @@ def test_health_checks_answer_for_a_serving_service_and_name_what_is_wrong_other
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        monkeypatch.setenv("DAGSTER_CODE_SERVER_PORT", str(port))
         servicer.set(DAGSTER_API, health_pb2.HealthCheckResponse.SERVING)
-        assert main(["code-server"]) == 0
+        assert check("code-server", DAGSTER_CODE_SERVER_PORT=port).returncode == 0
         servicer.set(DAGSTER_API, health_pb2.HealthCheckResponse.NOT_SERVING)
-        assert main(["code-server"]) == 1
-        assert "code-server: not serving" in capsys.readouterr().err
+        refused = check("code-server", DAGSTER_CODE_SERVER_PORT=port)
+        assert refused.returncode == 1 and "not serving" in refused.stderr, refused.stderr
     finally:
         server.stop(grace=None)
-    assert main(["code-server"]) == 1
-    assert "Connection refused" in capsys.readouterr().err
-    monkeypatch.setenv("MLFLOW_PORT", str(port))  # nothing listens there any more
-    assert main(["mlflow"]) == 1
-    assert "Connection refused" in capsys.readouterr().err
+    closed = check("code-server", DAGSTER_CODE_SERVER_PORT=port)
+    assert closed.returncode == 1 and "Connection refused" in closed.stderr, closed.stderr
+    closed = check("mlflow", MLFLOW_PORT=port)  # nothing listens there any more
+    assert closed.returncode == 1 and "Connection refused" in closed.stderr, closed.stderr
 
     class Answers(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's name
@@ -449,11 +454,12 @@ def test_health_checks_answer_for_a_serving_service_and_name_what_is_wrong_other
     web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answers)
     threading.Thread(target=web.serve_forever, daemon=True).start()
     try:
-        monkeypatch.setenv("DAGSTER_WEBSERVER_PORT", str(web.server_address[1]))
-        assert main(["webserver"]) == 0
+        assert check("webserver", DAGSTER_WEBSERVER_PORT=web.server_address[1]).returncode == 0
+        missing = check("mlflow", MLFLOW_PORT=web.server_address[1])  # /health: 404 here
+        assert missing.returncode == 1 and "404" in missing.stderr, missing.stderr
     finally:
         web.shutdown()
-    assert main(["scheduler"]) == 64
+    assert check("scheduler").returncode == 64
 
 
 # --------------------------------------------------------------------------------------------
