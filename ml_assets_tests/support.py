@@ -36,7 +36,7 @@ SAMPLE_EVERY = 10  # drop_month keeps every 10th trip of a real month
 FAST_CONFIG = {
     "ops": {
         "best_params": {"config": {"n_trials": 2, "timeout_seconds": 20}},
-        "trained_model": {"config": {"num_boost_round": 300, "early_stopping_rounds": 20}},
+        "trained_model": {"config": {"num_boost_round": 120, "early_stopping_rounds": 15}},
     }
 }
 
