@@ -21,7 +21,7 @@ from ml_assets_tests.support import TLC_DATA, template_home, use_new_home
 # other work, spinning threads took about 40 % more CPU for the same models, bit for bit.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Two training steps at once on each machine, as the suite runs them (two workers on two cores, the compose
-# stack beside): XGBoost gets one thread a step, which took about 15 % less CPU for the same trials.
+# stack beside): XGBoost gets one thread a step, which took 6 % less CPU in the training tests (docs/testing.md).
 os.environ.setdefault("ML_ASSETS_PARALLEL_TRAINING_STEPS", "2")
 
 
