@@ -14,7 +14,6 @@ Run alone with `pytest -m deployment`.
 from __future__ import annotations
 
 import contextlib
-import http.server
 import importlib.metadata
 import json
 import os
@@ -24,7 +23,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -46,6 +44,7 @@ from ml_assets_tests.deployment_support import (
     registered_versions,
     require_servers,
 )
+from ml_assets_tests.http_server import serve_directory
 from ml_assets_tests.support import ROOT, drop_month, http_ok, stop_process_group, wait_until
 
 pytestmark = pytest.mark.deployment
@@ -411,7 +410,7 @@ def test_start_script_creates_env_with_a_generated_password_and_starts_compose(t
     assert broken.returncode != 0 and "Docker engine is not running" in broken.stderr
 
 
-def test_health_checks_answer_for_a_serving_service_and_name_what_is_wrong_otherwise():
+def test_health_checks_answer_for_a_serving_service_and_name_what_is_wrong_otherwise(tmp_path):
     """`service.sh health` as compose runs it, against a real gRPC health service registered as Dagster's
     code server registers it and a real HTTP server: SERVING and 200 are healthy; NOT_SERVING, a closed
     port and an unknown service are not, with the reason. (The topology test runs them against the real
@@ -446,19 +445,12 @@ def test_health_checks_answer_for_a_serving_service_and_name_what_is_wrong_other
     closed = check("mlflow", MLFLOW_PORT=port)  # nothing listens there any more
     assert closed.returncode == 1 and "Connection refused" in closed.stderr, closed.stderr
 
-    class Answers(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            self.send_response(200 if self.path == "/server_info" else 404)
-            self.end_headers()
-
-    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answers)
-    threading.Thread(target=web.serve_forever, daemon=True).start()
-    try:
-        assert check("webserver", DAGSTER_WEBSERVER_PORT=web.server_address[1]).returncode == 0
-        missing = check("mlflow", MLFLOW_PORT=web.server_address[1])  # /health: 404 here
+    (tmp_path / "server_info").write_text("{}")  # the webserver's address answers; /health is a 404 here
+    with serve_directory(tmp_path) as web:
+        web_port = int(web.url.rsplit(":", 1)[1])
+        assert check("webserver", DAGSTER_WEBSERVER_PORT=web_port).returncode == 0
+        missing = check("mlflow", MLFLOW_PORT=web_port)
         assert missing.returncode == 1 and "404" in missing.stderr, missing.stderr
-    finally:
-        web.shutdown()
     assert check("scheduler").returncode == 64
 
 
