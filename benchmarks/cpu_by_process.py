@@ -1,14 +1,15 @@
 """CPU-seconds of every process on the machine while a command runs, summed by what the process is, or
-by the test module that started it.
+by the test (or test module) that started it.
 
 `python -m benchmarks.cpu_by_process make test` prints the first table of docs/testing.md ("Where the
-CPU goes"), `python -m benchmarks.cpu_by_process --by-module make test` the second. /proc is read
-twice a second: a process's CPU is its last reading less its reading when the command started (up to
-half a second of its end is missed), and a forked child is named by its command line when first seen.
-By module, a process counts for the test in its environment (PYTEST_CURRENT_TEST, which pytest sets
-while a test runs and children inherit) or its nearest ancestor's; the pytest processes' own CPU comes
-from the plugin benchmarks/cpu_per_test.py; what no test started (the containers, the kernel) is
-summed by what it is. The machine's other processes count too: run it on a machine otherwise idle.
+CPU goes"), `python -m benchmarks.cpu_by_process --by-module make test` the second (`--by-test`: the
+same, a row a test). /proc is read twice a second: a process's CPU is its last reading less its
+reading when the command started (up to half a second of its end is missed), and a forked child is
+named by its command line when first seen. By test, a process counts for the test in its environment
+(PYTEST_CURRENT_TEST, which pytest sets while a test runs and children inherit) or its nearest
+ancestor's; the pytest processes' own CPU comes from the plugin benchmarks/cpu_per_test.py; what no
+test started (the containers, the kernel) is summed by what it is. The machine's other processes
+count too: run it on a machine otherwise idle.
 """
 
 from __future__ import annotations
@@ -123,12 +124,19 @@ def cpu_by_role(command: list[str]) -> tuple[int, Counter]:
     return returncode, totals
 
 
-def module_of(test: str) -> str:
-    return test.split("::")[0]
+def test_id(current: str) -> str:
+    """A test's id from PYTEST_CURRENT_TEST ("path::name (phase)"), or a node id as it is."""
+    return current.rsplit(" (", 1)[0]
 
 
-def cpu_by_module(command: list[str]) -> tuple[int, Counter]:
-    """CPU-seconds by the test module that used them, in its pytest process or in processes it started."""
+def module_of(name: str) -> str:
+    """A test id's module; any other name of the table (a role, pytest between tests) as it is."""
+    return name.split("::")[0]
+
+
+def cpu_by_test(command: list[str]) -> tuple[int, Counter]:
+    """CPU-seconds by the test that used them, in its pytest process or in processes it started (module-scoped
+    fixtures count with the module's first test); what no test started, by what it is."""
     with tempfile.NamedTemporaryFile(suffix=".jsonl") as per_test:
         options = f"{os.environ.get('PYTEST_ADDOPTS', '')} -p benchmarks.cpu_per_test".strip()
         env = {**os.environ, "CPU_PER_TEST_FILE": per_test.name, "PYTEST_ADDOPTS": options}
@@ -152,7 +160,7 @@ def cpu_by_module(command: list[str]) -> tuple[int, Counter]:
 
     totals = Counter()
     for row in in_pytest:
-        totals[module_of(row["test"])] += row["cpu"]
+        totals[test_id(row["test"])] += row["cpu"]
     pytest_own = 0.0
     for key, process in seen.items():
         cpu = process.cpu - before.get(key, 0.0)
@@ -160,17 +168,36 @@ def cpu_by_module(command: list[str]) -> tuple[int, Counter]:
             pytest_own += cpu
         else:
             test = test_of(key[1], process)
-            totals[module_of(test) if test else role(process.command_line)] += cpu
+            totals[test_id(test) if test else role(process.command_line)] += cpu
     totals[BETWEEN_TESTS] += pytest_own - sum(row["cpu"] for row in in_pytest)
     return returncode, totals
 
 
+def by_module(by_test: Counter) -> Counter:
+    """`cpu_by_test`'s table summed by test module."""
+    totals = Counter()
+    for name, cpu in by_test.items():
+        totals[module_of(name)] += cpu
+    return totals
+
+
+HEADINGS = {
+    None: "processes",
+    "--by-module": "test module, or processes no test started",
+    "--by-test": "test, or processes no test started",
+}
+
+
 def main(argv: list[str]) -> int:
-    """`[--by-module] COMMAND...`: run COMMAND, print the table, return its exit status."""
-    by_module = argv[:1] == ["--by-module"]
-    command = argv[1:] if by_module else argv
-    returncode, totals = cpu_by_module(command) if by_module else cpu_by_role(command)
-    print(f"| {'test module, or processes no test started' if by_module else 'processes'} | CPU-s |\n|---|---:|")
+    """`[--by-module | --by-test] COMMAND...`: run COMMAND, print the table, return its exit status."""
+    grouping = argv[0] if argv[:1] and argv[0] in HEADINGS else None
+    command = argv[1:] if grouping else argv
+    if grouping:
+        returncode, totals = cpu_by_test(command)
+        totals = by_module(totals) if grouping == "--by-module" else totals
+    else:
+        returncode, totals = cpu_by_role(command)
+    print(f"| {HEADINGS[grouping]} | CPU-s |\n|---|---:|")
     for name, cpu in totals.most_common():
         print(f"| {name} | {cpu:.0f} |")
     print(f"| total | {sum(totals.values()):.0f} |")

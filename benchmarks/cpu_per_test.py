@@ -1,5 +1,6 @@
-"""pytest plugin of `python -m benchmarks.cpu_by_process --by-module`: each test's CPU-seconds in its pytest
-process (setup, call and teardown, every thread), one JSON line a test in $CPU_PER_TEST_FILE.
+"""pytest plugin of `python -m benchmarks.cpu_by_process --by-module` (and `--by-test`): each test's
+CPU-seconds in its pytest process (setup, call and teardown, every thread), one JSON line a test in
+$CPU_PER_TEST_FILE.
 
 The processes a test starts are counted by the sampler, which finds the test in their environment.
 """

@@ -176,7 +176,8 @@ def test_the_cpu_table_by_module_counts_a_test_s_own_cpu_and_its_processes_for_i
     )
     monkeypatch.delenv("PYTEST_CURRENT_TEST")  # this test's: the pytest below is not one of its processes here
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(tmp_path / "pytest.ini")]
-    returncode, totals = cpu_by_process.cpu_by_module([*command, "--rootdir", str(tmp_path), str(tmp_path)])
+    returncode, totals = cpu_by_process.cpu_by_test([*command, "--rootdir", str(tmp_path), str(tmp_path)])
     assert returncode == 0
-    assert 2.3 <= totals["test_spinning.py"] < 3.5, totals
+    assert 2.3 <= totals["test_spinning.py::test_spins"] < 3.5, totals
+    assert cpu_by_process.by_module(totals)["test_spinning.py"] == totals["test_spinning.py::test_spins"]
     assert totals[cpu_by_process.BETWEEN_TESTS] > 0.1, totals  # pytest's start-up: the rest of its process's CPU
