@@ -11,6 +11,7 @@ retries every exception.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 
 from dagster import RetryRequested
@@ -33,9 +34,15 @@ def waits_out_outages(compute: Callable) -> Callable:
             if attempt >= len(delays) or not is_outage(error):
                 raise
             said = mask((str(error) or type(error).__name__).splitlines()[0][:300])
-            context.log.warning(
-                f"a service is unreachable ({said}); retry {attempt + 1} of {len(delays)} in {delays[attempt]} s"
-            )
+            warning = f"a service is unreachable ({said}); retry {attempt + 1} of {len(delays)} in {delays[attempt]} s"
+            try:
+                context.log.warning(warning)
+            except Exception as unlogged:
+                # The event log's database may be the service that is down: Dagster then raises from the
+                # log call, and the step would fail instead of waiting it out.
+                if not is_outage(unlogged):
+                    raise
+                logging.getLogger(__name__).warning(warning)
             raise RetryRequested(max_retries=len(delays), seconds_to_wait=delays[attempt]) from error
 
     return step

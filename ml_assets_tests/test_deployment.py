@@ -507,7 +507,7 @@ def test_a_timed_out_wait_shows_where_each_python_process_of_a_service_is(tmp_pa
 
 def test_a_timed_out_wait_shows_where_each_run_stopped():
     """The newest runs, each with its status and partition; a failed one with its last events, which
-    name the step and the error. A run that succeeded shows no events."""
+    name the step, the error and the line that raised it. A run that succeeded shows no events."""
     from dagster import DagsterInstance, asset, materialize
 
     from ml_assets.deploy.local.runs_report import runs_report
@@ -526,7 +526,8 @@ def test_a_timed_out_wait_shows_where_each_run_stopped():
         report = runs_report(instance, events=50).splitlines()
 
     assert report[1].startswith(f"{failed.run_id[:8]} FAILURE __ephemeral_asset_job__ partition=None")
-    assert any("STEP_FAILURE broken" in line and "the month's file is truncated" in line for line in report)
+    (failure,) = [line for line in report if "STEP_FAILURE broken" in line]
+    assert "the month's file is truncated at File" in failure and "in broken" in failure, failure
     assert " SUCCESS __ephemeral_asset_job__ partition=2023-02 by=-" in report[-1]
 
 

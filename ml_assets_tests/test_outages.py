@@ -78,3 +78,40 @@ def test_retries_start_after_5_seconds_double_up_to_5_minutes_and_stay_within_th
     assert hour[:7] == [5, 10, 20, 40, 80, 160, LONGEST_DELAY_SECONDS]
     assert set(hour[6:]) == {LONGEST_DELAY_SECONDS}
     assert sum(hour) <= 3600 < sum(hour) + LONGEST_DELAY_SECONDS
+
+
+def test_a_step_waits_out_an_outage_that_also_refuses_the_warning_it_logs(instance, monkeypatch):
+    """PostgreSQL restarted while best_params tuned: the step's error was an outage, but so was the error of
+    the warning saying so (Dagster's event log is in that database too), and the step failed instead of
+    waiting (test_deployment.py's restart, when it struck then). The event log refuses the warning here, as
+    PostgreSQL did, and the step is retried all the same."""
+    import psycopg2
+    from dagster import DagsterEventType, asset, materialize
+
+    from ml_assets.outages import waits_out_outages
+
+    storage = type(instance.event_log_storage)
+    store_event = storage.store_event
+    refusals = []  # the writes the database still refuses
+
+    def store_or_refuse(self, event, *args, **kwargs):
+        if refusals:
+            raise psycopg2.OperationalError(refusals.pop())
+        return store_event(self, event, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "store_event", store_or_refuse)
+    monkeypatch.setenv("ML_ASSETS_OUTAGE_SECONDS", "5")  # one retry, 5 s later
+
+    @asset
+    @waits_out_outages
+    def tuned(context):
+        if context.op_execution_context.retry_number == 0:
+            # The warning, then Dagster's report that the warning could not be written.
+            refusals.extend(["server closed the connection unexpectedly"] * 2)
+            raise psycopg2.OperationalError("server closed the connection unexpectedly")
+        return 1
+
+    result = materialize([tuned], instance=instance, raise_on_error=False)
+    assert refusals == [], "the warning was never logged"
+    retried = [event.step_key for event in result.all_events if event.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
+    assert result.success and retried == ["tuned"]

@@ -34,5 +34,7 @@ def event_line(entry) -> str:
     while error is not None and error.cause is not None:  # the user's exception, not Dagster's wrapper
         error = error.cause
     cause = " ".join(error.message.split())[:200] if error else ""
+    if error is not None and error.stack:  # where the user's exception was raised: its innermost frame
+        cause += " at " + " ".join(error.stack[-1].split())[:200]
     stamp = time.strftime("%H:%M:%S", time.gmtime(entry.timestamp)) + f".{int(entry.timestamp % 1 * 1000):03d}"
     return " ".join(filter(None, [stamp, kind, entry.step_key, pid, (entry.user_message or "")[:160], cause]))
