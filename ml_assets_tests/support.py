@@ -32,11 +32,13 @@ ASSETS = [key.to_user_string() for key in keys.ASSETS]
 SAMPLE_EVERY = 10  # drop_month keeps every 10th trip of a real month
 
 # Small budgets: tests check behaviour, benchmarks check model quality and speed. Two trials: a study
-# that continues, a warm start followed by a sampled trial; tests of a trial count set their own.
+# that continues, a warm start followed by a sampled trial; tests of a trial count set their own. At most
+# 120 boosting rounds a fit, the trials' too.
+ROUNDS = {"num_boost_round": 120, "early_stopping_rounds": 15}
 FAST_CONFIG = {
     "ops": {
-        "best_params": {"config": {"n_trials": 2, "timeout_seconds": 20}},
-        "trained_model": {"config": {"num_boost_round": 120, "early_stopping_rounds": 15}},
+        "best_params": {"config": {"n_trials": 2, "timeout_seconds": 20, **ROUNDS}},
+        "trained_model": {"config": ROUNDS},
     }
 }
 

@@ -7,8 +7,8 @@ from ml_assets.runner.runs import materialize_month, run
 from ml_assets_tests.support import FAST_CONFIG, stored_values, use_new_home
 
 # A time budget that never cuts a study short, so both ways run exactly the same trials.
-TRIALS = FAST_CONFIG["ops"]["best_params"]["config"]["n_trials"]
-CONFIG = {"ops": {**FAST_CONFIG["ops"], "best_params": {"config": {"n_trials": TRIALS, "timeout_seconds": 3600}}}}
+TUNING = FAST_CONFIG["ops"]["best_params"]["config"]
+CONFIG = {"ops": {**FAST_CONFIG["ops"], "best_params": {"config": {**TUNING, "timeout_seconds": 3600}}}}
 
 
 def stored(home) -> dict[str, object]:

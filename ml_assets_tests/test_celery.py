@@ -33,7 +33,7 @@ from ml_assets.deploy.local.environment import clean_environ
 from ml_assets.deploy.local.topology import Topology
 from ml_assets.deploy.local.ui_actions import TRAINING_TAG, backfill, finished_runs, launch, stop_sensors
 from ml_assets_tests.deployment_support import TEST_INSTANCE, registered_versions, require_servers
-from ml_assets_tests.support import FAST_CONFIG, ROOT, drop_month, stop_process_group, stored_values
+from ml_assets_tests.support import ROOT, ROUNDS, drop_month, stop_process_group, stored_values
 
 pytestmark = pytest.mark.deployment
 
@@ -50,7 +50,7 @@ CODE_ENV = {
     "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "3600",
     "ML_ASSETS_PARALLEL_TRAINING_STEPS": "2",
 }
-RUN_CONFIG = {"ops": {"trained_model": FAST_CONFIG["ops"]["trained_model"]}}
+RUN_CONFIG = {"ops": {name: {"config": ROUNDS} for name in ("best_params", "trained_model")}}
 # A step of a killed worker goes back to its queue after this many seconds unacknowledged
 # (production: two hours); every step here takes far less, so none is ever handed out twice.
 VISIBILITY_TIMEOUT = 30

@@ -141,9 +141,11 @@ def test_study_continues_and_tries_the_defaults_and_the_warm_start_first(tmp_pat
     assert [trials[0].params, trials[1].params] == tuned  # the regularised defaults, then the warm start
     # The learning rate is not searched (a warm start's, from an older study, is left out), but is in the result.
     assert first.params["learning_rate"] == DEFAULT_PARAMS["learning_rate"]
-    second = tune(data, storage, "s", n_trials=2, timeout_seconds=60, warm_start=warm)
+    second = tune(data, storage, "s", n_trials=2, timeout_seconds=60, warm_start=warm, num_boost_round=40)
     assert (second.trials_run, second.trials_total) == (2, 4)  # continued, warm start not repeated
     assert second.valid_rmse <= first.valid_rmse
+    later = optuna.load_study(study_name="s", storage=storage).trials[2:]
+    assert [trial.user_attrs["best_iteration"] < 40 for trial in later] == [True, True]  # at most 40 rounds each
     assert [(trial.finished, trial.budget, trial.number, trial.state) for trial in logged] == [
         (1, 2, 0, "complete"),
         (2, 2, 1, "complete"),
@@ -286,7 +288,7 @@ def test_xgboost_threads_follow_a_containers_cpu_quota(instance, featured, monke
     """Limited to 1 CPU as a container is, on a machine that shows 2: best_params trains on 1 thread."""
     assert len(os.sched_getaffinity(0)) >= 2
     monkeypatch.setenv("ML_ASSETS_PARALLEL_TRAINING_STEPS", "1")  # the step alone: only the quota limits it
-    budget = {"ops": {"best_params": {"config": {"n_trials": 2, "timeout_seconds": 20}}}}
+    budget = {"ops": {"best_params": FAST_CONFIG["ops"]["best_params"]}}
     command = [str(BIN / "dagster"), "asset", "materialize", "-m", "ml_assets.definitions", "--select", "best_params"]
     command += ["--partition", "2021-02", "--config-json", json.dumps(budget)]
     with cpu_quota(1) as limited:

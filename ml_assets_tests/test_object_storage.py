@@ -38,7 +38,7 @@ INGESTION = ("raw_trips", "cleaned_trips")
 # Where values are stored is what counts here, not the model: the smallest budgets.
 TINY = {
     "ops": {
-        "best_params": {"config": {"n_trials": 1, "timeout_seconds": 20}},
+        "best_params": {"config": {"n_trials": 1, "timeout_seconds": 20, "num_boost_round": 30}},
         "trained_model": {"config": {"num_boost_round": 30, "early_stopping_rounds": 10}},
     }
 }

@@ -13,7 +13,7 @@ from ml_assets.core.plots import MAX_PNG_BYTES
 from ml_assets.records import latest_metadata
 from ml_assets.runner.runs import materialize_month
 from ml_assets.ui_metadata import DEFAULT_MLFLOW_UI_URL, mlflow_ui_url
-from ml_assets_tests.support import FAST_CONFIG
+from ml_assets_tests.support import FAST_CONFIG, ROUNDS
 
 INGESTION = ["raw_trips", "cleaned_trips"]
 DATA_URI = re.compile(r"!\[(\w+)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)")
@@ -26,7 +26,7 @@ PLOTS = {
 CONFIG = {
     "ops": {
         **FAST_CONFIG["ops"],
-        "best_params": {"config": {"n_trials": plots.MIN_TRIALS_FOR_IMPORTANCE, "timeout_seconds": 120}},
+        "best_params": {"config": {**ROUNDS, "n_trials": plots.MIN_TRIALS_FOR_IMPORTANCE, "timeout_seconds": 120}},
     }
 }
 

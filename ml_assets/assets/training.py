@@ -27,6 +27,11 @@ class TuningConfig(Config):
     timeout_seconds: float = Field(
         default=settings.TUNING_TIMEOUT_SECONDS.value(), description="time budget per materialization"
     )
+    num_boost_round: int = Field(default=tuning.TUNING_ROUNDS, description="most boosting rounds of a trial")
+    early_stopping_rounds: int = Field(
+        default=tuning.TUNING_EARLY_STOP,
+        description="a trial stops after this many rounds without a better holdout score",
+    )
     seed: int = 0
 
 
@@ -108,6 +113,8 @@ def best_params(
         seed=config.seed,
         threads=threads,
         progress=lambda trial: context.log.info(trial.line()),
+        num_boost_round=config.num_boost_round,
+        early_stopping_rounds=config.early_stopping_rounds,
     )
     context.add_output_metadata(
         {

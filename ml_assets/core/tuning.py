@@ -271,6 +271,8 @@ def tune(
     seed: int = 0,
     threads: int | None = None,
     progress: Callable[[TrialProgress], None] = lambda trial: print(trial.line()),
+    num_boost_round: int = TUNING_ROUNDS,
+    early_stopping_rounds: int = TUNING_EARLY_STOP,
 ) -> TuningResult:
     """Continue (or start) the persistent study `study_name`; DEFAULT_PARAMS and `warm_start` are tried first.
 
@@ -307,7 +309,7 @@ def tune(
             stop_at(deadline, lambda epoch: trial.set_user_attr("stopped_by_time_budget_at_round", epoch)),
         ]
         params = {**suggest_params(trial), **FIXED_PARAMS}
-        fitted = fit(data, params, TUNING_ROUNDS, TUNING_EARLY_STOP, threads, callbacks, matrices)
+        fitted = fit(data, params, num_boost_round, early_stopping_rounds, threads, callbacks, matrices)
         trial.set_user_attr("best_iteration", best_iteration(fitted))
         return best_score(fitted)
 
