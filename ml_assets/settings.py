@@ -24,7 +24,7 @@ from typing import Any
 
 from dagster import EnvVar
 
-from ml_assets.core import features
+from ml_assets.core import features, model, tuning
 from ml_assets.core.credentials import mask
 from ml_assets.core.drift import DriftThresholds
 from ml_assets.core.months import check_month
@@ -247,6 +247,20 @@ TUNING_TIMEOUT_SECONDS = Setting(
     "seconds > 0",
     "default time budget of best_params, counted from the step's start; it also ends the running trial and sizes "
     "the sample the study tunes on",
+)
+TUNING_ROUNDS = Setting(
+    "ML_ASSETS_TUNING_ROUNDS",
+    tuning.TUNING_ROUNDS,
+    _positive_int,
+    "a whole number of rounds >= 1",
+    "default most boosting rounds of each of best_params' trials (early stopping usually ends a trial sooner)",
+)
+TRAINING_ROUNDS = Setting(
+    "ML_ASSETS_TRAINING_ROUNDS",
+    model.MAX_ROUNDS,
+    _positive_int,
+    "a whole number of rounds >= 1",
+    "default most boosting rounds of trained_model (early stopping usually ends it sooner)",
 )
 PARALLEL_TRAINING_STEPS = Setting(
     "ML_ASSETS_PARALLEL_TRAINING_STEPS",

@@ -23,8 +23,8 @@ TEST_INSTANCE = {
     "run_coordinator": {"config": {"dequeue_interval_seconds": 1}},
 }
 # The code's test-sized settings for a deployment under test (real TLC months from 2023-01, one month
-# of training, a short study, sensor and automation every 5 s, the tests' XGBoost threads); everything else is
-# production's.
+# of training, a short study, sensor and automation every 5 s, the tests' XGBoost threads and boosting rounds);
+# everything else is production's.
 TEST_SETTINGS = {
     "ML_ASSETS_START_MONTH": "2023-01",
     "ML_ASSETS_TRAINING_MONTHS": "1",
@@ -32,7 +32,10 @@ TEST_SETTINGS = {
     "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "10",
     "ML_ASSETS_SENSOR_INTERVAL_SECONDS": "5",
     "ML_ASSETS_AUTOMATION_INTERVAL_SECONDS": "5",
-    "ML_ASSETS_PARALLEL_TRAINING_STEPS": os.environ["ML_ASSETS_PARALLEL_TRAINING_STEPS"],  # conftest.py's
+    **{  # conftest.py's
+        name: os.environ[name]
+        for name in ("ML_ASSETS_PARALLEL_TRAINING_STEPS", "ML_ASSETS_TUNING_ROUNDS", "ML_ASSETS_TRAINING_ROUNDS")
+    },
 }
 
 

@@ -27,7 +27,7 @@ class TuningConfig(Config):
     timeout_seconds: float = Field(
         default=settings.TUNING_TIMEOUT_SECONDS.value(), description="time budget per materialization"
     )
-    num_boost_round: int = Field(default=tuning.TUNING_ROUNDS, description="most boosting rounds of a trial")
+    num_boost_round: int = Field(default=settings.TUNING_ROUNDS.value(), description="most boosting rounds of a trial")
     early_stopping_rounds: int = Field(
         default=tuning.TUNING_EARLY_STOP,
         description="a trial stops after this many rounds without a better holdout score",
@@ -44,8 +44,8 @@ TRAINING_TEARDOWN_SHARE = 0.1
 
 
 class TrainingConfig(Config):
-    num_boost_round: int = 2000
-    early_stopping_rounds: int = 50
+    num_boost_round: int = settings.TRAINING_ROUNDS.value()
+    early_stopping_rounds: int = model.EARLY_STOPPING_ROUNDS
     refit: bool = Field(
         default=True,
         description="train again on train + holdout with the rounds early stopping chose, when the time budget "

@@ -25,6 +25,8 @@ DEFAULT_PARAMS = {
     "colsample_bytree": 0.8,
     "reg_lambda": 1.0,  # XGBoost's own default, named: the search space tunes it
 }
+# Most boosting rounds of a model, and the rounds without a better holdout score that end it sooner.
+MAX_ROUNDS, EARLY_STOPPING_ROUNDS = 2000, 50
 FORMAT = "ubj"  # XGBoost's own binary JSON: portable across versions, unlike pickle
 
 
@@ -101,8 +103,8 @@ def _booster_params(params: dict, threads: int | None) -> dict:
 def fit(
     data: DesignMatrices,
     params: dict,
-    num_boost_round: int = 2000,
-    early_stopping_rounds: int = 50,
+    num_boost_round: int = MAX_ROUNDS,
+    early_stopping_rounds: int = EARLY_STOPPING_ROUNDS,
     threads: int | None = None,
     callbacks=None,
     matrices=None,
