@@ -606,9 +606,10 @@ def deployment(tmp_path_factory, s3_server):
         drop_month(incoming, month)
     # MLflow's artifacts in an object store (S3 on moto), as a deployment with several machines keeps them.
     bucket = s3_server.new_bucket()
+    (work / "tmp").mkdir()  # the services' temporary files, looked at by the first test
     with Topology(
         work / "topology",
-        env={**CODE_ENV, "ML_ASSETS_SOURCE": str(incoming)},
+        env={**CODE_ENV, "ML_ASSETS_SOURCE": str(incoming), "TMPDIR": str(work / "tmp")},
         overrides=TEST_INSTANCE,
         artifacts_destination=f"s3://{bucket}/mlartifacts",
         store_env=s3_server.env(),
@@ -756,6 +757,8 @@ def test_month_is_ingested_and_trained_through_the_topology(deployment):
     model_id = model["mlflow_model_uri"].removeprefix("models:/")  # MLflow 3 keeps logged models apart from runs
     assert any(key.endswith(f"/models/{model_id}/artifacts/model.ubj") for key in stored), stored
     assert not (deployment.workdir / "data" / "mlartifacts").exists()
+    # The champion, loaded from the server by each prediction step, leaves no copy behind (MLflow's stayed).
+    assert list((deployment.workdir.parent / "tmp").rglob("MLmodel")) == []
 
     # The optuna study, from PostgreSQL.
     import optuna

@@ -193,6 +193,11 @@ def log_to_mlflow(model, signature, name: str = "model"):
 
 
 def load_from_mlflow(model_uri: str):
+    """The model at `model_uri`, through a temporary copy that is removed: MLflow's own copy, in a new
+    temporary folder each time, stays (a megabyte per load, and monitoring loads every version monthly)."""
+    import tempfile
+
     import mlflow.xgboost
 
-    return mlflow.xgboost.load_model(model_uri)
+    with tempfile.TemporaryDirectory(prefix="ml_assets_model_") as folder:
+        return mlflow.xgboost.load_model(model_uri, dst_path=folder)
