@@ -1001,7 +1001,8 @@ def test_postgres_restarted_while_best_params_tunes_and_the_month_finishes(deplo
             lambda: not [r for r in instance.get_runs() if run_status(r) in IN_PROGRESS], "other runs to end", 300
         )
         before = snapshot(deployment, instance)
-        tuning = {"ops": {"best_params": {"config": {"n_trials": 1000, "timeout_seconds": 30}}}}
+        # Tuning until its budget is spent, each attempt: long enough to be cut off after its second trial.
+        tuning = {"ops": {"best_params": {"config": {"n_trials": 1000, "timeout_seconds": 20}}}}
         run_id = launch(deployment, month, ["best_params"], tuning)
 
         def trials_logged() -> int:
