@@ -250,7 +250,7 @@ TUNING_TIMEOUT_SECONDS = Setting(
 )
 TUNING_ROUNDS = Setting(
     "ML_ASSETS_TUNING_ROUNDS",
-    tuning.TUNING_ROUNDS,
+    tuning.MAX_ROUNDS,
     _positive_int,
     "a whole number of rounds >= 1",
     "default most boosting rounds of each of best_params' trials (early stopping usually ends a trial sooner)",

@@ -29,7 +29,7 @@ class TuningConfig(Config):
     )
     num_boost_round: int = Field(default=settings.TUNING_ROUNDS.value(), description="most boosting rounds of a trial")
     early_stopping_rounds: int = Field(
-        default=tuning.TUNING_EARLY_STOP,
+        default=tuning.EARLY_STOPPING_ROUNDS,
         description="a trial stops after this many rounds without a better holdout score",
     )
     seed: int = 0

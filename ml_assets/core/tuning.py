@@ -26,7 +26,8 @@ from ml_assets.core.frame_parts import Frame
 from ml_assets.core.locks import file_lock, lock_at_begin, sqlite_file, store_lock
 from ml_assets.core.model import DEFAULT_PARAMS, best_iteration, best_score, fit, stop_at, training_matrices
 
-TUNING_ROUNDS, TUNING_EARLY_STOP = 600, 30
+# Most boosting rounds of a trial, and the rounds without a better holdout score that end it sooner.
+MAX_ROUNDS, EARLY_STOPPING_ROUNDS = 600, 30
 # Training rows (train + valid) tuned on per second of budget and per XGBoost thread: on the 2 cores
 # this project is measured on, a trial on such a sample takes a few percent of the budget (a few
 # hundred rounds at about a microsecond per row and round), so a study runs tens of trials.
@@ -271,8 +272,8 @@ def tune(
     seed: int = 0,
     threads: int | None = None,
     progress: Callable[[TrialProgress], None] = lambda trial: print(trial.line()),
-    num_boost_round: int = TUNING_ROUNDS,
-    early_stopping_rounds: int = TUNING_EARLY_STOP,
+    num_boost_round: int = MAX_ROUNDS,
+    early_stopping_rounds: int = EARLY_STOPPING_ROUNDS,
 ) -> TuningResult:
     """Continue (or start) the persistent study `study_name`; DEFAULT_PARAMS and `warm_start` are tried first.
 
