@@ -1,0 +1,116 @@
+"""What tells whether a service is up, and where a wait on one that is not stopped: `service.sh health`
+(compose's healthchecks and the local topology's readiness) against real servers, and what a timed-out
+wait on the topology prints: each service's Python stacks and the newest runs' last events.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from ml_assets.deploy.local.service import SERVICE_SH
+from ml_assets_tests.http_server import serve_directory
+from ml_assets_tests.support import stop_process_group, wait_until
+
+pytestmark = pytest.mark.deployment
+
+
+def test_health_checks_answer_for_a_serving_service_and_name_what_is_wrong_otherwise(tmp_path):
+    """`service.sh health` as compose runs it, against a real gRPC health service registered as Dagster's
+    code server registers it and a real HTTP server: SERVING and 200 are healthy; NOT_SERVING, a closed
+    port and an unknown service are not, with the reason. (The topology test runs them against the real
+    Dagster and MLflow servers.)"""
+    from concurrent import futures
+
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from ml_assets.deploy.health import DAGSTER_API
+    from ml_assets.deploy.local.environment import service_environ
+
+    def check(service: str, **ports: int) -> subprocess.CompletedProcess:
+        env = {**service_environ({}), **{name: str(port) for name, port in ports.items()}}
+        return subprocess.run([str(SERVICE_SH), "health", service], env=env, capture_output=True, text=True)
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        servicer.set(DAGSTER_API, health_pb2.HealthCheckResponse.SERVING)
+        assert check("code-server", DAGSTER_CODE_SERVER_PORT=port).returncode == 0
+        servicer.set(DAGSTER_API, health_pb2.HealthCheckResponse.NOT_SERVING)
+        refused = check("code-server", DAGSTER_CODE_SERVER_PORT=port)
+        assert refused.returncode == 1 and "not serving" in refused.stderr, refused.stderr
+    finally:
+        server.stop(grace=None)
+    closed = check("code-server", DAGSTER_CODE_SERVER_PORT=port)
+    assert closed.returncode == 1 and "Connection refused" in closed.stderr, closed.stderr
+    closed = check("mlflow", MLFLOW_PORT=port)  # nothing listens there any more
+    assert closed.returncode == 1 and "Connection refused" in closed.stderr, closed.stderr
+
+    (tmp_path / "server_info").write_text("{}")  # the webserver's address answers; /health is a 404 here
+    with serve_directory(tmp_path) as web:
+        web_port = int(web.url.rsplit(":", 1)[1])
+        assert check("webserver", DAGSTER_WEBSERVER_PORT=web_port).returncode == 0
+        missing = check("mlflow", MLFLOW_PORT=web_port)
+        assert missing.returncode == 1 and "404" in missing.stderr, missing.stderr
+    assert check("scheduler").returncode == 64
+
+
+def test_a_timed_out_wait_shows_where_each_python_process_of_a_service_is(tmp_path):
+    """What a hung service waits on, read from outside (py-spy): a Python process waiting on a socket
+    in a session of its own, as a service's are, and its non-Python child, which is left out."""
+    from ml_assets.deploy.local.stacks import session_stacks
+
+    script = tmp_path / "hung.py"
+    script.write_text(
+        "import socket, subprocess\n"
+        "def wait_for_a_caller():\n"
+        "    listening = socket.create_server(('127.0.0.1', 0))\n"
+        "    listening.accept()\n"
+        "subprocess.Popen(['sleep', '60'])\n"
+        "wait_for_a_caller()\n"
+    )
+    hung = subprocess.Popen([sys.executable, str(script)], start_new_session=True)
+    try:
+        stacks = wait_until(
+            lambda: "wait_for_a_caller" in (dumped := session_stacks({"hung": hung.pid})) and dumped,
+            "the stack of the hung process",
+            30,
+        )
+    finally:
+        stop_process_group(hung)
+    assert stacks.count("(py-spy dump)") == 1, stacks  # not `sleep`
+    assert re.search(rf"----- hung process {hung.pid}, state [RS] \(py-spy dump\) -----", stacks), stacks
+    assert "socket.accept" in stacks
+
+
+def test_a_timed_out_wait_shows_where_each_run_stopped():
+    """The newest runs, each with its status and partition; a failed one with its last events, which
+    name the step, the error and the line that raised it. A run that succeeded shows no events."""
+    from dagster import DagsterInstance, asset, materialize
+
+    from ml_assets.deploy.local.runs_report import runs_report
+
+    @asset
+    def fine():
+        return 1
+
+    @asset
+    def broken():
+        raise ValueError("the month's file is truncated")
+
+    with DagsterInstance.ephemeral() as instance:
+        materialize([fine], instance=instance, tags={"dagster/partition": "2023-02"})
+        failed = materialize([broken], instance=instance, raise_on_error=False)
+        report = runs_report(instance, events=50).splitlines()
+
+    assert report[1].startswith(f"{failed.run_id[:8]} FAILURE __ephemeral_asset_job__ partition=None")
+    (failure,) = [line for line in report if "STEP_FAILURE broken" in line]
+    assert "the month's file is truncated at File" in failure and "in broken" in failure, failure
+    assert " SUCCESS __ephemeral_asset_job__ partition=2023-02 by=-" in report[-1]
