@@ -193,8 +193,9 @@ def log_to_mlflow(model, signature, name: str = "model"):
 
 
 def load_from_mlflow(model_uri: str):
-    """The model at `model_uri`, through a temporary copy that is removed: MLflow's own copy, in a new
-    temporary folder each time, stays (a megabyte per load, and monitoring loads every version monthly)."""
+    """The model at `model_uri`, downloaded into a folder removed once it is loaded: from a tracking server,
+    MLflow's own download goes into a new temporary folder that stays (a megabyte a load; monitoring loads
+    every version each month)."""
     import tempfile
 
     import mlflow.xgboost
