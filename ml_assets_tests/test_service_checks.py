@@ -1,4 +1,4 @@
-"""What tells whether a service is up, and where a wait on one that is not stopped: `service.sh health`
+"""Whether a service is up, and where things stood when a wait on one timed out: `service.sh health`
 (compose's healthchecks and the local topology's readiness) against real servers, and what a timed-out
 wait on the topology prints: each service's Python stacks and the newest runs' last events.
 """
