@@ -152,15 +152,16 @@ def deployment(tmp_path_factory, s3_server):
         drop_month(incoming, month)
     # MLflow's artifacts in an object store (S3 on moto), as a deployment with several machines keeps them.
     bucket = s3_server.new_bucket()
-    (work / "tmp").mkdir()  # the services' temporary files, looked at by the first test
+    temporary = work / "tmp"  # the services' temporary files, looked at by the first test
+    temporary.mkdir()
     with Topology(
         work / "topology",
-        env={**CODE_ENV, "ML_ASSETS_SOURCE": str(incoming), "TMPDIR": str(work / "tmp")},
+        env={**CODE_ENV, "ML_ASSETS_SOURCE": str(incoming), "TMPDIR": str(temporary)},
         overrides=TEST_INSTANCE,
         artifacts_destination=f"s3://{bucket}/mlartifacts",
         store_env=s3_server.env(),
     ) as topology:
-        topology.incoming = incoming
+        topology.incoming, topology.temporary = incoming, temporary
         topology.s3, topology.artifacts_bucket = s3_server, bucket
         topology.wait_until_ready()
         yield topology
@@ -304,7 +305,7 @@ def test_month_is_ingested_and_trained_through_the_topology(deployment):
     assert any(key.endswith(f"/models/{model_id}/artifacts/model.ubj") for key in stored), stored
     assert not (deployment.workdir / "data" / "mlartifacts").exists()
     # The champion, loaded from the server by each prediction step, leaves no copy behind (MLflow's stayed).
-    assert list((deployment.workdir.parent / "tmp").rglob("MLmodel")) == []
+    assert list(deployment.temporary.rglob("MLmodel")) == []
 
     # The optuna study, from PostgreSQL.
     import optuna
