@@ -8,7 +8,7 @@ TO ?= 2021-04
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
-.PHONY: install install-deploy install-dev run backfill reproduce lint test test-fast test-ui test-deployment test-compose dev mlflow optuna docs bench bench-deployment stack up clean
+.PHONY: install install-deploy install-dev run backfill reproduce lint test test-fast test-ui test-deployment test-compose dev mlflow optuna docs bench bench-deployment bench-tests stack up clean
 
 # Every environment is uv.lock, installed by uv (pinned with hashes in requirements-uv.txt), so no
 # install resolves anything: `install` is what `make run` needs, `install-deploy` adds the production
@@ -110,6 +110,10 @@ bench: install-dev
 
 bench-deployment: install-dev
 	$(BIN)/python -m benchmarks.deployment
+
+# `make test` under the CPU sampler: its wall time and CPU-seconds by test module, into docs/testing.md.
+bench-tests: install-dev
+	$(BIN)/python -m benchmarks.cpu_by_process --by-module --report docs/testing.md $(MAKE) test
 
 # The production topology in Docker, started by scripts/start.sh with stand-ins for images no registry
 # serves here (needs a Docker engine; part of `make test` where one answers).

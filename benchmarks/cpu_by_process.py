@@ -1,9 +1,10 @@
 """CPU-seconds of every process on the machine while a command runs, summed by what the process is, or
 by the test (or test module) that started it.
 
-`python -m benchmarks.cpu_by_process make test` prints the first table of docs/testing.md ("Where the
-CPU goes"), `python -m benchmarks.cpu_by_process --by-module make test` the second (`--by-test`: the
-same, a row a test). /proc is read twice a second: a process's CPU is its last reading less its
+`python -m benchmarks.cpu_by_process make test` prints a row for each kind of process, `--by-module` a
+row for each test module (`--by-test`: for each test); `--report PAGE` also writes the table, the wall
+time and pytest's summaries into PAGE's section for the command (`make bench-tests`: the one in
+docs/testing.md). /proc is read twice a second: a process's CPU is its last reading less its
 reading when the command started (up to half a second of its end is missed), and a forked child is
 named by its command line when first seen. By test, a process counts for the test in its environment
 (PYTEST_CURRENT_TEST, which pytest sets while a test runs and children inherit) or its nearest
@@ -21,9 +22,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from benchmarks import report
 
 POLL_SECONDS = 0.5
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -52,6 +56,19 @@ OTHER = "other (uv, moto, the CPU hog, shells, health checks)"
 PYTEST_ROLE = ROLES[0][0]  # their own CPU comes from the plugin, by test
 CURRENT_TEST = b"PYTEST_CURRENT_TEST="
 BETWEEN_TESTS = "pytest between tests (start-up, collection, xdist)"
+# pytest's closing line, "===== 259 passed, 1 xfailed in 823.33s (0:13:43) =====" (without the = under -q)
+PYTEST_SUMMARY = re.compile(r"^=* ?((?:no tests ran|\d+ \w+(?:, \d+ \w+)*) in [\d.]+s(?: \([\d:]+\))?) ?=*$")
+SMALL = 10.0  # CPU-seconds: the report folds smaller rows into one
+
+
+@dataclass
+class Measured:
+    """A command's run: its exit status, wall time, pytest's closing lines, and CPU-seconds by row."""
+
+    returncode: int
+    seconds: float
+    summaries: list[str]
+    totals: Counter = field(default_factory=Counter)
 
 
 @dataclass
@@ -94,8 +111,21 @@ def read_processes(seen: dict[tuple[int, int], Process]) -> None:
             pass  # the process ended while being read (or is not ours to read)
 
 
-def used_since(command: list[str], env: dict[str, str] | None = None) -> tuple[int, dict, dict]:
-    """Run `command`; its return code, every process seen, and each one's CPU-seconds when it started."""
+def run_passing_output(command: list[str], env: dict[str, str] | None = None) -> Measured:
+    """Run `command`, its output passed on line by line; pytest's closing lines kept."""
+    started, summaries = time.monotonic(), []
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        for line in process.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            summary = PYTEST_SUMMARY.match(line.strip())
+            if summary:
+                summaries.append(summary[1])
+    return Measured(process.returncode, time.monotonic() - started, summaries)
+
+
+def used_since(command: list[str], env: dict[str, str] | None = None) -> tuple[Measured, dict, dict]:
+    """Run `command`; how it ran, every process seen, and each one's CPU-seconds when it started."""
     before: dict[tuple[int, int], Process] = {}
     read_processes(before)
     seen = {key: Process(**vars(reading)) for key, reading in before.items()}
@@ -108,20 +138,19 @@ def used_since(command: list[str], env: dict[str, str] | None = None) -> tuple[i
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        returncode = subprocess.call(command, env=env)
+        measured = run_passing_output(command, env)
     finally:
         done.set()
         sampler.join()
     read_processes(seen)
-    return returncode, seen, {key: reading.cpu for key, reading in before.items()}
+    return measured, seen, {key: reading.cpu for key, reading in before.items()}
 
 
-def cpu_by_role(command: list[str]) -> tuple[int, Counter]:
-    returncode, seen, before = used_since(command)
-    totals = Counter()
+def cpu_by_role(command: list[str]) -> Measured:
+    measured, seen, before = used_since(command)
     for key, process in seen.items():
-        totals[role(process.command_line)] += process.cpu - before.get(key, 0.0)
-    return returncode, totals
+        measured.totals[role(process.command_line)] += process.cpu - before.get(key, 0.0)
+    return measured
 
 
 def test_id(current: str) -> str:
@@ -134,13 +163,13 @@ def module_of(name: str) -> str:
     return name.split("::")[0]
 
 
-def cpu_by_test(command: list[str]) -> tuple[int, Counter]:
+def cpu_by_test(command: list[str]) -> Measured:
     """CPU-seconds by the test that used them, in its pytest process or in processes it started (module-scoped
     fixtures count with the module's first test); what no test started, by what it is."""
     with tempfile.NamedTemporaryFile(suffix=".jsonl") as per_test:
         options = f"{os.environ.get('PYTEST_ADDOPTS', '')} -p benchmarks.cpu_per_test".strip()
         env = {**os.environ, "CPU_PER_TEST_FILE": per_test.name, "PYTEST_ADDOPTS": options}
-        returncode, seen, before = used_since(command, env)
+        measured, seen, before = used_since(command, env)
         in_pytest = [json.loads(line) for line in Path(per_test.name).read_text().splitlines()]
     by_pid: dict[int, list[tuple[int, Process]]] = {}
     for (pid, started), process in seen.items():
@@ -158,7 +187,7 @@ def cpu_by_test(command: list[str]) -> tuple[int, Counter]:
             started, process = max(older, key=lambda found: found[0])
         return None
 
-    totals = Counter()
+    totals = measured.totals
     for row in in_pytest:
         totals[test_id(row["test"])] += row["cpu"]
     pytest_own = 0.0
@@ -170,7 +199,7 @@ def cpu_by_test(command: list[str]) -> tuple[int, Counter]:
             test = test_of(key[1], process)
             totals[test_id(test) if test else role(process.command_line)] += cpu
     totals[BETWEEN_TESTS] += pytest_own - sum(row["cpu"] for row in in_pytest)
-    return returncode, totals
+    return measured
 
 
 def by_module(by_test: Counter) -> Counter:
@@ -188,20 +217,51 @@ HEADINGS = {
 }
 
 
+def clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def report_parts(measured: Measured, heading: str) -> list[str]:
+    """The report's tables: how the command ran, then the CPU-seconds by row (rows under SMALL folded)."""
+    used = sum(measured.totals.values())
+    share = used / (measured.seconds * len(os.sched_getaffinity(0)))
+    run = [
+        ["wall time", clock(measured.seconds)],
+        ["exit status", str(measured.returncode)],
+        ["CPU-seconds, every process", f"{used:.0f} ({share:.0%} of the cores)"],
+        *[["pytest", summary] for summary in measured.summaries],
+    ]
+    big = [(name, cpu) for name, cpu in measured.totals.most_common() if cpu >= SMALL]
+    small = [cpu for cpu in measured.totals.values() if cpu < SMALL]
+    rows = [[name, f"{cpu:.0f}"] for name, cpu in big]
+    if small:
+        rows.append([f"the other {len(small)}, each under {SMALL:.0f}", f"{sum(small):.0f}"])
+    rows.append(["total", f"{used:.0f}"])
+    return [report.table(["run", ""], run, "ll"), report.table([heading, "CPU-s"], rows)]
+
+
 def main(argv: list[str]) -> int:
-    """`[--by-module | --by-test] COMMAND...`: run COMMAND, print the table, return its exit status."""
+    """`[--by-module | --by-test] [--report PAGE] COMMAND...`: run COMMAND, print the table (and write it
+    into PAGE), return its exit status."""
     grouping = argv[0] if argv[:1] and argv[0] in HEADINGS else None
-    command = argv[1:] if grouping else argv
-    if grouping:
-        returncode, totals = cpu_by_test(command)
-        totals = by_module(totals) if grouping == "--by-module" else totals
-    else:
-        returncode, totals = cpu_by_role(command)
+    argv = argv[1:] if grouping else argv
+    page = Path(argv[1]) if argv[:1] == ["--report"] else None
+    command = argv[2:] if page else argv
+    measured = cpu_by_test(command) if grouping else cpu_by_role(command)
+    if grouping == "--by-module":
+        measured.totals = by_module(measured.totals)
     print(f"| {HEADINGS[grouping]} | CPU-s |\n|---|---:|")
-    for name, cpu in totals.most_common():
+    for name, cpu in measured.totals.most_common():
         print(f"| {name} | {cpu:.0f} |")
-    print(f"| total | {sum(totals.values()):.0f} |")
-    return returncode
+    print(f"| total | {sum(measured.totals.values()):.0f} |")
+    if page:
+        shown = " ".join(command)
+        name = re.sub(r"\W+", "-", shown).strip("-")
+        options = " ".join(filter(None, [grouping, f"--report {page}"]))
+        provenance = report.Provenance(f"python -m benchmarks.cpu_by_process {options} {shown}", None)
+        parts = report_parts(measured, HEADINGS[grouping])
+        report.write_section(name, report.section(name, f"`{shown}`", provenance, parts), page)
+    return measured.returncode
 
 
 if __name__ == "__main__":

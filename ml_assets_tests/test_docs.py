@@ -144,9 +144,9 @@ def test_the_cpu_table_counts_a_process_s_cpu_since_the_command_started():
     finally:
         child.communicate(b"")
     started = time.monotonic()
-    returncode, totals = cpu_by_process.cpu_by_role([sys.executable, "-c", "raise SystemExit(3)"])
-    assert returncode == 3
-    assert sum(totals.values()) <= os.cpu_count() * (time.monotonic() - started) + 1.0
+    measured = cpu_by_process.cpu_by_role([sys.executable, "-c", "raise SystemExit(3)"])
+    assert measured.returncode == 3
+    assert sum(measured.totals.values()) <= os.cpu_count() * (time.monotonic() - started) + 1.0
     assert cpu_by_process.role("/x/.venv/bin/python -m ml_assets.runner 2021-02") == cpu_by_process.ROLES[1][0]
 
 
@@ -176,8 +176,27 @@ def test_the_cpu_table_by_module_counts_a_test_s_own_cpu_and_its_processes_for_i
     )
     monkeypatch.delenv("PYTEST_CURRENT_TEST")  # this test's: the pytest below is not one of its processes here
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(tmp_path / "pytest.ini")]
-    returncode, totals = cpu_by_process.cpu_by_test([*command, "--rootdir", str(tmp_path), str(tmp_path)])
-    assert returncode == 0
+    measured = cpu_by_process.cpu_by_test([*command, "--rootdir", str(tmp_path), str(tmp_path)])
+    totals = measured.totals
+    assert measured.returncode == 0 and re.fullmatch(r"1 passed in [\d.]+s", *measured.summaries), measured
     assert 2.3 <= totals["test_spinning.py::test_spins"] < 3.5, totals
     assert cpu_by_process.by_module(totals)["test_spinning.py"] == totals["test_spinning.py::test_spins"]
     assert totals[cpu_by_process.BETWEEN_TESTS] > 0.1, totals  # pytest's start-up: the rest of its process's CPU
+
+
+def test_the_cpu_table_goes_into_the_command_s_section_of_a_page(tmp_path, capsys):
+    """`--report PAGE`: the command's section holds its wall time, exit status and pytest's closing lines
+    (also the output passed on), and replaces that section only on the next run."""
+    page = tmp_path / "testing.md"
+    page.write_text("# Testing\n\nprose\n")
+    said = "print('= 2 passed, 1 xfailed in 0.50s (0:00:00) =')"
+    command = [sys.executable, "-c", f"{said}; raise SystemExit(1)"]
+    for _ in range(2):
+        assert cpu_by_process.main(["--report", str(page), *command]) == 1
+    assert "= 2 passed, 1 xfailed in 0.50s (0:00:00) =" in capsys.readouterr().out
+    text = page.read_text()
+    assert text.startswith("# Testing\n\nprose\n") and text.count("<!-- bench:") == 2, text
+    assert f"**command** `python -m benchmarks.cpu_by_process --report {page} {' '.join(command)}`" in text
+    for row in ("| exit status | 1 |", "| pytest | 2 passed, 1 xfailed in 0.50s (0:00:00) |", "| wall time | 0:0"):
+        assert row in text, text
+    assert re.search(r"^\| total \| \d+ \|$", text, re.M), text
