@@ -228,7 +228,7 @@ def report_parts(measured: Measured, heading: str) -> list[str]:
     run = [
         ["wall time", clock(measured.seconds)],
         ["exit status", str(measured.returncode)],
-        ["CPU-seconds, every process", f"{used:.0f} ({share:.0%} of the cores)"],
+        ["CPU-seconds, every process", f"{used:.0f} ({share * 100:.0f} % of the cores)"],
         *[["pytest", summary] for summary in measured.summaries],
     ]
     big = [(name, cpu) for name, cpu in measured.totals.most_common() if cpu >= SMALL]
