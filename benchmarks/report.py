@@ -1,4 +1,5 @@
-"""docs/benchmarks.md, written by the benchmarks themselves: one section per phase, replaced in place.
+"""docs/benchmarks.md, written by the benchmarks themselves: one section per phase, replaced in place
+(and docs/testing.md's section of `make test`, written by benchmarks.cpu_by_process).
 
 A phase's section lies between `<!-- bench:NAME:begin -->` and `<!-- bench:NAME:end -->`: a heading,
 one line saying when, on what machine and by which command it was measured and how much CPU the
