@@ -15,6 +15,7 @@ count too: run it on a machine otherwise idle.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -62,7 +63,7 @@ SMALL = 10.0  # CPU-seconds: the report folds smaller rows into one
 
 
 @dataclass
-class Measured:
+class Sampled:
     """A command's run: its exit status, wall time, pytest's closing lines, and CPU-seconds by row."""
 
     returncode: int
@@ -111,7 +112,7 @@ def read_processes(seen: dict[tuple[int, int], Process]) -> None:
             pass  # the process ended while being read (or is not ours to read)
 
 
-def run_passing_output(command: list[str], env: dict[str, str] | None = None) -> Measured:
+def run_passing_output(command: list[str], env: dict[str, str] | None = None) -> Sampled:
     """Run `command`, its output passed on line by line; pytest's closing lines kept."""
     started, summaries = time.monotonic(), []
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
@@ -121,10 +122,10 @@ def run_passing_output(command: list[str], env: dict[str, str] | None = None) ->
             summary = PYTEST_SUMMARY.match(line.strip())
             if summary:
                 summaries.append(summary[1])
-    return Measured(process.returncode, time.monotonic() - started, summaries)
+    return Sampled(process.returncode, time.monotonic() - started, summaries)
 
 
-def used_since(command: list[str], env: dict[str, str] | None = None) -> tuple[Measured, dict, dict]:
+def used_since(command: list[str], env: dict[str, str] | None = None) -> tuple[Sampled, dict, dict]:
     """Run `command`; how it ran, every process seen, and each one's CPU-seconds when it started."""
     before: dict[tuple[int, int], Process] = {}
     read_processes(before)
@@ -138,19 +139,19 @@ def used_since(command: list[str], env: dict[str, str] | None = None) -> tuple[M
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        measured = run_passing_output(command, env)
+        sampled = run_passing_output(command, env)
     finally:
         done.set()
         sampler.join()
     read_processes(seen)
-    return measured, seen, {key: reading.cpu for key, reading in before.items()}
+    return sampled, seen, {key: reading.cpu for key, reading in before.items()}
 
 
-def cpu_by_role(command: list[str]) -> Measured:
-    measured, seen, before = used_since(command)
+def cpu_by_role(command: list[str]) -> Sampled:
+    sampled, seen, before = used_since(command)
     for key, process in seen.items():
-        measured.totals[role(process.command_line)] += process.cpu - before.get(key, 0.0)
-    return measured
+        sampled.totals[role(process.command_line)] += process.cpu - before.get(key, 0.0)
+    return sampled
 
 
 def test_id(current: str) -> str:
@@ -163,13 +164,13 @@ def module_of(name: str) -> str:
     return name.split("::")[0]
 
 
-def cpu_by_test(command: list[str]) -> Measured:
+def cpu_by_test(command: list[str]) -> Sampled:
     """CPU-seconds by the test that used them, in its pytest process or in processes it started (module-scoped
     fixtures count with the module's first test); what no test started, by what it is."""
     with tempfile.NamedTemporaryFile(suffix=".jsonl") as per_test:
         options = f"{os.environ.get('PYTEST_ADDOPTS', '')} -p benchmarks.cpu_per_test".strip()
         env = {**os.environ, "CPU_PER_TEST_FILE": per_test.name, "PYTEST_ADDOPTS": options}
-        measured, seen, before = used_since(command, env)
+        sampled, seen, before = used_since(command, env)
         in_pytest = [json.loads(line) for line in Path(per_test.name).read_text().splitlines()]
     by_pid: dict[int, list[tuple[int, Process]]] = {}
     for (pid, started), process in seen.items():
@@ -187,7 +188,7 @@ def cpu_by_test(command: list[str]) -> Measured:
             started, process = max(older, key=lambda found: found[0])
         return None
 
-    totals = measured.totals
+    totals = sampled.totals
     for row in in_pytest:
         totals[test_id(row["test"])] += row["cpu"]
     pytest_own = 0.0
@@ -199,7 +200,7 @@ def cpu_by_test(command: list[str]) -> Measured:
             test = test_of(key[1], process)
             totals[test_id(test) if test else role(process.command_line)] += cpu
     totals[BETWEEN_TESTS] += pytest_own - sum(row["cpu"] for row in in_pytest)
-    return measured
+    return sampled
 
 
 def by_module(by_test: Counter) -> Counter:
@@ -212,8 +213,8 @@ def by_module(by_test: Counter) -> Counter:
 
 HEADINGS = {
     None: "processes",
-    "--by-module": "test module, or processes no test started",
-    "--by-test": "test, or processes no test started",
+    "module": "test module, or processes no test started",
+    "test": "test, or processes no test started",
 }
 
 
@@ -221,18 +222,18 @@ def clock(seconds: float) -> str:
     return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
 
 
-def report_parts(measured: Measured, heading: str) -> list[str]:
+def report_parts(sampled: Sampled, heading: str) -> list[str]:
     """The report's tables: how the command ran, then the CPU-seconds by row (rows under SMALL folded)."""
-    used = sum(measured.totals.values())
-    share = used / (measured.seconds * len(os.sched_getaffinity(0)))
+    used = sum(sampled.totals.values())
+    share = used / (sampled.seconds * len(os.sched_getaffinity(0)))
     run = [
-        ["wall time", clock(measured.seconds)],
-        ["exit status", str(measured.returncode)],
+        ["wall time", clock(sampled.seconds)],
+        ["exit status", str(sampled.returncode)],
         ["CPU-seconds, every process", f"{used:.0f} ({share * 100:.0f} % of the cores)"],
-        *[["pytest", summary] for summary in measured.summaries],
+        *[["pytest", summary] for summary in sampled.summaries],
     ]
-    big = [(name, cpu) for name, cpu in measured.totals.most_common() if cpu >= SMALL]
-    small = [cpu for cpu in measured.totals.values() if cpu < SMALL]
+    big = [(name, cpu) for name, cpu in sampled.totals.most_common() if cpu >= SMALL]
+    small = [cpu for cpu in sampled.totals.values() if cpu < SMALL]
     rows = [[name, f"{cpu:.0f}"] for name, cpu in big]
     if small:
         rows.append([f"the other {len(small)}, each under {SMALL:.0f}", f"{sum(small):.0f}"])
@@ -241,27 +242,30 @@ def report_parts(measured: Measured, heading: str) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    """`[--by-module | --by-test] [--report PAGE] COMMAND...`: run COMMAND, print the table (and write it
-    into PAGE), return its exit status."""
-    grouping = argv[0] if argv[:1] and argv[0] in HEADINGS else None
-    argv = argv[1:] if grouping else argv
-    page = Path(argv[1]) if argv[:1] == ["--report"] else None
-    command = argv[2:] if page else argv
-    measured = cpu_by_test(command) if grouping else cpu_by_role(command)
-    if grouping == "--by-module":
-        measured.totals = by_module(measured.totals)
-    print(f"| {HEADINGS[grouping]} | CPU-s |\n|---|---:|")
-    for name, cpu in measured.totals.most_common():
+    """Run the command, print the table (and write it into --report's page); the command's exit status."""
+    description = "CPU-seconds of every process while COMMAND runs, by kind of process, test module or test."
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu_by_process", description=description)
+    by = parser.add_mutually_exclusive_group()
+    by.add_argument("--by-module", dest="by", action="store_const", const="module", help="a row a test module")
+    by.add_argument("--by-test", dest="by", action="store_const", const="test", help="a row a test")
+    parser.add_argument("--report", type=Path, metavar="PAGE", help="also write the command's section of PAGE")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="what to run, e.g. make test")
+    args = parser.parse_args(argv)
+    sampled = cpu_by_test(args.command) if args.by else cpu_by_role(args.command)
+    if args.by == "module":
+        sampled.totals = by_module(sampled.totals)
+    print(f"| {HEADINGS[args.by]} | CPU-s |\n|---|---:|")
+    for name, cpu in sampled.totals.most_common():
         print(f"| {name} | {cpu:.0f} |")
-    print(f"| total | {sum(measured.totals.values()):.0f} |")
-    if page:
-        shown = " ".join(command)
+    print(f"| total | {sum(sampled.totals.values()):.0f} |")
+    if args.report:
+        shown = " ".join(args.command)
         name = re.sub(r"\W+", "-", shown).strip("-")
-        options = " ".join(filter(None, [grouping, f"--report {page}"]))
+        options = " ".join(filter(None, [args.by and f"--by-{args.by}", f"--report {args.report}"]))
         provenance = report.Provenance(f"python -m benchmarks.cpu_by_process {options} {shown}", None)
-        parts = report_parts(measured, HEADINGS[grouping])
-        report.write_section(name, report.section(name, f"`{shown}`", provenance, parts), page)
-    return measured.returncode
+        parts = report_parts(sampled, HEADINGS[args.by])
+        report.write_section(name, report.section(name, f"`{shown}`", provenance, parts), args.report)
+    return sampled.returncode
 
 
 if __name__ == "__main__":
