@@ -261,8 +261,7 @@ def main(argv: list[str]) -> int:
     if args.report:
         shown = " ".join(args.command)
         name = re.sub(r"\W+", "-", shown).strip("-")
-        options = " ".join(filter(None, [args.by and f"--by-{args.by}", f"--report {args.report}"]))
-        provenance = report.Provenance(f"python -m benchmarks.cpu_by_process {options} {shown}", None)
+        provenance = report.Provenance(f"python -m benchmarks.cpu_by_process {' '.join(argv)}", None)
         parts = report_parts(sampled, HEADINGS[args.by])
         report.write_section(name, report.section(name, f"`{shown}`", provenance, parts), args.report)
     return sampled.returncode

@@ -186,18 +186,20 @@ def test_the_cpu_table_by_module_counts_a_test_s_own_cpu_and_its_processes_for_i
 
 
 def test_the_cpu_table_goes_into_the_command_s_section_of_a_page(tmp_path, capsys):
-    """`--report PAGE`: the command's section holds its wall time, exit status and pytest's closing lines
-    (also the output passed on), and replaces that section only on the next run."""
+    """`--by-module --report PAGE` around a real pytest (not quiet, one test failing): its output is passed on,
+    and the command's section, added to the page's prose, holds the wall time, the exit status, pytest's
+    closing line and the module's row."""
     page = tmp_path / "testing.md"
     page.write_text("# Testing\n\nprose\n")
-    said = "print('= 2 passed, 1 xfailed in 0.50s (0:00:00) =')"
-    command = [sys.executable, "-c", f"{said}; raise SystemExit(1)"]
-    for _ in range(2):
-        assert cpu_by_process.main(["--report", str(page), *command]) == 1
-    assert "= 2 passed, 1 xfailed in 0.50s (0:00:00) =" in capsys.readouterr().out
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_two.py").write_text("def test_passes():\n    pass\n\ndef test_fails():\n    assert False\n")
+    pytest = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-c", str(tmp_path / "pytest.ini")]
+    argv = ["--by-module", "--report", str(page), *pytest, "--rootdir", str(tmp_path), str(tmp_path)]
+    assert cpu_by_process.main(argv) == 1
+    closing = re.search(r"^=+ (1 failed, 1 passed in [\d.]+s) =+$", capsys.readouterr().out, re.M)
+    assert closing, "pytest's output was not passed on"
     text = page.read_text()
     assert text.startswith("# Testing\n\nprose\n") and text.count("<!-- bench:") == 2, text
-    assert f"**command** `python -m benchmarks.cpu_by_process --report {page} {' '.join(command)}`" in text
-    for row in ("| exit status | 1 |", "| pytest | 2 passed, 1 xfailed in 0.50s (0:00:00) |", "| wall time | 0:0"):
+    assert f"**command** `python -m benchmarks.cpu_by_process {' '.join(argv)}`" in text
+    for row in ("| exit status | 1 |", f"| pytest | {closing[1]} |", "| wall time | 0:0", "| total | "):
         assert row in text, text
-    assert re.search(r"^\| total \| \d+ \|$", text, re.M), text
