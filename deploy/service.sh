@@ -55,12 +55,15 @@ case "$service" in
       # and _PASSWORD, the pipeline's own user MLFLOW_TRACKING_USERNAME and _PASSWORD, and
       # MLFLOW_FLASK_SERVER_SECRET_KEY; the users live in MLFLOW_AUTH_DATABASE_URI.
       export MLFLOW_AUTH_CONFIG_PATH="${MLFLOW_AUTH_CONFIG_PATH:-${TMPDIR:-/tmp}/ml_assets-mlflow-auth-$(id -u).ini}"
-      python -m ml_assets.deploy.mlflow_auth "$MLFLOW_AUTH_CONFIG_PATH"
-      set -- --app-name basic-auth "$@"
     fi
-    exec mlflow server --host "$bind" --port "${MLFLOW_PORT:-5000}" --workers "${MLFLOW_WORKERS:-2}" \
+    set -- --host "$bind" --port "${MLFLOW_PORT:-5000}" --workers "${MLFLOW_WORKERS:-2}" \
       --serve-artifacts --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION:-/data/mlartifacts}" \
       --allowed-hosts "${MLFLOW_ALLOWED_HOSTS:-mlflow:5000,localhost:*,127.0.0.1:*}" "$@"
+    if [ -n "${MLFLOW_AUTH_DATABASE_URI:-}" ]; then
+      # The logins, then `mlflow server --app-name basic-auth` in the same process (MLflow imported once).
+      exec python -m ml_assets.deploy.mlflow_auth "$MLFLOW_AUTH_CONFIG_PATH" "$@"
+    fi
+    exec mlflow server "$@"
     ;;
   health)
     # Exit 0 when the service in this container answers at its address (ml_assets/deploy/health.py,

@@ -33,8 +33,9 @@ SAMPLE_EVERY = 10  # drop_month keeps every 10th trip of a real month
 
 # Small budgets: tests check behaviour, benchmarks check model quality and speed. Two trials: a study
 # that continues, a warm start followed by a sampled trial; tests of a trial count set their own. At most
-# 120 boosting rounds a fit, the trials' too.
-ROUNDS = {"num_boost_round": 120, "early_stopping_rounds": 15}
+# 40 boosting rounds a fit, the trials' too: at the fixed learning rate of 0.05 a model has then gone 87 % of
+# the way from the mean, enough to beat the LinearRegression baseline the gate asks for.
+ROUNDS = {"num_boost_round": 40, "early_stopping_rounds": 15}
 FAST_CONFIG = {
     "ops": {
         "best_params": {"config": {"n_trials": 2, "timeout_seconds": 20, **ROUNDS}},

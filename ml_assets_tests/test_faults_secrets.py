@@ -110,7 +110,7 @@ def test_no_password_of_a_uri_is_recorded_or_printed(servers, tmp_path, monkeypa
     run = client.MlflowClient().get_run(model["mlflow_run_id"])  # this process logs in as the runs did
     assert not [word for word in passwords if word in str(run.data.params) + str(run.data.tags)]
     # A run with no run config takes its rounds from the environment (ML_ASSETS_TRAINING_ROUNDS, conftest.py's).
-    assert run.data.params["num_boost_round"] == os.environ["ML_ASSETS_TRAINING_ROUNDS"] == "120"
+    assert run.data.params["num_boost_round"] == os.environ["ML_ASSETS_TRAINING_ROUNDS"] == "40"
     versions = tracking.registered_versions()
 
     mlflow.stop()
