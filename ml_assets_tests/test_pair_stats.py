@@ -237,3 +237,22 @@ def test_the_model_is_trained_again_on_train_and_holdout_with_the_rounds_early_s
         frame, params, num_boost_round=60, early_stopping_rounds=5, refit=None, callbacks=[model.stop_at(0)]
     )
     assert not stopped.refitted
+
+
+def test_a_refitted_model_is_rebuilt_from_the_rounds_its_first_training_ran(frame):
+    """What `make reproduce` gives train_and_evaluate: the rounds of the first training, which here ran all of
+    them without stopping early. The refitted model's own rounds, which the lineage held before, let the
+    rebuild's first training boost on to another best round, and so refit for other rounds."""
+    from ml_assets.core import model
+    from ml_assets.core.training import train_and_evaluate
+
+    first = train_and_evaluate(frame, model.DEFAULT_PARAMS, num_boost_round=10, early_stopping_rounds=5, refit=True)
+    assert model.best_iteration(first.model) + 1 == model.rounds(first.model) > first.first_rounds == 10
+    rebuilt = train_and_evaluate(
+        frame, model.DEFAULT_PARAMS, num_boost_round=first.first_rounds, early_stopping_rounds=5, refit=True
+    )
+    np.testing.assert_array_equal(rebuilt.predicted, first.predicted)
+    boosted_on = train_and_evaluate(
+        frame, model.DEFAULT_PARAMS, num_boost_round=model.rounds(first.model), early_stopping_rounds=5, refit=True
+    )
+    assert model.rounds(boosted_on.model) > model.rounds(first.model)

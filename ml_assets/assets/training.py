@@ -204,7 +204,7 @@ def trained_model(
             },
             feature_config=attrs.get("feature_config", {}),
             params=best_params,
-            num_boost_round=model.rounds(trained.model),
+            num_boost_round=trained.first_rounds,
             early_stopping_rounds=config.early_stopping_rounds,
             threads=threads,
             refit=trained.refitted,

@@ -67,6 +67,9 @@ class TrainedModel:
     predicted: np.ndarray  # on the test month
     metrics: dict[str, float]  # rmse, mae, valid_rmse, baseline_rmse, and champion_rmse when there is a champion
     refitted: bool = False  # trained again on train + holdout with the rounds early stopping chose
+    # Rounds the first, early-stopped training ran: a rebuild that runs as many stops at the same best round,
+    # so its refit has the same rounds too (the refitted model's own rounds would let it boost on).
+    first_rounds: int = 0
 
 
 def refit_rounds(best_iteration: int, train_rows: int, all_rows: int) -> int:
@@ -123,13 +126,13 @@ def train_and_evaluate(
     seconds = time.monotonic() - started
     metrics["valid_rmse"] = model.best_score(fitted)  # on the holdout, the newest days of the window
     window = len(y[TRAIN]) + len(y[VALID])
-    rounds = refit_rounds(model.best_iteration(fitted), len(y[TRAIN]), window)
+    rounds, ran = refit_rounds(model.best_iteration(fitted), len(y[TRAIN]), window), model.rounds(fitted)
     if refit is None:
-        ran = model.rounds(fitted)
         stopped_early = ran < min(num_boost_round, model.best_iteration(fitted) + 1 + early_stopping_rounds)
         needed = seconds * rounds / max(ran, 1) * window / max(len(y[TRAIN]), 1)
         refit = not stopped_early and (deadline is None or time.monotonic() + needed < deadline)
     if refit:
         fitted = model.refit(matrix(TRAIN, VALID), params, rounds, metrics["valid_rmse"], threads, callbacks)
     predicted = model.predict(fitted, data.X[TEST])
-    return TrainedModel(fitted, data, predicted, {**regression_metrics(data.y[TEST], predicted), **metrics}, refit)
+    metrics = {**regression_metrics(data.y[TEST], predicted), **metrics}
+    return TrainedModel(fitted, data, predicted, metrics, refit, ran)
