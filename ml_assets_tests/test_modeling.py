@@ -235,7 +235,7 @@ def test_the_time_budget_holds_inside_a_trial_under_load(tmp_path, rich):
     busy = start_busy()
     try:
         start = time.monotonic()
-        result = tune(design_matrices(rich), f"sqlite:///{tmp_path / 'optuna.db'}", "budget", 1000, 10, threads=2)
+        result = tune(design_matrices(rich), f"sqlite:///{tmp_path / 'optuna.db'}", "budget", 1000, 5, threads=2)
         seconds = time.monotonic() - start
     finally:
         busy.kill()
@@ -265,7 +265,7 @@ def featured(instance, monkeypatch) -> None:
 def test_best_params_keeps_its_time_budget_under_load(instance, featured, monkeypatch):
     """The whole step (reading its sample of the stored features, the study, its plots) within the budget."""
     monkeypatch.setenv("ML_ASSETS_PARALLEL_TRAINING_STEPS", "1")  # the step alone on the machine: every core
-    budget = {"ops": {"best_params": {"config": {"n_trials": 1000, "timeout_seconds": 10}}}}
+    budget = {"ops": {"best_params": {"config": {"n_trials": 1000, "timeout_seconds": 5}}}}
     busy = start_busy()
     try:
         result = materialize_month(instance, "2021-02", ["best_params"], run_config=budget)
