@@ -1,16 +1,16 @@
-"""CPU-seconds of every process on the machine while a command runs, summed by what the process is, or
-by the test (or test module) that started it.
+"""CPU-seconds of every process on the machine while a command runs, summed by what the process is, or by
+the test (or test module) that started it.
 
 `python -m benchmarks.cpu_by_process make test` prints a row for each kind of process, `--by-module` a
 row for each test module (`--by-test`: for each test); `--report PAGE` also writes the table, the wall
 time and pytest's summaries into PAGE's section for the command (`make bench-tests`: the one in
-docs/testing.md). /proc is read twice a second: a process's CPU is its last reading less its
-reading when the command started (up to half a second of its end is missed), and a forked child is
-named by its command line when first seen. By test, a process counts for the test in its environment
-(PYTEST_CURRENT_TEST, which pytest sets while a test runs and children inherit) or its nearest
-ancestor's; the pytest processes' own CPU comes from the plugin benchmarks/cpu_per_test.py; what no
-test started (the containers, the kernel) is summed by what it is. The machine's other processes
-count too: run it on a machine otherwise idle.
+docs/testing.md). /proc is read twice a second: a process's CPU is its last reading less its reading when
+the command started (up to half a second of its end is missed), and a process is named by its command
+line in its first seconds (after a container's `runc init` or a shell has exec'd). By test, a process
+counts for the test in its environment (PYTEST_CURRENT_TEST, which pytest sets while a test runs and
+children inherit) or its nearest ancestor's; the pytest processes' own CPU comes from the plugin
+benchmarks/cpu_per_test.py; what no test started (the containers, the kernel) is summed by what it is.
+The machine's other processes count too: run it on a machine otherwise idle.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pathlib import Path
 from benchmarks import report
 
 POLL_SECONDS = 0.5
+EXEC_SECONDS = 5.0  # how soon a process that execs another program has done it
 TICKS = os.sysconf("SC_CLK_TCK")
 # First match wins: what a process is, by its command line.
 ROLES = [
@@ -94,8 +95,15 @@ def current_test(entry: Path) -> str | None:
     return found[0].decode(errors="replace") if found else None
 
 
+def command_line_of(entry: Path) -> str:
+    return (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+
+
 def read_processes(seen: dict[tuple[int, int], Process]) -> None:
-    """Update pid and start time -> Process from /proc."""
+    """Update pid and start time -> Process from /proc. A process's command line is read again while it is
+    younger than EXEC_SECONDS: one that execs a program (a container's `runc init`, a shell's `exec`) is
+    named by that program, not by what it was when first seen."""
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -105,9 +113,10 @@ def read_processes(seen: dict[tuple[int, int], Process]) -> None:
             key, cpu = (int(entry.name), int(fields[19])), (int(fields[11]) + int(fields[12])) / TICKS
             if key in seen:
                 seen[key].cpu = cpu
+                if uptime - key[1] / TICKS < EXEC_SECONDS:
+                    seen[key].command_line = command_line_of(entry)
             else:
-                command_line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                seen[key] = Process(cpu, command_line, int(fields[1]), current_test(entry))
+                seen[key] = Process(cpu, command_line_of(entry), int(fields[1]), current_test(entry))
         except (OSError, ValueError, IndexError):
             pass  # the process ended while being read (or is not ours to read)
 

@@ -150,6 +150,22 @@ def test_the_cpu_table_counts_a_process_s_cpu_since_the_command_started():
     assert cpu_by_process.role("/x/.venv/bin/python -m ml_assets.runner 2021-02") == cpu_by_process.ROLES[1][0]
 
 
+def test_a_process_that_execs_another_program_is_named_by_that_program():
+    """As a container's `runc init` execs its command (the compose services, every healthcheck): the CPU of
+    the program it became counted for `runc init`, the Docker engine, before."""
+    child = subprocess.Popen(["sh", "-c", "sleep 0.5; exec sleep 2"])
+    try:
+        seen: dict = {}
+        cpu_by_process.read_processes(seen)
+        time.sleep(1.0)
+        cpu_by_process.read_processes(seen)
+        (process,) = [reading for key, reading in seen.items() if key[0] == child.pid]
+        assert process.command_line.strip() == "sleep 2"
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_the_cpu_table_by_module_counts_a_test_s_own_cpu_and_its_processes_for_its_module(tmp_path, monkeypatch):
     """A test that spins for half a CPU-second in pytest's process and starts a child that starts a
     grandchild, each spinning for one: about 2.5 CPU-seconds for its module, found through the plugin
