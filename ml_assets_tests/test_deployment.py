@@ -549,7 +549,7 @@ def test_postgres_restarted_while_best_params_tunes_and_the_month_finishes(deplo
         )
         before = snapshot(deployment, instance)
         # Tuning until its budget is spent, each attempt: long enough to be cut off after its second trial.
-        tuning = {"ops": {"best_params": {"config": {"n_trials": 1000, "timeout_seconds": 12}}}}
+        tuning = {"ops": {"best_params": {"config": {"n_trials": 1000, "timeout_seconds": 20}}}}
         run_id = launch(deployment, month, ["best_params"], tuning)
 
         def trials_logged() -> int:
