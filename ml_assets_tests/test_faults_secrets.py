@@ -26,7 +26,7 @@ from ml_assets.deploy.local.postgres import throwaway_postgres
 from ml_assets.deploy.local.service import SERVICE_SH
 from ml_assets.records import latest_metadata
 from ml_assets_tests.deployment_support import require_servers
-from ml_assets_tests.support import ROOT, free_port, stop_process_group, use_new_home, wait_until_answers
+from ml_assets_tests.support import ROOT, ROUNDS, free_port, stop_process_group, use_new_home, wait_until_answers
 
 pytestmark = pytest.mark.process
 MONTH = "2021-02"
@@ -110,7 +110,9 @@ def test_no_password_of_a_uri_is_recorded_or_printed(servers, tmp_path, monkeypa
     run = client.MlflowClient().get_run(model["mlflow_run_id"])  # this process logs in as the runs did
     assert not [word for word in passwords if word in str(run.data.params) + str(run.data.tags)]
     # A run with no run config takes its rounds from the environment (ML_ASSETS_TRAINING_ROUNDS, conftest.py's).
-    assert run.data.params["num_boost_round"] == os.environ["ML_ASSETS_TRAINING_ROUNDS"] == "40"
+    assert (
+        run.data.params["num_boost_round"] == os.environ["ML_ASSETS_TRAINING_ROUNDS"] == str(ROUNDS["num_boost_round"])
+    )
     versions = tracking.registered_versions()
 
     mlflow.stop()

@@ -66,10 +66,10 @@ class TrainedModel:
     data: DesignMatrices
     predicted: np.ndarray  # on the test month
     metrics: dict[str, float]  # rmse, mae, valid_rmse, baseline_rmse, and champion_rmse when there is a champion
-    refitted: bool = False  # trained again on train + holdout with the rounds early stopping chose
+    refitted: bool  # trained again on train + holdout with the rounds early stopping chose
     # Rounds the first, early-stopped training ran: a rebuild that runs as many stops at the same best round,
     # so its refit has the same rounds too (the refitted model's own rounds would let it boost on).
-    first_rounds: int = 0
+    first_rounds: int
 
 
 def refit_rounds(best_iteration: int, train_rows: int, all_rows: int) -> int:
