@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from benchmarks import report
+from ml_assets.deploy.local import proc
 
 POLL_SECONDS = 0.5
 EXEC_SECONDS = 5.0  # how soon a process that execs another program has done it
@@ -95,10 +96,6 @@ def current_test(entry: Path) -> str | None:
     return found[0].decode(errors="replace") if found else None
 
 
-def command_line_of(entry: Path) -> str:
-    return (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-
-
 def read_processes(seen: dict[tuple[int, int], Process]) -> None:
     """Update pid and start time -> Process from /proc. A process's command line is read again while it is
     younger than EXEC_SECONDS: one that execs a program (a container's `runc init`, a shell's `exec`) is
@@ -114,9 +111,9 @@ def read_processes(seen: dict[tuple[int, int], Process]) -> None:
             if key in seen:
                 seen[key].cpu = cpu
                 if uptime - key[1] / TICKS < EXEC_SECONDS:
-                    seen[key].command_line = command_line_of(entry)
+                    seen[key].command_line = proc.command_line(key[0])
             else:
-                seen[key] = Process(cpu, command_line_of(entry), int(fields[1]), current_test(entry))
+                seen[key] = Process(cpu, proc.command_line(key[0]), int(fields[1]), current_test(entry))
         except (OSError, ValueError, IndexError):
             pass  # the process ended while being read (or is not ours to read)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
+from ml_assets.deploy.local.proc import command_line
 from ml_assets_tests.support import ROOT, assert_champion_was_recorded, stored_values, use_new_home
 
 MONTH = "2021-02"
@@ -164,11 +165,7 @@ def judged_by(instance, run_id: str) -> dict:
     from ml_assets.records import run_process
 
     pid, seen = run_process(instance, instance.get_run_record_by_id(run_id))
-    command = (
-        Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200]
-        if pid and Path(f"/proc/{pid}").exists()
-        else None
-    )
+    command = command_line(pid)[:200] if pid and Path(f"/proc/{pid}").exists() else None
     return {"pid": pid, "seen": seen, "live process": command}
 
 

@@ -126,7 +126,8 @@ def train_and_evaluate(
     seconds = time.monotonic() - started
     metrics["valid_rmse"] = model.best_score(fitted)  # on the holdout, the newest days of the window
     window = len(y[TRAIN]) + len(y[VALID])
-    rounds, ran = refit_rounds(model.best_iteration(fitted), len(y[TRAIN]), window), model.rounds(fitted)
+    ran = model.rounds(fitted)
+    rounds = refit_rounds(model.best_iteration(fitted), len(y[TRAIN]), window)
     if refit is None:
         stopped_early = ran < min(num_boost_round, model.best_iteration(fitted) + 1 + early_stopping_rounds)
         needed = seconds * rounds / max(ran, 1) * window / max(len(y[TRAIN]), 1)

@@ -28,6 +28,12 @@ def process_stat(pid: int) -> ProcessStat | None:
     return ProcessStat(fields[0], int(fields[1]), int(fields[3]), cpu, int(fields[19]))
 
 
+def command_line(pid: int) -> str:
+    """Process `pid`'s command line, its arguments joined by spaces ("" for a kernel thread); OSError when
+    there is no such process."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+
+
 def process_table() -> dict[int, ProcessStat]:
     """pid -> its ProcessStat, for every process."""
     stats = {
