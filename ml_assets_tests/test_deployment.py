@@ -13,6 +13,7 @@ Run alone with `pytest -m deployment`.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -28,6 +29,7 @@ import pytest
 from ml_assets.core.tracking import REGISTERED_MODEL
 from ml_assets.deploy.local.environment import clean_environ
 from ml_assets.deploy.local.proc import ended, process_table
+from ml_assets.deploy.local.scram import ITERATIONS, scram_secret
 from ml_assets.deploy.local.topology import SERVICES, Topology
 from ml_assets.deploy.local.ui_actions import TRAINING_TAG, graphql, launch
 from ml_assets.keys import TRAINED_MODEL
@@ -409,6 +411,25 @@ def test_dagster_reaches_postgres_through_pgbouncer(deployment):
     time.sleep(20)
     started = sessions() - before - 1  # the query that counts them is a session of its own
     assert started <= 10, f"{started} new PostgreSQL sessions in 20 s: Dagster is not going through PgBouncer"
+
+
+def test_logins_check_a_secret_postgresql_s_own_hashing_would_give_at_fewer_iterations(deployment):
+    """The stack's role has a secret of scram.ITERATIONS (a login costs the client a tenth of the CPU);
+    PostgreSQL's hashing of a password gives what scram_secret does for its salt and iterations."""
+    postgres = deployment.postgres
+
+    def secret(role: str) -> str:
+        query = f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"
+        return postgres.psql("-At", "-c", query, database="postgres").strip()
+
+    ours = secret(postgres.user)
+    assert ours.startswith(f"SCRAM-SHA-256${ITERATIONS}:")
+    assert (postgres.directory / "pgbouncer_users.txt").read_text() == f'"{postgres.user}" "{ours}"\n'
+    postgres.psql("-c", "CREATE ROLE scram_probe PASSWORD 'pencil-42'", database="postgres")
+    theirs = secret("scram_probe")
+    iterations, salt = theirs.split("$")[1].split(":")
+    assert int(iterations) == 4096
+    assert scram_secret("pencil-42", int(iterations), base64.b64decode(salt)) == theirs
 
 
 def test_killed_daemon_and_code_server_lose_nothing(deployment):

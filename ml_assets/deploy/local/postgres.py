@@ -8,7 +8,8 @@ A cluster of its own in a temporary directory, on a free loopback port, deleted 
 Debian's `postgresql` package (installed by .ci/run) provides `initdb` and `pg_ctl` under
 /usr/lib/postgresql/<version>/bin. PostgreSQL refuses to run as root, so as root the cluster is
 created and run as the unprivileged `postgres` user (which that package creates), or `nobody`.
-The superuser's password is generated here for each cluster: no credential is stored anywhere.
+The superuser's password is generated here for each cluster, and its secret hashed with fewer
+iterations than PostgreSQL's (scram.py): no credential is stored anywhere.
 Durability settings are off (fsync, synchronous_commit): the cluster is deleted at the end anyway.
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from ml_assets.deploy.local.ports import free_port
 from ml_assets.deploy.local.proc import ended
+from ml_assets.deploy.local.scram import scram_secret
 from ml_assets.deploy.local.waiting import wait_until
 
 SUPERUSER = "ml_assets"
@@ -116,7 +118,7 @@ class PostgresServer:
 
     def init(self) -> None:
         pwfile = self.directory / "pwfile"
-        pwfile.write_text(self.password + "\n")
+        pwfile.write_text(scram_secret(self.password) + "\n")  # initdb stores a secret as it is
         self._chown(pwfile)
         try:
             self._run(
