@@ -417,16 +417,11 @@ def test_logins_check_a_secret_postgresql_s_own_hashing_would_give_at_fewer_iter
     """The stack's role has a secret of scram.ITERATIONS (a login costs the client a tenth of the CPU);
     PostgreSQL's hashing of a password gives what scram_secret does for its salt and iterations."""
     postgres = deployment.postgres
-
-    def secret(role: str) -> str:
-        query = f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"
-        return postgres.psql("-At", "-c", query, database="postgres").strip()
-
-    ours = secret(postgres.user)
+    ours = postgres.secret(postgres.user)
     assert ours.startswith(f"SCRAM-SHA-256${ITERATIONS}:")
     assert (postgres.directory / "pgbouncer_users.txt").read_text() == f'"{postgres.user}" "{ours}"\n'
     postgres.psql("-c", "CREATE ROLE scram_probe PASSWORD 'pencil-42'", database="postgres")
-    theirs = secret("scram_probe")
+    theirs = postgres.secret("scram_probe")
     iterations, salt = theirs.split("$")[1].split(":")
     assert int(iterations) == 4096
     assert scram_secret("pencil-42", int(iterations), base64.b64decode(salt)) == theirs

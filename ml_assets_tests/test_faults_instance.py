@@ -165,7 +165,10 @@ def judged_by(instance, run_id: str) -> dict:
     from ml_assets.records import run_process
 
     pid, seen = run_process(instance, instance.get_run_record_by_id(run_id))
-    command = command_line(pid)[:200] if pid and Path(f"/proc/{pid}").exists() else None
+    try:
+        command = command_line(pid)[:200] if pid else None
+    except OSError:  # no such process (any more)
+        command = None
     return {"pid": pid, "seen": seen, "live process": command}
 
 

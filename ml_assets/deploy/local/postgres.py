@@ -173,6 +173,11 @@ class PostgresServer:
         )
         return result.stdout
 
+    def secret(self, role: str) -> str:
+        """The SCRAM secret PostgreSQL keeps for `role`'s password (`pg_authid.rolpassword`)."""
+        query = f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"
+        return self.psql("-At", "-c", query, database="postgres").strip()
+
     def _chown(self, path: Path) -> None:
         if self.account is not None:
             os.chown(path, self.account.pw_uid, self.account.pw_gid)
@@ -219,9 +224,7 @@ def pgbouncer_command(server: PostgresServer, port: int) -> list[str]:
     password is written anywhere. Writes its config into the cluster's directory; returns the
     command that runs it in the foreground (as the cluster's account: PgBouncer refuses root too).
     """
-    secret = server.psql(
-        "-At", "-c", f"SELECT rolpassword FROM pg_authid WHERE rolname = '{server.user}'", database="postgres"
-    ).strip()
+    secret = server.secret(server.user)
     users = server.directory / "pgbouncer_users.txt"
     users.write_text(f'"{server.user}" "{secret}"\n')
     users.chmod(0o600)
