@@ -42,7 +42,7 @@ COPY deploy/dagster.yaml deploy/workspace.yaml deploy/celery.yaml /opt/dagster/d
 COPY deploy/service.sh /usr/local/bin/ml-assets-service
 
 # Mount points of the named volumes: a new volume takes over this ownership.
-RUN mkdir -p /data/assets /data/downloads /data/mlartifacts /opt/dagster/dagster_home/storage \
+RUN mkdir -p /data/assets /data/downloads /data/mlartifacts /data/pgbouncer /opt/dagster/dagster_home/storage \
     && chown -R ml_assets:ml_assets /data /opt/dagster \
     && chmod 0755 /usr/local/bin/ml-assets-service
 

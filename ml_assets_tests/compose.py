@@ -56,6 +56,12 @@ def compose_command() -> list[str] | None:
     return ["docker-compose"] if shutil.which("docker-compose") else None
 
 
+def default_services() -> set[str]:
+    """The services `up` starts: all of docker-compose.yml's but those behind a profile."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    return {name for name, service in services.items() if "profiles" not in service}
+
+
 def upstream_images() -> list[str]:
     """The images the project does not build: the Dockerfile's base and the compose file's other images
     (services of a profile, such as MinIO, are not started by default and left out)."""
@@ -63,6 +69,13 @@ def upstream_images() -> list[str]:
     (base,) = [line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("FROM ")]
     named = {service["image"] for service in services if "build" not in service and "profiles" not in service}
     return [base, *sorted(named)]
+
+
+def settled(container: dict) -> bool:
+    """A service up and healthy, or a one-shot (no healthcheck) that has done its work."""
+    if container["health"] == "none":
+        return container["state"] == "exited" and container["exit_code"] == 0
+    return container["health"] == "healthy" and container["state"] == "running"
 
 
 @dataclass
@@ -143,8 +156,10 @@ class Stack:
         return time.monotonic() - started
 
     def wait_healthy(self, seconds: float) -> None:
+        """Until every service is healthy, and every one-shot (no healthcheck) has exited 0."""
+
         def unhealthy() -> list[str]:
-            return [f"{c['service']} {c['state']}/{c['health']}" for c in self.containers() if c["health"] != "healthy"]
+            return [f"{c['service']} {c['state']}/{c['health']}" for c in self.containers() if not settled(c)]
 
         wait_until(
             lambda: self.containers() and not unhealthy(),
@@ -155,7 +170,7 @@ class Stack:
         )
 
     def containers(self, service: str | None = None) -> list[dict]:
-        """The project's containers (all states): id, service, state, health, host pid, restarts."""
+        """The project's containers (all states): id, service, state, health, host pid, exit code, restarts."""
         ids = self._labelled("container")
         if not ids:
             return []
@@ -170,6 +185,7 @@ class Stack:
                 "state": item["State"]["Status"],
                 "health": (item["State"].get("Health") or {}).get("Status", "none"),
                 "pid": item["State"]["Pid"],
+                "exit_code": item["State"]["ExitCode"],
                 "restarts": item["RestartCount"],
             }
             for item in found

@@ -29,9 +29,9 @@ import pytest
 from ml_assets.core.tracking import REGISTERED_MODEL
 from ml_assets.deploy.local.environment import clean_environ
 from ml_assets.deploy.local.proc import ended, process_table
-from ml_assets.deploy.local.scram import ITERATIONS, scram_secret
 from ml_assets.deploy.local.topology import SERVICES, Topology
 from ml_assets.deploy.local.ui_actions import TRAINING_TAG, graphql, launch
+from ml_assets.deploy.scram import ITERATIONS, scram_secret
 from ml_assets.keys import TRAINED_MODEL
 from ml_assets_tests.deployment_support import (
     TEST_INSTANCE,

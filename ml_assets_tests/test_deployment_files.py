@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
@@ -45,6 +46,7 @@ def test_compose_file_describes_the_topology():
     services = compose["services"]
     assert set(services) == {
         "postgres",
+        "pgbouncer_auth",
         "pgbouncer",
         "mlflow",
         "code_server",
@@ -75,6 +77,18 @@ def test_compose_file_describes_the_topology():
     assert pgbouncer["environment"]["POOL_MODE"] == "session"
     assert pgbouncer["environment"]["AUTH_TYPE"] == "scram-sha-256"
     assert pgbouncer["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # PgBouncer gets the role's SCRAM secret from the one-shot pgbouncer_auth (ml_assets/deploy/pgbouncer_auth.py),
+    # never the password; the one-shot runs the image's module and exits before PgBouncer starts.
+    auth = services["pgbouncer_auth"]
+    assert "DB_PASSWORD" not in pgbouncer["environment"]
+    assert pgbouncer["depends_on"]["pgbouncer_auth"]["condition"] == "service_completed_successfully"
+    assert auth["restart"] == "no" and auth["image"] == services["mlflow"]["image"]
+    assert auth["command"][:3] == ["python", "-m", "ml_assets.deploy.pgbouncer_auth"]
+    assert auth["depends_on"]["postgres"]["condition"] == "service_healthy"
+    auth_volume, auth_dir = auth["volumes"][0].split(":")
+    assert Path(auth["command"][3]).parent == Path(auth_dir)
+    assert f"{auth_volume}:{Path(pgbouncer['environment']['AUTH_FILE']).parent}:ro" in pgbouncer["volumes"]
+    assert auth_dir in (ROOT / "Dockerfile").read_text()  # the mount point exists, owned by the image's user
     assert "pg_isready" in pgbouncer["healthcheck"]["test"]
     for name in ("code_server", "webserver", "daemon", "worker"):
         env = services[name]["environment"]
@@ -129,6 +143,7 @@ def test_compose_file_describes_the_topology():
         "downloads",
         "dagster_storage",
         "minio_data",
+        "pgbouncer_auth",
     }
     assert "mlflow_artifacts" in volumes["mlflow"] and "redis_data" in volumes["redis"]
     assert "minio_data" in volumes["minio"]

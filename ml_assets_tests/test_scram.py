@@ -9,7 +9,7 @@ import hmac
 
 import pytest
 
-from ml_assets.deploy.local.scram import scram_secret
+from ml_assets.deploy.scram import scram_secret
 
 # RFC 7677, section 3: user "user", password "pencil".
 SALT = "W22ZaJ0SNY7soEsUEjb6gQ=="

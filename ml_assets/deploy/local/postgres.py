@@ -28,8 +28,9 @@ from pathlib import Path
 
 from ml_assets.deploy.local.ports import free_port
 from ml_assets.deploy.local.proc import ended
-from ml_assets.deploy.local.scram import scram_secret
 from ml_assets.deploy.local.waiting import wait_until
+from ml_assets.deploy.pgbouncer_auth import write_auth_file
+from ml_assets.deploy.scram import scram_secret
 
 SUPERUSER = "ml_assets"
 DEFAULT_DATABASE = "dagster"
@@ -224,10 +225,8 @@ def pgbouncer_command(server: PostgresServer, port: int) -> list[str]:
     password is written anywhere. Writes its config into the cluster's directory; returns the
     command that runs it in the foreground (as the cluster's account: PgBouncer refuses root too).
     """
-    secret = server.secret(server.user)
     users = server.directory / "pgbouncer_users.txt"
-    users.write_text(f'"{server.user}" "{secret}"\n')
-    users.chmod(0o600)
+    write_auth_file(users, server.user, server.secret(server.user))
     config = server.directory / "pgbouncer.ini"
     config.write_text(
         f"[databases]\n* = host={server.host} port={server.port}\n\n[pgbouncer]\n"

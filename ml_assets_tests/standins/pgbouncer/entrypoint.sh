@@ -1,13 +1,14 @@
 #!/bin/sh
-# edoburu/pgbouncer's entry point, as far as docker-compose.yml uses it: pgbouncer.ini and the user
-# list written from DB_HOST, DB_PORT, DB_USER, DB_PASSWORD, AUTH_TYPE, POOL_MODE, LISTEN_PORT,
-# MAX_CLIENT_CONN, DEFAULT_POOL_SIZE, LOG_CONNECTIONS and LOG_DISCONNECTIONS. The password is
-# written to the user list only (mode 0600), never to the log.
+# edoburu/pgbouncer's entry point, as far as docker-compose.yml uses it: pgbouncer.ini written from
+# DB_HOST, DB_PORT, AUTH_FILE, AUTH_TYPE, POOL_MODE, LISTEN_PORT, MAX_CLIENT_CONN, DEFAULT_POOL_SIZE,
+# LOG_CONNECTIONS and LOG_DISCONNECTIONS; where DB_USER and DB_PASSWORD are set, the user list too
+# (mode 0600; the password never goes to the log).
 set -eu
 umask 077
-cat > /etc/pgbouncer/userlist.txt <<USERS
-"${DB_USER:?}" "${DB_PASSWORD:?}"
-USERS
+auth_file="${AUTH_FILE:-/etc/pgbouncer/userlist.txt}"
+if [ -n "${DB_USER:-}" ] && [ -n "${DB_PASSWORD:-}" ]; then
+  printf '"%s" "%s"\n' "$DB_USER" "$DB_PASSWORD" > "$auth_file"
+fi
 cat > /etc/pgbouncer/pgbouncer.ini <<INI
 [databases]
 * = host=${DB_HOST:?} port=${DB_PORT:-5432}
@@ -17,7 +18,7 @@ listen_addr = 0.0.0.0
 listen_port = ${LISTEN_PORT:-5432}
 unix_socket_dir =
 auth_type = ${AUTH_TYPE:-md5}
-auth_file = /etc/pgbouncer/userlist.txt
+auth_file = ${auth_file}
 pool_mode = ${POOL_MODE:-session}
 max_client_conn = ${MAX_CLIENT_CONN:-100}
 default_pool_size = ${DEFAULT_POOL_SIZE:-20}
