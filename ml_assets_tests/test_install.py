@@ -6,6 +6,7 @@ month end to end with them; and uv.lock is the resolution of pyproject.toml as i
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import shutil
 import subprocess
 
@@ -36,8 +37,11 @@ def test_make_run_installs_the_base_dependencies_only_and_runs_a_month(tmp_path)
         **clean_environ(),
         "DAGSTER_HOME": str(home),
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        # The month's size is not what is tested: the tests' trips, trials and boosting rounds.
+        "ML_ASSETS_SYNTHETIC_ROWS": "5000",
         "ML_ASSETS_TUNING_TRIALS": "2",
         "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "10",
+        **{name: os.environ[name] for name in ("ML_ASSETS_TUNING_ROUNDS", "ML_ASSETS_TRAINING_ROUNDS")},  # conftest's
     }
     make = shutil.which("make")
     run = subprocess.run(
