@@ -56,18 +56,17 @@ def compose_command() -> list[str] | None:
     return ["docker-compose"] if shutil.which("docker-compose") else None
 
 
-def default_services() -> set[str]:
-    """The services `up` starts: all of docker-compose.yml's but those behind a profile."""
+def default_services() -> dict[str, dict]:
+    """The services `up` starts, by name: all of docker-compose.yml's but those behind a profile."""
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-    return {name for name, service in services.items() if "profiles" not in service}
+    return {name: service for name, service in services.items() if "profiles" not in service}
 
 
 def upstream_images() -> list[str]:
     """The images the project does not build: the Dockerfile's base and the compose file's other images
     (services of a profile, such as MinIO, are not started by default and left out)."""
-    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"].values()
     (base,) = [line.split()[1] for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("FROM ")]
-    named = {service["image"] for service in services if "build" not in service and "profiles" not in service}
+    named = {service["image"] for service in default_services().values() if "build" not in service}
     return [base, *sorted(named)]
 
 

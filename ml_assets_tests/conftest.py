@@ -15,7 +15,7 @@ import pytest
 
 from ml_assets_tests.http_server import ScriptedServer, serve_directory
 from ml_assets_tests.object_stores import SCHEMES, Bucket, GcsServer, S3Server, start_store
-from ml_assets_tests.support import ROUNDS, TLC_DATA, template_home, use_new_home
+from ml_assets_tests.support import ROUNDS_ENV, TLC_DATA, template_home, use_new_home
 
 # XGBoost's OpenMP threads sleep while they wait instead of spinning, in this process and every one it
 # starts (set before anything loads the OpenMP runtime, which reads it once). On two cores shared with
@@ -24,10 +24,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Two training steps at once on each machine, as the suite runs them (two workers on two cores, the compose
 # stack beside): XGBoost gets one thread a step, which took 6 % less CPU in the training tests (docs/testing.md).
 os.environ.setdefault("ML_ASSETS_PARALLEL_TRAINING_STEPS", "2")
-# support.ROUNDS' boosting rounds also for the runs that carry no run config (`make run`, sensors, the UI's
+# support.ROUNDS' boosting rounds (ROUNDS_ENV) also for the runs that carry no run config (`make run`, sensors, the UI's
 # launches): the models only have to be good enough for what each test checks.
-for _rounds in ("ML_ASSETS_TUNING_ROUNDS", "ML_ASSETS_TRAINING_ROUNDS"):
-    os.environ.setdefault(_rounds, str(ROUNDS["num_boost_round"]))
+for _name, _rounds in ROUNDS_ENV.items():
+    os.environ.setdefault(_name, _rounds)
 
 
 def _temporary_files_in_memory(shm: Path = Path("/dev/shm"), room: int = 4 * 2**30) -> None:

@@ -16,6 +16,7 @@ import urllib.request
 from ml_assets.core.tracking import REGISTERED_MODEL
 from ml_assets.deploy.local.postgres import PostgresUnavailable, pgbouncer_binary, postgres_bindir
 from ml_assets.deploy.local.topology import RedisUnavailable, Topology, redis_server
+from ml_assets_tests.support import ROUNDS_ENV
 
 # Test-sized run monitoring (merged into deploy/dagster.yaml): a run whose worker died is failed within 5 s;
 # the rest is production's. (Checking every 2 s, and the queue every second, cost the daemon a quarter more CPU.)
@@ -31,8 +32,7 @@ TEST_SETTINGS = {
     "ML_ASSETS_SENSOR_INTERVAL_SECONDS": "5",
     "ML_ASSETS_AUTOMATION_INTERVAL_SECONDS": "5",
     **{  # conftest.py's
-        name: os.environ[name]
-        for name in ("ML_ASSETS_PARALLEL_TRAINING_STEPS", "ML_ASSETS_TUNING_ROUNDS", "ML_ASSETS_TRAINING_ROUNDS")
+        name: os.environ[name] for name in ("ML_ASSETS_PARALLEL_TRAINING_STEPS", *ROUNDS_ENV)
     },
 }
 

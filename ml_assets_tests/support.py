@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from ml_assets import keys
+from ml_assets import keys, settings
 from ml_assets.deploy.local.environment import BIN, ROOT
 from ml_assets.deploy.local.ports import free_port  # noqa: F401 - for the tests, as the stack picks its ports
 from ml_assets.deploy.local.waiting import http_ok, wait_until
@@ -36,6 +36,10 @@ SAMPLE_EVERY = 10  # drop_month keeps every 10th trip of a real month
 # 40 boosting rounds a fit, the trials' too: at the fixed learning rate of 0.05 a model has then gone 87 % of
 # the way from the mean, enough to beat the LinearRegression baseline the gate asks for.
 ROUNDS = {"num_boost_round": 40, "early_stopping_rounds": 15}
+# The same rounds for runs that carry no run config, by their settings' variables (conftest.py sets them).
+ROUNDS_ENV = {
+    setting.variable: str(ROUNDS["num_boost_round"]) for setting in (settings.TUNING_ROUNDS, settings.TRAINING_ROUNDS)
+}
 FAST_CONFIG = {
     "ops": {
         "best_params": {"config": {"n_trials": 2, "timeout_seconds": 20, **ROUNDS}},

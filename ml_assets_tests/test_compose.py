@@ -31,7 +31,7 @@ import pytest
 from ml_assets.checks.champion_decay import champion_decay
 from ml_assets.core.tracking import REGISTERED_MODEL
 from ml_assets.deploy.local.ui_actions import TRAINING_TAG, backfill, launch, stop_sensors
-from ml_assets.deploy.scram import ITERATIONS
+from ml_assets.deploy.scram import ITERATIONS, ROLE_SECRET
 from ml_assets_tests.compose import Stack, default_services, docker_missing, settled, upstream_images
 from ml_assets_tests.deployment_support import TEST_SETTINGS
 from ml_assets_tests.standins import LABEL, ensure_images, image_labels
@@ -127,13 +127,13 @@ def test_start_sh_makes_a_fresh_env_and_every_service_becomes_healthy(stack):
     assert len(stack.dotenv("POSTGRES_PASSWORD")) == 32
     assert oct((stack.workdir / ".env").stat().st_mode & 0o777) == oct(0o600)
     containers = stack.containers()
-    assert {c["service"] for c in containers} == default_services()
+    assert {c["service"] for c in containers} == set(default_services())
     assert all(settled(c) for c in containers), containers
     (one_shot,) = [c["service"] for c in containers if c["health"] == "none"]
     assert one_shot == "pgbouncer_auth"
     # PgBouncer checks logins against the role's own secret, at the cheaper iterations (pgbouncer_auth.py).
     user = stack.dotenv("POSTGRES_USER")
-    query = f"SELECT rolpassword FROM pg_authid WHERE rolname = '{user}'"
+    query = ROLE_SECRET.format(role=f"'{user}'")
     secret = stack.compose("exec", "-T", "postgres", "psql", "-U", user, "-d", "postgres", "-At", "-c", query)
     assert secret.stdout.startswith(f"SCRAM-SHA-256${ITERATIONS}:"), secret.stdout
     auth_file = stack.compose("exec", "-T", "pgbouncer", "cat", "/etc/pgbouncer/auth/userlist.txt").stdout

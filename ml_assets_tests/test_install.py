@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from ml_assets.deploy.local.environment import clean_environ
-from ml_assets_tests.support import BIN, ROOT
+from ml_assets_tests.support import BIN, ROOT, ROUNDS_ENV
 
 pytestmark = pytest.mark.process  # uv, and make run on a new virtual environment
 
@@ -41,7 +41,7 @@ def test_make_run_installs_the_base_dependencies_only_and_runs_a_month(tmp_path)
         "ML_ASSETS_SYNTHETIC_ROWS": "5000",
         "ML_ASSETS_TUNING_TRIALS": "2",
         "ML_ASSETS_TUNING_TIMEOUT_SECONDS": "10",
-        **{name: os.environ[name] for name in ("ML_ASSETS_TUNING_ROUNDS", "ML_ASSETS_TRAINING_ROUNDS")},  # conftest's
+        **{name: os.environ[name] for name in ROUNDS_ENV},  # conftest's
     }
     make = shutil.which("make")
     run = subprocess.run(

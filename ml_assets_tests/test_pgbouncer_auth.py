@@ -43,11 +43,12 @@ def test_the_role_gets_a_cheaper_secret_once_and_pgbouncer_passes_logins_on_with
         assert one_shot().returncode == 0
         secret = server.secret(server.user)
         assert secret.startswith(f"SCRAM-SHA-256${ITERATIONS}:") and hashes(secret, server.password)
-        assert auth_file.read_text() == f'"{server.user}" "{secret}"\n'
+        line = f'"{server.user}" "{secret}"\n'  # PgBouncer's auth file format
+        assert auth_file.read_text() == line
         assert oct(auth_file.stat().st_mode & 0o777) == "0o644"  # PgBouncer's container has a user of its own
 
         assert one_shot().returncode == 0  # every `up` runs it again: the secret stays
-        assert server.secret(server.user) == secret and auth_file.read_text() == f'"{server.user}" "{secret}"\n'
+        assert server.secret(server.user) == secret and auth_file.read_text() == line
 
         refused = one_shot(POSTGRES_PASSWORD="wrong")  # not the password: PostgreSQL refuses the login
         assert refused.returncode != 0 and "password authentication failed" in refused.stderr, refused.stderr
@@ -80,4 +81,4 @@ def test_the_role_gets_a_cheaper_secret_once_and_pgbouncer_passes_logins_on_with
         theirs = server.secret(server.user)
         refused = one_shot(POSTGRES_PASSWORD="pâté-42")
         assert refused.returncode == 1 and "POSTGRES_PASSWORD: only printable ASCII" in refused.stderr, refused.stderr
-        assert server.secret(server.user) == theirs and auth_file.read_text() == f'"{server.user}" "{secret}"\n'
+        assert server.secret(server.user) == theirs and auth_file.read_text() == line

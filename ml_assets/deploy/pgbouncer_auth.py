@@ -1,4 +1,5 @@
-"""PgBouncer's auth file in the compose stack, and the PostgreSQL secret it shares, at scram.ITERATIONS.
+"""PgBouncer's auth file (both stacks write it here), and the compose stack's PostgreSQL secret it
+shares, at scram.ITERATIONS.
 
 The postgres image hashes POSTGRES_PASSWORD at PostgreSQL's 4096 SCRAM iterations, and PgBouncer,
 given the password itself, hashed it again at 4096 for every login; dagster-postgres logs in for
@@ -16,13 +17,13 @@ import os
 import sys
 from pathlib import Path
 
-from ml_assets.deploy.scram import hashes, scram_secret
+from ml_assets.deploy.scram import ROLE_SECRET, hashes, scram_secret
 
 
 def ensure_secret(connection, password: str) -> str:
     """The login role's secret: kept if it is `password`'s at scram.ITERATIONS, else replaced by one."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT rolpassword FROM pg_authid WHERE rolname = current_user")
+        cursor.execute(ROLE_SECRET.format(role="current_user"))
         (current,) = cursor.fetchone()
         if current and hashes(current, password):
             return current

@@ -17,6 +17,8 @@ import hmac
 import os
 
 ITERATIONS = 256
+# Where PostgreSQL keeps a role's secret (readable by superusers); `role` is a quoted name or current_user.
+ROLE_SECRET = "SELECT rolpassword FROM pg_authid WHERE rolname = {role}"
 
 
 def _b64(data: bytes) -> str:

@@ -30,7 +30,7 @@ from ml_assets.deploy.local.ports import free_port
 from ml_assets.deploy.local.proc import ended
 from ml_assets.deploy.local.waiting import wait_until
 from ml_assets.deploy.pgbouncer_auth import write_auth_file
-from ml_assets.deploy.scram import scram_secret
+from ml_assets.deploy.scram import ROLE_SECRET, scram_secret
 
 SUPERUSER = "ml_assets"
 DEFAULT_DATABASE = "dagster"
@@ -176,8 +176,7 @@ class PostgresServer:
 
     def secret(self, role: str) -> str:
         """The SCRAM secret PostgreSQL keeps for `role`'s password (`pg_authid.rolpassword`)."""
-        query = f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'"
-        return self.psql("-At", "-c", query, database="postgres").strip()
+        return self.psql("-At", "-c", ROLE_SECRET.format(role=f"'{role}'"), database="postgres").strip()
 
     def _chown(self, path: Path) -> None:
         if self.account is not None:
