@@ -6,13 +6,13 @@ import contextlib
 import copy
 import os
 import shutil
-import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from ml_assets.runner.signals import interrupt_as_in_a_terminal
 from ml_assets_tests.http_server import ScriptedServer, serve_directory
 from ml_assets_tests.object_stores import SCHEMES, Bucket, GcsServer, S3Server, start_store
 from ml_assets_tests.support import ROUNDS_ENV, TLC_DATA, template_home, use_new_home
@@ -44,13 +44,10 @@ def _temporary_files_in_memory(shm: Path = Path("/dev/shm"), room: int = 4 * 2**
 
 _temporary_files_in_memory()
 
-# A suite started in the background (`make test &`, nohup) inherits SIGINT ignored, and so would every
-# process it starts. Dagster gives SIGTERM whatever SIGINT has (dagster._utils.interrupts): in this
-# process after an in-process run, in `dagster dev` and the topologies' services at their start. Servers
-# stopped with SIGTERM then waited out their 60 s (stop_process_group) or 15 s (a topology) to be
-# killed. The tests' processes take Python's default SIGINT handler, as in a terminal.
-if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+# A suite started in the background (`make test &`) inherits SIGINT ignored, and so would every process
+# it starts: `dagster dev` and the topologies' services, which Dagster makes ignore SIGTERM too, then
+# waited out their 60 s (stop_process_group) or 15 s (a topology) to be killed.
+interrupt_as_in_a_terminal()
 
 
 # The slow tiers first, in this order, so that `make test`'s workers (pytest-xdist, a module to a worker)

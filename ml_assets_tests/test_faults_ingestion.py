@@ -217,6 +217,32 @@ def test_the_runner_names_a_bad_month_argument(argv, message, fresh_home, monkey
     assert [path.name for path in fresh_home.iterdir()] == ["dagster.yaml"], "nothing ran, nothing was written"
 
 
+@pytest.fixture
+def started_in_the_background():
+    """SIGINT ignored, as a shell's background job (`make backfill &`) inherits it; put back afterwards."""
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    yield
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+
+
+def test_a_runner_started_in_the_background_still_stops_on_sigterm_after_a_run(
+    started_in_the_background, instance, tmp_path, monkeypatch, capsys
+):
+    """Dagster gives SIGTERM what SIGINT has once a run ends: a range's runner ignored SIGTERM between months."""
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(tmp_path))  # an empty folder: each run fails at once
+    materialize_month(instance, "2021-01", INGESTION, raise_on_error=False)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN, "the fault: a run left SIGTERM ignored"
+
+    monkeypatch.setattr(sys, "argv", ["ml_assets.runner", "2021-01"])
+    with pytest.raises(SystemExit, match="FAILED ingest_trips 2021-01: MonthNotPublishedError"):
+        runner.main()
+    assert signal.getsignal(signal.SIGTERM) is signal.default_int_handler  # SIGTERM stops it, as Ctrl-C would
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 # --- automation requests only months that can train, and says what a waiting month waits for --
 
 

@@ -16,6 +16,7 @@ from ml_assets.core.storage import out_of_space, space_left
 from ml_assets.partitions import START_MONTH, monthly_partitions
 from ml_assets.runner.console import event_log_path, run_loggers
 from ml_assets.runner.runs import RunFailed, open_instance, run
+from ml_assets.runner.signals import interrupt_as_in_a_terminal
 
 
 def _partition(raw: str) -> str:
@@ -62,6 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.to is not None and args.to < args.month:
         parser.error(f"argument --to: {args.to} is before the first month, {args.month}")
+    interrupt_as_in_a_terminal()  # or, started in the background, it would ignore SIGTERM between months
     log_file = event_log_path(settings.state_dir())
     print(f"Dagster event log: {log_file}")
     try:
