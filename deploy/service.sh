@@ -59,11 +59,9 @@ case "$service" in
     set -- --host "$bind" --port "${MLFLOW_PORT:-5000}" --workers "${MLFLOW_WORKERS:-2}" \
       --serve-artifacts --artifacts-destination "${MLFLOW_ARTIFACTS_DESTINATION:-/data/mlartifacts}" \
       --allowed-hosts "${MLFLOW_ALLOWED_HOSTS:-mlflow:5000,localhost:*,127.0.0.1:*}" "$@"
-    if [ -n "${MLFLOW_AUTH_DATABASE_URI:-}" ]; then
-      # The logins, then `mlflow server --app-name basic-auth` in the same process (MLflow imported once).
-      exec python -m ml_assets.deploy.mlflow_auth "$MLFLOW_AUTH_CONFIG_PATH" "$@"
-    fi
-    exec mlflow server "$@"
+    # `mlflow server` with uvicorn in the same process (MLflow's server imported once), after the
+    # logins where MLFLOW_AUTH_DATABASE_URI is set (ml_assets/deploy/mlflow_server.py).
+    exec python -m ml_assets.deploy.mlflow_server "$@"
     ;;
   health)
     # Exit 0 when the service in this container answers at its address (ml_assets/deploy/health.py,

@@ -18,6 +18,7 @@ from ml_assets.core.sources import SourceUnavailableError
 from ml_assets.core.sources.tlc import TlcSource
 from ml_assets.core.storage import atomic_path, read_json, read_table, write_json
 from ml_assets.deploy.local.mlflow_server import mlflow_env
+from ml_assets.deploy.local.proc import process_table
 from ml_assets.deploy.local.service import Service
 from ml_assets.partitions import monthly_partitions
 from ml_assets.records import latest_metadata
@@ -229,6 +230,8 @@ def test_the_mlflow_server_stores_a_model_s_artifacts_in_the_object_store(bucket
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_answers(f"{url}/health", lambda: server.running, server.log)
+        session = [pid for pid, stat in process_table().items() if stat.session == server.process.pid]
+        assert session == [server.process.pid], "uvicorn serves in the process that set it up (mlflow_server.py)"
         monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
         mlflow.set_tracking_uri(url)
         features = np.random.default_rng(0).random((50, 3))
