@@ -34,12 +34,15 @@ from ml_assets.deploy.local import proc
 POLL_SECONDS = 0.5
 EXEC_SECONDS = 5.0  # how soon a process that execs another program has done it
 TICKS = os.sysconf("SC_CLK_TCK")
+# The command line of multiprocessing's forkserver and of every process it forks (ml_assets_tests/forked.py).
+FORKSERVER = "multiprocessing.forkserver"
 # First match wins: what a process is, by its command line.
 ROLES = [
     ("the pytest workers (in-process tests)", r"import sys;exec\(eval|-m pytest\b"),
     (
         "runners started by tests (`python -m ml_assets.runner`, kill and concurrency tests)",
-        r"ml_assets\.runner|materialize_month|runner\.runs import run|ml_assets\.reproduce|evaluate_automation",
+        r"ml_assets\.runner|materialize_month|runner\.runs import run|ml_assets\.reproduce|evaluate_automation|"
+        + re.escape(FORKSERVER),
     ),
     ("run workers of code servers (`dagster dev`, the local topologies)", r"spawn_main"),
     ("compose: processes in containers", r"^/opt/venv|ml-assets-service"),
@@ -177,20 +180,26 @@ def cpu_by_test(command: list[str]) -> Sampled:
         options = f"{os.environ.get('PYTEST_ADDOPTS', '')} -p benchmarks.cpu_per_test".strip()
         env = {**os.environ, "CPU_PER_TEST_FILE": per_test.name, "PYTEST_ADDOPTS": options}
         sampled, seen, before = used_since(command, env)
-        in_pytest = [json.loads(line) for line in Path(per_test.name).read_text().splitlines()]
+        lines = [json.loads(line) for line in Path(per_test.name).read_text().splitlines()]
+    in_pytest = [line for line in lines if "cpu" in line]
+    # Processes forked from ml_assets_tests/forked.py's server: /proc shows the server's environment.
+    forked = {line["forked"]: line["test"] for line in lines if "forked" in line}
     by_pid: dict[int, list[tuple[int, Process]]] = {}
     for (pid, started), process in seen.items():
         by_pid.setdefault(pid, []).append((started, process))
 
-    def test_of(started: int, process: Process) -> str | None:
+    def test_of(pid: int, started: int, process: Process) -> str | None:
         """Up the tree to the nearest process started during a test. A parent is the newest process with
         the parent's pid that started no later than its child (pids are reused within a run)."""
         for _ in range(64):  # a process tree is never this deep
+            if FORKSERVER in process.command_line and forked.get(pid):
+                return forked[pid]
             if process.test:
                 return process.test
             older = [(start, parent) for start, parent in by_pid.get(process.parent, []) if start <= started]
             if not older:
                 return None
+            pid = process.parent
             started, process = max(older, key=lambda found: found[0])
         return None
 
@@ -203,7 +212,7 @@ def cpu_by_test(command: list[str]) -> Sampled:
         if role(process.command_line) == PYTEST_ROLE and not process.test:
             pytest_own += cpu
         else:
-            test = test_of(key[1], process)
+            test = test_of(*key, process)
             totals[test_id(test) if test else role(process.command_line)] += cpu
     totals[BETWEEN_TESTS] += pytest_own - sum(row["cpu"] for row in in_pytest)
     return sampled

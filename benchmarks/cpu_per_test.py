@@ -2,7 +2,8 @@
 CPU-seconds in its pytest process (setup, call and teardown, every thread), one JSON line a test in
 $CPU_PER_TEST_FILE.
 
-The processes a test starts are counted by the sampler, which finds the test in their environment.
+The processes a test starts are counted by the sampler, which finds the test in their environment, or for
+those forked from ml_assets_tests/forked.py's server, in the line that module adds to the same file.
 """
 
 from __future__ import annotations

@@ -205,6 +205,30 @@ def test_the_cpu_table_by_module_counts_a_test_s_own_cpu_and_its_processes_for_i
     assert totals[cpu_by_process.BETWEEN_TESTS] > 0.1, totals  # pytest's start-up: the rest of its process's CPU
 
 
+def test_the_cpu_table_by_module_counts_a_forked_process_for_the_test_that_forked_it(tmp_path, monkeypatch):
+    """Processes forked from ml_assets_tests/forked.py's server show the server's environment in /proc, which
+    names the test that started the server: a second module's forked child, spinning for a CPU-second, counts
+    for that module, not the first's."""
+    spin = "import time\nwhile time.process_time() < 1.0: pass\ntime.sleep(1)\n"
+    forking = (
+        "from ml_assets_tests import forked\n"
+        "import multiprocessing\n"
+        "multiprocessing.get_context('forkserver').set_forkserver_preload([])  # a light server for this test\n"
+        "def test_forks():\n"
+        f"    assert forked.run(['-c', {spin!r}]).returncode == 0\n"
+    )
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    for module in ("test_first.py", "test_second.py"):
+        (tmp_path / module).write_text(forking)
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(tmp_path / "pytest.ini")]
+    sampled = cpu_by_process.cpu_by_test([*command, "--rootdir", str(tmp_path), str(tmp_path)])
+    modules = cpu_by_process.by_module(sampled.totals)
+    assert sampled.returncode == 0, sampled
+    assert 0.9 <= modules["test_second.py"] < 1.6, modules
+    assert modules["test_first.py"] >= 0.9, modules
+
+
 def test_the_cpu_table_goes_into_the_command_s_section_of_a_page(tmp_path, capsys):
     """`--by-module --report PAGE` around a real pytest (not quiet, one test failing): its output is passed on,
     and the command's section, added to the page's prose, holds the wall time, the exit status, pytest's

@@ -15,18 +15,15 @@ import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
 from ml_assets.deploy.local.proc import command_line
+from ml_assets_tests import forked
 from ml_assets_tests.support import ROOT, assert_champion_was_recorded, stored_values, use_new_home
 
 MONTH = "2021-02"
 
 
-def start_runners(count: int, *argv: str) -> list[subprocess.Popen]:
+def start_runners(count: int, *argv: str) -> list[forked.Forked]:
     """`count` runners (`make run`) started together in this environment."""
-    command = [sys.executable, "-m", "ml_assets.runner", *argv]
-    return [
-        subprocess.Popen(command, cwd=ROOT, env=os.environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(count)
-    ]
+    return [forked.Forked(["-m", "ml_assets.runner", *argv]) for _ in range(count)]
 
 
 def small_runs(monkeypatch) -> None:
@@ -180,7 +177,7 @@ def test_a_full_disk_is_named_with_its_free_space_and_a_retry_cleans_up(small_di
     plain retry trains the month and marks what the killed attempt left RUNNING failed."""
     home = use_new_home(small_disk / "home", monkeypatch)
     small_runs(monkeypatch)
-    first = subprocess.run([sys.executable, "-m", "ml_assets.runner", MONTH], cwd=ROOT, capture_output=True, text=True)
+    first = forked.run(["-m", "ml_assets.runner", MONTH])
     assert first.returncode == 0, first.stderr[-3000:]
     before = stored_values(home / "ml_assets" / "assets")
 
@@ -190,9 +187,7 @@ def test_a_full_disk_is_named_with_its_free_space_and_a_retry_cleans_up(small_di
     named = NO_SPACE.search(full.stderr)
     assert named and named[1] == str(home), full.stderr
     # Full, the instance cannot be opened: said the same way.
-    again = subprocess.run(
-        [sys.executable, "-m", "ml_assets.runner", "2021-03"], cwd=ROOT, capture_output=True, text=True
-    )
+    again = forked.run(["-m", "ml_assets.runner", "2021-03"])
     assert again.returncode == 1 and NO_SPACE.search(again.stderr) and "Traceback" not in again.stderr, again.stderr
 
     (small_disk / "ballast").unlink()
@@ -200,9 +195,7 @@ def test_a_full_disk_is_named_with_its_free_space_and_a_retry_cleans_up(small_di
         unfinished = [run.run_id for run in instance.get_runs() if not run.is_finished]
     assert unfinished, "the attempt on a full disk could record its own end"
     assert stored_values(home / "ml_assets" / "assets").items() >= before.items(), "a value of 2021-02 was lost"
-    retry = subprocess.run(
-        [sys.executable, "-m", "ml_assets.runner", "2021-03"], cwd=ROOT, capture_output=True, text=True
-    )
+    retry = forked.run(["-m", "ml_assets.runner", "2021-03"])
     assert retry.returncode == 0, retry.stderr[-3000:]
     with DagsterInstance.get() as instance:
         statuses = {run_id: instance.get_run_by_id(run_id).status for run_id in unfinished}

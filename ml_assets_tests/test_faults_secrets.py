@@ -13,7 +13,6 @@ import contextlib
 import os
 import secrets
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,8 +24,9 @@ from ml_assets.deploy.local.mlflow_server import MlflowUsers, mlflow_env
 from ml_assets.deploy.local.postgres import throwaway_postgres
 from ml_assets.deploy.local.service import SERVICE_SH
 from ml_assets.records import latest_metadata
+from ml_assets_tests import forked
 from ml_assets_tests.deployment_support import require_servers
-from ml_assets_tests.support import ROOT, ROUNDS, free_port, stop_process_group, use_new_home, wait_until_answers
+from ml_assets_tests.support import ROUNDS, free_port, stop_process_group, use_new_home, wait_until_answers
 
 pytestmark = pytest.mark.process
 MONTH = "2021-02"
@@ -70,9 +70,7 @@ def servers(tmp_path) -> Iterator[tuple[AuthMlflow, object, MlflowUsers]]:
 
 
 def make_run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "ml_assets.runner", *args], cwd=ROOT, capture_output=True, text=True, timeout=900
-    )
+    return forked.run(["-m", "ml_assets.runner", *args], timeout=900)
 
 
 def holding(words: list[str], *places: Path, printed: str = "") -> list[str]:

@@ -22,6 +22,7 @@ from dagster import AssetKey, DagsterEventType, DagsterRunStatus, RunsFilter
 from ml_assets.core import tracking, tuning
 from ml_assets.records import check_evaluations, latest_materialization, run_metadata
 from ml_assets.runner.runs import materialize_month
+from ml_assets_tests import forked
 from ml_assets_tests.support import FAST_CONFIG, ROOT, assert_champion_was_recorded, template_home, use_new_home
 
 MONTH = "2021-02"
@@ -85,10 +86,9 @@ def champion_version(dagster_home):
         return None
 
 
-def run_month_in_subprocess(inject: str, *prefix: str) -> subprocess.CompletedProcess:
+def run_month_in_subprocess(inject: str) -> subprocess.CompletedProcess:
     script = RUN_MONTH.format(inject=textwrap.dedent(inject))
-    command = [*prefix, sys.executable, "-c", script, MONTH, json.dumps(FAST_CONFIG)]
-    return subprocess.run(command, cwd=ROOT, env=os.environ, capture_output=True, text=True, timeout=600)
+    return forked.run(["-c", script, MONTH, json.dumps(FAST_CONFIG)], timeout=600)
 
 
 @pytest.mark.process
@@ -269,13 +269,7 @@ def test_two_runs_of_one_month_at_once_leave_one_champion(ingested, dagster_home
     """On a fresh MLflow and optuna store, started together (as from the CLI and the UI). Ordered as
     when the older model took the alias from the newer one: its gate came last. It is the challenger."""
     both = [
-        subprocess.Popen(
-            [sys.executable, "-c", RUN_MONTH.format(inject=inject), MONTH, json.dumps(FAST_CONFIG)],
-            cwd=ROOT,
-            env=os.environ,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        forked.Forked(["-c", RUN_MONTH.format(inject=inject), MONTH, json.dumps(FAST_CONFIG)])
         for inject in (FIRST_RUN, SECOND_RUN)
     ]
     try:

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from ml_assets.core.performance import DecayThresholds
 from ml_assets.core.tracking import REGISTERED_MODEL
 from ml_assets.keys import MODEL_PERFORMANCE
 from ml_assets.records import check_evaluations, latest_materialization
+from ml_assets_tests import forked
 from ml_assets_tests.support import ROOT, drop_month
 
 pytestmark = pytest.mark.process
@@ -50,7 +50,7 @@ def environment(home: Path, source: Path, **extra: str) -> dict:
 
 
 def python(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    result = forked.run(list(args), env, timeout=900)
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -182,7 +182,7 @@ def test_a_version_registered_without_lineage_is_refused(tmp_path):
         experiment = mlflow.create_experiment("old", artifact_location=(tmp_path / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
             booster = xgboost.train({"max_depth": 2}, xgboost.DMatrix(features, label=features.sum(axis=1)), 3)
-            info = mlflow.xgboost.log_model(booster, name="model")
+            info = mlflow.xgboost.log_model(booster, name="model", pip_requirements=["xgboost"])  # inferring: 3 CPU-s
         mlflow.register_model(info.model_uri, REGISTERED_MODEL)
     finally:
         mlflow.set_tracking_uri(None)
