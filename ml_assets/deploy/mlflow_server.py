@@ -36,9 +36,16 @@ def _serve_here(command: Sequence[str], *, extra_env: dict[str, str] | None = No
     """`python -m uvicorn OPTIONS` (`command`) with `extra_env`, in this process, until the server stops."""
     if list(command[1:3]) != ["-m", "uvicorn"]:
         raise RuntimeError(f"mlflow server would run {command!r}, not uvicorn: check this module against MLflow")
+    import mlflow.server
     from uvicorn.main import main as uvicorn
 
     os.environ.update(extra_env or {})
+    if not mlflow.server.is_running_as_server:
+        # The child would import MLflow's server knowing it is one, once the options are in its environment
+        # (allowed hosts, CORS origins): its Flask app then has MLflow's security middleware, as here.
+        from mlflow.server import security
+
+        security.init_security_middleware(mlflow.server.app)
     uvicorn.main(args=list(command[3:]), prog_name="uvicorn", standalone_mode=False)
     return _Stopped()
 
