@@ -9,7 +9,6 @@ the start (run pytest with -s to see it).
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -22,9 +21,9 @@ import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from ml_assets.core.months import shift_month
+from ml_assets_tests import forked
 from ml_assets_tests.support import (
     ASSETS,
-    BIN,
     ROOT,
     SAMPLE_EVERY,
     TLC_DATA,
@@ -177,23 +176,11 @@ def ui(tmp_path_factory):
                     drop_month(source, month)
                 write_bad_month(source)
                 # January is ingested before the person arrives: February trains on it.
-                subprocess.run(
-                    [
-                        str(BIN / "dagster"),
-                        "asset",
-                        "materialize",
-                        "-m",
-                        "ml_assets.definitions",
-                        "--select",
-                        "raw_trips,cleaned_trips",
-                        "--partition",
-                        FIRST,
-                    ],
-                    cwd=ROOT,
-                    env=env,
-                    check=True,
-                    capture_output=True,
+                selection = ["--select", "raw_trips,cleaned_trips", "--partition", FIRST]
+                ingested = forked.run(
+                    ["-m", "dagster", "asset", "materialize", "-m", "ml_assets.definitions", *selection], env
                 )
+                assert ingested.returncode == 0, ingested.stderr[-3000:]
                 yield dagster_ui
                 browser.close()
         finally:
