@@ -205,6 +205,7 @@ def test_the_cpu_table_by_module_counts_a_test_s_own_cpu_and_its_processes_for_i
     assert totals[cpu_by_process.BETWEEN_TESTS] > 0.1, totals  # pytest's start-up: the rest of its process's CPU
 
 
+@pytest.mark.process
 def test_the_cpu_table_by_module_counts_a_forked_process_for_the_test_that_forked_it(tmp_path, monkeypatch):
     """Processes forked from ml_assets_tests/forked.py's server show the server's environment in /proc, which
     names the test that started the server: a second module's forked child, spinning for a CPU-second, counts
