@@ -4,7 +4,7 @@ where MLFLOW_AUTH_DATABASE_URI is set (the logins: mlflow_auth.py).
     python -m ml_assets.deploy.mlflow_server [MLFLOW SERVER OPTIONS]
 
 This is `mlflow server`, except that uvicorn serves in this process: `mlflow server` starts it as a
-child process, which imports MLflow's server modules again (about 3.7 CPU-seconds at each start).
+child process, which imports MLflow's server modules again (3.5 CPU-seconds at each start on sqlite).
 Checked against MLflow 3.17: `mlflow.server._run_server` sets the server's environment and builds
 uvicorn's command line, then hands both to `_exec_cmd`, which this replaces.
 """
