@@ -169,7 +169,11 @@ def test_a_month_launched_from_the_webserver_trains_on_the_worker_through_a_code
         (retry,) = stack.runs({"dagster/parent_run_id": run_id}) or [None]
         return retry if retry and retry["status"] in FINISHED else None
 
-    retry = wait_until(retried, "the run's retry to end", 600, poll=3)
+    def what_happened() -> str:  # once failed here beside the other tests, with nothing to tell why
+        retries = [(run["runId"], run["status"]) for run in stack.runs({"dagster/parent_run_id": run_id})]
+        return f"retries: {retries}\n{stack.logs('daemon', 'code_server', 'worker', 'mlflow')[-12000:]}"
+
+    retry = wait_until(retried, "the run's retry to end", 600, poll=3, log=what_happened)
     print(f"month launched to trained, through the crash: {time.monotonic() - started:.0f} s")
     assert retry["status"] == "SUCCESS"
     assert stack.run(run_id)["status"] == "FAILURE"
