@@ -15,7 +15,6 @@ environment is set.
 from __future__ import annotations
 
 import atexit
-import json
 import multiprocessing
 import os
 import runpy
@@ -82,7 +81,11 @@ class Forked:
         )
         self._process.start()
         self.pid, self.returncode = self._process.pid, None
-        _name_for_the_cpu_table(self.pid)
+        # For `benchmarks.cpu_by_process --by-module`: the child's environment in /proc is the server's,
+        # which names the test that started the server.
+        from benchmarks.cpu_per_test import record
+
+        record(forked=self.pid, test=os.environ.get("PYTEST_CURRENT_TEST"))
 
     def poll(self) -> int | None:
         if self.returncode is None and not self._process.is_alive():
@@ -118,12 +121,3 @@ def run(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = N
         process.kill()
         raise
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
-
-
-def _name_for_the_cpu_table(pid: int) -> None:
-    """Under `benchmarks.cpu_by_process --by-module`, which test started the child: its environment in /proc
-    is the server's, which names the test that started the server."""
-    if "CPU_PER_TEST_FILE" in os.environ:
-        line = json.dumps({"forked": pid, "test": os.environ.get("PYTEST_CURRENT_TEST")})
-        with open(os.environ["CPU_PER_TEST_FILE"], "a") as out:
-            out.write(line + "\n")

@@ -228,7 +228,7 @@ def started_in_the_background():
 
 
 def test_a_runner_started_in_the_background_still_stops_on_sigterm_after_a_run(
-    started_in_the_background, instance, tmp_path, monkeypatch, capsys
+    started_in_the_background, instance, tmp_path, monkeypatch
 ):
     """Dagster gives SIGTERM what SIGINT has once a run ends: a range's runner ignored SIGTERM between months."""
     monkeypatch.setenv("ML_ASSETS_SOURCE", str(tmp_path))  # an empty folder: each run fails at once
