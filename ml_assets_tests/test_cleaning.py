@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ml_assets.core.cleaning import EmptyMonthError, clean_trips
+from ml_assets.core.rules import RuleThresholds, raw_rules
 from ml_assets.core.schema import CANONICAL, SchemaError, unify_schema
 from ml_assets.records import latest_metadata
 from ml_assets.runner.runs import materialize_month
@@ -48,6 +49,20 @@ def test_missing_required_column_names_month_file_and_column():
     table = real("2021-01").drop(["trip_distance"])
     with pytest.raises(SchemaError, match=r"2021-01 \(x\.parquet\): missing required column\(s\) trip_distance"):
         clean_trips(table, "2021-01", "2021-01 (x.parquet)")
+
+
+def test_column_names_in_another_letter_case_clean_alike():
+    table = real("2021-01")
+    respelled = table.rename_columns(
+        [
+            {"PULocationID": "PUlocationID", "lpep_pickup_datetime": "LPEP_PICKUP_DATETIME"}.get(n, n.lower())
+            for n in table.column_names
+        ]
+    )
+    cleaned, expected = clean_trips(respelled, "2021-01", "2021-01"), clean_trips(table, "2021-01", "2021-01")
+    assert cleaned.dropped == expected.dropped
+    pd.testing.assert_frame_equal(cleaned.trips, expected.trips)
+    assert all(rule.passed for rule in raw_rules(respelled, "2021-01", RuleThresholds()))
 
 
 def test_uncastable_column_is_a_schema_error():

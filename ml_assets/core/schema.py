@@ -49,12 +49,17 @@ class SchemaError(ValueError):
     """A month's file lacks what the pipeline needs, or holds values of the wrong kind."""
 
 
+_SPELLED = {name.lower(): name for name in CANONICAL.names}
+
+
 def canonical_name(name: str) -> str:
-    """`lpep_pickup_datetime` / `tpep_pickup_datetime` -> `pickup_datetime`."""
+    """`lpep_pickup_datetime` / `tpep_pickup_datetime` -> `pickup_datetime`, in any letter case: TLC's
+    files spell a column's case differently between years and taxi types (`PUlocationID`, `Airport_fee`)."""
+    lowered = name.lower()
     for prefix in ("lpep_", "tpep_"):
-        if name.startswith(prefix) and name[len(prefix) :] in (PICKUP, DROPOFF):
-            return name[len(prefix) :]
-    return name
+        if lowered.startswith(prefix) and lowered[len(prefix) :] in (PICKUP, DROPOFF):
+            return lowered[len(prefix) :]
+    return _SPELLED.get(lowered, name)
 
 
 def columns_by_canonical_name(table: pa.Table) -> dict[str, pa.ChunkedArray]:
