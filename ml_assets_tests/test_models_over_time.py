@@ -154,6 +154,7 @@ def test_a_version_is_rebuilt_exactly_and_refused_once_a_file_was_republished(hi
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]
     assert rebuilt.stdout.strip().endswith("MATCH")
     assert "predictions max |difference| 0" in rebuilt.stdout
+    assert "Downloading artifacts" not in rebuilt.stderr, rebuilt.stderr[-3000:]  # the comparison is the output
 
     # TLC re-publishes 2023-02: the same trips, other bytes (another row group size).
     republished = tmp_path / "republished"

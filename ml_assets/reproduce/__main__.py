@@ -10,6 +10,7 @@ when they match, 1 when they do not, 2 when the version cannot be rebuilt.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from dagster import build_resources as initialize
@@ -69,6 +70,8 @@ def main() -> None:
     )
     parser.add_argument("version", type=int, help=f"a version of the registered model {tracking.REGISTERED_MODEL}")
     args = parser.parse_args()
+    # Its output is the comparison: MLflow's progress bars for each download would bury it.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
         matches = reproduce(args.version)
     except LineageError as error:
