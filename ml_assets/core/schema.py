@@ -1,9 +1,9 @@
 """One schema for every month, whatever TLC's writer of the year used.
 
 TLC changes physical types between years (int64 vs int32 ids, double vs int64 codes, a
-null-typed `ehail_fee`, string vs large_string) and names pickup/dropoff columns per taxi
-type (`lpep_` green, `tpep_` yellow). Months must stack into one training window, so
-every file is cast to the canonical schema below.
+null-typed `ehail_fee`, string vs large_string), names pickup/dropoff columns per taxi type
+(`lpep_` green, `tpep_` yellow) and spells some columns in another letter case. Months must
+stack into one training window, so every file is cast to the canonical schema below.
 
 Its numbers are float32: a yellow month has millions of trips, float32 halves their memory, and
 XGBoost computes in float32 whatever it is given.
@@ -49,12 +49,13 @@ class SchemaError(ValueError):
     """A month's file lacks what the pipeline needs, or holds values of the wrong kind."""
 
 
-_SPELLED = {name.lower(): name for name in CANONICAL.names}
+_SPELLED = {name.lower(): name for name in CANONICAL.names}  # each canonical name by its lower case
 
 
 def canonical_name(name: str) -> str:
-    """`lpep_pickup_datetime` / `tpep_pickup_datetime` -> `pickup_datetime`, in any letter case: TLC's
-    files spell a column's case differently between years and taxi types (`PUlocationID`, `Airport_fee`)."""
+    """`lpep_pickup_datetime` / `tpep_pickup_datetime` -> `pickup_datetime`, and a canonical column in any
+    letter case to its canonical spelling: TLC's files spell some columns differently between years and
+    taxi types (`PUlocationID` beside `PULocationID`)."""
     lowered = name.lower()
     for prefix in ("lpep_", "tpep_"):
         if lowered.startswith(prefix) and lowered[len(prefix) :] in (PICKUP, DROPOFF):
