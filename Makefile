@@ -80,8 +80,8 @@ test: install-dev
 	echo "=== the compose tests (pytest -m compose), run beside the others ==="; cat "$$log"; rm -f "$$log"; \
 	exit $$status
 
-# The loop while editing: no test marked process, slow, ui, deployment or compose (docs/testing.md),
-# on the same workers as `make test` (one process took 2:27 here, two 1:30).
+# The loop while editing: no test marked process, slow, ui, deployment or compose, on the same workers
+# as `make test` (docs/testing.md: one process leaves all cores but one idle).
 test-fast: install-dev
 	$(BIN)/python -m pytest -m "not process and not slow and not ui and not deployment and not compose" -n $(TEST_WORKERS) --dist loadscope --durations=10
 
