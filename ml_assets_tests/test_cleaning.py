@@ -1,7 +1,9 @@
 """Cleaning and schema unification on real TLC files (../shared/data/nyc-tlc)."""
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -63,6 +65,59 @@ def test_column_names_in_another_letter_case_clean_alike():
     assert cleaned.dropped == expected.dropped
     pd.testing.assert_frame_equal(cleaned.trips, expected.trips)
     assert all(rule.passed for rule in raw_rules(respelled, "2021-01", RuleThresholds()))
+
+
+@pytest.mark.parametrize(
+    "copy_as", ["pulocationid", "PULocationID"], ids=["in another letter case", "under the same name"]
+)
+def test_a_column_given_twice_is_refused_naming_both(copy_as):
+    """Which of two PULocationID columns holds the month's zones cannot be told: neither is read."""
+    table = real("2021-01")
+    twice = pa.Table.from_arrays(
+        [*table.columns, pa.array([7] * table.num_rows, pa.int64())], names=[*table.column_names, copy_as]
+    )
+    (schema_rule,) = [rule for rule in raw_rules(twice, "2021-01", RuleThresholds()) if rule.rule == "schema"]
+    assert not schema_rule.passed
+    assert f"PULocationID (PULocationID, {copy_as})" in schema_rule.message
+    with pytest.raises(SchemaError, match=rf"month 2021-01: columns read as one .*\(PULocationID, {copy_as}\)"):
+        clean_trips(twice, "2021-01", "month 2021-01")
+
+
+def test_timestamps_with_a_zone_are_read_as_new_york_wall_clock_times():
+    """TLC writes New York's wall-clock times without a zone; the same times stored with their zone (UTC, as
+    another tool may rewrite a file) clean to the same trips, and the raw rule judges the same pickups."""
+    table = real("2023-03")  # its second Sunday moves the clocks forward
+    zoned = table
+    for name in ("lpep_pickup_datetime", "lpep_dropoff_datetime"):
+        local = pc.assume_timezone(table[name], "America/New_York", ambiguous="earliest", nonexistent="earliest")
+        zoned = zoned.set_column(zoned.schema.get_field_index(name), name, pc.cast(local, pa.timestamp("us", "UTC")))
+    # Only the trips picked up or dropped off in the skipped hour differ: that wall-clock time does not exist.
+    skipped = pc.or_(*(pc.equal(pc.hour(table[name]), 2) for name in ("lpep_pickup_datetime", "lpep_dropoff_datetime")))
+    skipped = pc.and_(skipped, pc.equal(pc.strftime(table["lpep_pickup_datetime"], "%Y-%m-%d"), "2023-03-12"))
+    keep = pc.invert(skipped)
+    cleaned, expected = (
+        clean_trips(zoned.filter(keep), "2023-03", "2023-03"),
+        clean_trips(table.filter(keep), "2023-03", "2023-03"),
+    )
+    assert cleaned.dropped == expected.dropped
+    pd.testing.assert_frame_equal(cleaned.trips, expected.trips)
+    judged = [rule.message for rule in raw_rules(zoned, "2023-03", RuleThresholds())]
+    assert judged == [rule.message for rule in raw_rules(table, "2023-03", RuleThresholds())]
+
+
+def test_an_infinite_distance_is_a_missing_value():
+    """An infinite trip_distance (or one past float32's range) is dropped like a null, not trained on."""
+    table = real("2021-01")
+    expected = clean_trips(table, "2021-01", "2021-01")
+    trips = table.select(["lpep_pickup_datetime", "lpep_dropoff_datetime", "trip_distance"]).to_pandas()
+    minutes = (trips["lpep_dropoff_datetime"] - trips["lpep_pickup_datetime"]).dt.total_seconds() / 60
+    kept = trips.index[trips["trip_distance"].notna() & minutes.between(1, 60)][:2]  # all picked up in January
+    distances = trips["trip_distance"].to_numpy().copy()
+    distances[kept] = [np.inf, 1e300]
+    broken = table.set_column(table.schema.get_field_index("trip_distance"), "trip_distance", pa.array(distances))
+    cleaned = clean_trips(broken, "2021-01", "2021-01")
+    assert np.isfinite(cleaned.trips["trip_distance"]).all()
+    assert cleaned.dropped == {**expected.dropped, "missing_values": expected.dropped["missing_values"] + 2}
 
 
 def test_uncastable_column_is_a_schema_error():

@@ -25,7 +25,7 @@ from ml_assets.core.schema import (
     REQUIRED,
     ZONE_COLUMNS,
     canonical_name,
-    check_required_columns,
+    check_columns,
     unify_schema,
 )
 
@@ -81,7 +81,7 @@ def clean_trips(trips: tables.TableOrFile, month: str, origin: str) -> CleanedMo
     raw_rows, schema = tables.num_rows(trips), tables.schema(trips)
     if raw_rows == 0:
         raise EmptyMonthError(f"{origin}: the file has no trips")
-    check_required_columns(schema, origin)
+    check_columns(schema, origin)
     known = [name for name in schema.names if canonical_name(name) in CANONICAL.names]  # the rest is never read
     start, end = (bound.to_pydatetime() for bound in month_bounds(month))
     dropped = dict.fromkeys(REASONS, 0)

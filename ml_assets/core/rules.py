@@ -4,8 +4,8 @@ Every rule returns a `RuleResult`: whether it passed, one line saying why, and m
 numbers it was judged on (always including `rule`), so a failed check in the UI names the rule and
 shows the figures next to the threshold.
 
-- raw_trips: `schema` (required columns present, every known column castable to the canonical
-  schema), `row_count`, `pickups_in_month` (TLC files carry a few stray timestamps; real months
+- raw_trips: `schema` (required columns present, none given twice, every known column castable to
+  the canonical schema), `row_count`, `pickups_in_month` (TLC files carry a few stray timestamps; real months
   are at >= 0.999).
 - cleaned_trips: `schema` (canonical columns + duration, castable to the canonical types),
   `row_count`, `dropped_share` (real green months drop 3-5 %), `pickups_in_month` (all),
@@ -30,8 +30,11 @@ from ml_assets.core.schema import (
     DURATION,
     PICKUP,
     REQUIRED,
+    ambiguous_columns,
     canonical_name,
     columns_by_canonical_name,
+    describe_ambiguous,
+    wall_clock,
 )
 
 NOT_NULL = [*REQUIRED, DURATION]  # what the model needs a value in, row by row
@@ -54,7 +57,7 @@ class RuleThresholds:
 
 # The blocking rules, one check each: what they hold a month to.
 RAW_RULES = {
-    "schema": "Required columns present; every known column castable to the canonical schema.",
+    "schema": "Required columns present, none given twice; every known column castable to the canonical schema.",
     "row_count": "At least min_rows rows.",
     "pickups_in_month": "Share of pickups inside the month >= min_pickups_in_month.",
 }
@@ -93,14 +96,24 @@ def _uncastable(columns: Mapping[str, Any], schema: pa.Schema) -> dict[str, str]
     return problems
 
 
-def _schema_result(present: Collection[str], required: Iterable[str], uncastable: dict[str, str], what: str):
+def _schema_result(
+    present: Collection[str],
+    required: Iterable[str],
+    uncastable: dict[str, str],
+    what: str,
+    ambiguous: dict[str, list[str]] | None = None,
+):
     missing = sorted(set(required) - set(present))
     metadata = {"columns": len(present), "missing_columns": missing, "uncastable_columns": uncastable}
-    if not missing and not uncastable:
+    if ambiguous:
+        metadata["ambiguous_columns"] = ambiguous
+    if not missing and not uncastable and not ambiguous:
         return RuleResult("schema", True, f"{what}: all required columns present and castable", metadata)
     problems = []
     if missing:
         problems.append(f"missing required column(s) {', '.join(missing)}")
+    if ambiguous:
+        problems.append(describe_ambiguous(ambiguous))
     if uncastable:
         problems.append(
             "column(s) not castable to the canonical schema: "
@@ -115,15 +128,17 @@ def _raw_name(trips: tables.TableOrFile, canonical: str) -> str | None:
 
 
 def raw_schema(trips: tables.TableOrFile) -> RuleResult:
-    """REQUIRED columns present (pickup/dropoff under any TLC prefix); every known column castable,
-    judged a batch of rows at a time."""
-    present = {canonical_name(name): name for name in tables.schema(trips).names}
+    """REQUIRED columns present (pickup/dropoff under any TLC prefix), none given twice; every known column
+    castable, judged a batch of rows at a time (not when a column is given twice: which one to read is unknown)."""
+    names = tables.schema(trips).names
+    present = {canonical_name(name): name for name in names}
+    ambiguous = ambiguous_columns(names)
     known = [present[field.name] for field in CANONICAL if field.name in present]
     uncastable: dict[str, str] = {}
-    for batch in tables.batches(trips, known):
+    for batch in () if ambiguous else tables.batches(trips, known):
         for name, why in _uncastable(columns_by_canonical_name(batch), CANONICAL).items():
             uncastable.setdefault(name, why)
-    return _schema_result(present, REQUIRED, uncastable, "raw_trips")
+    return _schema_result(present, REQUIRED, uncastable, "raw_trips", ambiguous)
 
 
 class _ArrowColumns(Mapping):
@@ -189,15 +204,14 @@ def _pickup_result(inside: int, rows: int, minimum: float, first, last, what: st
 def raw_pickups_in_month(trips: tables.TableOrFile, month: str, min_share: float) -> RuleResult:
     """Share of raw pickups (nulls count as outside) in [start of month, start of next month)."""
     rows, name = tables.num_rows(trips), _raw_name(trips, PICKUP)
-    if name is None:
-        return RuleResult(
-            "pickups_in_month", False, f"raw_trips: no {PICKUP} column", {"rows": rows, "min_share": min_share}
-        )
+    if name is None or PICKUP in ambiguous_columns(tables.schema(trips).names):
+        why = f"no {PICKUP} column" if name is None else f"more than one {PICKUP} column"
+        return RuleResult("pickups_in_month", False, f"raw_trips: {why}", {"rows": rows, "min_share": min_share})
     start, end = (pa.scalar(bound.to_pydatetime(), pa.timestamp("us")) for bound in month_bounds(month))
     inside, first, last = 0, None, None
     for batch in tables.batches(trips, [name]):
         try:
-            pickups = pc.cast(batch.column(0), pa.timestamp("us"))
+            pickups = wall_clock(batch.column(0))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
             return RuleResult(
                 "pickups_in_month",

@@ -3,7 +3,9 @@
 TLC changes physical types between years (int64 vs int32 ids, double vs int64 codes, a
 null-typed `ehail_fee`, string vs large_string), names pickup/dropoff columns per taxi type
 (`lpep_` green, `tpep_` yellow) and spells some columns in another letter case. Months must
-stack into one training window, so every file is cast to the canonical schema below.
+stack into one training window, so every file is cast to the canonical schema below. Values
+that cannot be meant are read as missing rather than trusted: an infinite number, and a clock
+time in another zone than New York's.
 
 Its numbers are float32: a yellow month has millions of trips, float32 halves their memory, and
 XGBoost computes in float32 whatever it is given.
@@ -11,10 +13,14 @@ XGBoost computes in float32 whatever it is given.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
 PICKUP, DROPOFF = "pickup_datetime", "dropoff_datetime"
+TLC_TIME_ZONE = "America/New_York"  # TLC's timestamps are this zone's wall-clock times, stored without a zone
 PICKUP_ZONE, DROPOFF_ZONE = "PULocationID", "DOLocationID"
 ZONE_COLUMNS = (PICKUP_ZONE, DROPOFF_ZONE)
 DURATION = "duration"  # the target: minutes from pickup to dropoff, added by cleaning
@@ -67,15 +73,48 @@ def columns_by_canonical_name(table: pa.Table) -> dict[str, pa.ChunkedArray]:
     return {canonical_name(name): table.column(name) for name in table.column_names}
 
 
-def check_required_columns(schema: pa.Schema, origin: str) -> None:
+def ambiguous_columns(names: Iterable[str]) -> dict[str, list[str]]:
+    """Canonical column -> the file's columns that all read as it, where more than one does (`PULocationID`
+    twice, or beside `pulocationid`): which of them holds the month's values cannot be told."""
+    read_as = defaultdict(list)
+    for name in names:
+        read_as[canonical_name(name)].append(name)
+    return {column: names for column, names in read_as.items() if column in CANONICAL.names and len(names) > 1}
+
+
+def describe_ambiguous(ambiguous: dict[str, list[str]]) -> str:
+    return "columns read as one canonical column: " + "; ".join(
+        f"{column} ({', '.join(names)})" for column, names in ambiguous.items()
+    )
+
+
+def check_columns(schema: pa.Schema, origin: str) -> None:
+    """Every REQUIRED column present, and no canonical column given twice."""
     missing = sorted(set(REQUIRED) - {canonical_name(name) for name in schema.names})
-    if missing:
-        raise SchemaError(f"{origin}: missing required column(s) {', '.join(missing)}")
+    ambiguous = ambiguous_columns(schema.names)
+    problems = [f"missing required column(s) {', '.join(missing)}"] if missing else []
+    if ambiguous:
+        problems.append(describe_ambiguous(ambiguous))
+    if problems:
+        raise SchemaError(f"{origin}: " + "; ".join(problems))
+
+
+def wall_clock(column: pa.ChunkedArray | pa.Array, to_type: pa.DataType = REQUIRED[PICKUP]):
+    """Timestamps as TLC writes them, New York wall-clock time without a zone. Timestamps that carry a zone
+    (a file rewritten by another tool) are converted to New York's clock first: a plain cast keeps UTC's."""
+    if pa.types.is_timestamp(column.type) and column.type.tz is not None:
+        column = pc.local_timestamp(pc.cast(column, pa.timestamp(column.type.unit, tz=TLC_TIME_ZONE)))
+    return pc.cast(column, to_type)
+
+
+def _finite(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Infinite numbers as missing: no trip is infinitely long, and XGBoost and sklearn refuse them."""
+    return pc.if_else(pc.is_inf(column), pa.scalar(None, column.type), column)
 
 
 def unify_schema(table: pa.Table, origin: str) -> pa.Table:
-    """Cast `table` to CANONICAL; `where` (month and file) goes into every error message."""
-    check_required_columns(table.schema, origin)
+    """Cast `table` to CANONICAL; `origin` (month and file) goes into every error message."""
+    check_columns(table.schema, origin)
     columns = columns_by_canonical_name(table)
     arrays = []
     for field in CANONICAL:
@@ -84,9 +123,13 @@ def unify_schema(table: pa.Table, origin: str) -> pa.Table:
             arrays.append(pa.nulls(table.num_rows, field.type))
             continue
         try:
-            arrays.append(pc.cast(column, field.type))
+            arrays.append(
+                wall_clock(column, field.type) if pa.types.is_timestamp(field.type) else pc.cast(column, field.type)
+            )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
             raise SchemaError(
                 f"{origin}: column {field.name} of type {column.type} cannot be read as {field.type}: {error}"
             ) from error
+        if pa.types.is_floating(field.type):
+            arrays[-1] = _finite(arrays[-1])
     return pa.Table.from_arrays(arrays, schema=CANONICAL)
