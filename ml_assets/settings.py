@@ -130,6 +130,10 @@ def _source(raw: str) -> str:
     return str(folder)
 
 
+# What each parser allows, as pydantic's constraints: a run config field that a setting defaults allows the same.
+_BOUNDS = {_positive_int: {"ge": 1}, _whole_seconds: {"ge": 0}, _positive_float: {"gt": 0}, _share: {"ge": 0, "le": 1}}
+
+
 @dataclass(frozen=True)
 class Setting:
     """One environment variable: `default` when unset or empty, else `parse(raw)`."""
@@ -152,6 +156,13 @@ class Setting:
             return self.parse(raw)
         except (TypeError, ValueError):
             raise SettingError(f"{self.variable}={mask(raw)!r} is not allowed: expected {self.allowed}") from None
+
+    def field(self, description: str | None = None) -> Any:
+        """A run config field (pydantic's `Field`) defaulting to this setting and allowing what its variable
+        allows; a value out of bounds fails the step before it does anything, naming the field."""
+        from pydantic import Field
+
+        return Field(default=self.value(), description=description or self.description, **_BOUNDS.get(self.parse, {}))
 
     def resource_value(self, default: Any = None, old_style: bool = False):
         """The setting as a resource field: an `EnvVar` when set (validated now, resolved when a run starts),

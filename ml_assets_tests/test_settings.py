@@ -36,6 +36,56 @@ def test_a_bad_value_names_the_variable_the_value_and_what_is_allowed(variable, 
     assert str(error.value) == f"{variable}={raw!r} is not allowed: expected {allowed}"
 
 
+def _config_classes():
+    from ml_assets.assets.features import FeatureConfig
+    from ml_assets.assets.monitoring import PerformanceConfig
+    from ml_assets.assets.training import TrainingConfig, TuningConfig
+    from ml_assets.checks.blocking_rules import RulesConfig
+    from ml_assets.checks.champion_decay import DecayConfig
+    from ml_assets.checks.drift import DriftConfig
+    from ml_assets.checks.model_gate import GateConfig
+
+    return [
+        FeatureConfig,
+        TuningConfig,
+        TrainingConfig,
+        PerformanceConfig,
+        RulesConfig,
+        DriftConfig,
+        DecayConfig,
+        GateConfig,
+    ]
+
+
+# Run config a step refuses before it starts: a weight of 0 had left every training row's weight NaN, 0 rounds
+# had failed inside XGBoost.
+OUT_OF_BOUNDS = [
+    ("FeatureConfig", "recency_weight", 0.0, "greater than 0"),
+    ("FeatureConfig", "holdout_days", 0, "greater than or equal to 1"),
+    ("TuningConfig", "n_trials", 0, "greater than or equal to 1"),
+    ("TuningConfig", "timeout_seconds", 0.0, "greater than 0"),
+    ("TuningConfig", "num_boost_round", 0, "greater than or equal to 1"),
+    ("TuningConfig", "early_stopping_rounds", 0, "greater than or equal to 1"),
+    ("TrainingConfig", "num_boost_round", 0, "greater than or equal to 1"),
+    ("TrainingConfig", "early_stopping_rounds", 0, "greater than or equal to 1"),
+    ("TrainingConfig", "timeout_seconds", -1.0, "greater than 0"),
+    ("PerformanceConfig", "newest_versions", 0, "greater than or equal to 1"),
+    ("RulesConfig", "max_dropped_share", 1.5, "less than or equal to 1"),
+    ("RulesConfig", "min_rows", 0, "greater than or equal to 1"),
+    ("DecayConfig", "decay_threshold", 0.0, "greater than 0"),
+    ("GateConfig", "champion_tolerance", -0.1, "greater than or equal to 0"),
+]
+
+
+@pytest.mark.parametrize(("config", "field", "value", "allowed"), OUT_OF_BOUNDS)
+def test_run_config_out_of_bounds_is_refused_naming_the_field(config, field, value, allowed):
+    import pydantic
+
+    (cls,) = [cls for cls in _config_classes() if cls.__name__ == config]
+    with pytest.raises(pydantic.ValidationError, match=rf"{field}\n.*should be {allowed}"):
+        cls(**{field: value})
+
+
 @pytest.mark.process
 def test_loading_the_code_location_reports_every_bad_variable_at_once(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), **{name: raw for name, (raw, _) in BAD.items()}}

@@ -23,13 +23,11 @@ class FeatureConfig(Config):
         description="rich (default), course (PU_DO + trip_distance), or rich without some of its ingredients "
         "(pairs, zones, plain: docs/model.md)",
     )
-    holdout_days: int = Field(
-        default=settings.HOLDOUT_DAYS.value(),
-        description="the newest this many days of the training window are held out for early stopping and tuning",
+    holdout_days: int = settings.HOLDOUT_DAYS.field(
+        "the newest this many days of the training window are held out for early stopping and tuning"
     )
-    recency_weight: float = Field(
-        default=settings.RECENCY_WEIGHT.value(),
-        description="weight of a training row per month back (1.0: every month alike)",
+    recency_weight: float = settings.RECENCY_WEIGHT.field(
+        "weight of a training row per month back (1.0: every month alike)"
     )
     seed: int = 0
 

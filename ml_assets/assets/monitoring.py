@@ -18,7 +18,6 @@ from dagster import (
     TableSchema,
     asset,
 )
-from pydantic import Field
 
 from ml_assets import settings
 from ml_assets.automation.conditions import MONTH_INGESTED
@@ -34,9 +33,7 @@ from ml_assets.ui_metadata import plot_metadata, row_count_entry
 
 
 class PerformanceConfig(Config):
-    newest_versions: int | None = Field(
-        default=settings.PERFORMANCE_VERSIONS.value(), description="score the newest this many versions (all: null)"
-    )
+    newest_versions: int | None = settings.PERFORMANCE_VERSIONS.field("score the newest this many versions (all: null)")
 
 
 def _table(scores: pd.DataFrame) -> MetadataValue:

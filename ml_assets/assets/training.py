@@ -23,13 +23,12 @@ from ml_assets.resources.optuna_storage import OptunaStorage
 
 class TuningConfig(Config):
     # Defaults from the environment: runs started by sensors and automation carry no run config.
-    n_trials: int = Field(default=settings.TUNING_TRIALS.value(), description="trial budget per materialization")
-    timeout_seconds: float = Field(
-        default=settings.TUNING_TIMEOUT_SECONDS.value(), description="time budget per materialization"
-    )
-    num_boost_round: int = Field(default=settings.TUNING_ROUNDS.value(), description="most boosting rounds of a trial")
+    n_trials: int = settings.TUNING_TRIALS.field("trial budget per materialization")
+    timeout_seconds: float = settings.TUNING_TIMEOUT_SECONDS.field("time budget per materialization")
+    num_boost_round: int = settings.TUNING_ROUNDS.field("most boosting rounds of a trial")
     early_stopping_rounds: int = Field(
         default=tuning.EARLY_STOPPING_ROUNDS,
+        ge=1,
         description="a trial stops after this many rounds without a better holdout score",
     )
     seed: int = 0
@@ -44,8 +43,12 @@ TRAINING_TEARDOWN_SHARE = 0.1
 
 
 class TrainingConfig(Config):
-    num_boost_round: int = settings.TRAINING_ROUNDS.value()
-    early_stopping_rounds: int = model.EARLY_STOPPING_ROUNDS
+    num_boost_round: int = settings.TRAINING_ROUNDS.field("most boosting rounds")
+    early_stopping_rounds: int = Field(
+        default=model.EARLY_STOPPING_ROUNDS,
+        ge=1,
+        description="training stops after this many rounds without a better holdout score",
+    )
     refit: bool = Field(
         default=True,
         description="train again on train + holdout with the rounds early stopping chose, when the time budget "
@@ -53,6 +56,7 @@ class TrainingConfig(Config):
     )
     timeout_seconds: float = Field(
         default=300.0,
+        gt=0,
         description="time budget of the step: boosting stops in time for it, keeping its best iteration so far "
         "(a window too large for num_boost_round rounds within it)",
     )

@@ -7,7 +7,6 @@ model_gate, so its predictions found no champion (docs/models-over-time.md).
 
 import pandas as pd
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, Config, asset_check
-from pydantic import Field
 
 from ml_assets import settings
 from ml_assets.core.performance import ChampionOnMonth, decayed
@@ -21,7 +20,7 @@ _DECAY = settings.DECAY["decay_threshold"]
 
 
 class DecayConfig(Config):
-    decay_threshold: float = Field(default=_DECAY.value(), description=_DECAY.description)
+    decay_threshold: float = _DECAY.field()
 
 
 def judge_decay(scores: pd.DataFrame, champion: ChampionOnMonth, month: str, threshold: float) -> AssetCheckResult:

@@ -32,7 +32,9 @@ MODEL_GATE = "model_gate"
 
 class GateConfig(Config):
     champion_tolerance: float = Field(
-        default=CHAMPION_TOLERANCE, description="how much worse (relative RMSE) than the champion a new model may be"
+        default=CHAMPION_TOLERANCE,
+        ge=0,
+        description="how much worse (relative RMSE) than the champion a new model may be",
     )
 
 
