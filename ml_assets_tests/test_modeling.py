@@ -107,6 +107,22 @@ def test_course_features_reproduce_the_course_linear_regression(months):
     assert "trip_distance" in data.encoder["vocabulary"]
 
 
+def test_one_trip_of_thousands_of_miles_leaves_the_baseline_a_yardstick(months):
+    """TLC's files keep trips of thousands of miles. Fitted on a window without one, the baseline's slope per mile
+    would predict such a test trip at days; its predictions are held to a cleaned trip's 1 to 60 minutes."""
+    train = months["2021-01"][months["2021-01"]["trip_distance"] < 100]
+    test = months["2021-02"].copy()
+    course = build_features({"2021-01": train}, test, "2021-02", feature_set="course")
+    test.loc[test.index[0], "trip_distance"] = 33_650.0
+    far = build_features({"2021-01": train}, test, "2021-02", feature_set="course")
+    assert baseline_rmse(far) == pytest.approx(baseline_rmse(course), abs=0.01)
+
+
+def test_a_window_of_one_trip_is_refused_naming_the_month(months):
+    with pytest.raises(ValueError, match=r"2021-02: the training window \(2021-01\) has 1 trip\(s\)"):
+        build_features({"2021-01": months["2021-01"].head(1)}, months["2021-02"], "2021-02")
+
+
 def test_trained_model_beats_baseline_and_round_trips(rich):
     data = design_matrices(rich)
     booster = fit(data, {"max_depth": 6, "learning_rate": 0.3}, num_boost_round=200, early_stopping_rounds=10)

@@ -145,6 +145,26 @@ def test_an_unseen_pair_falls_back_to_its_zones_then_the_global_value(frame):
         assert encoded[name][1] == pytest.approx(glob, rel=1e-5)
 
 
+def test_a_zone_id_past_the_pair_key_s_range_shares_no_statistic_with_a_real_pair():
+    """Pair keys are pu * 1000 + do: a trip 1 -> 1001 would have shared the key of 2 -> 1 (TLC's ids are 1..265,
+    a month's file may hold any int32). Such a trip's pair gets the prior, and the real pair only its own trips."""
+    rows = pd.DataFrame(
+        {
+            "PULocationID": [1] * 50 + [2] * 2,
+            "DOLocationID": [1001] * 50 + [1] * 2,
+            "pickup_hour": np.float32([12] * 52),
+            "pickup_weekday": np.int8([2] * 52),
+            "trip_distance": np.float32([2] * 52),
+            DURATION: np.float32([50] * 50 + [5] * 2),
+        }
+    )
+    fitted = pair_stats.fit(rows)
+    assert fitted["tables"]["pair"]["keys"] == [2001]
+    encoded = pair_stats.transform(rows, fitted)
+    assert encoded["pair_count"][-1] == pytest.approx(np.log1p(2))
+    assert encoded["pair_count"][0] == 0
+
+
 def test_predictions_use_the_logged_encoder_with_the_numbers_of_training(months, frame):
     """A month scored from its cleaned trips and the encoder as MLflow stores it (JSON) gets exactly the
     columns the model was tested on: the same numbers as training."""

@@ -170,6 +170,11 @@ def build_features(
     tested = derive_features(test)
     pickups = np.concatenate([month[PICKUP].to_numpy() for month in months])
     holdout = holdout_rows(pickups, test_month, holdout_days)
+    if holdout.all() or not holdout.any():  # only a window of a single trip has no row for one side
+        raise ValueError(
+            f"{test_month}: the training window ({', '.join(names)}) has {len(pickups)} trip(s); a model needs at "
+            "least two, one to fit and one to validate on"
+        )
     holdouts = np.split(holdout, np.cumsum([len(month) for month in months])[:-1])
     # Rows of each piece, in the frame's order: every month's train rows, then its valid rows, then the test month.
     pieces = [(month, ~held) for month, held in zip(months, holdouts, strict=True)]

@@ -65,9 +65,10 @@ def _buckets(rows: pd.DataFrame) -> np.ndarray:
 
 
 def _keys(rows: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Each row's key at every level; -1 where a zone is missing (the row then gets the prior)."""
+    """Each row's key at every level; -1 where a zone is missing (the row then gets the prior). A pair key is
+    made only of zone ids below _ZONE_BASE: another id would share its key with a real pair."""
     pu, do = (zone_ids(rows[zone]) for zone in ZONE_COLUMNS)
-    pair = np.where((pu >= 0) & (do >= 0), pu * _ZONE_BASE + do, -1)
+    pair = np.where((pu >= 0) & (pu < _ZONE_BASE) & (do >= 0) & (do < _ZONE_BASE), pu * _ZONE_BASE + do, -1)
     return {
         "pu": pu,
         "do": do,

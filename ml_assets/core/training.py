@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ml_assets.core import frame_parts, model
+from ml_assets.core.cleaning import MAX_DURATION, MIN_DURATION
 from ml_assets.core.features import (
     ENCODER_INPUTS,
     TEST,
@@ -36,7 +37,9 @@ def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict[str, f
 def baseline_rmse(frame: pd.DataFrame, max_rows: int = BASELINE_ROWS) -> float:
     """The course's LinearRegression on `PU_DO` + `trip_distance`, fitted on the training window (a random
     `max_rows` of it when larger: sklearn's sparse solver takes minutes on ten million trips, and a million
-    fit the model's few thousand coefficients as well) and evaluated on the whole test month."""
+    fit the model's few thousand coefficients as well) and evaluated on the whole test month. Its predictions are
+    held to the durations a cleaned trip can have: TLC's files keep trips of thousands of miles, and one such trip
+    in the test month, predicted at thousands of minutes, would raise the baseline's RMSE past any model's."""
     from sklearn.linear_model import LinearRegression
 
     training, test = split_rows(frame, TRAIN, VALID), split_rows(frame, TEST)
@@ -45,7 +48,7 @@ def baseline_rmse(frame: pd.DataFrame, max_rows: int = BASELINE_ROWS) -> float:
     vocabulary = course_vocabulary(training)
     # copy_X=False: a sparse X is never centred in place, so the copy would only cost memory.
     fitted = LinearRegression(copy_X=False).fit(course_matrix(training, vocabulary), training[DURATION].to_numpy())
-    predicted = fitted.predict(course_matrix(test, vocabulary))
+    predicted = np.clip(fitted.predict(course_matrix(test, vocabulary)), MIN_DURATION, MAX_DURATION)
     return regression_metrics(test[DURATION].to_numpy(), predicted)["rmse"]
 
 
