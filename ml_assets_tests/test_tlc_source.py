@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import hashlib
 import json
 import logging
 import os
 import shutil
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from ml_assets.core.errors import chain
+from ml_assets.core.outages import is_outage
 from ml_assets.core.sources import (
     InvalidSourceFileError,
     MonthNotPublishedError,
@@ -22,6 +31,7 @@ from ml_assets_tests.support import TLC_DATA
 MONTH = "2021-01"
 NAME = f"green_tripdata_{MONTH}.parquet"
 RECORD = f"{NAME}.fingerprint.json"
+DATA = (TLC_DATA / NAME).read_bytes()
 
 
 def sha256(path) -> str:
@@ -173,12 +183,12 @@ def test_invalid_cached_file_is_downloaded_again(tmp_path, tlc_server):
 
 
 def test_transient_errors_are_retried(tmp_path, tlc_server, caplog):
-    tlc_server.script = [503, "serve", 429, 500]  # the probe fails once, the download twice
+    tlc_server.script = [503, "serve", 429, 500, 408]  # the probe fails once, the download three times
     with caplog.at_level(logging.WARNING, logger="ml_assets.sources"):
         path = source(tmp_path, tlc_server).fetch(MONTH)
     assert sha256(path) == sha256(TLC_DATA / NAME)
-    assert methods(tlc_server) == ["HEAD", "HEAD", "GET", "GET", "GET"]
-    assert sum("retrying" in r.getMessage() for r in caplog.records) == 3
+    assert methods(tlc_server) == ["HEAD", "HEAD", "GET", "GET", "GET", "GET"]
+    assert sum("retrying" in r.getMessage() for r in caplog.records) == 4
 
 
 def test_retries_exhausted_raise_source_unavailable(tmp_path, tlc_server):
@@ -198,7 +208,7 @@ def test_unreachable_server_raises_source_unavailable(tmp_path):
         source(tmp_path, closed, retries=2).fetch(MONTH)
 
 
-@pytest.mark.parametrize("script", [[], [403]], ids=["404", "403"])
+@pytest.mark.parametrize("script", [[], [403], [410]], ids=["404", "403", "410"])
 def test_missing_month_fails_at_once(tmp_path, tlc_server, script):
     tlc_server.script = list(script)
     month = "2021-01" if script else "2030-01"
@@ -272,3 +282,173 @@ def test_probe_falls_back_to_range_get_without_head(tmp_path, tlc_server):
     assert [r.method for r in tlc_server.requests] == ["HEAD", "HEAD", "GET"]
     assert fallback.headers["Range"] == "bytes=0-0"
     assert src.probe("2030-01") is None
+
+
+class _Answers(BaseHTTPRequestHandler):
+    """Answers each request with the server's next (status, headers, body), the last one once they run out.
+
+    Headers go out as given, so a test can send what ScriptedServer never does: a repeated header, a
+    compressed body, a body shorter than announced (HTTP/1.0: the connection closes after each answer).
+    """
+
+    def do_HEAD(self) -> None:
+        self._answer(send_body=False)
+
+    def do_GET(self) -> None:
+        self._answer(send_body=True)
+
+    def log_message(self, format, *args) -> None:
+        pass
+
+    def _answer(self, send_body: bool) -> None:
+        self.server.seen.append((self.command, dict(self.headers)))
+        answers = self.server.answers
+        status, headers, body = answers.pop(0) if len(answers) > 1 else answers[0]
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+
+@contextlib.contextmanager
+def answering(*answers) -> Iterator[ThreadingHTTPServer]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    httpd.answers, httpd.seen = list(answers), []
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def ok(*headers, body=DATA, length=True):
+    """A 200 with the month's file (or `body`), its Content-Length unless told not to, and `headers`."""
+    sized = [("Content-Length", str(len(body)))] if length else []
+    return 200, [*sized, ("ETag", '"v1"'), *headers], body
+
+
+def seen_methods(httpd) -> list[str]:
+    return [method for method, _ in httpd.seen]
+
+
+def test_repeated_identical_content_length_is_accepted(tmp_path):
+    twice = ("Content-Length", str(len(DATA)))
+    with answering(ok(twice)) as httpd:
+        src = source(tmp_path, httpd)
+        assert src.probe(MONTH)["size"] == len(DATA)
+        assert sha256(src.fetch(MONTH)) == sha256(TLC_DATA / NAME)
+    assert seen_methods(httpd) == ["HEAD", "HEAD", "GET"]
+
+
+def test_differing_content_lengths_are_a_source_error(tmp_path):
+    with answering(ok(("Content-Length", "12"))) as httpd:
+        src = source(tmp_path, httpd)
+        with pytest.raises(SourceUnavailableError, match=f"{src.url(MONTH)}.*Content-Length"):
+            src.probe(MONTH)
+
+
+def test_compressed_answer_is_decoded_and_not_held_to_its_length(tmp_path):
+    """A server that gzips although asked for identity: the bytes are right, its Content-Length is not theirs."""
+    packed = gzip.compress(DATA)
+    with answering(ok(("Content-Encoding", "gzip"), body=packed)) as httpd:
+        src = source(tmp_path, httpd)
+        assert sha256(src.fetch(MONTH)) == sha256(TLC_DATA / NAME)
+        assert src.probe(MONTH)["size"] is None  # the compressed length is not the file's size
+        src.fetch(MONTH)
+    assert seen_methods(httpd) == ["HEAD", "GET", "HEAD", "HEAD"]  # one GET: not retried, nor re-published
+
+
+def test_every_request_asks_for_the_identity_encoding(tmp_path, tlc_server):
+    src = source(tmp_path, tlc_server)
+    src.fetch(MONTH)
+    tlc_server.allow_head = False
+    src.probe(MONTH)
+    assert methods(tlc_server) == ["HEAD", "GET", "HEAD", "GET"]
+    assert {r.headers["Accept-Encoding"] for r in tlc_server.requests} == {"identity"}
+
+
+def test_head_without_size_does_not_make_a_cached_month_republished(tmp_path):
+    with answering(ok(length=False), ok()) as httpd:  # HEAD without Content-Length, then the GET and all after
+        src = source(tmp_path, httpd)
+        src.fetch(MONTH)
+        httpd.answers = [ok(length=False)]
+        src.fetch(MONTH)
+        httpd.answers = [ok(("ETag", '"v2"'), length=False)]  # a real change is still seen
+        httpd.answers.append(ok(("ETag", '"v2"')))
+        src.fetch(MONTH)
+    assert seen_methods(httpd) == ["HEAD", "GET", "HEAD", "HEAD", "GET"]
+
+
+def password_shown(error: BaseException) -> bool:
+    return any("s3cretPW" in "".join(traceback.format_exception_only(link)) for link in chain(error))
+
+
+def test_unusable_url_keeps_the_password_out_of_the_error(tmp_path):
+    src = TlcSource(cache_dir=str(tmp_path / "cache"), base_url="http://alice:s3cretPW@127.0.0.1:99999/x")
+    with pytest.raises(SourceUnavailableError, match="alice:\\*\\*\\*@") as info:
+        src.fetch(MONTH)
+    assert info.value.__cause__ is not None and not password_shown(info.value)
+
+
+def test_unreachable_server_with_password_is_an_outage_without_it(tmp_path):
+    with serve_directory(TLC_DATA) as closed:
+        pass  # its port is now closed: connections are refused
+    url = closed.url.replace("http://", "http://alice:s3cretPW@")
+    src = TlcSource(cache_dir=str(tmp_path / "cache"), base_url=url, retries=1, backoff_seconds=0.01)
+    with pytest.raises(SourceUnavailableError) as info:
+        src.fetch(MONTH)
+    assert is_outage(info.value) and not password_shown(info.value)
+
+
+def test_page_instead_of_the_file_is_reported_with_its_url_and_type(tmp_path):
+    page = b"<html><body>Please accept our cookies</body></html>"
+    with answering(ok(("Content-Type", "text/html"), body=page)) as httpd:
+        src = source(tmp_path, httpd)
+        with pytest.raises(InvalidSourceFileError) as info:
+            src.fetch(MONTH)
+    message = str(info.value)
+    assert src.url(MONTH) in message and "text/html" in message and f"{len(page)} bytes" in message
+    assert ".tmp" not in message and str(tmp_path) not in message
+
+
+def test_short_body_without_content_length_is_retried_against_the_probed_size(tmp_path):
+    with answering(ok(), ok(body=DATA[: len(DATA) // 2], length=False), ok()) as httpd:
+        path = source(tmp_path, httpd).fetch(MONTH)
+    assert sha256(path) == sha256(TLC_DATA / NAME)
+    assert seen_methods(httpd) == ["HEAD", "GET", "GET"]
+
+
+def test_retry_after_is_waited_for(tmp_path):
+    with answering((503, [("Retry-After", "1"), ("Content-Length", "0")], b""), ok()) as httpd:
+        started = time.monotonic()
+        source(tmp_path, httpd).probe(MONTH)
+    assert time.monotonic() - started >= 1  # not the 0.01 s backoff
+    assert seen_methods(httpd) == ["HEAD", "HEAD"]
+
+
+def test_retry_after_is_capped(tmp_path):
+    with answering((429, [("Retry-After", "3600"), ("Content-Length", "0")], b""), ok()) as httpd:
+        started = time.monotonic()
+        source(tmp_path, httpd, longest_retry_after_seconds=0.1).probe(MONTH)
+    assert time.monotonic() - started < 5
+
+
+def test_unreadable_cached_file_is_kept_and_named(tmp_path, tlc_server, monkeypatch):
+    """A cached file the system will not let us read (EACCES) is no invalid file: it is not replaced."""
+    source(tmp_path, tlc_server).fetch(MONTH)
+    cached = tmp_path / "cache" / NAME
+
+    def refuse(path, **options):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("ml_assets.core.sources.pq.ParquetFile", refuse)  # as root, chmod would not stop us
+    with pytest.raises(PermissionError, match=NAME):
+        source(tmp_path, tlc_server).fetch(MONTH)
+    assert sha256(cached) == sha256(TLC_DATA / NAME)
+    assert methods(tlc_server) == ["HEAD", "GET"]

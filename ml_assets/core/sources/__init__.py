@@ -63,6 +63,9 @@ def check_parquet(path: str | os.PathLike | UPath, month: str) -> None:
 
     The footer alone can look fine while a column chunk is cut off or corrupt, so every row group
     is decoded too (one at a time, to bound memory on large months).
+
+    A file that cannot be read at all (no permission, an I/O error) raises that OSError instead: its
+    bytes may be fine, and replacing or rejecting it would hide a broken setup.
     """
     where, filesystem = arrow_file(path)
     try:
@@ -70,4 +73,15 @@ def check_parquet(path: str | os.PathLike | UPath, month: str) -> None:
             for i in range(parquet.num_row_groups):
                 parquet.read_row_group(i)
     except (OSError, pa.ArrowException) as exc:
+        if isinstance(exc, OSError) and _refused(exc):
+            raise
         raise InvalidSourceFileError(f"month {month}: {path} is not readable parquet: {exc}") from exc
+
+
+def _refused(error: OSError) -> bool:
+    """Whether the system refused to read a file, rather than arrow finding its bytes bad.
+
+    Arrow reports bad bytes (a corrupt page, say) as an OSError without errno; the OS sets one, and
+    an object store raises PermissionError or FileNotFoundError.
+    """
+    return error.errno is not None or isinstance(error, (PermissionError, FileNotFoundError))

@@ -7,10 +7,15 @@ Beside each cached file, `<file>.fingerprint.json` records the version fingerpri
 Last-Modified) it was downloaded with. `fetch` asks the server for the current fingerprint (one HEAD)
 and downloads again only when TLC has re-published the month; see `TlcSource.fetch`.
 
-Transient failures (network errors, timeouts, HTTP 5xx/429, a body cut short) are retried with
-exponential backoff. A missing month (404, or 403 as TLC's CloudFront answers) fails at once. A
-complete download that is not valid parquet also fails at once, without a retry: the body arrived
-in full, so asking again would only fetch the same bad bytes.
+Transient failures (network errors, timeouts, HTTP 5xx/408/429, a body cut short) are retried with
+exponential backoff, or after the wait a `Retry-After` asks for (capped). A missing month (404, 410,
+or 403 as TLC's CloudFront answers) fails at once. A complete download that is not valid parquet also
+fails at once, without a retry: the body arrived in full, so asking again would only fetch the same
+bad bytes.
+
+Every request asks for the `identity` encoding, so that HEAD and GET describe the same bytes (parquet
+is compressed already). A server that compresses anyway is still understood: requests decodes the
+body, and a size the server gave for the encoded bytes is not taken for the file's.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import requests
 from upath import UPath
 
 from ml_assets.core.credentials import mask
+from ml_assets.core.errors import chain
 from ml_assets.core.months import check_month
 from ml_assets.core.sources import (
     InvalidSourceFileError,
@@ -48,9 +54,18 @@ T = TypeVar("T")
 # tries than a download gets. The next tick tries again anyway.
 PROBE_RETRIES, PROBE_TIMEOUT_SECONDS = 1, 10.0
 
+# The longest wait a server's Retry-After gets: a server asking for more is given up on sooner.
+LONGEST_RETRY_AFTER_SECONDS = 60.0
+
+IDENTITY = {"Accept-Encoding": "identity"}
+
 
 class _TransientError(Exception):
-    """A failed attempt that may succeed if tried again."""
+    """A failed attempt that may succeed if tried again, `retry_after` seconds from now if the server said."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 # Failures worth another attempt. requests reports a body cut short as ChunkedEncodingError and a
@@ -71,6 +86,7 @@ class TlcSource:
     retries: int = 4
     backoff_seconds: float = 1.0
     timeout_seconds: float = 60.0
+    longest_retry_after_seconds: float = LONGEST_RETRY_AFTER_SECONDS
 
     def url(self, month: str) -> str:
         return f"{self.base_url.rstrip('/')}/{trip_file_name(self.taxi, check_month(month))}"
@@ -121,8 +137,7 @@ class TlcSource:
             )
         log.info("month %s: downloading %s", month, mask(url))
         with atomic_path(target) as tmp:
-            received = self._with_retries(url, lambda: self._download(url, month, tmp))
-            check_parquet(tmp, month)
+            received = self._with_retries(url, lambda: self._download(url, month, tmp, published.get("size")))
         # The parquet file first: a crash in between leaves an outdated fingerprint beside the new
         # bytes, which only costs another download, never a stale file taken for a new one.
         # The GET's own headers describe the bytes received, should the file change after the probe.
@@ -136,6 +151,7 @@ class TlcSource:
             self,
             retries=min(self.retries, PROBE_RETRIES),
             timeout_seconds=min(self.timeout_seconds, PROBE_TIMEOUT_SECONDS),
+            longest_retry_after_seconds=min(self.longest_retry_after_seconds, PROBE_TIMEOUT_SECONDS),
         )
 
     def probe(self, month: str) -> dict | None:
@@ -187,56 +203,91 @@ class TlcSource:
         return published
 
     def _with_retries(self, url: str, attempt: Callable[[], T]) -> T:
-        last_error: Exception | None = None
+        """`attempt()`, tried again after a transient failure; SourceUnavailableError once tries run out.
+
+        The error is raised outside the `except` blocks, so that its chain holds only the masked cause.
+        """
+        error: Exception | None = None
         for n in range(self.retries + 1):
             if n:
-                delay = self.backoff_seconds * 2 ** (n - 1)
-                log.warning("%s: attempt %d failed (%s), retrying in %.2fs", mask(url), n, mask(str(last_error)), delay)
+                delay = self._delay(n - 1, error)
+                log.warning("%s: attempt %d failed (%s), retrying in %.2fs", mask(url), n, mask(str(error)), delay)
                 time.sleep(delay)
             try:
                 return attempt()
             except _RETRYABLE as exc:
-                last_error = exc
+                error = exc
             except requests.RequestException as exc:  # e.g. a URL requests cannot use: asking again cannot help
-                raise SourceUnavailableError(mask(f"{url}: {exc}")) from exc
-        raise SourceUnavailableError(
-            mask(f"{url} unavailable after {self.retries + 1} attempts: {last_error}")
-        ) from last_error
+                error = exc
+                break
+        else:
+            message = f"{url} unavailable after {self.retries + 1} attempts: {error}"
+            raise SourceUnavailableError(mask(message)) from _masked(error)
+        raise SourceUnavailableError(mask(f"{url}: {error}")) from _masked(error)
 
-    def _download(self, url: str, month: str, dest: Path) -> dict:
-        """Write the file at `url` to `dest`; return the fingerprint of what the response said it was."""
-        # identity: parquet is compressed already, and Content-Length then counts the bytes we write.
-        headers = {"Accept-Encoding": "identity"}
-        with requests.get(url, headers=headers, stream=True, timeout=self.timeout_seconds) as resp:
+    def _delay(self, attempt: int, error: Exception | None) -> float:
+        """Seconds to wait after failed attempt number `attempt` (from 0): what the server asked, else backoff."""
+        asked = getattr(error, "retry_after", None)
+        if asked is not None:
+            return min(asked, self.longest_retry_after_seconds)
+        return self.backoff_seconds * 2**attempt
+
+    def _download(self, url: str, month: str, dest: Path, published_size: int | None) -> dict:
+        """Write the file at `url` to `dest` and check it; return the fingerprint of what the response said it was.
+
+        A body shorter than the response's Content-Length, or without one than the size the probe
+        saw, is transient (retried) and checked before the parquet check that would call it invalid.
+        """
+        with requests.get(url, headers=IDENTITY, stream=True, timeout=self.timeout_seconds) as resp:
             _check_status(resp, url, month)
             with open(dest, "wb") as out:
                 for chunk in resp.iter_content(chunk_size=1 << 20):
                     out.write(chunk)
-            expected = resp.headers.get("Content-Length")
+            length, decoded = _content_length(resp, url), _content_encoded(resp)
             etag, last_modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
+            content_type = resp.headers.get("Content-Type")
         # urllib3 usually catches a short body itself; this also covers versions that do not.
         written = dest.stat().st_size
-        if expected is not None and written != int(expected):
+        expected = None if decoded else length if length is not None else published_size
+        if expected is not None and written < expected:
             raise _TransientError(f"body ended after {written} of {expected} bytes")
+        try:
+            check_parquet(dest, month)
+        except InvalidSourceFileError as exc:
+            raise InvalidSourceFileError(
+                f"month {month}: {mask(url)} is not readable parquet ({written} bytes received, Content-Type "
+                f"{content_type or 'not given'}): {exc.__cause__}"
+            ) from exc.__cause__
         return {"url": mask(url), "size": written, "etag": etag, "last_modified": last_modified}
 
     def _probe_once(self, url: str, month: str) -> dict:
-        resp = requests.head(url, timeout=self.timeout_seconds, allow_redirects=True)
+        resp = requests.head(url, headers=IDENTITY, timeout=self.timeout_seconds, allow_redirects=True)
         if resp.status_code in (405, 501):
-            resp = requests.get(url, headers={"Range": "bytes=0-0"}, stream=True, timeout=self.timeout_seconds)
+            headers = IDENTITY | {"Range": "bytes=0-0"}
+            resp = requests.get(url, headers=headers, stream=True, timeout=self.timeout_seconds)
             resp.close()  # headers are all we need; stream=True spares us the body if Range is ignored
         _check_status(resp, url, month)
         return {
             "url": mask(url),  # stored beside the file: never a password
-            "size": _total_size(resp),
+            "size": _total_size(resp, url),
             "etag": resp.headers.get("ETag"),
             "last_modified": resp.headers.get("Last-Modified"),
         }
 
 
 def same_version(a: dict, b: dict) -> bool:
-    """Whether two fingerprints describe the same published file (where it lives does not matter)."""
-    return file_version(a) == file_version(b)
+    """Whether two fingerprints describe the same published file (where it lives does not matter).
+
+    Only the fields both give are compared: a server that leaves one out (a HEAD without
+    Content-Length) has not re-published the file. With none in common, nothing shows it unchanged.
+    """
+    known_a, known_b = _known(file_version(a)), _known(file_version(b))
+    common = known_a.keys() & known_b.keys()
+    return bool(common) and all(known_a[key] == known_b[key] for key in common)
+
+
+def _known(version: dict) -> dict:
+    return {key: value for key, value in version.items() if value is not None}
 
 
 def _version(fingerprint: dict | None) -> str:
@@ -262,18 +313,60 @@ def _http_date(value: str | None) -> float | None:
 
 def _check_status(resp: requests.Response, url: str, month: str) -> None:
     code = resp.status_code
-    if code in (403, 404):
+    if code in (403, 404, 410):
         raise MonthNotPublishedError(f"month {month} is not published yet at {mask(url)}")
-    if code == 429 or code >= 500:
-        raise _TransientError(f"HTTP {code}")
+    if code in (408, 429) or code >= 500:
+        raise _TransientError(f"HTTP {code}", _retry_after(resp))
     if not resp.ok:
         raise SourceUnavailableError(f"{mask(url)} answered HTTP {code}")
 
 
-def _total_size(resp: requests.Response) -> int | None:
-    """Size of the whole file: from Content-Range on a 206 (`bytes 0-0/1234`), else Content-Length."""
+def _retry_after(resp: requests.Response) -> float | None:
+    """The seconds a `Retry-After: <seconds>` asks to wait; None if absent or an HTTP date."""
+    value = resp.headers.get("Retry-After", "").strip()
+    return float(value) if value.isdigit() else None
+
+
+def _total_size(resp: requests.Response, url: str) -> int | None:
+    """Size of the whole file: from Content-Range on a 206 (`bytes 0-0/1234`), else Content-Length.
+
+    None if unknown, or if the server compressed the response: its length is not the file's then.
+    """
     if resp.status_code == 206:
         total = resp.headers.get("Content-Range", "").rpartition("/")[2]
         return int(total) if total.isdigit() else None
-    length = resp.headers.get("Content-Length")
-    return int(length) if length is not None else None
+    return None if _content_encoded(resp) else _content_length(resp, url)
+
+
+def _content_length(resp: requests.Response, url: str) -> int | None:
+    """The response's Content-Length, if any.
+
+    A header repeated with the same value (requests joins them: `123, 123`) is accepted, as RFC 9110
+    allows; differing or unreadable values raise SourceUnavailableError, as nothing tells which is right
+    (urllib3 2 already refuses differing ones; older versions leave that to us).
+    """
+    header = resp.headers.get("Content-Length")
+    if header is None:
+        return None
+    values = {value.strip() for value in header.split(",")}
+    if len(values) != 1 or not next(iter(values)).isdigit():
+        raise SourceUnavailableError(f"{mask(url)} answered with an unusable Content-Length: {header!r}")
+    return int(values.pop())
+
+
+def _content_encoded(resp: requests.Response) -> bool:
+    """Whether the server compressed the body although asked not to (requests decodes it while reading)."""
+    return resp.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
+
+
+def _masked(error: Exception | None) -> Exception | None:
+    """`error`, with a password shown as `***` in its message and in those of the errors it came from.
+
+    requests puts a URL, user info included, into some messages (InvalidURL); a traceback shows every
+    link of the chain. The links keep their classes, so that an outage is still recognised as one
+    (`core.outages.is_outage`).
+    """
+    for link in chain(error):
+        if mask(str(link)) != str(link):
+            link.args = (mask(str(link)),)
+    return error
