@@ -407,7 +407,7 @@ PERFORMANCE_VERSIONS = Setting(
     None,
     _positive_int,
     "a whole number >= 1",
-    "model_performance scores the newest this many registered versions on each month",
+    "model_performance scores the newest this many versions tested before each month, and the champion",
     "all",
 )
 RULES = _thresholds(RuleThresholds, "ML_ASSETS_")

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -14,6 +15,7 @@ from dagster import DagsterEventType
 from ml_assets.core import features
 from ml_assets.core.cleaning import clean_trips
 from ml_assets.core.features import SPLIT, TEST, TRAIN, VALID, build_features, design_matrices, fit_encoder, transform
+from ml_assets.core.gate import gate_model
 from ml_assets.core.model import DEFAULT_PARAMS, fit, from_bytes, predict, stop_at, to_bytes
 from ml_assets.core.training import baseline_rmse, regression_metrics
 from ml_assets.core.tuning import FIXED_PARAMS, TrialProgress, tune
@@ -130,6 +132,31 @@ def test_trained_model_beats_baseline_and_round_trips(rich):
     assert regression_metrics(data.y[TEST], predicted)["rmse"] < baseline_rmse(rich) - 1.0
     again = from_bytes(to_bytes(booster))
     np.testing.assert_allclose(predict(again, data.X[TEST]), predicted, rtol=1e-6)
+
+
+def test_a_model_the_champion_cannot_be_compared_with_does_not_replace_it(months, rich):
+    """A `course` model trained while a `rich` champion serves: the champion reads columns the course frame does
+    not carry. It had failed the step with a bare KeyError; the new model now stays a challenger, saying why."""
+    data = design_matrices(rich)
+    champion = (SimpleNamespace(version="9"), fit(data, {"max_depth": 2}, num_boost_round=5), data.encoder)
+    course = build_features({"2021-01": months["2021-01"]}, months["2021-02"], "2021-02", feature_set="course")
+    verdict = gate_model(course, rmse=1.0, baseline=baseline_rmse(course), tolerance=0.02, champion=champion)
+    assert not verdict.passed and verdict.champion_version == "9"
+    assert "the champion (version 9, rich features) cannot be scored on this month's course features" in verdict.reason
+
+
+def test_an_interrupt_while_the_matrix_is_built_is_raised_as_it_came(rich):
+    """Ctrl-C (Dagster's termination alike) while XGBoost reads the parts had been reported as an XGBoostError."""
+    from ml_assets.core.model import part_matrix
+
+    data = design_matrices(rich)
+
+    def parts():
+        yield data.X[TEST], data.y[TEST], None
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        part_matrix(parts)
 
 
 def test_study_continues_and_tries_the_defaults_and_the_warm_start_first(tmp_path, rich):

@@ -24,6 +24,7 @@ from ml_assets.automation.conditions import MONTH_INGESTED
 from ml_assets.code_versions import code_version
 from ml_assets.core import performance, plots
 from ml_assets.core.features import FEATURE_INPUTS
+from ml_assets.core.outages import is_outage
 from ml_assets.core.performance import champion_on_month, score_versions
 from ml_assets.deploy.executor import group_and_queue
 from ml_assets.keys import CLEANED_TRIPS, MONITORING
@@ -62,17 +63,25 @@ def model_performance(context: AssetExecutionContext, config: PerformanceConfig,
 
     month = month_of(context)
     context.resources.mlflow.connect(f"model_performance {month}")
-    earlier = [
-        version
-        for version in tracking.registered_versions(config.newest_versions)
-        if version.tags.get(tracking.PARTITION_TAG, month) < month
-    ]
+    earlier = tracking.versions_tested_before(month, config.newest_versions)
     registered = {str(version.version): version for version in earlier}
-    scores = score_versions(cleaned_trips, month, [tracking.load_registered(version) for version in earlier])
+    loaded, refused = tracking.load_registered_models(earlier)
+    for version, why in refused.items():
+        context.log.warning(
+            f"model_performance {month}: version {version} cannot be loaded, so it is not scored: {why}"
+        )
+    scores = score_versions(cleaned_trips, month, loaded)
     curves = {}
     for row in scores.itertuples():
         run_id = registered[row.version].run_id
-        tracking.log_realized_rmse(run_id, row.realized_rmse, row.months_since_test, month)
+        try:
+            tracking.log_realized_rmse(run_id, row.realized_rmse, row.months_since_test, month)
+        except Exception as error:  # noqa: BLE001 (e.g. its run was deleted: the score stands, unlogged)
+            if is_outage(error):
+                raise
+            context.log.warning(
+                f"model_performance {month}: realized_rmse of version {row.version} not logged: {error}"
+            )
         curves[row.version] = {0: row.test_rmse, **tracking.realized_history(run_id)}
     current = tracking.champion_version()
     champion = champion_on_month(
@@ -85,6 +94,7 @@ def model_performance(context: AssetExecutionContext, config: PerformanceConfig,
         metadata={
             "versions": _table(scores),
             **row_count_entry(len(scores)),
+            **({"versions_not_scored": MetadataValue.json(refused)} if refused else {}),
             **champion.metadata(),
             **plot_metadata({"decay": lambda: plots.decay_curves(curves, champion.version)}, context.log),
         },

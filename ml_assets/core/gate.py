@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ml_assets.core.training import champion_rmse
+from ml_assets.core.training import NotComparable, champion_rmse
 
 CHAMPION_TOLERANCE = 0.02  # how much worse (relative RMSE) than the champion a new model may be
 
@@ -44,7 +44,12 @@ def compare(
 def gate_model(
     frame: pd.DataFrame, rmse: float, baseline: float, tolerance: float, champion, newer_run: str | None = None
 ) -> GateResult:
-    """Judge a model against the baseline and against `champion` evaluated on the frame's test month (`compare`)."""
-    against = champion_rmse(frame, champion)
+    """Judge a model against the baseline and against `champion` evaluated on the frame's test month (`compare`).
+    A model the champion could not be compared with (another feature set's) does not replace it."""
+    version = None if champion is None else str(champion[0].version)
+    try:
+        against = champion_rmse(frame, champion)
+    except NotComparable as error:
+        return GateResult(False, f"{error}; a model not compared with the champion does not replace it", None, version)
     passed, reason = compare(rmse, baseline, against, tolerance, newer_run)
-    return GateResult(passed, reason, against, None if champion is None else str(champion[0].version))
+    return GateResult(passed, reason, against, version)

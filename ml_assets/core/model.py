@@ -79,7 +79,7 @@ def part_matrix(parts: Callable[[], Iterator[tuple]], threads: int | None = None
 
     class Parts(xgb.DataIter):
         def __init__(self):
-            self._parts = None
+            self._parts, self.interrupt = None, None
             super().__init__(release_data=True)
 
         def reset(self) -> None:
@@ -87,13 +87,28 @@ def part_matrix(parts: Callable[[], Iterator[tuple]], threads: int | None = None
 
         def next(self, input_data) -> bool:
             self._parts = self._parts or parts()
-            X, y, weight = next(self._parts, (None, None, None))
+            try:
+                X, y, weight = next(self._parts, (None, None, None))
+            except Exception:
+                raise
+            except BaseException as interrupt:  # XGBoost's callback catches Exception only: kept, raised below
+                self.interrupt = interrupt
+                return False
             if X is None:
                 return False
             input_data(data=X, label=y, weight=weight)
             return True
 
-    return xgb.QuantileDMatrix(Parts(), enable_categorical=True, nthread=threads, ref=ref)
+    iterator = Parts()
+    try:
+        matrix = xgb.QuantileDMatrix(iterator, enable_categorical=True, nthread=threads, ref=ref)
+    except Exception:
+        if iterator.interrupt is None:
+            raise
+        matrix = None  # XGBoost's own error about the parts cut short, when the interrupt is the cause
+    if iterator.interrupt is not None:  # Ctrl-C or Dagster's termination, not an error of XGBoost's
+        raise iterator.interrupt
+    return matrix
 
 
 def _booster_params(params: dict, threads: int | None) -> dict:

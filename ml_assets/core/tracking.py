@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 from ml_assets.core import model
 from ml_assets.core.locks import file_lock, sqlite_file
+from ml_assets.core.outages import is_outage
 from ml_assets.core.performance import RegisteredModel
 
 REGISTERED_MODEL = "trip_duration_xgboost"
@@ -97,12 +98,17 @@ def log_pngs(pngs: dict[str, bytes], folder: str = "plots") -> None:
 
 def champion_version(registered_model: str = REGISTERED_MODEL):
     """The registry's version the `champion` alias points at, or None (no model, or no alias yet)."""
+    return aliased_version(CHAMPION, registered_model)
+
+
+def aliased_version(alias: str, registered_model: str = REGISTERED_MODEL):
+    """The registry's version `alias` points at, or None (no model, or no such alias yet)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
     try:
-        return client.get_model_version_by_alias(registered_model, CHAMPION)
+        return client.get_model_version_by_alias(registered_model, alias)
     except MlflowException as error:
         # MLflow's auth app refuses (403) to look up a model that does not exist yet, as it would one we may not read.
         absent = error.error_code == "PERMISSION_DENIED" and not client.search_registered_models(
@@ -123,18 +129,38 @@ def load_version(version, registered_model: str = REGISTERED_MODEL):
 
 
 def load_champion(registered_model: str = REGISTERED_MODEL):
-    """(version, model, encoder) of the model the `champion` alias points at, or None."""
+    """(version, model, encoder) of the model the `champion` alias points at, or None. A champion that cannot be
+    loaded (its files gone, a model of another kind aliased by hand) is named as the cause, not the model in hand."""
     version = champion_version(registered_model)
-    return None if version is None else load_version(version, registered_model)
+    if version is None:
+        return None
+    try:
+        return load_version(version, registered_model)
+    except Exception as error:  # noqa: BLE001 (whatever MLflow raises for what it cannot load)
+        if is_outage(error):
+            raise
+        raise ValueError(
+            f"the {CHAMPION} alias of {registered_model} names version {version.version}, which cannot be loaded as "
+            f"this project's model ({type(error).__name__}: {error}); move the alias to another version"
+        ) from error
 
 
-def registered_versions(newest: int | None = None, registered_model: str = REGISTERED_MODEL) -> list:
-    """The registry's versions, newest first (at most `newest` of them)."""
+def registered_versions(registered_model: str = REGISTERED_MODEL) -> list:
+    """The registry's versions, newest first."""
     import mlflow
 
     versions = mlflow.MlflowClient().search_model_versions(f"name = '{registered_model}'")
-    versions = sorted(versions, key=lambda version: int(version.version), reverse=True)
-    return versions[:newest] if newest else versions
+    return sorted(versions, key=lambda version: int(version.version), reverse=True)
+
+
+def versions_tested_before(month: str, newest: int | None = None, registered_model: str = REGISTERED_MODEL) -> list:
+    """The versions tested before `month`, newest first: at most `newest` of them, plus the champion however old,
+    since its decay is what the check and the retraining policy judge. A version without a test month (registered
+    by hand) is none of them."""
+    versions = [v for v in registered_versions(registered_model) if v.tags.get(PARTITION_TAG, month) < month]
+    chosen = versions[:newest] if newest else versions
+    champion = champion_version(registered_model)
+    return chosen + [v for v in versions[len(chosen) :] if champion is not None and v.version == champion.version]
 
 
 def log_realized_rmse(run_id: str, rmse: float, step: int, month: str) -> None:
@@ -166,6 +192,21 @@ def load_registered(version) -> RegisteredModel:
     )
 
 
+def load_registered_models(versions: list) -> tuple[list[RegisteredModel], dict[str, str]]:
+    """The versions loaded for scoring, and why each one that could not be was left out (its run or files
+    deleted, a model of another kind): one broken version must not stop every later month's scores. An
+    unreachable store is raised, to be waited out."""
+    loaded, refused = [], {}
+    for version in versions:
+        try:
+            loaded.append(load_registered(version))
+        except Exception as error:  # noqa: BLE001 (whatever MLflow raises for what it cannot load)
+            if is_outage(error):
+                raise
+            refused[str(version.version)] = f"{type(error).__name__}: {error}"
+    return loaded, refused
+
+
 def realized_history(run_id: str) -> dict[int, float]:
     """A version's realized RMSE by months since its test month, as logged so far."""
     import mlflow
@@ -195,13 +236,26 @@ def publish(
         tags = {**tags, "alias_at_registration": alias}
         if verdict.passed and verdict.champion_version is not None:
             tags[CHAMPION_BEFORE_TAG] = verdict.champion_version  # where `restore_recorded_champion` puts it back
+        before = aliased_version(alias, registered_model)
         version = mlflow.register_model(model_uri, registered_model, tags=tags)
         try:
             client.set_registered_model_alias(registered_model, alias, version.version)
         except BaseException:
-            client.delete_model_version(registered_model, version.version)  # undo: nothing half-published
+            _undo_publishing(client, registered_model, alias, version.version, before)
             raise
     return Published(str(version.version), alias, verdict)
+
+
+def _undo_publishing(client, registered_model: str, alias: str, version: str, before) -> None:
+    """Delete a version whose alias could not be moved, and put the alias back on `before` (None: no version)
+    if it moved all the same: an interrupt after MLflow's commit, or an answer that timed out."""
+    now = aliased_version(alias, registered_model)
+    if now is not None and str(now.version) == str(version):
+        if before is None:
+            client.delete_registered_model_alias(registered_model, alias)
+        else:
+            client.set_registered_model_alias(registered_model, alias, before.version)
+    client.delete_model_version(registered_model, version)
 
 
 def restore_recorded_champion(

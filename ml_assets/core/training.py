@@ -52,15 +52,24 @@ def baseline_rmse(frame: pd.DataFrame, max_rows: int = BASELINE_ROWS) -> float:
     return regression_metrics(test[DURATION].to_numpy(), predicted)["rmse"]
 
 
+class NotComparable(ValueError):
+    """The champion cannot be scored on a frame: it reads columns the frame's feature set does not carry."""
+
+
 def champion_rmse(frame: pd.DataFrame, champion) -> float | None:
     """RMSE of `champion` ((version, model, encoder) or None) on the frame's test month, under its own encoder."""
     if champion is None:
         return None
-    _, champion_model, encoder = champion
+    version, champion_model, encoder = champion
     test_rows = split_rows(frame, TEST)
-    return regression_metrics(
-        test_rows[DURATION].to_numpy(), model.predict(champion_model, transform(test_rows, encoder))
-    )["rmse"]
+    try:
+        matrix = transform(test_rows, encoder)
+    except KeyError as missing:
+        raise NotComparable(
+            f"the champion (version {version.version}, {encoder['feature_set']} features) cannot be scored on "
+            f"this month's {frame.attrs.get('feature_set', 'other')} features, which lack its input {missing}"
+        ) from None
+    return regression_metrics(test_rows[DURATION].to_numpy(), model.predict(champion_model, matrix))["rmse"]
 
 
 @dataclass(frozen=True)
@@ -106,7 +115,10 @@ def train_and_evaluate(
     encoder = fit_encoder(fitted_on)
     test = frame_parts.rows(frame, TEST)
     metrics = {"baseline_rmse": baseline_rmse(fitted_on)}
-    against = champion_rmse(test, champion)
+    try:
+        against = champion_rmse(test, champion)
+    except NotComparable:  # the gate says why, and keeps the champion
+        against = None
     if against is not None:
         metrics["champion_rmse"] = against
     y = {split: split_rows(fitted_on, split)[DURATION].to_numpy() for split in (TRAIN, VALID)}

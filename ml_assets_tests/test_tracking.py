@@ -1,0 +1,91 @@
+"""The registry's bookkeeping as plain functions, on a real MLflow sqlite store: what an interrupt or a broken
+version leaves, and which versions monitoring scores."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import xgboost
+
+from ml_assets.core import tracking
+from ml_assets.core.gate import GateResult
+
+
+@pytest.fixture
+def registry(tmp_path):
+    """An empty tracking store in this test's folder, MLflow's default while the test runs."""
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("t", (tmp_path / "artifacts").as_uri()))
+    yield mlflow.MlflowClient()
+    mlflow.set_tracking_uri(None)
+
+
+def logged_model(month: str) -> str:
+    """A tiny XGBoost model logged in a run as trained_model logs one (test month, training months, RMSE,
+    encoder); its model URI."""
+    features = np.random.default_rng(0).random((30, 2))
+    with mlflow.start_run():
+        mlflow.set_tags({tracking.PARTITION_TAG: month, tracking.TRAINING_MONTHS_TAG: "2021-01"})
+        mlflow.log_metric("rmse", 5.0)
+        mlflow.log_dict({"features": []}, "encoder.json")
+        booster = xgboost.train({"max_depth": 1}, xgboost.DMatrix(features, label=features.sum(axis=1)), 2)
+        return mlflow.xgboost.log_model(booster, name="model", pip_requirements=["xgboost"]).model_uri
+
+
+def passes(champion) -> GateResult:
+    return GateResult(True, "", None, None if champion is None else str(champion[0].version))
+
+
+def published(month: str, tmp_path: Path) -> str:
+    return tracking.publish(logged_model(month), passes, {tracking.PARTITION_TAG: month}, tmp_path / "lock").version
+
+
+def test_an_interrupt_once_the_alias_moved_puts_champion_back_and_deletes_the_version(registry, tmp_path, monkeypatch):
+    """Ctrl-C (or an answer that timed out) right after MLflow committed the alias: the alias had gone with
+    the deleted version, and the next model was judged as if there had never been a champion."""
+    assert published("2021-02", tmp_path) == "1"
+    real, calls = mlflow.MlflowClient.set_registered_model_alias, []
+
+    def moved_then_interrupted(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        calls.append(args)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", moved_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        published("2021-03", tmp_path)
+    assert str(tracking.champion_version().version) == "1"
+    assert [str(v.version) for v in tracking.registered_versions()] == ["1"]
+
+
+def test_monitoring_scores_the_newest_versions_tested_before_the_month_and_the_champion(registry, tmp_path):
+    for month in ("2021-02", "2021-03", "2021-04", "2021-05"):
+        published(month, tmp_path)  # versions 1 to 4, the last one champion
+    registry.set_registered_model_alias(tracking.REGISTERED_MODEL, tracking.CHAMPION, "1")
+    # Newest first among those tested before 2021-04: the newest one, and the champion however old.
+    assert [str(v.version) for v in tracking.versions_tested_before("2021-04", newest=1)] == ["2", "1"]
+    assert [str(v.version) for v in tracking.versions_tested_before("2021-04")] == ["2", "1"]
+    assert [str(v.version) for v in tracking.versions_tested_before("2021-06", newest=2)] == ["4", "3", "1"]
+
+
+def test_a_version_whose_run_or_files_are_gone_is_left_out_with_the_reason(registry, tmp_path):
+    for month in ("2021-02", "2021-03", "2021-04"):
+        published(month, tmp_path)
+    first, second, _ = reversed(tracking.registered_versions())
+    shutil.rmtree(Path(mlflow.artifacts.download_artifacts(f"models:/{tracking.REGISTERED_MODEL}/1")))
+    registry.delete_run(second.run_id)  # a deleted run still loads: its score stands
+    loaded, refused = tracking.load_registered_models(tracking.registered_versions())
+    assert [model.version for model in loaded] == ["3", "2"]
+    assert list(refused) == ["1"] and "MLmodel" in refused["1"]
+
+
+def test_a_champion_that_cannot_be_loaded_is_named_as_the_cause(registry, tmp_path):
+    published("2021-02", tmp_path)
+    shutil.rmtree(Path(mlflow.artifacts.download_artifacts(f"models:/{tracking.REGISTERED_MODEL}/1")))
+    with pytest.raises(ValueError, match="the champion alias of trip_duration_xgboost names version 1, which cannot"):
+        tracking.load_champion()
