@@ -214,6 +214,18 @@ def drop_month(incoming: Path, month: str, every: int = SAMPLE_EVERY) -> None:
     os.replace(partial, incoming / name)
 
 
+def cleaned_months(months, every: int = 1) -> dict:
+    """Real TLC months, cleaned, every `every`-th trip kept: month -> trips."""
+    import pyarrow.parquet as pq
+
+    from ml_assets.core.cleaning import clean_trips
+
+    return {
+        m: clean_trips(pq.read_table(TLC_DATA / f"green_tripdata_{m}.parquet"), m, m).trips.iloc[::every]
+        for m in months
+    }
+
+
 def stored_values(root: Path) -> dict[str, object]:
     """Every asset value under a storage root, comparable across runs: best_params as JSON, models as
     their trees, the rest as bytes."""

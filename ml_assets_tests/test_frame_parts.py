@@ -7,35 +7,41 @@ import pytest
 from upath import UPath
 
 from ml_assets.core import frame_parts, model, tables
-from ml_assets.core.cleaning import clean_trips
 from ml_assets.core.features import SPLIT, TEST, TRAIN, VALID, WEIGHT, build_features, split_rows
 from ml_assets.core.schema import DURATION, ZONE_COLUMNS
 from ml_assets.core.storage import open_parquet
 from ml_assets.core.training import train_and_evaluate
 from ml_assets.resources.io_managers import ParquetFiles
-from ml_assets_tests.support import TLC_DATA
+from ml_assets_tests.support import cleaned_months
 
 MONTHS = ("2023-01", "2023-02", "2023-03")
 PART_ROWS = 2000
 
 
 @pytest.fixture(scope="module")
-def frame():
-    """A fifth of each month's trips, recency-weighted (the weights must reach the matrices too)."""
-    months = {
-        m: clean_trips(pq.read_table(TLC_DATA / f"green_tripdata_{m}.parquet"), m, m).trips.iloc[::5] for m in MONTHS
-    }
+def months():
+    """A fifth of each month's trips."""
+    return cleaned_months(MONTHS, 5)
+
+
+@pytest.fixture(scope="module")
+def frame(months):
+    """Recency-weighted (the weights must reach the matrices too)."""
     return build_features({m: months[m] for m in MONTHS[:2]}, months[MONTHS[2]], MONTHS[2], recency_weight=0.8)
+
+
+def store(frame, folder) -> pq.ParquetFile:
+    """`frame` as the parquet IO manager stores it (in parts of PART_ROWS rows, under monkeypatch)."""
+    path = folder / "trip_features" / "2023-03.parquet"
+    path.parent.mkdir()
+    ParquetFiles(base_path=UPath(folder)).write(frame, path)
+    return open_parquet(path)
 
 
 @pytest.fixture
 def stored(frame, tmp_path, monkeypatch) -> pq.ParquetFile:
-    """`frame` as the parquet IO manager stores it, in parts of PART_ROWS rows."""
     monkeypatch.setattr(tables, "ROW_GROUP_ROWS", PART_ROWS)
-    path = tmp_path / "trip_features" / "2023-03.parquet"
-    path.parent.mkdir()
-    ParquetFiles(base_path=UPath(tmp_path)).write(frame, path)
-    return open_parquet(path)
+    return store(frame, tmp_path)
 
 
 def comparable(rows):
@@ -77,6 +83,23 @@ def test_a_model_trained_from_the_stored_frame_is_the_one_trained_in_memory(fram
     assert {split: len(y) for split, y in from_file.data.y.items()} == {
         split: int((frame[SPLIT] == split).sum()) for split in (TRAIN, VALID, TEST)
     }
+
+
+def test_a_course_frame_trains_the_same_model_in_memory_as_stored(months, tmp_path, monkeypatch):
+    """A `course` frame has none of the pickup columns the encoder's inputs name: the stored file skips them when
+    the pipeline trains, so a rebuild (in memory) must skip them too, and trains the same model."""
+    monkeypatch.setattr(tables, "ROW_GROUP_ROWS", PART_ROWS)
+    course = build_features({MONTHS[0]: months[MONTHS[0]]}, months[MONTHS[1]], MONTHS[1], feature_set="course")
+    assert "pickup_hour" not in course
+    stored_course, wanted = store(course, tmp_path), [DURATION, "pickup_hour", SPLIT]
+    for source in (course, stored_course):
+        assert list(frame_parts.columns(source, wanted).columns) == [DURATION, SPLIT]
+    in_memory, from_file = (
+        train_and_evaluate(source, model.DEFAULT_PARAMS, num_boost_round=20, early_stopping_rounds=5)
+        for source in (course, stored_course)
+    )
+    assert from_file.model.get_dump() == in_memory.model.get_dump()
+    assert from_file.data.encoder == in_memory.data.encoder
 
 
 def test_the_tuning_sample_is_the_same_from_a_stored_frame_and_leaves_the_test_month_out(frame, stored):

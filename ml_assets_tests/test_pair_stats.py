@@ -4,11 +4,9 @@ import json
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 import pytest
 
 from ml_assets.core import pair_stats
-from ml_assets.core.cleaning import clean_trips
 from ml_assets.core.features import (
     FEATURE_INPUTS,
     FEATURE_SETS,
@@ -25,7 +23,7 @@ from ml_assets.core.features import (
 )
 from ml_assets.core.schema import DURATION, PICKUP
 from ml_assets.core.zones import BOROUGHS, zone_flags
-from ml_assets_tests.support import TLC_DATA
+from ml_assets_tests.support import cleaned_months
 
 MONTHS = ("2023-01", "2023-02", "2023-03")
 AFTER_THE_TRIP = ("fare_amount", "tip_amount", "tolls_amount", "total_amount", "payment_type", "dropoff_datetime")
@@ -34,9 +32,7 @@ AFTER_THE_TRIP = ("fare_amount", "tip_amount", "tolls_amount", "total_amount", "
 @pytest.fixture(scope="module")
 def months():
     """A third of each month's trips (every third row): enough pairs, fast."""
-    return {
-        m: clean_trips(pq.read_table(TLC_DATA / f"green_tripdata_{m}.parquet"), m, m).trips.iloc[::3] for m in MONTHS
-    }
+    return cleaned_months(MONTHS, 3)
 
 
 @pytest.fixture(scope="module")

@@ -28,10 +28,17 @@ def attrs(frame: Frame) -> dict:
 
 
 def columns(frame: Frame, names: list[str]) -> pd.DataFrame:
-    """Every row, only the columns `names`."""
+    """Every row, only those of the columns `names` the frame has, in memory and stored alike.
+
+    Training asks every frame for the encoder's inputs, and a `course` frame has no pickup hour or weekday: a
+    parquet file skips the columns it lacks, so a frame in memory must too, or a rebuild could not train what
+    the pipeline trained.
+    """
+    held = frame.columns if isinstance(frame, pd.DataFrame) else frame.schema_arrow.names
+    present = [name for name in names if name in held]
     if isinstance(frame, pd.DataFrame):
-        return frame[names]
-    return tables.to_pandas(frame.read(columns=names))
+        return frame[present]
+    return tables.to_pandas(frame.read(columns=present))
 
 
 def rows(frame: Frame, *splits: str) -> pd.DataFrame:

@@ -14,7 +14,8 @@ FORMAT = 1
 
 
 class LineageError(ValueError):
-    """A model cannot be rebuilt as recorded: no lineage, or data that is no longer the one it was trained on."""
+    """A model cannot be rebuilt or compared as recorded: no lineage, data that is not the one it was trained on,
+    or a registered model that cannot be loaded."""
 
 
 def _git_commit() -> str | None:
@@ -70,6 +71,7 @@ def check_file(lineage: dict, month: str, sha256: str, file: str) -> None:
     recorded = lineage["raw_sha256"][month]
     if sha256 != recorded:
         raise LineageError(
-            f"month {month}: {file} has sha256 {sha256}, but the model was trained on sha256 {recorded}: "
-            "the month was re-published since, so the model cannot be rebuilt from it"
+            f"month {month}: {file} has sha256 {sha256}, but the model was trained on a file with sha256 {recorded}, "
+            "so it cannot be rebuilt from this one (perhaps TLC re-published the month since, or the source is "
+            "another one)"
         )

@@ -1,18 +1,21 @@
 """Rebuild registered model version VERSION from the data and settings that made it, and compare.
 
-Reads the version's months from the configured source, refuses any file whose sha256 is not the
-recorded one, trains again with the recorded features, params, rounds, seeds and threads, and
-compares with the registered model: the same test RMSE (to 1e-9), every test-month prediction
-within 1e-6, the same encoder. Writes nothing to the registry or the asset store. Exit status: 0
-when they match, 1 when they do not, 2 when the version cannot be rebuilt.
+Loads the registered model first, reads the version's months from the configured source, refuses
+any file whose sha256 is not the recorded one, trains again with the recorded features, params,
+rounds, seeds and threads, and compares with the registered model: the same test RMSE (to 1e-9),
+every test-month prediction within 1e-6, the same encoder. Writes nothing to the registry or the
+asset store. Exit status: 0 when they match, 1 when they do not, 2 when the version cannot be
+rebuilt or compared (one line on stderr says what was found).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
+from dagster import Failure
 from dagster import build_resources as initialize
 
 from ml_assets.core import tracking
@@ -21,17 +24,37 @@ from ml_assets.core.reproduction import PREDICTION_TOLERANCE, RMSE_TOLERANCE, co
 from ml_assets.resources import build_resources
 
 
+def _first_line(error: Exception) -> str:
+    """What an error says, short enough for the one line that reports it (MLflow's can run to pages)."""
+    return str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+
+
 def _recorded_lineage(version) -> dict:
     import mlflow
     from mlflow.exceptions import MlflowException
 
     try:
         return mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{tracking.LINEAGE}")
-    except (MlflowException, OSError) as error:
+    except (MlflowException, OSError, ValueError) as error:
         raise LineageError(
-            f"version {version.version} (MLflow run {version.run_id}) has no {tracking.LINEAGE}: it was registered "
-            "before ml_assets recorded what made each model, so it cannot be rebuilt"
+            f"no {tracking.LINEAGE} found on its MLflow run {version.run_id} ({_first_line(error)}): perhaps it was "
+            "registered before ml_assets recorded what made each model, or the artifact was deleted"
         ) from error
+
+
+def _registered(version):
+    """The registered model and its encoder, loaded before the rebuild: a version that cannot be loaded cannot be
+    compared, and should say so at once rather than after minutes of training."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        _, registered, encoder = tracking.load_version(version)
+    except (MlflowException, OSError, ValueError) as error:  # XGBoost's and JSON's errors are ValueErrors
+        raise LineageError(
+            f"its registered model (models:/{tracking.REGISTERED_MODEL}/{version.version}) or the encoder.json of "
+            f"its MLflow run {version.run_id} cannot be loaded: {_first_line(error)}"
+        ) from error
+    return registered, encoder
 
 
 def reproduce(number: int) -> bool:
@@ -41,20 +64,20 @@ def reproduce(number: int) -> bool:
 
     resources = build_resources()
     with initialize({key: resources[key] for key in ("trip_source", "mlflow")}) as initialized:
-        initialized.mlflow.connect(f"reproduce version {number}")
+        initialized.mlflow.connect(f"version {number}")
         client = mlflow.MlflowClient()
         try:
             version = client.get_model_version(tracking.REGISTERED_MODEL, str(number))
         except MlflowException as error:
-            raise LineageError(f"{tracking.REGISTERED_MODEL} has no version {number}") from error
+            raise LineageError(f"{tracking.REGISTERED_MODEL} has no version {number} ({_first_line(error)})") from error
         recorded = _recorded_lineage(version)
+        registered, encoder = _registered(version)
         print(
             f"version {number}: tested on {recorded['test_month']}, trained on {', '.join(recorded['training_months'])}"
         )
         if recorded["code"] != (current := code_identity()):
             print(f"  code then: {recorded['code']}\n  code now:  {current}")
         frame, rebuilt = rebuild(recorded, initialized.trip_source.source().fetch, log=lambda line: print(f"  {line}"))
-        _, registered, encoder = tracking.load_version(version)
         result = compare(frame, rebuilt, registered, encoder, client.get_run(version.run_id).data.metrics["rmse"])
     rmses = f"registered {result.recorded_rmse:.12f}   rebuilt {result.rebuilt_rmse:.12f}"
     print(f"  test RMSE   {rmses}   (within {RMSE_TOLERANCE:g})")
@@ -64,19 +87,29 @@ def reproduce(number: int) -> bool:
     return result.matches
 
 
+def _cannot_rebuild(cause: str) -> int:
+    """Say why on one line of stderr, without a traceback: the exit status (2) tells scripts the rest."""
+    print(f"ml_assets.reproduce: cannot rebuild {cause}", file=sys.stderr)
+    return 2
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="ml_assets.reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("version", type=int, help=f"a version of the registered model {tracking.REGISTERED_MODEL}")
     args = parser.parse_args()
-    # Its output is the comparison: MLflow's progress bars for each download would bury it.
+    # Its output is the comparison: MLflow's progress bars and notes on each download would bury it.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow  # noqa: F401  (it sets its loggers' level when imported: set after it)
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         matches = reproduce(args.version)
     except LineageError as error:
-        print(f"ml_assets.reproduce: cannot rebuild version {args.version}: {error}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(_cannot_rebuild(f"version {args.version}: {error}"))
+    except Failure as error:  # the store cannot be reached: its message names the version already
+        sys.exit(_cannot_rebuild(error.description))
     sys.exit(0 if matches else 1)
 
 
