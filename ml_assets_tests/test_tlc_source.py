@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -385,15 +386,15 @@ def test_head_without_size_does_not_make_a_cached_month_republished(tmp_path):
     assert seen_methods(httpd) == ["HEAD", "GET", "HEAD", "HEAD", "GET"]
 
 
-PASSWORD = "s3cretPW"  # in URLs as {PASSWORD}: no password is committed inside a URL
+URL_SECRET = f"S3cretPW-{secrets.token_hex(8)}"  # made per run, as test_faults_secrets' passwords
 
 
 def password_shown(error: BaseException) -> bool:
-    return any(PASSWORD in "".join(traceback.format_exception_only(link)) for link in chain(error))
+    return any(URL_SECRET in "".join(traceback.format_exception_only(link)) for link in chain(error))
 
 
 def test_unusable_url_keeps_the_password_out_of_the_error(tmp_path):
-    src = TlcSource(cache_dir=str(tmp_path / "cache"), base_url=f"http://alice:{PASSWORD}@127.0.0.1:99999/x")
+    src = TlcSource(cache_dir=str(tmp_path / "cache"), base_url=f"http://alice:{URL_SECRET}@127.0.0.1:99999/x")
     with pytest.raises(SourceUnavailableError, match="alice:\\*\\*\\*@") as info:
         src.fetch(MONTH)
     assert info.value.__cause__ is not None and not password_shown(info.value)
@@ -402,7 +403,7 @@ def test_unusable_url_keeps_the_password_out_of_the_error(tmp_path):
 def test_unreachable_server_with_password_is_an_outage_without_it(tmp_path):
     with serve_directory(TLC_DATA) as closed:
         pass  # its port is now closed: connections are refused
-    url = closed.url.replace("http://", f"http://alice:{PASSWORD}@")
+    url = closed.url.replace("http://", f"http://alice:{URL_SECRET}@")
     src = TlcSource(cache_dir=str(tmp_path / "cache"), base_url=url, retries=1, backoff_seconds=0.01)
     with pytest.raises(SourceUnavailableError) as info:
         src.fetch(MONTH)
