@@ -36,12 +36,14 @@ class ScriptedServer:
     - an int: that HTTP status, with an empty body;
     - "disconnect": a 200 announcing the full Content-Length, then half the body and a closed connection;
     - "hang": no answer for `hang_seconds` (or until the server closes), then a closed connection.
+    `always` maps a file name to the action (a status, "hang") every request for it gets, whatever the script.
     Set `allow_head = False` to answer HEAD with 405. Every request is recorded in `requests`.
     """
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.script: list[int | str] = []
+        self.always: dict[str, int | str] = {}
         self.allow_head = True
         self.hang_seconds = 10.0
         self.requests: list[ServedRequest] = []
@@ -70,6 +72,9 @@ class ScriptedServer:
     def _next_action(self, request: ServedRequest) -> int | str:
         with self._lock:
             self.requests.append(request)
+            name = unquote(urlsplit(request.path).path).lstrip("/")
+            if name in self.always:
+                return self.always[name]
             return self.script.pop(0) if self.script else "serve"
 
 

@@ -27,6 +27,7 @@ from ml_assets.automation.conditions import WINDOW_READY
 from ml_assets.automation.jobs import ingest_month_job
 from ml_assets.automation.schedules import monthly_retrain_schedule
 from ml_assets.automation.sensors import new_month_sensor
+from ml_assets.core import month_plan
 from ml_assets.core.month_plan import fingerprint_hash, load_cursor
 from ml_assets.partitions import monthly_partitions
 from ml_assets.resources import build_resources
@@ -200,6 +201,31 @@ def test_tlc_source_over_http(instance, files, tmp_path):
     result = new_month_sensor(context)
     assert isinstance(result, SkipReason) and "unreachable" in result.skip_message
     assert context.cursor == cursor
+
+
+def test_a_month_that_fails_or_answers_late_waits_for_the_next_tick_and_the_others_go_ahead(
+    instance, files, tmp_path, monkeypatch, caplog
+):
+    """One month answering 500 (a broken object behind the CDN) had skipped every tick as if the source were
+    unreachable, holding back every other month; a slow one could run the tick past Dagster's 60 s."""
+    folder = files("2021-01", "2021-02", "2021-03")
+    monkeypatch.setattr(month_plan, "PROBE_SECONDS", 3.0)
+    with serve_directory(folder) as server:
+        server.always = {"green_tripdata_2021-02.parquet": 500, "green_tripdata_2021-03.parquet": "hang"}
+        source = TripSourceResource(kind="tlc", tlc_url=server.url, cache_dir=str(tmp_path / "cache"))
+        context = build_sensor_context(instance=instance, resources={"trip_source": source})
+        context.log.addHandler(caplog.handler)  # a tick's log is a logger of its own, not under the root one
+        result = new_month_sensor(context)
+        assert months_of(result.run_requests) == ["2021-01"]
+        (warning,) = [
+            record.getMessage() for record in caplog.records if "not checked this tick" in record.getMessage()
+        ]
+        assert "2021-02: " in warning and "HTTP 500" in warning
+        assert "2021-03: not checked within the tick's 3 s" in warning
+
+        server.always = {}  # both answer again: the next tick requests them
+        requests, _, _ = tick(instance, source, result.cursor)
+        assert months_of(requests) == ["2021-02", "2021-03"]
 
 
 def test_fingerprint_hash_ignores_key_order():

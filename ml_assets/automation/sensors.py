@@ -1,8 +1,9 @@
 """`new_month_sensor`: ingests every month the trip source newly publishes or re-publishes.
 
 Each tick compares the source's fingerprints with the instance and the cursor (`core.month_plan`),
-never events, so a file that landed while Dagster was down is found; a source problem skips the
-tick with the reason. It ingests only; training follows by automation (docs/architecture.md).
+never events, so a file that landed while Dagster was down is found; a source that cannot be
+reached skips the tick with the reason, and a month that fails or answers late waits for the next
+one. It ingests only; training follows by automation (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -45,13 +46,18 @@ def new_month_sensor(context: SensorEvaluationContext, trip_source: TripSourceRe
     limit = settings.SENSOR_MAX_MONTHS.value()
     months = monthly_partitions.get_partition_keys()
     try:
-        fingerprints = probe_months(trip_source.source().for_probing(), months)
+        fingerprints, unchecked = probe_months(trip_source.source().for_probing(), months)
     except SourceError as exc:
         return SkipReason(
             f"trip source {trip_source.label} is unreachable, so no month was checked or requested "
             f"(cursor kept; the next tick tries again): {exc}"
         )
 
+    if unchecked:
+        context.log.warning(
+            f"{len(unchecked)} month(s) not checked this tick, tried again on the next: "
+            + "; ".join(f"{month}: {why}" for month, why in sorted(unchecked.items()))
+        )
     plan = plan_months(
         fingerprints,
         load_cursor(context.cursor),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ml_assets.core import frame_parts
 from ml_assets.core.training import NotComparable, champion_rmse
 
 CHAMPION_TOLERANCE = 0.02  # how much worse (relative RMSE) than the champion a new model may be
@@ -41,12 +42,26 @@ def compare(
     )
 
 
+def _tested_on(champion) -> str | None:
+    """The champion's test month, as its registry version is tagged (None: no champion, or one registered by hand)."""
+    from ml_assets.core.tracking import PARTITION_TAG
+
+    return None if champion is None else (champion[0].tags or {}).get(PARTITION_TAG)
+
+
 def gate_model(
     frame: pd.DataFrame, rmse: float, baseline: float, tolerance: float, champion, newer_run: str | None = None
 ) -> GateResult:
     """Judge a model against the baseline and against `champion` evaluated on the frame's test month (`compare`).
     A model the champion could not be compared with (another feature set's) does not replace it."""
     version = None if champion is None else str(champion[0].version)
+    month, champion_month = frame_parts.attrs(frame).get("test_month"), _tested_on(champion)
+    if month and champion_month and month < champion_month:
+        reason = (
+            f"the champion (version {version}) was tested on {champion_month}, after this model's month {month}: "
+            "a model of an earlier month, whose test month the champion may have trained on, does not replace it"
+        )
+        return GateResult(False, reason, None, version)
     try:
         against = champion_rmse(frame, champion)
     except NotComparable as error:

@@ -15,11 +15,14 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, NamedTuple
 
-from ml_assets.core.sources import TripFileSource, file_version
+from ml_assets.core.outages import is_outage
+from ml_assets.core.sources import SourceError, TripFileSource, file_version
 
 log = logging.getLogger("ml_assets.month_plan")
 
 PROBE_WORKERS = 8
+# A tick's probing ends in time for Dagster's sensor timeout (60 s); months not reached wait for the next tick.
+PROBE_SECONDS = 40.0
 
 
 def fingerprint_hash(fingerprint: Mapping[str, Any]) -> str:
@@ -46,16 +49,42 @@ def dump_cursor(months: Mapping[str, str]) -> str:
     return json.dumps({"months": dict(sorted(months.items()))}, sort_keys=True)
 
 
-def probe_months(source: TripFileSource, months: Iterable[str], workers: int = PROBE_WORKERS) -> dict[str, dict | None]:
-    """`source.probe` for every month, a few at a time; the first SourceUnavailableError stops it."""
-    months = list(months)
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(months) or 1))) as pool:
-        futures = {pool.submit(source.probe, month): month for month in months}
-        try:
-            return {futures[future]: future.result() for future in as_completed(futures)}
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+class Probed(NamedTuple):
+    fingerprints: dict[str, dict | None]  # month -> its fingerprint, None where not published
+    unchecked: dict[str, str]  # month -> why it was not checked this tick; the next tick tries it again
+
+
+def probe_months(
+    source: TripFileSource, months: Iterable[str], workers: int = PROBE_WORKERS, seconds: float | None = None
+) -> Probed:
+    """`source.probe` for every month, newest first, a few at a time, for at most `seconds` (PROBE_SECONDS).
+
+    A month whose own probe fails (the server answered it with an error) or that was not reached in time is
+    left unchecked, so that one bad or slow month does not hold back the others. A source that cannot be
+    reached at all, or that fails for every month it was asked about, raises the error: the tick is skipped.
+    """
+    seconds = PROBE_SECONDS if seconds is None else seconds
+    months = sorted(months, reverse=True)  # a slow source reaches the newest months, the likely new ones, first
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(months) or 1)))
+    futures = {pool.submit(source.probe, month): month for month in months}
+    fingerprints, unchecked, errors = {}, {}, []
+    try:
+        for future in as_completed(futures, timeout=seconds):
+            month = futures[future]
+            try:
+                fingerprints[month] = future.result()
+            except SourceError as error:
+                if is_outage(error):
+                    raise
+                unchecked[month], errors = str(error), [*errors, error]
+    except TimeoutError:
+        late = [month for month in months if month not in fingerprints and month not in unchecked]
+        unchecked.update(dict.fromkeys(late, f"not checked within the tick's {seconds:.0f} s"))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # a probe still waiting on its server ends on its timeout
+    if errors and not fingerprints:
+        raise errors[0]
+    return Probed(fingerprints, unchecked)
 
 
 class Due(NamedTuple):
