@@ -89,3 +89,13 @@ def test_a_champion_that_cannot_be_loaded_is_named_as_the_cause(registry, tmp_pa
     shutil.rmtree(Path(mlflow.artifacts.download_artifacts(f"models:/{tracking.REGISTERED_MODEL}/1")))
     with pytest.raises(ValueError, match="the champion alias of trip_duration_xgboost names version 1, which cannot"):
         tracking.load_champion()
+
+
+def test_an_unrecorded_champion_whose_predecessor_was_deleted_leaves_no_champion(registry, tmp_path):
+    """The version an unrecorded champion replaced was deleted by hand since: putting the alias back on it had
+    failed every MLflow step, reported as the store being unreachable."""
+    published("2021-02", tmp_path)
+    published("2021-03", tmp_path)  # champion, replacing version 1
+    registry.delete_model_version(tracking.REGISTERED_MODEL, "1")
+    assert tracking.restore_recorded_champion(lambda version: False, tmp_path / "lock") == ["2"]
+    assert tracking.champion_version() is None

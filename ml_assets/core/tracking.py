@@ -258,14 +258,27 @@ def _undo_publishing(client, registered_model: str, alias: str, version: str, be
     client.delete_model_version(registered_model, version)
 
 
+def _exists(client, registered_model: str, version: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(registered_model, version)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        return False
+    return True
+
+
 def restore_recorded_champion(
     is_recorded: Callable[[object], bool], lock: Path, registered_model: str = REGISTERED_MODEL
 ) -> list[str]:
     """Move `champion` back while it names a version whose publishing was never recorded, and return those.
 
     `publish` moves the alias before the caller can record the gate's evaluation; a process killed in
-    between leaves a champion nobody recorded. It goes back to the version it replaced (or nowhere);
-    the version stays registered, without an alias, as after a kill before the alias moved.
+    between leaves a champion nobody recorded. It goes back to the version it replaced (or nowhere, if there
+    was none or it was deleted since); the version stays registered, without an alias, as after a kill before
+    the alias moved.
     """
     import mlflow
 
@@ -273,6 +286,8 @@ def restore_recorded_champion(
     with file_lock(lock):
         while (champion := champion_version(registered_model)) is not None and not is_recorded(champion):
             before = champion.tags.get(CHAMPION_BEFORE_TAG)
+            if before is not None and not _exists(client, registered_model, before):
+                before = None  # deleted since: no champion, rather than an alias to nothing
             if before is None:
                 client.delete_registered_model_alias(registered_model, CHAMPION)
             else:
