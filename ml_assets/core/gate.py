@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ml_assets.core import frame_parts
+from ml_assets.core.tracking import PARTITION_TAG
 from ml_assets.core.training import NotComparable, champion_rmse
 
 CHAMPION_TOLERANCE = 0.02  # how much worse (relative RMSE) than the champion a new model may be
@@ -44,8 +45,6 @@ def compare(
 
 def _tested_on(champion) -> str | None:
     """The champion's test month, as its registry version is tagged (None: no champion, or one registered by hand)."""
-    from ml_assets.core.tracking import PARTITION_TAG
-
     return None if champion is None else (champion[0].tags or {}).get(PARTITION_TAG)
 
 
@@ -53,7 +52,8 @@ def gate_model(
     frame: pd.DataFrame, rmse: float, baseline: float, tolerance: float, champion, newer_run: str | None = None
 ) -> GateResult:
     """Judge a model against the baseline and against `champion` evaluated on the frame's test month (`compare`).
-    A model the champion could not be compared with (another feature set's) does not replace it."""
+    A model of a month before the champion's test month, or one the champion could not be compared with (another
+    feature set's), does not replace it."""
     version = None if champion is None else str(champion[0].version)
     month, champion_month = frame_parts.attrs(frame).get("test_month"), _tested_on(champion)
     if month and champion_month and month < champion_month:
