@@ -3,9 +3,10 @@
 TLC changes physical types between years (int64 vs int32 ids, double vs int64 codes, a
 null-typed `ehail_fee`, string vs large_string), names pickup/dropoff columns per taxi type
 (`lpep_` green, `tpep_` yellow) and spells some columns in another letter case. Months must
-stack into one training window, so every file is cast to the canonical schema below. Values
-that cannot be meant are read as missing rather than trusted: an infinite number, and a clock
-time in another zone than New York's.
+stack into one training window, so every file is cast to the canonical schema below. What it
+cannot take as it is, it does not guess at: an infinite number is read as missing, a timestamp
+stored with a zone is read as New York's wall-clock time (as TLC writes them), and a column
+given twice is refused.
 
 Its numbers are float32: a yellow month has millions of trips, float32 halves their memory, and
 XGBoost computes in float32 whatever it is given.
@@ -79,7 +80,7 @@ def ambiguous_columns(names: Iterable[str]) -> dict[str, list[str]]:
     read_as = defaultdict(list)
     for name in names:
         read_as[canonical_name(name)].append(name)
-    return {column: names for column, names in read_as.items() if column in CANONICAL.names and len(names) > 1}
+    return {column: spelled for column, spelled in read_as.items() if column in CANONICAL.names and len(spelled) > 1}
 
 
 def describe_ambiguous(ambiguous: dict[str, list[str]]) -> str:
