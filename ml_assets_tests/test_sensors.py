@@ -34,7 +34,7 @@ from ml_assets.resources import build_resources
 from ml_assets.resources.trip_source import TripSourceResource
 from ml_assets.runner.runs import materialize_month
 from ml_assets_tests.http_server import serve_directory
-from ml_assets_tests.support import TLC_DATA, template_home, use_new_home
+from ml_assets_tests.support import FAST_CONFIG, TLC_DATA, template_home, use_new_home
 
 MAX_MONTHS_ENV = settings.SENSOR_MAX_MONTHS.variable
 INGESTION = ["raw_trips", "cleaned_trips"]
@@ -390,6 +390,27 @@ def test_training_waits_while_a_window_month_is_being_ingested(instance):
     instance.report_run_canceled(run)  # the run is over (how it ended does not matter here)
     result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
     assert requested(result, "trip_features") == {"2021-02", "2021-03"}
+
+
+@pytest.mark.slow
+def test_a_model_the_gate_refused_leaves_its_month_s_predictions_to_the_champion(instance, monkeypatch):
+    """model_gate's refusal is a WARN that blocks nothing, and predictions score the month with the champion:
+    the failed check had held the month's predictions back for good (a blocking check of a dependency)."""
+    from ml_assets.definitions import defs
+
+    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "5000")
+    result = evaluate_automation_conditions(defs=defs, instance=instance)
+    for month in ("2021-01", "2021-02"):
+        assert materialize_month(instance, month, INGESTION).success
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert requested(result, "trip_features") == {"2021-02"}
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)  # while it runs
+    crippled = {"ops": {**FAST_CONFIG["ops"], "trained_model": {"config": {"num_boost_round": 1}}}}
+    trained = materialize_month(instance, "2021-02", ["trip_features", "best_params", "trained_model"], crippled)
+    (gate,) = [e for e in trained.get_asset_check_evaluations() if e.check_name == "model_gate"]
+    assert not gate.passed  # one round does not beat the baseline
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert requested(result, "trip_duration_predictions") == {"2021-02"}
 
 
 def test_definitions_wire_sensor_automation_and_schedule():

@@ -97,8 +97,12 @@ _EAGER = (
     & ~AutomationCondition.any_deps_in_progress()
     & ~AutomationCondition.in_progress()
 ).with_label("eager_every_month")
-_CHECKS_PASSED = ~AutomationCondition.any_deps_match(
-    _BLOCKING_CHECK_FAILED | AutomationCondition.any_deps_match(_BLOCKING_CHECK_FAILED)
+# The data's blocking checks; not model_gate's refusal on trained_model, a WARN that blocks nothing (predictions
+# then score the month with the champion).
+_CHECKS_PASSED = ~(
+    AutomationCondition.any_deps_match(
+        _BLOCKING_CHECK_FAILED | AutomationCondition.any_deps_match(_BLOCKING_CHECK_FAILED)
+    ).ignore(AssetSelection.assets(TRAINED_MODEL))
 ).with_label("any_deps_blocking_check_failed")
 _RETRAIN_DUE = (PerformanceMeasured() & (NoChampion() | ChampionDecayed() | ChampionTooOld())).with_label("retrain_due")
 
