@@ -28,7 +28,7 @@ from ml_assets.core.months import month_range
 from ml_assets.definitions import all_asset_checks, all_assets
 from ml_assets.keys import CLEANED_TRIPS, RAW_TRIPS, TRAINED_MODEL
 from ml_assets.partitions import window_months
-from ml_assets.records import PROCESS_TAG, latest_metadata, run_process_alive
+from ml_assets.records import PROCESS_TAG, run_or_latest_metadata, run_process_alive
 from ml_assets.resources import build_resources
 from ml_assets.runner.console import first_line
 
@@ -155,5 +155,5 @@ def run(
         result = _materialize_or_fail(instance, month, None, run_config, loggers)
         (gate,) = [check for check in result.get_asset_check_evaluations() if check.check_name == MODEL_GATE]
         published = {key: value.value for key, value in gate.metadata.items()}
-        models[month] = {**latest_metadata(instance, TRAINED_MODEL, month), **published}
+        models[month] = {**run_or_latest_metadata(instance, result.run_id, TRAINED_MODEL, month), **published}
     return models
