@@ -183,6 +183,23 @@ def test_invalid_cached_file_is_downloaded_again(tmp_path, tlc_server):
     assert methods(tlc_server) == ["HEAD", "GET"]
 
 
+@pytest.mark.parametrize("offline", [False, True], ids=["online", "offline"])
+def test_a_cached_file_cut_short_is_not_used(tmp_path, tlc_server, offline):
+    """Valid parquet, but not the bytes it was downloaded with (a third of the month written over it): it had
+    been ingested as the month, online and offline alike."""
+    import pyarrow.parquet as pq
+
+    src = source(tmp_path, tlc_server)
+    path = src.fetch(MONTH)
+    table = pq.read_table(path)
+    pq.write_table(table.slice(0, table.num_rows // 3), path)
+    if offline:
+        with pytest.raises(SourceUnavailableError):
+            TlcSource(cache_dir=str(tmp_path / "cache"), base_url="http://127.0.0.1:9", retries=0).fetch(MONTH)
+        assert not path.exists()
+    assert sha256(src.fetch(MONTH)) == sha256(TLC_DATA / NAME)
+
+
 def test_transient_errors_are_retried(tmp_path, tlc_server, caplog):
     tlc_server.script = [503, "serve", 429, 500, 408]  # the probe fails once, the download three times
     with caplog.at_level(logging.WARNING, logger="ml_assets.sources"):

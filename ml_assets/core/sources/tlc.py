@@ -165,11 +165,15 @@ class TlcSource:
         return self._with_retries(url, lambda: self._probe_once(url, month))
 
     def _cached_file_is_valid(self, target: UPath, month: str) -> bool:
-        """Whether the cached file exists and reads as parquet; an invalid one is removed."""
+        """Whether the cached file exists, reads as parquet and has the size it was downloaded with; an invalid
+        one is removed. A file cut short or replaced can still be valid parquet, of other trips."""
         if not target.exists():
             return False
         try:
             check_parquet(target, month)
+            size, recorded = target.stat().st_size, _recorded_size(target)
+            if recorded is not None and size != recorded:
+                raise InvalidSourceFileError(f"{target} has {size} bytes, not the {recorded} it was downloaded with")
             return True
         except InvalidSourceFileError as exc:
             log.warning("month %s: cached file is invalid, downloading again: %s", month, exc)
@@ -273,6 +277,15 @@ class TlcSource:
             "etag": resp.headers.get("ETag"),
             "last_modified": resp.headers.get("Last-Modified"),
         }
+
+
+def _recorded_size(target: UPath) -> int | None:
+    """The size recorded beside a cached file when it was downloaded, if a readable record says."""
+    try:
+        size = read_json(_fingerprint_path(target)).get("size")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(size) if isinstance(size, int | str) and str(size).isdigit() else None
 
 
 def same_version(a: dict, b: dict) -> bool:
