@@ -108,7 +108,10 @@ def _choice(*choices: str) -> Callable[[str], str]:
 
 
 def _location(raw: str) -> str:
-    """A folder, or an fsspec URL whose protocol fsspec knows and whose package is installed."""
+    """A folder, or an fsspec URL whose protocol fsspec knows and whose package is installed; not `s3:/bucket`,
+    which fsspec would read as S3 while it looks like a folder."""
+    if re.match(r"^[a-z][a-z0-9+.-]*:/(?!/)", raw):
+        raise ValueError
     protocol, _, rest = raw.partition("://")
     if rest:
         import fsspec
@@ -117,6 +120,18 @@ def _location(raw: str) -> str:
             fsspec.get_filesystem_class(protocol)
         except ImportError as error:  # e.g. gs:// without gcsfs
             raise ValueError from error
+    return raw
+
+
+def _database_url(raw: str) -> str:
+    """A SQLAlchemy URL whose dialect is installed (optuna's storages are SQLAlchemy's)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(raw).get_dialect()
+    except (ArgumentError, NoSuchModuleError) as error:
+        raise ValueError from error
     return raw
 
 
@@ -327,8 +342,8 @@ STORAGE_ROOT = Setting(
 OPTUNA_STORAGE = Setting(
     "ML_ASSETS_OPTUNA_STORAGE",
     None,
-    str,
-    "an optuna RDB storage URL",
+    _database_url,
+    "an optuna RDB storage URL (a SQLAlchemy URL whose driver is installed, e.g. sqlite:////path/optuna.db)",
     "optuna RDB storage URL",
     "`sqlite:///$DAGSTER_HOME/ml_assets/optuna.db`",
 )

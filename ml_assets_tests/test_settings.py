@@ -21,6 +21,11 @@ BAD = {
     "ML_ASSETS_MAX_DROPPED_SHARE": ("1.5", "a share from 0 to 1"),
     "ML_ASSETS_TAXI": ("blue", "green or yellow"),
     "ML_ASSETS_STORAGE_ROOT": ("nosuch://bucket/assets", settings.ALLOWED_LOCATION),  # a protocol fsspec does not know
+    "ML_ASSETS_CACHE_DIR": ("s3:/bucket/cache", settings.ALLOWED_LOCATION),  # a folder to the eye, S3 to fsspec
+    "ML_ASSETS_OPTUNA_STORAGE": (
+        "notaurl",
+        "an optuna RDB storage URL (a SQLAlchemy URL whose driver is installed, e.g. sqlite:////path/optuna.db)",
+    ),
     "ML_ASSETS_EXECUTOR": ("dask", "in_process, celery or k8s"),
     "ML_ASSETS_CELERY_BROKER_URL": ("localhost:6379", "a Celery broker URL"),
 }
