@@ -6,6 +6,7 @@ Tests exercise the real download code against it instead of mocking requests:
         TlcSource(cache_dir, base_url=server.url).fetch("2021-01")
 
 or use the `tlc_server` fixture (conftest), which serves the TLC sample files in ../shared (read-only).
+`answering` is a server that sends exactly the answers a test gives it, for what a CDN gets wrong.
 """
 
 from __future__ import annotations
@@ -159,3 +160,47 @@ def _ranged(body: bytes, range_header: str | None) -> tuple[int, dict[str, str],
     if start > end:
         return 416, {"Content-Range": f"bytes */{len(body)}"}, b""
     return 206, {"Content-Range": f"bytes {start}-{end}/{len(body)}"}, body[start : end + 1]
+
+
+class _Answers(BaseHTTPRequestHandler):
+    """Answers each request with the server's next (status, headers, body), the last one once they run out.
+
+    Headers go out as given, so a test can send what ScriptedServer never does: a repeated header, a
+    compressed body, a body shorter than announced (HTTP/1.0: the connection closes after each answer).
+    """
+
+    def do_HEAD(self) -> None:
+        self._answer(send_body=False)
+
+    def do_GET(self) -> None:
+        self._answer(send_body=True)
+
+    def log_message(self, format, *args) -> None:
+        pass
+
+    def _answer(self, send_body: bool) -> None:
+        self.server.seen.append((self.command, dict(self.headers)))
+        answers = self.server.answers
+        status, headers, body = answers.pop(0) if len(answers) > 1 else answers[0]
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+
+@contextlib.contextmanager
+def answering(*answers) -> Iterator[ThreadingHTTPServer]:
+    """A server on 127.0.0.1 (`.url`) that gives each request the next of `answers`; what it was asked, in `.seen`."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    httpd.answers, httpd.seen = list(answers), []
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()

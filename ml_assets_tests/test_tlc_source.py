@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import json
@@ -10,11 +9,8 @@ import logging
 import os
 import secrets
 import shutil
-import threading
 import time
 import traceback
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -26,7 +22,7 @@ from ml_assets.core.sources import (
     SourceUnavailableError,
 )
 from ml_assets.core.sources.tlc import TlcSource
-from ml_assets_tests.http_server import serve_directory
+from ml_assets_tests.http_server import answering, serve_directory
 from ml_assets_tests.support import TLC_DATA
 
 MONTH = "2021-01"
@@ -300,49 +296,6 @@ def test_probe_falls_back_to_range_get_without_head(tmp_path, tlc_server):
     assert [r.method for r in tlc_server.requests] == ["HEAD", "HEAD", "GET"]
     assert fallback.headers["Range"] == "bytes=0-0"
     assert src.probe("2030-01") is None
-
-
-class _Answers(BaseHTTPRequestHandler):
-    """Answers each request with the server's next (status, headers, body), the last one once they run out.
-
-    Headers go out as given, so a test can send what ScriptedServer never does: a repeated header, a
-    compressed body, a body shorter than announced (HTTP/1.0: the connection closes after each answer).
-    """
-
-    def do_HEAD(self) -> None:
-        self._answer(send_body=False)
-
-    def do_GET(self) -> None:
-        self._answer(send_body=True)
-
-    def log_message(self, format, *args) -> None:
-        pass
-
-    def _answer(self, send_body: bool) -> None:
-        self.server.seen.append((self.command, dict(self.headers)))
-        answers = self.server.answers
-        status, headers, body = answers.pop(0) if len(answers) > 1 else answers[0]
-        self.send_response(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
-
-
-@contextlib.contextmanager
-def answering(*answers) -> Iterator[ThreadingHTTPServer]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
-    httpd.answers, httpd.seen = list(answers), []
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield httpd
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
 
 
 def ok(*headers, body=DATA, length=True):
