@@ -70,3 +70,7 @@ def test_champion_moves_only_for_a_model_that_passes_the_gate(instance, dagster_
     scored = latest_metadata(instance, "trip_duration_predictions", "2021-02")
     assert scored["model_version"] == "3" and scored["rows"] > 15_000
     assert scored["rmse"] == pytest.approx(latest_metadata(instance, "trained_model", "2021-02")["rmse"], rel=1e-3)
+    assert scored["champion_trained_on_month"] is False
+    # 2021-01 rebuilt now: the champion trained on it, so its RMSE there is flagged, not a test score.
+    assert materialize_month(instance, "2021-01", ["trip_duration_predictions"]).success
+    assert latest_metadata(instance, "trip_duration_predictions", "2021-01")["champion_trained_on_month"] is True

@@ -35,6 +35,8 @@ TRIP_COLUMNS = [PICKUP, *ZONE_COLUMNS, "trip_distance", DURATION]
 @waits_out_outages
 def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.DataFrame) -> pd.DataFrame:
     """Predicted duration of every trip of month M by the champion (after M's own model was judged)."""
+    import mlflow
+
     from ml_assets.core import tracking
     from ml_assets.core.training import regression_metrics
 
@@ -47,6 +49,13 @@ def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.
             f"for a month with an earlier month to train on first"
         )
     version, champion_model, encoder = champion
+    # A month rebuilt after a newer champion came may be one it trained on: its RMSE there is no test score.
+    trained_on_month = month in tracking.training_months(mlflow.MlflowClient().get_run(version.run_id))
+    if trained_on_month:
+        context.log.warning(
+            f"trip_duration_predictions {month}: the champion, version {version.version}, was trained on {month}, "
+            "so its RMSE here is not a test score"
+        )
     predicted = model.predict(champion_model, transform(derive_features(cleaned_trips), encoder))
     scored = cleaned_trips[TRIP_COLUMNS].assign(predicted_duration=predicted, model_version=str(version.version))
     context.add_output_metadata(
@@ -57,6 +66,7 @@ def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.
             "mean_predicted_duration": round(float(scored["predicted_duration"].mean()), 3),
             "mean_actual_duration": round(float(scored[DURATION].mean()), 3),
             "rmse": round(regression_metrics(scored[DURATION].to_numpy(), predicted)["rmse"], 4),
+            "champion_trained_on_month": trained_on_month,
         }
     )
     return scored

@@ -176,6 +176,11 @@ def log_realized_rmse(run_id: str, rmse: float, step: int, month: str) -> None:
     client.log_metric(run_id, REALIZED_RMSE, rmse, timestamp=timestamp, step=step)
 
 
+def training_months(run) -> list[str]:
+    """The months a version's MLflow run (`get_run`'s answer) trained on, as trained_model tagged it."""
+    return [month for month in run.data.tags.get(TRAINING_MONTHS_TAG, "").split(",") if month]
+
+
 def load_registered(version) -> RegisteredModel:
     """A registry version with what monitoring compares: its training and test months, its test RMSE, its model."""
     import mlflow
@@ -184,7 +189,7 @@ def load_registered(version) -> RegisteredModel:
     _, loaded, encoder = load_version(version)
     return RegisteredModel(
         version=str(version.version),
-        trained_on=run.data.tags.get(TRAINING_MONTHS_TAG, "").split(","),
+        trained_on=training_months(run),
         tested_on=version.tags.get(PARTITION_TAG) or run.data.tags[PARTITION_TAG],
         test_rmse=float(run.data.metrics["rmse"]),
         model=loaded,
