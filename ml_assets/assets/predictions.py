@@ -35,8 +35,6 @@ TRIP_COLUMNS = [PICKUP, *ZONE_COLUMNS, "trip_distance", DURATION]
 @waits_out_outages
 def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.DataFrame) -> pd.DataFrame:
     """Predicted duration of every trip of month M by the champion (after M's own model was judged)."""
-    import mlflow
-
     from ml_assets.core import tracking
     from ml_assets.core.training import regression_metrics
 
@@ -50,7 +48,7 @@ def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.
         )
     version, champion_model, encoder = champion
     # A month rebuilt after a newer champion came may be one it trained on: its RMSE there is no test score.
-    trained_on_month = month in tracking.training_months(mlflow.MlflowClient().get_run(version.run_id))
+    trained_on_month = tracking.trained_on(version, month)
     if trained_on_month:
         context.log.warning(
             f"trip_duration_predictions {month}: the champion, version {version.version}, was trained on {month}, "

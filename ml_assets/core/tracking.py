@@ -181,6 +181,13 @@ def training_months(run) -> list[str]:
     return [month for month in run.data.tags.get(TRAINING_MONTHS_TAG, "").split(",") if month]
 
 
+def trained_on(version, month: str) -> bool:
+    """Whether a registry version was trained on `month` (its RMSE there is then no test score)."""
+    import mlflow
+
+    return month in training_months(mlflow.MlflowClient().get_run(version.run_id))
+
+
 def load_registered(version) -> RegisteredModel:
     """A registry version with what monitoring compares: its training and test months, its test RMSE, its model."""
     import mlflow
