@@ -209,8 +209,9 @@ def test_the_cpu_table_by_module_counts_a_test_s_own_cpu_and_its_processes_for_i
 def test_the_cpu_table_by_module_counts_a_forked_process_for_the_test_that_forked_it(tmp_path, monkeypatch):
     """Processes forked from ml_assets_tests/forked.py's server show the server's environment in /proc, which
     names the test that started the server: a second module's forked child, spinning for a CPU-second, counts
-    for that module, not the first's."""
-    spin = "import time\nwhile time.process_time() < 1.0: pass\ntime.sleep(1)\n"
+    for that module, not the first's. The child then lives 3 s, six of the sampler's polls: a process is counted
+    with its CPU at the last reading, and on a loaded machine one second's sleep was once read by none."""
+    spin = "import time\nwhile time.process_time() < 1.0: pass\ntime.sleep(3)\n"
     forking = (
         "from ml_assets_tests import forked\n"
         "import multiprocessing\n"
