@@ -120,7 +120,7 @@ def main() -> None:
     training = {m: cleaned(source, m) for m in args.train}  # in storage already on the CLI side
     with timed(stages, "ingest_trips"):
         raw = pq.read_table(source.fetch(month))
-        rules.raw_rules(raw, month, rules.RuleThresholds())
+        rules.raw_rules(raw, month, rules.RuleThresholds(), source.taxi)
         trips = clean_trips(raw, month, origin=f"month {month}")
         rules.cleaned_rules(trips.trips, month, trips.raw_rows, rules.RuleThresholds())
         draw({"duration": lambda: plots.duration_histogram(trips.trips[DURATION])})

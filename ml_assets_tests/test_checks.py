@@ -13,10 +13,12 @@ from dagster import AssetCheckKey, AssetCheckSeverity, AssetKey
 
 from ml_assets.core import drift, rules
 from ml_assets.core.cleaning import clean_trips
+from ml_assets.records import latest_metadata
 from ml_assets.runner.runs import materialize_month
 from ml_assets_tests.support import (
     FAST_CONFIG,
     TLC_DATA,
+    as_yellow,
     replace_column,
     template_home,
     use_new_home,
@@ -46,9 +48,11 @@ def by_rule(results) -> dict[str, rules.RuleResult]:
 def test_real_months_pass_every_rule(month):
     table = real(month)
     month_ = cleaned(month, table)
-    results = rules.raw_rules(table, month, RULES) + rules.cleaned_rules(month_.trips, month, month_.raw_rows, RULES)
+    results = rules.raw_rules(table, month, RULES, "green")
+    results += rules.cleaned_rules(month_.trips, month, month_.raw_rows, RULES)
     assert [r.message for r in results if not r.passed] == []
-    raw = by_rule(rules.raw_rules(table, month, RULES))
+    assert month_.dropped["zone_not_in_lookup"] == 0  # TLC's unknown zones, 264 and 265, are in its lookup
+    raw = by_rule(rules.raw_rules(table, month, RULES, "green"))
     assert raw["row_count"].metadata == {
         "rule": "row_count",
         "rows": table.num_rows,
@@ -65,23 +69,42 @@ def test_raw_rules_name_what_is_wrong():
     distance = pc.cast(table["trip_distance"], pa.string()).to_pylist()
     distance[10] = "n/a"
     wrong_type = replace_column(table, "trip_distance", pa.array(distance, pa.string()))
-    schema = rules.raw_schema(wrong_type)
+    schema = rules.raw_schema(wrong_type, "green")
     assert not schema.passed and list(schema.metadata["uncastable_columns"]) == ["trip_distance"]
     assert "trip_distance (string -> float" in schema.message
 
-    missing = rules.raw_schema(table.drop(["PULocationID"]))
+    missing = rules.raw_schema(table.drop(["PULocationID"]), "green")
     assert not missing.passed and missing.metadata["missing_columns"] == ["PULocationID"]
 
     castable = replace_column(table, "PULocationID", pc.cast(table["PULocationID"], pa.string()))
-    assert rules.raw_schema(castable).passed  # "74" reads as 74: castable is enough
+    assert rules.raw_schema(castable, "green").passed  # "74" reads as 74: castable is enough
 
-    few = by_rule(rules.raw_rules(table.slice(0, 500), "2021-02", RULES))["row_count"]
+    few = by_rule(rules.raw_rules(table.slice(0, 500), "2021-02", RULES, "green"))["row_count"]
     assert not few.passed and (few.metadata["rows"], few.metadata["floor"]) == (500, 1000)
 
     shifted = rules.raw_pickups_in_month(real("2021-01"), "2021-02", 0.95)
     assert not shifted.passed
     assert shifted.metadata["share_inside"] < 0.001 and shifted.metadata["min_share"] == 0.95
     assert "of pickups inside 2021-02 < 95.00%" in shifted.message
+
+
+@pytest.mark.parametrize("taxi, other", [("green", "yellow"), ("yellow", "green")])
+def test_a_file_of_the_other_taxi_type_fails_the_raw_schema_rule_naming_both(taxi, other):
+    """A yellow file under a green name (or the other way round) would be cleaned as the wrong taxi's month."""
+    table = real("2021-02") if other == "green" else as_yellow(real("2021-02"), 2023)
+    assert rules.raw_schema(table, other).passed
+    schema = rules.raw_schema(table, taxi)
+    prefix = {"green": "lpep", "yellow": "tpep"}
+    assert not schema.passed
+    assert schema.message == (
+        f"raw_trips: {other}-taxi columns ({prefix[other]}_pickup_datetime, {prefix[other]}_dropoff_datetime) "
+        f"in a month read as {taxi} taxis, whose files have {prefix[taxi]}_pickup_datetime, "
+        f"{prefix[taxi]}_dropoff_datetime"
+    )
+    assert schema.metadata["taxi"] == taxi
+    assert schema.metadata["other_taxi_columns"] == {
+        other: [f"{prefix[other]}_pickup_datetime", f"{prefix[other]}_dropoff_datetime"]
+    }
 
 
 def test_cleaned_rules_name_what_is_wrong():
@@ -233,6 +256,7 @@ def test_good_months_pass_every_check_and_features_follow(instance, source, dags
     assert {check.target_materialization_data.run_id for check in checks.values()} == {result.run_id}
     assert all(check.blocking for key, check in checks.items() if key[1] != "drift_vs_previous_month")
     assert metadata(checks[("cleaned_trips", "dropped_share")])["dropped_share"] == pytest.approx(0.0411, abs=1e-4)
+    assert latest_metadata(instance, "cleaned_trips", "2021-02")["dropped_zone_not_in_lookup"] == 0
     drift = metadata(checks[("cleaned_trips", "drift_vs_previous_month")])
     assert drift["previous_month"] == "2021-01" and drift["psi_duration"] < 0.02 and drift["exceeded"] == []
     assert "2021-02" in materialized(instance, "trip_features")
@@ -257,12 +281,23 @@ def few_rows(table):
     return table.slice(0, 500)
 
 
+def yellow(table):  # a yellow file under the green name
+    return as_yellow(table, 2023)
+
+
+def zones_not_in_lookup(table):  # 30 % of pickups in zone 999, which TLC's lookup does not have
+    zones = np.where(np.arange(table.num_rows) % 10 < 3, 999, table["PULocationID"].to_numpy())
+    return replace_column(table, "PULocationID", pa.array(zones, table.schema.field("PULocationID").type))
+
+
 BAD = {
     # case: (make the file bad, failing rule, its figures)
     "shifted timestamps": (shifted, ("raw_trips", "pickups_in_month"), {"share_inside": 0.0, "min_share": 0.95}),
     "wrong type": (wrong_type, ("raw_trips", "schema"), {"missing_columns": []}),
     "500 rows": (few_rows, ("raw_trips", "row_count"), {"rows": 500, "floor": 1000}),
     "30% zero durations": (zero_durations, ("cleaned_trips", "dropped_share"), {"ceiling": 0.2}),
+    "yellow columns": (yellow, ("raw_trips", "schema"), {"taxi": "green", "missing_columns": []}),
+    "30% zones not in the lookup": (zones_not_in_lookup, ("cleaned_trips", "dropped_share"), {"ceiling": 0.2}),
 }
 
 
@@ -294,8 +329,11 @@ def test_a_month_failing_a_blocking_rule_is_recorded_and_not_stored(case, instan
     assert (latest.status.value, latest.partition) == ("FAILED", "2021-02")
     assert latest.event.dagster_event.event_specific_data.description == found["message"]
 
-    if case == "30% zero durations":
+    if case in ("30% zero durations", "30% zones not in the lookup"):
         assert found["dropped_share"] == pytest.approx(0.3 + 0.7 * 0.041, abs=0.01)
+    if case == "yellow columns":
+        assert "green_tripdata_2021-02.parquet" in str(error.error)
+        assert "yellow-taxi columns" in found["message"] and "read as green taxis" in found["message"]
     if case == "wrong type":
         assert "trip_distance" in found["uncastable_columns"]
 

@@ -8,8 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from ml_assets.core.cleaning import EmptyMonthError, clean_trips
+from ml_assets.core.features import OTHER_ZONE
 from ml_assets.core.rules import RuleThresholds, raw_rules
 from ml_assets.core.schema import CANONICAL, SchemaError, unify_schema
+from ml_assets.core.zones import known_zones
 from ml_assets.records import latest_metadata
 from ml_assets.runner.runs import materialize_month
 from ml_assets_tests.support import TLC_DATA, YELLOW_TYPES, as_yellow
@@ -64,7 +66,7 @@ def test_column_names_in_another_letter_case_clean_alike():
     cleaned, expected = clean_trips(respelled, "2021-01", "2021-01"), clean_trips(table, "2021-01", "2021-01")
     assert cleaned.dropped == expected.dropped
     pd.testing.assert_frame_equal(cleaned.trips, expected.trips)
-    assert all(rule.passed for rule in raw_rules(respelled, "2021-01", RuleThresholds()))
+    assert all(rule.passed for rule in raw_rules(respelled, "2021-01", RuleThresholds(), "green"))
 
 
 @pytest.mark.parametrize(
@@ -76,7 +78,7 @@ def test_a_column_given_twice_is_refused_naming_both(copy_as):
     twice = pa.Table.from_arrays(
         [*table.columns, pa.array([7] * table.num_rows, pa.int64())], names=[*table.column_names, copy_as]
     )
-    (schema_rule,) = [rule for rule in raw_rules(twice, "2021-01", RuleThresholds()) if rule.rule == "schema"]
+    (schema_rule,) = [rule for rule in raw_rules(twice, "2021-01", RuleThresholds(), "green") if rule.rule == "schema"]
     assert not schema_rule.passed
     assert f"PULocationID (PULocationID, {copy_as})" in schema_rule.message
     with pytest.raises(SchemaError, match=rf"month 2021-01: columns read as one .*\(PULocationID, {copy_as}\)"):
@@ -101,8 +103,8 @@ def test_timestamps_with_a_zone_are_read_as_new_york_wall_clock_times():
     )
     assert cleaned.dropped == expected.dropped
     pd.testing.assert_frame_equal(cleaned.trips, expected.trips)
-    judged = [rule.message for rule in raw_rules(zoned, "2023-03", RuleThresholds())]
-    assert judged == [rule.message for rule in raw_rules(table, "2023-03", RuleThresholds())]
+    judged = [rule.message for rule in raw_rules(zoned, "2023-03", RuleThresholds(), "green")]
+    assert judged == [rule.message for rule in raw_rules(table, "2023-03", RuleThresholds(), "green")]
 
 
 def test_an_infinite_distance_is_a_missing_value():
@@ -118,6 +120,35 @@ def test_an_infinite_distance_is_a_missing_value():
     cleaned = clean_trips(broken, "2021-01", "2021-01")
     assert np.isfinite(cleaned.trips["trip_distance"]).all()
     assert cleaned.dropped == {**expected.dropped, "missing_values": expected.dropped["missing_values"] + 2}
+
+
+def test_trips_whose_zone_is_not_in_tlc_s_lookup_are_dropped_under_their_own_reason():
+    """Zone ids TLC's lookup does not have (0, 999, -1) name no place: those trips are dropped and counted, not
+    trained on. TLC's own unknown zones, 264 and 265, are in the lookup and stay."""
+    table = real("2021-02")
+    expected = clean_trips(table, "2021-02", "2021-02")
+    trips = table.select(["lpep_pickup_datetime", "lpep_dropoff_datetime", "trip_distance"]).to_pandas()
+    minutes = (trips["lpep_dropoff_datetime"] - trips["lpep_pickup_datetime"]).dt.total_seconds() / 60
+    start = pd.Timestamp("2021-02-01")
+    inside = trips["lpep_pickup_datetime"].between(start, start + pd.offsets.MonthBegin(1), inclusive="left")
+    kept = trips.index[trips["trip_distance"].notna() & minutes.between(1, 60) & inside][:4]
+    zones = {name: table[name].to_numpy().copy() for name in ("PULocationID", "DOLocationID")}
+    zones["PULocationID"][kept[:2]] = [0, 999]
+    zones["DOLocationID"][kept[2]] = -1
+    zones["PULocationID"][kept[3]], zones["DOLocationID"][kept[3]] = 264, 265
+    broken = table
+    for name, values in zones.items():
+        broken = broken.set_column(broken.schema.get_field_index(name), name, pa.array(values))
+    cleaned = clean_trips(broken, "2021-02", "2021-02")
+    assert cleaned.dropped == {**expected.dropped, "zone_not_in_lookup": 3}
+    assert len(cleaned.trips) == len(expected.trips) - 3
+    for name in ("PULocationID", "DOLocationID"):
+        assert set(cleaned.trips[name].astype(int)) <= set(range(1, 266))
+    assert OTHER_ZONE not in known_zones()  # so the features' category of rare zones is no zone of a trip
+    unknown = (cleaned.trips["PULocationID"] == 264) & (cleaned.trips["DOLocationID"] == 265)
+    assert (
+        unknown.sum() == ((expected.trips["PULocationID"] == 264) & (expected.trips["DOLocationID"] == 265)).sum() + 1
+    )
 
 
 def test_uncastable_column_is_a_schema_error():

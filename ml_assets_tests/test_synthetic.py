@@ -1,4 +1,4 @@
-"""The synthetic source must look like TLC's green-taxi files, dirt included, and cache safely."""
+"""The synthetic source must look like TLC's green- and yellow-taxi files, dirt included, and cache safely."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from ml_assets.core.cleaning import clean_trips
 from ml_assets.core.months import month_bounds
+from ml_assets.core.rules import RuleThresholds, raw_rules
 from ml_assets.core.sources import MonthNotPublishedError, trip_file_name
 from ml_assets.core.sources.synthetic import GENERATOR, SyntheticSource, generate_month
 from ml_assets_tests.support import TLC_DATA
@@ -135,6 +137,21 @@ def test_fetch_writes_once_and_reuses(tmp_path, table):
     assert source.fetch(MONTH) == path
     assert os.stat(path).st_mtime_ns == mtime
     assert os.listdir(tmp_path) == [path.name]  # no temp files left behind
+
+
+def test_a_yellow_month_has_yellow_columns_and_green_s_trips(tmp_path, table):
+    """A yellow month is written as TLC writes yellow files (`tpep_` times, no green-only trip_type or ehail_fee),
+    so that it passes the rules as yellow and cleans to the same trips as the green month of its seed."""
+    path = SyntheticSource(cache_dir=str(tmp_path), taxi="yellow").fetch(MONTH)
+    assert path.name == trip_file_name("yellow", MONTH)
+    yellow = pq.read_table(path)
+    assert {"tpep_pickup_datetime", "tpep_dropoff_datetime"} <= set(yellow.column_names)
+    assert not {"lpep_pickup_datetime", "lpep_dropoff_datetime", "trip_type", "ehail_fee"} & set(yellow.column_names)
+    assert yellow["tpep_pickup_datetime"].equals(table["lpep_pickup_datetime"])
+    assert [rule.message for rule in raw_rules(yellow, MONTH, RuleThresholds(), "yellow") if not rule.passed] == []
+    cleaned, green = (clean_trips(month, MONTH, MONTH) for month in (yellow, table))
+    assert cleaned.dropped == green.dropped and cleaned.trips["trip_type"].isna().all()
+    pd.testing.assert_frame_equal(cleaned.trips.drop(columns="trip_type"), green.trips.drop(columns="trip_type"))
 
 
 def test_fetch_regenerates_on_other_seed_or_broken_file(tmp_path):

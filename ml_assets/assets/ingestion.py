@@ -14,7 +14,7 @@ from dagster import AssetExecutionContext, AssetOut, DataVersion, Failure, Metad
 from ml_assets import ui_metadata
 from ml_assets.checks.blocking_rules import RulesConfig, rule_result, rule_specs
 from ml_assets.code_versions import code_version
-from ml_assets.core import cleaning, plots, rules, schema, tables
+from ml_assets.core import cleaning, plots, rules, schema, tables, zones
 from ml_assets.core.cleaning import CleanedMonth, EmptyMonthError, clean_trips
 from ml_assets.core.schema import DURATION
 from ml_assets.core.storage import file_sha256, open_parquet
@@ -66,9 +66,9 @@ def _cleaned_metadata(context: AssetExecutionContext, cleaned: CleanedMonth) -> 
         ),
         "cleaned": AssetOut(
             key=CLEANED_TRIPS,
-            code_version=code_version(cleaning, schema, tables),
-            description="Trips with a `duration` (minutes) of 1–60 whose pickup lies in the month, "
-            "in one schema for all years.",
+            code_version=code_version(cleaning, schema, tables, zones),
+            description="Trips with a `duration` (minutes) of 1–60 whose pickup lies in the month, between zones "
+            "of TLC's lookup, in one schema for all years.",
             kinds={"pandas"},
         ),
     },
@@ -87,7 +87,7 @@ def ingest_trips(context: AssetExecutionContext, config: RulesConfig, trip_sourc
     if tables.num_rows(table) == 0:
         raise EmptyMonthError(f"{origin}: the file has no trips")
     thresholds = rules.RuleThresholds(**config.model_dump())
-    raw_results = rules.raw_rules(table, month, thresholds)
+    raw_results = rules.raw_rules(table, month, thresholds, trip_source.taxi)
     evaluations = [rule_result(RAW_TRIPS, result) for result in raw_results]
     try:
         rules.require_passed(raw_results, f"{origin}: raw_trips")  # a month failing these is not worth cleaning

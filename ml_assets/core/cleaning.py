@@ -28,9 +28,11 @@ from ml_assets.core.schema import (
     check_columns,
     unify_schema,
 )
+from ml_assets.core.zones import known_zones
 
 MIN_DURATION, MAX_DURATION = 1.0, 60.0  # minutes, as in the course notebook
-REASONS = ("missing_values", "pickup_outside_month", "duration_out_of_range")  # in the order they are judged
+# In the order they are judged; a zone id not in TLC's lookup (0, 999, -1) names no place a model could learn.
+REASONS = ("missing_values", "zone_not_in_lookup", "pickup_outside_month", "duration_out_of_range")
 
 
 class EmptyMonthError(ValueError):
@@ -58,8 +60,12 @@ def _clean_batch(batch: pa.Table, start, end, dropped: dict[str, int]) -> pa.Tab
     pickup, dropoff = batch[PICKUP], batch[DROPOFF]
     minutes = pc.divide(pc.cast(pc.subtract(dropoff, pickup), pa.int64()), 60e6)  # microseconds -> minutes
     timestamp = pickup.type
+    zones = pa.array(known_zones())
     rules = {
         "missing_values": np.logical_or.reduce([_bad(pc.is_null(batch[name], nan_is_null=True)) for name in REQUIRED]),
+        "zone_not_in_lookup": np.logical_or.reduce(
+            [~_bad(pc.is_in(batch[name], value_set=zones)) for name in ZONE_COLUMNS]
+        ),
         "pickup_outside_month": _bad(
             pc.or_(pc.less(pickup, pa.scalar(start, timestamp)), pc.greater_equal(pickup, pa.scalar(end, timestamp)))
         ),

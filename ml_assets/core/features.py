@@ -77,7 +77,7 @@ NULLABLE_CODES = ("VendorID", "RatecodeID", "trip_type", "passenger_count")
 MISSING_CODE = -1.0
 # For the same reason, a zone column has at most 256 categories, which XGBoost stores a byte per value (TLC
 # has 265 zones, and a window of green trips sees 257): the rarest zones beyond them share one, OTHER_ZONE
-# (no TLC zone has id 0), and keep what the pair statistics say about each.
+# (no zone of TLC's lookup has id 0, and cleaning keeps no other), and keep what the pair statistics say about each.
 MAX_ZONE_CATEGORIES, OTHER_ZONE = 256, 0
 _PAIR_BASE = 1 << 20  # pair key = pickup zone * base + dropoff zone (zone ids are far smaller)
 

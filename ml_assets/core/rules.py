@@ -4,11 +4,12 @@ Every rule returns a `RuleResult`: whether it passed, one line saying why, and m
 numbers it was judged on (always including `rule`), so a failed check in the UI names the rule and
 shows the figures next to the threshold.
 
-- raw_trips: `schema` (required columns present, none given twice, every known column castable to
-  the canonical schema), `row_count`, `pickups_in_month` (TLC files carry a few stray timestamps; real months
-  are at >= 0.999).
+- raw_trips: `schema` (required columns present, none given twice, pickup/dropoff named as the taxi
+  type's, every known column castable to the canonical schema), `row_count`, `pickups_in_month`
+  (TLC files carry a few stray timestamps; real months are at >= 0.999).
 - cleaned_trips: `schema` (canonical columns + duration, castable to the canonical types),
-  `row_count`, `dropped_share` (real green months drop 3-5 %), `pickups_in_month` (all),
+  `row_count`, `dropped_share` (whatever cleaning drops, for any of its reasons; real green months
+  drop 3-5 %), `pickups_in_month` (all),
   `no_nulls` (REQUIRED columns + duration).
 """
 
@@ -34,6 +35,8 @@ from ml_assets.core.schema import (
     canonical_name,
     columns_by_canonical_name,
     describe_ambiguous,
+    describe_other_taxi,
+    other_taxi_columns,
     wall_clock,
 )
 
@@ -57,7 +60,8 @@ class RuleThresholds:
 
 # The blocking rules, one check each: what they hold a month to.
 RAW_RULES = {
-    "schema": "Required columns present, none given twice; every known column castable to the canonical schema.",
+    "schema": "Required columns present, none given twice, pickup/dropoff named as the taxi type's; every known "
+    "column castable to the canonical schema.",
     "row_count": "At least min_rows rows.",
     "pickups_in_month": "Share of pickups inside the month >= min_pickups_in_month.",
 }
@@ -102,14 +106,22 @@ def _schema_result(
     uncastable: dict[str, str],
     what: str,
     ambiguous: dict[str, list[str]] | None = None,
+    taxi: str | None = None,
+    other_taxi: dict[str, list[str]] | None = None,
 ):
     missing = sorted(set(required) - set(present))
     metadata = {"columns": len(present), "missing_columns": missing, "uncastable_columns": uncastable}
     if ambiguous:
         metadata["ambiguous_columns"] = ambiguous
-    if not missing and not uncastable and not ambiguous:
+    if taxi:
+        metadata["taxi"] = taxi
+    if other_taxi:
+        metadata["other_taxi_columns"] = other_taxi
+    if not missing and not uncastable and not ambiguous and not other_taxi:
         return RuleResult("schema", True, f"{what}: all required columns present and castable", metadata)
     problems = []
+    if other_taxi:
+        problems.append(describe_other_taxi(other_taxi, taxi))
     if missing:
         problems.append(f"missing required column(s) {', '.join(missing)}")
     if ambiguous:
@@ -127,9 +139,10 @@ def _raw_name(trips: tables.TableOrFile, canonical: str) -> str | None:
     return next((name for name in tables.schema(trips).names if canonical_name(name) == canonical), None)
 
 
-def raw_schema(trips: tables.TableOrFile) -> RuleResult:
-    """REQUIRED columns present (pickup/dropoff under any TLC prefix), none given twice; every known column
-    castable, judged a batch of rows at a time (not when a column is given twice: which one to read is unknown)."""
+def raw_schema(trips: tables.TableOrFile, taxi: str) -> RuleResult:
+    """REQUIRED columns present, none given twice, pickup/dropoff not named as another taxi type's (`tpep_` in a
+    month read as green); every known column castable, judged a batch of rows at a time (not when a column is
+    given twice: which one to read is unknown)."""
     names = tables.schema(trips).names
     present = {canonical_name(name): name for name in names}
     ambiguous = ambiguous_columns(names)
@@ -138,7 +151,7 @@ def raw_schema(trips: tables.TableOrFile) -> RuleResult:
     for batch in () if ambiguous else tables.batches(trips, known):
         for name, why in _uncastable(columns_by_canonical_name(batch), CANONICAL).items():
             uncastable.setdefault(name, why)
-    return _schema_result(present, REQUIRED, uncastable, "raw_trips", ambiguous)
+    return _schema_result(present, REQUIRED, uncastable, "raw_trips", ambiguous, taxi, other_taxi_columns(names, taxi))
 
 
 class _ArrowColumns(Mapping):
@@ -270,9 +283,10 @@ def dropped_share(rows: int, raw_rows: int, ceiling: float) -> RuleResult:
     )
 
 
-def raw_rules(trips: tables.TableOrFile, month: str, thresholds: RuleThresholds) -> list[RuleResult]:
+def raw_rules(trips: tables.TableOrFile, month: str, thresholds: RuleThresholds, taxi: str) -> list[RuleResult]:
+    """The raw_trips rules; `taxi` is the taxi type the month is read as (green or yellow)."""
     return [
-        raw_schema(trips),
+        raw_schema(trips, taxi),
         row_count(tables.num_rows(trips), thresholds.min_rows),
         raw_pickups_in_month(trips, month, thresholds.min_pickups_in_month),
     ]

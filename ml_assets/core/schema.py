@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 PICKUP, DROPOFF = "pickup_datetime", "dropoff_datetime"
+TIME_PREFIXES = {"green": "lpep_", "yellow": "tpep_"}  # TLC's prefix of PICKUP and DROPOFF, per taxi type
 TLC_TIME_ZONE = "America/New_York"  # TLC's timestamps are this zone's wall-clock times, stored without a zone
 PICKUP_ZONE, DROPOFF_ZONE = "PULocationID", "DOLocationID"
 ZONE_COLUMNS = (PICKUP_ZONE, DROPOFF_ZONE)
@@ -64,10 +65,27 @@ def canonical_name(name: str) -> str:
     letter case to its canonical spelling: TLC's files spell some columns differently between years and
     taxi types (`PUlocationID` beside `PULocationID`)."""
     lowered = name.lower()
-    for prefix in ("lpep_", "tpep_"):
+    for prefix in TIME_PREFIXES.values():
         if lowered.startswith(prefix) and lowered[len(prefix) :] in (PICKUP, DROPOFF):
             return lowered[len(prefix) :]
     return _SPELLED.get(lowered, name)
+
+
+def other_taxi_columns(names: Iterable[str], taxi: str) -> dict[str, list[str]]:
+    """Other taxi type -> the file's pickup/dropoff columns named as that type's: a yellow file read as green
+    would be cleaned, trained on and reported as the green month of its name."""
+    found = defaultdict(list)
+    for name in names:
+        for other, prefix in TIME_PREFIXES.items():
+            if other != taxi and name.lower() in (prefix + PICKUP, prefix + DROPOFF):
+                found[other].append(name)
+    return dict(found)
+
+
+def describe_other_taxi(found: dict[str, list[str]], taxi: str) -> str:
+    expected = ", ".join(TIME_PREFIXES[taxi] + name for name in (PICKUP, DROPOFF))
+    columns = "; ".join(f"{other}-taxi columns ({', '.join(names)})" for other, names in found.items())
+    return f"{columns} in a month read as {taxi} taxis, whose files have {expected}"
 
 
 def columns_by_canonical_name(table: pa.Table) -> dict[str, pa.ChunkedArray]:

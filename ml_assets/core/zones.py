@@ -1,7 +1,9 @@
-"""What a trip's zones say without any fitting: borough and airport, from the TLC zone lookup shipped with the package.
+"""What a trip's zones say without any fitting: whether TLC has such a zone, its borough and airport, from the
+TLC zone lookup shipped with the package.
 
-`data/zones.csv` is the part of TLC's `taxi_zone_lookup.csv` the features need (zone id, borough, and
-whether the zone is an airport: Newark, JFK, LaGuardia); TLC publishes it as NYC open data.
+`data/zones.csv` is the part of TLC's `taxi_zone_lookup.csv` the pipeline needs (zone id, borough, and
+whether the zone is an airport: Newark, JFK, LaGuardia); TLC publishes it as NYC open data. Its ids are
+every zone TLC knows, its own unknown zones (264, 265) included; cleaning drops trips in any other.
 """
 
 from __future__ import annotations
@@ -22,10 +24,21 @@ FLAG_COLUMNS = ("pu_borough", "do_borough", "pu_airport", "do_airport", "same_bo
 
 
 @cache
+def _rows() -> list[dict[str, str]]:
+    with LOOKUP.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@cache
+def known_zones() -> np.ndarray:
+    """The lookup's zone ids (int32, as the canonical schema's zones): a trip in another id names no place."""
+    return np.array(sorted(int(row["LocationID"]) for row in _rows()), dtype=np.int32)
+
+
+@cache
 def _tables() -> tuple[np.ndarray, np.ndarray]:
     """Borough code and airport flag per zone id (index = id)."""
-    with LOOKUP.open(newline="") as file:
-        rows = list(csv.DictReader(file))
+    rows = _rows()
     size = max(int(row["LocationID"]) for row in rows) + 1
     borough = np.full(size, BOROUGHS.index("Unknown"), dtype=np.int8)
     airport = np.zeros(size, dtype=np.int8)

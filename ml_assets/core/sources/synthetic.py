@@ -1,10 +1,12 @@
-"""Synthetic green-taxi months, for running the pipeline with no network and no real data.
+"""Synthetic green- or yellow-taxi months, for running the pipeline with no network and no real data.
 
-The tables have exactly TLC's green-taxi schema (the 2023-02+ layout) and the structure a
-duration model can learn from: skewed zone popularity, a fixed map of zones (so distance and
-congestion depend on the zone pair), daily and weekly rhythm, rush-hour slowdowns. They also
-carry TLC's usual dirt (non-positive and multi-hour durations, pickups outside the month,
-nulls) so that cleaning has real work to do.
+The green tables have exactly TLC's green-taxi schema (the 2023-02+ layout); a yellow month holds
+the same trips in yellow's columns (`tpep_` times, no green-only trip_type or ehail_fee, an
+Airport_fee on pickups at the zone lookup's airports), so that it is judged and cleaned as the
+yellow month it is named. They have the structure a duration model can learn from: skewed zone
+popularity, a fixed map of zones (so distance and congestion depend on the zone pair), daily and
+weekly rhythm, rush-hour slowdowns. They also carry TLC's usual dirt (non-positive and multi-hour
+durations, pickups outside the month, nulls) so that cleaning has real work to do.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from upath import UPath
 
 from ml_assets.core.months import check_month, month_bounds
+from ml_assets.core.schema import DROPOFF, DROPOFF_ZONE, PICKUP, PICKUP_ZONE, TIME_PREFIXES
 from ml_assets.core.sources import MonthNotPublishedError, trip_file_name
 from ml_assets.core.storage import arrow_file, location, write_table
+from ml_assets.core.zones import zone_flags
 
-GENERATOR = 1  # bump whenever the output for a given (month, seed, rows) changes
+GENERATOR = 2  # bump whenever the output for a given (month, seed, rows, taxi) changes
 METADATA_KEY = b"ml_assets.synthetic"
 N_ZONES = 265
 
@@ -51,6 +56,19 @@ SCHEMA = pa.schema(
         ("congestion_surcharge", pa.float64()),
     ]
 )
+GREEN_ONLY = ("trip_type", "ehail_fee")
+AIRPORT_FEE = 1.75  # yellow's fee on a pickup at an airport
+
+
+def _schema(taxi: str) -> pa.Schema:
+    """Green's SCHEMA, or yellow's: its own time columns, without green's own columns, with an airport fee."""
+    if taxi == "green":
+        return SCHEMA
+    prefix = TIME_PREFIXES[taxi]
+    times = {TIME_PREFIXES["green"] + name: prefix + name for name in (PICKUP, DROPOFF)}
+    fields = [field.with_name(times.get(field.name, field.name)) for field in SCHEMA if field.name not in GREEN_ONLY]
+    return pa.schema([*fields, ("Airport_fee", pa.float64())])
+
 
 # Relative pickup volume by hour of day: quiet nights, a morning and a larger evening peak.
 HOURLY = np.array([17, 12, 9, 7, 6, 6, 13, 35, 50, 50, 48, 52, 54, 55, 60, 70, 76, 80, 76, 60, 47, 38, 30, 24], float)
@@ -115,8 +133,8 @@ def _pickup_offsets(rng: np.random.Generator, start: np.datetime64, n_days: int,
     return seconds, weekday[day], hour
 
 
-def generate_month(month: str, seed: int = 0, rows: int = 60_000) -> pa.Table:
-    """One month of green-taxi trips; the same (month, seed, rows) always gives the same table."""
+def generate_month(month: str, seed: int = 0, rows: int = 60_000, taxi: str = "green") -> pa.Table:
+    """One month of `taxi` trips; the same (month, seed, rows) always gives the same trips, in `taxi`'s columns."""
     rng = _rng(month, seed)
     city = _city()
     start, end = (np.datetime64(t.to_datetime64(), "s") for t in month_bounds(month))
@@ -147,12 +165,12 @@ def generate_month(month: str, seed: int = 0, rows: int = 60_000) -> pa.Table:
     del miles, minutes
     columns = {
         "VendorID": rng.choice(np.array([1, 2], np.int32), size=rows, p=[0.14, 0.86]),
-        "lpep_pickup_datetime": pickup.astype("datetime64[us]"),
-        "lpep_dropoff_datetime": dropoff.astype("datetime64[us]"),
+        TIME_PREFIXES[taxi] + PICKUP: pickup.astype("datetime64[us]"),
+        TIME_PREFIXES[taxi] + DROPOFF: dropoff.astype("datetime64[us]"),
         "store_and_fwd_flag": np.where(rng.random(rows) < 0.004, "Y", "N").astype(object),
         "RatecodeID": rng.choice([1, 5, 2, 4, 3], size=rows, p=[0.963, 0.032, 0.003, 0.001, 0.001]),
-        "PULocationID": (pu + 1).astype(np.int32),
-        "DOLocationID": (do + 1).astype(np.int32),
+        PICKUP_ZONE: (pu + 1).astype(np.int32),
+        DROPOFF_ZONE: (do + 1).astype(np.int32),
         "passenger_count": rng.choice(
             [1, 2, 3, 4, 5, 6, 0], size=rows, p=[0.85, 0.085, 0.014, 0.004, 0.024, 0.015, 0.008]
         ),
@@ -161,15 +179,19 @@ def generate_month(month: str, seed: int = 0, rows: int = 60_000) -> pa.Table:
         "trip_type": rng.choice([1, 2], size=rows, p=[0.97, 0.03]),
         **money,
     }
+    if taxi != "green":
+        airport = zone_flags(pd.DataFrame({PICKUP_ZONE: columns[PICKUP_ZONE], DROPOFF_ZONE: columns[DROPOFF_ZONE]}))
+        columns["Airport_fee"] = np.where(airport["pu_airport"] == 1, AIRPORT_FEE, 0.0)
     del pickup, dropoff, pu, do, trip_distance, money
     # from_pandas turns NaN into null, which is how TLC leaves ehail_fee. Each numpy column is dropped
     # once it is in Arrow.
+    schema = _schema(taxi)
     arrays = [
         pa.array(columns.pop(f.name), type=f.type, mask=null if f.name in NULLABLE else None, from_pandas=True)
-        for f in SCHEMA
+        for f in schema
     ]
     metadata = {METADATA_KEY: json.dumps({"month": month, **fingerprint(seed, rows)}).encode()}
-    return pa.Table.from_arrays(arrays, schema=SCHEMA.with_metadata(metadata))
+    return pa.Table.from_arrays(arrays, schema=schema.with_metadata(metadata))
 
 
 def _money(rng: np.random.Generator, miles: np.ndarray, minutes: np.ndarray, null: np.ndarray) -> dict:
@@ -248,7 +270,7 @@ class SyntheticSource:
         path = location(self.cache_dir) / trip_file_name(self.taxi, month)
         if path.exists() and _cached_fingerprint(path) == self.probe(month):
             return path
-        return write_table(generate_month(month, self.seed, self.rows), path)
+        return write_table(generate_month(month, self.seed, self.rows, self.taxi), path)
 
     def for_probing(self) -> SyntheticSource:
         return self  # probing generates nothing
