@@ -61,3 +61,17 @@ def test_broken_directory_is_unavailable(tmp_path, kind):
 def test_month_is_checked():
     with pytest.raises(ValueError):
         DirectorySource(str(TLC_DATA)).probe("2021-13")
+
+
+@pytest.mark.parametrize("kind, says", [("dangling link", "is a dangling symlink"), ("directory", "is a directory")])
+def test_broken_month_entry_is_an_error_naming_it(tmp_path, kind, says):
+    """A link to nothing or a directory under a month's name is a broken mirror, not a month yet to come or a file."""
+    entry = tmp_path / NAME
+    if kind == "dangling link":
+        entry.symlink_to(tmp_path / "gone.parquet")
+    else:
+        entry.mkdir()
+    src = DirectorySource(str(tmp_path))
+    for call in (src.probe, src.fetch):
+        with pytest.raises(SourceUnavailableError, match=f"month {MONTH}: {entry} {says}"):
+            call(MONTH)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 from dataclasses import dataclass
 
@@ -34,12 +35,17 @@ class DirectorySource:
         """Fingerprint (size, mtime) of the month's file, or None if absent.
 
         A missing or unreadable directory raises instead: that is a broken setup, not a month that
-        has yet to appear, and must not be mistaken for one.
+        has yet to appear, and must not be mistaken for one. So do a dangling symlink and a directory
+        under the month's file name: the mirror is broken there, and the month neither absent nor a file.
         """
         file = self._file(month)
         try:
             stat = file.stat()
         except FileNotFoundError:
+            if file.is_symlink():
+                raise SourceUnavailableError(
+                    f"month {month}: {file} is a dangling symlink (to {os.readlink(file)}, which does not exist)"
+                ) from None
             if pathlib.Path(self.path).is_dir():
                 return None
             raise SourceUnavailableError(
@@ -48,6 +54,8 @@ class DirectorySource:
             ) from None
         except OSError as exc:
             raise SourceUnavailableError(f"cannot read {file}: {exc}") from exc
+        if file.is_dir():
+            raise SourceUnavailableError(f"month {month}: {file} is a directory, not the month's parquet file")
         return {"path": str(file), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
     def for_probing(self) -> DirectorySource:
