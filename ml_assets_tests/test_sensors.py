@@ -33,7 +33,7 @@ from ml_assets.partitions import monthly_partitions
 from ml_assets.resources import build_resources
 from ml_assets.resources.trip_source import TripSourceResource
 from ml_assets.runner.runs import materialize_month
-from ml_assets_tests.http_server import serve_directory
+from ml_assets_tests.http_server import answering, serve_directory
 from ml_assets_tests.support import FAST_CONFIG, TLC_DATA, template_home, use_new_home
 
 MAX_MONTHS_ENV = settings.SENSOR_MAX_MONTHS.variable
@@ -226,6 +226,37 @@ def test_a_month_that_fails_or_answers_late_waits_for_the_next_tick_and_the_othe
         server.always = {}  # both answer again: the next tick requests them
         requests, _, _ = tick(instance, source, result.cursor)
         assert months_of(requests) == ["2021-02", "2021-03"]
+
+
+def test_a_wrong_tlc_url_where_every_month_answers_403_is_named_not_nothing_new(instance, tmp_path):
+    """TLC's CDN answers 403 for a file it does not have, so a wrong base URL read as "nothing new" forever."""
+    with answering((403, [], b"")) as server:
+        url = f"{server.url}/wrong-path"
+        source = TripSourceResource(kind="tlc", tlc_url=url, cache_dir=str(tmp_path / "cache"))
+        requests, cursor, skip = tick(instance, source)
+    assert requests == [] and load_cursor(cursor) == {}
+    first = monthly_partitions.get_partition_keys()[0]
+    assert f"tlc {url} publishes no month, not even the first partition {first}" in skip
+    assert "nothing new" not in skip
+
+
+def test_a_month_found_published_that_then_answers_403_is_warned_about(instance, files, tmp_path, caplog):
+    folder = files("2021-01", "2021-02")
+    with serve_directory(folder) as server:
+        source = TripSourceResource(kind="tlc", tlc_url=server.url, cache_dir=str(tmp_path / "cache"))
+        first, cursor, _ = tick(instance, source)
+        for month in months_of(first):
+            report(instance, "raw_trips", month)
+        server.always = {"green_tripdata_2021-01.parquet": 403}
+        requests, after, skip = tick(instance, source, cursor)
+        assert requests == [] and load_cursor(after) == load_cursor(cursor)  # what was ingested stays
+        assert f"tlc {server.url} no longer publishes 2021-01, found published by an earlier tick" in skip
+
+        files("2021-03")  # a new month still goes ahead, with the warning in the tick's log
+        context = build_sensor_context(instance=instance, cursor=after, resources={"trip_source": source})
+        context.log.addHandler(caplog.handler)
+        assert months_of(new_month_sensor(context).run_requests) == ["2021-03"]
+        assert any("no longer publishes 2021-01" in record.getMessage() for record in caplog.records)
 
 
 def test_fingerprint_hash_ignores_key_order():

@@ -20,7 +20,7 @@ from dagster import (
 
 from ml_assets import settings
 from ml_assets.automation.jobs import ingest_month_job
-from ml_assets.core.month_plan import dump_cursor, load_cursor, plan_months, probe_months
+from ml_assets.core.month_plan import absence_warning, dump_cursor, load_cursor, plan_months, probe_months
 from ml_assets.core.sources import SourceError
 from ml_assets.keys import RAW_TRIPS
 from ml_assets.partitions import monthly_partitions
@@ -58,9 +58,13 @@ def new_month_sensor(context: SensorEvaluationContext, trip_source: TripSourceRe
             f"{len(unchecked)} month(s) not checked this tick, tried again on the next: "
             + "; ".join(f"{month}: {why}" for month, why in sorted(unchecked.items()))
         )
+    seen = load_cursor(context.cursor)
+    warning = absence_warning(fingerprints, seen, monthly_partitions.get_first_partition_key(), trip_source.label)
+    if warning:
+        context.log.warning(warning)
     plan = plan_months(
         fingerprints,
-        load_cursor(context.cursor),
+        seen,
         context.instance.get_materialized_partitions(RAW_TRIPS),
         _recorded_size(context.instance),
     )
@@ -89,7 +93,7 @@ def new_month_sensor(context: SensorEvaluationContext, trip_source: TripSourceRe
     if requests:
         return SensorResult(run_requests=requests, cursor=dump_cursor(cursor))
     available = sum(fp is not None for fp in fingerprints.values())
-    reason = f"nothing new: {available} month(s) available at {trip_source.label}, all ingested or requested"
+    reason = warning or f"nothing new: {available} month(s) available at {trip_source.label}, all ingested or requested"
     if plan.pending:
         reason += f"; requested earlier but not materialized: {', '.join(plan.pending)}"
     return SensorResult(skip_reason=reason, cursor=dump_cursor(cursor))

@@ -130,3 +130,27 @@ def plan_months(
             continue
         due.append(Due(month, current, "new" if previous is None else "republished"))
     return Plan(due, cursor, pending)
+
+
+def absence_warning(
+    fingerprints: Mapping[str, dict | None], seen: Mapping[str, str], first_month: str | None, where: str
+) -> str | None:
+    """What looks wrong about the months `where` says are not published, or None if nothing does.
+
+    TLC's CDN answers 403 for a month not yet published, so absence alone is no error. But a month an earlier
+    tick found published (it is in the cursor), or every month down to the first partition, is no month yet
+    to come: that is what a wrong URL or folder looks like, and it would read as "nothing new" forever.
+    """
+    absent = sorted(month for month, fingerprint in fingerprints.items() if fingerprint is None)
+    problems = []
+    if first_month in absent and len(absent) == len(fingerprints):
+        problems.append(f"{where} publishes no month, not even the first partition {first_month}")
+    gone = [month for month in absent if month in seen]
+    if gone:
+        problems.append(f"{where} no longer publishes {', '.join(gone)}, found published by an earlier tick")
+    if not problems:
+        return None
+    return (
+        "; ".join(problems) + ": check the source's URL or folder and the taxi type (TLC answers 403 for a file it "
+        "does not have); what was ingested stays"
+    )
