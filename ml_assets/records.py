@@ -1,4 +1,5 @@
-"""What the instance recorded: an asset's newest materialization, a run's own, and whether a run's process lives."""
+"""What the instance recorded: an asset's newest materialization, a run's own, which partitions runs and backfills
+are about to materialize, and whether a run's process lives."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, RunRecord
+from dagster import (
+    AssetKey,
+    AssetPartitionStatus,
+    AssetRecordsFilter,
+    DagsterEventType,
+    DagsterInstance,
+    PartitionsDefinition,
+    RunRecord,
+)
+from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 
 
 def latest_materialization(
@@ -46,6 +56,28 @@ def run_metadata(instance: DagsterInstance, run_id: str, asset: str | AssetKey, 
         if materialization and materialization.asset_key == key and materialization.partition == month:
             return _plain(materialization.metadata)
     return None
+
+
+def partitions_in_progress(
+    instance: DagsterInstance, asset: AssetKey, partitions_def: PartitionsDefinition, keys: list[str]
+) -> set[str]:
+    """Which of `keys` of `asset` a run not yet finished (queued or running), or an asset backfill still in
+    progress, is to materialize: Dagster's own `AutomationCondition.in_progress()`, for a sensor.
+
+    A backfill's partitions count until it materialized them or they failed, also before it created their
+    runs. (A backfill stored by a Dagster before 1.5, without its data in plain form, is not looked at.)
+    """
+    status = instance.get_status_by_partition(asset, keys, partitions_def) or {}
+    pending = {key for key, state in status.items() if state == AssetPartitionStatus.IN_PROGRESS}
+    for backfill in instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
+        data = backfill.asset_backfill_data
+        if data is None:
+            continue
+        left = data.target_subset - data.materialized_subset - data.failed_and_downstream_subset
+        subset = left.partitions_subsets_by_asset_key.get(asset)
+        if subset is not None:
+            pending |= set(subset.get_partition_keys()) & set(keys)
+    return pending
 
 
 def _plain(metadata: Mapping) -> dict:

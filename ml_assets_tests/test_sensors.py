@@ -131,6 +131,46 @@ def test_no_duplicates_while_runs_are_pending(instance, files, tmp_path):
     assert months_of(later) == ["2021-03"]
 
 
+def test_a_month_a_queued_run_or_backfill_will_ingest_is_not_requested_again(instance, files, tmp_path):
+    """A month a backfill (or another run) has queued was requested again, and ingested twice."""
+    import time
+
+    from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+
+    from ml_assets.definitions import defs
+
+    source = directory_source(files("2021-01", "2021-02", "2021-03"), tmp_path)
+    run = instance.create_run_for_job(
+        job_def=defs.resolve_job_def("ingest_month"),
+        tags={"dagster/partition": "2021-01"},
+        status=DagsterRunStatus.NOT_STARTED,  # created, not yet launched
+        asset_selection=frozenset({AssetKey("raw_trips"), AssetKey("cleaned_trips")}),
+    )
+    backfill = PartitionBackfill.from_asset_partitions(
+        backfill_id="queued",
+        asset_graph=defs.resolve_asset_graph(),
+        partition_names=["2021-02"],
+        asset_selection=[AssetKey("raw_trips"), AssetKey("cleaned_trips")],
+        backfill_timestamp=time.time(),
+        tags={},
+        dynamic_partitions_store=instance,
+        all_partitions=False,
+        title=None,
+        description=None,
+        run_config=None,
+    )
+    instance.add_backfill(backfill)
+    requests, cursor, _ = tick(instance, source)
+    assert months_of(requests) == ["2021-03"]
+    assert sorted(load_cursor(cursor)) == ["2021-03"]  # the others are the run's and the backfill's to ingest
+    again, cursor, skip = tick(instance, source, cursor)
+    assert again == [] and "queued or running in a run or backfill, not requested: 2021-01, 2021-02" in skip
+
+    instance.report_run_canceled(run)
+    instance.update_backfill(backfill.with_status(BulkActionStatus.CANCELED))
+    assert months_of(tick(instance, source, cursor)[0]) == ["2021-01", "2021-02"]
+
+
 def test_materialized_months_are_not_requested(instance, files, tmp_path):
     folder = files("2021-01", "2021-02", "2021-03")
     report(instance, "raw_trips", "2021-01")  # no size recorded: the current file is adopted

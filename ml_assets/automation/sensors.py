@@ -24,8 +24,10 @@ from ml_assets.core.month_plan import absence_warning, dump_cursor, load_cursor,
 from ml_assets.core.sources import SourceError
 from ml_assets.keys import RAW_TRIPS
 from ml_assets.partitions import monthly_partitions
-from ml_assets.records import latest_metadata
+from ml_assets.records import latest_metadata, partitions_in_progress
 from ml_assets.resources.trip_source import TripSourceResource
+
+IN_PROGRESS = "queued or running in a run or backfill, not requested"
 
 
 def _recorded_size(instance: DagsterInstance):
@@ -67,6 +69,7 @@ def new_month_sensor(context: SensorEvaluationContext, trip_source: TripSourceRe
         seen,
         context.instance.get_materialized_partitions(RAW_TRIPS),
         _recorded_size(context.instance),
+        partitions_in_progress(context.instance, RAW_TRIPS, monthly_partitions, months),
     )
     chosen, waiting = plan.due[:limit], plan.due[limit:]
     cursor = dict(plan.cursor)
@@ -90,10 +93,14 @@ def new_month_sensor(context: SensorEvaluationContext, trip_source: TripSourceRe
             "requested earlier, not materialized yet (queued, running or failed; not re-requested "
             "until re-published): " + ", ".join(plan.pending)
         )
+    if plan.in_progress:
+        context.log.info(f"{IN_PROGRESS}: " + ", ".join(plan.in_progress))
     if requests:
         return SensorResult(run_requests=requests, cursor=dump_cursor(cursor))
     available = sum(fp is not None for fp in fingerprints.values())
     reason = warning or f"nothing new: {available} month(s) available at {trip_source.label}, all ingested or requested"
     if plan.pending:
         reason += f"; requested earlier but not materialized: {', '.join(plan.pending)}"
+    if plan.in_progress:
+        reason += f"; {IN_PROGRESS}: {', '.join(plan.in_progress)}"
     return SensorResult(skip_reason=reason, cursor=dump_cursor(cursor))

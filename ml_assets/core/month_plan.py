@@ -97,6 +97,7 @@ class Plan(NamedTuple):
     due: list[Due]  # every month that needs ingesting, oldest first
     cursor: dict[str, str]  # the cursor before any request, with adopted baselines added
     pending: list[str]  # requested before, same fingerprint, still not materialized
+    in_progress: list[str]  # would be due, but a queued or running run or backfill is to ingest it
 
 
 def plan_months(
@@ -104,14 +105,17 @@ def plan_months(
     seen: Mapping[str, str],
     materialized: set[str],
     recorded_size: Callable[[str], int | None],
+    in_progress: set[str] = frozenset(),
 ) -> Plan:
     """What to ingest, given the source's fingerprints, the cursor and raw_trips' materializations.
 
     `recorded_size(month)` returns the `size_bytes` raw_trips recorded for a materialized month
     (None if unknown); it is only called for materialized months the cursor has no entry for.
+    A month `in_progress` (a run or backfill not yet finished will ingest it) is not due, and stays out
+    of the cursor: once that run is over, the next plan adopts what it ingested, or finds the month due.
     """
     cursor = dict(seen)
-    due, pending = [], []
+    due, pending, waiting = [], [], []
     for month in sorted(fingerprints):
         fingerprint = fingerprints[month]
         if fingerprint is None:
@@ -121,15 +125,18 @@ def plan_months(
             if month not in materialized:
                 pending.append(month)
             continue
+        reason = "new" if previous is None else "republished"
         if previous is None and month in materialized:
             size, recorded = fingerprint.get("size"), recorded_size(month)
             if size is None or recorded is None or int(size) == int(recorded):
                 cursor[month] = current  # already ingested from this version: adopt as baseline
                 continue
-            due.append(Due(month, current, "republished"))
+            reason = "republished"
+        if month in in_progress:
+            waiting.append(month)
             continue
-        due.append(Due(month, current, "new" if previous is None else "republished"))
-    return Plan(due, cursor, pending)
+        due.append(Due(month, current, reason))
+    return Plan(due, cursor, pending, waiting)
 
 
 def absence_warning(
