@@ -28,7 +28,7 @@ from ml_assets.automation.jobs import ingest_month_job
 from ml_assets.automation.schedules import monthly_retrain_schedule
 from ml_assets.automation.sensors import new_month_sensor
 from ml_assets.core import month_plan
-from ml_assets.core.month_plan import fingerprint_hash, load_cursor
+from ml_assets.core.month_plan import dump_cursor, fingerprint_hash, load_cursor
 from ml_assets.partitions import monthly_partitions
 from ml_assets.resources import build_resources
 from ml_assets.resources.trip_source import TripSourceResource
@@ -297,6 +297,40 @@ def test_a_month_found_published_that_then_answers_403_is_warned_about(instance,
         context.log.addHandler(caplog.handler)
         assert months_of(new_month_sensor(context).run_requests) == ["2021-03"]
         assert any("no longer publishes 2021-01" in record.getMessage() for record in caplog.records)
+
+
+LAST_MODIFIED = "Tue, 01 Jun 2021 00:00:00 GMT"
+
+
+def head_answer(etag: str, last_modified: str = LAST_MODIFIED):
+    """What a CDN answers a HEAD for a month's file of 1000 bytes (every month alike)."""
+    return (200, [("Content-Length", "1000"), ("ETag", etag), ("Last-Modified", last_modified)], b"")
+
+
+def test_an_etag_that_changes_on_every_request_is_no_re_publication(instance, tmp_path):
+    """A misconfigured CDN that hands out a new ETag on each request had every month re-requested every tick."""
+    with answering(head_answer('"a"')) as server:
+        source = TripSourceResource(kind="tlc", tlc_url=server.url, cache_dir=str(tmp_path / "cache"))
+        first, cursor, _ = tick(instance, source)
+        server.answers = [head_answer('"b"')]  # same size and Last-Modified
+        again, cursor, _ = tick(instance, source, cursor)
+        assert months_of(first) and not set(months_of(first)) & set(months_of(again))
+        server.answers = [head_answer('"c"', "Wed, 02 Jun 2021 00:00:00 GMT")]  # re-published: a new Last-Modified
+        third, _, _ = tick(instance, source, cursor)
+    assert [(r.partition_key, r.tags["ml_assets/trigger"]) for r in third] == [
+        (month, "republished") for month in months_of(first)
+    ]
+
+
+def test_a_cursor_written_before_etags_were_told_apart_re_requests_nothing(instance, tmp_path):
+    """The hash a cursor of earlier versions holds for a month (of its size, ETag and Last-Modified) still matches."""
+    earlier = "57fd2789f19b640f"  # 1000 bytes, ETag "a", LAST_MODIFIED
+    with answering(head_answer('"a"')) as server:
+        source = TripSourceResource(kind="tlc", tlc_url=server.url, cache_dir=str(tmp_path / "cache"))
+        requests, cursor, _ = tick(instance, source, dump_cursor({"2021-01": earlier}))
+        assert "2021-01" not in months_of(requests) and months_of(requests)
+        server.answers = [head_answer('"b"')]  # and the cursor now tells a new ETag alone from a re-publication
+        assert "2021-01" not in months_of(tick(instance, source, cursor)[0])
 
 
 def test_fingerprint_hash_ignores_key_order():

@@ -3,7 +3,8 @@
 The cursor is JSON, `{"months": {"YYYY-MM": fingerprint hash}}`: the version of each month last
 requested. A month is due when the source has it and the cursor does not (new) or holds another
 version (re-published); a month already materialized before the cursor knew it is adopted as the
-baseline when its recorded size matches.
+baseline when its recorded size matches. A new ETag alone, with the same size and Last-Modified, is
+no re-publication (`same_version_hash`).
 """
 
 from __future__ import annotations
@@ -26,9 +27,32 @@ PROBE_SECONDS = 40.0
 
 
 def fingerprint_hash(fingerprint: Mapping[str, Any]) -> str:
-    """Short, stable hash of a source's version fingerprint (key order and location keys do not matter)."""
-    canonical = json.dumps(file_version(fingerprint), sort_keys=True, default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    """Short, stable hash of a source's version fingerprint (key order and location keys do not matter).
+
+    A fingerprint with both an ETag and a Last-Modified gets `:` and the hash of the rest after it, for
+    `same_version_hash`; the part before is the whole version's hash, as cursors of earlier versions hold it.
+    """
+    version = file_version(fingerprint)
+    whole = _hash(version)
+    if version.get("etag") is None or version.get("last_modified") is None:
+        return whole
+    return f"{whole}:{_hash({key: value for key, value in version.items() if key != 'etag'})}"
+
+
+def same_version_hash(recorded: str, current: str) -> bool:
+    """Whether a hash from the cursor and one from a probe (`fingerprint_hash`) describe the same version.
+
+    Some CDNs hand out a new ETag for the same bytes on every request, while a re-published file always
+    gets a new Last-Modified: where both hashes have it, the one without the ETag decides. A hash written
+    by an earlier version, without that part, is compared whole, so an upgrade re-requests nothing.
+    """
+    whole, _, dated = recorded.partition(":")
+    current_whole, _, current_dated = current.partition(":")
+    return whole == current_whole or (bool(dated) and dated == current_dated)
+
+
+def _hash(version: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(version, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def load_cursor(cursor: str | None) -> dict[str, str]:
@@ -121,7 +145,8 @@ def plan_months(
         if fingerprint is None:
             continue  # not published (yet)
         current, previous = fingerprint_hash(fingerprint), seen.get(month)
-        if previous == current:
+        if previous is not None and same_version_hash(previous, current):
+            cursor[month] = current  # the hash as this version writes it, for the next tick's comparison
             if month not in materialized:
                 pending.append(month)
             continue
