@@ -65,7 +65,8 @@ def partitions_in_progress(
     progress, is to materialize: Dagster's own `AutomationCondition.in_progress()`, for a sensor.
 
     A backfill's partitions count until it materialized them or they failed, also before it created their
-    runs. (A backfill stored by a Dagster before 1.5, without its data in plain form, is not looked at.)
+    runs. (A backfill an older Dagster created keeps its data serialized, readable only with the asset graph:
+    it is not looked at.)
     """
     status = instance.get_status_by_partition(asset, keys, partitions_def) or {}
     pending = {key for key, state in status.items() if state == AssetPartitionStatus.IN_PROGRESS}
