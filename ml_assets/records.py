@@ -16,6 +16,8 @@ from dagster import (
     PartitionsDefinition,
     RunRecord,
 )
+
+# Private in Dagster 1.13 (checked against 1.13.27): the filter `DagsterInstance.get_backfills` takes.
 from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 
 
