@@ -99,3 +99,21 @@ def test_an_unrecorded_champion_whose_predecessor_was_deleted_leaves_no_champion
     registry.delete_model_version(tracking.REGISTERED_MODEL, "1")
     assert tracking.restore_recorded_champion(lambda version: False, tmp_path / "lock") == ["2"]
     assert tracking.champion_version() is None
+
+
+def test_an_interrupt_inside_register_model_leaves_no_version_claiming_the_alias(registry, tmp_path, monkeypatch):
+    """SIGTERM (Dagster's run termination) once MLflow created the version, before register_model returned: the
+    version kept `alias_at_registration: champion` though the alias never moved to it."""
+    assert published("2021-02", tmp_path) == "1"
+    real = mlflow.MlflowClient._create_model_version
+
+    def created_then_interrupted(self, *args, **kwargs):
+        real(self, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mlflow.MlflowClient, "_create_model_version", created_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        published("2021-03", tmp_path)
+    assert str(tracking.champion_version().version) == "1"
+    claims = {str(v.version): v.tags.get(tracking.ALIAS_AT_REGISTRATION_TAG) for v in tracking.registered_versions()}
+    assert claims == {"1": tracking.CHAMPION, "2": None}

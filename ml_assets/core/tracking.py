@@ -22,6 +22,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 PARTITION_TAG, DAGSTER_RUN_TAG = "partition", "dagster_run_id"
 TRAINING_MONTHS_TAG, REALIZED_RMSE = "training_months", "realized_rmse"
 CHAMPION_BEFORE_TAG = "champion_before"  # on a version made champion: the version it took the alias from
+ALIAS_AT_REGISTRATION_TAG = "alias_at_registration"  # the alias `publish` moved to the version
 LINEAGE = "lineage.json"  # core.lineage's record of what made the model
 
 
@@ -245,13 +246,15 @@ def publish(
     with file_lock(lock):
         verdict = gate(load_champion(registered_model))
         alias = CHAMPION if verdict.passed else CHALLENGER
-        tags = {**tags, "alias_at_registration": alias}
         if verdict.passed and verdict.champion_version is not None:
-            tags[CHAMPION_BEFORE_TAG] = verdict.champion_version  # where `restore_recorded_champion` puts it back
+            # Where `restore_recorded_champion` puts the alias back.
+            tags = {**tags, CHAMPION_BEFORE_TAG: verdict.champion_version}
         before = aliased_version(alias, registered_model)
         version = mlflow.register_model(model_uri, registered_model, tags=tags)
         try:
             client.set_registered_model_alias(registered_model, alias, version.version)
+            # Only once the alias moved: an interrupt inside register_model leaves a version no alias names.
+            client.set_model_version_tag(registered_model, version.version, ALIAS_AT_REGISTRATION_TAG, alias)
         except BaseException:
             _undo_publishing(client, registered_model, alias, version.version, before)
             raise
