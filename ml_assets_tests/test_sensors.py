@@ -548,3 +548,13 @@ def test_schedule_retrains_the_latest_complete_month(instance):
     assert isinstance(request, RunRequest)
     assert request.partition_key == "2021-03"
     assert request.run_key == "retrain:2021-03:2026-11-02"
+
+
+def test_schedule_evaluated_without_a_scheduled_time_uses_the_current_time(instance):
+    """A preview (`dagster schedule preview`, build_schedule_context()) has no scheduled time: the schedule raised."""
+    for month in ("2021-01", "2021-02"):
+        report(instance, "cleaned_trips", month)
+    request = monthly_retrain_schedule(build_schedule_context(instance=instance))
+    assert isinstance(request, RunRequest) and request.partition_key == "2021-02"
+    today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    assert request.run_key == f"retrain:2021-02:{today}"

@@ -43,14 +43,17 @@ def latest_complete_month(instance: DagsterInstance, now: datetime.datetime | No
     description="Safety net when the new-month sensor is off: retrain the latest month whose training window is in.",
 )
 def monthly_retrain_schedule(context: ScheduleEvaluationContext):
-    now = context.scheduled_execution_time
+    # A tick always has a scheduled time, a preview (`dagster schedule preview`) none, and the public property then
+    # raises: read it as Dagster's own partitioned schedules do, and fall back to the current time.
+    now = context._scheduled_execution_time or datetime.datetime.now(datetime.timezone.utc)
     month = latest_complete_month(context.instance, now)
     if month is None:
         return SkipReason(
             "no month to retrain: none has cleaned_trips for its whole training window "
             "(ingest months first, e.g. with new_month_sensor or the ingest_month job)"
         )
-    tick = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y-%m-%d")
     return RunRequest(
-        run_key=f"retrain:{month}:{tick}", partition_key=month, tags={"ml_assets/trigger": "monthly_retrain_schedule"}
+        run_key=f"retrain:{month}:{now:%Y-%m-%d}",
+        partition_key=month,
+        tags={"ml_assets/trigger": "monthly_retrain_schedule"},
     )
