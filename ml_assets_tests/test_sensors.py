@@ -452,7 +452,8 @@ def test_a_failed_blocking_check_keeps_its_month_out_of_training(
     stricter, failed_check, first_quarter, tmp_path, monkeypatch
 ):
     """A stored month ingested again with a stricter threshold (e.g. from the launchpad) fails a blocking check:
-    its stored value stays, and automation trains no month whose window holds it until it passes again."""
+    its stored value stays, and neither automation nor the schedule trains a month whose window holds it until it
+    passes again (the schedule had launched training on it)."""
     from dagster import DagsterInstance
 
     from ml_assets.definitions import defs
@@ -471,10 +472,15 @@ def test_a_failed_blocking_check_keeps_its_month_out_of_training(
         assert len(records) == 3  # nothing replaced
         result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
         assert not requested(result, "trip_features")  # both windows hold 2021-02; 2021-01 has nothing to train on
+        skip = schedule_tick(instance)
+        assert isinstance(skip, SkipReason)
+        assert "not retraining 2021-03: " in skip.skip_message
+        assert f"{failed_check[0]}:{failed_check[1]} failed for 2021-02" in skip.skip_message
 
         materialize_month(instance, "2021-02", INGESTION)  # the usual thresholds: it passes again
         result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
         assert requested(result, "trip_features") == {"2021-02", "2021-03"}
+        assert schedule_tick(instance).partition_key == "2021-03"
 
 
 def test_training_waits_while_a_window_month_is_being_ingested(instance):

@@ -7,6 +7,7 @@ check; what each part of the condition is for is in docs/architecture.md (Automa
 import warnings
 
 from dagster import (
+    AssetCheckKey,
     AssetSelection,
     AutomationCondition,
     AutomationConditionSensorDefinition,
@@ -14,6 +15,8 @@ from dagster import (
     AutomationResult,
     DagsterInstance,
     DefaultSensorStatus,
+    Definitions,
+    evaluate_automation_conditions,
 )
 
 from ml_assets import settings
@@ -99,16 +102,45 @@ _EAGER = (
 ).with_label("eager_every_month")
 # The data's blocking checks; not model_gate's refusal on trained_model, a WARN that blocks nothing (predictions
 # then score the month with the champion).
-_CHECKS_PASSED = ~(
+CHECKS_PASSED = ~(
     AutomationCondition.any_deps_match(
         _BLOCKING_CHECK_FAILED | AutomationCondition.any_deps_match(_BLOCKING_CHECK_FAILED)
     ).ignore(AssetSelection.assets(TRAINED_MODEL))
 ).with_label("any_deps_blocking_check_failed")
+
+
+def failed_blocking_checks(
+    defs: Definitions, selection: AssetSelection, instance: DagsterInstance, month: str
+) -> list[tuple[str, str]]:
+    """(check, month it failed for) of the blocking checks by which CHECKS_PASSED keeps `month` of an asset in
+    `selection` from building, as automation judges it; for what launches runs outside automation (the schedule).
+
+    Dagster evaluates CHECKS_PASSED alone, in place of each asset's own condition, and its evaluation names the
+    checks: those of every month the held-back assets read, not only the months that `month` reads.
+    """
+    with warnings.catch_warnings():  # `map_resolved_asset_specs` is a preview in Dagster 1.13
+        warnings.filterwarnings("ignore", message=".*map_resolved_asset_specs.*")
+        judged = defs.map_resolved_asset_specs(
+            func=lambda spec: spec.replace_attributes(automation_condition=CHECKS_PASSED), selection=selection
+        )
+    result = evaluate_automation_conditions(judged, instance, asset_selection=selection)
+    blocked = [r for r in result.results if month not in r.true_subset.expensively_compute_partition_keys()]
+    failed, pending = set(), list(blocked)
+    while pending:
+        node = pending.pop()
+        pending += node.child_results
+        if isinstance(node.key, AssetCheckKey):
+            failed |= {
+                (node.key.to_user_string(), key) for key in node.true_subset.expensively_compute_partition_keys()
+            }
+    return sorted(failed)
+
+
 _RETRAIN_DUE = (PerformanceMeasured() & (NoChampion() | ChampionDecayed() | ChampionTooOld())).with_label("retrain_due")
 
-MONTH_INGESTED = (_EAGER & ~_MISSING.with_label("month_missing") & _CHECKS_PASSED).with_label("month_ingested")
+MONTH_INGESTED = (_EAGER & ~_MISSING.with_label("month_missing") & CHECKS_PASSED).with_label("month_ingested")
 WINDOW_READY = (
-    _EAGER & HasTrainingMonths() & ~_MISSING.with_label("window_months_missing") & _CHECKS_PASSED
+    _EAGER & HasTrainingMonths() & ~_MISSING.with_label("window_months_missing") & CHECKS_PASSED
 ).with_label("window_ready")
 if RETRAIN_POLICY == "on_decay":
     # The month's model trains only when it is due; its predictions then wait for it, else use the champion.
@@ -117,7 +149,7 @@ if RETRAIN_POLICY == "on_decay":
         _EAGER
         & HasTrainingMonths()
         & ~_MISSING.ignore(AssetSelection.assets(TRAINED_MODEL)).with_label("month_missing")
-        & _CHECKS_PASSED
+        & CHECKS_PASSED
         & (
             ~AutomationCondition.any_deps_match(AutomationCondition.missing())
             .allow(AssetSelection.assets(TRAINED_MODEL))

@@ -1,5 +1,7 @@
 """`monthly_retrain_schedule` (stopped by default): retrains the latest complete month, for when automation is off.
 
+It holds back the month automation would hold back for a failed blocking check (`conditions.CHECKS_PASSED`).
+
 With the sensor and automation on, every month already trains once its window is in; the schedule
 would only re-tune and re-register the latest model every month (docs/architecture.md).
 """
@@ -17,6 +19,7 @@ from dagster import (
     schedule,
 )
 
+from ml_assets.automation.conditions import failed_blocking_checks
 from ml_assets.automation.jobs import retrain_month_job
 from ml_assets.keys import CLEANED_TRIPS
 from ml_assets.partitions import monthly_partitions, window_months
@@ -51,6 +54,16 @@ def monthly_retrain_schedule(context: ScheduleEvaluationContext):
         return SkipReason(
             "no month to retrain: none has cleaned_trips for its whole training window "
             "(ingest months first, e.g. with new_month_sensor or the ingest_month job)"
+        )
+    from ml_assets.definitions import defs  # which imports this module
+
+    failed = failed_blocking_checks(defs, retrain_month_job.selection, context.instance, month)
+    if failed:
+        window = window_months(month)
+        named = ", ".join(f"{check} failed for {checked}" for check, checked in failed if checked in window)
+        return SkipReason(
+            f"not retraining {month}: as for automation, a blocking check failed on its training window: {named} "
+            "(ingest the month again, e.g. with the ingest_month job; the next tick retrains once it passes)"
         )
     return RunRequest(
         run_key=f"retrain:{month}:{now:%Y-%m-%d}",
