@@ -16,7 +16,7 @@ from dagster import AssetKey, DagsterInstance, PythonObjectDagsterType, build_in
 from ml_assets.core import tracking
 from ml_assets.core.sources import SourceUnavailableError
 from ml_assets.core.sources.tlc import TlcSource
-from ml_assets.core.storage import atomic_path, read_json, read_table, write_json
+from ml_assets.core.storage import WriteFailed, atomic_path, read_json, read_table, write_json
 from ml_assets.deploy.local.mlflow_server import mlflow_env
 from ml_assets.deploy.local.proc import process_table
 from ml_assets.deploy.local.service import Service
@@ -190,6 +190,29 @@ def test_a_failed_write_leaves_no_object_and_the_month_is_named_as_missing(bucke
     assert str(error.value) == (
         f"best_params for 2021-02 is not materialized yet (no file at {root}/best_params/2021-02.json); "
         "materialize best_params for 2021-02 first"
+    )
+
+
+@pytest.fixture
+def unreachable_s3(monkeypatch) -> str:
+    """An S3 endpoint nothing answers on (one try per request): botocore raises its own errors, not OSError."""
+    import s3fs
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()  # a cached client would keep another test's endpoint
+    yield "s3://ml-assets-unreachable/assets"
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_a_store_that_cannot_be_reached_fails_the_write_naming_the_file(unreachable_s3):
+    with pytest.raises(WriteFailed) as error:
+        store(JsonIOManager(root=unreachable_s3), "best_params", "2021-02", {"max_depth": 6})
+    assert str(error.value).startswith(
+        f"cannot write best_params 2021-02 to {unreachable_s3}/best_params/2021-02.json: Could not connect to the "
+        "endpoint URL"
     )
 
 

@@ -103,14 +103,14 @@ def _staging_file(target: UPath) -> Path:
 
 
 class WriteFailed(OSError):
-    """A value could not be stored; the message names where and why (the OS error is its cause)."""
+    """A value could not be stored; the message names where and why (the store's or the OS's error is its cause)."""
 
 
-def cannot_write(what: str, path: str | os.PathLike | UPath, error: OSError) -> WriteFailed:
+def cannot_write(what: str, path: str | os.PathLike | UPath, error: Exception) -> WriteFailed:
     """The error to raise when writing `what` to `path` failed: the place and the reason, not a temp file's name."""
     local = local_file(path)
-    full = f" ({space_left(local.parent)})" if error.errno == errno.ENOSPC and local else ""
-    return WriteFailed(f"cannot write {what} to {path}: {error.strerror or error}{full}")
+    full = f" ({space_left(local.parent)})" if getattr(error, "errno", None) == errno.ENOSPC and local else ""
+    return WriteFailed(f"cannot write {what} to {path}: {getattr(error, 'strerror', None) or error}{full}")
 
 
 # How sqlite says a disk is full: a WAL database whose shared memory cannot grow reports an I/O error.

@@ -33,13 +33,22 @@ class _AssetFiles(UPathIOManager):
     def make_directory(self, path: UPath) -> None:
         """Nothing to do: `atomic_path` makes local folders, and object stores have none."""
 
-    def dump_to_path(self, context: OutputContext, obj, path: UPath) -> None:
+    def handle_output(self, context: OutputContext, obj) -> None:
+        """As UPathIOManager stores a value, but any failure names the file and why (Dagster shows only "error
+        handling output"): the store's first request is Dagster's own look for an older unpartitioned file, before
+        the write, and what a store raises need not be an OSError (botocore's errors are not)."""
         try:
-            with storage.atomic_path(path) as tmp:
-                self.write(obj, tmp)
-        except OSError as error:  # Dagster shows only "error handling output"; this names the file and why
+            super().handle_output(context, obj)
+        except storage.WriteFailed:
+            raise
+        except Exception as error:
+            path = next(iter(self._get_paths_for_partitions(context).values()))  # {asset}/{month}.{ext}
             what = f"{context.asset_key.to_user_string()} {check_month(path.stem)}"
             raise storage.cannot_write(what, path, error) from error
+
+    def dump_to_path(self, context: OutputContext, obj, path: UPath) -> None:
+        with storage.atomic_path(path) as tmp:
+            self.write(obj, tmp)
 
     def load_from_path(self, context: InputContext, path: UPath):
         try:
