@@ -22,7 +22,13 @@ from ml_assets.deploy.local.proc import process_table
 from ml_assets.deploy.local.service import Service
 from ml_assets.partitions import monthly_partitions
 from ml_assets.records import latest_metadata
-from ml_assets.resources.io_managers import JsonIOManager, ModelIOManager, NotMaterializedError, ParquetIOManager
+from ml_assets.resources.io_managers import (
+    JsonIOManager,
+    ModelIOManager,
+    NotMaterializedError,
+    ParquetIOManager,
+    ReadFailed,
+)
 from ml_assets.runner.runs import run
 from ml_assets_tests.support import TLC_DATA, free_port, start_writer, wait_until_answers
 
@@ -191,6 +197,19 @@ def test_a_failed_write_leaves_no_object_and_the_month_is_named_as_missing(bucke
         f"best_params for 2021-02 is not materialized yet (no file at {root}/best_params/2021-02.json); "
         "materialize best_params for 2021-02 first"
     )
+
+
+@pytest.mark.parametrize("typing_type", [pd.DataFrame, pq.ParquetFile])
+def test_a_truncated_stored_month_fails_reading_naming_the_month_and_the_file(typing_type, tmp_path):
+    root = str(tmp_path / "assets")
+    path = store(ParquetIOManager(root=root), "cleaned_trips", "2021-02", pa.table({"duration": [3.0, 12.5]}))
+    data = (tmp_path / "assets" / "cleaned_trips" / "2021-02.parquet").read_bytes()
+    (tmp_path / "assets" / "cleaned_trips" / "2021-02.parquet").write_bytes(data[: len(data) // 2])
+
+    with pytest.raises(ReadFailed) as error:
+        load(ParquetIOManager(root=root), "cleaned_trips", "2021-02", typing_type)
+    assert str(error.value).startswith(f"cannot read cleaned_trips 2021-02 from {path}: ")
+    assert "Parquet" in str(error.value), "the reader's own reason follows"
 
 
 @pytest.fixture

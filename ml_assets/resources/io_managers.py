@@ -27,6 +27,10 @@ class NotMaterializedError(FileNotFoundError):
     """An upstream asset partition has no stored value yet."""
 
 
+class ReadFailed(Exception):
+    """A stored value is there but cannot be read (a truncated file, say); the message names the month and the file."""
+
+
 class _AssetFiles(UPathIOManager):
     """One file per asset partition; subclasses say how a value is written to and read from it."""
 
@@ -51,14 +55,16 @@ class _AssetFiles(UPathIOManager):
             self.write(obj, tmp)
 
     def load_from_path(self, context: InputContext, path: UPath):
+        name, month = context.asset_key.to_user_string(), check_month(path.stem)  # {asset}/{month}.{ext}
         try:
             metadata = context.definition_metadata
             return self.read(path, context.dagster_type.typing_type, metadata.get("columns"), metadata.get("filters"))
         except FileNotFoundError as error:
-            name, month = context.asset_key.to_user_string(), check_month(path.stem)  # {asset}/{month}.{ext}
             raise NotMaterializedError(
                 f"{name} for {month} is not materialized yet (no file at {path}); materialize {name} for {month} first"
             ) from error
+        except Exception as error:  # a reader's own message names neither the month nor, read from a store, the file
+            raise ReadFailed(f"cannot read {name} {month} from {path}: {error}") from error
 
     def load_input(self, context: InputContext):
         """As UPathIOManager loads it, but an input typed `dict[str, ...]` is a dict even for one month."""
