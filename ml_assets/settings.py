@@ -107,24 +107,45 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+# Why a local path must be absolute: the daemon, the code server and a run may each start in another folder.
+_ABSOLUTE = "by its absolute path (each process would resolve a relative one against its own working directory)"
+
+
 def _location(raw: str) -> str:
-    """A folder, or an fsspec URL whose protocol fsspec knows and whose package is installed; not `s3:/bucket`,
-    which fsspec would read as S3 while it looks like a folder."""
+    """An absolute folder, or an fsspec URL whose protocol fsspec knows and whose package is installed; not
+    `s3:/bucket`, which fsspec would read as S3 while it looks like a folder."""
     if re.match(r"^[a-z][a-z0-9+.-]*:/(?!/)", raw):
         raise ValueError
     protocol, _, rest = raw.partition("://")
-    if rest:
-        import fsspec
+    if not rest:
+        if not Path(raw).is_absolute():
+            raise ValueError
+        return raw
+    import fsspec
 
-        try:
-            fsspec.get_filesystem_class(protocol)
-        except ImportError as error:  # e.g. gs:// without gcsfs
-            raise ValueError from error
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as error:  # e.g. gs:// without gcsfs
+        raise ValueError from error
+    if protocol in ("file", "local") and not rest.startswith("/"):  # file://data is a folder under the cwd
+        raise ValueError
+    return raw
+
+
+def _absolute_sqlite(raw: str) -> str:
+    """`raw`, unless it is the URL of a sqlite file by a relative path (`sqlite:///optuna.db`)."""
+    if re.match(r"^sqlite(\+\w+)?://", raw):
+        from sqlalchemy.engine import make_url
+
+        database = make_url(raw).database or ":memory:"
+        if database != ":memory:" and not Path(database.removeprefix("file:")).is_absolute():
+            raise ValueError
     return raw
 
 
 def _database_url(raw: str) -> str:
-    """A SQLAlchemy URL whose dialect is installed (optuna's storages are SQLAlchemy's)."""
+    """A SQLAlchemy URL whose dialect is installed (optuna's storages are SQLAlchemy's), a sqlite file by its
+    absolute path."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -132,7 +153,7 @@ def _database_url(raw: str) -> str:
         make_url(raw).get_dialect()
     except (ArgumentError, NoSuchModuleError) as error:
         raise ValueError from error
-    return raw
+    return _absolute_sqlite(raw)
 
 
 def _source(raw: str) -> str:
@@ -200,7 +221,8 @@ def state_dir() -> Path:
 
 
 ALLOWED_LOCATION = (
-    "a folder or an fsspec URL with its package installed (s3://bucket/prefix, gs://… with gcsfs, file://…)"
+    f"a folder {_ABSOLUTE}, or an fsspec URL with its package installed (s3://bucket/prefix, gs://… with gcsfs, "
+    "file:///…)"
 )
 _KINDS = {  # a threshold's kind (core.rules.threshold) -> how its variable is parsed, and what it allows
     "count": (_positive_int, "a whole number >= 1"),
@@ -328,7 +350,7 @@ CACHE_DIR = Setting(
     None,
     _location,
     ALLOWED_LOCATION,
-    "downloaded and generated month files: a folder or an fsspec URL (`s3://bucket/prefix`)",
+    "downloaded and generated month files: an absolute folder or an fsspec URL (`s3://bucket/prefix`)",
     "`$DAGSTER_HOME/ml_assets/downloads`",
 )
 STORAGE_ROOT = Setting(
@@ -336,22 +358,23 @@ STORAGE_ROOT = Setting(
     None,
     _location,
     ALLOWED_LOCATION,
-    "asset values (parquet, JSON, XGBoost UBJSON): a folder or an fsspec URL",
+    "asset values (parquet, JSON, XGBoost UBJSON): an absolute folder or an fsspec URL",
     "`$DAGSTER_HOME/ml_assets/assets`",
 )
 OPTUNA_STORAGE = Setting(
     "ML_ASSETS_OPTUNA_STORAGE",
     None,
     _database_url,
-    "an optuna RDB storage URL (a SQLAlchemy URL whose driver is installed, e.g. sqlite:////path/optuna.db)",
+    "an optuna RDB storage URL (a SQLAlchemy URL whose driver is installed, e.g. sqlite:////path/optuna.db: a "
+    f"sqlite file {_ABSOLUTE})",
     "optuna RDB storage URL",
     "`sqlite:///$DAGSTER_HOME/ml_assets/optuna.db`",
 )
 MLFLOW_TRACKING_URI = Setting(
     "MLFLOW_TRACKING_URI",
     None,
-    str,
-    "an MLflow tracking URI",
+    _absolute_sqlite,
+    f"an MLflow tracking URI (a sqlite file {_ABSOLUTE}, e.g. sqlite:////path/mlflow.db)",
     "MLflow tracking (a sqlite store keeps its artifacts beside it)",
     "`sqlite:///$DAGSTER_HOME/ml_assets/mlflow.db`",
 )

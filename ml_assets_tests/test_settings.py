@@ -22,10 +22,7 @@ BAD = {
     "ML_ASSETS_TAXI": ("blue", "green or yellow"),
     "ML_ASSETS_STORAGE_ROOT": ("nosuch://bucket/assets", settings.ALLOWED_LOCATION),  # a protocol fsspec does not know
     "ML_ASSETS_CACHE_DIR": ("s3:/bucket/cache", settings.ALLOWED_LOCATION),  # a folder to the eye, S3 to fsspec
-    "ML_ASSETS_OPTUNA_STORAGE": (
-        "notaurl",
-        "an optuna RDB storage URL (a SQLAlchemy URL whose driver is installed, e.g. sqlite:////path/optuna.db)",
-    ),
+    "ML_ASSETS_OPTUNA_STORAGE": ("notaurl", settings.OPTUNA_STORAGE.allowed),
     "ML_ASSETS_EXECUTOR": ("dask", "in_process, celery or k8s"),
     "ML_ASSETS_CELERY_BROKER_URL": ("localhost:6379", "a Celery broker URL"),
 }
@@ -115,6 +112,43 @@ def test_a_refused_value_shows_no_password(monkeypatch):
         settings.STORAGE_ROOT.value()
     assert "'nosuch://alice:***@bucket/assets' is not allowed" in str(error.value)
     assert "PASSWORD" not in str(error.value)
+
+
+# Each process (the daemon, the code server, a run) would resolve a relative path against its own working directory.
+RELATIVE = [
+    ("ML_ASSETS_STORAGE_ROOT", "data/assets"),
+    ("ML_ASSETS_STORAGE_ROOT", "file://data/assets"),
+    ("ML_ASSETS_CACHE_DIR", "~/downloads"),
+    ("ML_ASSETS_OPTUNA_STORAGE", "sqlite:///optuna.db"),
+    ("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+]
+
+
+@pytest.mark.parametrize(("variable", "raw"), RELATIVE)
+def test_a_relative_path_is_refused_saying_why(variable, raw, monkeypatch):
+    monkeypatch.setenv(variable, raw)
+    (setting,) = [s for s in settings.ALL if s.variable == variable]
+    with pytest.raises(settings.SettingError) as error:
+        setting.value()
+    assert str(error.value).startswith(f"{variable}={raw!r} is not allowed: expected ")
+    assert "absolute" in str(error.value) and "working directory" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("ML_ASSETS_STORAGE_ROOT", "/srv/data/assets"),
+        ("ML_ASSETS_STORAGE_ROOT", "file:///srv/data/assets"),
+        ("ML_ASSETS_CACHE_DIR", "s3://bucket/downloads"),
+        ("ML_ASSETS_OPTUNA_STORAGE", "sqlite:////srv/optuna.db"),
+        ("MLFLOW_TRACKING_URI", "sqlite:////srv/mlflow.db"),
+        ("MLFLOW_TRACKING_URI", "databricks"),
+    ],
+)
+def test_an_absolute_path_or_a_url_is_taken_as_it_is(variable, raw, monkeypatch):
+    monkeypatch.setenv(variable, raw)
+    (setting,) = [s for s in settings.ALL if s.variable == variable]
+    assert setting.value() == raw
 
 
 def test_a_source_that_is_a_file_is_refused(tmp_path, monkeypatch):
