@@ -91,6 +91,16 @@ def template_home(root: Path, **env: str) -> Iterator:
             yield instance
 
 
+def holding(words: list[str], *places: Path, printed: str = "") -> list[str]:
+    """The files under `places` (and what was `printed`) in which any of `words` appears."""
+    found = ["output"] if any(word in printed for word in words) else []
+    for place in places:
+        for path in place.rglob("*"):
+            if path.is_file() and any(word.encode() in path.read_bytes() for word in words):
+                found.append(str(path))
+    return found
+
+
 def replace_column(table: pa.Table, name: str, values) -> pa.Table:
     return table.set_column(table.schema.get_field_index(name), name, values)
 

@@ -26,7 +26,14 @@ from ml_assets.deploy.local.service import SERVICE_SH
 from ml_assets.records import latest_metadata
 from ml_assets_tests import forked
 from ml_assets_tests.deployment_support import require_servers
-from ml_assets_tests.support import ROUNDS, free_port, stop_process_group, use_new_home, wait_until_answers
+from ml_assets_tests.support import (
+    ROUNDS,
+    free_port,
+    holding,
+    stop_process_group,
+    use_new_home,
+    wait_until_answers,
+)
 
 pytestmark = pytest.mark.process
 MONTH = "2021-02"
@@ -71,16 +78,6 @@ def servers(tmp_path) -> Iterator[tuple[AuthMlflow, object, MlflowUsers]]:
 
 def make_run(*args: str) -> subprocess.CompletedProcess:
     return forked.run(["-m", "ml_assets.runner", *args], timeout=900)
-
-
-def holding(words: list[str], *places: Path, printed: str = "") -> list[str]:
-    """The files under `places` (and what was `printed`) in which any of `words` appears."""
-    found = ["output"] if any(word in printed for word in words) else []
-    for place in places:
-        for path in place.rglob("*"):
-            if path.is_file() and any(word.encode() in path.read_bytes() for word in words):
-                found.append(str(path))
-    return found
 
 
 def test_no_password_of_a_uri_is_recorded_or_printed(servers, tmp_path, monkeypatch):

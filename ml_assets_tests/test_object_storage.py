@@ -4,6 +4,7 @@ gcsfs clients through universal-pathlib. Every test that takes `bucket` runs onc
 
 from __future__ import annotations
 
+import secrets
 import signal
 import tempfile
 
@@ -14,9 +15,10 @@ import pytest
 from dagster import AssetKey, DagsterInstance, PythonObjectDagsterType, build_input_context, build_output_context
 
 from ml_assets.core import tracking
+from ml_assets.core.errors import chain
 from ml_assets.core.sources import SourceUnavailableError
 from ml_assets.core.sources.tlc import TlcSource
-from ml_assets.core.storage import WriteFailed, atomic_path, read_json, read_table, write_json
+from ml_assets.core.storage import WriteFailed, atomic_path, location, read_json, read_table, write_json
 from ml_assets.deploy.local.mlflow_server import mlflow_env
 from ml_assets.deploy.local.proc import process_table
 from ml_assets.deploy.local.service import Service
@@ -29,8 +31,8 @@ from ml_assets.resources.io_managers import (
     ParquetIOManager,
     ReadFailed,
 )
-from ml_assets.runner.runs import run
-from ml_assets_tests.support import TLC_DATA, free_port, start_writer, wait_until_answers
+from ml_assets.runner.runs import materialize_month, run
+from ml_assets_tests.support import TLC_DATA, free_port, holding, start_writer, wait_until_answers
 
 ASSETS = {  # asset -> file suffix
     "raw_trips": "parquet",
@@ -199,6 +201,29 @@ def test_a_failed_write_leaves_no_object_and_the_month_is_named_as_missing(bucke
     )
 
 
+@pytest.mark.process
+@pytest.mark.parametrize("bucket", ["s3"], indirect=True)
+def test_a_password_in_the_storage_url_reaches_the_store_only(bucket, dagster_home, staging, monkeypatch):
+    """`s3://KEY:SECRET@bucket/…`: the store's client logs in with them; the run's logs, metadata and errors show
+    the location without them."""
+    secret = f"S3cret-{secrets.token_hex(8)}"
+    monkeypatch.setenv("ML_ASSETS_STORAGE_ROOT", f"s3://testing:{secret}@{bucket.name}/assets")
+    monkeypatch.setenv("ML_ASSETS_CACHE_DIR", f"s3://testing:{secret}@{bucket.name}/downloads")
+    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "5000")
+    with DagsterInstance.get() as instance:
+        result = materialize_month(instance, "2021-01", list(INGESTION), raise_on_error=False)
+        assert result.success
+        assert (
+            latest_metadata(instance, "raw_trips", "2021-01")["path"]
+            == f"{bucket.url}/assets/raw_trips/2021-01.parquet"
+        )
+    stored = sorted(f"assets/{asset}/2021-01.parquet" for asset in INGESTION)
+    assert bucket.keys() == [*stored, "downloads/synthetic/green_tripdata_2021-01.parquet"]
+    assert location(f"s3://testing:{secret}@{bucket.name}/assets").fs.secret == secret
+    assert holding([f"{bucket.url}/assets/raw_trips/2021-01.parquet"], dagster_home), "the run logged the location"
+    assert holding([secret], dagster_home) == []
+
+
 @pytest.mark.parametrize("typing_type", [pd.DataFrame, pq.ParquetFile])
 def test_a_truncated_stored_month_fails_reading_naming_the_month_and_the_file(typing_type, tmp_path):
     root = str(tmp_path / "assets")
@@ -226,13 +251,16 @@ def unreachable_s3(monkeypatch) -> str:
     s3fs.S3FileSystem.clear_instance_cache()
 
 
-def test_a_store_that_cannot_be_reached_fails_the_write_naming_the_file(unreachable_s3):
+@pytest.mark.parametrize("password", [None, "S3cret-unreachable"])
+def test_a_store_that_cannot_be_reached_fails_the_write_naming_the_file(password, unreachable_s3):
+    root = unreachable_s3 if password is None else unreachable_s3.replace("s3://", f"s3://testing:{password}@")
     with pytest.raises(WriteFailed) as error:
-        store(JsonIOManager(root=unreachable_s3), "best_params", "2021-02", {"max_depth": 6})
+        store(JsonIOManager(root=root), "best_params", "2021-02", {"max_depth": 6})
     assert str(error.value).startswith(
         f"cannot write best_params 2021-02 to {unreachable_s3}/best_params/2021-02.json: Could not connect to the "
         "endpoint URL"
     )
+    assert password is None or not [link for link in chain(error.value) if password in str(link)]
 
 
 @pytest.mark.process

@@ -35,13 +35,22 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from ml_assets.core import tables
+from ml_assets.core.credentials import split_userinfo
 from ml_assets.core.errors import chain
 
 LOCAL_PROTOCOLS = ("", "file", "local")
 
 
 def location(path: str | os.PathLike | UPath) -> UPath:
-    """A path or fsspec URL as a UPath (a plain path stays a local `pathlib.Path` too)."""
+    """A path or fsspec URL as a UPath (a plain path stays a local `pathlib.Path` too).
+
+    A user and password in a URL (`s3://KEY:SECRET@bucket/prefix`) are handed to the store's client as its
+    `username` and `password` (s3fs's key and secret) and kept out of the path, so that no path a run logs,
+    records or names in an error holds them."""
+    if isinstance(path, str):
+        plain, user, password = split_userinfo(path)
+        if user is not None:
+            return UPath(plain, username=user, password=password)
     return UPath(path)
 
 

@@ -33,7 +33,7 @@ class TripSourceResource(ConfigurableResource):
             from ml_assets.core.sources.synthetic import SyntheticSource
 
             return SyntheticSource(
-                cache_dir=str(location(self.cache_dir) / "synthetic"),
+                cache_dir=location(self.cache_dir) / "synthetic",
                 seed=self.synthetic_seed,
                 rows=self.synthetic_rows,
                 published_through=self.synthetic_published_through,
@@ -42,7 +42,7 @@ class TripSourceResource(ConfigurableResource):
         if self.kind == "tlc":
             from ml_assets.core.sources.tlc import TlcSource
 
-            return TlcSource(cache_dir=str(location(self.cache_dir) / "tlc"), base_url=self.tlc_url, taxi=self.taxi)
+            return TlcSource(cache_dir=location(self.cache_dir) / "tlc", base_url=self.tlc_url, taxi=self.taxi)
         from ml_assets.core.sources.directory import DirectorySource
 
         return DirectorySource(path=self.directory, taxi=self.taxi)

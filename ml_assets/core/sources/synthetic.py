@@ -251,7 +251,7 @@ def fingerprint(seed: int, rows: int) -> dict:
 class SyntheticSource:
     """A source that 'publishes' generated months up to `published_through` (None: every month)."""
 
-    cache_dir: str
+    cache_dir: str | UPath  # a UPath keeps the store's login (core.storage.location)
     seed: int = 0
     rows: int = 60_000
     published_through: str | None = None

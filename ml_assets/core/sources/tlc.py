@@ -80,7 +80,7 @@ _RETRYABLE = (
 
 @dataclass(frozen=True)
 class TlcSource:
-    cache_dir: str
+    cache_dir: str | UPath  # a UPath keeps the store's login (core.storage.location)
     base_url: str
     taxi: str = "green"
     retries: int = 4
