@@ -43,8 +43,6 @@ class _AssetFiles(UPathIOManager):
         the write, and what a store raises need not be an OSError (botocore's errors are not)."""
         try:
             super().handle_output(context, obj)
-        except storage.WriteFailed:
-            raise
         except Exception as error:
             path = next(iter(self._get_paths_for_partitions(context).values()))  # {asset}/{month}.{ext}
             what = f"{context.asset_key.to_user_string()} {check_month(path.stem)}"
