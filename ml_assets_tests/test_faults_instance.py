@@ -118,6 +118,30 @@ def test_runs_whose_runner_died_before_their_first_event_are_failed_by_the_next_
     assert instance.get_run_by_id(planned).status == DagsterRunStatus.FAILURE
 
 
+@pytest.mark.process
+def test_a_recorded_month_whose_stored_value_is_gone_is_materialized_again(dagster_home, monkeypatch):
+    """cleaned_trips 2021-01 is recorded as materialized but its file was deleted: every plain retry of
+    make run failed in trip_features with NotMaterializedError ("materialize cleaned_trips for 2021-01
+    first"), the runner planning from the instance's records only. It names the month and the missing
+    file, ingests the month again and trains."""
+    small_runs(monkeypatch)
+    from ml_assets.runner.runs import INGESTION, materialize_month
+
+    with DagsterInstance.get() as instance:
+        materialize_month(instance, "2021-01", INGESTION)
+    stored = dagster_home / "ml_assets" / "assets" / "cleaned_trips" / "2021-01.parquet"
+    stored.unlink()
+
+    retry = forked.run(["-m", "ml_assets.runner", MONTH])
+    assert retry.returncode == 0, retry.stdout[-2000:] + retry.stderr[-3000:]
+    assert (
+        f"cleaned_trips 2021-01 is recorded as materialized, but its stored value is missing (no file at {stored}): "
+        "materializing it again"
+    ) in retry.stdout, retry.stdout
+    assert stored.exists()
+    assert f"trained_model {MONTH}" in retry.stdout
+
+
 @pytest.fixture
 def small_disk(tmp_path) -> Path:
     """A real 64 MiB filesystem (tmpfs; mounting needs root), unmounted at the end."""

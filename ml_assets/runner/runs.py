@@ -2,7 +2,8 @@
 
 Each month is one Dagster run in the instance under $DAGSTER_HOME (they show in the UI), so a range
 gives exactly what materializing its months one by one gives. Months the first one trains on are
-ingested first when the instance lacks them, so a fresh `DAGSTER_HOME` works in one command.
+ingested first when the instance lacks them, or records them but their stored value is gone, so a
+fresh `DAGSTER_HOME` works in one command and a retry recovers a deleted month.
 """
 
 from __future__ import annotations
@@ -18,8 +19,11 @@ from dagster import (
     JobDefinition,
     LoggerDefinition,
     RunsFilter,
+    build_init_resource_context,
+    build_input_context,
     define_asset_job,
 )
+from upath import UPath
 
 from ml_assets import settings
 from ml_assets.checks.model_gate import MODEL_GATE
@@ -27,7 +31,7 @@ from ml_assets.core.locks import file_lock
 from ml_assets.core.months import month_range
 from ml_assets.definitions import all_asset_checks, all_assets
 from ml_assets.keys import CLEANED_TRIPS, RAW_TRIPS, TRAINED_MODEL
-from ml_assets.partitions import window_months
+from ml_assets.partitions import monthly_partitions, window_months
 from ml_assets.records import PROCESS_TAG, run_or_latest_metadata, run_process_alive
 from ml_assets.resources import build_resources
 from ml_assets.runner.console import first_line
@@ -138,6 +142,25 @@ def _materialize_or_fail(
     return result
 
 
+def missing_values(asset: AssetKey, months: list[str]) -> dict[str, UPath]:
+    """Each of `months` whose value of `asset` its IO manager finds nothing at, and where it looked: the
+    instance still records a month whose file was deleted, and training would then fail loading it.
+
+    Asks the IO manager for the path it loads a month from (`UPathIOManager._get_paths_for_partitions`,
+    private, as `load_input` calls it; checked against dagster 1.13.27).
+    """
+    (assets,) = [assets for assets in all_assets if asset in assets.keys]
+    factory = build_resources()[assets.get_io_manager_key_for_asset_key(asset)]
+    io_manager = factory.create_io_manager(build_init_resource_context())
+    missing = {}
+    for month in months:
+        context = build_input_context(asset_key=asset, partition_key=month, asset_partitions_def=monthly_partitions)
+        (path,) = io_manager._get_paths_for_partitions(context).values()
+        if not io_manager.path_exists(path):
+            missing[month] = path
+    return missing
+
+
 def run(
     first: str,
     last: str,
@@ -146,9 +169,18 @@ def run(
     loggers: dict[str, LoggerDefinition] | None = None,
 ) -> dict[str, dict]:
     """Materialize every asset for each month from `first` to `last`; per month, trained_model's
-    metadata and what `model_gate` published (model name, version, alias, registry link)."""
-    ingested = set(instance.get_materialized_partitions(CLEANED_TRIPS))
-    for earlier in sorted(set(window_months(first)) - {first} - ingested):
+    metadata and what `model_gate` published (model name, version, alias, registry link). A training
+    month recorded as materialized whose stored value is missing is printed, then materialized again."""
+    earlier_months = set(window_months(first)) - {first}
+    recorded = earlier_months & instance.get_materialized_partitions(CLEANED_TRIPS)
+    missing = missing_values(CLEANED_TRIPS, sorted(recorded))
+    for month, path in missing.items():
+        print(
+            f"{CLEANED_TRIPS.to_user_string()} {month} is recorded as materialized, but its stored value is missing "
+            f"(no file at {path}): materializing it again",
+            flush=True,
+        )
+    for earlier in sorted((earlier_months - recorded) | set(missing)):
         _materialize_or_fail(instance, earlier, INGESTION, run_config, loggers)
     models = {}
     for month in month_range(first, last):
