@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import dagster
 from dagster import (
     AssetKey,
     DagsterInstance,
@@ -19,7 +20,6 @@ from dagster import (
     JobDefinition,
     LoggerDefinition,
     RunsFilter,
-    build_init_resource_context,
     build_input_context,
     define_asset_job,
 )
@@ -150,14 +150,15 @@ def missing_values(asset: AssetKey, months: list[str]) -> dict[str, UPath]:
     private, as `load_input` calls it; checked against dagster 1.13.27).
     """
     (assets,) = [assets for assets in all_assets if asset in assets.keys]
-    factory = build_resources()[assets.get_io_manager_key_for_asset_key(asset)]
-    io_manager = factory.create_io_manager(build_init_resource_context())
+    key = assets.get_io_manager_key_for_asset_key(asset)
     missing = {}
-    for month in months:
-        context = build_input_context(asset_key=asset, partition_key=month, asset_partitions_def=monthly_partitions)
-        (path,) = io_manager._get_paths_for_partitions(context).values()
-        if not io_manager.path_exists(path):
-            missing[month] = path
+    with dagster.build_resources({key: build_resources()[key]}) as resources:  # resolves its EnvVar config
+        io_manager = getattr(resources, key)
+        for month in months:
+            context = build_input_context(asset_key=asset, partition_key=month, asset_partitions_def=monthly_partitions)
+            (path,) = io_manager._get_paths_for_partitions(context).values()
+            if not io_manager.path_exists(path):
+                missing[month] = path
     return missing
 
 
