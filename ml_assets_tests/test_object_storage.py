@@ -207,8 +207,8 @@ def test_a_failed_write_leaves_no_object_and_the_month_is_named_as_missing(bucke
     with pytest.raises(NotMaterializedError) as error:
         load(JsonIOManager(root=root), "best_params", "2021-02", dict)
     assert str(error.value) == (
-        f"best_params for 2021-02 is not materialized yet (no file at {root}/best_params/2021-02.json); "
-        "materialize best_params for 2021-02 first"
+        f"best_params for 2021-02 has no stored value (no file at {root}/best_params/2021-02.json); "
+        "materialize best_params for 2021-02 (again, if Dagster shows it materialized: its stored value was deleted)"
     )
 
 

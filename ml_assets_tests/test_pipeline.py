@@ -86,7 +86,7 @@ def test_missing_window_month_names_it(instance, monkeypatch):
     monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "5000")
     result = materialize_month(instance, "2021-03", raise_on_error=False, run_config=FAST_CONFIG)
     message = failure_message(result)
-    assert "cleaned_trips for 2021-01 is not materialized yet" in message, message
+    assert "cleaned_trips for 2021-01 has no stored value" in message, message
 
 
 @pytest.mark.slow

@@ -59,7 +59,8 @@ class _AssetFiles(UPathIOManager):
             return self.read(path, context.dagster_type.typing_type, metadata.get("columns"), metadata.get("filters"))
         except FileNotFoundError as error:
             raise NotMaterializedError(
-                f"{name} for {month} is not materialized yet (no file at {path}); materialize {name} for {month} first"
+                f"{name} for {month} has no stored value (no file at {path}); materialize {name} for {month} "
+                "(again, if Dagster shows it materialized: its stored value was deleted)"
             ) from error
         except Exception as error:  # a reader's own message names neither the month nor, read from a store, the file
             raise ReadFailed(f"cannot read {name} {month} from {path}: {error}") from error
