@@ -165,13 +165,13 @@ def test_a_backfill_stores_every_value_as_an_object_under_the_prefix_and_nothing
 
 
 @pytest.mark.process
-def test_the_runner_asks_the_object_store_which_recorded_months_have_a_value(bucket, dagster_home, monkeypatch):
+def test_the_runner_asks_the_object_store_which_recorded_months_have_a_value(bucket, instance, monkeypatch):
     """What `make run` re-ingests when the instance records a month whose value is gone (test_faults_instance.py),
     with the values in an object store: the months without an object, named by where the IO manager looked."""
     root = f"{bucket.url}/assets"
     monkeypatch.setenv("ML_ASSETS_STORAGE_ROOT", root)
     store(ParquetIOManager(root=root), "cleaned_trips", "2021-01", pa.table({"duration": [3.0]}))
-    missing = missing_values(AssetKey("cleaned_trips"), ["2021-01", "2021-02"])
+    missing = missing_values(instance, AssetKey("cleaned_trips"), ["2021-01", "2021-02"])
     assert {month: str(path) for month, path in missing.items()} == {"2021-02": f"{root}/cleaned_trips/2021-02.parquet"}
 
 

@@ -142,7 +142,7 @@ def _materialize_or_fail(
     return result
 
 
-def missing_values(asset: AssetKey, months: list[str]) -> dict[str, UPath]:
+def missing_values(instance: DagsterInstance, asset: AssetKey, months: list[str]) -> dict[str, UPath]:
     """Each of `months` whose value of `asset` its IO manager finds nothing at, and where it looked: the
     instance still records a month whose file was deleted, and training would then fail loading it.
 
@@ -152,7 +152,8 @@ def missing_values(asset: AssetKey, months: list[str]) -> dict[str, UPath]:
     (assets,) = [assets for assets in all_assets if asset in assets.keys]
     key = assets.get_io_manager_key_for_asset_key(asset)
     missing = {}
-    with dagster.build_resources({key: build_resources()[key]}) as resources:  # resolves its EnvVar config
+    # Built as a run builds it (its EnvVar config resolved), on the runner's instance rather than a new ephemeral one.
+    with dagster.build_resources({key: build_resources()[key]}, instance=instance) as resources:
         io_manager = getattr(resources, key)
         for month in months:
             context = build_input_context(asset_key=asset, partition_key=month, asset_partitions_def=monthly_partitions)
@@ -174,7 +175,7 @@ def run(
     month recorded as materialized whose stored value is missing is printed, then materialized again."""
     earlier_months = set(window_months(first)) - {first}
     recorded = earlier_months & instance.get_materialized_partitions(CLEANED_TRIPS)
-    missing = missing_values(CLEANED_TRIPS, sorted(recorded))
+    missing = missing_values(instance, CLEANED_TRIPS, sorted(recorded))
     for month, path in missing.items():
         print(
             f"{CLEANED_TRIPS.to_user_string()} {month} is recorded as materialized, but its stored value is missing "
