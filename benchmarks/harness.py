@@ -38,7 +38,7 @@ def child_env(home: Path, data: Path, start_month: str) -> dict[str, str]:
     env.update(
         DAGSTER_HOME=str(home),
         MLFLOW_DISABLE_TELEMETRY="true",
-        ML_ASSETS_SOURCE=str(data),
+        ML_ASSETS_SOURCE=str(data.resolve()),  # settings refuse a relative folder
         ML_ASSETS_START_MONTH=start_month,
     )
     return env

@@ -111,6 +111,13 @@ def _choice(*choices: str) -> Callable[[str], str]:
 _ABSOLUTE = "by its absolute path (each process would resolve a relative one against its own working directory)"
 
 
+def _absolute(raw: str) -> str:
+    """`raw`, a local path, unless it is relative (`~/x` too: it is not expanded, and a process's home may differ)."""
+    if not Path(raw).is_absolute():
+        raise ValueError
+    return raw
+
+
 def _location(raw: str) -> str:
     """An absolute folder, or an fsspec URL whose protocol fsspec knows and whose package is installed; not
     `s3:/bucket`, which fsspec would read as S3 while it looks like a folder."""
@@ -118,9 +125,7 @@ def _location(raw: str) -> str:
         raise ValueError
     protocol, _, rest = raw.partition("://")
     if not rest:
-        if not Path(raw).is_absolute():
-            raise ValueError
-        return raw
+        return _absolute(raw)
     import fsspec
 
     try:
@@ -157,10 +162,10 @@ def _database_url(raw: str) -> str:
 
 
 def _source(raw: str) -> str:
-    """synthetic, tlc, or a folder: a URL is refused (TLC's own is ML_ASSETS_TLC_URL), and so is a file."""
+    """synthetic, tlc, or an absolute folder: a URL is refused (TLC's own is ML_ASSETS_TLC_URL), and so is a file."""
     if raw in ("synthetic", "tlc"):
         return raw
-    folder = Path(raw).expanduser()
+    folder = Path(_absolute(raw))
     if _url_scheme.match(raw) or (folder.exists() and not folder.is_dir()):
         raise ValueError
     return str(folder)
@@ -323,8 +328,8 @@ SOURCE = Setting(
     "ML_ASSETS_SOURCE",
     "synthetic",
     _source,
-    "synthetic, tlc, or the path of a folder of TLC files (not a URL, not a file)",
-    "`synthetic`, `tlc`, or a folder with `green_tripdata_YYYY-MM.parquet` files",
+    f"synthetic, tlc, or a folder of TLC files {_ABSOLUTE} (not a URL, not a file)",
+    "`synthetic`, `tlc`, or an absolute folder with `green_tripdata_YYYY-MM.parquet` files",
 )
 TAXI = Setting("ML_ASSETS_TAXI", "green", _choice("green", "yellow"), "green or yellow", "TLC taxi type")
 TLC_URL = Setting(

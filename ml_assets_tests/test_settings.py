@@ -9,14 +9,13 @@ import pytest
 from ml_assets import settings
 from ml_assets_tests.support import ROOT
 
-SOURCE_ALLOWED = "synthetic, tlc, or the path of a folder of TLC files (not a URL, not a file)"
 BAD = {
     "ML_ASSETS_TRAINING_MONTHS": ("0", "a whole number of months >= 1"),
     "ML_ASSETS_RECENCY_WEIGHT": ("0", "a number > 0"),
     "ML_ASSETS_HOLDOUT_DAYS": ("0", "a whole number of days >= 1"),
     "ML_ASSETS_TUNING_TRIALS": ("abc", "a whole number of trials >= 1"),
     "ML_ASSETS_TLC_URL": ("ftp://x", "an http:// or https:// URL"),
-    "ML_ASSETS_SOURCE": ("ftp://x", SOURCE_ALLOWED),  # loaded, then every sensor tick skipped
+    "ML_ASSETS_SOURCE": ("ftp://x", settings.SOURCE.allowed),  # loaded, then every sensor tick skipped
     "ML_ASSETS_START_MONTH": ("2021-13", "a month YYYY-MM"),
     "ML_ASSETS_MAX_DROPPED_SHARE": ("1.5", "a share from 0 to 1"),
     "ML_ASSETS_TAXI": ("blue", "green or yellow"),
@@ -121,6 +120,8 @@ RELATIVE = [
     ("ML_ASSETS_CACHE_DIR", "~/downloads"),
     ("ML_ASSETS_OPTUNA_STORAGE", "sqlite:///optuna.db"),
     ("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+    ("ML_ASSETS_SOURCE", "data/incoming"),
+    ("ML_ASSETS_SOURCE", "~/incoming"),
 ]
 
 
@@ -143,6 +144,7 @@ def test_a_relative_path_is_refused_saying_why(variable, raw, monkeypatch):
         ("ML_ASSETS_OPTUNA_STORAGE", "sqlite:////srv/optuna.db"),
         ("MLFLOW_TRACKING_URI", "sqlite:////srv/mlflow.db"),
         ("MLFLOW_TRACKING_URI", "databricks"),
+        ("ML_ASSETS_SOURCE", "/srv/incoming"),
     ],
 )
 def test_an_absolute_path_or_a_url_is_taken_as_it_is(variable, raw, monkeypatch):
