@@ -356,6 +356,31 @@ def test_head_without_size_does_not_make_a_cached_month_republished(tmp_path):
     assert seen_methods(httpd) == ["HEAD", "GET", "HEAD", "HEAD", "GET"]
 
 
+LAST_MODIFIED, LATER = "Tue, 01 Jun 2021 00:00:00 GMT", "Wed, 02 Jun 2021 00:00:00 GMT"
+OTHER = (TLC_DATA / "green_tripdata_2021-02.parquet").read_bytes()  # another size
+
+
+def dated(etag: str, last_modified: str = LAST_MODIFIED, body: bytes = DATA):
+    """A 200 with `body`, its Content-Length, an ETag and a Last-Modified, as a CDN answers."""
+    return 200, [("Content-Length", str(len(body))), ("ETag", etag), ("Last-Modified", last_modified)], body
+
+
+def test_a_new_etag_alone_is_no_re_publication(tmp_path):
+    """Some CDNs hand out a new ETag for the same bytes on every request; the sensor ignores it too (month_plan)."""
+    with answering(dated('"a"')) as httpd:
+        src = source(tmp_path, httpd)
+        src.fetch(MONTH)
+        httpd.answers = [dated('"b"')]  # same size and Last-Modified
+        src.fetch(MONTH)
+        assert seen_methods(httpd) == ["HEAD", "GET", "HEAD"]
+        httpd.answers = [dated('"c"', LATER)]  # re-published: a new Last-Modified
+        src.fetch(MONTH)
+        assert seen_methods(httpd).count("GET") == 2
+        httpd.answers = [dated('"d"', LATER, OTHER)]  # re-published: a new size
+        path = src.fetch(MONTH)
+    assert seen_methods(httpd).count("GET") == 3 and path.read_bytes() == OTHER
+
+
 URL_SECRET = f"S3cretPW-{secrets.token_hex(8)}"  # made per run, as test_faults_secrets' passwords
 
 

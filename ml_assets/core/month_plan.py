@@ -4,7 +4,7 @@ The cursor is JSON, `{"months": {"YYYY-MM": fingerprint hash}}`: the version of 
 requested. A month is due when the source has it and the cursor does not (new) or holds another
 version (re-published); a month already materialized before the cursor knew it is adopted as the
 baseline when its recorded size matches. A new ETag alone, with the same size and Last-Modified, is
-no re-publication (`same_version_hash`).
+no re-publication (`same_version_hash`, `core.sources.version_without_etag`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, NamedTuple
 
 from ml_assets.core.outages import is_outage
-from ml_assets.core.sources import SourceError, TripFileSource, file_version
+from ml_assets.core.sources import SourceError, TripFileSource, file_version, version_without_etag
 
 log = logging.getLogger("ml_assets.month_plan")
 
@@ -29,22 +29,19 @@ PROBE_SECONDS = 40.0
 def fingerprint_hash(fingerprint: Mapping[str, Any]) -> str:
     """Short, stable hash of a source's version fingerprint (key order and location keys do not matter).
 
-    A fingerprint with both an ETag and a Last-Modified gets `:` and the hash of the rest after it, for
-    `same_version_hash`; the part before is the whole version's hash, as cursors of earlier versions hold it.
+    A fingerprint with both an ETag and a Last-Modified gets `:` and the hash of its `version_without_etag`
+    after it, for `same_version_hash`; the part before is the whole version's hash, as cursors of earlier
+    versions hold it.
     """
-    version = file_version(fingerprint)
-    whole = _hash(version)
-    if version.get("etag") is None or version.get("last_modified") is None:
-        return whole
-    return f"{whole}:{_hash({key: value for key, value in version.items() if key != 'etag'})}"
+    whole, dated = _hash(file_version(fingerprint)), version_without_etag(fingerprint)
+    return whole if dated is None else f"{whole}:{_hash(dated)}"
 
 
 def same_version_hash(recorded: str, current: str) -> bool:
     """Whether a hash from the cursor and one from a probe (`fingerprint_hash`) describe the same version.
 
-    Some CDNs hand out a new ETag for the same bytes on every request, while a re-published file always
-    gets a new Last-Modified: where both hashes have it, the one without the ETag decides. A hash written
-    by an earlier version, without that part, is compared whole, so an upgrade re-requests nothing.
+    Where both hashes have it, the one without the ETag decides (`version_without_etag` says why). A hash
+    written by an earlier version, without that part, is compared whole, so an upgrade re-requests nothing.
     """
     whole, _, dated = recorded.partition(":")
     current_whole, _, current_dated = current.partition(":")

@@ -26,6 +26,19 @@ def file_version(fingerprint: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in fingerprint.items() if key not in LOCATION_KEYS}
 
 
+def version_without_etag(fingerprint: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The version with its ETag left out, where it has both an ETag and a Last-Modified; else None.
+
+    Where two fingerprints have it, it decides whether they are the same version: some CDNs hand out a
+    new ETag for the same bytes on every request, while a re-published file always gets a new
+    Last-Modified, so a new ETag alone, with the same size and Last-Modified, is no re-publication.
+    """
+    version = file_version(fingerprint)
+    if version.get("etag") is None or version.get("last_modified") is None:
+        return None
+    return {key: value for key, value in version.items() if key != "etag"}
+
+
 class TripFileSource(Protocol):
     def fetch(self, month: str) -> UPath:
         """A parquet file (local, or an object in a store) with the month's trips as the source publishes it."""

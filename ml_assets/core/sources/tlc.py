@@ -43,6 +43,7 @@ from ml_assets.core.sources import (
     check_parquet,
     file_version,
     trip_file_name,
+    version_without_etag,
 )
 from ml_assets.core.storage import atomic_path, location, read_json, write_json
 
@@ -95,7 +96,8 @@ class TlcSource:
         """The month's file in the cache, downloaded first if it is missing or TLC re-published it.
 
         Every call probes the server once (a HEAD). A valid cached file whose recorded fingerprint
-        has the probe's size, ETag and Last-Modified is returned without a download; otherwise the
+        has the probe's size, ETag and Last-Modified (`same_version`: a new ETag alone, with the same
+        size and Last-Modified, is none) is returned without a download; otherwise the
         month is downloaded again, and the cached file and its fingerprint are replaced only once the
         new file has arrived in full and reads as parquet (a failed download leaves the old cache in
         place and raises). A cached file without a recorded fingerprint (placed by hand or by an
@@ -291,10 +293,15 @@ def _recorded_size(target: UPath) -> int | None:
 def same_version(a: dict, b: dict) -> bool:
     """Whether two fingerprints describe the same published file (where it lives does not matter).
 
-    Only the fields both give are compared: a server that leaves one out (a HEAD without
-    Content-Length) has not re-published the file. With none in common, nothing shows it unchanged.
+    Where both have an ETag and a Last-Modified, the ETag is left out, as the sensor does
+    (`version_without_etag`). Only the fields both give are compared: a server that leaves one out (a
+    HEAD without Content-Length) has not re-published the file. With none in common, nothing shows it
+    unchanged.
     """
-    known_a, known_b = _known(file_version(a)), _known(file_version(b))
+    dated_a, dated_b = version_without_etag(a), version_without_etag(b)
+    if dated_a is None or dated_b is None:
+        dated_a, dated_b = file_version(a), file_version(b)
+    known_a, known_b = _known(dated_a), _known(dated_b)
     common = known_a.keys() & known_b.keys()
     return bool(common) and all(known_a[key] == known_b[key] for key in common)
 
