@@ -122,7 +122,7 @@ def main() -> None:
         raw = pq.read_table(source.fetch(month))
         rules.raw_rules(raw, month, rules.RuleThresholds(), source.taxi)
         trips = clean_trips(raw, month, origin=f"month {month}")
-        rules.cleaned_rules(trips.trips, month, trips.raw_rows, rules.RuleThresholds())
+        rules.cleaned_rules(trips.trips, month, trips.raw_rows, trips.dropped, rules.RuleThresholds())
         draw({"duration": lambda: plots.duration_histogram(trips.trips[DURATION])})
     with timed(stages, "cleaned_trips"):  # its drift check
         previous = shift_month(month, -1)

@@ -49,7 +49,7 @@ def test_real_months_pass_every_rule(month):
     table = real(month)
     month_ = cleaned(month, table)
     results = rules.raw_rules(table, month, RULES, "green")
-    results += rules.cleaned_rules(month_.trips, month, month_.raw_rows, RULES)
+    results += rules.cleaned_rules(month_.trips, month, month_.raw_rows, month_.dropped, RULES)
     assert [r.message for r in results if not r.passed] == []
     assert month_.dropped["zone_not_in_lookup"] == 0  # TLC's unknown zones, 264 and 265, are in its lookup
     raw = by_rule(rules.raw_rules(table, month, RULES, "green"))
@@ -60,7 +60,7 @@ def test_real_months_pass_every_rule(month):
         "message": raw["row_count"].message,
     }
     assert raw["pickups_in_month"].metadata["share_inside"] > 0.999
-    dropped = by_rule(rules.cleaned_rules(month_.trips, month, month_.raw_rows, RULES))["dropped_share"]
+    dropped = by_rule(rules.cleaned_rules(month_.trips, month, month_.raw_rows, month_.dropped, RULES))["dropped_share"]
     assert 0.03 < dropped.metadata["dropped_share"] < 0.06  # what real green months drop
 
 
@@ -126,7 +126,8 @@ def test_cleaned_rules_name_what_is_wrong():
     inside = rules.cleaned_pickups_in_month(early, "2021-02")
     assert not inside.passed and inside.metadata["outside_month"] == 1
 
-    dropped = rules.dropped_share(rows=700, raw_rows=1000, ceiling=0.2)
+    by_reason = {"missing_values": 10, "zone_not_in_lookup": 0, "duration_out_of_range": 290}
+    dropped = rules.dropped_share(rows=700, raw_rows=1000, ceiling=0.2, by_reason=by_reason)
     assert not dropped.passed
     assert dropped.metadata == {
         "rule": "dropped_share",
@@ -134,9 +135,11 @@ def test_cleaned_rules_name_what_is_wrong():
         "raw_rows": 1000,
         "dropped_rows": 300,
         "dropped_share": 0.3,
+        "dropped_by_reason": {"duration_out_of_range": 290, "missing_values": 10},
         "ceiling": 0.2,
         "message": dropped.message,
     }
+    assert dropped.message.endswith("> 20.00% (duration_out_of_range 290, missing_values 10)"), dropped.message
 
 
 def test_psi_ks_and_tvd():
@@ -331,6 +334,9 @@ def test_a_month_failing_a_blocking_rule_is_recorded_and_not_stored(case, instan
 
     if case in ("30% zero durations", "30% zones not in the lookup"):
         assert found["dropped_share"] == pytest.approx(0.3 + 0.7 * 0.041, abs=0.01)
+        # Nothing is stored, so the failed rule is where the user learns why: the planted reason comes first.
+        reason = "duration_out_of_range" if case == "30% zero durations" else "zone_not_in_lookup"
+        assert next(iter(found["dropped_by_reason"])) == reason, found
     if case == "yellow columns":
         assert "green_tripdata_2021-02.parquet" in str(error.error)
         assert "yellow-taxi columns" in found["message"] and "read as green taxis" in found["message"]

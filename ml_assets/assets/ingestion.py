@@ -92,7 +92,7 @@ def ingest_trips(context: AssetExecutionContext, config: RulesConfig, trip_sourc
     try:
         rules.require_passed(raw_results, f"{origin}: raw_trips")  # a month failing these is not worth cleaning
         cleaned = clean_trips(table, month, origin)
-        cleaned_results = rules.cleaned_rules(cleaned.trips, month, cleaned.raw_rows, thresholds)
+        cleaned_results = rules.cleaned_rules(cleaned.trips, month, cleaned.raw_rows, cleaned.dropped, thresholds)
         evaluations += [rule_result(CLEANED_TRIPS, result) for result in cleaned_results]
         rules.require_passed(cleaned_results, f"{origin}: cleaned_trips")
     except ValueError as error:  # a failed rule, or nothing left after cleaning: record what was judged

@@ -264,20 +264,25 @@ def no_nulls(trips: pd.DataFrame, columns: Iterable[str] = NOT_NULL) -> RuleResu
     return RuleResult("no_nulls", False, "values the model needs are missing: " + "; ".join(parts), metadata)
 
 
-def dropped_share(rows: int, raw_rows: int, ceiling: float) -> RuleResult:
-    """Share of raw rows that cleaning removed."""
+def dropped_share(rows: int, raw_rows: int, ceiling: float, by_reason: Mapping[str, int]) -> RuleResult:
+    """Share of raw rows that cleaning removed, and for which of cleaning's reasons, most first: a month that fails
+    stores nothing, so its `dropped_<reason>` metadata is never recorded and this is where the reasons show."""
     share = (raw_rows - rows) / raw_rows if raw_rows else 1.0
     passed = share <= ceiling
     relation = "<=" if passed else ">"
+    reasons = dict(sorted(((reason, int(n)) for reason, n in by_reason.items() if n), key=lambda item: -item[1]))
+    why = ", ".join(f"{reason} {n}" for reason, n in reasons.items())
     return RuleResult(
         "dropped_share",
         passed,
-        f"cleaning dropped {raw_rows - rows} of {raw_rows} rows ({share:.2%}) {relation} {ceiling:.2%}",
+        f"cleaning dropped {raw_rows - rows} of {raw_rows} rows ({share:.2%}) {relation} {ceiling:.2%}"
+        + (f" ({why})" if why else ""),
         {
             "rows": int(rows),
             "raw_rows": int(raw_rows),
             "dropped_rows": int(raw_rows - rows),
             "dropped_share": round(share, 6),
+            "dropped_by_reason": reasons,
             "ceiling": ceiling,
         },
     )
@@ -292,11 +297,14 @@ def raw_rules(trips: tables.TableOrFile, month: str, thresholds: RuleThresholds,
     ]
 
 
-def cleaned_rules(trips: pd.DataFrame, month: str, raw_rows: int, thresholds: RuleThresholds) -> list[RuleResult]:
+def cleaned_rules(
+    trips: pd.DataFrame, month: str, raw_rows: int, dropped: Mapping[str, int], thresholds: RuleThresholds
+) -> list[RuleResult]:
+    """The cleaned_trips rules; `dropped` is cleaning's count of rows dropped for each reason."""
     return [
         cleaned_schema(trips),
         row_count(len(trips), thresholds.min_rows),
-        dropped_share(len(trips), raw_rows, thresholds.max_dropped_share),
+        dropped_share(len(trips), raw_rows, thresholds.max_dropped_share, dropped),
         cleaned_pickups_in_month(trips, month),
         no_nulls(trips),
     ]
