@@ -44,9 +44,15 @@ class _AssetFiles(UPathIOManager):
         try:
             super().handle_output(context, obj)
         except Exception as error:
-            path = next(iter(self._get_paths_for_partitions(context).values()))  # {asset}/{month}.{ext}
+            path = self.month_path(context)
             what = f"{context.asset_key.to_user_string()} {check_month(path.stem)}"
             raise storage.cannot_write(what, path, error) from error
+
+    def month_path(self, context: InputContext | OutputContext) -> UPath:
+        """The file of the context's month, `{root}/{asset}/{month}.{ext}`, as UPathIOManager finds it (its private
+        `_get_paths_for_partitions`, which `load_input` and `handle_output` call; checked against dagster 1.13.27)."""
+        (path,) = self._get_paths_for_partitions(context).values()
+        return path
 
     def dump_to_path(self, context: OutputContext, obj, path: UPath) -> None:
         with storage.atomic_path(path) as tmp:

@@ -144,11 +144,7 @@ def _materialize_or_fail(
 
 def missing_values(instance: DagsterInstance, asset: AssetKey, months: list[str]) -> dict[str, UPath]:
     """Each of `months` whose value of `asset` its IO manager finds nothing at, and where it looked: the
-    instance still records a month whose file was deleted, and training would then fail loading it.
-
-    Asks the IO manager for the path it loads a month from (`UPathIOManager._get_paths_for_partitions`,
-    private, as `load_input` calls it; checked against dagster 1.13.27).
-    """
+    instance still records a month whose file was deleted, and training would then fail loading it."""
     (assets,) = [assets for assets in all_assets if asset in assets.keys]
     key = assets.get_io_manager_key_for_asset_key(asset)
     missing = {}
@@ -157,7 +153,7 @@ def missing_values(instance: DagsterInstance, asset: AssetKey, months: list[str]
         io_manager = getattr(resources, key)
         for month in months:
             context = build_input_context(asset_key=asset, partition_key=month, asset_partitions_def=monthly_partitions)
-            (path,) = io_manager._get_paths_for_partitions(context).values()
+            path = io_manager.month_path(context)
             if not io_manager.path_exists(path):
                 missing[month] = path
     return missing
