@@ -134,6 +134,9 @@ def _location(raw: str) -> str:
         raise ValueError from error
     if protocol in ("file", "local") and not rest.startswith("/"):  # file://data is a folder under the cwd
         raise ValueError
+    from ml_assets.core.storage import location
+
+    location(raw)  # a user and password only where the store's client takes them
     return raw
 
 
@@ -227,7 +230,7 @@ def state_dir() -> Path:
 
 ALLOWED_LOCATION = (
     f"a folder {_ABSOLUTE}, or an fsspec URL with its package installed (s3://bucket/prefix, gs://… with gcsfs, "
-    "file:///…)"
+    "file:///…); a KEY:SECRET@ in s3:// URLs only"
 )
 _KINDS = {  # a threshold's kind (core.rules.threshold) -> how its variable is parsed, and what it allows
     "count": (_positive_int, "a whole number >= 1"),

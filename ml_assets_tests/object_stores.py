@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import subprocess
 import urllib.parse
@@ -120,12 +121,15 @@ class GcsServer:
 
 
 @contextlib.contextmanager
-def start_store(scheme: str, log: Path) -> Iterator[S3Server | GcsServer]:
-    """The test server of `scheme` on a free loopback port, in a session of its own, stopped by its id."""
+def start_store(scheme: str, log: Path, env: dict[str, str] | None = None) -> Iterator[S3Server | GcsServer]:
+    """The test server of `scheme` on a free loopback port, in a session of its own, stopped by its id; `env`
+    added to its environment."""
     server, port = {"s3": S3Server, "gs": GcsServer}[scheme], free_port()
     command = server.command(port)
     with log.open("w") as output:
-        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})}
+        )
     try:
         store = server(f"http://127.0.0.1:{port}")
         wait_until_answers(f"{store.endpoint_url}{server.probe}", lambda: process.poll() is None, log, 60)

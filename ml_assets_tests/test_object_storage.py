@@ -4,6 +4,7 @@ gcsfs clients through universal-pathlib. Every test that takes `bucket` runs onc
 
 from __future__ import annotations
 
+import json
 import secrets
 import signal
 import tempfile
@@ -32,6 +33,7 @@ from ml_assets.resources.io_managers import (
     ReadFailed,
 )
 from ml_assets.runner.runs import materialize_month, missing_values, run
+from ml_assets_tests.object_stores import start_store
 from ml_assets_tests.support import TLC_DATA, free_port, holding, start_writer, wait_until_answers
 
 ASSETS = {  # asset -> file suffix
@@ -272,6 +274,59 @@ def test_a_store_that_cannot_be_reached_fails_the_write_naming_the_file(password
         "endpoint URL"
     )
     assert password is None or not [link for link in chain(error.value) if password in str(link)]
+
+
+@pytest.fixture
+def refusing_s3(tmp_path, monkeypatch):
+    """A moto server that checks every request's credentials against its IAM after its first four (a bucket,
+    and a user with a key allowed everything on S3): a real store refusing a key it does not know."""
+    import boto3
+    import s3fs
+
+    with start_store("s3", tmp_path / "moto_server.log", {"INITIAL_NO_AUTH_ACTION_COUNT": "4"}) as server:
+        for name, value in {**server.env(), "AWS_MAX_ATTEMPTS": "1"}.items():
+            monkeypatch.setenv(name, value)
+        bucket = server.new_bucket()
+        iam = boto3.client("iam", endpoint_url=server.endpoint_url, region_name="us-east-1")
+        iam.create_user(UserName="pipeline")
+        key = iam.create_access_key(UserName="pipeline")["AccessKey"]
+        policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+        iam.put_user_policy(UserName="pipeline", PolicyName="s3", PolicyDocument=json.dumps(policy))
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        s3fs.S3FileSystem.clear_instance_cache()
+        yield server, bucket
+        s3fs.S3FileSystem.clear_instance_cache()
+
+
+def stored_keys(server, bucket: str) -> list[str]:
+    """The bucket's keys, listed with the key of the environment (the pipeline's)."""
+    import boto3
+
+    # A new session: boto3's default one keeps the credentials it first found, another test's.
+    client = boto3.session.Session().client("s3", endpoint_url=server.endpoint_url, region_name="us-east-1")
+    listing = client.list_objects_v2(Bucket=bucket)
+    return sorted(entry["Key"] for entry in listing.get("Contents", []))
+
+
+@pytest.mark.process
+def test_a_store_that_refuses_the_key_fails_the_write_naming_the_file(refusing_s3):
+    server, bucket = refusing_s3
+    secret = f"S3cret-{secrets.token_hex(8)}"
+    root = f"s3://nosuchkey:{secret}@{bucket}/assets"
+    with pytest.raises(WriteFailed) as error:
+        store(JsonIOManager(root=root), "best_params", "2021-02", {"max_depth": 6})
+    assert str(error.value).startswith(
+        f"cannot write best_params 2021-02 to s3://{bucket}/assets/best_params/2021-02.json: "
+    )
+    assert str(error.value).endswith(": Forbidden")  # s3fs's word for the store's 403
+    assert any(isinstance(link, PermissionError) for link in chain(error.value))
+    assert not [link for link in chain(error.value) if secret in str(link)]
+    assert stored_keys(server, bucket) == []
+
+    # The same write with the key the store knows, from the environment as the AWS_* variables give it.
+    store(JsonIOManager(root=f"s3://{bucket}/assets"), "best_params", "2021-02", {"max_depth": 6})
+    assert stored_keys(server, bucket) == ["assets/best_params/2021-02.json"]
 
 
 @pytest.mark.process

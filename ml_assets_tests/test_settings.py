@@ -153,6 +153,28 @@ def test_an_absolute_path_or_a_url_is_taken_as_it_is(variable, raw, monkeypatch)
     assert setting.value() == raw
 
 
+@pytest.mark.parametrize("variable", ["ML_ASSETS_STORAGE_ROOT", "ML_ASSETS_CACHE_DIR"])
+def test_a_password_in_a_url_whose_store_ignores_it_is_refused(variable, monkeypatch):
+    """gcsfs takes a user and password and ignores them, so the values would go wherever other credentials
+    allow; only s3fs logs in with them (test_object_storage.py)."""
+    from ml_assets.core.storage import CredentialsNotTaken, location
+
+    monkeypatch.setenv(variable, "gs://KEY:hunter2@bucket/prefix")
+    (setting,) = [s for s in settings.ALL if s.variable == variable]
+    with pytest.raises(settings.SettingError) as error:
+        setting.value()
+    assert (
+        str(error.value)
+        == f"{variable}='gs://KEY:***@bucket/prefix' is not allowed: expected {settings.ALLOWED_LOCATION}"
+    )
+    with pytest.raises(
+        CredentialsNotTaken, match=r"^gs:// takes no user or password in its URL \(gs://bucket/prefix\)"
+    ):
+        location("gs://KEY:hunter2@bucket/prefix")
+    monkeypatch.setenv(variable, "s3://KEY:hunter2@bucket/prefix")
+    assert setting.value() == "s3://KEY:hunter2@bucket/prefix"
+
+
 def test_a_source_that_is_a_file_is_refused(tmp_path, monkeypatch):
     (tmp_path / "green_tripdata_2021-01.parquet").touch()
     monkeypatch.setenv("ML_ASSETS_SOURCE", str(tmp_path / "green_tripdata_2021-01.parquet"))

@@ -39,17 +39,30 @@ from ml_assets.core.credentials import split_userinfo
 from ml_assets.core.errors import chain
 
 LOCAL_PROTOCOLS = ("", "file", "local")
+# The stores whose client takes a user and password as its credentials (s3fs: key and secret); gcsfs would
+# accept and ignore them, and write with whatever credentials it finds instead.
+URL_CREDENTIALS = ("s3", "s3a")
+
+
+class CredentialsNotTaken(ValueError):
+    """A user and password in the URL of a store whose client does not log in with them."""
 
 
 def location(path: str | os.PathLike | UPath) -> UPath:
     """A path or fsspec URL as a UPath (a plain path stays a local `pathlib.Path` too).
 
-    A user and password in a URL (`s3://KEY:SECRET@bucket/prefix`) are handed to the store's client as its
-    `username` and `password` (s3fs's key and secret) and kept out of the path, so that no path a run logs,
-    records or names in an error holds them."""
+    A user and password in an S3 URL (`s3://KEY:SECRET@bucket/prefix`) are handed to s3fs as its key and
+    secret and kept out of the path, so that no path a run logs, records or names in an error holds them;
+    in another store's URL they are refused."""
     if isinstance(path, str):
         plain, user, password = split_userinfo(path)
         if user is not None:
+            protocol = plain.partition("://")[0]
+            if protocol not in URL_CREDENTIALS:
+                raise CredentialsNotTaken(
+                    f"{protocol}:// takes no user or password in its URL ({plain}): give the store's client its "
+                    "credentials its own way (for gs://, GOOGLE_APPLICATION_CREDENTIALS)"
+                )
             return UPath(plain, username=user, password=password)
     return UPath(path)
 
