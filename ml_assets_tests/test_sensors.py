@@ -276,7 +276,8 @@ def test_a_wrong_tlc_url_where_every_month_answers_403_is_named_not_nothing_new(
         requests, cursor, skip = tick(instance, source)
     assert requests == [] and load_cursor(cursor) == {}
     first = monthly_partitions.get_partition_keys()[0]
-    assert f"tlc {url} publishes no month, not even the first partition {first}" in skip
+    looked_for = f"{url}/green_tripdata_{first}.parquet"
+    assert f"tlc {url} publishes no month, not even the first partition {first} ({looked_for})" in skip
     assert "nothing new" not in skip
 
 
@@ -290,7 +291,10 @@ def test_a_month_found_published_that_then_answers_403_is_warned_about(instance,
         server.always = {"green_tripdata_2021-01.parquet": 403}
         requests, after, skip = tick(instance, source, cursor)
         assert requests == [] and load_cursor(after) == load_cursor(cursor)  # what was ingested stays
-        assert f"tlc {server.url} no longer publishes 2021-01, found published by an earlier tick" in skip
+        looked_for = f"{server.url}/green_tripdata_2021-01.parquet"
+        assert (
+            f"tlc {server.url} no longer publishes 2021-01, found published by an earlier tick ({looked_for})" in skip
+        )
 
         files("2021-03")  # a new month still goes ahead, with the warning in the tick's log
         context = build_sensor_context(instance=instance, cursor=after, resources={"trip_source": source})

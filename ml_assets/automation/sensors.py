@@ -48,7 +48,8 @@ def new_month_sensor(context: SensorEvaluationContext, trip_source: TripSourceRe
     limit = settings.SENSOR_MAX_MONTHS.value()
     months = monthly_partitions.get_partition_keys()
     try:
-        fingerprints, unchecked = probe_months(trip_source.source().for_probing(), months)
+        source = trip_source.source().for_probing()
+        fingerprints, unchecked = probe_months(source, months)
     except SourceError as exc:
         return SkipReason(
             f"trip source {trip_source.label} is unreachable, so no month was checked or requested "
@@ -61,7 +62,8 @@ def new_month_sensor(context: SensorEvaluationContext, trip_source: TripSourceRe
             + "; ".join(f"{month}: {why}" for month, why in sorted(unchecked.items()))
         )
     seen = load_cursor(context.cursor)
-    warning = absence_warning(fingerprints, seen, monthly_partitions.get_first_partition_key(), trip_source.label)
+    first = monthly_partitions.get_first_partition_key()
+    warning = absence_warning(fingerprints, seen, first, trip_source.label, source.file_of)
     if warning:
         context.log.warning(warning)
     plan = plan_months(

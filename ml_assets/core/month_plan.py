@@ -162,7 +162,11 @@ def plan_months(
 
 
 def absence_warning(
-    fingerprints: Mapping[str, dict | None], seen: Mapping[str, str], first_month: str | None, where: str
+    fingerprints: Mapping[str, dict | None],
+    seen: Mapping[str, str],
+    first_month: str | None,
+    where: str,
+    file_of: Callable[[str], str],
 ) -> str | None:
     """What looks wrong about the months `where` says are not published, or None if nothing does.
 
@@ -173,10 +177,15 @@ def absence_warning(
     absent = sorted(month for month, fingerprint in fingerprints.items() if fingerprint is None)
     problems = []
     if first_month in absent and len(absent) == len(fingerprints):
-        problems.append(f"{where} publishes no month, not even the first partition {first_month}")
+        problems.append(
+            f"{where} publishes no month, not even the first partition {first_month} ({file_of(first_month)})"
+        )
     gone = [month for month in absent if month in seen]
     if gone:
-        problems.append(f"{where} no longer publishes {', '.join(gone)}, found published by an earlier tick")
+        problems.append(
+            f"{where} no longer publishes {', '.join(gone)}, found published by an earlier tick "
+            f"({file_of(gone[0])}{', …' if len(gone) > 1 else ''})"
+        )
     if not problems:
         return None
     return (

@@ -49,6 +49,9 @@ class TripFileSource(Protocol):
     def for_probing(self) -> TripFileSource:
         """This source set up to probe many months within a sensor tick (fewer, shorter tries)."""
 
+    def file_of(self, month: str) -> str:
+        """Where the month's file is looked for, as a person would check it (a password masked)."""
+
 
 class SourceError(Exception):
     """A month could not be had from its source."""

@@ -61,5 +61,8 @@ class DirectorySource:
     def for_probing(self) -> DirectorySource:
         return self  # a stat per month is cheap already
 
+    def file_of(self, month: str) -> str:
+        return str(self._file(month))
+
     def _file(self, month: str) -> UPath:
         return location(pathlib.Path(self.path) / trip_file_name(self.taxi, check_month(month)))

@@ -275,6 +275,9 @@ class SyntheticSource:
     def for_probing(self) -> SyntheticSource:
         return self  # probing generates nothing
 
+    def file_of(self, month: str) -> str:
+        return f"the synthetic {self.taxi} month {month}"
+
     def probe(self, month: str) -> dict | None:
         return fingerprint(self.seed, self.rows) if self._published(month) else None
 

@@ -92,6 +92,9 @@ class TlcSource:
     def url(self, month: str) -> str:
         return f"{self.base_url.rstrip('/')}/{trip_file_name(self.taxi, check_month(month))}"
 
+    def file_of(self, month: str) -> str:
+        return mask(self.url(month))
+
     def fetch(self, month: str) -> UPath:
         """The month's file in the cache, downloaded first if it is missing or TLC re-published it.
 
