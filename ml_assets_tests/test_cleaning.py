@@ -107,6 +107,41 @@ def test_timestamps_with_a_zone_are_read_as_new_york_wall_clock_times():
     assert judged == [rule.message for rule in raw_rules(table, "2023-03", RuleThresholds(), "green")]
 
 
+def wall_minutes(table: pa.Table) -> np.ndarray:
+    trips = table.select(["lpep_pickup_datetime", "lpep_dropoff_datetime"]).to_pandas()
+    return ((trips["lpep_dropoff_datetime"] - trips["lpep_pickup_datetime"]).dt.total_seconds() / 60).to_numpy()
+
+
+def test_a_trip_across_a_clock_change_lasts_the_time_that_passed():
+    """TLC writes New York wall-clock times: a trip across the spring change read an hour longer (real 2023-03
+    trips of 7 to 28 minutes were dropped as over an hour), one across the autumn change an hour shorter or
+    negative. In the hour the clocks repeat, the shortest trip the two readings allow is taken."""
+    table = real("2023-03")  # the clocks went from 02:00 to 03:00 on 2023-03-12
+    pickup, dropoff = (table[name].to_pandas() for name in ("lpep_pickup_datetime", "lpep_dropoff_datetime"))
+    change = pd.Timestamp("2023-03-12 02:00")
+    across = ((pickup < change) & (dropoff >= change + pd.Timedelta(hours=1))).to_numpy()
+    spring = wall_minutes(table)[across] - 60
+    assert 3 <= ((spring >= 1) & (spring <= 60)).sum()  # trips the wall clock read as over an hour
+    cleaned = clean_trips(table, "2023-03", "2023-03").trips
+    kept = cleaned[cleaned["pickup_datetime"].isin(pickup[across]) & cleaned["dropoff_datetime"].isin(dropoff[across])]
+    assert sorted(kept["duration"].round(3)) == sorted(np.float32(spring[(spring >= 1) & (spring <= 60)]).round(3))
+
+    # The autumn change (2023-11-05, 02:00 back to 01:00), on real trips given times of that night.
+    autumn = real("2023-03").slice(0, 4)
+    times = {  # pickup, dropoff (wall clock) -> minutes that passed
+        ("01:50", "01:05"): 15,  # picked up before the change, dropped off after it: read as -45
+        ("00:55", "01:10"): 15,  # 01:10 twice that night: the first
+        ("01:30", "02:10"): 40,  # 01:30 twice: the second
+        ("10:00", "10:20"): 20,
+    }
+    for name, index in (("lpep_pickup_datetime", 0), ("lpep_dropoff_datetime", 1)):
+        values = pa.array([pd.Timestamp(f"2023-11-05 {pair[index]}") for pair in times], pa.timestamp("us"))
+        autumn = autumn.set_column(autumn.schema.get_field_index(name), name, values)
+    assert wall_minutes(autumn).tolist() == [-45, 15, 40, 20]
+    cleaned = clean_trips(autumn, "2023-11", "2023-11")
+    assert cleaned.trips["duration"].tolist() == list(times.values())
+
+
 def test_an_infinite_distance_is_a_missing_value():
     """An infinite trip_distance (or one past float32's range) is dropped like a null, not trained on."""
     table = real("2021-01")

@@ -8,7 +8,9 @@ converted column by column (`self_destruct`).
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -23,6 +25,7 @@ from ml_assets.core.schema import (
     DURATION,
     PICKUP,
     REQUIRED,
+    TLC_TIME_ZONE,
     ZONE_COLUMNS,
     canonical_name,
     check_columns,
@@ -55,10 +58,61 @@ def _bad(mask) -> np.ndarray:
     return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
 
 
+def _clock_change_days(*columns: pa.ChunkedArray) -> list[datetime.date]:
+    """The days among the columns' dates on which New York's clocks change (a few a year at most)."""
+    zone = ZoneInfo(TLC_TIME_ZONE)
+    dates = set()
+    for column in columns:
+        dates.update(day for day in pc.unique(pc.cast(column, pa.date32())).to_pylist() if day is not None)
+    midnight = datetime.time()
+    return sorted(
+        day
+        for day in dates
+        if datetime.datetime.combine(day, midnight, zone).utcoffset()
+        != datetime.datetime.combine(day + datetime.timedelta(days=1), midnight, zone).utcoffset()
+    )
+
+
+def _shortest_reading(pickup: pa.Array, dropoff: pa.Array) -> np.ndarray:
+    """Minutes elapsed between New York wall-clock times: in the hour the clocks repeat (or skip), a time has
+    two readings, and the shortest non-negative trip they allow is taken."""
+
+    def instants(times: pa.Array, reading: str) -> np.ndarray:
+        local = pc.assume_timezone(times, timezone=TLC_TIME_ZONE, ambiguous=reading, nonexistent=reading)
+        return pc.cast(local, pa.int64()).to_numpy(zero_copy_only=False).astype("float64")  # UTC microseconds
+
+    earliest, latest = instants(pickup, "earliest"), instants(pickup, "latest")
+    readings = np.stack(
+        [instants(dropoff, reading) - start for reading in ("earliest", "latest") for start in (earliest, latest)]
+    )
+    readings /= 60e6
+    shortest = np.where(readings >= 0, readings, np.inf).min(axis=0)
+    return np.where(np.isfinite(shortest), shortest, readings.max(axis=0))
+
+
+def elapsed_minutes(pickup: pa.ChunkedArray, dropoff: pa.ChunkedArray) -> pa.Array:
+    """Minutes from pickup to dropoff as time passed, not as the clock read: TLC writes New York wall-clock
+    times, so a trip across the spring change read an hour longer and one across the autumn change an hour
+    shorter (or negative). Only trips with an end on a day the clocks change are read with the zone."""
+    wall = pc.divide(pc.cast(pc.subtract(dropoff, pickup), pa.int64()), 60e6).to_numpy(zero_copy_only=False)
+    days = _clock_change_days(pickup, dropoff)
+    if days:
+        near = np.zeros(len(wall), dtype=bool)
+        for day in days:
+            start = pa.scalar(datetime.datetime.combine(day, datetime.time()), pickup.type)
+            end = pa.scalar(datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time()), pickup.type)
+            for column in (pickup, dropoff):
+                near |= _bad(pc.and_(pc.greater_equal(column, start), pc.less(column, end)))
+        rows = pa.array(np.flatnonzero(near))
+        wall = wall.astype("float64")
+        wall[near] = _shortest_reading(pickup.take(rows), dropoff.take(rows))
+    return pa.array(wall, pa.float64())
+
+
 def _clean_batch(batch: pa.Table, start, end, dropped: dict[str, int]) -> pa.Table:
     """The batch's rows that pass, with `duration`; adds the dropped rows per reason to `dropped`."""
     pickup, dropoff = batch[PICKUP], batch[DROPOFF]
-    minutes = pc.divide(pc.cast(pc.subtract(dropoff, pickup), pa.int64()), 60e6)  # microseconds -> minutes
+    minutes = elapsed_minutes(pickup, dropoff)
     timestamp = pickup.type
     zones = pa.array(known_zones())
     rules = {
