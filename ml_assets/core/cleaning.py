@@ -90,7 +90,7 @@ def _shortest_reading(pickup: pa.Array, dropoff: pa.Array) -> np.ndarray:
     return np.where(np.isfinite(shortest), shortest, readings.max(axis=0))
 
 
-def elapsed_minutes(pickup: pa.ChunkedArray, dropoff: pa.ChunkedArray) -> pa.Array:
+def _elapsed_minutes(pickup: pa.ChunkedArray, dropoff: pa.ChunkedArray) -> pa.Array:
     """Minutes from pickup to dropoff as time passed, not as the clock read: TLC writes New York wall-clock
     times, so a trip across the spring change read an hour longer and one across the autumn change an hour
     shorter (or negative). Only trips with an end on a day the clocks change are read with the zone."""
@@ -104,7 +104,7 @@ def elapsed_minutes(pickup: pa.ChunkedArray, dropoff: pa.ChunkedArray) -> pa.Arr
             for column in (pickup, dropoff):
                 near |= _bad(pc.and_(pc.greater_equal(column, start), pc.less(column, end)))
         rows = pa.array(np.flatnonzero(near))
-        wall = wall.astype("float64")
+        wall = wall.copy()  # Arrow's buffer, read-only
         wall[near] = _shortest_reading(pickup.take(rows), dropoff.take(rows))
     return pa.array(wall, pa.float64())
 
@@ -112,7 +112,7 @@ def elapsed_minutes(pickup: pa.ChunkedArray, dropoff: pa.ChunkedArray) -> pa.Arr
 def _clean_batch(batch: pa.Table, start, end, dropped: dict[str, int]) -> pa.Table:
     """The batch's rows that pass, with `duration`; adds the dropped rows per reason to `dropped`."""
     pickup, dropoff = batch[PICKUP], batch[DROPOFF]
-    minutes = elapsed_minutes(pickup, dropoff)
+    minutes = _elapsed_minutes(pickup, dropoff)
     timestamp = pickup.type
     zones = pa.array(known_zones())
     rules = {
