@@ -46,7 +46,7 @@ from benchmarks.report import MISSING, table
 from ml_assets.core.features import HOLDOUT_DAYS
 
 MONTHS_2023 = ["2023-02", "2023-03", "2023-04", "2023-05", "2023-06"]
-# --only's names: phases 1 and 3 (course), 2 (months), 2b (ablation), 4, 5-6 (sizes), 7, 8.
+# --only's names: phases 1 and 3 (course), 2 (months), 2b (ablation), 4, 5-6 (sizes), 7, 8, 9.
 PHASES = ["course", "months", "ablation", "overhead", "sizes", "backfill", "long", "monitoring"]
 MONITORED_VERSIONS = 12
 LONG_STUDY_MONTH = "2023-04"

@@ -1,1 +1,1 @@
-"""Assets by stage: ingestion (raw → cleaned), features, training (params → model)."""
+"""Assets by stage: ingestion (raw → cleaned), features, training (params → model), predictions, monitoring."""

@@ -1,1 +1,1 @@
-"""Dagster checks: the blocking data rules, drift, and the model gate that publishes models."""
+"""Dagster checks: the blocking data rules, drift, the model gate that publishes models, and champion decay."""

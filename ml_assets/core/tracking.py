@@ -165,7 +165,7 @@ def versions_tested_before(month: str, newest: int | None = None, registered_mod
 
 
 def log_realized_rmse(run_id: str, rmse: float, step: int, month: str) -> None:
-    """`realized_rmse` at `step` (months since the test month) on a version's run, once per step:
+    """`realized_rmse` at `step` (months since the test month) on a version's run, once per step and value:
     its timestamp is the month's first day, so MLflow's chart over time shows the month."""
     import mlflow
     import pandas as pd

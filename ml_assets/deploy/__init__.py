@@ -1,1 +1,2 @@
-"""Deployment plugins: where steps execute (executor) and how run monitoring checks run workers."""
+"""Deployment: the instance's plugins (executor, run launcher), the topology's own service commands (MLflow
+server and logins, health checks, PostgreSQL secrets), and `local/`, the topology without containers."""
