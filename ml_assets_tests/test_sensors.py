@@ -34,7 +34,7 @@ from ml_assets.resources import build_resources
 from ml_assets.resources.trip_source import TripSourceResource
 from ml_assets.runner.runs import materialize_month
 from ml_assets_tests.http_server import answering, serve_directory
-from ml_assets_tests.support import FAST_CONFIG, TLC_DATA, template_home, use_new_home
+from ml_assets_tests.support import FAST_CONFIG, ROOT, TLC_DATA, template_home, use_new_home
 
 MAX_MONTHS_ENV = settings.SENSOR_MAX_MONTHS.variable
 INGESTION = ["raw_trips", "cleaned_trips"]
@@ -542,6 +542,23 @@ def test_definitions_wire_sensor_automation_and_schedule():
     assert {key.to_user_string() for key in ingest.asset_layer.executable_asset_keys} == {"raw_trips", "cleaned_trips"}
     retrain = defs.resolve_job_def("retrain_month")
     assert {key.to_user_string() for key in retrain.asset_layer.executable_asset_keys} == set(TRAINING)
+
+
+def test_every_training_run_carries_the_tag_the_run_queue_limits_to_one():
+    """Automation's runs and every run of retrain_month (the schedule's among them: they had no tag, so a
+    scheduled retrain ran beside automation's training, both on every core) queue behind one another."""
+    import yaml
+
+    from ml_assets.automation.jobs import TRAINING_TAG
+    from ml_assets.definitions import defs
+
+    limits = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())["run_coordinator"]["config"]
+    (limit,) = [rule for rule in limits["tag_concurrency_limits"] if rule["key"] == TRAINING_TAG[0]]
+    assert (limit["value"], limit["limit"]) == (TRAINING_TAG[1], 1)
+    sensor = defs.get_repository_def().get_sensor_def("training_automation_sensor")
+    assert sensor.run_tags[TRAINING_TAG[0]] == TRAINING_TAG[1]
+    schedule = defs.get_repository_def().get_schedule_def("monthly_retrain_schedule")
+    assert defs.resolve_job_def(schedule.job_name).tags[TRAINING_TAG[0]] == TRAINING_TAG[1]
 
 
 def schedule_tick(instance, when=datetime.datetime(2026, 11, 2, 6, tzinfo=datetime.timezone.utc)):

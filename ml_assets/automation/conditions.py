@@ -20,12 +20,12 @@ from dagster import (
 )
 
 from ml_assets import settings
+from ml_assets.automation.jobs import TRAINING_TAG
 from ml_assets.core.performance import ChampionOnMonth, DecayThresholds, retrain_reasons
 from ml_assets.keys import FEATURES, MODEL_PERFORMANCE, MONITORING, PREDICTION, TRAINED_MODEL, TRAINING
 from ml_assets.partitions import window_months
 from ml_assets.records import latest_metadata
 
-TRAINING_TAG = "ml_assets/stage"
 RETRAIN_POLICY = settings.RETRAIN.value()  # shapes the conditions, so it is fixed when the code location loads
 DECAY = DecayThresholds(**{name: setting.value() for name, setting in settings.DECAY.items()})
 
@@ -168,7 +168,7 @@ with warnings.catch_warnings():  # `use_user_code_server` is beta in Dagster 1.1
         default_status=DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=settings.AUTOMATION_INTERVAL_SECONDS.value(),
         # A deployment's run queue allows one training run per machine by this tag (deploy/dagster.yaml).
-        run_tags={TRAINING_TAG: "training"},
+        run_tags=dict([TRAINING_TAG]),
         # Evaluated in the code server: the daemon alone cannot evaluate a custom condition (HasTrainingMonths).
         use_user_code_server=True,
         description="Evaluates the automation conditions of monitoring, features, models and predictions: a month "

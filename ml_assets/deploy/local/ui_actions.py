@@ -4,10 +4,9 @@ drive a running stack (the local one, or compose's through its published port) w
 
 from __future__ import annotations
 
+from ml_assets.automation.jobs import TRAINING_TAG
+
 REPOSITORY = {"repositoryLocationName": "ml_assets", "repositoryName": "__repository__"}
-# How automation tags its runs (ml_assets.automation.conditions), which deploy/dagster.yaml's tag
-# limit lets run one at a time.
-TRAINING_TAG = ("ml_assets/stage", "training")
 
 
 def graphql(stack):
