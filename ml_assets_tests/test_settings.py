@@ -159,7 +159,7 @@ def test_a_password_in_a_url_whose_store_ignores_it_is_refused(variable, monkeyp
     allow; only s3fs logs in with them (test_object_storage.py)."""
     from ml_assets.core.storage import CredentialsNotTaken, location
 
-    monkeypatch.setenv(variable, "gs://KEY:hunter2@bucket/prefix")
+    monkeypatch.setenv(variable, "gs://KEY:SECRET@bucket/prefix")
     (setting,) = [s for s in settings.ALL if s.variable == variable]
     with pytest.raises(settings.SettingError) as error:
         setting.value()
@@ -170,9 +170,9 @@ def test_a_password_in_a_url_whose_store_ignores_it_is_refused(variable, monkeyp
     with pytest.raises(
         CredentialsNotTaken, match=r"^gs:// takes no user or password in its URL \(gs://bucket/prefix\)"
     ):
-        location("gs://KEY:hunter2@bucket/prefix")
-    monkeypatch.setenv(variable, "s3://KEY:hunter2@bucket/prefix")
-    assert setting.value() == "s3://KEY:hunter2@bucket/prefix"
+        location("gs://KEY:SECRET@bucket/prefix")
+    monkeypatch.setenv(variable, "s3://KEY:SECRET@bucket/prefix")
+    assert setting.value() == "s3://KEY:SECRET@bucket/prefix"
 
 
 def test_a_source_that_is_a_file_is_refused(tmp_path, monkeypatch):
