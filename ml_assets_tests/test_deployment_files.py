@@ -237,6 +237,23 @@ def test_no_credentials_are_committed():
     assert ignored.count(".env") == 2
 
 
+def test_each_stand_in_reads_every_variable_compose_gives_its_service():
+    """A stand-in image does what the compose file uses of the upstream one: the PgBouncer stand-in ignored
+    SERVER_CHECK_DELAY and SERVER_LOGIN_RETRY, so the compose test ran PgBouncer as after no restart."""
+    from ml_assets_tests.standins import HERE, STANDINS
+
+    checked = []
+    for name, service in compose_file()["services"].items():
+        folder = STANDINS.get(service.get("image", "").split(":")[0])
+        if folder is None or not (HERE / folder / "entrypoint.sh").exists():
+            continue
+        entrypoint = (HERE / folder / "entrypoint.sh").read_text()
+        ignored = [var for var in service.get("environment", {}) if not re.search(rf"\$\{{?{var}\b", entrypoint)]
+        assert not ignored, f"{name}: the {folder} stand-in ignores {ignored}"
+        checked.append(name)
+    assert {"postgres", "pgbouncer"} <= set(checked)
+
+
 def test_compose_file_validates():
     """`docker compose config` (or Debian's `docker-compose config`), where a compose tool is installed."""
     env = {**os.environ, **dict.fromkeys(("POSTGRES_PASSWORD", *GENERATED_MLFLOW_SECRETS), "0123456789abcdef")}
