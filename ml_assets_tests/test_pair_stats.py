@@ -272,3 +272,21 @@ def test_a_refitted_model_is_rebuilt_from_the_rounds_its_first_training_ran(fram
         frame, model.DEFAULT_PARAMS, num_boost_round=model.rounds(first.model), early_stopping_rounds=5, refit=True
     )
     assert model.rounds(boosted_on.model) > model.rounds(first.model)
+
+
+def test_the_champion_is_scored_with_its_own_pair_statistics(months, frame):
+    """A champion of an earlier window, scored on this frame's test month (trained_model's champion_rmse, the
+    gate), gets the columns its own logged encoder gives, as predictions and model_performance serve it: not the
+    statistics this frame fitted on its newer window."""
+    from types import SimpleNamespace
+
+    from ml_assets.core import model
+    from ml_assets.core.training import champion_rmse
+
+    earlier = build_features({MONTHS[0]: months[MONTHS[0]]}, months[MONTHS[1]], MONTHS[1])
+    data = design_matrices(earlier)
+    booster = model.fit(data, {"max_depth": 4}, num_boost_round=20, early_stopping_rounds=5)
+    champion = (SimpleNamespace(version="3", tags={"partition": MONTHS[1]}), booster, data.encoder)
+    served = model.predict(booster, transform(derive_features(months[MONTHS[2]][FEATURE_INPUTS]), data.encoder))
+    expected = np.sqrt(np.mean((served - months[MONTHS[2]][DURATION].to_numpy()) ** 2))
+    assert champion_rmse(frame, champion) == pytest.approx(expected, rel=1e-6)

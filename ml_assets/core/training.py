@@ -11,6 +11,7 @@ import pandas as pd
 from ml_assets.core import frame_parts, model
 from ml_assets.core.cleaning import MAX_DURATION, MIN_DURATION
 from ml_assets.core.features import (
+    ENCODED,
     ENCODER_INPUTS,
     TEST,
     TRAIN,
@@ -57,13 +58,14 @@ class NotComparable(ValueError):
 
 
 def champion_rmse(frame: pd.DataFrame, champion) -> float | None:
-    """RMSE of `champion` ((version, model, encoder) or None) on the frame's test month, under its own encoder."""
+    """RMSE of `champion` ((version, model, encoder) or None) on the frame's test month, under its own encoder: the
+    frame's pair statistics are its own window's, so the champion's are computed from its encoder, as it serves."""
     if champion is None:
         return None
     version, champion_model, encoder = champion
     test_rows = split_rows(frame, TEST)
     try:
-        matrix = transform(test_rows, encoder)
+        matrix = transform(test_rows.drop(columns=[name for name in ENCODED if name in test_rows]), encoder)
     except KeyError as missing:
         raise NotComparable(
             f"the champion (version {version.version}, {encoder['feature_set']} features) cannot be scored on "
