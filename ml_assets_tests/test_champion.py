@@ -19,6 +19,14 @@ def test_model_gate_rules():
     assert not passed and "a newer model of this month was recorded meanwhile (MLflow run abc)" in reason
 
 
+def test_the_gate_names_a_tolerance_of_less_than_a_percent_as_it_is():
+    """A tolerance of 1.5 % was reported as 2 %, and one of 0.4 % as 0 %: the reason misstated the rule it applied."""
+    passed, reason = compare(5.09, 7.0, 5.0, 0.015)
+    assert not passed and "worse than the champion's 5.000 by more than 1.5%" in reason
+    passed, reason = compare(5.01, 7.0, 5.0, 0.004)
+    assert passed and "is within 0.4% of the champion's 5.000" in reason
+
+
 def champion_version(dagster_home) -> str:
     client = mlflow.MlflowClient(f"sqlite:///{dagster_home / 'ml_assets' / 'mlflow.db'}")
     return str(client.get_model_version_by_alias("trip_duration_xgboost", "champion").version)

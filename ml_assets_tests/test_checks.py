@@ -373,3 +373,16 @@ def test_drift_check_warns_but_does_not_block(instance, source):
     assert {"psi_trip_distance", "tvd_pickup_zone"} <= set(found["exceeded"])
     assert "psi_duration" not in found["exceeded"]
     assert "2021-02" in materialized(instance, "trip_features")
+
+
+def test_the_decay_check_names_its_threshold_as_it_is():
+    """A decay threshold of 2.5 % was reported as 2 %: a realized RMSE 2.2 % above the test RMSE was said to be
+    "within 2%" of it."""
+    import pandas as pd
+
+    from ml_assets.checks.champion_decay import judge_decay
+    from ml_assets.core.performance import ChampionOnMonth
+
+    scores = pd.DataFrame([{"version": "3", "realized_rmse": 5.11, "test_rmse": 5.0}])
+    result = judge_decay(scores, ChampionOnMonth("3", "2023-02", 5.11 / 5.0), "2023-04", 0.025)
+    assert result.passed and "is within 2.5% above its test RMSE 5.000" in result.description

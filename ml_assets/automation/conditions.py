@@ -22,6 +22,7 @@ from dagster import (
 from ml_assets import settings
 from ml_assets.automation.jobs import TRAINING_TAG
 from ml_assets.core.performance import ChampionOnMonth, DecayThresholds, retrain_reasons
+from ml_assets.core.rules import percent
 from ml_assets.keys import FEATURES, MODEL_PERFORMANCE, MONITORING, PREDICTION, TRAINED_MODEL, TRAINING
 from ml_assets.partitions import window_months
 from ml_assets.records import latest_metadata
@@ -84,7 +85,8 @@ class NoChampion(_RetrainReason):
 class ChampionDecayed(_RetrainReason):
     LABEL, TEXT = (
         "champion_decayed",
-        (f"the champion's realized RMSE on the month exceeds its test RMSE by more than {DECAY.decay_threshold:.0%}"),
+        "the champion's realized RMSE on the month exceeds its test RMSE by more than "
+        f"{percent(DECAY.decay_threshold)}",
     )
 
 

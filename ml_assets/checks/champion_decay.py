@@ -10,6 +10,7 @@ from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeve
 
 from ml_assets import settings
 from ml_assets.core.performance import ChampionOnMonth, decayed
+from ml_assets.core.rules import percent
 from ml_assets.deploy.executor import step_tags
 from ml_assets.keys import MODEL_PERFORMANCE, MONITORING
 from ml_assets.partitions import month_of, monthly_partitions, partitioned_checks
@@ -36,7 +37,7 @@ def judge_decay(scores: pd.DataFrame, champion: ChampionOnMonth, month: str, thr
         passed=passed,
         severity=AssetCheckSeverity.WARN,
         description=f"champion v{champion.version}: realized RMSE {row['realized_rmse']:.3f} on {month} is {relation} "
-        f"{threshold:.0%} above its test RMSE {row['test_rmse']:.3f} ({champion.tested_on})",
+        f"{percent(threshold)} above its test RMSE {row['test_rmse']:.3f} ({champion.tested_on})",
         metadata={"ratio": round(champion.ratio, 4), "decay_threshold": threshold},
     )
 

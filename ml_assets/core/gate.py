@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ml_assets.core import frame_parts
+from ml_assets.core.rules import percent
 from ml_assets.core.tracking import PARTITION_TAG
 from ml_assets.core.training import NotComparable, champion_rmse
 
@@ -36,9 +37,9 @@ def compare(
     if champion is None:
         return True, f"RMSE {rmse:.3f} beats the baseline {baseline:.3f}; there is no champion yet"
     if rmse > champion * (1 + tolerance):
-        return False, f"RMSE {rmse:.3f} is worse than the champion's {champion:.3f} by more than {tolerance:.0%}"
+        return False, f"RMSE {rmse:.3f} is worse than the champion's {champion:.3f} by more than {percent(tolerance)}"
     return True, (
-        f"RMSE {rmse:.3f} beats the baseline {baseline:.3f} and is within {tolerance:.0%} "
+        f"RMSE {rmse:.3f} beats the baseline {baseline:.3f} and is within {percent(tolerance)} "
         f"of the champion's {champion:.3f}"
     )
 
