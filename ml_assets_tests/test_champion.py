@@ -82,3 +82,22 @@ def test_champion_moves_only_for_a_model_that_passes_the_gate(instance, dagster_
     # 2021-01 rebuilt now: the champion trained on it, so its RMSE there is flagged, not a test score.
     assert materialize_month(instance, "2021-01", ["trip_duration_predictions"]).success
     assert latest_metadata(instance, "trip_duration_predictions", "2021-01")["champion_trained_on_month"] is True
+
+
+@pytest.mark.slow
+def test_a_champion_tested_on_a_later_month_is_not_scored_as_a_test_on_an_earlier_one(
+    instance, dagster_home, monkeypatch
+):
+    """2021-02 trained again while the champion was tested on a later month, whose window may hold 2021-02: its RMSE
+    there is no test score, so trained_model does not record or plot it as the champion's (the gate keeps it)."""
+    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "20000")
+    for month in ("2021-01", "2021-02"):
+        materialize_month(instance, month, ["raw_trips", "cleaned_trips"], run_config=FAST_CONFIG)
+    materialize_month(instance, "2021-02", ["trip_features", "best_params", "trained_model"], run_config=FAST_CONFIG)
+    client = mlflow.MlflowClient(f"sqlite:///{dagster_home / 'ml_assets' / 'mlflow.db'}")
+    client.set_model_version_tag("trip_duration_xgboost", "1", "partition", "2021-03")  # as if tested on 2021-03
+
+    again = materialize_month(instance, "2021-02", ["trained_model"], run_config=FAST_CONFIG)
+    assert "champion_rmse" not in latest_metadata(instance, "trained_model", "2021-02")
+    assert "was tested on 2021-03, after this model's month 2021-02" in check_result(again).metadata["reason"].value
+    assert champion_version(dagster_home) == "1"

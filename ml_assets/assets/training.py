@@ -158,7 +158,7 @@ def trained_model(
     Logged to its MLflow run here; registered and given an alias only by the `model_gate` check,
     once this value is stored, so the registry never serves a model Dagster did not record.
     """
-    from ml_assets.core import frame_parts, tracking
+    from ml_assets.core import frame_parts, gate, tracking
     from ml_assets.core.lineage import record
     from ml_assets.core.training import train_and_evaluate
 
@@ -179,12 +179,19 @@ def trained_model(
         stale = tracking.fail_stale_runs(run_id, lambda other, tag: run_is_over(context.instance, other, tag == month))
         if stale:
             context.log.warning(f"marked FAILED the MLflow runs left RUNNING by runs that are over: {stale}")
+        champion = tracking.load_champion()  # what the champion of this moment scores; model_gate judges again
+        if later := gate.tested_after(month, champion):
+            context.log.info(
+                f"trained_model {month}: the champion, version {champion[0].version}, was tested on {later} and may "
+                f"have trained on {month}, so its RMSE here is no test score and is not recorded"
+            )
+            champion = None
         stopped, threads = {}, context.resources.compute.threads()
         deadline = started + config.timeout_seconds * (1 - TRAINING_TEARDOWN_SHARE)
         trained = train_and_evaluate(
             trip_features,
             best_params,
-            tracking.load_champion(),  # what the champion of this moment scores; model_gate judges again
+            champion,
             config.num_boost_round,
             config.early_stopping_rounds,
             threads,

@@ -44,9 +44,12 @@ def compare(
     )
 
 
-def _tested_on(champion) -> str | None:
-    """The champion's test month, as its registry version is tagged (None: no champion, or one registered by hand)."""
-    return None if champion is None else (champion[0].tags or {}).get(PARTITION_TAG)
+def tested_after(month: str | None, champion) -> str | None:
+    """The champion's test month (as its registry version is tagged) when it is after `month`: the champion may
+    have trained on `month`, so its RMSE there is no test score. None otherwise (no champion, one registered by
+    hand, or one tested on `month` or before)."""
+    champion_month = None if champion is None else (champion[0].tags or {}).get(PARTITION_TAG)
+    return champion_month if month and champion_month and month < champion_month else None
 
 
 def gate_model(
@@ -56,8 +59,8 @@ def gate_model(
     A model of a month before the champion's test month, or one the champion could not be compared with (another
     feature set's), does not replace it."""
     version = None if champion is None else str(champion[0].version)
-    month, champion_month = frame_parts.attrs(frame).get("test_month"), _tested_on(champion)
-    if month and champion_month and month < champion_month:
+    month = frame_parts.attrs(frame).get("test_month")
+    if champion_month := tested_after(month, champion):
         reason = (
             f"the champion (version {version}) was tested on {champion_month}, after this model's month {month}: "
             "a model of an earlier month, whose test month the champion may have trained on, does not replace it"
