@@ -27,6 +27,14 @@ def test_the_gate_names_a_tolerance_of_less_than_a_percent_as_it_is():
     assert passed and "is within 0.4% of the champion's 5.000" in reason
 
 
+def test_the_gate_s_description_names_the_tolerance_it_allows():
+    """The UI said a model passes when it "is no worse than the champion"; it passes up to champion_tolerance worse."""
+    from ml_assets.checks.model_gate import model_gate
+
+    (description,) = [spec.description for spec in model_gate.check_specs]
+    assert "is at most champion_tolerance (default 2%) worse than the champion on the same month" in description
+
+
 def champion_version(dagster_home) -> str:
     client = mlflow.MlflowClient(f"sqlite:///{dagster_home / 'ml_assets' / 'mlflow.db'}")
     return str(client.get_model_version_by_alias("trip_duration_xgboost", "champion").version)

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from ml_assets.core.features import SPLIT, TEST
 from ml_assets.core.gate import CHAMPION_TOLERANCE
+from ml_assets.core.rules import percent
 from ml_assets.deploy.executor import step_tags
 from ml_assets.keys import TRAINED_MODEL, TRAINING, TRIP_FEATURES
 from ml_assets.outages import waits_out_outages
@@ -85,8 +86,9 @@ model_gate = partitioned_checks(
     lambda: asset_check(
         asset=TRAINED_MODEL,
         name=MODEL_GATE,
-        description="Beats the LinearRegression baseline and is no worse than the champion on the same month; "
-        "registers the model in MLflow as champion if so, as challenger if not.",
+        description="Beats the LinearRegression baseline and is at most champion_tolerance (default "
+        f"{percent(CHAMPION_TOLERANCE)}) worse than the champion on the same month; registers the model in MLflow as "
+        "champion if so, as challenger if not.",
         blocking=True,
         # The test month's rows only: the gate scores the champion on them (a tenth of a 10 M-trip window).
         additional_ins={"trip_features": AssetIn(TRIP_FEATURES, metadata={"filters": [(SPLIT, "==", TEST)]})},
