@@ -65,7 +65,8 @@ def champion_rmse(frame: pd.DataFrame, champion) -> float | None:
     version, champion_model, encoder = champion
     test_rows = split_rows(frame, TEST)
     try:
-        matrix = transform(test_rows.drop(columns=[name for name in ENCODED if name in test_rows]), encoder)
+        own = pd.DataFrame({name: test_rows[name] for name in test_rows if name not in ENCODED}, copy=False)
+        matrix = transform(own, encoder)
     except KeyError as missing:
         raise NotComparable(
             f"the champion (version {version.version}, {encoder['feature_set']} features) cannot be scored on "
