@@ -242,6 +242,12 @@ def test_the_model_is_trained_again_on_train_and_holdout_with_the_rounds_early_s
     once = train_and_evaluate(frame, params, num_boost_round=60, early_stopping_rounds=5, refit=False)
     again = train_and_evaluate(frame, params, num_boost_round=60, early_stopping_rounds=5, refit=True)
     assert (once.refitted, again.refitted) == (False, True)
+    # Not refitted, the model keeps no round after its best: XGBoost's own predict (MLflow's loaded model) used them.
+    assert model.rounds(once.model) == model.best_iteration(once.model) + 1 < once.first_rounds
+    import xgboost
+
+    every_tree = once.model.predict(xgboost.DMatrix(once.data.X[TEST], enable_categorical=True))
+    np.testing.assert_allclose(every_tree, once.predicted, rtol=1e-6)
     rows = {split: int((frame[SPLIT] == split).sum()) for split in (TRAIN, VALID)}
     rounds = refit_rounds(model.best_iteration(once.model), rows[TRAIN], rows[TRAIN] + rows[VALID])
     assert model.rounds(again.model) == rounds == model.best_iteration(again.model) + 1

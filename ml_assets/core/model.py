@@ -160,6 +160,14 @@ def refit(matrix, params: dict, rounds: int, valid_score: float, threads: int | 
     return booster
 
 
+def best_trees(booster):
+    """`booster` cut after its best iteration: early stopping leaves the rounds after it in the model, which
+    `predict` skips but XGBoost's own `Booster.predict` (and so MLflow's loaded model) would use."""
+    cut = booster[: booster.best_iteration + 1]
+    cut.best_iteration, cut.best_score = booster.best_iteration, booster.best_score  # slicing drops them
+    return cut
+
+
 def best_iteration(model) -> int:
     return model.best_iteration
 

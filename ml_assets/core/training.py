@@ -152,6 +152,8 @@ def train_and_evaluate(
         refit = not stopped_early and (deadline is None or time.monotonic() + needed < deadline)
     if refit:
         fitted = model.refit(matrix(TRAIN, VALID), params, rounds, metrics["valid_rmse"], threads, callbacks)
+    else:
+        fitted = model.best_trees(fitted)
     predicted = model.predict(fitted, data.X[TEST])
     metrics = {**regression_metrics(data.y[TEST], predicted), **metrics}
     return TrainedModel(fitted, data, predicted, metrics, refit, ran)
