@@ -235,6 +235,17 @@ def test_a_version_that_cannot_be_loaded_or_reached_is_refused_at_once(history, 
     assert "version 1: MLflow tracking at http://127.0.0.1:9 cannot be reached" in unreachable
 
 
+def test_a_version_whose_month_the_source_cannot_give_is_refused_not_a_mismatch(history, tmp_path):
+    """The source no longer has a month of the version (deleted, or TLC unreachable): it ended with a traceback and
+    exit status 1, which says the rebuilt model does not match."""
+    source = tmp_path / "source"
+    shutil.copytree(history["ML_ASSETS_SOURCE"], source)
+    (source / "green_tripdata_2023-02.parquet").unlink()
+    line = refusal(reproduce({**history, "ML_ASSETS_SOURCE": str(source)}, 2))
+    assert line.startswith("ml_assets.reproduce: cannot rebuild version 2: month 2023-02 ")
+    assert "green_tripdata_2023-02.parquet does not exist" in line
+
+
 ON_DECAY = """
 import json
 from dagster import DagsterInstance, evaluate_automation_conditions

@@ -21,6 +21,7 @@ from dagster import build_resources as initialize
 from ml_assets.core import tracking
 from ml_assets.core.lineage import LineageError, code_identity
 from ml_assets.core.reproduction import PREDICTION_TOLERANCE, RMSE_TOLERANCE, compare, rebuild
+from ml_assets.core.sources import SourceError
 from ml_assets.resources import build_resources
 
 
@@ -106,7 +107,7 @@ def main() -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         matches = reproduce(args.version)
-    except LineageError as error:
+    except (LineageError, SourceError) as error:  # SourceError: a month the source no longer has, or cannot give
         sys.exit(_cannot_rebuild(f"version {args.version}: {error}"))
     except Failure as error:  # the store cannot be reached: its message names the version already
         sys.exit(_cannot_rebuild(error.description))
