@@ -202,6 +202,30 @@ def test_republished_month_is_requested_again(instance, files, tmp_path):
     assert months_of(tick(instance, source, cursor)[0]) == ["2021-03"]
 
 
+def test_a_month_put_back_to_a_version_ingested_before_is_requested_under_a_new_run_key(instance, files, tmp_path):
+    """A bad re-publication, then the original file moved back (its size and mtime as before): the sensor
+    requested it under the run key of its first request, and Dagster, which launches a run key once per sensor,
+    dropped the run; the month kept the bad version while the cursor named the good one."""
+    folder = files("2021-01", "2021-02")
+    source = directory_source(folder, tmp_path)
+    month_file, original = folder / "green_tripdata_2021-02.parquet", tmp_path / "original.parquet"
+    keys = []
+    requests, cursor, _ = tick(instance, source)
+    for content_of in ("2022-02", None):
+        for request in requests:
+            keys.append(request.run_key)
+            report(instance, "raw_trips", request.partition_key)
+        if content_of:  # re-published: the original kept aside as it was
+            os.replace(month_file, original)
+            files("2021-02", content_of=content_of)
+        else:  # the original moved back
+            os.replace(original, month_file)
+        requests, cursor, _ = tick(instance, source, cursor)
+        assert [(r.partition_key, r.tags["ml_assets/trigger"]) for r in requests] == [("2021-02", "republished")]
+    assert requests[0].run_key not in keys
+    assert tick(instance, source, cursor)[0] == []
+
+
 def test_unreachable_directory_skips_and_keeps_the_cursor(instance, files, tmp_path):
     folder = files("2021-01")
     first, cursor, _ = tick(instance, directory_source(folder, tmp_path))

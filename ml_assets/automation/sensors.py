@@ -80,7 +80,7 @@ def new_month_sensor(context: SensorEvaluationContext, trip_source: TripSourceRe
         cursor[item.month] = item.fingerprint
         requests.append(
             RunRequest(
-                run_key=f"{item.month}:{item.fingerprint}",
+                run_key=item.run_key,
                 partition_key=item.month,
                 tags={"ml_assets/trigger": item.reason, "ml_assets/source_fingerprint": item.fingerprint},
             )

@@ -112,6 +112,18 @@ class Due(NamedTuple):
     month: str
     fingerprint: str
     reason: str  # "new" or "republished"
+    replaces: str | None = None  # the cursor's hash of the version requested before, if any
+
+    @property
+    def run_key(self) -> str:
+        """The same for a month and version whenever it is due again in the same state (a lost cursor, a retried
+        tick), which Dagster launches once per sensor; after the version it replaces, so a month put back to a
+        version requested before (a file restored with its size and time) is requested anew."""
+        return (
+            f"{self.month}:{self.fingerprint}"
+            if self.replaces is None
+            else f"{self.month}:{self.replaces}>{self.fingerprint}"
+        )
 
 
 class Plan(NamedTuple):
@@ -157,7 +169,7 @@ def plan_months(
         if month in in_progress:
             waiting.append(month)
             continue
-        due.append(Due(month, current, reason))
+        due.append(Due(month, current, reason, previous))
     return Plan(due, cursor, pending, waiting)
 
 
