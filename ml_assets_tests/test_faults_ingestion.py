@@ -243,6 +243,26 @@ def test_a_runner_started_in_the_background_still_stops_on_sigterm_after_a_run(
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+@pytest.mark.parametrize("error", [RuntimeError("\n"), AssertionError()])
+def test_a_step_error_without_a_message_is_printed_with_its_class(error, instance, tmp_path, monkeypatch, capsys):
+    """An error whose message is blank (a bare `assert`, a message of whitespace): the runner's step line raised
+    IndexError for the blank one, inside Dagster's logging, so neither the step line nor the error was printed and
+    `make run` said only that the run failed; a bare `assert` printed `AssertionError: AssertionError`."""
+    from ml_assets.core.sources.directory import DirectorySource
+
+    def fails(self, month):
+        raise error
+
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(tmp_path))
+    monkeypatch.setattr(DirectorySource, "fetch", fails)
+    monkeypatch.setattr(sys, "argv", ["ml_assets.runner", "2021-01"])
+    with pytest.raises(SystemExit) as failed:
+        runner.main()
+    name = type(error).__name__
+    assert f"FAILED ingest_trips 2021-01: {name}\n" in str(failed.value)
+    assert f"  ingest_trips                           2021-01  FAILED  {name}\n" in capsys.readouterr().out
+
+
 # --- automation requests only months that can train, and says what a waiting month waits for --
 
 

@@ -34,8 +34,9 @@ def first_line(error) -> str:
     """The user's error, not Dagster's wrapper around it ("Error occurred while handling output ...")."""
     if error.cls_name in WRAPPERS and error.cause is not None:
         error = error.cause
-    message = re.sub(rf"^[\w.]*\b{error.cls_name}:", "", error.message).strip()  # "package.module.Class: ..."
-    return f"{error.cls_name}: {message.splitlines()[0]}"
+    # "package.module.Class: ...", or the class alone for an error without a message (a bare `assert`)
+    message = re.sub(rf"^[\w.]*\b{error.cls_name}(:|$)", "", error.message.strip()).strip()
+    return f"{error.cls_name}: {message.splitlines()[0]}" if message else error.cls_name
 
 
 class StepLines(logging.Handler):
