@@ -31,7 +31,9 @@ def test_range_equals_one_by_one_and_is_idempotent(tmp_path, monkeypatch, synthe
 
     ranged = use_new_home(tmp_path / "range", monkeypatch, template=empty_home)
     with DagsterInstance.get() as instance:
-        models = run("2021-02", "2021-03", instance, run_config=CONFIG)
+        # From the first partition, as `make backfill FROM=2021-01` runs it: that month is ingested only (the
+        # whole range had stopped at its trip_features, which has no earlier month to train on).
+        models = run("2021-01", "2021-03", instance, run_config=CONFIG)
         assert set(models) == {"2021-02", "2021-03"}
         backfilled = stored(ranged)
 

@@ -28,7 +28,7 @@ from upath import UPath
 from ml_assets import settings
 from ml_assets.checks.model_gate import MODEL_GATE
 from ml_assets.core.locks import file_lock
-from ml_assets.core.months import month_range
+from ml_assets.core.months import month_range, shift_month
 from ml_assets.definitions import all_asset_checks, all_assets
 from ml_assets.keys import CLEANED_TRIPS, RAW_TRIPS, TRAINED_MODEL
 from ml_assets.partitions import monthly_partitions, window_months
@@ -168,7 +168,13 @@ def run(
 ) -> dict[str, dict]:
     """Materialize every asset for each month from `first` to `last`; per month, trained_model's
     metadata and what `model_gate` published (model name, version, alias, registry link). A training
-    month recorded as materialized whose stored value is missing is printed, then materialized again."""
+    month recorded as materialized whose stored value is missing is printed, then materialized again.
+    A range from the first partition ingests that month only, as automation does: no earlier month to
+    train on (a run of that month alone fails saying so)."""
+    if first == monthly_partitions.get_first_partition_key() and last > first:
+        print(f"{first} is the first partition, with no earlier month to train on: ingested only", flush=True)
+        _materialize_or_fail(instance, first, INGESTION, run_config, loggers)
+        first = shift_month(first, 1)
     earlier_months = set(window_months(first)) - {first}
     recorded = earlier_months & instance.get_materialized_partitions(CLEANED_TRIPS)
     missing = missing_values(instance, CLEANED_TRIPS, sorted(recorded))
