@@ -40,10 +40,16 @@ case "$service" in
     # Executes the steps of runs whose executor is Celery (ML_ASSETS_EXECUTOR=celery), one at a time,
     # from the queues in CELERY_WORKER_QUEUES (ingest, train or both), as CELERY_WORKER_NAME@host.
     # Extra options go to `celery worker`.
-    # One comma-separated --queue: Celery 5 keeps only the last of several `-Q` options.
-    exec dagster-celery worker start --app dagster_celery.app --config-yaml "$DAGSTER_HOME/celery.yaml" \
-      --name "${CELERY_WORKER_NAME:-worker}" --queue "${CELERY_WORKER_QUEUES:-ingest,train}" \
-      -- --concurrency "${CELERY_WORKER_CONCURRENCY:-1}" "$@"
+    # `celery worker` itself, as `dagster-celery worker start` would start it (checked against
+    # dagster-celery 0.29.27): that command waits on Celery as a child and forwards no signal, so
+    # `docker stop` (SIGTERM to the first process only) never reached the worker.
+    # One comma-separated -Q: Celery 5 keeps only the last of several.
+    config_dir="$(python -c 'import sys; from dagster_celery.cli import get_config_dir; print(get_config_dir(sys.argv[1]))' \
+      "$DAGSTER_HOME/celery.yaml")"
+    export PYTHONPATH="$config_dir${PYTHONPATH:+:$PYTHONPATH}"
+    exec celery -A dagster_celery.app worker --prefetch-multiplier=1 --loglevel INFO \
+      -Q "${CELERY_WORKER_QUEUES:-ingest,train}" -n "${CELERY_WORKER_NAME:-worker}@%h" \
+      --concurrency "${CELERY_WORKER_CONCURRENCY:-1}" "$@"
     ;;
   mlflow)
     : "${MLFLOW_BACKEND_STORE_URI:?MLFLOW_BACKEND_STORE_URI must name the PostgreSQL database of MLflow}"

@@ -2,8 +2,8 @@
 
 The topology of test_deployment.py (ml_assets/deploy/local/: PostgreSQL, the MLflow server,
 the code server, webserver and daemon) plus a real `redis-server` and two workers started as
-compose starts them (`deploy/service.sh worker`, i.e. `dagster-celery worker start`): `general`
-takes both queues, `trainer` only `train`, as a machine given to training would. The code
+compose starts them (`deploy/service.sh worker`: `celery worker` as `dagster-celery worker start`
+runs it): `general` takes both queues, `trainer` only `train`, as a machine given to training would. The code
 server's runs use the Celery executor (ML_ASSETS_EXECUTOR=celery): their steps execute in the
 workers. Sensors are stopped first, so runs come only from the backfills and the tests.
 

@@ -5,6 +5,8 @@ wait on the topology prints: each service's Python stacks and the newest runs' l
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import subprocess
 import sys
@@ -60,6 +62,50 @@ def test_health_checks_answer_for_a_serving_service_and_name_what_is_wrong_other
         missing = check("mlflow", MLFLOW_PORT=web_port)
         assert missing.returncode == 1 and "404" in missing.stderr, missing.stderr
     assert check("scheduler").returncode == 64
+
+
+def test_a_celery_worker_stops_on_the_sigterm_its_first_process_gets(tmp_path):
+    """`docker stop` signals the container's first process only: `service.sh worker` must be Celery itself.
+    It was `dagster-celery worker start`, which waits on a `celery worker` child and forwards nothing:
+    as PID 1 it ignored SIGTERM (no handler) and the worker was killed after the grace period; outside a
+    container it died and left Celery running."""
+    import signal
+
+    from ml_assets.deploy.local.environment import DEPLOY, service_environ
+    from ml_assets.deploy.local.ports import free_port
+    from ml_assets.deploy.local.proc import process_table
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (home / "celery.yaml").write_text((DEPLOY / "celery.yaml").read_text())
+    broker = f"redis://127.0.0.1:{free_port()}"  # nothing answers: the worker waits for Redis
+    env = {
+        **service_environ({}),
+        "DAGSTER_HOME": str(home),
+        "ML_ASSETS_CELERY_BROKER_URL": f"{broker}/0",
+        "ML_ASSETS_CELERY_BACKEND_URL": f"{broker}/1",
+    }
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            [str(SERVICE_SH), "worker"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_until(lambda: "Cannot connect to" in log.read_text(), "the worker's consumer started", 120)
+        os.kill(worker.pid, signal.SIGTERM)  # the first process only, as `docker stop` does
+        wait_until(
+            lambda: (
+                worker.poll() is not None and not any(stat.session == worker.pid for stat in process_table().values())
+            ),
+            "every process of the worker to exit",
+            30,
+            log=lambda: log.read_text()[-3000:],
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
 
 
 def test_a_timed_out_wait_shows_where_each_python_process_of_a_service_is(tmp_path):
