@@ -346,6 +346,10 @@ def test_helm_values_run_the_code_location_as_the_instance_does():
     assert queue["dequeueIntervalSeconds"] == instance["run_coordinator"]["config"]["dequeue_interval_seconds"]
     assert daemon["runMonitoring"]["enabled"] and daemon["runRetries"]["enabled"]
     assert daemon["runRetries"]["maxRetries"] == instance["run_retries"]["max_retries"]
+    # A step failing on bad data or a check is not retried (the chart left Dagster's default, True, so
+    # every such run ran twice more on Kubernetes); a lost run worker is.
+    assert daemon["runRetries"].get("retryOnAssetOrOpFailure") is False
+    assert instance["run_retries"]["retry_on_asset_or_op_failure"] is False
 
 
 def test_start_script_creates_env_with_a_generated_password_and_starts_compose(tmp_path):
