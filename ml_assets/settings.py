@@ -95,7 +95,7 @@ def _url(raw: str) -> str:
 
 
 def _flag(raw: str) -> bool:
-    return raw not in ("0", "false", "no")
+    return raw.strip().lower() not in ("0", "false", "no", "off")
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -437,7 +437,11 @@ OUTAGE_SECONDS = Setting(
     "once",
 )
 VERBOSE = Setting(
-    "VERBOSE", False, _flag, "any value; 0, false or no for off", "`make run` prints Dagster's whole event log"
+    "VERBOSE",
+    False,
+    _flag,
+    "any value; 0, false, no or off (in any letter case) for off",
+    "`make run` prints Dagster's whole event log",
 )
 
 RETRAIN = Setting(

@@ -190,6 +190,13 @@ def test_unset_or_empty_means_the_default(monkeypatch):
     assert settings.TUNING_TRIALS.value() == 7
 
 
+@pytest.mark.parametrize("raw", ["0", "false", "False", "FALSE", "no", "No", "off"])
+def test_a_flag_is_off_in_any_letter_case(raw, monkeypatch):
+    """The configuration page shows VERBOSE's default as `False`: set so, it had turned the log on."""
+    monkeypatch.setenv("VERBOSE", raw)
+    assert settings.VERBOSE.value() is False
+
+
 def test_the_configuration_page_lists_every_setting_as_declared():
     """docs/configuration.md's table is `make docs`' output: a setting added or changed without it fails here."""
     page = (ROOT / "docs" / "configuration.md").read_text()
