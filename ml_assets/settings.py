@@ -152,14 +152,14 @@ def _absolute_sqlite(raw: str) -> str:
 
 
 def _database_url(raw: str) -> str:
-    """A SQLAlchemy URL whose dialect is installed (optuna's storages are SQLAlchemy's), a sqlite file by its
+    """A SQLAlchemy URL whose driver (DBAPI) is installed (optuna's storages are SQLAlchemy's), a sqlite file by its
     absolute path."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     try:
-        make_url(raw).get_dialect()
-    except (ArgumentError, NoSuchModuleError) as error:
+        make_url(raw).get_dialect().import_dbapi()
+    except (ArgumentError, NoSuchModuleError, ImportError) as error:
         raise ValueError from error
     return _absolute_sqlite(raw)
 

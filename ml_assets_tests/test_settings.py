@@ -197,6 +197,17 @@ def test_a_flag_is_off_in_any_letter_case(raw, monkeypatch):
     assert settings.VERBOSE.value() is False
 
 
+def test_an_optuna_storage_whose_driver_is_not_installed_is_refused(monkeypatch):
+    """Its dialect is SQLAlchemy's own, so the URL had been taken and the first best_params failed on the import."""
+    monkeypatch.setenv("ML_ASSETS_OPTUNA_STORAGE", "oracle://alice:PASSWORD@db/optuna")
+    with pytest.raises(settings.SettingError) as error:
+        settings.OPTUNA_STORAGE.value()
+    assert str(error.value) == (
+        "ML_ASSETS_OPTUNA_STORAGE='oracle://alice:***@db/optuna' is not allowed: expected "
+        + settings.OPTUNA_STORAGE.allowed
+    )
+
+
 def test_the_configuration_page_lists_every_setting_as_declared():
     """docs/configuration.md's table is `make docs`' output: a setting added or changed without it fails here."""
     page = (ROOT / "docs" / "configuration.md").read_text()
