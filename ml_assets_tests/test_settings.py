@@ -208,6 +208,15 @@ def test_an_optuna_storage_whose_driver_is_not_installed_is_refused(monkeypatch)
     )
 
 
+def test_a_month_with_a_trailing_newline_is_refused(monkeypatch):
+    """As a value read from a file keeps it (a Kubernetes secret or config map made `--from-file`): `$` matched
+    before the newline, so the month was taken and the code location died in strptime, naming no variable."""
+    monkeypatch.setenv("ML_ASSETS_START_MONTH", "2021-01\n")
+    with pytest.raises(settings.SettingError) as error:
+        settings.START_MONTH.value()
+    assert str(error.value) == "ML_ASSETS_START_MONTH='2021-01\\n' is not allowed: expected a month YYYY-MM"
+
+
 def test_the_configuration_page_lists_every_setting_as_declared():
     """docs/configuration.md's table is `make docs`' output: a setting added or changed without it fails here."""
     page = (ROOT / "docs" / "configuration.md").read_text()

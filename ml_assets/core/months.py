@@ -7,11 +7,11 @@ import re
 import pandas as pd
 
 MONTH_FORMAT = "%Y-%m"
-_MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+_MONTH = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
 
 
 def check_month(month: str) -> str:
-    if not _MONTH.match(month):
+    if not _MONTH.fullmatch(month):  # not match with `$`, which allows a trailing newline
         raise ValueError(f"month must look like YYYY-MM, got {month!r}")
     return month
 
