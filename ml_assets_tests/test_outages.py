@@ -115,3 +115,29 @@ def test_a_step_waits_out_an_outage_that_also_refuses_the_warning_it_logs(instan
     assert refusals == [], "the warning was never logged"
     retried = [event.step_key for event in result.all_events if event.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
     assert result.success and retried == ["tuned"]
+
+
+@pytest.mark.parametrize(
+    ("error", "said"),
+    [
+        (ConnectionResetError(), "ConnectionResetError"),  # no message: the Failure had failed with IndexError
+        (OSError("x" * 280 + " http://alice:PASSWORD@mlflow:5000/api"), "x" * 280 + " http://alice:***@ml"),
+    ],
+)
+def test_an_unreachable_tracking_store_is_named_whatever_its_error_says(error, said, monkeypatch, dagster_home):
+    """The error's first line is cut to 300 characters after its password is masked: cut first, a password
+    that straddled the cut lost its `@` and was shown as it was."""
+    from ml_assets.core import tracking as core_tracking
+    from ml_assets.resources.tracking import MlflowTracking
+
+    def unreachable(*args):
+        raise error
+
+    monkeypatch.setattr(core_tracking, "ensure_experiment", unreachable)
+    config = {"mlflow_tracking_uri": "http://127.0.0.1:9", "experiment_name": "x"}
+    config |= {"http_request_max_retries": 0, "http_request_timeout": 10}
+    tracking = MlflowTracking(build_init_resource_context(config=config))
+    failure = raised(lambda: tracking.connect("trained_model 2021-02"))
+    assert isinstance(failure, Failure), failure
+    assert failure.description.startswith("trained_model 2021-02: MLflow tracking at http://127.0.0.1:9 cannot be ")
+    assert said in failure.description and "PASSWO" not in failure.description
