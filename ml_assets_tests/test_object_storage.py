@@ -237,6 +237,24 @@ def test_a_password_in_the_storage_url_reaches_the_store_only(bucket, dagster_ho
     assert holding([secret], dagster_home) == []
 
 
+def test_a_secret_with_a_slash_in_an_s3_url_is_the_store_s_and_shown_masked(monkeypatch):
+    """AWS secret keys often hold `/`: `s3://KEY:SEC/RET@bucket` was taken as the bucket `KEY:SEC`, accepted when the
+    code location loaded, and every path and message showed the secret."""
+    from ml_assets import settings
+    from ml_assets.core.credentials import mask
+
+    secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+    url = f"s3://AKIAIOSFODNN7EXAMPLE:{secret}@bucket/assets"
+    monkeypatch.setenv("ML_ASSETS_STORAGE_ROOT", url)
+    assert settings.STORAGE_ROOT.value() == url
+    root = location(url)
+    assert str(root / "raw_trips") == "s3://bucket/assets/raw_trips"
+    assert (root.fs.key, root.fs.secret) == ("AKIAIOSFODNN7EXAMPLE", secret)
+    assert mask(f"cannot write raw_trips 2021-01 to {url}") == (
+        "cannot write raw_trips 2021-01 to s3://AKIAIOSFODNN7EXAMPLE:***@bucket/assets"
+    )
+
+
 @pytest.mark.parametrize("typing_type", [pd.DataFrame, pq.ParquetFile])
 def test_a_truncated_stored_month_fails_reading_naming_the_month_and_the_file(typing_type, tmp_path):
     root = str(tmp_path / "assets")

@@ -12,19 +12,24 @@ import re
 import urllib.parse
 
 _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*)(?::(?P<password>[^@/\s]*))?@")
+# An S3 secret key often holds `/`, which users do not percent-encode; no bucket name holds `:`, so `s3://KEY:`
+# starts a key and secret, whatever comes before the `@`.
+_S3_USERINFO = re.compile(r"(?P<scheme>\bs3a?://)(?P<user>[^:@/\s]*):(?P<password>[^@\s]*)@")
 MASK = "***"
 
 
 def mask(text: str) -> str:
     """`text` with the password of every URI in it shown as `***` (the user stays: it says who logs in)."""
-    return _USERINFO.sub(
-        lambda m: m["scheme"] + m["user"] + (f":{MASK}" if m["password"] is not None else "") + "@", text
-    )
+    for userinfo in (_S3_USERINFO, _USERINFO):
+        text = userinfo.sub(
+            lambda m: m["scheme"] + m["user"] + (f":{MASK}" if m["password"] is not None else "") + "@", text
+        )
+    return text
 
 
 def split_userinfo(uri: str) -> tuple[str, str | None, str | None]:
     """(the URI without user info, its user, its password), both percent-decoded; None where absent."""
-    found = _USERINFO.match(uri)
+    found = _S3_USERINFO.match(uri) or _USERINFO.match(uri)
     if found is None:
         return uri, None, None
     password = found["password"]
