@@ -125,6 +125,35 @@ def test_a_bad_republication_replaces_nothing_and_the_good_file_comes_back(
     assert latest_metadata(instance, "raw_trips", "2021-02")["sha256"] == hashlib.sha256(good.read_bytes()).hexdigest()
 
 
+def test_a_month_re_published_while_it_is_ingested_is_stored_with_the_hash_of_the_rows_it_holds(
+    instance, dagster_home, tmp_path, monkeypatch
+):
+    """The open file pins the version whose rows are stored; its hash and size were read from the path again
+    after cleaning, so they were the new version's, and its data version hid that the rows were older."""
+    from ml_assets.assets import ingestion
+
+    source = tmp_path / "source"
+    source.mkdir()
+    good = TLC_DATA / "green_tripdata_2021-02.parquet"
+    shutil.copy(good, source)
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(source))
+    clean = ingestion.clean_trips
+
+    def republished_meanwhile(table, month, origin):
+        newer = pq.read_table(good)
+        pq.write_table(newer.slice(0, newer.num_rows // 2), tmp_path / "newer.parquet")
+        os.replace(tmp_path / "newer.parquet", source / good.name)
+        return clean(table, month, origin)
+
+    monkeypatch.setattr(ingestion, "clean_trips", republished_meanwhile)
+    assert materialize_month(instance, "2021-02", INGESTION).success
+    metadata = latest_metadata(instance, "raw_trips", "2021-02")
+    stored = dagster_home / "ml_assets" / "assets" / "raw_trips" / "2021-02.parquet"
+    assert pq.read_metadata(stored).num_rows == pq.read_metadata(good).num_rows == metadata["rows"]
+    assert metadata["sha256"] == hashlib.sha256(good.read_bytes()).hexdigest()
+    assert metadata["size_bytes"] == good.stat().st_size
+
+
 # --- settings, the sensor and the command line say what is wrong instead of raising ----------
 
 

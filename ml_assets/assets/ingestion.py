@@ -17,7 +17,7 @@ from ml_assets.code_versions import code_version
 from ml_assets.core import cleaning, plots, rules, schema, tables, zones
 from ml_assets.core.cleaning import CleanedMonth, EmptyMonthError, clean_trips
 from ml_assets.core.schema import DURATION
-from ml_assets.core.storage import file_sha256, open_parquet
+from ml_assets.core.storage import open_parquet_hashed
 from ml_assets.deploy.executor import group_and_queue
 from ml_assets.keys import CLEANED_TRIPS, INGESTION, RAW_TRIPS
 from ml_assets.partitions import month_of, monthly_partitions
@@ -30,13 +30,13 @@ def _refusal(error: rules.BlockingRuleError) -> Failure:
     return Failure(description=str(error), metadata=metadata)
 
 
-def _raw_metadata(table: tables.TableOrFile, path, source: str) -> dict:
+def _raw_metadata(table: tables.TableOrFile, path, size: int, sha256: str, source: str) -> dict:
     return {
         "rows": tables.num_rows(table),
         "source": source,
         "source_file": str(path),
-        "size_bytes": path.stat().st_size,
-        "sha256": file_sha256(path),
+        "size_bytes": size,
+        "sha256": sha256,
         **ui_metadata.table_metadata(table),
     }
 
@@ -82,7 +82,8 @@ def ingest_trips(context: AssetExecutionContext, config: RulesConfig, trip_sourc
     """Fetch the month, judge it by the blocking rules, clean it; store both only if every rule passed."""
     month = month_of(context)
     path = trip_source.source().fetch(month)
-    table = open_parquet(path)  # read a batch at a time: the whole raw month is never in memory
+    # Read a batch at a time: the whole raw month is never in memory. Its hash is that of the bytes read.
+    table, sha256, size = open_parquet_hashed(path)
     origin = f"month {month}, file {path}"
     if tables.num_rows(table) == 0:
         raise EmptyMonthError(f"{origin}: the file has no trips")
@@ -100,7 +101,7 @@ def ingest_trips(context: AssetExecutionContext, config: RulesConfig, trip_sourc
         if isinstance(error, rules.BlockingRuleError):
             raise _refusal(error) from error
         raise
-    raw_metadata = _raw_metadata(table, path, trip_source.label)
+    raw_metadata = _raw_metadata(table, path, size, sha256, trip_source.label)
     # The file's own hash is the month's data version: Dagster marks what was built from an older file stale.
     yield Output(table, "raw", metadata=raw_metadata, data_version=DataVersion(raw_metadata["sha256"]))
     yield Output(cleaned.trips, "cleaned", metadata=_cleaned_metadata(context, cleaned))

@@ -200,13 +200,29 @@ def write_table(table: tables.TableOrFile, path: str | os.PathLike | UPath) -> U
     return location(path)
 
 
+def _sha256(handle) -> str:
+    digest = hashlib.sha256()
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
+    return digest.hexdigest()
+
+
 def file_sha256(path: str | os.PathLike | UPath) -> str:
     """The file's sha256, read a MiB at a time: what tells one published version of a month from another."""
-    digest = hashlib.sha256()
     with location(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return _sha256(handle)
+
+
+def open_parquet_hashed(path: str | os.PathLike | UPath) -> tuple[pq.ParquetFile, str, int]:
+    """`open_parquet`, with the sha256 and size of the bytes it reads: hashed from the same open file, they are
+    those of its rows even if the file at `path` is replaced meanwhile (a local file; an object store's read
+    is not pinned)."""
+    where, filesystem = arrow_file(path)
+    handle = pa.OSFile(where) if filesystem is None else filesystem.open(where, "rb")
+    digest = _sha256(handle)
+    size = handle.tell()
+    handle.seek(0)
+    return pq.ParquetFile(handle), digest, size
 
 
 def json_text(obj) -> str:
