@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import re
 import sys
@@ -67,7 +68,7 @@ def _whole_seconds(raw: str) -> int:
 
 def _positive_float(raw: str) -> float:
     value = float(raw)
-    if not value > 0:
+    if not 0 < value < math.inf:  # inf is no number of seconds or weight: int(inf) raises, inf**k is no weight
         raise ValueError
     return value
 
@@ -175,7 +176,12 @@ def _source(raw: str) -> str:
 
 
 # What each parser allows, as pydantic's constraints: a run config field that a setting defaults allows the same.
-_BOUNDS = {_positive_int: {"ge": 1}, _whole_seconds: {"ge": 0}, _positive_float: {"gt": 0}, _share: {"ge": 0, "le": 1}}
+_BOUNDS = {
+    _positive_int: {"ge": 1},
+    _whole_seconds: {"ge": 0},
+    _positive_float: {"gt": 0, "allow_inf_nan": False},
+    _share: {"ge": 0, "le": 1},
+}
 
 
 @dataclass(frozen=True)

@@ -217,6 +217,24 @@ def test_a_month_with_a_trailing_newline_is_refused(monkeypatch):
     assert str(error.value) == "ML_ASSETS_START_MONTH='2021-01\\n' is not allowed: expected a month YYYY-MM"
 
 
+@pytest.mark.parametrize("variable", ["ML_ASSETS_TUNING_TIMEOUT_SECONDS", "ML_ASSETS_RECENCY_WEIGHT"])
+def test_an_infinite_number_is_refused(variable, monkeypatch):
+    """`inf` is > 0 to float(): it was taken, and best_params failed sizing its sample (OverflowError)."""
+    monkeypatch.setenv(variable, "inf")
+    (setting,) = [s for s in settings.ALL if s.variable == variable]
+    with pytest.raises(settings.SettingError, match=f"^{variable}='inf' is not allowed: expected "):
+        setting.value()
+
+
+def test_an_infinite_run_config_number_is_refused():
+    from pydantic import ValidationError
+
+    from ml_assets.assets.training import TuningConfig
+
+    with pytest.raises(ValidationError, match="timeout_seconds"):
+        TuningConfig(timeout_seconds=float("inf"))
+
+
 def test_the_configuration_page_lists_every_setting_as_declared():
     """docs/configuration.md's table is `make docs`' output: a setting added or changed without it fails here."""
     page = (ROOT / "docs" / "configuration.md").read_text()
