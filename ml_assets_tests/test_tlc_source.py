@@ -179,6 +179,26 @@ def test_invalid_cached_file_is_downloaded_again(tmp_path, tlc_server):
     assert methods(tlc_server) == ["HEAD", "GET"]
 
 
+def test_an_invalid_cached_file_another_run_removed_first_is_downloaded_again(tmp_path, tlc_server, monkeypatch):
+    """Two runs of the month at once both find the cached file invalid; the second to remove it had failed with
+    FileNotFoundError instead of downloading."""
+    from ml_assets.core.sources import tlc
+
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / NAME).write_bytes(b"not parquet")
+    check = tlc.check_parquet
+
+    def removed_by_another_run_meanwhile(path, month):
+        try:
+            check(path, month)
+        finally:
+            (tmp_path / "cache" / NAME).unlink(missing_ok=True)
+
+    monkeypatch.setattr(tlc, "check_parquet", removed_by_another_run_meanwhile)
+    path = source(tmp_path, tlc_server).fetch(MONTH)
+    assert sha256(path) == sha256(TLC_DATA / NAME)
+
+
 @pytest.mark.parametrize("offline", [False, True], ids=["online", "offline"])
 def test_a_cached_file_cut_short_is_not_used(tmp_path, tlc_server, offline):
     """Valid parquet, but not the bytes it was downloaded with (a third of the month written over it): it had

@@ -182,7 +182,7 @@ class TlcSource:
             return True
         except InvalidSourceFileError as exc:
             log.warning("month %s: cached file is invalid, downloading again: %s", month, exc)
-            target.unlink()
+            target.unlink(missing_ok=True)  # another run of the month may have removed it first
             _fingerprint_path(target).unlink(missing_ok=True)
             return False
 
