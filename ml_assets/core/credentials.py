@@ -11,7 +11,11 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:@/\s]*)(?::(?P<password>[^@/\s]*))?@")
+# The user info ends at the authority's last `@`, as requests and urllib read it: a user or password may hold one
+# (`alice@example.com`, `p@ss`).
+_USERINFO = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/\s]*?)(?::(?P<password>[^/\s]*))?@(?![^/\s]*@)"
+)
 # An S3 secret key often holds `/`, which users do not percent-encode; no bucket name holds `:`, so `s3://KEY:`
 # starts a key and secret, whatever comes before the `@`.
 _S3_USERINFO = re.compile(r"(?P<scheme>\bs3a?://)(?P<user>[^:@/\s]*):(?P<password>[^@\s]*)@")
