@@ -146,12 +146,12 @@ def test_an_unreachable_tracking_store_is_named_whatever_its_error_says(error, s
 
 
 def test_a_password_with_an_at_sign_is_mlflow_s_whole_and_masked_whole(dagster_home):
-    """`http://alice:p@ss@host`, as requests reads it (the last `@` ends the user info): the password had ended at
-    the first `@`, so MLflow logged in with `p` at `http://ss@host` and messages showed `ss`."""
+    """`http://alice:P@SS@host`, as requests reads it (the last `@` ends the user info): the password had ended at
+    the first `@`, so MLflow logged in with `P` at `http://SS@host` and messages showed `SS`."""
     from ml_assets.resources.tracking import MlflowTracking
 
-    config = {"mlflow_tracking_uri": "http://alice:p@ss@127.0.0.1:9/", "experiment_name": "x"}
+    config = {"mlflow_tracking_uri": "http://alice:P@SS@127.0.0.1:9/", "experiment_name": "x"}
     config |= {"http_request_max_retries": 0, "http_request_timeout": 10}
     tracking = MlflowTracking(build_init_resource_context(config=config))
     assert (tracking.tracking_uri, tracking.shown_uri) == ("http://127.0.0.1:9/", "http://alice:***@127.0.0.1:9/")
-    assert tracking._client_env["MLFLOW_TRACKING_PASSWORD"] == "p@ss"
+    assert tracking._client_env["MLFLOW_TRACKING_PASSWORD"] == "P@SS"
