@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dagster import RetryRequested
 
 from ml_assets import settings
-from ml_assets.core.credentials import mask
+from ml_assets.core import credentials
 from ml_assets.core.outages import is_outage, retry_delays
 
 
@@ -33,7 +33,7 @@ def waits_out_outages(compute: Callable) -> Callable:
             attempt = context.op_execution_context.retry_number
             if attempt >= len(delays) or not is_outage(error):
                 raise
-            said = mask((str(error) or type(error).__name__).splitlines()[0][:300])
+            said = credentials.said(error)
             warning = f"a service is unreachable ({said}); retry {attempt + 1} of {len(delays)} in {delays[attempt]} s"
             try:
                 context.log.warning(warning)

@@ -155,3 +155,15 @@ def test_a_password_with_an_at_sign_is_mlflow_s_whole_and_masked_whole(dagster_h
     tracking = MlflowTracking(build_init_resource_context(config=config))
     assert (tracking.tracking_uri, tracking.shown_uri) == ("http://127.0.0.1:9/", "http://alice:***@127.0.0.1:9/")
     assert tracking._client_env["MLFLOW_TRACKING_PASSWORD"] == "P@SS"
+
+
+def test_what_an_error_said_is_masked_before_it_is_cut_and_named_by_its_class_when_empty():
+    """The step's outage warning, the tracking store's failure and the runner's last line say an error this way:
+    cut first, a password parted from its `@` showed (PASSWORD reading PASSW); empty, the runner raised IndexError."""
+    from ml_assets.core.credentials import said
+
+    cut = said(RuntimeError("x" * 280 + " at http://alice:PASSWORD@127.0.0.1:9/api"))
+    assert len(cut) == 300 and "PASSW" not in cut and "alice:***" in cut
+    assert said(RuntimeError("at http://alice:PASSWORD@127.0.0.1:9/api"), limit=20) == "at http://alice:***@"
+    assert said(ConnectionResetError()) == said(ConnectionResetError("  \n")) == "ConnectionResetError"
+    assert said(OSError("first line\nsecond")) == "first line"

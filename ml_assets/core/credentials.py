@@ -31,6 +31,13 @@ def mask(text: str) -> str:
     return text
 
 
+def said(error: BaseException, limit: int = 300) -> str:
+    """The first line of `error`'s message, passwords masked before it is cut (a cut could part one from its
+    `@`), at most `limit` characters; its class where it has no message."""
+    lines = mask(str(error)).strip().splitlines()
+    return (lines or [type(error).__name__])[0][:limit]
+
+
 def split_userinfo(uri: str) -> tuple[str, str | None, str | None]:
     """(the URI without user info, its user, its password), both percent-decoded; None where absent."""
     found = _S3_USERINFO.match(uri) or _USERINFO.match(uri)

@@ -63,8 +63,7 @@ class MlflowTracking:
             tracking.ensure_experiment(self.tracking_uri, self.experiment_name, self.lock)
             restored = tracking.restore_recorded_champion(self._publishing_recorded, self.lock)
         except Exception as error:  # MLflow raises its own, requests' and OS errors alike
-            # Masked before it is cut: a password cut from its `@` would not be. No message: its class.
-            said = (credentials.mask(str(error)).strip().splitlines() or [type(error).__name__])[0][:300]
+            said = credentials.said(error)
             raise Failure(f"{what}: MLflow tracking at {self.shown_uri} cannot be reached: {said}") from error
         if restored:
             self._context.log.warning(

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from ml_assets import settings
+from ml_assets.core.credentials import said
 from ml_assets.core.months import check_month
 from ml_assets.core.storage import out_of_space, space_left
 from ml_assets.partitions import START_MONTH, monthly_partitions
@@ -38,7 +39,7 @@ def _failure(error: Exception) -> str:
     if not out_of_space(error):
         return str(error)
     home = settings.state_dir().parent
-    what = str(error) if isinstance(error, RunFailed) else f"{type(error).__name__}: {str(error).splitlines()[0]}"
+    what = str(error) if isinstance(error, RunFailed) else f"{type(error).__name__}: {said(error, limit=1000)}"
     return (
         f"{what}\nOut of disk space? DAGSTER_HOME ({home}) has {space_left(home)} on its filesystem. "
         "Free some and run again: the next run marks what this one left unfinished failed."
