@@ -85,7 +85,7 @@ def test_raw_rules_name_what_is_wrong():
     shifted = rules.raw_pickups_in_month(real("2021-01"), "2021-02", 0.95)
     assert not shifted.passed
     assert shifted.metadata["share_inside"] < 0.001 and shifted.metadata["min_share"] == 0.95
-    assert "of pickups inside 2021-02 < 95.00%" in shifted.message
+    assert "of pickups inside 2021-02 < 95%" in shifted.message
 
 
 @pytest.mark.parametrize("taxi, other", [("green", "yellow"), ("yellow", "green")])
@@ -139,7 +139,10 @@ def test_cleaned_rules_name_what_is_wrong():
         "ceiling": 0.2,
         "message": dropped.message,
     }
-    assert dropped.message.endswith("> 20.00% (duration_out_of_range 290, missing_values 10)"), dropped.message
+    assert dropped.message.endswith("> 20% (duration_out_of_range 290, missing_values 10)"), dropped.message
+    # Just over a ceiling finer than a percent: the share and the ceiling as they are ("20.00% > 20.00%" before).
+    close = rules.dropped_share(rows=79_995, raw_rows=100_000, ceiling=0.20004, by_reason={})
+    assert close.message == "cleaning dropped 20005 of 100000 rows (20.0050%) > 20.004%"
 
 
 def test_psi_ks_and_tvd():

@@ -213,7 +213,7 @@ def _pickup_result(inside: int, rows: int, minimum: float, first, last, what: st
     return RuleResult(
         "pickups_in_month",
         passed,
-        f"{what}: {share:.4%} of pickups inside {month} {relation} {minimum:.2%} "
+        f"{what}: {share:.4%} of pickups inside {month} {relation} {percent(minimum)} "
         f"({rows - inside} of {rows} outside; pickups from {first} to {last})",
         metadata,
     )
@@ -280,7 +280,7 @@ def dropped_share(rows: int, raw_rows: int, ceiling: float, by_reason: Mapping[s
     return RuleResult(
         "dropped_share",
         passed,
-        f"cleaning dropped {raw_rows - rows} of {raw_rows} rows ({share:.2%}) {relation} {ceiling:.2%}"
+        f"cleaning dropped {raw_rows - rows} of {raw_rows} rows ({share:.4%}) {relation} {percent(ceiling)}"
         + (f" ({why})" if why else ""),
         {
             "rows": int(rows),
