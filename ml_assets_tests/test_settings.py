@@ -197,6 +197,13 @@ def test_a_flag_is_off_in_any_letter_case(raw, monkeypatch):
     assert settings.VERBOSE.value() is False
 
 
+@pytest.mark.parametrize("raw", ["1", "true", "TRUE", "yes", "2", "debug"])
+def test_a_flag_is_on_for_any_other_value(raw, monkeypatch):
+    """As the configuration page says: any value but the few that mean off turns it on."""
+    monkeypatch.setenv("VERBOSE", raw)
+    assert settings.VERBOSE.value() is True
+
+
 def test_an_optuna_storage_whose_driver_is_not_installed_is_refused(monkeypatch):
     """Its dialect is SQLAlchemy's own, so the URL had been taken and the first best_params failed on the import."""
     monkeypatch.setenv("ML_ASSETS_OPTUNA_STORAGE", "oracle://alice:PASSWORD@db/optuna")
