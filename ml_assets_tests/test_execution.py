@@ -25,9 +25,15 @@ def test_every_step_goes_to_the_queue_of_its_group():
         keys = definition.keys or {check.asset_key for check in definition.check_keys}
         (group,) = {graph.get(key).group_name for key in keys}
         assert definition.node_def.tags[DAGSTER_CELERY_QUEUE_TAG] == QUEUES[group], definition.node_def.name
-    # No step is left to dagster-celery's default queue, which no worker reads.
+    # No step is left to dagster-celery's default queue, which no worker reads; only ingestion's steps go to
+    # `ingest`, so a machine given the `train` queue does all of the training side.
     job = defs.resolve_implicit_global_asset_job_def()
-    assert {node.tags.get(DAGSTER_CELERY_QUEUE_TAG) for node in job.graph.node_defs} == {"ingest", "train"}
+    queues = {node.name: node.tags.get(DAGSTER_CELERY_QUEUE_TAG) for node in job.graph.node_defs}
+    assert set(queues.values()) == {"ingest", "train"}
+    assert {name for name, queue in queues.items() if queue == "ingest"} == {
+        "ingest_trips",
+        "cleaned_trips_drift_vs_previous_month",
+    }
 
 
 def test_executor_is_in_process_unless_celery_is_chosen_and_workers_read_the_same_redis(monkeypatch):
@@ -51,6 +57,12 @@ def test_executor_is_in_process_unless_celery_is_chosen_and_workers_read_the_sam
     # Runs and workers alike wait for Redis while it is down (ml_assets.deploy.executor.WAIT_FOR_REDIS); only
     # runs publish tasks.
     assert runs["config_source"] == WAIT_FOR_REDIS
+    waits = runs["config_source"]  # never giving up: Celery's defaults give up within seconds
+    assert waits["result_backend_always_retry"] is True
+    assert waits["broker_transport_options"]["connect_retries_timeout"] is None
+    retried = ["broker_transport_options", "task_publish_retry_policy", "result_backend_transport_options"]
+    policies = [waits[key].get("retry_policy", waits[key]) for key in retried]
+    assert [policy["max_retries"] for policy in policies] == [None, None, None]
     for key, value in WAIT_FOR_REDIS.items():
         if key != "task_publish_retry_policy":
             given = workers["config_source"][key]
