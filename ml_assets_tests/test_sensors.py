@@ -182,6 +182,22 @@ def test_materialized_months_are_not_requested(instance, files, tmp_path):
     assert sorted(load_cursor(cursor)) == ["2021-01", "2021-02", "2021-03"]
 
 
+def test_months_adopted_on_a_tick_that_requests_nothing_are_in_its_cursor(instance, files, tmp_path):
+    """Materialized months the cursor did not know are adopted as the baseline even when the tick has nothing to
+    request: a month with no recorded size re-published later is then requested, not adopted again."""
+    folder = files("2021-01", "2021-02")
+    source = directory_source(folder, tmp_path)
+    for month in ("2021-01", "2021-02"):
+        report(instance, "raw_trips", month)  # no size recorded: the current file is adopted
+    requests, cursor, skip = tick(instance, source)
+    assert requests == [] and "nothing new" in skip
+    assert sorted(load_cursor(cursor)) == ["2021-01", "2021-02"]
+
+    files("2021-02", content_of="2022-02")
+    requests, _, _ = tick(instance, source, cursor)
+    assert [(r.partition_key, r.tags["ml_assets/trigger"]) for r in requests] == [("2021-02", "republished")]
+
+
 def test_republished_month_is_requested_again(instance, files, tmp_path):
     folder = files("2021-01", "2021-02", "2021-03")
     source = directory_source(folder, tmp_path)
