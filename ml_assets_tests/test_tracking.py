@@ -71,6 +71,9 @@ def test_monitoring_scores_the_newest_versions_tested_before_the_month_and_the_c
     assert [str(v.version) for v in tracking.versions_tested_before("2021-04", newest=1)] == ["2", "1"]
     assert [str(v.version) for v in tracking.versions_tested_before("2021-04")] == ["2", "1"]
     assert [str(v.version) for v in tracking.versions_tested_before("2021-06", newest=2)] == ["4", "3", "1"]
+    # A version registered by hand (no test month) is none of them, though it is the newest.
+    mlflow.register_model(logged_model("2021-05"), tracking.REGISTERED_MODEL)
+    assert [str(v.version) for v in tracking.versions_tested_before("2021-06", newest=2)] == ["4", "3", "1"]
 
 
 def test_a_version_whose_run_or_files_are_gone_is_left_out_with_the_reason(registry, tmp_path):
@@ -99,6 +102,17 @@ def test_an_unrecorded_champion_whose_predecessor_was_deleted_leaves_no_champion
     registry.delete_model_version(tracking.REGISTERED_MODEL, "1")
     assert tracking.restore_recorded_champion(lambda version: False, tmp_path / "lock") == ["2"]
     assert tracking.champion_version() is None
+
+
+def test_unrecorded_champions_in_a_row_are_all_taken_back(registry, tmp_path):
+    """Two runs killed in turn right after moving the alias: the champion goes back past both, to the last
+    version whose publishing was recorded."""
+    for month in ("2021-02", "2021-03", "2021-04"):
+        published(month, tmp_path)  # each the champion, replacing the one before
+    recorded = tracking.restore_recorded_champion(lambda version: str(version.version) == "1", tmp_path / "lock")
+    assert recorded == ["3", "2"]
+    assert str(tracking.champion_version().version) == "1"
+    assert [str(v.version) for v in tracking.registered_versions()] == ["3", "2", "1"]  # nothing deleted
 
 
 def test_an_interrupt_inside_register_model_leaves_no_version_claiming_the_alias(registry, tmp_path, monkeypatch):
