@@ -209,11 +209,17 @@ def test_the_sensor_shows_no_password_of_the_tlc_url(instance, tmp_path):
     assert f"tlc {url.replace('PASSWORD', '***')} is unreachable" in result.skip_message
 
 
-def test_the_sensor_requests_a_month_whose_file_is_not_parquet(instance, tmp_path):
+def test_the_sensor_requests_a_month_whose_file_is_not_parquet(instance, tmp_path, monkeypatch):
     """Probing only looks at the file's size and time: the run refuses it, saying why."""
-    (tmp_path / "green_tripdata_2021-01.parquet").write_text("not parquet")
+    month_file = tmp_path / "green_tripdata_2021-01.parquet"
+    month_file.write_text("not parquet")
     result = sensor_tick(instance, TripSourceResource(kind="directory", directory=str(tmp_path), cache_dir="unused"))
     assert [request.partition_key for request in result.run_requests] == ["2021-01"]
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(tmp_path))
+    run = materialize_month(instance, "2021-01", INGESTION, raise_on_error=False)
+    (failure,) = [event for event in run.all_events if event.is_step_failure]
+    error = str(failure.step_failure_data.error)
+    assert failure.step_key == "ingest_trips" and "is not readable parquet" in error and str(month_file) in error
 
 
 @pytest.mark.parametrize(
