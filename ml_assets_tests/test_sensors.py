@@ -308,8 +308,9 @@ def test_a_month_that_fails_or_answers_late_waits_for_the_next_tick_and_the_othe
         assert months_of(requests) == ["2021-02", "2021-03"]
 
 
-def test_a_wrong_tlc_url_where_every_month_answers_403_is_named_not_nothing_new(instance, tmp_path):
-    """TLC's CDN answers 403 for a file it does not have, so a wrong base URL read as "nothing new" forever."""
+def test_a_wrong_tlc_url_where_every_month_answers_403_is_named_not_nothing_new(instance, files, tmp_path):
+    """TLC's CDN answers 403 for a file it does not have, so a wrong base URL read as "nothing new" forever.
+    A source that lacks only the first partition's month is no wrong URL."""
     with answering((403, [], b"")) as server:
         url = f"{server.url}/wrong-path"
         source = TripSourceResource(kind="tlc", tlc_url=url, cache_dir=str(tmp_path / "cache"))
@@ -319,6 +320,13 @@ def test_a_wrong_tlc_url_where_every_month_answers_403_is_named_not_nothing_new(
     looked_for = f"{url}/green_tripdata_{first}.parquet"
     assert f"tlc {url} publishes no month, not even the first partition {first} ({looked_for})" in skip
     assert "nothing new" not in skip
+
+    with serve_directory(files("2021-02", "2021-03")) as server:
+        source = TripSourceResource(kind="tlc", tlc_url=server.url, cache_dir=str(tmp_path / "cache"))
+        requests, cursor, _ = tick(instance, source)
+        assert months_of(requests) == ["2021-02", "2021-03"]
+        requests, _, skip = tick(instance, source, cursor)
+    assert requests == [] and "nothing new" in skip and "publishes no month" not in skip
 
 
 def test_a_month_found_published_that_then_answers_403_is_warned_about(instance, files, tmp_path, caplog):
