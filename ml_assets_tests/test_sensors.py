@@ -624,6 +624,12 @@ def test_schedule_retrains_the_latest_complete_month(instance):
     assert request.partition_key == "2021-03"
     assert request.run_key == "retrain:2021-03:2026-11-02"
 
+    # A tick evaluated late (the daemon was down): the month of its scheduled time had not ended then.
+    for month in ("2021-09", "2021-10", "2021-11", "2021-12", "2022-01", "2022-02"):
+        report(instance, "cleaned_trips", month)  # with 2022-03 above, the whole windows of 2022-02 and 2022-03
+    late = schedule_tick(instance, datetime.datetime(2022, 3, 2, 6, tzinfo=datetime.timezone.utc))
+    assert (late.partition_key, late.run_key) == ("2022-02", "retrain:2022-02:2022-03-02")
+
 
 def test_schedule_evaluated_without_a_scheduled_time_uses_the_current_time(instance):
     """A preview (`dagster schedule preview`, build_schedule_context()) has no scheduled time: the schedule raised."""
