@@ -639,3 +639,26 @@ def test_schedule_evaluated_without_a_scheduled_time_uses_the_current_time(insta
     assert isinstance(request, RunRequest) and request.partition_key == "2021-02"
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     assert request.run_key == f"retrain:2021-02:{today}"
+
+
+def test_the_schedule_names_only_the_failed_checks_of_the_window_it_holds_back(instance):
+    """A blocking check failed within the month's window and one failed on a later month: the skip names the first
+    alone, as the later month is no reason to hold this one back."""
+    from dagster import AssetCheckEvaluation, AssetCheckSeverity
+
+    for month in ("2021-01", "2021-02", "2021-03"):
+        report(instance, "cleaned_trips", month)
+    for month in ("2021-02", "2021-05"):
+        failed = AssetCheckEvaluation(
+            asset_key=AssetKey("raw_trips"),
+            check_name="row_count",
+            passed=False,
+            partition=month,
+            severity=AssetCheckSeverity.ERROR,
+        )
+        instance.report_runless_asset_event(failed)
+    skip = schedule_tick(instance)
+    assert isinstance(skip, SkipReason)
+    assert "not retraining 2021-03: " in skip.skip_message
+    assert "raw_trips:row_count failed for 2021-02" in skip.skip_message
+    assert "2021-05" not in skip.skip_message
