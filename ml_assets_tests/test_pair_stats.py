@@ -99,7 +99,9 @@ def test_out_of_fold_values_differ_from_in_fold_ones(frame):
 
 
 def test_out_of_fold_rows_never_see_their_own_day():
-    """Every trip of a day in one fold: a pair seen on one day only falls back to the zones, out of fold."""
+    """Every trip of a day in one fold: a pair seen on one day only falls back to the zones, out of fold. Here no
+    zone of a trip is seen on another day either, so every level of every row is the mean of the other days' trips
+    alone (the global mean out of fold): neither the row's own duration nor its day's reaches it."""
     rows = pd.DataFrame(
         {
             "PULocationID": [1, 1, 2, 3],
@@ -113,6 +115,15 @@ def test_out_of_fold_rows_never_see_their_own_day():
     days = np.array([0, 0, 1, 2])
     oof = pair_stats.out_of_fold(rows, days)
     assert oof["pair_count"][0] == oof["pair_count"][1] == 0  # pair 1->2 only on day 0
+    assert len(np.unique(days)) <= pair_stats.FOLDS  # so each day is a fold of its own
+    log_duration = np.log(rows[DURATION].to_numpy(dtype="float64"))
+    log_speed = np.log(rows["trip_distance"].to_numpy(dtype="float64") + pair_stats.DISTANCE_OFFSET) - log_duration
+    for row in range(len(rows)):
+        others = days != days[row]
+        duration, speed = np.exp(log_duration[others].mean()), np.exp(log_speed[others].mean() + np.log(60.0))
+        for level in ("pu", "do", "pair", "pair_bucket"):
+            assert oof[f"{level}_duration"][row] == pytest.approx(duration, rel=1e-5), (row, level)
+            assert oof[f"{level}_speed"][row] == pytest.approx(speed, rel=1e-5), (row, level)
 
 
 def test_an_unseen_pair_falls_back_to_its_zones_then_the_global_value(frame):
