@@ -170,6 +170,11 @@ def test_a_zone_id_past_the_pair_key_s_range_shares_no_statistic_with_a_real_pai
     encoded = pair_stats.transform(rows, fitted)
     assert encoded["pair_count"][-1] == pytest.approx(np.log1p(2))
     assert encoded["pair_count"][0] == 0
+    # The real pair's value: its two trips' mean, smoothed toward what its zones say ((sum + m * prior) / (n + m)).
+    m, glob = pair_stats.SMOOTHING, (50 * np.log(50) + 2 * np.log(5)) / 52
+    zone = (2 * np.log(5) + m * glob) / (2 + m)  # pickup zone 2 and dropoff zone 1: the same two trips
+    pair = (2 * np.log(5) + m * (zone + zone - glob)) / (2 + m)
+    assert encoded["pair_duration"][-1] == pytest.approx(np.exp(pair), rel=1e-5)
 
 
 def test_predictions_use_the_logged_encoder_with_the_numbers_of_training(months, frame):
