@@ -12,6 +12,8 @@ from ml_assets_tests.support import FAST_CONFIG
 def test_model_gate_rules():
     assert compare(5.0, 7.0, None, 0.02)[0]
     assert not compare(7.5, 7.0, None, 0.02)[0]
+    assert not compare(7.0, 7.0, None, 0.02)[0]  # equal to the baseline does not beat it
+    assert compare(5.0, 7.0, 4.0, 0.25)[0]  # exactly the tolerance worse is at most the tolerance worse
     assert compare(5.09, 7.0, 5.0, 0.02)[0]
     passed, reason = compare(5.2, 7.0, 5.0, 0.02)
     assert not passed and "worse than the champion's 5.000 by more than 2%" in reason
