@@ -34,6 +34,18 @@ def test_course_months_keep_the_course_rows_minus_out_of_month_pickups(month, co
     assert cleaned.trips["pickup_datetime"].between(start, start + pd.offsets.MonthBegin(1), inclusive="left").all()
     assert cleaned.trips["duration"].between(1, 60).all()
     assert cleaned.trips["PULocationID"].dtype == "category"
+    # The month's first instant is in it, the next month's first is not (no real trip starts at either).
+    times = {name: raw[name].to_numpy().copy() for name in ("lpep_pickup_datetime", "lpep_dropoff_datetime")}
+    inside = raw.lpep_pickup_datetime.between(start, start + pd.offsets.MonthBegin(1), inclusive="left")
+    valid = raw.index[minutes.between(1, 60) & inside & raw.trip_distance.notna()][:2]  # kept trips
+    for row, pickup in zip(valid, (start, start + pd.offsets.MonthBegin(1)), strict=True):
+        times["lpep_pickup_datetime"][row], times["lpep_dropoff_datetime"][row] = pickup, pickup + pd.Timedelta("9min")
+    edges = real(month)
+    for name, values in times.items():
+        edges = edges.set_column(edges.schema.get_field_index(name), name, pa.array(values, pa.timestamp("us")))
+    on_edges = clean_trips(edges, month, month)
+    assert on_edges.dropped == {**cleaned.dropped, "pickup_outside_month": cleaned.dropped["pickup_outside_month"] + 1}
+    assert (on_edges.trips["pickup_datetime"] == start).sum() == 1
 
 
 def test_months_of_different_years_unify_to_one_schema():
