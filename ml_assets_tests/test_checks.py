@@ -81,11 +81,18 @@ def test_raw_rules_name_what_is_wrong():
 
     few = by_rule(rules.raw_rules(table.slice(0, 500), "2021-02", RULES, "green"))["row_count"]
     assert not few.passed and (few.metadata["rows"], few.metadata["floor"]) == (500, 1000)
+    assert rules.row_count(1000, 1000).passed  # the floor itself is enough
 
     shifted = rules.raw_pickups_in_month(real("2021-01"), "2021-02", 0.95)
     assert not shifted.passed
     assert shifted.metadata["share_inside"] < 0.001 and shifted.metadata["min_share"] == 0.95
     assert "of pickups inside 2021-02 < 95%" in shifted.message
+    # The month's first instant is inside it, the next month's first is not.
+    pickups = table["lpep_pickup_datetime"].to_pandas()
+    base = rules.raw_pickups_in_month(table, "2021-02", 0.95).metadata["outside_month"]
+    pickups[:2] = [pd.Timestamp("2021-02-01"), pd.Timestamp("2021-03-01")]
+    edges = replace_column(table, "lpep_pickup_datetime", pa.array(pickups, table["lpep_pickup_datetime"].type))
+    assert rules.raw_pickups_in_month(edges, "2021-02", 0.95).metadata["outside_month"] == base + 1
 
 
 @pytest.mark.parametrize("taxi, other", [("green", "yellow"), ("yellow", "green")])
@@ -125,6 +132,10 @@ def test_cleaned_rules_name_what_is_wrong():
     early.loc[0, "pickup_datetime"] = pd.Timestamp("2021-01-31 23:59")
     inside = rules.cleaned_pickups_in_month(early, "2021-02")
     assert not inside.passed and inside.metadata["outside_month"] == 1
+    edges = trips.copy()
+    edges.loc[0, "pickup_datetime"], edges.loc[1, "pickup_datetime"] = pd.Timestamp("2021-02"), pd.Timestamp("2021-03")
+    inside = rules.cleaned_pickups_in_month(edges, "2021-02")  # the next month's first instant is outside
+    assert not inside.passed and inside.metadata["outside_month"] == 1
 
     by_reason = {"missing_values": 10, "zone_not_in_lookup": 0, "duration_out_of_range": 290}
     dropped = rules.dropped_share(rows=700, raw_rows=1000, ceiling=0.2, by_reason=by_reason)
@@ -143,6 +154,7 @@ def test_cleaned_rules_name_what_is_wrong():
     # Just over a ceiling finer than a percent: the share and the ceiling as they are ("20.00% > 20.00%" before).
     close = rules.dropped_share(rows=79_995, raw_rows=100_000, ceiling=0.20004, by_reason={})
     assert close.message == "cleaning dropped 20005 of 100000 rows (20.0050%) > 20.004%"
+    assert rules.dropped_share(rows=750, raw_rows=1000, ceiling=0.25, by_reason=by_reason).passed  # at the ceiling
 
 
 def test_psi_ks_and_tvd():
