@@ -18,6 +18,7 @@ from ml_assets.core.features import (
     build_features,
     derive_features,
     design_matrices,
+    holdout_rows,
     split_rows,
     transform,
 )
@@ -46,6 +47,9 @@ def test_the_holdout_is_the_newest_days_of_the_window(months, frame):
     newest = (training[PICKUP] >= pd.Timestamp("2023-02-22")).sum()  # the last 7 days before 2023-03
     assert held.sum() == newest
     assert (frame[SPLIT] == TEST).sum() == len(months[MONTHS[2]])
+    # The first instant of the seventh day before the test month is held out, the one before it is not.
+    edges = np.array(["2023-02-21T23:59:59", "2023-02-22", "2023-02-25", "2023-02-05"], dtype="datetime64[us]")
+    assert holdout_rows(edges, MONTHS[2], 7).tolist() == [False, True, True, False]
     # Fewer days in the window than the holdout asks for: the newest rows are held out instead.
     short = build_features({MONTHS[1]: months[MONTHS[1]]}, months[MONTHS[2]], MONTHS[2], holdout_days=60)
     counts = short[SPLIT].value_counts()
@@ -59,6 +63,9 @@ def test_recency_weights_per_month_back(months):
     assert len(np.unique(train[WEIGHT])) == 2  # one per month
     low, high = np.unique(train[WEIGHT])
     assert high / low == pytest.approx(2.0, rel=1e-5)
+    # The newer month weighs more: the train rows are the window's months in order, none of 2023-01 held out.
+    older = len(months[MONTHS[0]])
+    assert (train[WEIGHT][:older] == low).all() and (train[WEIGHT][older:] == high).all()
     assert (split_rows(weighted, TEST)[WEIGHT] == 1).all()
     data = design_matrices(weighted, (TRAIN, VALID))
     assert data.w[TRAIN] is not None and len(data.w[TRAIN]) == len(data.y[TRAIN])
