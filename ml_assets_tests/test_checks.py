@@ -199,6 +199,11 @@ def test_drift_on_real_months():
     assert not report.passed and report.metadata["psi_trip_distance"] > 1
     assert {"psi_trip_distance", "ks_trip_distance"} <= set(report.metadata["exceeded"])
     assert "psi_trip_distance = " in report.message and "> 0.2" in report.message
+    # Each statistic is held to its own threshold, and a value at its threshold is not above it.
+    ks_only = drift.drift(jan, longer, drift.DriftThresholds(psi=100.0, ks=0.1, tvd=1.0))
+    assert ks_only.metadata["exceeded"] == ["ks_trip_distance"]
+    at = report.metadata["ks_trip_distance"]
+    assert drift.drift(jan, longer, drift.DriftThresholds(psi=100.0, ks=at, tvd=1.0)).passed
 
 
 # --- the checks in real runs ------------------------------------------------------------------
