@@ -373,7 +373,9 @@ def test_head_without_size_does_not_make_a_cached_month_republished(tmp_path):
         httpd.answers = [ok(("ETag", '"v2"'), length=False)]  # a real change is still seen
         httpd.answers.append(ok(("ETag", '"v2"')))
         src.fetch(MONTH)
-    assert seen_methods(httpd) == ["HEAD", "GET", "HEAD", "HEAD", "GET"]
+        httpd.answers = [(200, [], DATA), ok()]  # a HEAD that tells nothing of the file shows no version unchanged
+        src.fetch(MONTH)
+    assert seen_methods(httpd) == ["HEAD", "GET", "HEAD", "HEAD", "GET", "HEAD", "GET"]
 
 
 LAST_MODIFIED, LATER = "Tue, 01 Jun 2021 00:00:00 GMT", "Wed, 02 Jun 2021 00:00:00 GMT"
