@@ -105,6 +105,12 @@ def test_prefilled_cache_older_than_published_file_is_downloaded_again(tmp_path,
     source(tmp_path, tlc_server).fetch(MONTH)
     assert methods(tlc_server) == ["HEAD", "GET"]
     assert cache_listing(tmp_path) == [NAME, RECORD]
+    # A Last-Modified that cannot be read does not show the copy newer either.
+    (tmp_path / "unread" / "cache").mkdir(parents=True)
+    shutil.copy(TLC_DATA / NAME, tmp_path / "unread" / "cache" / NAME)
+    with answering(ok(("Last-Modified", "yesterday"))) as httpd:
+        source(tmp_path / "unread", httpd).fetch(MONTH)
+    assert seen_methods(httpd) == ["HEAD", "GET"]
 
 
 def test_republished_month_is_downloaded_again(tmp_path, served):
