@@ -96,6 +96,11 @@ def test_prefilled_cache_is_adopted_without_download(tmp_path, tlc_server):
     assert cache_listing(tmp_path) == [NAME, RECORD]
     source(tmp_path, tlc_server).fetch(MONTH)
     assert methods(tlc_server) == ["HEAD", "HEAD"]
+    # A copy of another size (here another month's file, valid parquet and newer) is not the published file.
+    (tmp_path / "other" / "cache").mkdir(parents=True)
+    shutil.copy(TLC_DATA / "green_tripdata_2021-02.parquet", tmp_path / "other" / "cache" / NAME)
+    assert sha256(source(tmp_path / "other", tlc_server).fetch(MONTH)) == sha256(TLC_DATA / NAME)
+    assert methods(tlc_server)[2:] == ["HEAD", "GET"]
 
 
 def test_prefilled_cache_older_than_published_file_is_downloaded_again(tmp_path, tlc_server):
@@ -129,6 +134,13 @@ def test_republished_month_is_downloaded_again(tmp_path, served):
     assert methods(server) == ["HEAD", "HEAD", "GET", "HEAD", "HEAD", "GET"]
     src.fetch(MONTH)
     assert methods(server)[-1:] == ["HEAD"] and server.count("GET") == 2  # the new version once too
+
+    # Re-published between the probe and the download: the record is of the bytes received, so not fetched again.
+    with answering(dated('"a"'), dated('"b"', LATER, OTHER)) as httpd:
+        src = source(tmp_path / "raced", httpd)
+        src.fetch(MONTH)
+        src.fetch(MONTH)
+    assert seen_methods(httpd) == ["HEAD", "GET", "HEAD"]
 
 
 def test_touched_month_is_downloaded_again(tmp_path, served):
