@@ -184,6 +184,28 @@ def test_a_zone_id_past_the_pair_key_s_range_shares_no_statistic_with_a_real_pai
     assert encoded["pair_duration"][-1] == pytest.approx(np.exp(pair), rel=1e-5)
 
 
+def test_a_pair_s_time_buckets_start_at_each_hour_edge_and_keep_weekends_apart():
+    """Bucket b holds hours [edge_b, edge_b+1) (HOUR_EDGES), Saturday and Sunday in buckets of their own."""
+    rows = pd.DataFrame(
+        {
+            "PULocationID": [1] * 5,
+            "DOLocationID": [2] * 5,
+            "pickup_hour": np.float32([6.5, 7.0, 8, 8, 23]),
+            "pickup_weekday": np.int8([0, 0, 4, 5, 6]),  # Monday, Monday, Friday, Saturday, Sunday
+            "trip_distance": np.float32([2] * 5),
+            DURATION: np.float32([10] * 5),
+        }
+    )
+    table = pair_stats.fit(rows)["tables"]["pair_bucket"]
+    weekend = len(pair_stats.HOUR_EDGES)
+    assert dict(zip(table["keys"], table["count"], strict=True)) == {
+        1002 * 100 + 0: 1,  # 6:30, before the 7:00 edge
+        1002 * 100 + 1: 2,  # 7:00 on a Monday and 8:00 on a Friday
+        1002 * 100 + weekend + 1: 1,  # 8:00 on a Saturday
+        1002 * 100 + weekend + 5: 1,  # 23:00 on a Sunday
+    }
+
+
 def test_predictions_use_the_logged_encoder_with_the_numbers_of_training(months, frame):
     """A month scored from its cleaned trips and the encoder as MLflow stores it (JSON) gets exactly the
     columns the model was tested on: the same numbers as training."""
