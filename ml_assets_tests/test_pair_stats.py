@@ -182,6 +182,12 @@ def test_a_zone_id_past_the_pair_key_s_range_shares_no_statistic_with_a_real_pai
     zone = (2 * np.log(5) + m * glob) / (2 + m)  # pickup zone 2 and dropoff zone 1: the same two trips
     pair = (2 * np.log(5) + m * (zone + zone - glob)) / (2 + m)
     assert encoded["pair_duration"][-1] == pytest.approx(np.exp(pair), rel=1e-5)
+    # Every trip is 2 miles: that is each pair's typical distance, and a trip's distance at its pair-and-bucket's
+    # speed takes that bucket's duration.
+    np.testing.assert_allclose(encoded["pair_distance"], 2.0, rtol=1e-5)
+    np.testing.assert_allclose(encoded["distance_ratio"], 1.0, rtol=1e-5)
+    np.testing.assert_allclose(encoded["speed_duration"], encoded["pair_bucket_duration"], rtol=1e-5)
+    assert encoded["pair_bucket_duration"][-1] != pytest.approx(encoded["pair_duration"][-1], rel=1e-3)
 
 
 def test_a_pair_s_time_buckets_start_at_each_hour_edge_and_keep_weekends_apart():
