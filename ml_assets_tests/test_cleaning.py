@@ -155,24 +155,24 @@ def test_a_trip_across_a_clock_change_lasts_the_time_that_passed():
 
 
 def test_an_infinite_distance_is_a_missing_value():
-    """An infinite trip_distance (or one past float32's range) is dropped like a null, not trained on; like a null,
-    it is the row's first reason, before a duration out of range."""
+    """An infinite trip_distance (or one past float32's range), like a NaN, is dropped as a null is, not trained on;
+    like a null, it is the row's first reason, before a duration out of range."""
     table = real("2021-01")
     expected = clean_trips(table, "2021-01", "2021-01")
     trips = table.select(["lpep_pickup_datetime", "lpep_dropoff_datetime", "trip_distance"]).to_pandas()
     minutes = (trips["lpep_dropoff_datetime"] - trips["lpep_pickup_datetime"]).dt.total_seconds() / 60
-    kept = trips.index[trips["trip_distance"].notna() & minutes.between(1, 60)][:2]  # all picked up in January
+    kept = trips.index[trips["trip_distance"].notna() & minutes.between(1, 60)][:3]  # all picked up in January
     start = pd.Timestamp("2021-01-01")
     inside = trips["lpep_pickup_datetime"].between(start, start + pd.offsets.MonthBegin(1), inclusive="left")
     too_long = trips.index[trips["trip_distance"].notna() & inside & (minutes > 60)][:1]
     distances = trips["trip_distance"].to_numpy().copy()
-    distances[[*kept, *too_long]] = [np.inf, 1e300, np.inf]
+    distances[[*kept, *too_long]] = [np.inf, 1e300, np.nan, np.inf]
     broken = table.set_column(table.schema.get_field_index("trip_distance"), "trip_distance", pa.array(distances))
     cleaned = clean_trips(broken, "2021-01", "2021-01")
     assert np.isfinite(cleaned.trips["trip_distance"]).all()
     assert cleaned.dropped == {
         **expected.dropped,
-        "missing_values": expected.dropped["missing_values"] + 3,
+        "missing_values": expected.dropped["missing_values"] + 4,
         "duration_out_of_range": expected.dropped["duration_out_of_range"] - 1,
     }
 
