@@ -406,3 +406,6 @@ def test_the_decay_check_names_its_threshold_as_it_is():
     scores = pd.DataFrame([{"version": "3", "realized_rmse": 5.11, "test_rmse": 5.0}])
     result = judge_decay(scores, ChampionOnMonth("3", "2023-02", 5.11 / 5.0), "2023-04", 0.025)
     assert result.passed and "is within 2.5% above its test RMSE 5.000" in result.description
+    scores = pd.DataFrame([{"version": "3", "realized_rmse": 5.15, "test_rmse": 5.0}])  # 3 % above
+    result = judge_decay(scores, ChampionOnMonth("3", "2023-02", 5.15 / 5.0), "2023-04", 0.025)
+    assert not result.passed and "is more than 2.5% above its test RMSE 5.000" in result.description
