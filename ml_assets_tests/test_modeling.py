@@ -106,7 +106,10 @@ def test_course_features_reproduce_the_course_linear_regression(months):
     assert baseline_rmse(course) == pytest.approx(7.76, abs=0.02)
     data = design_matrices(course)
     assert data.X[TEST].shape[1] == len(data.encoder["vocabulary"])
-    assert "trip_distance" in data.encoder["vocabulary"]
+    # As the course's DictVectorizer, fitted on the training month: its zone pairs only, and the distance.
+    train = months["2021-01"]
+    pairs = train["PULocationID"].astype(int).astype(str) + "_" + train["DOLocationID"].astype(int).astype(str)
+    assert data.encoder["vocabulary"] == sorted({f"PU_DO={pair}" for pair in pairs} | {"trip_distance"})
 
 
 def test_one_trip_of_thousands_of_miles_leaves_the_baseline_a_yardstick(months):
