@@ -224,6 +224,10 @@ def test_predictions_use_the_logged_encoder_with_the_numbers_of_training(months,
         pd.testing.assert_series_equal(
             served[name].reset_index(drop=True), tested[name].reset_index(drop=True), check_names=False
         )
+    # An encoder of another format is refused, not read as this one.
+    other = {**logged["pair_stats"], "format": "pair_stats/0"}
+    with pytest.raises(ValueError, match="not a pair_stats/1 encoder: 'pair_stats/0'"):
+        pair_stats.transform(derive_features(months[MONTHS[2]][FEATURE_INPUTS].head(5)), other)
 
 
 def test_only_what_is_known_at_pickup_is_a_feature(months, frame):
