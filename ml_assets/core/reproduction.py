@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from ml_assets.core import lineage, model, tables
 from ml_assets.core.cleaning import clean_trips
 from ml_assets.core.features import FEATURE_INPUTS, TEST, build_features, split_rows, transform
-from ml_assets.core.storage import file_sha256, open_parquet, read_table
+from ml_assets.core.storage import open_parquet_hashed, read_table
 from ml_assets.core.training import regression_metrics, train_and_evaluate
 
 RMSE_TOLERANCE, PREDICTION_TOLERANCE = 1e-9, 1e-6
@@ -33,8 +34,8 @@ def _as_stored(frame: pd.DataFrame, columns: list[str] | None = None) -> pd.Data
         return tables.to_pandas(read_table(path, columns=columns))
 
 
-def _cleaned(path, month: str) -> pd.DataFrame:
-    return _as_stored(clean_trips(open_parquet(path), month, f"month {month}, file {path}").trips, FEATURE_INPUTS)
+def _cleaned(trips: pq.ParquetFile, path, month: str) -> pd.DataFrame:
+    return _as_stored(clean_trips(trips, month, f"month {month}, file {path}").trips, FEATURE_INPUTS)
 
 
 def rebuild(recorded: dict, fetch: Callable[[str], object], log: Callable[[str], None] = print):
@@ -53,9 +54,10 @@ def rebuild(recorded: dict, fetch: Callable[[str], object], log: Callable[[str],
     cleaned = {}
     for month in [*months, test_month]:
         path = fetch(month)
-        lineage.check_file(recorded, month, file_sha256(path), str(path))
+        trips, sha256, _ = open_parquet_hashed(path)  # the hash of the bytes it rebuilds from, as ingestion's
+        lineage.check_file(recorded, month, sha256, str(path))
         log(f"{month}: {path} has the recorded sha256 {recorded['raw_sha256'][month][:16]}…")
-        cleaned[month] = _cleaned(path, month)
+        cleaned[month] = _cleaned(trips, path, month)
     frame = build_features({m: cleaned[m] for m in months}, cleaned[test_month], test_month, **config)
     frame.attrs["feature_config"] = config
     frame = _as_stored(frame)

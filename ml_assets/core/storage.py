@@ -201,16 +201,11 @@ def write_table(table: tables.TableOrFile, path: str | os.PathLike | UPath) -> U
 
 
 def _sha256(handle) -> str:
+    """The sha256 of what `handle` reads, a MiB at a time: what tells one published version of a month from another."""
     digest = hashlib.sha256()
     for block in iter(lambda: handle.read(1 << 20), b""):
         digest.update(block)
     return digest.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike | UPath) -> str:
-    """The file's sha256, read a MiB at a time: what tells one published version of a month from another."""
-    with location(path).open("rb") as handle:
-        return _sha256(handle)
 
 
 def open_parquet_hashed(path: str | os.PathLike | UPath) -> tuple[pq.ParquetFile, str, int]:
