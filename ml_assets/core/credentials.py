@@ -16,9 +16,11 @@ import urllib.parse
 _USERINFO = re.compile(
     r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/\s]*?)(?::(?P<password>[^/\s]*))?@(?![^/\s]*@)"
 )
-# An S3 secret key often holds `/`, which users do not percent-encode; no bucket name holds `:`, so `s3://KEY:`
-# starts a key and secret, whatever comes before the `@`.
-_S3_USERINFO = re.compile(r"(?P<scheme>\bs3a?://)(?P<user>[^:@/\s]*):(?P<password>[^@\s]*)@")
+# The stores whose client logs in with a URL's user and password (s3fs: key and secret). An S3 secret key often
+# holds `/`, which users do not percent-encode; no bucket name holds `:`, so `s3://KEY:` starts a key and
+# secret, whatever comes before the `@`.
+S3_SCHEMES = ("s3", "s3a")
+_S3_USERINFO = re.compile(rf"(?P<scheme>\b(?:{'|'.join(S3_SCHEMES)})://)(?P<user>[^:@/\s]*):(?P<password>[^@\s]*)@")
 MASK = "***"
 
 

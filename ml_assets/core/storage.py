@@ -35,13 +35,10 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from ml_assets.core import tables
-from ml_assets.core.credentials import split_userinfo
+from ml_assets.core.credentials import S3_SCHEMES, split_userinfo
 from ml_assets.core.errors import chain
 
 LOCAL_PROTOCOLS = ("", "file", "local")
-# The stores whose client takes a user and password as its credentials (s3fs: key and secret); gcsfs would
-# accept and ignore them, and write with whatever credentials it finds instead.
-URL_CREDENTIALS = ("s3", "s3a")
 
 
 class CredentialsNotTaken(ValueError):
@@ -58,7 +55,7 @@ def location(path: str | os.PathLike | UPath) -> UPath:
         plain, user, password = split_userinfo(path)
         if user is not None:
             protocol = plain.partition("://")[0]
-            if protocol not in URL_CREDENTIALS:
+            if protocol not in S3_SCHEMES:  # gcsfs would take them, ignore them, and write with other credentials
                 raise CredentialsNotTaken(
                     f"{protocol}:// takes no user or password in its URL ({plain}): give the store's client its "
                     "credentials its own way (for gs://, GOOGLE_APPLICATION_CREDENTIALS)"
