@@ -345,6 +345,7 @@ def test_helm_values_run_the_code_location_as_the_instance_does():
     assert queue["tagConcurrencyLimits"] == instance["run_coordinator"]["config"]["tag_concurrency_limits"]
     assert queue["dequeueIntervalSeconds"] == instance["run_coordinator"]["config"]["dequeue_interval_seconds"]
     assert daemon["runMonitoring"]["enabled"] and daemon["runRetries"]["enabled"]
+    assert daemon["runMonitoring"]["maxRuntimeSeconds"] == instance["run_monitoring"]["max_runtime_seconds"]
     assert daemon["runRetries"]["maxRetries"] == instance["run_retries"]["max_retries"]
     # A step failing on bad data or a check is not retried (the chart left Dagster's default, True, so
     # every such run ran twice more on Kubernetes); a lost run worker is.
