@@ -9,12 +9,12 @@ import pytest
 
 from ml_assets.core.cleaning import EmptyMonthError, clean_trips
 from ml_assets.core.features import OTHER_ZONE
-from ml_assets.core.rules import RuleThresholds, raw_rules
+from ml_assets.core.rules import RuleThresholds, cleaned_rules, raw_rules
 from ml_assets.core.schema import CANONICAL, SchemaError, unify_schema
 from ml_assets.core.zones import known_zones
 from ml_assets.records import latest_metadata
 from ml_assets.runner.runs import materialize_month
-from ml_assets_tests.support import TLC_DATA, YELLOW_TYPES, as_yellow
+from ml_assets_tests.support import TLC_DATA, YELLOW_TYPES, as_yellow, replace_column
 
 
 def real(month: str) -> pa.Table:
@@ -175,6 +175,33 @@ def test_an_infinite_distance_is_a_missing_value():
         "missing_values": expected.dropped["missing_values"] + 4,
         "duration_out_of_range": expected.dropped["duration_out_of_range"] - 1,
     }
+
+
+def test_a_zone_id_past_int32_is_missing_and_a_nanosecond_part_is_dropped():
+    """One odd row does not lose a month: a zone id int32 cannot hold is no known zone, read as missing (dropped and
+    counted as a null is), and a time's part below a microsecond is cut off (it means nothing for a trip)."""
+    table = real("2021-01")
+    expected = clean_trips(table, "2021-01", "2021-01")
+    trips = table.select(["lpep_pickup_datetime", "lpep_dropoff_datetime", "trip_distance"]).to_pandas()
+    minutes = (trips["lpep_dropoff_datetime"] - trips["lpep_pickup_datetime"]).dt.total_seconds() / 60
+    rows = trips.index[trips["trip_distance"].notna() & minutes.between(1, 60)][:2]  # kept, picked up in January
+    zones = table["PULocationID"].to_numpy().astype("int64")
+    zones[rows[0]] = 2**40
+    pickups = table["lpep_pickup_datetime"].to_numpy().astype("datetime64[ns]")
+    pickups[rows[1]] += np.timedelta64(999, "ns")
+    odd = replace_column(table, "PULocationID", pa.array(zones))
+    odd = replace_column(odd, "lpep_pickup_datetime", pa.array(pickups, pa.timestamp("ns")))
+    assert [rule.message for rule in raw_rules(odd, "2021-01", RuleThresholds(), "green") if not rule.passed] == []
+    cleaned = clean_trips(odd, "2021-01", "2021-01")
+    assert cleaned.dropped == {**expected.dropped, "missing_values": expected.dropped["missing_values"] + 1}
+    assert expected.trips["pickup_datetime"][0] == trips["lpep_pickup_datetime"][rows[0]]  # the first trip kept
+    pd.testing.assert_frame_equal(cleaned.trips, expected.trips[1:].reset_index(drop=True))
+    (dropped_share,) = [
+        rule
+        for rule in cleaned_rules(cleaned.trips, "2021-01", cleaned.raw_rows, cleaned.dropped, RuleThresholds())
+        if rule.rule == "dropped_share"
+    ]
+    assert f"missing_values {cleaned.dropped['missing_values']}" in dropped_share.message
 
 
 def test_trips_whose_zone_is_not_in_tlc_s_lookup_are_dropped_under_their_own_reason():

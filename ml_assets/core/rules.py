@@ -37,6 +37,7 @@ from ml_assets.core.schema import (
     describe_ambiguous,
     describe_other_taxi,
     other_taxi_columns,
+    to_canonical,
     wall_clock,
 )
 
@@ -92,14 +93,14 @@ class RuleResult:
 
 
 def _uncastable(columns: Mapping[str, Any], schema: pa.Schema) -> dict[str, str]:
-    """Column -> why it cannot be cast to its type in `schema` (only columns present)."""
+    """Column -> why it cannot be read as its type in `schema` (only columns present), as `unify_schema` reads it."""
     problems = {}
     for target in schema:
         column = columns.get(target.name)
         if column is None:
             continue
         try:
-            pc.cast(column, target.type)
+            to_canonical(column, target.type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as error:
             problems[target.name] = f"{column.type} -> {target.type}: {str(error).splitlines()[0][:200]}"
     return problems

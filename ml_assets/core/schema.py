@@ -4,9 +4,11 @@ TLC changes physical types between years (int64 vs int32 ids, double vs int64 co
 null-typed `ehail_fee`, string vs large_string), names pickup/dropoff columns per taxi type
 (`lpep_` green, `tpep_` yellow) and spells some columns in another letter case. Months must
 stack into one training window, so every file is cast to the canonical schema below. What it
-cannot take as it is, it does not guess at: an infinite number is read as missing, a timestamp
-stored with a zone is read as New York's wall-clock time (as TLC writes them), and a column
-given twice is refused.
+cannot take as it is, it does not guess at: an infinite number, and a zone id past int32's range
+(no zone has one), are read as missing, so that cleaning drops and counts the row as it does a
+null; a timestamp stored with a zone is read as New York's wall-clock time (as TLC writes them),
+one finer than a microsecond is cut to the microsecond (no trip is timed closer), a value that
+cannot be read as its type (a word for a distance) is refused, and so is a column given twice.
 
 Its numbers are float32: a yellow month has millions of trips, float32 halves their memory, and
 XGBoost computes in float32 whatever it is given.
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -120,15 +123,37 @@ def check_columns(schema: pa.Schema, origin: str) -> None:
 
 def wall_clock(column: pa.ChunkedArray | pa.Array, to_type: pa.DataType = REQUIRED[PICKUP]):
     """Timestamps as TLC writes them, New York wall-clock time without a zone. Timestamps that carry a zone
-    (a file rewritten by another tool) are converted to New York's clock first: a plain cast keeps UTC's."""
+    (a file rewritten by another tool) are converted to New York's clock first: a plain cast keeps UTC's. A part
+    below `to_type`'s unit (nanoseconds, from a file rewritten by pandas) is cut off."""
     if pa.types.is_timestamp(column.type) and column.type.tz is not None:
         column = pc.local_timestamp(pc.cast(column, pa.timestamp(column.type.unit, tz=TLC_TIME_ZONE)))
-    return pc.cast(column, to_type)
+    return pc.cast(column, options=pc.CastOptions(to_type, allow_time_truncate=True))
 
 
 def _finite(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """Infinite numbers as missing: no trip is infinitely long, and XGBoost and sklearn refuse them."""
     return pc.if_else(pc.is_inf(column), pa.scalar(None, column.type), column)
+
+
+def _in_range(column: pa.ChunkedArray, to_type: pa.DataType) -> pa.ChunkedArray:
+    """Numbers `to_type` (an integer type) cannot hold as missing: a zone id past int32's range is no zone."""
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        return column
+    bounds = np.iinfo(to_type.to_pandas_dtype())
+    wide = pc.cast(column, pa.float64())  # compares any integer type, unsigned 64-bit included, with the bounds
+    outside = pc.fill_null(pc.or_(pc.less(wide, bounds.min), pc.greater(wide, bounds.max)), False)
+    return pc.if_else(outside, pa.scalar(None, column.type), column)
+
+
+def to_canonical(column: pa.ChunkedArray | pa.Array, to_type: pa.DataType):
+    """A column read as its canonical type, odd values as the module docstring says; raises Arrow's error on a
+    value that cannot be read (the raw schema rule and `unify_schema` judge a column alike)."""
+    if pa.types.is_timestamp(to_type):
+        return wall_clock(column, to_type)
+    if pa.types.is_integer(to_type):
+        column = _in_range(column, to_type)
+    cast = pc.cast(column, to_type)
+    return _finite(cast) if pa.types.is_floating(to_type) else cast
 
 
 def unify_schema(table: pa.Table, origin: str) -> pa.Table:
@@ -142,13 +167,9 @@ def unify_schema(table: pa.Table, origin: str) -> pa.Table:
             arrays.append(pa.nulls(table.num_rows, field.type))
             continue
         try:
-            arrays.append(
-                wall_clock(column, field.type) if pa.types.is_timestamp(field.type) else pc.cast(column, field.type)
-            )
+            arrays.append(to_canonical(column, field.type))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
             raise SchemaError(
                 f"{origin}: column {field.name} of type {column.type} cannot be read as {field.type}: {error}"
             ) from error
-        if pa.types.is_floating(field.type):
-            arrays[-1] = _finite(arrays[-1])
     return pa.Table.from_arrays(arrays, schema=CANONICAL)
