@@ -6,13 +6,14 @@ import os
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from ml_assets.core.cleaning import clean_trips
 from ml_assets.core.months import month_bounds
 from ml_assets.core.rules import RuleThresholds, raw_rules
-from ml_assets.core.sources import MonthNotPublishedError, trip_file_name
+from ml_assets.core.sources import MonthNotPublishedError, synthetic, trip_file_name
 from ml_assets.core.sources.synthetic import GENERATOR, SyntheticSource, generate_month
 from ml_assets_tests.support import TLC_DATA
 
@@ -177,3 +178,32 @@ def test_published_through(tmp_path):
     assert SyntheticSource(cache_dir=str(tmp_path)).probe("2099-01") is not None
     with pytest.raises(ValueError):
         source.probe("2023-3")
+
+
+@pytest.mark.parametrize("month", ["2021-03", "2021-11"])
+def test_times_are_new_york_clock_readings_of_the_generated_trips(month, monkeypatch):
+    """TLC writes New York wall-clock times; a generated trip is written as the clock read it, so no time falls in
+    the hour the spring change skips and cleaning reads back every trip's generated duration. One that starts and
+    ends in the hour the autumn change repeats reads alike an hour shorter: cleaning takes the shorter."""
+    generated = []
+
+    def keep_durations(rng, pickup, duration, start, end):
+        add_dirt(rng, pickup, duration, start, end)
+        generated.append(duration.copy())  # seconds, dirt included
+
+    add_dirt = synthetic._add_dirt
+    monkeypatch.setattr(synthetic, "_add_dirt", keep_durations)
+    table = generate_month(month, seed=0, rows=ROWS)
+    twice = np.ones(ROWS, dtype=bool)
+    for name in ("lpep_pickup_datetime", "lpep_dropoff_datetime"):
+        first, second = (
+            pc.assume_timezone(table[name], "America/New_York", ambiguous=reading, nonexistent="raise")
+            for reading in ("earliest", "latest")
+        )
+        twice &= pc.not_equal(first, second).to_numpy()
+    (seconds,) = generated
+    seconds = np.where(twice & (seconds >= 3600), seconds - 3600, seconds)
+    kept = in_month(table.to_pandas(), month) & (seconds >= 60) & (seconds <= 3600)
+    cleaned = clean_trips(table, month, month)
+    assert len(cleaned.trips) == kept.sum()
+    np.testing.assert_allclose(cleaned.trips["duration"], seconds[kept] / 60, rtol=1e-6)

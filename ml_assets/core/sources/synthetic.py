@@ -5,7 +5,8 @@ the same trips in yellow's columns (`tpep_` times, no green-only trip_type or eh
 Airport_fee on pickups at the zone lookup's airports), so that it is judged and cleaned as the
 yellow month it is named. They have the structure a duration model can learn from: skewed zone
 popularity, a fixed map of zones (so distance and congestion depend on the zone pair), daily and
-weekly rhythm, rush-hour slowdowns. They also carry TLC's usual dirt (non-positive and multi-hour
+weekly rhythm, rush-hour slowdowns. Times are New York's clock readings, as TLC's are: a trip across
+a clock change lasts its generated duration. They also carry TLC's usual dirt (non-positive and multi-hour
 durations, pickups outside the month, nulls) so that cleaning has real work to do.
 """
 
@@ -23,12 +24,12 @@ import pyarrow.parquet as pq
 from upath import UPath
 
 from ml_assets.core.months import check_month, month_bounds
-from ml_assets.core.schema import DROPOFF, DROPOFF_ZONE, PICKUP, PICKUP_ZONE, TIME_PREFIXES
+from ml_assets.core.schema import DROPOFF, DROPOFF_ZONE, PICKUP, PICKUP_ZONE, TIME_PREFIXES, TLC_TIME_ZONE
 from ml_assets.core.sources import MonthNotPublishedError, trip_file_name
 from ml_assets.core.storage import arrow_file, location, write_table
 from ml_assets.core.zones import zone_flags
 
-GENERATOR = 2  # bump whenever the output for a given (month, seed, rows, taxi) changes
+GENERATOR = 3  # bump whenever the output for a given (month, seed, rows, taxi) changes
 METADATA_KEY = b"ml_assets.synthetic"
 N_ZONES = 265
 
@@ -157,7 +158,7 @@ def generate_month(month: str, seed: int = 0, rows: int = 60_000, taxi: str = "g
     del seconds
     duration = (minutes * 60).astype(np.int64)
     _add_dirt(rng, pickup, duration, start, end)
-    dropoff = pickup + duration.astype("timedelta64[s]")
+    pickup, dropoff = _clock_readings(pickup, duration)
     del duration
 
     null = rng.random(rows) < NULL_SHARE
@@ -165,8 +166,8 @@ def generate_month(month: str, seed: int = 0, rows: int = 60_000, taxi: str = "g
     del miles, minutes
     columns = {
         "VendorID": rng.choice(np.array([1, 2], np.int32), size=rows, p=[0.14, 0.86]),
-        TIME_PREFIXES[taxi] + PICKUP: pickup.astype("datetime64[us]"),
-        TIME_PREFIXES[taxi] + DROPOFF: dropoff.astype("datetime64[us]"),
+        TIME_PREFIXES[taxi] + PICKUP: pickup,
+        TIME_PREFIXES[taxi] + DROPOFF: dropoff,
         "store_and_fwd_flag": np.where(rng.random(rows) < 0.004, "Y", "N").astype(object),
         "RatecodeID": rng.choice([1, 5, 2, 4, 3], size=rows, p=[0.963, 0.032, 0.003, 0.001, 0.001]),
         PICKUP_ZONE: (pu + 1).astype(np.int32),
@@ -192,6 +193,17 @@ def generate_month(month: str, seed: int = 0, rows: int = 60_000, taxi: str = "g
     ]
     metadata = {METADATA_KEY: json.dumps({"month": month, **fingerprint(seed, rows)}).encode()}
     return pa.Table.from_arrays(arrays, schema=schema.with_metadata(metadata))
+
+
+def _clock_readings(pickup: np.ndarray, duration: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pickup and dropoff as New York's clocks read them (TLC's times), the dropoff `duration` seconds of real time
+    after the pickup. A pickup drawn in the hour the spring change skips is read an hour later (as that much time
+    past 01:00 reads), one in the hour the autumn change repeats is taken in its first pass."""
+    local = pd.DatetimeIndex(pickup).tz_localize(
+        TLC_TIME_ZONE, ambiguous=np.ones(len(pickup), dtype=bool), nonexistent=pd.Timedelta(hours=1)
+    )
+    dropoff = local + pd.to_timedelta(duration, unit="s")
+    return tuple(times.tz_localize(None).to_numpy("datetime64[us]") for times in (local, dropoff))
 
 
 def _money(rng: np.random.Generator, miles: np.ndarray, minutes: np.ndarray, null: np.ndarray) -> dict:
