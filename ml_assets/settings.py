@@ -31,6 +31,7 @@ from ml_assets.core.drift import DriftThresholds
 from ml_assets.core.months import check_month
 from ml_assets.core.performance import DecayThresholds
 from ml_assets.core.rules import RuleThresholds
+from ml_assets.core.storage import WRITABLE_PROTOCOLS, location
 
 
 @contextlib.contextmanager
@@ -120,13 +121,15 @@ def _absolute(raw: str) -> str:
 
 
 def _location(raw: str) -> str:
-    """An absolute folder, or an fsspec URL whose protocol fsspec knows and whose package is installed; not
-    `s3:/bucket`, which fsspec would read as S3 while it looks like a folder."""
+    """An absolute folder, or the URL of a store values can be written to, whose package is installed; not
+    `s3:/bucket`, which fsspec would read as S3 while it looks like a folder, nor `https://` (fsspec only reads it)."""
     if re.match(r"^[a-z][a-z0-9+.-]*:/(?!/)", raw):
         raise ValueError
     protocol, _, rest = raw.partition("://")
     if not rest:
         return _absolute(raw)
+    if protocol not in WRITABLE_PROTOCOLS:
+        raise ValueError
     import fsspec
 
     try:
@@ -135,8 +138,6 @@ def _location(raw: str) -> str:
         raise ValueError from error
     if protocol in ("file", "local") and not rest.startswith("/"):  # file://data is a folder under the cwd
         raise ValueError
-    from ml_assets.core.storage import location
-
     location(raw)  # a user and password only where the store's client takes them
     return raw
 
@@ -235,8 +236,9 @@ def state_dir() -> Path:
 
 
 ALLOWED_LOCATION = (
-    f"a folder {_ABSOLUTE}, or an fsspec URL with its package installed (s3://bucket/prefix, gs://… with gcsfs, "
-    "file:///…); a KEY:SECRET@ in s3:// URLs only"
+    f"a folder {_ABSOLUTE}, or the URL of a writable store whose package is installed, one of "
+    + ", ".join(f"{protocol}://" for protocol in WRITABLE_PROTOCOLS)
+    + " (s3://bucket/prefix, gs://… with gcsfs, file:///…); a KEY:SECRET@ in s3:// URLs only"
 )
 _KINDS = {  # a threshold's kind (core.rules.threshold) -> how its variable is parsed, and what it allows
     "count": (_positive_int, "a whole number >= 1"),

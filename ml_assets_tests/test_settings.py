@@ -25,6 +25,17 @@ BAD = {
     "ML_ASSETS_EXECUTOR": ("dask", "in_process, celery or k8s"),
     "ML_ASSETS_CELERY_BROKER_URL": ("localhost:6379", "a Celery broker URL"),
 }
+# Protocols fsspec knows but only reads: taken, they failed the first write at run time.
+READ_ONLY = [
+    "https://example.com/assets",
+    "http://example.com/assets",
+    "zip://assets::/srv/a.zip",
+    "github://ml-assets/x",
+]
+READ_ONLY_STORES = {
+    "ML_ASSETS_STORAGE_ROOT": (READ_ONLY[0], settings.ALLOWED_LOCATION),
+    "ML_ASSETS_CACHE_DIR": (READ_ONLY[2], settings.ALLOWED_LOCATION),
+}
 
 
 @pytest.mark.parametrize("variable", BAD)
@@ -88,8 +99,9 @@ def test_run_config_out_of_bounds_is_refused_naming_the_field(config, field, val
 
 
 @pytest.mark.process
-def test_loading_the_code_location_reports_every_bad_variable_at_once(tmp_path):
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), **{name: raw for name, (raw, _) in BAD.items()}}
+@pytest.mark.parametrize("refused", [BAD, READ_ONLY_STORES], ids=["each variable", "read-only stores"])
+def test_loading_the_code_location_reports_every_bad_variable_at_once(refused, tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), **{name: raw for name, (raw, _) in refused.items()}}
     load = subprocess.run(
         [sys.executable, "-c", "import ml_assets.definitions"],
         cwd=ROOT,
@@ -101,7 +113,7 @@ def test_loading_the_code_location_reports_every_bad_variable_at_once(tmp_path):
     assert load.returncode != 0
     message = load.stderr.strip().splitlines()[-1]
     assert message.startswith("ml_assets.settings.SettingError: ")
-    for name, (raw, allowed) in BAD.items():
+    for name, (raw, allowed) in refused.items():
         assert f"{name}={raw!r} is not allowed: expected {allowed}" in message
 
 
@@ -173,6 +185,17 @@ def test_a_password_in_a_url_whose_store_ignores_it_is_refused(variable, monkeyp
         location("gs://KEY:SECRET@bucket/prefix")
     monkeypatch.setenv(variable, "s3://KEY:SECRET@bucket/prefix")
     assert setting.value() == "s3://KEY:SECRET@bucket/prefix"
+
+
+@pytest.mark.parametrize("raw", READ_ONLY)
+@pytest.mark.parametrize("variable", ["ML_ASSETS_STORAGE_ROOT", "ML_ASSETS_CACHE_DIR"])
+def test_a_store_fsspec_only_reads_is_refused_naming_the_writable_ones(variable, raw, monkeypatch):
+    monkeypatch.setenv(variable, raw)
+    (setting,) = [s for s in settings.ALL if s.variable == variable]
+    with pytest.raises(settings.SettingError) as error:
+        setting.value()
+    assert str(error.value) == f"{variable}={raw!r} is not allowed: expected {settings.ALLOWED_LOCATION}"
+    assert "one of s3://, s3a://, gs://, gcs://, file://, local:// (" in settings.ALLOWED_LOCATION
 
 
 def test_a_source_that_is_a_file_is_refused(tmp_path, monkeypatch):

@@ -39,6 +39,9 @@ from ml_assets.core.credentials import S3_SCHEMES, split_userinfo
 from ml_assets.core.errors import chain
 
 LOCAL_PROTOCOLS = ("", "file", "local")
+# Where values can be stored (docs/deployment.md): a local folder, S3 (s3fs) and Google Cloud Storage (gcsfs). fsspec
+# knows other protocols, but they only read (https://, zip://, github://) or live in one process (memory://).
+WRITABLE_PROTOCOLS = (*S3_SCHEMES, "gs", "gcs", *LOCAL_PROTOCOLS[1:])
 
 
 class CredentialsNotTaken(ValueError):
