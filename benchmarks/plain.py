@@ -91,7 +91,8 @@ def train_and_register(frame, params: dict, month: str, threads: int, lock: Path
         tracking.log_pngs(draw(figures))
 
     def against(champion):
-        return gate_model(frame, metrics["rmse"], metrics["baseline_rmse"], CHAMPION_TOLERANCE, champion)
+        rmse, baseline = metrics["rmse"], metrics["baseline_rmse"]
+        return gate_model(frame, rmse, baseline, CHAMPION_TOLERANCE, champion, scored_on=trained.test_rows)
 
     tracking.publish(logged["model_uri"], against, {tracking.PARTITION_TAG: month}, lock)
     return metrics

@@ -111,3 +111,53 @@ def test_a_champion_tested_on_a_later_month_is_not_scored_as_a_test_on_an_earlie
     assert "champion_rmse" not in latest_metadata(instance, "trained_model", "2021-02")
     assert "was tested on 2021-03, after this model's month 2021-02" in check_result(again).metadata["reason"].value
     assert champion_version(dagster_home) == "1"
+
+
+def run_gate_alone(instance, month: str):
+    """model_gate of `month` in a run of its own, as the UI's "Execute" on the check starts it."""
+    from dagster import AssetCheckKey, AssetKey, AssetSelection, Definitions, define_asset_job
+
+    from ml_assets.definitions import all_asset_checks, all_assets
+    from ml_assets.resources import build_resources
+
+    gate = AssetSelection.checks(AssetCheckKey(AssetKey("trained_model"), "model_gate"))
+    defs = Definitions(
+        assets=[*all_assets, *all_asset_checks],
+        resources=build_resources(),
+        jobs=[define_asset_job("gate_alone", selection=gate)],
+    )
+    # Tagged with its month, as a launched run is: Dagster validates a partition key against assets, and it has none.
+    return defs.resolve_job_def("gate_alone").execute_in_process(instance=instance, tags={"dagster/partition": month})
+
+
+@pytest.mark.slow
+def test_a_gate_re_executed_after_the_features_were_rebuilt_compares_no_other_rows(instance, dagster_home, monkeypatch):
+    """trip_features 2021-02 rebuilt from a re-published file after its model trained, then model_gate executed on
+    its own: it compared the model's RMSE on the old test rows with the champion's on the new ones (the champion
+    being that very model, the two RMSEs differed). It now refuses, and says to train the month again."""
+    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "20000")
+    for month in ("2021-01", "2021-02"):
+        materialize_month(instance, month, ["raw_trips", "cleaned_trips"], run_config=FAST_CONFIG)
+    first = materialize_month(
+        instance, "2021-02", ["trip_features", "best_params", "trained_model"], run_config=FAST_CONFIG
+    )
+    assert check_result(first).passed and champion_version(dagster_home) == "1"
+
+    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "18000")  # 2021-02 re-published: other trips
+    materialize_month(instance, "2021-02", ["raw_trips", "cleaned_trips", "trip_features"], run_config=FAST_CONFIG)
+    alone = check_result(run_gate_alone(instance, "2021-02"))
+    published = {key: value.value for key, value in alone.metadata.items()}
+    assert not alone.passed, published
+    assert (
+        "trained on another version of 2021-02's features (rebuilt since); materialize trained_model 2021-02 again"
+        in published["reason"]
+    ), published
+    assert (published["alias"], champion_version(dagster_home)) == ("challenger", "1")
+
+    # Trained on the features it is judged on, the month's model is compared like with like again.
+    again = materialize_month(instance, "2021-02", ["trained_model"], run_config=FAST_CONFIG)
+    assert check_result(again).passed
+    assert champion_version(dagster_home) == "3"
+    # Executed on its own on the features it was trained on, the gate scores the champion (the same model) there.
+    alone = check_result(run_gate_alone(instance, "2021-02"))
+    assert alone.passed and alone.metadata["champion_rmse"].value == pytest.approx(alone.metadata["rmse"].value, 1e-3)

@@ -143,7 +143,8 @@ def test_a_model_the_champion_cannot_be_compared_with_does_not_replace_it(months
     data = design_matrices(rich)
     champion = (SimpleNamespace(version="9", tags={}), fit(data, {"max_depth": 2}, num_boost_round=5), data.encoder)
     course = build_features({"2021-01": months["2021-01"]}, months["2021-02"], "2021-02", feature_set="course")
-    verdict = gate_model(course, rmse=1.0, baseline=baseline_rmse(course), tolerance=0.02, champion=champion)
+    scored_on = features.digest_of_test_rows(course)
+    verdict = gate_model(course, 1.0, baseline_rmse(course), 0.02, champion, scored_on=scored_on)
     assert not verdict.passed and verdict.champion_version == "9"
     assert "the champion (version 9, rich features) cannot be scored on this month's course features" in verdict.reason
 
@@ -154,11 +155,12 @@ def test_a_model_of_an_earlier_month_than_the_champion_s_does_not_replace_it(ric
     data = design_matrices(rich)
     booster = fit(data, {"max_depth": 2}, num_boost_round=5)
     later = (SimpleNamespace(version="7", tags={"partition": "2021-04"}), booster, data.encoder)
-    verdict = gate_model(rich, rmse=1.0, baseline=baseline_rmse(rich), tolerance=0.02, champion=later)
+    scored_on = features.digest_of_test_rows(rich)
+    verdict = gate_model(rich, 1.0, baseline_rmse(rich), 0.02, later, scored_on=scored_on)
     assert not verdict.passed and verdict.champion_version == "7"
     assert "the champion (version 7) was tested on 2021-04, after this model's month 2021-02" in verdict.reason
     same_month = (SimpleNamespace(version="7", tags={"partition": "2021-02"}), booster, data.encoder)
-    assert gate_model(rich, 1.0, baseline_rmse(rich), 0.02, same_month).passed  # a month trained again
+    assert gate_model(rich, 1.0, baseline_rmse(rich), 0.02, same_month, scored_on=scored_on).passed  # trained again
 
 
 def test_an_interrupt_while_the_matrix_is_built_is_raised_as_it_came(rich):

@@ -258,6 +258,7 @@ def trained_model(
             "refit": trained.refitted,
             "xgboost_threads": threads,
             "raw_sha256": MetadataValue.json(lineage["raw_sha256"]),
+            "test_rows_digest": trained.test_rows,  # the rows model_gate must find to judge it
             "mlflow_run_id": logged["run_id"],
             "mlflow_model_uri": logged["model_uri"],
             "mlflow_run": ui_metadata.mlflow_run_link(mlflow.ui_url, logged["experiment_id"], logged["run_id"]),

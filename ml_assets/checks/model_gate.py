@@ -4,7 +4,8 @@ A check, not part of the asset: it runs only after trained_model's value is stor
 so the `champion` alias (what predictions and every user of the registry load) only ever moves to
 a model Dagster recorded, and never to one that a newer model of its month superseded. It is
 blocking so that predictions in the same run wait for it; a model that does not pass is registered
-as `challenger`, a WARN that blocks nothing.
+as `challenger`, a WARN that blocks nothing. The RMSE trained_model recorded is judged only on the test rows it
+was scored on: after the month's features were rebuilt, the check refuses (core.gate.gate_model says why).
 """
 
 import pandas as pd
@@ -55,8 +56,10 @@ def _model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_fe
         # Read under the publishing lock, as the champion is: the month's newest model when this one is judged.
         newest = (latest_metadata(context.instance, TRAINED_MODEL, month) or {}).get("mlflow_run_id")
         newer_run = None if newest in (None, model["mlflow_run_id"]) else newest
-        rmse, baseline = model["rmse"], model["baseline_rmse"]
-        return gate_model(trip_features, rmse, baseline, config.champion_tolerance, champion, newer_run)
+        rmse, baseline, scored_on = model["rmse"], model["baseline_rmse"], model.get("test_rows_digest")
+        return gate_model(
+            trip_features, rmse, baseline, config.champion_tolerance, champion, newer_run, scored_on=scored_on
+        )
 
     tags = {tracking.PARTITION_TAG: month, tracking.DAGSTER_RUN_TAG: run_id}
     published = tracking.publish(model["mlflow_model_uri"], against, tags, mlflow.lock)

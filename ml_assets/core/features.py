@@ -23,6 +23,7 @@ slice of it: the model reads its columns without a copy.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -244,6 +245,15 @@ def split_rows(frame: pd.DataFrame, *splits: str) -> pd.DataFrame:
     if len(where) and where[-1] - where[0] + 1 == len(where):
         return frame.iloc[where[0] : where[-1] + 1]
     return frame[rows]
+
+
+def digest_of_test_rows(frame: pd.DataFrame) -> str:
+    """A short hash of the frame's test rows, their columns and values but not their index: which version of the
+    month's rows a model was scored on, told from those of the month's features rebuilt since (core.gate)."""
+    rows = split_rows(frame, TEST)
+    digest = hashlib.sha256("\0".join(map(str, rows.columns)).encode())
+    digest.update(pd.util.hash_pandas_object(rows, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass

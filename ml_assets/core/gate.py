@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ml_assets.core import frame_parts
+from ml_assets.core.features import digest_of_test_rows
 from ml_assets.core.rules import percent
 from ml_assets.core.tracking import PARTITION_TAG
 from ml_assets.core.training import NotComparable, champion_rmse
@@ -53,13 +54,32 @@ def tested_after(month: str | None, champion) -> str | None:
 
 
 def gate_model(
-    frame: pd.DataFrame, rmse: float, baseline: float, tolerance: float, champion, newer_run: str | None = None
+    frame: pd.DataFrame,
+    rmse: float,
+    baseline: float,
+    tolerance: float,
+    champion,
+    newer_run: str | None = None,
+    *,
+    scored_on: str | None,
 ) -> GateResult:
     """Judge a model against the baseline and against `champion` evaluated on the frame's test month (`compare`).
     A model of a month before the champion's test month, or one the champion could not be compared with (another
-    feature set's), does not replace it."""
+    feature set's), does not replace it.
+
+    `rmse` and `baseline` were scored when the model trained, on the test rows `scored_on` (`digest_of_test_rows`;
+    None: not recorded). A frame with other test rows (the month's features rebuilt since, the gate executed on its
+    own) is refused, not scored again: the model is then one of superseded features (stale in Dagster), and only its
+    retraining keeps the RMSE, baseline and plots Dagster recorded for it the ones it is judged by."""
     version = None if champion is None else str(champion[0].version)
     month = frame_parts.attrs(frame).get("test_month")
+    if scored_on != digest_of_test_rows(frame):
+        reason = (
+            f"the model was scored on other test rows of {month} than trip_features {month} holds now: it was trained "
+            f"on another version of {month}'s features (rebuilt since); materialize trained_model {month} again to "
+            "judge a model of these"
+        )
+        return GateResult(False, reason, None, version)
     if champion_month := tested_after(month, champion):
         reason = (
             f"the champion (version {version}) was tested on {champion_month}, after this model's month {month}: "

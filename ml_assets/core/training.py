@@ -20,6 +20,7 @@ from ml_assets.core.features import (
     DesignMatrices,
     course_matrix,
     course_vocabulary,
+    digest_of_test_rows,
     fit_encoder,
     split_rows,
     transform,
@@ -80,6 +81,7 @@ class TrainedModel:
     model: object
     data: DesignMatrices
     predicted: np.ndarray  # on the test month
+    test_rows: str  # which test rows it was scored on (features.digest_of_test_rows): model_gate judges it on no others
     metrics: dict[str, float]  # rmse, mae, valid_rmse, baseline_rmse, and champion_rmse when there is a champion
     refitted: bool  # trained again on train + holdout with the rounds early stopping chose
     # Rounds the first, early-stopped training ran: a rebuild that runs as many stops at the same best round,
@@ -156,4 +158,4 @@ def train_and_evaluate(
         fitted = model.best_trees(fitted)
     predicted = model.predict(fitted, data.X[TEST])
     metrics = {**regression_metrics(data.y[TEST], predicted), **metrics}
-    return TrainedModel(fitted, data, predicted, metrics, refit, ran)
+    return TrainedModel(fitted, data, predicted, digest_of_test_rows(test), metrics, refit, ran)
