@@ -29,6 +29,7 @@ from ml_assets.automation.schedules import monthly_retrain_schedule
 from ml_assets.automation.sensors import new_month_sensor
 from ml_assets.core import month_plan
 from ml_assets.core.month_plan import dump_cursor, fingerprint_hash, load_cursor
+from ml_assets.core.sources import tlc
 from ml_assets.partitions import monthly_partitions
 from ml_assets.resources import build_resources
 from ml_assets.resources.trip_source import TripSourceResource
@@ -306,6 +307,34 @@ def test_a_month_that_fails_or_answers_late_waits_for_the_next_tick_and_the_othe
         server.always = {}  # both answer again: the next tick requests them
         requests, _, _ = tick(instance, source, result.cursor)
         assert months_of(requests) == ["2021-02", "2021-03"]
+
+
+@pytest.mark.parametrize("request_timeout", [0.3, None], ids=["requests-time-out", "tick-ends-first"])
+def test_months_that_answer_errors_are_named_with_them_when_every_other_month_times_out(
+    request_timeout, instance, tmp_path, monkeypatch
+):
+    """Two months answering 500 while every other one timed out (its requests, or the tick's probing) skipped
+    the tick as if the source were unreachable, naming one month's error; only the others went unanswered."""
+    monkeypatch.setattr(month_plan, "PROBE_SECONDS", 3.0)
+    if request_timeout is not None:
+        monkeypatch.setattr(tlc, "PROBE_TIMEOUT_SECONDS", request_timeout)
+    months = monthly_partitions.get_partition_keys()
+    erroring = months[-2:]  # probed first, newest first
+    with serve_directory(tmp_path) as server:
+        server.always = {f"green_tripdata_{month}.parquet": "hang" for month in months}
+        server.always |= {f"green_tripdata_{month}.parquet": 500 for month in erroring}
+        source = TripSourceResource(kind="tlc", tlc_url=server.url, cache_dir=str(tmp_path / "cache"))
+        requests, cursor, skip = tick(instance, source, dump_cursor({"2021-01": "abc"}))
+    assert requests == [] and load_cursor(cursor) == {"2021-01": "abc"}
+    assert f"no month of tlc {server.url} could be checked" in skip and "is unreachable" not in skip
+    said = dict(part.split(": ", 1) for part in skip.split(": ", 1)[1].split("; "))
+    assert sorted(said) == months
+    for month in erroring:
+        assert said[month] == f"{server.url}/green_tripdata_{month}.parquet unavailable after 2 attempts: HTTP 500"
+    for month in months[:-2]:
+        assert said[month] == "not checked within the tick's 3 s" or (
+            said[month].startswith("unreachable: ") and "timed out" in said[month]
+        ), said[month]
 
 
 def test_a_wrong_tlc_url_where_every_month_answers_403_is_named_not_nothing_new(instance, files, tmp_path):

@@ -56,11 +56,14 @@ def new_month_sensor(context: SensorEvaluationContext, trip_source: TripSourceRe
             f"(cursor kept; the next tick tries again): {exc}"
         )
 
-    if unchecked:
-        context.log.warning(
-            f"{len(unchecked)} month(s) not checked this tick, tried again on the next: "
-            + "; ".join(f"{month}: {why}" for month, why in sorted(unchecked.items()))
+    not_checked = "; ".join(f"{month}: {why}" for month, why in sorted(unchecked.items()))
+    if not fingerprints:
+        return SkipReason(
+            f"no month of {trip_source.label} could be checked, so none was requested (cursor kept; the next tick "
+            f"tries again): {not_checked}"
         )
+    if unchecked:
+        context.log.warning(f"{len(unchecked)} month(s) not checked this tick, tried again on the next: {not_checked}")
     seen = load_cursor(context.cursor)
     first = monthly_partitions.get_first_partition_key()
     warning = absence_warning(fingerprints, seen, first, trip_source.label, source.file_of)

@@ -80,9 +80,11 @@ def probe_months(
 ) -> Probed:
     """`source.probe` for every month, newest first, a few at a time, for at most `seconds` (PROBE_SECONDS).
 
-    A month whose own probe fails (the server answered it with an error) or that was not reached in time is
-    left unchecked, so that one bad or slow month does not hold back the others. A source that cannot be
-    reached at all, or that fails for every month it was asked about, raises the error: the tick is skipped.
+    A month whose own probe fails (the server answered it with an error, or could not be reached for it once
+    another month had answered) or that was not reached in time is left unchecked, so that one bad or slow
+    month does not hold back the others. A source whose first answer is that it cannot be reached, or that
+    fails for every month, raises the error: the tick is skipped. A month that answered with an error is no
+    sign of an unreachable source, whatever the other months did.
     """
     seconds = PROBE_SECONDS if seconds is None else seconds
     months = sorted(months, reverse=True)  # a slow source reaches the newest months, the likely new ones, first
@@ -95,15 +97,18 @@ def probe_months(
             try:
                 fingerprints[month] = future.result()
             except SourceError as error:
-                if is_outage(error):
-                    raise
-                unchecked[month], errors = str(error), [*errors, error]
+                if not is_outage(error):
+                    unchecked[month], errors = str(error), [*errors, error]
+                elif fingerprints or unchecked:
+                    unchecked[month] = f"unreachable: {error}"
+                else:
+                    raise  # nothing answered first: the source cannot be reached, no need to ask for every month
     except TimeoutError:
         late = [month for month in months if month not in fingerprints and month not in unchecked]
         unchecked.update(dict.fromkeys(late, f"not checked within the tick's {seconds:.0f} s"))
     finally:
         pool.shutdown(wait=False, cancel_futures=True)  # a probe still waiting on its server ends on its timeout
-    if errors and not fingerprints:
+    if errors and len(errors) == len(months):
         raise errors[0]
     return Probed(fingerprints, unchecked)
 
