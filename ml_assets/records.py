@@ -4,7 +4,7 @@ are about to materialize, and whether a run's process lives."""
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from dagster import (
@@ -13,12 +13,14 @@ from dagster import (
     AssetRecordsFilter,
     DagsterEventType,
     DagsterInstance,
+    JobDefinition,
     PartitionsDefinition,
     RunRecord,
 )
 
-# Private in Dagster 1.13 (checked against 1.13.27): the filter `DagsterInstance.get_backfills` takes.
-from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+# Private in Dagster 1.13 (checked against 1.13.27): the filter `DagsterInstance.get_backfills` takes, and what it
+# returns.
+from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus, PartitionBackfill
 
 
 def latest_materialization(
@@ -61,26 +63,39 @@ def run_metadata(instance: DagsterInstance, run_id: str, asset: str | AssetKey, 
 
 
 def partitions_in_progress(
-    instance: DagsterInstance, asset: AssetKey, partitions_def: PartitionsDefinition, keys: list[str]
+    instance: DagsterInstance,
+    asset: AssetKey,
+    partitions_def: PartitionsDefinition,
+    keys: list[str],
+    jobs: Iterable[JobDefinition],
 ) -> set[str]:
-    """Which of `keys` of `asset` a run not yet finished (queued or running), or an asset backfill still in
-    progress, is to materialize: Dagster's own `AutomationCondition.in_progress()`, for a sensor.
+    """Which of `keys` of `asset` a run not yet finished (queued or running), or a backfill still in progress, is
+    to materialize: Dagster's own `AutomationCondition.in_progress()`, for a sensor, and backfills of `jobs` (the
+    code location's), which that condition does not look at.
 
-    A backfill's partitions count until it materialized them or they failed, also before it created their
-    runs. (A backfill an older Dagster created keeps its data serialized, readable only with the asset graph:
-    it is not looked at.)
+    An asset backfill's partitions count until it materialized them or they failed, a job backfill's until
+    the daemon launched their runs (then the runs count), so both before their runs exist. (A backfill an older
+    Dagster created keeps its data serialized, readable only with the asset graph: it is not looked at.)
     """
     status = instance.get_status_by_partition(asset, keys, partitions_def) or {}
     pending = {key for key, state in status.items() if state == AssetPartitionStatus.IN_PROGRESS}
+    materializing = {job.name for job in jobs if asset in job.asset_layer.selected_asset_keys}
     for backfill in instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
         data = backfill.asset_backfill_data
-        if data is None:
-            continue
-        left = data.target_subset - data.materialized_subset - data.failed_and_downstream_subset
-        subset = left.partitions_subsets_by_asset_key.get(asset)
-        if subset is not None:
-            pending |= set(subset.get_partition_keys()) & set(keys)
+        if data is not None:
+            left = data.target_subset - data.materialized_subset - data.failed_and_downstream_subset
+            subset = left.partitions_subsets_by_asset_key.get(asset)
+            pending |= set() if subset is None else set(subset.get_partition_keys()) & set(keys)
+        elif backfill.job_name in materializing and asset in (backfill.asset_selection or [asset]):
+            pending |= set(_not_launched(backfill)) & set(keys)
     return pending
+
+
+def _not_launched(backfill: PartitionBackfill) -> list[str]:
+    """The partitions a job backfill has not launched runs for yet: those after its checkpoint, as Dagster's
+    backfill daemon takes them (`get_num_cancelable` counts them)."""
+    names, checkpoint = list(backfill.partition_names or []), backfill.last_submitted_partition_name
+    return names[names.index(checkpoint) + 1 :] if checkpoint in names else names
 
 
 def _plain(metadata: Mapping) -> dict:

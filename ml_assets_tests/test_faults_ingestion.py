@@ -173,7 +173,9 @@ def test_a_bad_training_window_is_named_when_settings_load(variable, raw, allowe
 
 
 def sensor_tick(instance, trip_source: TripSourceResource):
-    context = build_sensor_context(instance=instance, resources={"trip_source": trip_source})
+    from ml_assets.definitions import defs
+
+    context = build_sensor_context(instance=instance, resources={"trip_source": trip_source}, definitions=defs)
     return new_month_sensor(context)
 
 

@@ -73,9 +73,18 @@ def directory_source(folder, tmp_path) -> TripSourceResource:
     return TripSourceResource(kind="directory", directory=str(folder), cache_dir=str(tmp_path / "cache"))
 
 
+def sensor_context(instance, trip_source: TripSourceResource, cursor: str | None = None):
+    """A tick's context, in the code location, as the daemon evaluates it (its jobs are looked at)."""
+    from ml_assets.definitions import defs
+
+    return build_sensor_context(
+        instance=instance, cursor=cursor, resources={"trip_source": trip_source}, definitions=defs
+    )
+
+
 def tick(instance, trip_source: TripSourceResource, cursor: str | None = None):
     """One evaluation: (run requests, the cursor after the tick, skip message or None)."""
-    context = build_sensor_context(instance=instance, cursor=cursor, resources={"trip_source": trip_source})
+    context = sensor_context(instance, trip_source, cursor)
     result = new_month_sensor(context)
     if isinstance(result, SkipReason):
         return [], context.cursor, result.skip_message
@@ -172,6 +181,55 @@ def test_a_month_a_queued_run_or_backfill_will_ingest_is_not_requested_again(ins
     assert months_of(tick(instance, source, cursor)[0]) == ["2021-01", "2021-02"]
 
 
+def job_backfill(instance, job: str, months: list[str], submitted: str | None = None):
+    """A backfill of `job` over `months`, as `dagster job backfill` or the job's page in the UI records it, whose
+    runs the daemon has created up to `submitted`."""
+    import time
+
+    from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+    from dagster._core.remote_origin import (
+        RegisteredCodeLocationOrigin,
+        RemotePartitionSetOrigin,
+        RemoteRepositoryOrigin,
+    )
+
+    repository = RemoteRepositoryOrigin(
+        code_location_origin=RegisteredCodeLocationOrigin(location_name="ml_assets"), repository_name="__repository__"
+    )
+    backfill = PartitionBackfill(
+        backfill_id=f"{job}-backfill",
+        status=BulkActionStatus.REQUESTED,
+        from_failure=False,
+        tags={},
+        backfill_timestamp=time.time(),
+        partition_set_origin=RemotePartitionSetOrigin(
+            repository_origin=repository, partition_set_name=f"{job}_partition_set"
+        ),
+        partition_names=months,
+        last_submitted_partition_name=submitted,
+    )
+    instance.add_backfill(backfill)
+    return backfill
+
+
+def test_the_months_a_job_backfill_has_still_to_launch_are_not_requested(instance, files, tmp_path):
+    """A backfill of the ingest_month job (not of assets) was not looked at: the sensor requested the months it was
+    about to ingest, and they were ingested twice. A backfill of a job that does not ingest holds back nothing."""
+    from dagster._core.execution.backfill import BulkActionStatus
+
+    source = directory_source(files("2021-01", "2021-02", "2021-03", "2022-01"), tmp_path)
+    ingesting = job_backfill(instance, "ingest_month", ["2021-01", "2021-02", "2021-03"], submitted="2021-01")
+    job_backfill(instance, "retrain_month", ["2022-01"])
+    # 2021-01's run was launched and is over, unmaterialized (it failed): the month is the sensor's again.
+    requests, cursor, _ = tick(instance, source)
+    assert months_of(requests) == ["2021-01", "2022-01"]
+    again, cursor, skip = tick(instance, source, cursor)
+    assert again == [] and "queued or running in a run or backfill, not requested: 2021-02, 2021-03" in skip
+
+    instance.update_backfill(ingesting.with_status(BulkActionStatus.CANCELED))
+    assert months_of(tick(instance, source, cursor)[0]) == ["2021-02", "2021-03"]
+
+
 def test_materialized_months_are_not_requested(instance, files, tmp_path):
     folder = files("2021-01", "2021-02", "2021-03")
     report(instance, "raw_trips", "2021-01")  # no size recorded: the current file is adopted
@@ -247,9 +305,7 @@ def test_unreachable_directory_skips_and_keeps_the_cursor(instance, files, tmp_p
     folder = files("2021-01")
     first, cursor, _ = tick(instance, directory_source(folder, tmp_path))
     shutil.rmtree(folder)
-    context = build_sensor_context(
-        instance=instance, cursor=cursor, resources={"trip_source": directory_source(folder, tmp_path)}
-    )
+    context = sensor_context(instance, directory_source(folder, tmp_path), cursor)
     result = new_month_sensor(context)
     assert isinstance(result, SkipReason)
     assert "unreachable" in result.skip_message and str(folder) in result.skip_message
@@ -278,7 +334,7 @@ def test_tlc_source_over_http(instance, files, tmp_path):
         assert load_cursor(cursor)["2021-02"] != fingerprints["2021-02"]
 
     # The server is gone: the tick is skipped quickly, the cursor kept.
-    context = build_sensor_context(instance=instance, cursor=cursor, resources={"trip_source": source})
+    context = sensor_context(instance, source, cursor)
     result = new_month_sensor(context)
     assert isinstance(result, SkipReason) and "unreachable" in result.skip_message
     assert context.cursor == cursor
@@ -294,7 +350,7 @@ def test_a_month_that_fails_or_answers_late_waits_for_the_next_tick_and_the_othe
     with serve_directory(folder) as server:
         server.always = {"green_tripdata_2021-02.parquet": 500, "green_tripdata_2021-03.parquet": "hang"}
         source = TripSourceResource(kind="tlc", tlc_url=server.url, cache_dir=str(tmp_path / "cache"))
-        context = build_sensor_context(instance=instance, resources={"trip_source": source})
+        context = sensor_context(instance, source)
         context.log.addHandler(caplog.handler)  # a tick's log is a logger of its own, not under the root one
         result = new_month_sensor(context)
         assert months_of(result.run_requests) == ["2021-01"]
@@ -374,7 +430,7 @@ def test_a_month_found_published_that_then_answers_403_is_warned_about(instance,
         )
 
         files("2021-03")  # a new month still goes ahead, with the warning in the tick's log
-        context = build_sensor_context(instance=instance, cursor=after, resources={"trip_source": source})
+        context = sensor_context(instance, source, after)
         context.log.addHandler(caplog.handler)
         assert months_of(new_month_sensor(context).run_requests) == ["2021-03"]
         assert any("no longer publishes 2021-01" in record.getMessage() for record in caplog.records)

@@ -74,7 +74,9 @@ def new_month_sensor(context: SensorEvaluationContext, trip_source: TripSourceRe
         seen,
         context.instance.get_materialized_partitions(RAW_TRIPS),
         _recorded_size(context.instance),
-        partitions_in_progress(context.instance, RAW_TRIPS, monthly_partitions, months),
+        partitions_in_progress(
+            context.instance, RAW_TRIPS, monthly_partitions, months, context.repository_def.get_all_jobs()
+        ),
     )
     chosen, waiting = plan.due[:limit], plan.due[limit:]
     cursor = dict(plan.cursor)
