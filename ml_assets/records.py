@@ -13,9 +13,11 @@ from dagster import (
     AssetRecordsFilter,
     DagsterEventType,
     DagsterInstance,
+    DagsterRunStatus,
     JobDefinition,
     PartitionsDefinition,
     RunRecord,
+    RunsFilter,
 )
 
 # Private in Dagster 1.13 (checked against 1.13.27): the filter `DagsterInstance.get_backfills` takes, and what it
@@ -70,8 +72,9 @@ def partitions_in_progress(
     jobs: Iterable[JobDefinition],
 ) -> set[str]:
     """Which of `keys` of `asset` a run not yet finished (queued or running), or a backfill still in progress, is
-    to materialize: Dagster's own `AutomationCondition.in_progress()`, for a sensor, and backfills of `jobs` (the
-    code location's), which that condition does not look at.
+    to materialize: Dagster's own `AutomationCondition.in_progress()`, for a sensor, and what that condition does
+    not look at: backfills of `jobs` (the code location's), and the months of a range `make backfill` has yet to
+    reach (RANGE_TAG).
 
     An asset backfill's partitions count until it materialized them or they failed, a job backfill's until
     the daemon launched their runs (then the runs count), so both before their runs exist. (A backfill an older
@@ -79,6 +82,9 @@ def partitions_in_progress(
     """
     status = instance.get_status_by_partition(asset, keys, partitions_def) or {}
     pending = {key for key, state in status.items() if state == AssetPartitionStatus.IN_PROGRESS}
+    for run in instance.get_runs(RunsFilter(statuses=UNFINISHED)):
+        month, last = run.tags.get("dagster/partition"), run.tags.get(RANGE_TAG, "").partition("..")[2]
+        pending |= {key for key in keys if month and month < key <= last}
     materializing = {job.name for job in jobs if asset in job.asset_layer.selected_asset_keys}
     for backfill in instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
         data = backfill.asset_backfill_data
@@ -104,6 +110,11 @@ def _plain(metadata: Mapping) -> dict:
 
 
 PROCESS_TAG = "ml_assets/pid"  # the process that runs a run started in a process of this machine (`make run`)
+# `FIRST..LAST` on every run of one `make backfill`, which runs its range month by month: while one of them is
+# unfinished, the months after its own up to LAST are still to come. (Between two months, for the moment the
+# runner takes to create the next run, none is unfinished.)
+RANGE_TAG = "ml_assets/range"
+UNFINISHED = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]  # a runner's run
 
 
 def _started_at(pid: int) -> float | None:

@@ -230,6 +230,37 @@ def test_the_months_a_job_backfill_has_still_to_launch_are_not_requested(instanc
     assert months_of(tick(instance, source, cursor)[0]) == ["2021-02", "2021-03"]
 
 
+def test_the_months_a_running_make_backfill_has_not_reached_are_not_requested(instance, files, tmp_path, monkeypatch):
+    """`make backfill` runs a range month by month, so only the month it was at showed as in progress: the sensor
+    requested the months after it, which the range then ingested again."""
+    import logging
+
+    from dagster import LoggerDefinition
+
+    from ml_assets.runner.runs import RunFailed, run
+
+    source = directory_source(files("2021-01", "2021-02", "2021-03"), tmp_path)
+    (tmp_path / "unpublished").mkdir()  # the runner's own source has no month: its first run fails
+    monkeypatch.setenv(settings.SOURCE.variable, str(tmp_path / "unpublished"))
+    during = []
+
+    class TickOnce(logging.Handler):
+        def emit(self, record):
+            if not during:
+                during.append(tick(instance, source))
+
+    def make(_context):
+        logger = logging.Logger("tick_once")
+        logger.addHandler(TickOnce())
+        return logger
+
+    with pytest.raises(RunFailed):
+        run("2021-01", "2021-03", instance, loggers={"tick_once": LoggerDefinition(make)})
+    ((requests, _, skip),) = during
+    assert requests == [] and "queued or running in a run or backfill, not requested: 2021-01, 2021-02, 2021-03" in skip
+    assert months_of(tick(instance, source)[0]) == ["2021-01", "2021-02", "2021-03"]  # the range stopped there
+
+
 def test_materialized_months_are_not_requested(instance, files, tmp_path):
     folder = files("2021-01", "2021-02", "2021-03")
     report(instance, "raw_trips", "2021-01")  # no size recorded: the current file is adopted

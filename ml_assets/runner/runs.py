@@ -14,7 +14,6 @@ import dagster
 from dagster import (
     AssetKey,
     DagsterInstance,
-    DagsterRunStatus,
     Definitions,
     ExecuteInProcessResult,
     JobDefinition,
@@ -32,13 +31,12 @@ from ml_assets.core.months import month_range, shift_month
 from ml_assets.definitions import all_asset_checks, all_assets
 from ml_assets.keys import CLEANED_TRIPS, RAW_TRIPS, TRAINED_MODEL
 from ml_assets.partitions import monthly_partitions, window_months
-from ml_assets.records import PROCESS_TAG, run_or_latest_metadata, run_process_alive
+from ml_assets.records import PROCESS_TAG, RANGE_TAG, UNFINISHED, run_or_latest_metadata, run_process_alive
 from ml_assets.resources import build_resources
 from ml_assets.runner.console import first_line
 
 INGESTION = [RAW_TRIPS, CLEANED_TRIPS]
 JOB = "ml_assets_runner"
-UNFINISHED = [DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 
 
 class RunFailed(RuntimeError):
@@ -59,12 +57,13 @@ def materialize_month(
     run_config: dict | None = None,
     raise_on_error: bool = True,
     loggers: dict[str, LoggerDefinition] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> ExecuteInProcessResult:
     """One run for `month` of `selection` (asset keys or names; default all) with their checks, as in the UI.
 
     `run_config["ops"]` may configure ops outside the selection (one config for every run); those
     are left out. Resources are built from the environment at call time, not at import. `loggers`
-    replace Dagster's console logger (a run starts only the loggers its run config names).
+    replace Dagster's console logger (a run starts only the loggers its run config names). `tags` go on the run.
     """
     config = {**(run_config or {}), "loggers": {name: {} for name in loggers or {}}}
     if selection is not None:
@@ -79,11 +78,16 @@ def materialize_month(
         loggers=loggers,
         jobs=[define_asset_job(JOB, selection=selection)],
     )
-    return execute_in_process(defs.resolve_job_def(JOB), config, instance, month, raise_on_error)
+    return execute_in_process(defs.resolve_job_def(JOB), config, instance, month, raise_on_error, tags)
 
 
 def execute_in_process(
-    job: JobDefinition, run_config: dict, instance: DagsterInstance, month: str, raise_on_error: bool
+    job: JobDefinition,
+    run_config: dict,
+    instance: DagsterInstance,
+    month: str,
+    raise_on_error: bool,
+    tags: dict[str, str] | None = None,
 ) -> ExecuteInProcessResult:
     """`job.execute_in_process` without its output capture, which keeps every step's value in memory until the
     run ends, for `result.output_value()`, which nothing here reads: a 10 M-trip feature frame would stay
@@ -104,7 +108,7 @@ def execute_in_process(
         run_tags=merge_run_tags(
             job_def=job,
             partition_key=month,
-            tags={PROCESS_TAG: str(os.getpid())},
+            tags={**(tags or {}), PROCESS_TAG: str(os.getpid())},
             asset_selection=[],
             instance=instance,
             run_config=run_config,
@@ -130,8 +134,9 @@ def _materialize_or_fail(
     selection: list[AssetKey] | None,
     run_config: dict | None,
     loggers: dict[str, LoggerDefinition] | None,
+    tags: dict[str, str],
 ) -> ExecuteInProcessResult:
-    result = materialize_month(instance, month, selection, run_config, raise_on_error=False, loggers=loggers)
+    result = materialize_month(instance, month, selection, run_config, raise_on_error=False, loggers=loggers, tags=tags)
     failures = [
         f"{event.step_key} {month}: {first_line(event.step_failure_data.error)}"
         for event in result.all_events
@@ -170,10 +175,12 @@ def run(
     metadata and what `model_gate` published (model name, version, alias, registry link). A training
     month recorded as materialized whose stored value is missing is printed, then materialized again.
     A range from the first partition ingests that month only, as automation does: no earlier month to
-    train on (a run of that month alone fails saying so)."""
+    train on (a run of that month alone fails saying so). Every run of a range carries RANGE_TAG, so that the
+    months it has yet to reach show as in progress, and a sensor leaves them to it."""
+    tags = {RANGE_TAG: f"{first}..{last}"} if last > first else {}
     if first == monthly_partitions.get_first_partition_key() and last > first:
         print(f"{first} is the first partition, with no earlier month to train on: ingested only", flush=True)
-        _materialize_or_fail(instance, first, INGESTION, run_config, loggers)
+        _materialize_or_fail(instance, first, INGESTION, run_config, loggers, tags)
         first = shift_month(first, 1)
     earlier_months = set(window_months(first)) - {first}
     recorded = earlier_months & instance.get_materialized_partitions(CLEANED_TRIPS)
@@ -185,10 +192,10 @@ def run(
             flush=True,
         )
     for earlier in sorted((earlier_months - recorded) | set(missing)):
-        _materialize_or_fail(instance, earlier, INGESTION, run_config, loggers)
+        _materialize_or_fail(instance, earlier, INGESTION, run_config, loggers, tags)
     models = {}
     for month in month_range(first, last):
-        result = _materialize_or_fail(instance, month, None, run_config, loggers)
+        result = _materialize_or_fail(instance, month, None, run_config, loggers, tags)
         (gate,) = [check for check in result.get_asset_check_evaluations() if check.check_name == MODEL_GATE]
         published = {key: value.value for key, value in gate.metadata.items()}
         models[month] = {**run_or_latest_metadata(instance, result.run_id, TRAINED_MODEL, month), **published}
