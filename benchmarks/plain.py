@@ -26,7 +26,6 @@ from ml_assets.core import drift, model, plots, rules, tracking
 from ml_assets.core.cleaning import clean_trips
 from ml_assets.core.features import TEST, TRAIN, VALID, build_features, derive_features, design_matrices, transform
 from ml_assets.core.gate import CHAMPION_TOLERANCE, gate_model
-from ml_assets.core.locks import store_lock
 from ml_assets.core.model import usable_cores
 from ml_assets.core.months import shift_month
 from ml_assets.core.schema import DURATION
@@ -55,19 +54,17 @@ def timed(stages: dict, name: str):
     stages[name] = time.perf_counter() - start
 
 
-def start_tracking(state: Path) -> Path:
-    """A fresh sqlite MLflow store, set up as the mlflow resource sets it up; returns its lock."""
+def start_tracking(state: Path) -> None:
+    """A fresh sqlite MLflow store, set up as the mlflow resource sets it up."""
     import mlflow
 
     uri = f"sqlite:///{state / 'mlflow.db'}"
-    lock = store_lock(uri, state)
-    tracking.ensure_experiment(uri, EXPERIMENT, lock)
+    tracking.ensure_experiment(uri, EXPERIMENT)
     mlflow.set_tracking_uri(uri)
     mlflow.set_experiment(EXPERIMENT)
-    return lock
 
 
-def train_and_register(frame, params: dict, month: str, threads: int, lock: Path) -> dict:
+def train_and_register(frame, params: dict, month: str, threads: int) -> dict:
     """trained_model and model_gate: train, evaluate, log, then judge, register and move the alias."""
     import mlflow
 
@@ -94,7 +91,7 @@ def train_and_register(frame, params: dict, month: str, threads: int, lock: Path
         rmse, baseline = metrics["rmse"], metrics["baseline_rmse"]
         return gate_model(frame, rmse, baseline, CHAMPION_TOLERANCE, champion, scored_on=trained.test_rows)
 
-    tracking.publish(logged["model_uri"], against, {tracking.PARTITION_TAG: month}, lock)
+    tracking.publish(logged["model_uri"], against, {tracking.PARTITION_TAG: month})
     return metrics
 
 
@@ -145,7 +142,8 @@ def main() -> None:
         )
         draw(plots.study_plots(tuned.study))
     with timed(stages, "trained_model"):
-        metrics = train_and_register(frame, tuned.params, month, threads, start_tracking(state))
+        start_tracking(state)
+        metrics = train_and_register(frame, tuned.params, month, threads)
     with timed(stages, "trip_duration_predictions"):
         predictions_rmse = score_with_champion(trips.trips)
     with open(args.out, "w") as out:

@@ -21,3 +21,8 @@ QUEUES = {
     "monitoring": "train",
 }
 INGESTION, FEATURES, TRAINING, PREDICTION, MONITORING = QUEUES  # the group names
+
+# Dagster's concurrency pool of the steps that may move MLflow's `champion` alias (model_gate, and the steps
+# that put back an unrecorded champion before using it). Its one slot (dagster.yaml `concurrency:`) is kept in
+# the instance's database, which every process of a deployment shares, on whatever machine it runs.
+CHAMPION_POOL = "mlflow_champion"

@@ -164,14 +164,14 @@ def run_process_alive(instance: DagsterInstance, run_id: str) -> bool:
     return started is None or started <= seen + 1  # to within the second that `_started_at` allows
 
 
-def run_is_over(instance: DagsterInstance, run_id: str, check_process: bool) -> bool:
-    """Whether a run of this instance is over: finished, or (`check_process`) its process is gone.
-
-    A process is looked for on this machine only, so only where the run is known to have run here.
-    False for a run this instance does not know: another instance's, on a shared MLflow server.
+def run_is_alive(instance: DagsterInstance, run_id: str) -> bool:
+    """Whether a run may still be writing: not finished (a run whose worker died is failed by run monitoring,
+    or a runner's by the next runner, `fail_dead_runs`). Judged by the instance, which every machine of a
+    deployment shares; a process is never looked for here, where another worker's run has none. True for a
+    run this instance does not know: another instance's, on a shared MLflow server.
     """
     run = instance.get_run_by_id(run_id)
-    return run is not None and (run.is_finished or (check_process and not run_process_alive(instance, run_id)))
+    return run is None or not run.is_finished
 
 
 def check_evaluations(instance: DagsterInstance, run_id: str, check_name: str) -> list[dict]:

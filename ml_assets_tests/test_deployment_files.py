@@ -341,9 +341,11 @@ def test_helm_values_run_the_code_location_as_the_instance_does():
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     daemon = values["dagsterDaemon"]
     queue = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]
-    assert queue["maxConcurrentRuns"] == instance["run_coordinator"]["config"]["max_concurrent_runs"]
-    assert queue["tagConcurrencyLimits"] == instance["run_coordinator"]["config"]["tag_concurrency_limits"]
     assert queue["dequeueIntervalSeconds"] == instance["run_coordinator"]["config"]["dequeue_interval_seconds"]
+    runs, pools = values["concurrency"]["runs"], values["concurrency"]["pools"]
+    assert runs["maxConcurrentRuns"] == instance["concurrency"]["runs"]["max_concurrent_runs"]
+    assert runs["tagConcurrencyLimits"] == instance["concurrency"]["runs"]["tag_concurrency_limits"]
+    assert pools["defaultLimit"] == instance["concurrency"]["pools"]["default_limit"]
     assert daemon["runMonitoring"]["enabled"] and daemon["runRetries"]["enabled"]
     assert daemon["runMonitoring"]["maxRuntimeSeconds"] == instance["run_monitoring"]["max_runtime_seconds"]
     assert daemon["runRetries"]["maxRetries"] == instance["run_retries"]["max_retries"]

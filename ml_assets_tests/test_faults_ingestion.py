@@ -354,10 +354,10 @@ def test_a_copied_home_writes_mlflow_artifacts_into_the_copy(tmp_path):
     from ml_assets.core.tracking import ensure_experiment
 
     (tmp_path / "old").mkdir()
-    ensure_experiment(f"sqlite:///{tmp_path / 'old' / 'mlflow.db'}", "trip_duration", tmp_path / "old" / "lock")
+    ensure_experiment(f"sqlite:///{tmp_path / 'old' / 'mlflow.db'}", "trip_duration")
     shutil.copytree(tmp_path / "old", tmp_path / "copy")
     copy = f"sqlite:///{tmp_path / 'copy' / 'mlflow.db'}"
-    ensure_experiment(copy, "trip_duration", tmp_path / "copy" / "lock")
+    ensure_experiment(copy, "trip_duration")
     client = mlflow.MlflowClient(copy)
     assert (
         client.get_experiment_by_name("trip_duration").artifact_location == (tmp_path / "copy" / "mlartifacts").as_uri()

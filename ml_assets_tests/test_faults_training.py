@@ -11,15 +11,18 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import uuid
 from pathlib import Path
 
 import mlflow
 import optuna
 import pytest
-from dagster import AssetKey, DagsterEventType, DagsterRunStatus, RunsFilter
+from dagster import AssetKey, DagsterEvent, DagsterEventType, DagsterRun, DagsterRunStatus, RunsFilter
 
 from ml_assets.core import tracking, tuning
+from ml_assets.keys import CHAMPION_POOL
 from ml_assets.records import check_evaluations, latest_materialization, run_metadata
 from ml_assets.runner.runs import materialize_month
 from ml_assets_tests import forked
@@ -296,6 +299,62 @@ def test_two_runs_of_one_month_at_once_leave_one_champion(ingested, dagster_home
     (superseded,) = [v for v in versions if v.tags["alias_at_registration"] == tracking.CHALLENGER]
     (gate,) = check_evaluations(ingested, superseded.tags[tracking.DAGSTER_RUN_TAG], "model_gate")
     assert gate["reason"] == f"a newer model of this month was recorded meanwhile (MLflow run {champion.run_id})"
+
+
+@pytest.mark.process
+def test_the_champion_moves_only_while_no_step_of_another_machine_may_move_it(ingested, dagster_home, monkeypatch):
+    """model_gate of another machine (a Celery worker, a run pod of the same instance) holds the champion pool:
+    this run publishes only once that step has given its slot back. The lock file under $DAGSTER_HOME/ml_assets
+    held on one machine only, so both judged the same champion and both moved the alias."""
+    storage = ingested.event_log_storage
+    storage.initialize_concurrency_limit_to_default(CHAMPION_POOL)
+    assert storage.get_concurrency_info(CHAMPION_POOL).slot_count == 1  # dagster.yaml's limit
+    other = ("run-of-another-machine", "trained_model_model_gate")
+    assert storage.claim_concurrency_slot(CHAMPION_POOL, *other).is_claimed
+    holders_at_publishing, ended = [], threading.Event()
+
+    def publishing(*args, **kwargs):
+        holders_at_publishing.append(storage.get_concurrency_info(CHAMPION_POOL).active_run_ids)
+        return publish(*args, **kwargs)
+
+    def free_once_waited_for():  # the other step ends once one of this run's waits for it
+        while not storage.get_concurrency_info(CHAMPION_POOL).pending_step_count and not ended.wait(0.2):
+            pass
+        storage.free_concurrency_slot_for_step(*other)
+
+    publish = tracking.publish
+    monkeypatch.setattr(tracking, "publish", publishing)
+    freeing = threading.Thread(target=free_once_waited_for)
+    freeing.start()
+    try:
+        result = materialize_month(ingested, MONTH, run_config=FAST_CONFIG)
+    finally:
+        ended.set()
+        freeing.join()
+    assert holders_at_publishing == [{result.run_id}]  # this run's model_gate alone
+    assert_champion_was_recorded(ingested, dagster_home)
+
+
+@pytest.mark.process
+def test_a_run_of_the_month_on_another_machine_keeps_its_mlflow_run(ingested, dagster_home):
+    """A run of the month that a daemon started on another worker trains, its MLflow run RUNNING, in a process
+    this machine does not have: trained_model here judged it dead by this machine's pids and marked its MLflow
+    run FAILED. Now its Dagster run decides, as every machine sees it: STARTED, so still written to."""
+    elsewhere = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # no process here has it
+    other = ingested.add_run(DagsterRun(job_name="__ASSET_JOB", run_id=str(uuid.uuid4())))
+    ingested.report_dagster_event(
+        DagsterEvent(DagsterEventType.RUN_START.value, job_name=other.job_name, pid=elsewhere), other.run_id
+    )
+    assert ingested.get_run_by_id(other.run_id).status == DagsterRunStatus.STARTED
+    store = client(dagster_home)
+    artifacts = (dagster_home / "ml_assets" / "mlartifacts").resolve().as_uri()  # as the mlflow resource sets it
+    experiment = store.create_experiment("trip_duration", artifact_location=artifacts)
+    training = store.create_run(
+        experiment, tags={tracking.DAGSTER_RUN_TAG: other.run_id, tracking.PARTITION_TAG: MONTH}
+    )
+
+    assert materialize_month(ingested, MONTH, ["trip_features", "best_params", "trained_model"], FAST_CONFIG).success
+    assert store.get_run(training.info.run_id).info.status == "RUNNING"
 
 
 @pytest.mark.slow

@@ -716,7 +716,7 @@ def test_every_training_run_carries_the_tag_the_run_queue_limits_to_one():
     from ml_assets.automation.jobs import TRAINING_TAG
     from ml_assets.definitions import defs
 
-    limits = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())["run_coordinator"]["config"]
+    limits = yaml.safe_load((ROOT / "deploy" / "dagster.yaml").read_text())["concurrency"]["runs"]
     (limit,) = [rule for rule in limits["tag_concurrency_limits"] if rule["key"] == TRAINING_TAG[0]]
     assert (limit["value"], limit["limit"]) == (TRAINING_TAG[1], 1)
     sensor = defs.get_repository_def().get_sensor_def("training_automation_sensor")

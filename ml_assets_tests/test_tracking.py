@@ -40,14 +40,14 @@ def passes(champion) -> GateResult:
     return GateResult(True, "", None, None if champion is None else str(champion[0].version))
 
 
-def published(month: str, tmp_path: Path) -> str:
-    return tracking.publish(logged_model(month), passes, {tracking.PARTITION_TAG: month}, tmp_path / "lock").version
+def published(month: str) -> str:
+    return tracking.publish(logged_model(month), passes, {tracking.PARTITION_TAG: month}).version
 
 
-def test_an_interrupt_once_the_alias_moved_puts_champion_back_and_deletes_the_version(registry, tmp_path, monkeypatch):
+def test_an_interrupt_once_the_alias_moved_puts_champion_back_and_deletes_the_version(registry, monkeypatch):
     """Ctrl-C (or an answer that timed out) right after MLflow committed the alias: the alias had gone with
     the deleted version, and the next model was judged as if there had never been a champion."""
-    assert published("2021-02", tmp_path) == "1"
+    assert published("2021-02") == "1"
     real, calls = mlflow.MlflowClient.set_registered_model_alias, []
 
     def moved_then_interrupted(self, *args, **kwargs):
@@ -58,14 +58,14 @@ def test_an_interrupt_once_the_alias_moved_puts_champion_back_and_deletes_the_ve
 
     monkeypatch.setattr(mlflow.MlflowClient, "set_registered_model_alias", moved_then_interrupted)
     with pytest.raises(KeyboardInterrupt):
-        published("2021-03", tmp_path)
+        published("2021-03")
     assert str(tracking.champion_version().version) == "1"
     assert [str(v.version) for v in tracking.registered_versions()] == ["1"]
 
 
-def test_monitoring_scores_the_newest_versions_tested_before_the_month_and_the_champion(registry, tmp_path):
+def test_monitoring_scores_the_newest_versions_tested_before_the_month_and_the_champion(registry):
     for month in ("2021-02", "2021-03", "2021-04", "2021-05"):
-        published(month, tmp_path)  # versions 1 to 4, the last one champion
+        published(month)  # versions 1 to 4, the last one champion
     registry.set_registered_model_alias(tracking.REGISTERED_MODEL, tracking.CHAMPION, "1")
     # Newest first among those tested before 2021-04: the newest one, and the champion however old.
     assert [str(v.version) for v in tracking.versions_tested_before("2021-04", newest=1)] == ["2", "1"]
@@ -76,9 +76,9 @@ def test_monitoring_scores_the_newest_versions_tested_before_the_month_and_the_c
     assert [str(v.version) for v in tracking.versions_tested_before("2021-06", newest=2)] == ["4", "3", "1"]
 
 
-def test_a_version_whose_run_or_files_are_gone_is_left_out_with_the_reason(registry, tmp_path):
+def test_a_version_whose_run_or_files_are_gone_is_left_out_with_the_reason(registry):
     for month in ("2021-02", "2021-03", "2021-04"):
-        published(month, tmp_path)
+        published(month)
     first, second, _ = reversed(tracking.registered_versions())
     shutil.rmtree(Path(mlflow.artifacts.download_artifacts(f"models:/{tracking.REGISTERED_MODEL}/1")))
     registry.delete_run(second.run_id)  # a deleted run still loads: its score stands
@@ -87,38 +87,38 @@ def test_a_version_whose_run_or_files_are_gone_is_left_out_with_the_reason(regis
     assert list(refused) == ["1"] and "MLmodel" in refused["1"]
 
 
-def test_a_champion_that_cannot_be_loaded_is_named_as_the_cause(registry, tmp_path):
-    published("2021-02", tmp_path)
+def test_a_champion_that_cannot_be_loaded_is_named_as_the_cause(registry):
+    published("2021-02")
     shutil.rmtree(Path(mlflow.artifacts.download_artifacts(f"models:/{tracking.REGISTERED_MODEL}/1")))
     with pytest.raises(ValueError, match="the champion alias of trip_duration_xgboost names version 1, which cannot"):
         tracking.load_champion()
 
 
-def test_an_unrecorded_champion_whose_predecessor_was_deleted_leaves_no_champion(registry, tmp_path):
+def test_an_unrecorded_champion_whose_predecessor_was_deleted_leaves_no_champion(registry):
     """The version an unrecorded champion replaced was deleted by hand since: putting the alias back on it had
     failed every MLflow step, reported as the store being unreachable."""
-    published("2021-02", tmp_path)
-    published("2021-03", tmp_path)  # champion, replacing version 1
+    published("2021-02")
+    published("2021-03")  # champion, replacing version 1
     registry.delete_model_version(tracking.REGISTERED_MODEL, "1")
-    assert tracking.restore_recorded_champion(lambda version: False, tmp_path / "lock") == ["2"]
+    assert tracking.restore_recorded_champion(lambda version: False) == ["2"]
     assert tracking.champion_version() is None
 
 
-def test_unrecorded_champions_in_a_row_are_all_taken_back(registry, tmp_path):
+def test_unrecorded_champions_in_a_row_are_all_taken_back(registry):
     """Two runs killed in turn right after moving the alias: the champion goes back past both, to the last
     version whose publishing was recorded."""
     for month in ("2021-02", "2021-03", "2021-04"):
-        published(month, tmp_path)  # each the champion, replacing the one before
-    recorded = tracking.restore_recorded_champion(lambda version: str(version.version) == "1", tmp_path / "lock")
+        published(month)  # each the champion, replacing the one before
+    recorded = tracking.restore_recorded_champion(lambda version: str(version.version) == "1")
     assert recorded == ["3", "2"]
     assert str(tracking.champion_version().version) == "1"
     assert [str(v.version) for v in tracking.registered_versions()] == ["3", "2", "1"]  # nothing deleted
 
 
-def test_an_interrupt_inside_register_model_leaves_no_version_claiming_the_alias(registry, tmp_path, monkeypatch):
+def test_an_interrupt_inside_register_model_leaves_no_version_claiming_the_alias(registry, monkeypatch):
     """SIGTERM (Dagster's run termination) once MLflow created the version, before register_model returned: the
     version kept `alias_at_registration: champion` though the alias never moved to it."""
-    assert published("2021-02", tmp_path) == "1"
+    assert published("2021-02") == "1"
     real = mlflow.MlflowClient._create_model_version
 
     def created_then_interrupted(self, *args, **kwargs):
@@ -127,7 +127,29 @@ def test_an_interrupt_inside_register_model_leaves_no_version_claiming_the_alias
 
     monkeypatch.setattr(mlflow.MlflowClient, "_create_model_version", created_then_interrupted)
     with pytest.raises(KeyboardInterrupt):
-        published("2021-03", tmp_path)
+        published("2021-03")
     assert str(tracking.champion_version().version) == "1"
     claims = {str(v.version): v.tags.get(tracking.ALIAS_AT_REGISTRATION_TAG) for v in tracking.registered_versions()}
     assert claims == {"1": tracking.CHAMPION, "2": None}
+
+
+@pytest.mark.parametrize("store", ["file", "sqlite"])
+def test_an_experiment_another_machine_creates_meanwhile_is_taken_as_found(tmp_path, monkeypatch, store):
+    """Two first runs on two machines (Celery workers, run pods) share a tracking store: both looked the
+    experiment up before either created it, as a lock file on one machine does not keep out the other. The
+    second creation was refused (RESOURCE_ALREADY_EXISTS) and failed its step. A file store stands for a
+    server: neither is a sqlite file that a lock could guard."""
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri() if store == "file" else f"sqlite:///{tmp_path / 'mlflow.db'}"
+    looked_up = mlflow.MlflowClient.get_experiment_by_name
+
+    def created_by_the_other_machine_meanwhile(self, name):
+        found = looked_up(self, name)
+        if found is None:
+            mlflow.MlflowClient(uri).create_experiment(name, artifact_location=(tmp_path / "mlartifacts").as_uri())
+        return found
+
+    monkeypatch.setattr(mlflow.MlflowClient, "get_experiment_by_name", created_by_the_other_machine_meanwhile)
+    tracking.ensure_experiment(uri, "trip_duration")
+    monkeypatch.setattr(mlflow.MlflowClient, "get_experiment_by_name", looked_up)
+    assert [e.name for e in mlflow.MlflowClient(uri).search_experiments()].count("trip_duration") == 1

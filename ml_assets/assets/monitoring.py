@@ -27,7 +27,7 @@ from ml_assets.core.features import FEATURE_INPUTS
 from ml_assets.core.outages import is_outage
 from ml_assets.core.performance import champion_on_month, score_versions
 from ml_assets.deploy.executor import group_and_queue
-from ml_assets.keys import CLEANED_TRIPS, MONITORING
+from ml_assets.keys import CHAMPION_POOL, CLEANED_TRIPS, MONITORING
 from ml_assets.outages import waits_out_outages
 from ml_assets.partitions import month_of, monthly_partitions
 from ml_assets.ui_metadata import plot_metadata, row_count_entry
@@ -55,6 +55,7 @@ def _table(scores: pd.DataFrame) -> MetadataValue:
     required_resource_keys={"mlflow"},
     automation_condition=MONTH_INGESTED,
     code_version=code_version(performance),
+    pool=CHAMPION_POOL,  # may put back an unrecorded champion before judging its decay
 )
 @waits_out_outages
 def model_performance(context: AssetExecutionContext, config: PerformanceConfig, cleaned_trips: pd.DataFrame):
@@ -62,7 +63,7 @@ def model_performance(context: AssetExecutionContext, config: PerformanceConfig,
     from ml_assets.core import tracking
 
     month = month_of(context)
-    context.resources.mlflow.connect(f"model_performance {month}")
+    context.resources.mlflow.connect(f"model_performance {month}", in_champion_pool=True)
     earlier = tracking.versions_tested_before(month, config.newest_versions)
     registered = {str(version.version): version for version in earlier}
     loaded, refused = tracking.load_registered_models(earlier)

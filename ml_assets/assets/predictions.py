@@ -9,7 +9,7 @@ from ml_assets.core import features, model, pair_stats, zones
 from ml_assets.core.features import FEATURE_INPUTS, derive_features, transform
 from ml_assets.core.schema import DURATION, PICKUP, ZONE_COLUMNS
 from ml_assets.deploy.executor import group_and_queue
-from ml_assets.keys import CLEANED_TRIPS, PREDICTION, TRAINED_MODEL
+from ml_assets.keys import CHAMPION_POOL, CLEANED_TRIPS, PREDICTION, TRAINED_MODEL
 from ml_assets.outages import waits_out_outages
 from ml_assets.partitions import month_of, monthly_partitions
 from ml_assets.ui_metadata import row_count_entry
@@ -31,6 +31,7 @@ TRIP_COLUMNS = [PICKUP, *ZONE_COLUMNS, "trip_distance", DURATION]
     required_resource_keys={"mlflow"},
     automation_condition=PREDICTIONS_READY,
     code_version=code_version(features, pair_stats, zones, model),
+    pool=CHAMPION_POOL,  # may put back an unrecorded champion before serving it
 )
 @waits_out_outages
 def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.DataFrame) -> pd.DataFrame:
@@ -39,7 +40,7 @@ def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.
     from ml_assets.core.training import regression_metrics
 
     month = month_of(context)
-    context.resources.mlflow.connect(f"trip_duration_predictions {month}")
+    context.resources.mlflow.connect(f"trip_duration_predictions {month}", in_champion_pool=True)
     champion = tracking.load_champion()
     if champion is None:
         raise Failure(

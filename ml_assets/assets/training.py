@@ -16,7 +16,7 @@ from ml_assets.deploy.executor import group_and_queue
 from ml_assets.keys import BEST_PARAMS, RAW_TRIPS, TRAINING, TRIP_FEATURES
 from ml_assets.outages import waits_out_outages
 from ml_assets.partitions import month_of, monthly_partitions
-from ml_assets.records import latest_metadata, run_is_over
+from ml_assets.records import latest_metadata, run_is_alive
 from ml_assets.resources.compute import ComputeResource
 from ml_assets.resources.optuna_storage import OptunaStorage
 
@@ -174,9 +174,7 @@ def trained_model(
                 tracking.TRAINING_MONTHS_TAG: ",".join(attrs["training_months"]),
             }
         )
-        # The month's own runs are judged by their process too (a `make run` of it killed); others once Dagster
-        # marked them over (the next run of a runner, run monitoring).
-        stale = tracking.fail_stale_runs(run_id, lambda other, tag: run_is_over(context.instance, other, tag == month))
+        stale = tracking.fail_stale_runs(run_id, lambda other: run_is_alive(context.instance, other))
         if stale:
             context.log.warning(f"marked FAILED the MLflow runs left RUNNING by runs that are over: {stale}")
         champion = tracking.load_champion()  # what the champion of this moment scores; model_gate judges again

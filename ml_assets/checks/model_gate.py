@@ -23,7 +23,7 @@ from ml_assets.core.features import SPLIT, TEST
 from ml_assets.core.gate import CHAMPION_TOLERANCE
 from ml_assets.core.rules import percent
 from ml_assets.deploy.executor import step_tags
-from ml_assets.keys import TRAINED_MODEL, TRAINING, TRIP_FEATURES
+from ml_assets.keys import CHAMPION_POOL, TRAINED_MODEL, TRAINING, TRIP_FEATURES
 from ml_assets.outages import waits_out_outages
 from ml_assets.partitions import month_of, monthly_partitions, partitioned_checks
 from ml_assets.records import latest_metadata, run_or_latest_metadata
@@ -50,10 +50,11 @@ def _model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_fe
     run_id = context.op_execution_context.run_id
     model = run_or_latest_metadata(context.instance, run_id, TRAINED_MODEL, month)
     mlflow = context.resources.mlflow
-    mlflow.connect(f"{MODEL_GATE} {month}")
+    mlflow.connect(f"{MODEL_GATE} {month}", in_champion_pool=True)
 
     def against(champion):
-        # Read under the publishing lock, as the champion is: the month's newest model when this one is judged.
+        # Read while no other step moves the alias, as the champion is: the month's newest model when this one
+        # is judged.
         newest = (latest_metadata(context.instance, TRAINED_MODEL, month) or {}).get("mlflow_run_id")
         newer_run = None if newest in (None, model["mlflow_run_id"]) else newest
         rmse, baseline, scored_on = model["rmse"], model["baseline_rmse"], model.get("test_rows_digest")
@@ -62,7 +63,7 @@ def _model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_fe
         )
 
     tags = {tracking.PARTITION_TAG: month, tracking.DAGSTER_RUN_TAG: run_id}
-    published = tracking.publish(model["mlflow_model_uri"], against, tags, mlflow.lock)
+    published = tracking.publish(model["mlflow_model_uri"], against, tags)
     gate = published.verdict
     context.log.info(f"trained_model {month} is version {published.version}, {published.alias}: {gate.reason}")
     metadata = {
@@ -98,5 +99,6 @@ model_gate = partitioned_checks(
         required_resource_keys={"mlflow"},
         partitions_def=monthly_partitions,
         op_tags=step_tags(TRAINING),
+        pool=CHAMPION_POOL,  # one step at a time moves `champion`, across every machine of the deployment
     )(_model_gate)
 )

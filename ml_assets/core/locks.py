@@ -1,6 +1,8 @@
-"""Cross-process locks where two runs starting together would race: creating a store's tables, moving an
-alias (locks on local files, which the kernel releases when the holder dies, `kill -9` included), and
-taking a study's next trial from sqlite (its own write lock).
+"""Cross-process locks where two runs starting together on one machine would race: creating a local store's
+tables (locks on local files, which the kernel releases when the holder dies, `kill -9` included), and
+taking a study's next trial from sqlite (its own write lock). They hold on one machine only: what processes
+of several machines share (moving MLflow's `champion` alias, creating its experiment on a server) is
+coordinated by Dagster's instance or the server itself (core.tracking).
 """
 
 from __future__ import annotations

@@ -1,19 +1,20 @@
 """MLflow bookkeeping: one run per trained model, registry versions, and the aliases that serve them.
 
 A model becomes visible to other runs only through the registry, so `publish` registers a version
-and moves its alias as the very last steps, under a lock, after judging it against the champion
-of that moment; if moving the alias fails, the new version is deleted again.
+and moves its alias as the very last steps, after judging it against the champion of that moment;
+if moving the alias fails, the new version is deleted again. MLflow has no compare-and-set for an
+alias: whoever calls `publish` or `restore_recorded_champion` must be the only one moving it (the
+steps that do hold Dagster's concurrency pool `keys.CHAMPION_POOL`, limited to one slot).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import NamedTuple
 
 from ml_assets.core import model
-from ml_assets.core.locks import file_lock, sqlite_file
+from ml_assets.core.locks import file_lock, sqlite_file, store_lock
 from ml_assets.core.outages import is_outage
 from ml_assets.core.performance import RegisteredModel
 
@@ -26,8 +27,8 @@ ALIAS_AT_REGISTRATION_TAG = "alias_at_registration"  # the alias `publish` moved
 LINEAGE = "lineage.json"  # core.lineage's record of what made the model
 
 
-def ensure_experiment(tracking_uri: str | None, name: str, lock: Path) -> None:
-    """Create the store's schema and `name` once, whatever runs start at the same time.
+def ensure_experiment(tracking_uri: str | None, name: str) -> None:
+    """Create the store's schema and `name` once, whatever runs start at the same time, on whatever machines.
 
     With a sqlite store the artifacts go beside the database, not into `./mlruns` of whatever
     directory the run starts in. MLflow stores an experiment's artifact location as an absolute
@@ -37,23 +38,43 @@ def ensure_experiment(tracking_uri: str | None, name: str, lock: Path) -> None:
     """
     import mlflow
 
-    with file_lock(lock):  # two first runs on a fresh home would both create MLflow's tables
+    database = sqlite_file(tracking_uri)
+    if database is None:  # a server: it creates its own tables, and of two creators of `name` refuses the second
+        client = mlflow.MlflowClient(tracking_uri)
+        if client.get_experiment_by_name(name) is None:
+            _create_experiment(client, name, None)
+        return
+    # Two first runs on a fresh home would both create MLflow's sqlite tables: one process at a time, by a lock
+    # beside the database (a sqlite file is only ever shared by the processes of its machine).
+    with file_lock(store_lock(tracking_uri, database.parent)):
         client = mlflow.MlflowClient(tracking_uri)
         experiment = client.get_experiment_by_name(name)
-        database = sqlite_file(tracking_uri)
-        location = (database.parent / "mlartifacts").as_uri() if database else None
-        if experiment is not None and location is not None and experiment.artifact_location != location:
+        location = (database.parent / "mlartifacts").as_uri()
+        if experiment is not None and experiment.artifact_location != location:
             client.rename_experiment(experiment.experiment_id, f"{name} (artifacts in {experiment.artifact_location})")
             experiment = None
-        if experiment is not None:
-            return
+        if experiment is None:
+            _create_experiment(client, name, location)
+
+
+def _create_experiment(client, name: str, location: str | None) -> None:
+    """Create experiment `name`; one that another process created since it was looked up is taken as found
+    (MLflow refuses the second creation with RESOURCE_ALREADY_EXISTS: no lock needed)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
         client.create_experiment(name, artifact_location=location)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
-def fail_stale_runs(current_run_id: str, is_over: Callable[[str, str | None], bool]) -> list[str]:
-    """Mark FAILED the experiment's other RUNNING runs whose Dagster run `is_over(dagster run id, month tag)`.
+def fail_stale_runs(current_run_id: str, is_alive: Callable[[str], bool]) -> list[str]:
+    """Mark FAILED the experiment's other RUNNING runs whose Dagster run is not `is_alive(dagster run id)`.
 
-    A killed process or a full disk leaves them RUNNING, not always tagged with their month yet.
+    A killed process or a full disk leaves them RUNNING, not always tagged with their month yet. Whether one
+    is still written to is told by its Dagster run, which every machine of a deployment sees alike, never by
+    a process on this machine: a run of the month on another worker is no dead process here.
     """
     import mlflow
 
@@ -62,7 +83,7 @@ def fail_stale_runs(current_run_id: str, is_over: Callable[[str, str | None], bo
     stale = []
     for run in client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'"):
         dagster_run = run.data.tags.get(DAGSTER_RUN_TAG)
-        if run.info.run_id != current_run_id and dagster_run and is_over(dagster_run, run.data.tags.get(PARTITION_TAG)):
+        if run.info.run_id != current_run_id and dagster_run and not is_alive(dagster_run):
             client.set_terminated(run.info.run_id, "FAILED")
             stale.append(run.info.run_id)
     return stale
@@ -234,30 +255,30 @@ class Published(NamedTuple):
 
 
 def publish(
-    model_uri: str, gate: Callable[[object], object], tags: dict, lock: Path, registered_model: str = REGISTERED_MODEL
+    model_uri: str, gate: Callable[[object], object], tags: dict, registered_model: str = REGISTERED_MODEL
 ) -> Published:
     """Judge the model against the champion of this moment, register it, and move its alias.
 
-    Under `lock`, so two runs of one month never both take `champion` from the same predecessor.
+    The caller is the only one moving aliases meanwhile (module docstring), so two runs of one month never both
+    take `champion` from the same predecessor.
     """
     import mlflow
 
     client = mlflow.MlflowClient()
-    with file_lock(lock):
-        verdict = gate(load_champion(registered_model))
-        alias = CHAMPION if verdict.passed else CHALLENGER
-        if verdict.passed and verdict.champion_version is not None:
-            # Where `restore_recorded_champion` puts the alias back.
-            tags = {**tags, CHAMPION_BEFORE_TAG: verdict.champion_version}
-        before = aliased_version(alias, registered_model)
-        version = mlflow.register_model(model_uri, registered_model, tags=tags)
-        try:
-            client.set_registered_model_alias(registered_model, alias, version.version)
-            # Only once the alias moved: an interrupt inside register_model leaves a version no alias names.
-            client.set_model_version_tag(registered_model, version.version, ALIAS_AT_REGISTRATION_TAG, alias)
-        except BaseException:
-            _undo_publishing(client, registered_model, alias, version.version, before)
-            raise
+    verdict = gate(load_champion(registered_model))
+    alias = CHAMPION if verdict.passed else CHALLENGER
+    if verdict.passed and verdict.champion_version is not None:
+        # Where `restore_recorded_champion` puts the alias back.
+        tags = {**tags, CHAMPION_BEFORE_TAG: verdict.champion_version}
+    before = aliased_version(alias, registered_model)
+    version = mlflow.register_model(model_uri, registered_model, tags=tags)
+    try:
+        client.set_registered_model_alias(registered_model, alias, version.version)
+        # Only once the alias moved: an interrupt inside register_model leaves a version no alias names.
+        client.set_model_version_tag(registered_model, version.version, ALIAS_AT_REGISTRATION_TAG, alias)
+    except BaseException:
+        _undo_publishing(client, registered_model, alias, version.version, before)
+        raise
     return Published(str(version.version), alias, verdict)
 
 
@@ -286,7 +307,7 @@ def _exists(client, registered_model: str, version: str) -> bool:
 
 
 def restore_recorded_champion(
-    is_recorded: Callable[[object], bool], lock: Path, registered_model: str = REGISTERED_MODEL
+    is_recorded: Callable[[object], bool], registered_model: str = REGISTERED_MODEL
 ) -> list[str]:
     """Move `champion` back while it names a version whose publishing was never recorded, and return those.
 
@@ -298,14 +319,13 @@ def restore_recorded_champion(
     import mlflow
 
     client, taken = mlflow.MlflowClient(), []
-    with file_lock(lock):
-        while (champion := champion_version(registered_model)) is not None and not is_recorded(champion):
-            before = champion.tags.get(CHAMPION_BEFORE_TAG)
-            if before is not None and not _exists(client, registered_model, before):
-                before = None  # deleted since: no champion, rather than an alias to nothing
-            if before is None:
-                client.delete_registered_model_alias(registered_model, CHAMPION)
-            else:
-                client.set_registered_model_alias(registered_model, CHAMPION, before)
-            taken.append(str(champion.version))
+    while (champion := champion_version(registered_model)) is not None and not is_recorded(champion):
+        before = champion.tags.get(CHAMPION_BEFORE_TAG)
+        if before is not None and not _exists(client, registered_model, before):
+            before = None  # deleted since: no champion, rather than an alias to nothing
+        if before is None:
+            client.delete_registered_model_alias(registered_model, CHAMPION)
+        else:
+            client.set_registered_model_alias(registered_model, CHAMPION, before)
+        taken.append(str(champion.version))
     return taken

@@ -17,7 +17,6 @@ from dagster import Field as ConfigField
 from ml_assets import settings
 from ml_assets.checks.model_gate import MODEL_GATE
 from ml_assets.core import credentials, tracking
-from ml_assets.core.locks import store_lock
 from ml_assets.records import check_evaluations
 from ml_assets.ui_metadata import mlflow_ui_url
 
@@ -39,7 +38,6 @@ class MlflowTracking:
         }
         if user is not None:
             self._client_env.update({"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password or ""})
-        self.lock = store_lock(self.tracking_uri, settings.state_dir())
 
     @contextlib.contextmanager
     def restoring_process_settings(self) -> Iterator[MlflowTracking]:
@@ -53,15 +51,19 @@ class MlflowTracking:
                 if "mlflow" in sys.modules:  # no URI of MLflow's own: it reads the environment's again
                     sys.modules["mlflow"].set_tracking_uri(None)
 
-    def connect(self, what: str) -> None:
-        """Point MLflow at the store (creating the experiment once); a clear Failure if it cannot be reached."""
+    def connect(self, what: str, in_champion_pool: bool = False) -> None:
+        """Point MLflow at the store (creating the experiment once); a clear Failure if it cannot be reached.
+
+        A step `in_champion_pool` (it holds keys.CHAMPION_POOL, as every step that moves the alias must) first
+        puts back a champion whose publishing was never recorded; the others only read the registry.
+        """
         import mlflow
 
         os.environ.update(self._client_env)  # MLflow reads its HTTP settings only from the environment
         try:
             mlflow.set_tracking_uri(self.tracking_uri)
-            tracking.ensure_experiment(self.tracking_uri, self.experiment_name, self.lock)
-            restored = tracking.restore_recorded_champion(self._publishing_recorded, self.lock)
+            tracking.ensure_experiment(self.tracking_uri, self.experiment_name)
+            restored = tracking.restore_recorded_champion(self._publishing_recorded) if in_champion_pool else []
         except Exception as error:  # MLflow raises its own, requests' and OS errors alike
             said = credentials.said(error)
             raise Failure(f"{what}: MLflow tracking at {self.shown_uri} cannot be reached: {said}") from error

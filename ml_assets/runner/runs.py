@@ -118,14 +118,16 @@ def execute_in_process(
 
 
 def fail_dead_runs(instance: DagsterInstance) -> None:
-    """Runs of this runner killed earlier (kill -9, a closed terminal, a full disk) stay unfinished: mark them failed.
+    """Runs of this runner killed earlier (kill -9, a closed terminal, a full disk) stay unfinished: mark them failed,
+    and give back the concurrency pool slots they held (model_gate's), which nothing else frees without a daemon.
 
     Only this runner's own runs, which ran on this machine; runs launched by a daemon are left to
-    Dagster's run monitoring.
+    Dagster's run monitoring (`free_slots_after_run_end_seconds` in deploy/dagster.yaml).
     """
     for run in instance.get_runs(RunsFilter(job_name=JOB, statuses=UNFINISHED)):
         if not run_process_alive(instance, run.run_id):
             instance.report_run_failed(run)
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
 
 
 def _materialize_or_fail(
