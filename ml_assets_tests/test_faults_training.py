@@ -301,7 +301,7 @@ def test_two_runs_of_one_month_at_once_leave_one_champion(ingested, dagster_home
     assert gate["reason"] == f"a newer model of this month was recorded meanwhile (MLflow run {champion.run_id})"
 
 
-@pytest.mark.process
+@pytest.mark.slow
 def test_the_champion_moves_only_while_no_step_of_another_machine_may_move_it(ingested, dagster_home, monkeypatch):
     """model_gate of another machine (a Celery worker, a run pod of the same instance) holds the champion pool:
     this run publishes only once that step has given its slot back. The lock file under $DAGSTER_HOME/ml_assets
@@ -335,7 +335,7 @@ def test_the_champion_moves_only_while_no_step_of_another_machine_may_move_it(in
     assert_champion_was_recorded(ingested, dagster_home)
 
 
-@pytest.mark.process
+@pytest.mark.slow
 def test_a_run_of_the_month_on_another_machine_keeps_its_mlflow_run(ingested, dagster_home):
     """A run of the month that a daemon started on another worker trains, its MLflow run RUNNING, in a process
     this machine does not have: trained_model here judged it dead by this machine's pids and marked its MLflow
