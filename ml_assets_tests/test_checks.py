@@ -409,3 +409,22 @@ def test_the_decay_check_names_its_threshold_as_it_is():
     scores = pd.DataFrame([{"version": "3", "realized_rmse": 5.15, "test_rmse": 5.0}])  # 3 % above
     result = judge_decay(scores, ChampionOnMonth("3", "2023-02", 5.15 / 5.0), "2023-04", 0.025)
     assert not result.passed and "is more than 2.5% above its test RMSE 5.000" in result.description
+
+
+def test_a_champion_left_unscored_is_not_said_to_be_tested_later():
+    """A champion tested on 2023-02 whose files were deleted (left out of model_performance's table), or one
+    registered by hand (no test month), was reported on 2023-04 as "tested on 2023-04 or later", and passed."""
+    from ml_assets.checks.champion_decay import judge_decay
+    from ml_assets.core.performance import ChampionOnMonth
+
+    scores = pd.DataFrame([{"version": "1", "realized_rmse": 5.11, "test_rmse": 5.0}])
+    result = judge_decay(scores, ChampionOnMonth("3", "2023-02"), "2023-04", 0.1)
+    assert not result.passed and result.severity == AssetCheckSeverity.WARN
+    assert result.description == (
+        "champion v3 (tested on 2023-02) was not scored on 2023-04: see versions_not_scored on model_performance"
+    )
+    result = judge_decay(scores, ChampionOnMonth("5"), "2023-04", 0.1)
+    assert not result.passed and result.severity == AssetCheckSeverity.WARN
+    assert "champion v5 has no test month (registered by hand?), so its decay cannot be judged" in result.description
+    # Tested on the month itself or later: nothing to judge yet, as before.
+    assert judge_decay(scores, ChampionOnMonth("6", "2023-04"), "2023-04", 0.1).passed

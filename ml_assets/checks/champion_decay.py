@@ -26,10 +26,22 @@ class DecayConfig(Config):
 
 def judge_decay(scores: pd.DataFrame, champion: ChampionOnMonth, month: str, threshold: float) -> AssetCheckResult:
     """The check's verdict on a month's scores and the champion model_performance recorded with them."""
+    if champion.version is None:
+        return AssetCheckResult(passed=True, description=f"nothing to judge on {month}: there is no champion yet")
     if champion.ratio is None:
-        tested_later = f"v{champion.version} was tested on {month} or later"
-        why = "there is no champion yet" if champion.version is None else tested_later
-        return AssetCheckResult(passed=True, description=f"nothing to judge on {month}: {why}")
+        if champion.tested_on is not None and champion.tested_on >= month:
+            tested_later = f"v{champion.version} was tested on {month} or later"
+            return AssetCheckResult(passed=True, description=f"nothing to judge on {month}: {tested_later}")
+        # A champion that should have been scored and was not cannot be said to hold up: say so, as a warning.
+        why = (
+            "has no test month (registered by hand?), so its decay cannot be judged"
+            if champion.tested_on is None
+            else f"(tested on {champion.tested_on}) was not scored on {month}: see versions_not_scored on "
+            "model_performance"
+        )
+        return AssetCheckResult(
+            passed=False, severity=AssetCheckSeverity.WARN, description=f"champion v{champion.version} {why}"
+        )
     row = scores[scores["version"] == champion.version].iloc[0]
     passed = not decayed(champion.ratio, threshold)
     relation = "within" if passed else "more than"
