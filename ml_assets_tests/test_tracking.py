@@ -87,6 +87,20 @@ def test_a_version_whose_run_or_files_are_gone_is_left_out_with_the_reason(regis
     assert list(refused) == ["1"] and "MLmodel" in refused["1"]
 
 
+@pytest.mark.parametrize("test_rmse", [float("nan"), 0.0])  # MLflow stores inf as the largest float
+def test_a_version_whose_recorded_test_rmse_cannot_be_judged_against_is_left_out(registry, test_rmse):
+    """A test RMSE of 0 stopped model_performance for every version (ZeroDivisionError on the ratio); NaN gave a
+    ratio of NaN, which champion_decay passed as "within" its threshold."""
+    for month in ("2021-02", "2021-03"):
+        published(month)
+    registry.log_metric(tracking.registered_versions()[0].run_id, "rmse", test_rmse, step=1)  # version 2's, now
+    loaded, refused = tracking.load_registered_models(tracking.registered_versions())
+    assert [model.version for model in loaded] == ["1"]
+    assert refused == {
+        "2": f"ValueError: its recorded test RMSE is {test_rmse}, which no realized RMSE can be judged against"
+    }
+
+
 def test_a_champion_that_cannot_be_loaded_is_named_as_the_cause(registry):
     published("2021-02")
     shutil.rmtree(Path(mlflow.artifacts.download_artifacts(f"models:/{tracking.REGISTERED_MODEL}/1")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -40,6 +41,13 @@ class RegisteredModel:
     test_rmse: float
     model: object
     encoder: dict
+
+    def __post_init__(self) -> None:
+        # Realized RMSEs are judged as a ratio to this one: a NaN ratio would pass every threshold, a zero divides.
+        if not (math.isfinite(self.test_rmse) and self.test_rmse > 0):
+            raise ValueError(
+                f"its recorded test RMSE is {self.test_rmse}, which no realized RMSE can be judged against"
+            )
 
 
 def score_versions(trips: pd.DataFrame, month: str, versions: list[RegisteredModel]) -> pd.DataFrame:
