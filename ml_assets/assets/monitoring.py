@@ -68,9 +68,7 @@ def model_performance(context: AssetExecutionContext, config: PerformanceConfig,
     registered = {str(version.version): version for version in earlier}
     loaded, refused = tracking.load_registered_models(earlier)
     for version, why in refused.items():
-        context.log.warning(
-            f"model_performance {month}: version {version} cannot be loaded, so it is not scored: {why}"
-        )
+        context.log.warning(f"model_performance {month}: version {version} is not scored: {why}")
     scores = score_versions(cleaned_trips, month, loaded)
     curves = {}
     for row in scores.itertuples():
