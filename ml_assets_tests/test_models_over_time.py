@@ -20,6 +20,7 @@ from dagster import DagsterInstance
 
 from ml_assets.checks.champion_decay import CHAMPION_DECAY
 from ml_assets.core.features import OTHER_ZONE
+from ml_assets.core.lineage import LineageError, check_file
 from ml_assets.core.performance import DecayThresholds
 from ml_assets.core.tracking import REGISTERED_MODEL
 from ml_assets.keys import MODEL_PERFORMANCE
@@ -244,6 +245,18 @@ def test_a_version_whose_month_the_source_cannot_give_is_refused_not_a_mismatch(
     line = refusal(reproduce({**history, "ML_ASSETS_SOURCE": str(source)}, 2))
     assert line.startswith("ml_assets.reproduce: cannot rebuild version 2: month 2023-02 ")
     assert "green_tripdata_2023-02.parquet does not exist" in line
+
+
+def test_a_month_whose_file_hash_was_never_recorded_is_not_said_to_be_republished():
+    """trained_model records None for a month whose raw_trips recorded no sha256 (an older home): reproduce
+    said the model was trained on a file with sha256 None, "perhaps TLC re-published the month since"."""
+    recorded = {"raw_sha256": {"2023-02": None}}
+    with pytest.raises(LineageError) as refused:
+        check_file(recorded, "2023-02", "ab" * 32, "green_tripdata_2023-02.parquet")
+    assert str(refused.value) == (
+        "month 2023-02: no sha256 was recorded for the file the model was trained on (raw_trips recorded none when "
+        "it was trained), so green_tripdata_2023-02.parquet cannot be shown to be that file"
+    )
 
 
 ON_DECAY = """

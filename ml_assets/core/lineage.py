@@ -69,6 +69,11 @@ def record(
 def check_file(lineage: dict, month: str, sha256: str, file: str) -> None:
     """Refuse a month's file that is not the one the model was trained on."""
     recorded = lineage["raw_sha256"][month]
+    if recorded is None:  # trained_model found no sha256 in raw_trips' metadata (a month ingested by older code)
+        raise LineageError(
+            f"month {month}: no sha256 was recorded for the file the model was trained on (raw_trips recorded none "
+            f"when it was trained), so {file} cannot be shown to be that file"
+        )
     if sha256 != recorded:
         raise LineageError(
             f"month {month}: {file} has sha256 {sha256}, but the model was trained on a file with sha256 {recorded}, "
