@@ -71,12 +71,28 @@ def test_monitoring_scores_the_newest_versions_tested_before_the_month_and_the_c
     assert [str(v.version) for v in tracking.versions_tested_before("2021-04", newest=1)] == ["2", "1"]
     assert [str(v.version) for v in tracking.versions_tested_before("2021-04")] == ["2", "1"]
     assert [str(v.version) for v in tracking.versions_tested_before("2021-06", newest=2)] == ["4", "3", "1"]
-    # A version registered by hand (no test month) is none of them, though it is the newest.
-    mlflow.register_model(logged_model("2021-05"), tracking.REGISTERED_MODEL)
+    # A version registered by hand (no test month, on it or its run) is none of them, though it is the newest.
+    with mlflow.start_run():
+        features = np.random.default_rng(0).random((30, 2))
+        booster = xgboost.train({"max_depth": 1}, xgboost.DMatrix(features, label=features.sum(axis=1)), 2)
+        untagged = mlflow.xgboost.log_model(booster, name="model", pip_requirements=["xgboost"]).model_uri
+    assert tracking.test_month(mlflow.register_model(untagged, tracking.REGISTERED_MODEL)) is None
     assert [str(v.version) for v in tracking.versions_tested_before("2021-06", newest=2)] == ["4", "3", "1"]
 
 
-def test_a_version_whose_run_or_files_are_gone_is_left_out_with_the_reason(registry):
+def test_a_trained_model_registered_again_by_hand_is_scored_with_its_run_s_test_month(registry, tmp_path):
+    """A model of an ml_assets run registered again from the MLflow UI (a rollback: the version has no tags, its
+    run has them) was never scored, and as champion had "no test month" for the decay check and `on_decay`."""
+    first = published("2021-02")
+    published("2021-03")
+    run_id = registry.get_model_version(tracking.REGISTERED_MODEL, first).run_id
+    again = mlflow.register_model(f"runs:/{run_id}/model", tracking.REGISTERED_MODEL)
+    assert [str(v.version) for v in tracking.versions_tested_before("2021-04")] == ["3", "2", "1"]
+    assert tracking.test_month(again) == "2021-02"
+    assert [model.tested_on for model in tracking.load_registered_models([again])[0]] == ["2021-02"]
+
+
+def test_a_version_whose_run_or_files_are_gone_is_left_out_with_the_reason(registry, tmp_path):
     for month in ("2021-02", "2021-03", "2021-04"):
         published(month)
     first, second, _ = reversed(tracking.registered_versions())

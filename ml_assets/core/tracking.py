@@ -175,11 +175,27 @@ def registered_versions(registered_model: str = REGISTERED_MODEL) -> list:
     return sorted(versions, key=lambda version: int(version.version), reverse=True)
 
 
+def test_month(version) -> str | None:
+    """A version's test month: its own tag, else its run's (an ml_assets model registered again by hand, as the
+    MLflow UI's "Register model" does, to roll back); None for a model ml_assets never tested."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    if version.tags.get(PARTITION_TAG) or not version.run_id:
+        return version.tags.get(PARTITION_TAG)
+    try:
+        return mlflow.MlflowClient().get_run(version.run_id).data.tags.get(PARTITION_TAG)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise  # a server that does not answer is not "never tested"
+        return None
+
+
 def versions_tested_before(month: str, newest: int | None = None, registered_model: str = REGISTERED_MODEL) -> list:
     """The versions tested before `month`, newest first: at most `newest` of them, plus the champion however old,
     since its decay is what the check and the retraining policy judge. A version without a test month (registered
     by hand) is none of them."""
-    versions = [v for v in registered_versions(registered_model) if v.tags.get(PARTITION_TAG, month) < month]
+    versions = [v for v in registered_versions(registered_model) if (test_month(v) or month) < month]
     chosen = versions[:newest] if newest else versions
     champion = champion_version(registered_model)
     return chosen + [v for v in versions[len(chosen) :] if champion is not None and v.version == champion.version]
@@ -219,7 +235,7 @@ def load_registered(version) -> RegisteredModel:
     return RegisteredModel(
         version=str(version.version),
         trained_on=training_months(run),
-        tested_on=version.tags.get(PARTITION_TAG) or run.data.tags[PARTITION_TAG],
+        tested_on=test_month(version),
         test_rmse=float(run.data.metrics["rmse"]),
         model=loaded,
         encoder=encoder,
