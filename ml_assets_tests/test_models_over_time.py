@@ -195,6 +195,33 @@ def test_a_version_registered_without_lineage_is_refused(tmp_path):
     assert "perhaps it was registered before ml_assets recorded what made each model" in refused.stderr
 
 
+def test_a_lineage_this_code_cannot_read_is_refused_not_a_mismatch(tmp_path):
+    """A lineage.json without a field this code reads (written by hand, or by another version) ended in a
+    traceback and exit status 1, which says the rebuilt model does not match."""
+    import mlflow
+    import xgboost
+
+    env = environment(tmp_path / "home", tmp_path)
+    (tmp_path / "home" / "ml_assets").mkdir()
+    features = np.random.default_rng(0).random((50, 3))
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'home' / 'ml_assets' / 'mlflow.db'}")
+    try:
+        experiment = mlflow.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
+            mlflow.log_dict({"features": []}, "encoder.json")
+            mlflow.log_dict({"format": 1, "test_month": "2023-02"}, "lineage.json")  # no training_months
+            booster = xgboost.train({"max_depth": 2}, xgboost.DMatrix(features, label=features.sum(axis=1)), 3)
+            info = mlflow.xgboost.log_model(booster, name="model", pip_requirements=["xgboost"])
+        mlflow.register_model(info.model_uri, REGISTERED_MODEL)
+    finally:
+        mlflow.set_tracking_uri(None)
+    refused = reproduce(env, 1)
+    assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last == "ml_assets.reproduce: cannot rebuild version 1: KeyError: 'training_months'"
+    assert "Traceback" in refused.stderr  # not one of the refusals it knows: where it failed is shown
+
+
 def relocated(env: dict, folder: Path) -> dict:
     """A copy of `env`'s home in `folder`, its MLflow store naming the copy's artifacts, to break without harm."""
     import sqlite3

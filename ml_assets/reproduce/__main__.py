@@ -14,6 +14,7 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 
 from dagster import Failure
 from dagster import build_resources as initialize
@@ -111,6 +112,9 @@ def main() -> None:
         sys.exit(_cannot_rebuild(f"version {args.version}: {error}"))
     except Failure as error:  # the store cannot be reached: its message names the version already
         sys.exit(_cannot_rebuild(error.description))
+    except Exception as error:  # noqa: BLE001 (a lineage this code cannot read, a bug: no verdict, so never 1)
+        traceback.print_exc()
+        sys.exit(_cannot_rebuild(f"version {args.version}: {type(error).__name__}: {_first_line(error)}"))
     sys.exit(0 if matches else 1)
 
 
