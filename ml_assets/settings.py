@@ -342,7 +342,14 @@ SOURCE = Setting(
     f"synthetic, tlc, or a folder of TLC files {_ABSOLUTE} (not a URL, not a file)",
     "`synthetic`, `tlc`, or an absolute folder with `green_tripdata_YYYY-MM.parquet` files",
 )
-TAXI = Setting("ML_ASSETS_TAXI", "green", _choice("green", "yellow"), "green or yellow", "TLC taxi type")
+TAXI = Setting(
+    "ML_ASSETS_TAXI",
+    "green",
+    _choice("green", "yellow"),
+    "green or yellow",
+    "TLC taxi type. No model records it: a home (its assets and MLflow registry) serves one taxi type, or "
+    "model_performance and model_gate judge green and yellow models on each other's months as one series",
+)
 TLC_URL = Setting(
     "ML_ASSETS_TLC_URL",
     "https://d37ci6vzurychx.cloudfront.net/trip-data",
