@@ -76,7 +76,7 @@ def test_monitoring_scores_the_newest_versions_tested_before_the_month_and_the_c
         features = np.random.default_rng(0).random((30, 2))
         booster = xgboost.train({"max_depth": 1}, xgboost.DMatrix(features, label=features.sum(axis=1)), 2)
         untagged = mlflow.xgboost.log_model(booster, name="model", pip_requirements=["xgboost"]).model_uri
-    assert tracking.test_month(mlflow.register_model(untagged, tracking.REGISTERED_MODEL)) is None
+    assert tracking.tested_on(mlflow.register_model(untagged, tracking.REGISTERED_MODEL)) is None
     assert [str(v.version) for v in tracking.versions_tested_before("2021-06", newest=2)] == ["4", "3", "1"]
 
 
@@ -88,7 +88,7 @@ def test_a_trained_model_registered_again_by_hand_is_scored_with_its_run_s_test_
     run_id = registry.get_model_version(tracking.REGISTERED_MODEL, first).run_id
     again = mlflow.register_model(f"runs:/{run_id}/model", tracking.REGISTERED_MODEL)
     assert [str(v.version) for v in tracking.versions_tested_before("2021-04")] == ["3", "2", "1"]
-    assert tracking.test_month(again) == "2021-02"
+    assert tracking.tested_on(again) == "2021-02"
     assert [model.tested_on for model in tracking.load_registered_models([again])[0]] == ["2021-02"]
 
 

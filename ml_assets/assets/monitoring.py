@@ -86,7 +86,7 @@ def model_performance(context: AssetExecutionContext, config: PerformanceConfig,
     champion = champion_on_month(
         scores,
         None if current is None else str(current.version),
-        None if current is None else tracking.test_month(current),
+        None if current is None else tracking.tested_on(current),
     )
     return MaterializeResult(
         value=scores,

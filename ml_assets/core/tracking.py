@@ -175,7 +175,7 @@ def registered_versions(registered_model: str = REGISTERED_MODEL) -> list:
     return sorted(versions, key=lambda version: int(version.version), reverse=True)
 
 
-def test_month(version) -> str | None:
+def tested_on(version) -> str | None:
     """A version's test month: its own tag, else its run's (an ml_assets model registered again by hand, as the
     MLflow UI's "Register model" does, to roll back); None for a model ml_assets never tested."""
     import mlflow
@@ -193,9 +193,9 @@ def test_month(version) -> str | None:
 
 def versions_tested_before(month: str, newest: int | None = None, registered_model: str = REGISTERED_MODEL) -> list:
     """The versions tested before `month`, newest first: at most `newest` of them, plus the champion however old,
-    since its decay is what the check and the retraining policy judge. A version without a test month (registered
-    by hand) is none of them."""
-    versions = [v for v in registered_versions(registered_model) if (test_month(v) or month) < month]
+    since its decay is what the check and the retraining policy judge. A version without a test month (a model
+    ml_assets never tested) is none of them."""
+    versions = [v for v in registered_versions(registered_model) if (tested_on(v) or month) < month]
     chosen = versions[:newest] if newest else versions
     champion = champion_version(registered_model)
     return chosen + [v for v in versions[len(chosen) :] if champion is not None and v.version == champion.version]
@@ -235,7 +235,7 @@ def load_registered(version) -> RegisteredModel:
     return RegisteredModel(
         version=str(version.version),
         trained_on=training_months(run),
-        tested_on=test_month(version),
+        tested_on=tested_on(version),
         test_rmse=float(run.data.metrics["rmse"]),
         model=loaded,
         encoder=encoder,
