@@ -117,7 +117,22 @@ def test_a_version_whose_recorded_test_rmse_cannot_be_judged_against_is_left_out
     }
 
 
-def test_a_champion_that_cannot_be_loaded_is_named_as_the_cause(registry):
+def test_a_month_scored_again_shows_its_newest_realized_rmse(registry, tmp_path):
+    """A month scored again with other values (a re-published month, new cleaning code): every point of a step
+    had the month's first day as its timestamp, so realized_history (the decay plot's curves) kept whichever MLflow
+    listed last, here the largest; and a value seen before was not logged again when it came back."""
+    run_id = registry.get_model_version(tracking.REGISTERED_MODEL, published("2021-02")).run_id
+    for rmse in (7.0, 6.0, 7.0, 5.5):
+        tracking.log_realized_rmse(run_id, rmse, 2, "2021-04")
+        assert tracking.realized_history(run_id) == {2: rmse}
+    tracking.log_realized_rmse(run_id, 5.5, 2, "2021-04")  # the same data again: nothing new to log
+    points = registry.get_metric_history(run_id, tracking.REALIZED_RMSE)
+    assert len(points) == 4
+    # MLflow's chart over time still places every point on the month it scored.
+    assert {point.timestamp // 1000 for point in points} == {1617235200}  # 2021-04-01, UTC
+
+
+def test_a_champion_that_cannot_be_loaded_is_named_as_the_cause(registry, tmp_path):
     published("2021-02")
     shutil.rmtree(Path(mlflow.artifacts.download_artifacts(f"models:/{tracking.REGISTERED_MODEL}/1")))
     with pytest.raises(ValueError, match="the champion alias of trip_duration_xgboost names version 1, which cannot"):

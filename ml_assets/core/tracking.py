@@ -202,15 +202,17 @@ def versions_tested_before(month: str, newest: int | None = None, registered_mod
 
 
 def log_realized_rmse(run_id: str, rmse: float, step: int, month: str) -> None:
-    """`realized_rmse` at `step` (months since the test month) on a version's run, once per step and value:
-    its timestamp is the month's first day, so MLflow's chart over time shows the month."""
+    """`realized_rmse` at `step` (months since the test month) on a version's run, when it is not the step's
+    newest value already: its timestamp is the month's first day, so MLflow's chart over time shows the month,
+    and a millisecond later for each earlier point of the step, so that the newest is the month's current score."""
     import mlflow
     import pandas as pd
 
     client = mlflow.MlflowClient()
-    if any(point.step == step and point.value == rmse for point in client.get_metric_history(run_id, REALIZED_RMSE)):
-        return  # already logged for this month (a re-materialization of the same data)
-    timestamp = int(pd.Timestamp(month + "-01", tz="UTC").timestamp() * 1000)
+    earlier = [point for point in client.get_metric_history(run_id, REALIZED_RMSE) if point.step == step]
+    if earlier and max(earlier, key=lambda point: point.timestamp).value == rmse:
+        return  # already the month's score (a re-materialization of the same data)
+    timestamp = int(pd.Timestamp(month + "-01", tz="UTC").timestamp() * 1000) + len(earlier)
     client.log_metric(run_id, REALIZED_RMSE, rmse, timestamp=timestamp, step=step)
 
 
@@ -258,10 +260,11 @@ def load_registered_models(versions: list) -> tuple[list[RegisteredModel], dict[
 
 
 def realized_history(run_id: str) -> dict[int, float]:
-    """A version's realized RMSE by months since its test month, as logged so far."""
+    """A version's realized RMSE by months since its test month, as logged so far: each step's newest point."""
     import mlflow
 
-    return {point.step: point.value for point in mlflow.MlflowClient().get_metric_history(run_id, REALIZED_RMSE)}
+    points = sorted(mlflow.MlflowClient().get_metric_history(run_id, REALIZED_RMSE), key=lambda point: point.timestamp)
+    return {point.step: point.value for point in points}
 
 
 class Published(NamedTuple):
