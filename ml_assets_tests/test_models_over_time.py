@@ -286,6 +286,40 @@ def test_a_month_whose_file_hash_was_never_recorded_is_not_said_to_be_republishe
     )
 
 
+CHAMPION_MOVES = """
+import json, mlflow
+from dagster import DagsterInstance
+from ml_assets.core import tracking
+from ml_assets.keys import MODEL_PERFORMANCE
+from ml_assets.records import latest_metadata
+from ml_assets.runner.runs import materialize_month
+
+logged = tracking.log_realized_rmse
+
+def then_the_champion_moves(*args):  # another month's model_gate moves the alias while this month is scored
+    logged(*args)
+    mlflow.MlflowClient().set_registered_model_alias(tracking.REGISTERED_MODEL, tracking.CHAMPION, "1")
+
+tracking.log_realized_rmse = then_the_champion_moves
+instance = DagsterInstance.get()
+run_config = {"ops": {"model_performance": {"config": {"newest_versions": 1}}}}
+assert materialize_month(instance, "2023-05", ["model_performance"], run_config).success
+recorded = latest_metadata(instance, MODEL_PERFORMANCE, "2023-05")
+print(json.dumps({name: value for name, value in recorded.items() if name.startswith("champion_")}))
+"""
+
+
+def test_the_champion_recorded_with_a_month_s_scores_is_the_one_scored(history, tmp_path):
+    """The champion was read after the versions were scored: one that moved meanwhile to a version left out
+    (here the newest one is scored, and the alias moves to version 1) was recorded without its ratio, so
+    champion_decay and `on_decay` judged a champion the month's table does not hold."""
+    env = relocated(history, tmp_path)
+    registry(env).set_registered_model_alias(REGISTERED_MODEL, "champion", "3")  # tested on 2023-04
+    recorded = json.loads(python(env, "-c", CHAMPION_MOVES).stdout.strip().splitlines()[-1])
+    assert recorded["champion_version"] == "3" and recorded["champion_tested_on"] == "2023-04"
+    assert recorded["champion_ratio"] > 0
+
+
 ON_DECAY = """
 import json
 from dagster import DagsterInstance, evaluate_automation_conditions

@@ -64,7 +64,9 @@ def model_performance(context: AssetExecutionContext, config: PerformanceConfig,
 
     month = month_of(context)
     context.resources.mlflow.connect(f"model_performance {month}", in_champion_pool=True)
-    earlier = tracking.versions_tested_before(month, config.newest_versions)
+    # Read once, before choosing what to score: the champion recorded is the one scored, wherever the alias moves.
+    current = tracking.champion_version()
+    earlier = tracking.versions_tested_before(month, current, config.newest_versions)
     registered = {str(version.version): version for version in earlier}
     loaded, refused = tracking.load_registered_models(earlier)
     for version, why in refused.items():
@@ -82,7 +84,6 @@ def model_performance(context: AssetExecutionContext, config: PerformanceConfig,
                 f"model_performance {month}: realized_rmse of version {row.version} not logged: {error}"
             )
         curves[row.version] = {0: row.test_rmse, **tracking.realized_history(run_id)}
-    current = tracking.champion_version()
     champion = champion_on_month(
         scores,
         None if current is None else str(current.version),

@@ -191,13 +191,14 @@ def tested_on(version) -> str | None:
         return None
 
 
-def versions_tested_before(month: str, newest: int | None = None, registered_model: str = REGISTERED_MODEL) -> list:
-    """The versions tested before `month`, newest first: at most `newest` of them, plus the champion however old,
-    since its decay is what the check and the retraining policy judge. A version without a test month (a model
-    ml_assets never tested) is none of them."""
+def versions_tested_before(
+    month: str, champion, newest: int | None = None, registered_model: str = REGISTERED_MODEL
+) -> list:
+    """The versions tested before `month`, newest first: at most `newest` of them, plus `champion` (a version, or
+    None) however old, since its decay is what the check and the retraining policy judge. A version without a test
+    month (a model ml_assets never tested) is none of them."""
     versions = [v for v in registered_versions(registered_model) if (tested_on(v) or month) < month]
     chosen = versions[:newest] if newest else versions
-    champion = champion_version(registered_model)
     return chosen + [v for v in versions[len(chosen) :] if champion is not None and v.version == champion.version]
 
 
