@@ -84,7 +84,7 @@ def test_monitoring_scores_the_newest_versions_tested_before_the_month_and_the_c
     assert chosen("2021-06", newest=2) == ["4", "3", "1"]
 
 
-def test_a_trained_model_registered_again_by_hand_is_scored_with_its_run_s_test_month(registry, tmp_path):
+def test_a_trained_model_registered_again_by_hand_is_scored_with_its_run_s_test_month(registry):
     """A model of an ml_assets run registered again from the MLflow UI (a rollback: the version has no tags, its
     run has them) was never scored, and as champion had "no test month" for the decay check and `on_decay`."""
     first = published("2021-02")
@@ -97,7 +97,7 @@ def test_a_trained_model_registered_again_by_hand_is_scored_with_its_run_s_test_
     assert [model.tested_on for model in tracking.load_registered_models([again])[0]] == ["2021-02"]
 
 
-def test_a_version_whose_run_or_files_are_gone_is_left_out_with_the_reason(registry, tmp_path):
+def test_a_version_whose_run_or_files_are_gone_is_left_out_with_the_reason(registry):
     for month in ("2021-02", "2021-03", "2021-04"):
         published(month)
     first, second, _ = reversed(tracking.registered_versions())
@@ -122,7 +122,7 @@ def test_a_version_whose_recorded_test_rmse_cannot_be_judged_against_is_left_out
     }
 
 
-def test_a_month_scored_again_shows_its_newest_realized_rmse(registry, tmp_path):
+def test_a_month_scored_again_shows_its_newest_realized_rmse(registry):
     """A month scored again with other values (a re-published month, new cleaning code): every point of a step
     had the month's first day as its timestamp, so realized_history (the decay plot's curves) kept whichever MLflow
     listed last, here the largest; and a value seen before was not logged again when it came back."""
@@ -137,7 +137,7 @@ def test_a_month_scored_again_shows_its_newest_realized_rmse(registry, tmp_path)
     assert {point.timestamp // 1000 for point in points} == {1617235200}  # 2021-04-01, UTC
 
 
-def test_a_champion_that_cannot_be_loaded_is_named_as_the_cause(registry, tmp_path):
+def test_a_champion_that_cannot_be_loaded_is_named_as_the_cause(registry):
     published("2021-02")
     shutil.rmtree(Path(mlflow.artifacts.download_artifacts(f"models:/{tracking.REGISTERED_MODEL}/1")))
     with pytest.raises(ValueError, match="the champion alias of trip_duration_xgboost names version 1, which cannot"):
