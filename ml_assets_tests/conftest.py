@@ -71,8 +71,15 @@ def _tracking_uri_restored() -> Iterator[None]:
     puts it back at its own teardown)."""
     before = os.environ.get("MLFLOW_TRACKING_URI")
     yield
-    if "mlflow" in sys.modules and os.environ.get("MLFLOW_TRACKING_URI") != before:
-        sys.modules["mlflow"].set_tracking_uri(before)
+    if os.environ.get("MLFLOW_TRACKING_URI") != before:
+        if "mlflow" in sys.modules:
+            sys.modules["mlflow"].set_tracking_uri(before)
+        # MLflow writes the variable only when its own URI changes: where that was `before` already (a run's
+        # resource put the variable back after it), the variable is put back here.
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,6 +22,7 @@ from ml_assets.core.features import OTHER_ZONE
 from ml_assets.core.lineage import LineageError, check_file
 from ml_assets.core.performance import DecayThresholds
 from ml_assets.core.tracking import REGISTERED_MODEL
+from ml_assets.deploy.local.environment import clean_environ
 from ml_assets.keys import MODEL_PERFORMANCE
 from ml_assets.records import check_evaluations, latest_materialization
 from ml_assets_tests import forked
@@ -38,7 +38,7 @@ def environment(home: Path, source: Path, **extra: str) -> dict:
     home.mkdir(exist_ok=True)
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     return {
-        **os.environ,
+        **clean_environ(),  # nothing of this process's MLflow or Dagster settings: a test before may have left some
         "DAGSTER_HOME": str(home),
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "ML_ASSETS_SOURCE": str(source),
