@@ -245,6 +245,63 @@ def test_studies_sharing_a_sqlite_file_never_take_one_enqueued_trial_twice(tmp_p
     assert sorted(handed_out) == list(range(150))
 
 
+@pytest.mark.process
+@pytest.mark.parametrize("winner_commits", ["before", "while_waited_for"])
+def test_a_first_study_storage_on_a_server_takes_tables_another_process_created_meanwhile_as_found(winner_commits):
+    """Two first studies on a fresh PostgreSQL database (workers of two machines, where no lock file holds) both
+    found no tables, and the second to create them failed its step: `relation "studies" already exists` (the
+    first had committed), or a duplicate key of PostgreSQL's catalog (it committed while the second waited).
+    Here the other process creates them just after optuna's check; the storage is then taken as found."""
+    import threading
+
+    import optuna
+    import sqlalchemy
+    from optuna.storages._rdb import models
+    from sqlalchemy import event
+
+    from ml_assets.core.tuning import study_storage
+    from ml_assets.deploy.local.postgres import throwaway_postgres
+    from ml_assets_tests.deployment_support import require_servers
+
+    require_servers()
+    with throwaway_postgres() as server:
+        url = server.url()
+        other = sqlalchemy.create_engine(url)
+        raced = []
+
+        def other_process_creates(*_args, **_kwargs) -> None:
+            """After optuna's create_all decided what to create, before it creates anything."""
+            if raced:
+                return
+            raced.append(True)
+            if winner_commits == "before":
+                models.BaseModel.metadata.create_all(other)
+                return
+            connection = other.connect()
+            transaction = connection.begin()
+            models.BaseModel.metadata.create_all(connection)
+
+            def commit_once_waited_for() -> None:
+                waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                with other.connect() as watcher:
+                    while not watcher.execute(sqlalchemy.text(waiting)).scalar():
+                        time.sleep(0.05)
+                transaction.commit()
+                connection.close()
+
+            threading.Thread(target=commit_once_waited_for).start()
+
+        event.listen(models.BaseModel.metadata, "before_create", other_process_creates, insert=True)
+        try:
+            storage = study_storage(url)
+        finally:
+            event.remove(models.BaseModel.metadata, "before_create", other_process_creates)
+        optuna.create_study(study_name="month", storage=storage)
+        assert raced and [study.study_name for study in storage.get_all_studies()] == ["month"]
+        storage.engine.dispose()
+        other.dispose()
+
+
 def test_a_trial_has_a_heartbeat_before_its_work_starts(tmp_path, monkeypatch):
     """optuna's heartbeat thread writes a trial's first beat a moment after the trial starts: a trial killed in
     between had none, and stayed RUNNING through every later study (kill -9 under two test workers).

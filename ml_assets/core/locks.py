@@ -1,8 +1,8 @@
 """Cross-process locks where two runs starting together on one machine would race: creating a local store's
 tables (locks on local files, which the kernel releases when the holder dies, `kill -9` included), and
 taking a study's next trial from sqlite (its own write lock). They hold on one machine only: what processes
-of several machines share (moving MLflow's `champion` alias, creating its experiment on a server) is
-coordinated by Dagster's instance or the server itself (core.tracking).
+of several machines share (moving MLflow's `champion` alias, creating its experiment or optuna's tables on a
+server) is coordinated by Dagster's instance or the server itself (core.tracking, core.tuning).
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ def sqlite_file(url: str | None) -> Path | None:
     return Path(url[len(prefix) :]).resolve()
 
 
-def store_lock(url: str | None, fallback_dir: str | os.PathLike) -> Path:
-    """The lock file for a store: beside a sqlite database, else in `fallback_dir` (this machine only)."""
-    database = sqlite_file(url)
-    return database.with_name(database.name + ".lock") if database else Path(fallback_dir, "store.lock")
+def store_lock(database: Path) -> Path:
+    """The lock file of a sqlite database: beside it, where every process that opens the file finds it."""
+    return database.with_name(database.name + ".lock")
 
 
 def lock_at_begin(engine) -> None:

@@ -46,7 +46,7 @@ def ensure_experiment(tracking_uri: str | None, name: str) -> None:
         return
     # Two first runs on a fresh home would both create MLflow's sqlite tables: one process at a time, by a lock
     # beside the database (a sqlite file is only ever shared by the processes of its machine).
-    with file_lock(store_lock(tracking_uri, database.parent)):
+    with file_lock(store_lock(database)):
         client = mlflow.MlflowClient(tracking_uri)
         experiment = client.get_experiment_by_name(name)
         location = (database.parent / "mlartifacts").as_uri()

@@ -9,7 +9,6 @@ matrices included) and also ends the running trial's training.
 from __future__ import annotations
 
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +37,9 @@ MIN_SAMPLE_ROWS = 5_000
 HEARTBEAT_SECONDS, GRACE_SECONDS = 5, 20
 # How long a study whose storage was lost (a database restart) waits for it before its step fails.
 STORAGE_WAIT_SECONDS = 60
+# Tries at a storage's first creation on a server: each of optuna's two creating transactions (its tables, then
+# alembic's version stamp) can be lost once to another process, and the third try finds both made.
+CREATE_TRIES = 3
 # Each report is a write to the study's RDB storage: every round would cost more than the round.
 REPORT_EVERY = 10
 
@@ -93,8 +95,11 @@ def study_storage(url: str):
     """optuna's RDB storage with heartbeats; its tables created once even when two runs start together, and on
     sqlite each of their transactions serialized (lock_at_begin), as a server's row locks would.
 
-    On a database server, a pooled connection is tested before use (pool_pre_ping), so that one the
-    server dropped (a restart) is replaced instead of failing the next trial.
+    A sqlite file is only ever shared by the processes of its machine: its first creation is under a lock file
+    beside it. A database server is shared by several machines (Celery workers, run pods), where a lock file
+    holds on one only: there, a creation lost to another process's is tried again, and finds what that one made.
+    On a server, a pooled connection is also tested before use (pool_pre_ping), so that one the server
+    dropped (a restart) is replaced instead of failing the next trial.
     """
     import optuna
 
@@ -108,11 +113,28 @@ def study_storage(url: str):
             failed_trial_callback=_failed_trial_callback(),
         )
 
-    with file_lock(store_lock(url, tempfile.gettempdir())):
+    database = sqlite_file(url)
+    if database is None:
+        return _created_on_server(storage)
+    with file_lock(store_lock(database)):
         made = storage()
-    if sqlite_file(url):
-        lock_at_begin(made.engine)
+    lock_at_begin(made.engine)
     return made
+
+
+def _created_on_server(storage, tries: int = CREATE_TRIES):
+    """`storage()` on a database server, made again where another process created the same thing at the same
+    moment: PostgreSQL refuses the second CREATE of optuna's tables and types, and the second stamp of
+    alembic's version, with an IntegrityError (the winner's not yet committed) or a ProgrammingError
+    (`already exists`); optuna's own version row already takes a duplicate as found."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    try:
+        return storage()
+    except (IntegrityError, ProgrammingError):
+        if tries == 1:
+            raise
+        return _created_on_server(storage, tries - 1)
 
 
 class StorageLost(RuntimeError):
