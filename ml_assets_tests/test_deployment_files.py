@@ -340,8 +340,9 @@ def test_helm_values_run_the_code_location_as_the_instance_does():
     assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "ml_assets.definitions"]
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     daemon = values["dagsterDaemon"]
-    queue = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]
-    assert queue["dequeueIntervalSeconds"] == instance["run_coordinator"]["config"]["dequeue_interval_seconds"]
+    # Any queuedRunCoordinator value makes the chart write `max_concurrent_runs: -1` into run_coordinator, which
+    # Dagster refuses beside `concurrency:` (dagster._core.instance.config.validate_concurrency_config).
+    assert daemon["runCoordinator"]["type"] == "QueuedRunCoordinator" and "config" not in daemon["runCoordinator"]
     runs, pools = values["concurrency"]["runs"], values["concurrency"]["pools"]
     assert runs["maxConcurrentRuns"] == instance["concurrency"]["runs"]["max_concurrent_runs"]
     assert runs["tagConcurrencyLimits"] == instance["concurrency"]["runs"]["tag_concurrency_limits"]
