@@ -175,16 +175,17 @@ def registered_versions(registered_model: str = REGISTERED_MODEL) -> list:
     return sorted(versions, key=lambda version: int(version.version), reverse=True)
 
 
-def tested_on(version) -> str | None:
+def tested_on(version, run=None) -> str | None:
     """A version's test month: its own tag, else its run's (an ml_assets model registered again by hand, as the
-    MLflow UI's "Register model" does, to roll back); None for a model ml_assets never tested."""
+    MLflow UI's "Register model" does, to roll back); None for a model ml_assets never tested. `run`: the
+    version's run where the caller has it already."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     if version.tags.get(PARTITION_TAG) or not version.run_id:
         return version.tags.get(PARTITION_TAG)
     try:
-        return mlflow.MlflowClient().get_run(version.run_id).data.tags.get(PARTITION_TAG)
+        return (run or mlflow.MlflowClient().get_run(version.run_id)).data.tags.get(PARTITION_TAG)
     except MlflowException as error:
         if error.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise  # a server that does not answer is not "never tested"
@@ -238,7 +239,7 @@ def load_registered(version) -> RegisteredModel:
     return RegisteredModel(
         version=str(version.version),
         trained_on=training_months(run),
-        tested_on=tested_on(version),
+        tested_on=tested_on(version, run),
         test_rmse=float(run.data.metrics["rmse"]),
         model=loaded,
         encoder=encoder,
