@@ -347,8 +347,8 @@ TAXI = Setting(
     "green",
     _choice("green", "yellow"),
     "green or yellow",
-    "TLC taxi type. No model records it: a home (its assets and MLflow registry) serves one taxi type, or "
-    "model_performance and model_gate judge green and yellow models on each other's months as one series",
+    "TLC taxi type. A home (its assets and MLflow registry) holds one: raw_trips records it, and a month of "
+    "another type is refused. Two homes of different types need MLflow tracking stores of their own",
 )
 TLC_URL = Setting(
     "ML_ASSETS_TLC_URL",

@@ -270,3 +270,27 @@ def test_a_yellow_month_goes_through_the_graph(instance, monkeypatch, tmp_path):
     result = materialize_month(instance, "2021-02", ["raw_trips", "cleaned_trips", "trip_features"])
     assert result.success
     assert latest_metadata(instance, "raw_trips", "2021-02")["source_file"].endswith("yellow_tripdata_2021-02.parquet")
+
+
+def test_a_month_of_another_taxi_type_is_refused_in_a_home_that_holds_one(instance, monkeypatch, tmp_path):
+    """Green months stored, then ML_ASSETS_TAXI=yellow: the yellow month would be trained on green windows and
+    judged against a green champion, so it is refused, naming both types; nothing of it is stored."""
+    folder = tmp_path / "both"
+    folder.mkdir()
+    pq.write_table(real("2021-01"), folder / "green_tripdata_2021-01.parquet")
+    pq.write_table(real("2021-02"), folder / "green_tripdata_2021-02.parquet")
+    pq.write_table(as_yellow(real("2021-02"), 2024), folder / "yellow_tripdata_2021-02.parquet")
+    monkeypatch.setenv("ML_ASSETS_SOURCE", str(folder))
+    materialize_month(instance, "2021-01", ["raw_trips", "cleaned_trips"])
+    assert latest_metadata(instance, "raw_trips", "2021-01")["taxi"] == "green"
+
+    monkeypatch.setenv("ML_ASSETS_TAXI", "yellow")
+    result = materialize_month(instance, "2021-02", ["raw_trips", "cleaned_trips"], raise_on_error=False)
+    assert not result.success
+    (failure,) = [event for event in result.all_events if event.is_step_failure]
+    message = failure.step_failure_data.error.to_string()
+    assert "ML_ASSETS_TAXI is yellow" in message and "holds green months" in message, message
+    assert latest_metadata(instance, "raw_trips", "2021-02") is None
+
+    monkeypatch.setenv("ML_ASSETS_TAXI", "green")  # a plain retry with the home's type goes through
+    assert materialize_month(instance, "2021-02", ["raw_trips", "cleaned_trips"]).success

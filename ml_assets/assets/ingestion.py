@@ -17,10 +17,12 @@ from ml_assets.code_versions import code_version
 from ml_assets.core import cleaning, plots, rules, schema, tables, zones
 from ml_assets.core.cleaning import CleanedMonth, EmptyMonthError, clean_trips
 from ml_assets.core.schema import DURATION
+from ml_assets.core.sources import check_taxi_of_home
 from ml_assets.core.storage import open_parquet_hashed
 from ml_assets.deploy.executor import group_and_queue
 from ml_assets.keys import CLEANED_TRIPS, INGESTION, RAW_TRIPS
 from ml_assets.partitions import month_of, monthly_partitions
+from ml_assets.records import latest_metadata
 from ml_assets.resources.trip_source import TripSourceResource
 
 
@@ -30,10 +32,11 @@ def _refusal(error: rules.BlockingRuleError) -> Failure:
     return Failure(description=str(error), metadata=metadata)
 
 
-def _raw_metadata(table: tables.TableOrFile, path, size: int, sha256: str, source: str) -> dict:
+def _raw_metadata(table: tables.TableOrFile, path, size: int, sha256: str, trip_source: TripSourceResource) -> dict:
     return {
         "rows": tables.num_rows(table),
-        "source": source,
+        "source": trip_source.label,
+        "taxi": trip_source.taxi,
         "source_file": str(path),
         "size_bytes": size,
         "sha256": sha256,
@@ -81,6 +84,8 @@ def _cleaned_metadata(context: AssetExecutionContext, cleaned: CleanedMonth) -> 
 def ingest_trips(context: AssetExecutionContext, config: RulesConfig, trip_source: TripSourceResource):
     """Fetch the month, judge it by the blocking rules, clean it; store both only if every rule passed."""
     month = month_of(context)
+    stored = latest_metadata(context.instance, RAW_TRIPS) or {}
+    check_taxi_of_home(stored.get("taxi"), trip_source.taxi, month)
     path = trip_source.source().fetch(month)
     # Read a batch at a time: the whole raw month is never in memory. Its hash is that of the bytes read.
     table, sha256, size = open_parquet_hashed(path)
@@ -101,7 +106,7 @@ def ingest_trips(context: AssetExecutionContext, config: RulesConfig, trip_sourc
         if isinstance(error, rules.BlockingRuleError):
             raise _refusal(error) from error
         raise
-    raw_metadata = _raw_metadata(table, path, size, sha256, trip_source.label)
+    raw_metadata = _raw_metadata(table, path, size, sha256, trip_source)
     # The file's own hash is the month's data version: Dagster marks what was built from an older file stale.
     yield Output(table, "raw", metadata=raw_metadata, data_version=DataVersion(raw_metadata["sha256"]))
     yield Output(cleaned.trips, "cleaned", metadata=_cleaned_metadata(context, cleaned))

@@ -69,6 +69,26 @@ class InvalidSourceFileError(SourceError):
     """The file for a month is not readable parquet (corrupt or truncated)."""
 
 
+class OtherTaxiError(ValueError):
+    """The home already holds months of another taxi type."""
+
+
+def check_taxi_of_home(recorded: str | None, taxi: str, month: str) -> None:
+    """Refuse a month of `taxi` where the home's newest stored month is of another taxi type (`recorded`).
+
+    A home holds one taxi type: its training windows, its champion and model_performance's series would
+    mix green and yellow trips without a word. None (nothing stored yet, or stored before the type was
+    recorded) passes."""
+    if recorded is None or recorded == taxi:
+        return
+    raise OtherTaxiError(
+        f"month {month}: ML_ASSETS_TAXI is {taxi}, but this home holds {recorded} months (raw_trips records "
+        f"taxi={recorded}): its training windows and champion would mix both. Set ML_ASSETS_TAXI={recorded}, "
+        f"or give {taxi} trips a home of their own: another DAGSTER_HOME, and another MLflow tracking store where "
+        "MLFLOW_TRACKING_URI names one (the registered model's name is the same for both types)"
+    )
+
+
 def trip_file_name(taxi: str, month: str) -> str:
     """TLC's file name for one month, e.g. `green_tripdata_2021-02.parquet`."""
     return f"{taxi}_tripdata_{month}.parquet"
