@@ -204,6 +204,74 @@ def test_a_zone_id_past_int32_is_missing_and_a_nanosecond_part_is_dropped():
     assert f"missing_values {cleaned.dropped['missing_values']}" in dropped_share.message
 
 
+def kept_rows(table: pa.Table, month: str, count: int) -> pd.Index:
+    """Rows of a real month that cleaning keeps (picked up in the month, 1-60 minutes, a distance): where one odd
+    value shows as one more row dropped, under the reason that value gives."""
+    trips = table.select(["lpep_pickup_datetime", "lpep_dropoff_datetime", "trip_distance"]).to_pandas()
+    minutes = (trips["lpep_dropoff_datetime"] - trips["lpep_pickup_datetime"]).dt.total_seconds() / 60
+    start = pd.Timestamp(f"{month}-01")
+    inside = trips["lpep_pickup_datetime"].between(start, start + pd.offsets.MonthBegin(1), inclusive="left")
+    return trips.index[trips["trip_distance"].notna() & minutes.between(1, 60) & inside][:count]
+
+
+def test_a_time_centuries_away_loses_its_row_not_the_month():
+    """A stray pickup or dropoff past Python's years (or 2**53 microseconds from its pair) is one odd row: the
+    month's rules judge it and cleaning drops and counts it, where Arrow's division and Python's dates raised."""
+    table = real("2021-01")
+    expected = clean_trips(table, "2021-01", "2021-01")
+    rows = kept_rows(table, "2021-01", 3)
+    micros = {
+        name: pc.cast(table[name], pa.int64()).to_numpy().copy()
+        for name in ("lpep_pickup_datetime", "lpep_dropoff_datetime")
+    }
+    micros["lpep_dropoff_datetime"][rows[0]] = 9 * 10**18  # the year 287168
+    micros["lpep_pickup_datetime"][rows[1]] = 253_402_300_800 * 10**6  # the first instant of the year 10000
+    micros["lpep_pickup_datetime"][rows[2]] = -9 * 10**18
+    odd = table
+    for name, values in micros.items():
+        odd = replace_column(odd, name, pa.array(values).cast(pa.timestamp("us")))
+    judged = {rule.rule: rule for rule in raw_rules(odd, "2021-01", RuleThresholds(), "green")}
+    assert all(rule.passed for rule in judged.values())
+    assert "to 10000-01-01 00:00:00" in judged["pickups_in_month"].message
+    cleaned = clean_trips(odd, "2021-01", "2021-01")
+    assert cleaned.dropped == {
+        **expected.dropped,
+        "pickup_outside_month": expected.dropped["pickup_outside_month"] + 2,
+        "duration_out_of_range": expected.dropped["duration_out_of_range"] + 1,
+    }
+    assert len(cleaned.trips) == len(expected.trips) - 3
+
+
+def test_a_zone_id_as_a_float_nan_or_past_2_53_is_missing():
+    """A zone column of floats with a NaN (another writer's null), or of int64 with an id past 2**53, loses its row
+    (counted as missing), not the month: the range check refused to read either."""
+    table = real("2021-01")
+    expected = clean_trips(table, "2021-01", "2021-01")
+    row = kept_rows(table, "2021-01", 1)[0]
+    floats = table["PULocationID"].to_numpy().astype("float64")
+    floats[row] = np.nan
+    huge = table["PULocationID"].to_numpy().astype("int64")
+    huge[row] = 2**60
+    for values in (pa.array(floats, from_pandas=False), pa.array(huge)):
+        odd = replace_column(table, "PULocationID", values)
+        assert [rule.message for rule in raw_rules(odd, "2021-01", RuleThresholds(), "green") if not rule.passed] == []
+        cleaned = clean_trips(odd, "2021-01", "2021-01")
+        assert cleaned.dropped == {**expected.dropped, "missing_values": expected.dropped["missing_values"] + 1}
+
+
+def test_an_integer_past_float32_s_exact_range_is_rounded_as_a_float64_is():
+    """Yellow files of 2023 on store passenger_count and the other codes as int64: one value float32 cannot hold
+    exactly (a garbage count of 2**40 + 1) is rounded, as 1e12 in a float64 column is, not a month refused."""
+    table = real("2021-01")
+    row = kept_rows(table, "2021-01", 1)[0]
+    counts = pc.fill_null(table["passenger_count"], 1).to_numpy().astype("int64")
+    counts[row] = 2**40 + 1
+    odd = replace_column(table, "passenger_count", pa.array(counts))
+    assert [rule.message for rule in raw_rules(odd, "2021-01", RuleThresholds(), "green") if not rule.passed] == []
+    trips = clean_trips(odd, "2021-01", "2021-01").trips
+    assert trips["passenger_count"].max() == np.float32(2**40)
+
+
 def test_trips_whose_zone_is_not_in_tlc_s_lookup_are_dropped_under_their_own_reason():
     """Zone ids TLC's lookup does not have (0, 999, -1) name no place: those trips are dropped and counted, not
     trained on. TLC's own unknown zones, 264 and 265, are in the lookup and stay."""

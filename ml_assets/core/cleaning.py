@@ -58,12 +58,18 @@ def _bad(mask) -> np.ndarray:
     return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
 
 
+_FIRST_DAY, _LAST_DAY = (pa.scalar(day, pa.date32()) for day in (datetime.date.min, datetime.date.max))
+
+
 def _clock_change_days(*columns: pa.ChunkedArray) -> list[datetime.date]:
     """The days among the columns' dates on which New York's clocks change (a few a year at most)."""
     zone = ZoneInfo(TLC_TIME_ZONE)
     dates = set()
     for column in columns:
-        dates.update(day for day in pc.unique(pc.cast(column, pa.date32())).to_pylist() if day is not None)
+        days = pc.unique(pc.cast(column, pa.date32()))
+        # A stray time past Python's years (a dropoff in the year 30000) is no day the clocks change on.
+        days = days.filter(pc.and_(pc.greater(days, _FIRST_DAY), pc.less(days, _LAST_DAY)))
+        dates.update(days.to_pylist())
     midnight = datetime.time()
     return sorted(
         day
@@ -94,7 +100,9 @@ def _elapsed_minutes(pickup: pa.ChunkedArray, dropoff: pa.ChunkedArray) -> pa.Ar
     """Minutes from pickup to dropoff as time passed, not as the clock read: TLC writes New York wall-clock
     times, so a trip across the spring change read an hour longer and one across the autumn change an hour
     shorter (or negative). Only trips with an end on a day the clocks change are read with the zone."""
-    wall = pc.divide(pc.cast(pc.subtract(dropoff, pickup), pa.int64()), 60e6).to_numpy(zero_copy_only=False)
+    # As float64 at once: Arrow refuses to divide an integer past 2**53 (microseconds: a stray dropoff centuries away).
+    elapsed = pc.cast(pc.cast(pc.subtract(dropoff, pickup), pa.int64()), pa.float64(), safe=False)
+    wall = pc.divide(elapsed, 60e6).to_numpy(zero_copy_only=False)
     days = _clock_change_days(pickup, dropoff)
     if days:
         near = np.zeros(len(wall), dtype=bool)

@@ -19,6 +19,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -240,10 +241,20 @@ def raw_pickups_in_month(trips: tables.TableOrFile, month: str, min_share: float
             )
         within = pc.and_(pc.greater_equal(pickups, start), pc.less(pickups, end))
         inside += int(pc.sum(pc.fill_null(within, False)).as_py() or 0)
-        bounds = pc.min_max(pickups)
-        first = min(filter(None, (first, bounds["min"].as_py())), default=None)
-        last = max(filter(None, (last, bounds["max"].as_py())), default=None)
-    return _pickup_result(inside, rows, min_share, first, last, "raw_trips", month)
+        bounds = pc.min_max(pc.cast(pickups, pa.int64()))  # microseconds: a stray pickup may lie past Python's years
+        first = min((t for t in (first, bounds["min"].as_py()) if t is not None), default=None)
+        last = max((t for t in (last, bounds["max"].as_py()) if t is not None), default=None)
+    return _pickup_result(inside, rows, min_share, _moment(first), _moment(last), "raw_trips", month)
+
+
+def _moment(microseconds: int | None):
+    """A pickup time as a datetime, or as numpy writes it where it lies past Python's years (the year 30000)."""
+    if microseconds is None:
+        return None
+    try:
+        return pa.scalar(microseconds, pa.timestamp("us")).as_py()
+    except (OverflowError, ValueError):
+        return str(np.datetime64(microseconds, "us")).replace("T", " ")
 
 
 def cleaned_pickups_in_month(trips: pd.DataFrame, month: str) -> RuleResult:

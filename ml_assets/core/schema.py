@@ -5,13 +5,14 @@ null-typed `ehail_fee`, string vs large_string), names pickup/dropoff columns pe
 (`lpep_` green, `tpep_` yellow) and spells some columns in another letter case. Months must
 stack into one training window, so every file is cast to the canonical schema below. What it
 cannot take as it is, it does not guess at: an infinite number, and a zone id past int32's range
-(no zone has one), are read as missing, so that cleaning drops and counts the row as it does a
+(no zone has one) or NaN, are read as missing, so that cleaning drops and counts the row as it does a
 null; a timestamp stored with a zone is read as New York's wall-clock time (as TLC writes them),
 one finer than a microsecond is cut to the microsecond (no trip is timed closer), a value that
 cannot be read as its type (a word for a distance) is refused, and so is a column given twice.
 
 Its numbers are float32: a yellow month has millions of trips, float32 halves their memory, and
-XGBoost computes in float32 whatever it is given.
+XGBoost computes in float32 whatever it is given. An integer float32 cannot hold exactly is rounded,
+as a float64 is.
 """
 
 from __future__ import annotations
@@ -136,13 +137,15 @@ def _finite(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _in_range(column: pa.ChunkedArray, to_type: pa.DataType) -> pa.ChunkedArray:
-    """Numbers `to_type` (an integer type) cannot hold as missing: a zone id past int32's range is no zone."""
+    """Numbers `to_type` (an integer type) cannot hold as missing: a zone id past int32's range is no zone, and a
+    NaN (a float zone column's way of saying missing) none either."""
     if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
         return column
     bounds = np.iinfo(to_type.to_pandas_dtype())
-    wide = pc.cast(column, pa.float64())  # compares any integer type, unsigned 64-bit included, with the bounds
-    outside = pc.fill_null(pc.or_(pc.less(wide, bounds.min), pc.greater(wide, bounds.max)), False)
-    return pc.if_else(outside, pa.scalar(None, column.type), column)
+    # Any integer type, 64-bit past 2**53 included, compared with the bounds: rounding cannot move a value across them.
+    wide = pc.cast(column, pa.float64(), safe=False)
+    outside = pc.or_(pc.is_nan(wide), pc.or_(pc.less(wide, bounds.min), pc.greater(wide, bounds.max)))
+    return pc.if_else(pc.fill_null(outside, False), pa.scalar(None, column.type), column)
 
 
 def to_canonical(column: pa.ChunkedArray | pa.Array, to_type: pa.DataType):
@@ -152,8 +155,10 @@ def to_canonical(column: pa.ChunkedArray | pa.Array, to_type: pa.DataType):
         return wall_clock(column, to_type)
     if pa.types.is_integer(to_type):
         column = _in_range(column, to_type)
-    cast = pc.cast(column, to_type)
-    return _finite(cast) if pa.types.is_floating(to_type) else cast
+        return pc.cast(column, to_type)
+    if pa.types.is_floating(to_type):  # an integer past float32's exact range is rounded, as a float64 is
+        return _finite(pc.cast(column, options=pc.CastOptions(to_type, allow_float_truncate=True)))
+    return pc.cast(column, to_type)
 
 
 def unify_schema(table: pa.Table, origin: str) -> pa.Table:
