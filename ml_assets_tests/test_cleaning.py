@@ -310,6 +310,21 @@ def test_uncastable_column_is_a_schema_error():
         unify_schema(table, "2021-01")
 
 
+def test_a_string_column_whose_bytes_are_no_utf8_is_refused_naming_it(tmp_path):
+    """A file can label bytes that are no UTF-8 (text written as Latin-1) as strings; Arrow reads and casts them
+    unchecked, and the month failed where pandas read them ("Unknown error: Wrapping ... failed"), past the raw
+    rules. The schema rule now refuses the column by name, as it does any value it cannot read."""
+    table = real("2021-01")
+    flags = pa.array([b"N"] * (table.num_rows - 1) + [b"\xd1"], pa.binary())
+    latin = replace_column(table, "store_and_fwd_flag", pa.Array.from_buffers(pa.string(), len(flags), flags.buffers()))
+    pq.write_table(latin, tmp_path / "latin.parquet")
+    month = pq.ParquetFile(tmp_path / "latin.parquet")
+    (schema_rule,) = [rule for rule in raw_rules(month, "2021-01", RuleThresholds(), "green") if not rule.passed]
+    assert "store_and_fwd_flag (string -> string: Invalid UTF8" in schema_rule.message
+    with pytest.raises(SchemaError, match="month 2021-01: column store_and_fwd_flag .* Invalid UTF8"):
+        clean_trips(month, "2021-01", "month 2021-01")
+
+
 def test_empty_month_and_month_with_nothing_left_fail_clearly():
     table = real("2021-01")
     with pytest.raises(EmptyMonthError, match="has no trips"):

@@ -8,7 +8,8 @@ cannot take as it is, it does not guess at: an infinite number, and a zone id pa
 (no zone has one) or NaN, are read as missing, so that cleaning drops and counts the row as it does a
 null; a timestamp stored with a zone is read as New York's wall-clock time (as TLC writes them),
 one finer than a microsecond is cut to the microsecond (no trip is timed closer), a value that
-cannot be read as its type (a word for a distance) is refused, and so is a column given twice.
+cannot be read as its type (a word for a distance, bytes that are no UTF-8 in a string) is
+refused, and so is a column given twice.
 
 Its numbers are float32: a yellow month has millions of trips, float32 halves their memory, and
 XGBoost computes in float32 whatever it is given. An integer float32 cannot hold exactly is rounded,
@@ -158,7 +159,10 @@ def to_canonical(column: pa.ChunkedArray | pa.Array, to_type: pa.DataType):
         return pc.cast(column, to_type)
     if pa.types.is_floating(to_type):  # an integer past float32's exact range is rounded, as a float64 is
         return _finite(pc.cast(column, options=pc.CastOptions(to_type, allow_float_truncate=True)))
-    return pc.cast(column, to_type)
+    cast = pc.cast(column, to_type)
+    if pa.types.is_string(to_type):  # Arrow reads and casts strings unchecked: bytes that are no UTF-8 failed in pandas
+        cast.validate(full=True)
+    return cast
 
 
 def unify_schema(table: pa.Table, origin: str) -> pa.Table:
