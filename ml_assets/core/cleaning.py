@@ -58,18 +58,15 @@ def _bad(mask) -> np.ndarray:
     return pc.fill_null(mask, False).to_numpy(zero_copy_only=False)
 
 
-_FIRST_DAY, _LAST_DAY = (pa.scalar(day, pa.date32()) for day in (datetime.date.min, datetime.date.max))
-
-
 def _clock_change_days(*columns: pa.ChunkedArray) -> list[datetime.date]:
     """The days among the columns' dates on which New York's clocks change (a few a year at most)."""
     zone = ZoneInfo(TLC_TIME_ZONE)
+    first, last = (pa.scalar(day, pa.date32()) for day in (datetime.date.min, datetime.date.max))
     dates = set()
     for column in columns:
         days = pc.unique(pc.cast(column, pa.date32()))
         # A stray time past Python's years (a dropoff in the year 30000) is no day the clocks change on.
-        days = days.filter(pc.and_(pc.greater(days, _FIRST_DAY), pc.less(days, _LAST_DAY)))
-        dates.update(days.to_pylist())
+        dates.update(days.filter(pc.and_(pc.greater(days, first), pc.less(days, last))).to_pylist())
     midnight = datetime.time()
     return sorted(
         day
