@@ -206,6 +206,24 @@ def test_drift_on_real_months():
     assert drift.drift(jan, longer, drift.DriftThresholds(psi=100.0, ks=at, tvd=1.0)).passed
 
 
+def test_a_code_the_model_reads_gone_missing_is_drift():
+    """Cleaning keeps a missing code (a renamed column reads missing on every row) and XGBoost takes NaN: only the
+    growth of its missing share says the month lost it. Consecutive real months stay far below the threshold."""
+    months = ["2021-01", "2021-02", "2021-03", "2022-01", "2022-02", "2022-03", "2023-01", "2023-02", "2023-03"]
+    trips = {month: cleaned(month).trips for month in months}
+    for previous, month in zip(months, months[1:], strict=False):
+        growth = drift.drift(trips[previous], trips[month], DRIFT, previous, month).metadata
+        assert all(growth[f"missing_{column}"] < 0.05 for column in drift.MISSING_COLUMNS), (month, growth)
+    feb = trips["2021-02"]
+    gone = drift.drift(trips["2021-01"], feb.assign(passenger_count=np.nan), DRIFT, "2021-01", "2021-02")
+    assert not gone.passed and gone.metadata["exceeded"] == ["missing_passenger_count"]
+    before = trips["2021-01"]["passenger_count"].isna().mean()  # 48 % of 2021's trips have no codes
+    assert gone.metadata["missing_passenger_count"] == pytest.approx(1 - before, abs=1e-6)
+    assert "missing_passenger_count = 0.517 > 0.2" in gone.message
+    fewer = drift.drift(feb.assign(passenger_count=np.nan), feb, DRIFT)  # filled again: no warning
+    assert fewer.passed and fewer.metadata["missing_passenger_count"] == 0.0
+
+
 # --- the checks in real runs ------------------------------------------------------------------
 
 INGESTION = ["raw_trips", "cleaned_trips"]
@@ -393,6 +411,20 @@ def test_drift_check_warns_but_does_not_block(instance, source):
     assert {"psi_trip_distance", "tvd_pickup_zone"} <= set(found["exceeded"])
     assert "psi_duration" not in found["exceeded"]
     assert "2021-02" in materialized(instance, "trip_features")
+
+
+def test_a_renamed_code_column_is_stored_and_the_drift_check_names_it(instance, source):
+    write_february(
+        source,
+        lambda table: table.rename_columns(
+            ["passengers" if name == "passenger_count" else name for name in table.column_names]
+        ),
+    )
+    result = materialize_month(instance, "2021-02", INGESTION)
+    assert result.success and "2021-02" in materialized(instance, "cleaned_trips")
+    found = evaluations(result)[("cleaned_trips", "drift_vs_previous_month")]
+    assert not found.passed and found.severity == AssetCheckSeverity.WARN
+    assert metadata(found)["exceeded"] == ["missing_passenger_count"]
 
 
 def test_the_decay_check_names_its_threshold_as_it_is():

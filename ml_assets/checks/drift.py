@@ -67,8 +67,9 @@ def cleaned_trips_drift():
     @asset_check(
         asset=CLEANED_TRIPS,
         name=DRIFT_CHECK,
-        description="Month M against M-1: PSI and KS of duration and trip_distance, TVD of pickup-zone shares; "
-        "warns above the thresholds, never blocks. Passes when M-1 has no cleaned_trips.",
+        description="Month M against M-1: PSI and KS of duration and trip_distance, TVD of pickup-zone shares, "
+        "growth of the model's codes' missing values; warns above the thresholds, never blocks. Passes when M-1 "
+        "has no cleaned_trips.",
         blocking=False,
         required_resource_keys={"io_manager"},
         partitions_def=monthly_partitions,

@@ -1,7 +1,9 @@
 """Drift between consecutive months (no Dagster here): a warning, never a reason to stop training.
 
 Month M against M-1: population stability index and the two-sample Kolmogorov-Smirnov statistic
-of duration and trip distance, and the total variation distance of the pickup-zone shares.
+of duration and trip distance, the total variation distance of the pickup-zone shares, and how much
+the share of missing values grew in each code the model reads that cleaning keeps missing (a column
+TLC renamed or stopped filling reads as missing on every row, and the model would say nothing).
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ml_assets.core.features import FEATURE_INPUTS
 from ml_assets.core.rules import RuleResult, threshold
-from ml_assets.core.schema import DURATION, PICKUP_ZONE
+from ml_assets.core.schema import DURATION, OPTIONAL, PICKUP_ZONE
 
 DRIFT_COLUMNS = [DURATION, "trip_distance"]
-DRIFT_INPUTS = [*DRIFT_COLUMNS, PICKUP_ZONE]  # all a month's drift is computed from
+MISSING_COLUMNS = [name for name in FEATURE_INPUTS if name in OPTIONAL]  # feature inputs that may stay missing
+DRIFT_INPUTS = [*DRIFT_COLUMNS, PICKUP_ZONE, *MISSING_COLUMNS]  # all a month's drift is computed from
 PSI_FLOOR = 1e-4  # share given to an empty bin, so that log() stays finite
 
 
@@ -28,6 +32,8 @@ class DriftThresholds:
     ks: float = threshold(0.1, "share", "warn above this Kolmogorov-Smirnov statistic of duration or distance")
     # Consecutive real green months: 0.03-0.045.
     tvd: float = threshold(0.1, "share", "warn above this total variation distance of the pickup-zone shares")
+    # Consecutive real green months: at most 0.035 (2021-03); a column gone reads 0.5 to 0.93 (2021's share to 2023's).
+    missing: float = threshold(0.2, "share", "warn when a code's share of missing values grew by more than this")
 
 
 def _finite(values) -> np.ndarray:
@@ -85,6 +91,11 @@ def total_variation(reference, current) -> float:
     return float(0.5 * np.abs(ref - cur).sum())
 
 
+def missing_growth(reference, current) -> float:
+    """How much the share of missing values grew from one sample to the other (0 where it did not grow)."""
+    return max(0.0, float(pd.Series(current).isna().mean()) - float(pd.Series(reference).isna().mean()))
+
+
 def drift(
     previous: pd.DataFrame,
     current: pd.DataFrame,
@@ -92,13 +103,16 @@ def drift(
     previous_month: str = "M-1",
     month: str = "M",
 ) -> RuleResult:
-    """PSI and KS of duration and trip_distance, TVD of pickup-zone shares; fails above any threshold."""
+    """PSI and KS of duration and trip_distance, TVD of pickup-zone shares, growth of the codes' missing values;
+    fails above any threshold."""
     figures: dict[str, float] = {}
     for column in DRIFT_COLUMNS:
         figures[f"psi_{column}"] = round(psi(previous[column], current[column]), 6)
         figures[f"ks_{column}"] = round(ks_statistic(previous[column], current[column]), 6)
     figures["tvd_pickup_zone"] = round(total_variation(previous[PICKUP_ZONE], current[PICKUP_ZONE]), 6)
-    limits = {"psi": thresholds.psi, "ks": thresholds.ks, "tvd": thresholds.tvd}
+    for column in MISSING_COLUMNS:
+        figures[f"missing_{column}"] = round(missing_growth(previous[column], current[column]), 6)
+    limits = {"psi": thresholds.psi, "ks": thresholds.ks, "tvd": thresholds.tvd, "missing": thresholds.missing}
     exceeded = {name: value for name, value in figures.items() if value > limits[name.split("_")[0]]}
     metadata = {
         "month": month,
