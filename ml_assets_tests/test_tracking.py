@@ -1,5 +1,6 @@
 """The registry's bookkeeping as plain functions, on a real MLflow sqlite store: what an interrupt or a broken
-version leaves, and which versions monitoring scores."""
+version leaves, which versions monitoring scores, and what the steps make of a registry changed by hand in the
+MLflow UI."""
 
 from __future__ import annotations
 
@@ -203,3 +204,53 @@ def test_an_experiment_another_machine_creates_meanwhile_is_taken_as_found(tmp_p
     tracking.ensure_experiment(uri, "trip_duration")
     monkeypatch.setattr(mlflow.MlflowClient, "get_experiment_by_name", looked_up)
     assert [e.name for e in mlflow.MlflowClient(uri).search_experiments()].count("trip_duration") == 1
+
+
+def predictions_failure(month: str, registry):
+    """Why trip_duration_predictions of `month` failed, run with the `mlflow` resource on the test's store (its
+    cleaned_trips a stand-in: it fails before reading them), as the step's error: (message, its cause or None)."""
+    import pandas as pd
+    from dagster import AssetKey, DagsterInstance, asset, materialize_to_memory
+
+    from ml_assets.assets.predictions import trip_duration_predictions
+    from ml_assets.partitions import monthly_partitions
+    from ml_assets.resources.tracking import mlflow_tracking_resource
+
+    @asset(key=AssetKey("cleaned_trips"), partitions_def=monthly_partitions)
+    def cleaned_trips():
+        return pd.DataFrame()
+
+    store = {"experiment_name": "t", "mlflow_tracking_uri": registry.tracking_uri}
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize_to_memory(
+            [cleaned_trips, trip_duration_predictions],
+            partition_key=month,
+            resources={"mlflow": mlflow_tracking_resource.configured(store)},
+            instance=instance,
+            raise_on_error=False,
+        )
+    (failure,) = result.get_step_failure_events()
+    error = failure.step_failure_data.error
+    return error.message, error.cause
+
+
+def test_predictions_after_the_champion_was_deleted_name_the_versions_left(registry):
+    """The champion's version deleted in the MLflow UI (MLflow deletes its alias with it): predictions said there
+    was no champion "yet", to train a first month, though the registry held other versions to alias."""
+    published("2021-02")
+    published("2021-03")  # champion
+    registry.delete_model_version(tracking.REGISTERED_MODEL, "2")
+    said, _ = predictions_failure("2021-04", registry)
+    assert "has version(s) 1: the version it named was deleted" in said
+    assert "set `champion` on a version in the MLflow UI, or materialize trained_model again" in said
+
+
+def test_a_champion_that_cannot_be_loaded_fails_predictions_saying_what_to_do(registry):
+    """A champion whose files were deleted by hand failed predictions with a ValueError under MLflow's traceback,
+    saying only to move the alias."""
+    published("2021-02")
+    shutil.rmtree(Path(mlflow.artifacts.download_artifacts(f"models:/{tracking.REGISTERED_MODEL}/1")))
+    said, cause = predictions_failure("2021-04", registry)
+    assert "trip_duration_predictions 2021-04: the champion alias of trip_duration_xgboost names version 1" in said
+    assert "or delete the alias and materialize trained_model again" in said
+    assert cause is None, cause  # the message says it all: no MLflow traceback under it

@@ -40,13 +40,12 @@ def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.
     from ml_assets.core.training import regression_metrics
 
     month = month_of(context)
-    context.resources.mlflow.connect(f"trip_duration_predictions {month}", in_champion_pool=True)
-    champion = tracking.load_champion()
+    mlflow, what = context.resources.mlflow, f"trip_duration_predictions {month}"
+    mlflow.connect(what, in_champion_pool=True)
+    with mlflow.champion_must_load(what):
+        champion = tracking.load_champion()
     if champion is None:
-        raise Failure(
-            f"no `{tracking.CHAMPION}` model in the MLflow registry yet: materialize trained_model "
-            f"for a month with an earlier month to train on first"
-        )
+        raise Failure(f"{what}: {tracking.no_champion()}")
     version, champion_model, encoder = champion
     # A month rebuilt after a newer champion came may be one it trained on: its RMSE there is no test score.
     trained_on_month = tracking.trained_on(version, month)

@@ -177,7 +177,8 @@ def trained_model(
         stale = tracking.fail_stale_runs(run_id, lambda other: run_is_alive(context.instance, other))
         if stale:
             context.log.warning(f"marked FAILED the MLflow runs left RUNNING by runs that are over: {stale}")
-        champion = tracking.load_champion()  # what the champion of this moment scores; model_gate judges again
+        with mlflow.champion_must_load(f"trained_model {month}"):
+            champion = tracking.load_champion()  # what the champion of this moment scores; model_gate judges again
         if later := gate.tested_after(month, champion):
             context.log.info(
                 f"trained_model {month}: the champion, version {champion[0].version}, was tested on {later} and may "

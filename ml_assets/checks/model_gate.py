@@ -63,7 +63,8 @@ def _model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_fe
         )
 
     tags = {tracking.PARTITION_TAG: month, tracking.DAGSTER_RUN_TAG: run_id}
-    published = tracking.publish(model["mlflow_model_uri"], against, tags)
+    with mlflow.champion_must_load(f"{MODEL_GATE} {month}"):
+        published = tracking.publish(model["mlflow_model_uri"], against, tags)
     gate = published.verdict
     context.log.info(f"trained_model {month} is version {published.version}, {published.alias}: {gate.reason}")
     metadata = {

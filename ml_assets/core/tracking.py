@@ -150,6 +150,11 @@ def load_version(version, registered_model: str = REGISTERED_MODEL):
     return version, loaded, encoder
 
 
+class UnloadableChampion(ValueError):
+    """The `champion` alias names a version that cannot be loaded as this project's model; the message says which
+    and what to do, so that the steps can fail with it alone."""
+
+
 def load_champion(registered_model: str = REGISTERED_MODEL):
     """(version, model, encoder) of the model the `champion` alias points at, or None. A champion that cannot be
     loaded (its files gone, a model of another kind aliased by hand) is named as the cause, not the model in hand."""
@@ -161,10 +166,27 @@ def load_champion(registered_model: str = REGISTERED_MODEL):
     except Exception as error:  # noqa: BLE001 (whatever MLflow raises for what it cannot load)
         if is_outage(error):
             raise
-        raise ValueError(
+        raise UnloadableChampion(
             f"the {CHAMPION} alias of {registered_model} names version {version.version}, which cannot be loaded as "
-            f"this project's model ({type(error).__name__}: {error}); move the alias to another version"
+            f"this project's model ({type(error).__name__}: {error}); move the alias to a version that loads (MLflow "
+            f"UI), or delete the alias and materialize trained_model again to publish a new {CHAMPION}"
         ) from error
+
+
+def no_champion(registered_model: str = REGISTERED_MODEL) -> str:
+    """Why there is no champion to load, and what to do: a registry with versions but no alias had one deleted
+    (MLflow deletes a version's aliases with it) or moved away by hand, which is no "not trained yet"."""
+    versions = [str(version.version) for version in registered_versions(registered_model)]
+    if not versions:
+        return (
+            f"no `{CHAMPION}` model in the MLflow registry yet: materialize trained_model for a month with an "
+            "earlier month to train on first"
+        )
+    return (
+        f"no version of {registered_model} has the `{CHAMPION}` alias, though it has version(s) {', '.join(versions)}: "
+        f"the version it named was deleted (MLflow deletes its aliases with it) or the alias was removed; set "
+        f"`{CHAMPION}` on a version in the MLflow UI, or materialize trained_model again to publish a new one"
+    )
 
 
 def registered_versions(registered_model: str = REGISTERED_MODEL) -> list:

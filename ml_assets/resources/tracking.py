@@ -73,6 +73,15 @@ class MlflowTracking:
                 f"before recording their {MODEL_GATE} evaluation; it was moved back to the version each replaced"
             )
 
+    @contextlib.contextmanager
+    def champion_must_load(self, what: str) -> Iterator[None]:
+        """A block that loads the champion: one that cannot be loaded fails the step with core.tracking's message
+        (which version, what to do) alone, not with MLflow's traceback under it."""
+        try:
+            yield
+        except tracking.UnloadableChampion as error:
+            raise Failure(f"{what}: {error}") from None
+
     def _publishing_recorded(self, version) -> bool:
         """Whether the run that published `version` recorded its model_gate evaluation, or still may.
 
