@@ -141,7 +141,11 @@ def test_a_model_the_champion_cannot_be_compared_with_does_not_replace_it(months
     """A `course` model trained while a `rich` champion serves: the champion reads columns the course frame does
     not carry. It had failed the step with a bare KeyError; the new model now stays a challenger, saying why."""
     data = design_matrices(rich)
-    champion = (SimpleNamespace(version="9", tags={}), fit(data, {"max_depth": 2}, num_boost_round=5), data.encoder)
+    champion = (
+        SimpleNamespace(version="9", tags={}, run_id=None),
+        fit(data, {"max_depth": 2}, num_boost_round=5),
+        data.encoder,
+    )
     course = build_features({"2021-01": months["2021-01"]}, months["2021-02"], "2021-02", feature_set="course")
     scored_on = features.digest_of_test_rows(course)
     verdict = gate_model(course, 1.0, baseline_rmse(course), 0.02, champion, scored_on=scored_on)
@@ -154,12 +158,12 @@ def test_a_model_of_an_earlier_month_than_the_champion_s_does_not_replace_it(ric
     comparing the two there favours neither fairly, and serving the older model would move back in time."""
     data = design_matrices(rich)
     booster = fit(data, {"max_depth": 2}, num_boost_round=5)
-    later = (SimpleNamespace(version="7", tags={"partition": "2021-04"}), booster, data.encoder)
+    later = (SimpleNamespace(version="7", tags={"partition": "2021-04"}, run_id=None), booster, data.encoder)
     scored_on = features.digest_of_test_rows(rich)
     verdict = gate_model(rich, 1.0, baseline_rmse(rich), 0.02, later, scored_on=scored_on)
     assert not verdict.passed and verdict.champion_version == "7"
     assert "the champion (version 7) was tested on 2021-04, after this model's month 2021-02" in verdict.reason
-    same_month = (SimpleNamespace(version="7", tags={"partition": "2021-02"}), booster, data.encoder)
+    same_month = (SimpleNamespace(version="7", tags={"partition": "2021-02"}, run_id=None), booster, data.encoder)
     assert gate_model(rich, 1.0, baseline_rmse(rich), 0.02, same_month, scored_on=scored_on).passed  # trained again
 
 

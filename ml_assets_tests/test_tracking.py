@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import xgboost
 
-from ml_assets.core import tracking
+from ml_assets.core import gate, tracking
 from ml_assets.core.gate import GateResult
 
 
@@ -254,3 +254,14 @@ def test_a_champion_that_cannot_be_loaded_fails_predictions_saying_what_to_do(re
     assert "trip_duration_predictions 2021-04: the champion alias of trip_duration_xgboost names version 1" in said
     assert "or delete the alias and materialize trained_model again" in said
     assert cause is None, cause  # the message says it all: no MLflow traceback under it
+
+
+def test_a_champion_registered_again_by_hand_keeps_its_test_month_for_the_gate(registry):
+    """A rollback from the MLflow UI ("Register model" on an ml_assets run: the version has no tags) made
+    champion: the gate read the test month from the version's tags only, so a model of an earlier month than the
+    champion's could replace it, while monitoring read the run's."""
+    first = published("2021-03")
+    run_id = registry.get_model_version(tracking.REGISTERED_MODEL, first).run_id
+    again = mlflow.register_model(f"runs:/{run_id}/model", tracking.REGISTERED_MODEL)
+    registry.set_registered_model_alias(tracking.REGISTERED_MODEL, tracking.CHAMPION, again.version)
+    assert gate.tested_after("2021-02", tracking.load_champion()) == "2021-03"

@@ -9,7 +9,7 @@ import pandas as pd
 from ml_assets.core import frame_parts
 from ml_assets.core.features import digest_of_test_rows
 from ml_assets.core.rules import percent
-from ml_assets.core.tracking import PARTITION_TAG
+from ml_assets.core.tracking import tested_on
 from ml_assets.core.training import NotComparable, champion_rmse
 
 CHAMPION_TOLERANCE = 0.02  # how much worse (relative RMSE) than the champion a new model may be
@@ -46,10 +46,10 @@ def compare(
 
 
 def tested_after(month: str | None, champion) -> str | None:
-    """The champion's test month (as its registry version is tagged) when it is after `month`: the champion may
-    have trained on `month`, so its RMSE there is no test score. None otherwise (no champion, one registered by
-    hand, or one tested on `month` or before)."""
-    champion_month = None if champion is None else (champion[0].tags or {}).get(PARTITION_TAG)
+    """The champion's test month (`tracking.tested_on`, as monitoring reads it: its version's tag, else its run's)
+    when it is after `month`: the champion may have trained on `month`, so its RMSE there is no test score. None
+    otherwise (no champion, a model ml_assets never tested, or one tested on `month` or before)."""
+    champion_month = None if champion is None else tested_on(champion[0])
     return champion_month if month and champion_month and month < champion_month else None
 
 
