@@ -265,3 +265,14 @@ def test_a_champion_registered_again_by_hand_keeps_its_test_month_for_the_gate(r
     again = mlflow.register_model(f"runs:/{run_id}/model", tracking.REGISTERED_MODEL)
     registry.set_registered_model_alias(tracking.REGISTERED_MODEL, tracking.CHAMPION, again.version)
     assert gate.tested_after("2021-02", tracking.load_champion()) == "2021-03"
+
+
+def test_a_champion_before_tag_edited_by_hand_is_no_unreachable_store(registry):
+    """`champion_before` of an unrecorded champion edited in the MLflow UI to what is no version number: MLflow
+    refused to look it up (INVALID_PARAMETER_VALUE), and every step that may move the alias failed saying the
+    store could not be reached."""
+    published("2021-02")
+    published("2021-03")
+    registry.set_model_version_tag(tracking.REGISTERED_MODEL, "2", tracking.CHAMPION_BEFORE_TAG, "v1")
+    assert tracking.restore_recorded_champion(lambda version: False) == ["2"]
+    assert tracking.champion_version() is None

@@ -343,7 +343,8 @@ def _exists(client, registered_model: str, version: str) -> bool:
     try:
         client.get_model_version(registered_model, version)
     except MlflowException as error:
-        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+        # INVALID_PARAMETER_VALUE: a tag edited by hand to what is no version number names no version either.
+        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             raise
         return False
     return True
