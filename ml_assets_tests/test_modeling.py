@@ -418,3 +418,18 @@ def test_xgboost_threads_follow_a_containers_cpu_quota(instance, featured, monke
     assert result.returncode == 0, result.stderr[-4000:]
     metadata = latest_metadata(instance, "best_params", "2021-02")
     assert metadata["xgboost_threads"] == 1 and metadata["trials_run"] == 2
+
+
+def test_a_version_that_cannot_score_the_month_is_left_out_with_the_reason(months, rich):
+    """A version registered by hand from a notebook's run (tagged with a month, but an encoder or model of other
+    features) loaded, then failed model_performance for every version with a bare KeyError while it was scored."""
+    from ml_assets.core.performance import RegisteredModel, score_versions
+
+    data = design_matrices(rich)
+    booster = fit(data, {"max_depth": 2}, num_boost_round=5)
+    ours = RegisteredModel("1", ["2020-12"], "2021-01", 5.0, booster, data.encoder)
+    notebook = RegisteredModel("2", [], "2021-01", 5.0, booster, {"features": ["trip_distance"]})
+    scores, refused = score_versions(months["2021-02"], "2021-02", [ours, notebook])
+    assert list(scores["version"]) == ["1"] and scores["realized_rmse"].iloc[0] > 0
+    assert list(refused) == ["2"] and refused["2"].startswith("cannot score 2021-02's trips: KeyError")
+

@@ -69,9 +69,10 @@ def model_performance(context: AssetExecutionContext, config: PerformanceConfig,
     earlier = tracking.versions_tested_before(month, current, config.newest_versions)
     registered = {str(version.version): version for version in earlier}
     loaded, refused = tracking.load_registered_models(earlier)
+    scores, unscored = score_versions(cleaned_trips, month, loaded)
+    refused |= unscored
     for version, why in refused.items():
         context.log.warning(f"model_performance {month}: version {version} is not scored: {why}")
-    scores = score_versions(cleaned_trips, month, loaded)
     curves = {}
     for row in scores.itertuples():
         run_id = registered[row.version].run_id

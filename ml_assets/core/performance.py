@@ -50,15 +50,23 @@ class RegisteredModel:
             )
 
 
-def score_versions(trips: pd.DataFrame, month: str, versions: list[RegisteredModel]) -> pd.DataFrame:
-    """One row per version tested before `month`: its RMSE on `month`'s trips beside its own test RMSE."""
+def score_versions(
+    trips: pd.DataFrame, month: str, versions: list[RegisteredModel]
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """One row per version tested before `month`: its RMSE on `month`'s trips beside its own test RMSE; and why
+    each version that could not score them was left out (an encoder or model of other features, registered by
+    hand): one such version must not stop the others' scores."""
     rows = derive_features(trips)
     actual = trips[DURATION].to_numpy()
-    scored = []
+    scored, refused = [], {}
     for registered in versions:
         if registered.tested_on >= month:
             continue  # a model is judged only on months after its own test month
-        predicted = model.predict(registered.model, transform(rows, registered.encoder))
+        try:
+            predicted = model.predict(registered.model, transform(rows, registered.encoder))
+        except (KeyError, TypeError, ValueError) as error:  # XGBoost's own errors are ValueErrors
+            refused[registered.version] = f"cannot score {month}'s trips: {type(error).__name__}: {error}"
+            continue
         realized = regression_metrics(actual, predicted)["rmse"]
         scored.append(
             {
@@ -72,7 +80,7 @@ def score_versions(trips: pd.DataFrame, month: str, versions: list[RegisteredMod
             }
         )
     frame = pd.DataFrame(scored, columns=COLUMNS)
-    return frame.sort_values("version", key=lambda v: v.astype(int)).reset_index(drop=True)
+    return frame.sort_values("version", key=lambda v: v.astype(int)).reset_index(drop=True), refused
 
 
 def decayed(ratio: float, decay_threshold: float) -> bool:
