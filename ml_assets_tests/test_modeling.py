@@ -433,3 +433,15 @@ def test_a_version_that_cannot_score_the_month_is_left_out_with_the_reason(month
     assert list(scores["version"]) == ["1"] and scores["realized_rmse"].iloc[0] > 0
     assert list(refused) == ["2"] and refused["2"].startswith("cannot score 2021-02's trips: KeyError")
 
+
+def test_a_champion_of_no_ml_assets_features_is_no_crash_of_the_gate(rich):
+    """`champion` moved by hand to a version of a notebook's run (an encoder of another shape, a model of other
+    features): the gate failed with a KeyError raised while it reported the first one."""
+    data = design_matrices(rich)
+    booster = fit(data, {"max_depth": 2}, num_boost_round=5)
+    scored_on = features.digest_of_test_rows(rich)
+    for encoder in ({"features": ["trip_distance"]}, {**data.encoder, "features": data.encoder["features"][:2]}):
+        notebook = (SimpleNamespace(version="5", tags={}, run_id=None), booster, encoder)
+        verdict = gate_model(rich, 1.0, baseline_rmse(rich), 0.02, notebook, scored_on=scored_on)
+        assert not verdict.passed and verdict.champion_version == "5"
+        assert "the champion (version 5" in verdict.reason and "cannot be scored on this month's" in verdict.reason

@@ -206,9 +206,9 @@ def test_an_experiment_another_machine_creates_meanwhile_is_taken_as_found(tmp_p
     assert [e.name for e in mlflow.MlflowClient(uri).search_experiments()].count("trip_duration") == 1
 
 
-def predictions_failure(month: str, registry):
-    """Why trip_duration_predictions of `month` failed, run with the `mlflow` resource on the test's store (its
-    cleaned_trips a stand-in: it fails before reading them), as the step's error: (message, its cause or None)."""
+def predictions_failure(month: str, registry, trips=None):
+    """Why trip_duration_predictions of `month` failed, run with the `mlflow` resource on the test's store and
+    `trips` as its cleaned_trips (none: it fails before reading them), as the step's error: (message, its cause)."""
     import pandas as pd
     from dagster import AssetKey, DagsterInstance, asset, materialize_to_memory
 
@@ -218,7 +218,7 @@ def predictions_failure(month: str, registry):
 
     @asset(key=AssetKey("cleaned_trips"), partitions_def=monthly_partitions)
     def cleaned_trips():
-        return pd.DataFrame()
+        return pd.DataFrame() if trips is None else trips
 
     store = {"experiment_name": "t", "mlflow_tracking_uri": registry.tracking_uri}
     with DagsterInstance.ephemeral() as instance:
@@ -276,3 +276,18 @@ def test_a_champion_before_tag_edited_by_hand_is_no_unreachable_store(registry):
     registry.set_model_version_tag(tracking.REGISTERED_MODEL, "2", tracking.CHAMPION_BEFORE_TAG, "v1")
     assert tracking.restore_recorded_champion(lambda version: False) == ["2"]
     assert tracking.champion_version() is None
+
+
+def test_a_champion_of_no_ml_assets_features_fails_predictions_naming_it(registry):
+    """`champion` moved by hand to a version of a notebook's run tagged with a month (it loads, with an encoder of
+    another shape): predictions failed with a bare KeyError from the encoding."""
+    import pyarrow.parquet as pq
+
+    from ml_assets.core.cleaning import clean_trips
+    from ml_assets_tests.support import TLC_DATA
+
+    published("2021-02")  # `logged_model` logs such an encoder
+    trips = clean_trips(pq.read_table(TLC_DATA / "green_tripdata_2021-03.parquet"), "2021-03", "2021-03").trips
+    said, _ = predictions_failure("2021-03", registry, trips.head(100))
+    assert "trip_duration_predictions 2021-03: the champion, version 1, cannot score 2021-03's trips (KeyError" in said
+    assert "move the alias to a version of this project's models" in said

@@ -54,7 +54,15 @@ def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.
             f"trip_duration_predictions {month}: the champion, version {version.version}, was trained on {month}, "
             "so its RMSE here is not a test score"
         )
-    predicted = model.predict(champion_model, transform(derive_features(cleaned_trips), encoder))
+    derived = derive_features(cleaned_trips)
+    try:
+        predicted = model.predict(champion_model, transform(derived, encoder))
+    except (KeyError, TypeError, ValueError) as error:  # XGBoost's own errors are ValueErrors
+        raise Failure(
+            f"{what}: the champion, version {version.version}, cannot score {month}'s trips "
+            f"({type(error).__name__}: {error}): it is no model of this project's features (aliased by hand?); move "
+            "the alias to a version of this project's models"
+        ) from None
     scored = cleaned_trips[TRIP_COLUMNS].assign(predicted_duration=predicted, model_version=str(version.version))
     context.add_output_metadata(
         {

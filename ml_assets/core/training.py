@@ -65,15 +65,21 @@ def champion_rmse(frame: pd.DataFrame, champion) -> float | None:
         return None
     version, champion_model, encoder = champion
     test_rows = split_rows(frame, TEST)
+    kind = f"{encoder.get('feature_set', 'unknown')} features"  # unknown: a model ml_assets never trained
     try:
         own = pd.DataFrame({name: test_rows[name] for name in test_rows if name not in ENCODED}, copy=False)
-        matrix = transform(own, encoder)
+        predicted = model.predict(champion_model, transform(own, encoder))
     except KeyError as missing:
         raise NotComparable(
-            f"the champion (version {version.version}, {encoder['feature_set']} features) cannot be scored on "
-            f"this month's {frame.attrs.get('feature_set', 'other')} features, which lack its input {missing}"
+            f"the champion (version {version.version}, {kind}) cannot be scored on this month's "
+            f"{frame.attrs.get('feature_set', 'other')} features, which lack its input {missing}"
         ) from None
-    return regression_metrics(test_rows[DURATION].to_numpy(), model.predict(champion_model, matrix))["rmse"]
+    except (TypeError, ValueError) as error:  # XGBoost's own errors are ValueErrors: a model of other features
+        raise NotComparable(
+            f"the champion (version {version.version}, {kind}) cannot be scored on this month's features: "
+            f"{type(error).__name__}: {error}"
+        ) from None
+    return regression_metrics(test_rows[DURATION].to_numpy(), predicted)["rmse"]
 
 
 @dataclass(frozen=True)
