@@ -291,3 +291,19 @@ def test_a_champion_of_no_ml_assets_features_fails_predictions_naming_it(registr
     said, _ = predictions_failure("2021-03", registry, trips.head(100))
     assert "trip_duration_predictions 2021-03: the champion, version 1, cannot score 2021-03's trips (KeyError" in said
     assert "move the alias to a version of this project's models" in said
+
+
+def test_champion_before_tags_edited_into_a_cycle_end_with_no_champion(registry):
+    """`champion_before` tags edited by hand so that two unrecorded champions name each other: putting the alias
+    back went round between them for ever, every step that may move the alias hanging."""
+    published("2021-02")
+    published("2021-03")  # champion, replacing version 1
+    registry.set_model_version_tag(tracking.REGISTERED_MODEL, "1", tracking.CHAMPION_BEFORE_TAG, "2")
+    looked_at = []
+
+    def unrecorded(version) -> bool:
+        looked_at.append(str(version.version))
+        return len(looked_at) > 5  # a bound for the test's sake: the round never ended
+
+    assert tracking.restore_recorded_champion(unrecorded) == ["2", "1"]
+    assert tracking.champion_version() is None

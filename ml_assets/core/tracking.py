@@ -365,8 +365,10 @@ def restore_recorded_champion(
     client, taken = mlflow.MlflowClient(), []
     while (champion := champion_version(registered_model)) is not None and not is_recorded(champion):
         before = champion.tags.get(CHAMPION_BEFORE_TAG)
-        if before is not None and not _exists(client, registered_model, before):
-            before = None  # deleted since: no champion, rather than an alias to nothing
+        if before is not None and (before in taken or not _exists(client, registered_model, before)):
+            # Deleted since: no champion, rather than an alias to nothing; taken back already (tags edited by hand
+            # into a round): no champion, rather than going round for ever.
+            before = None
         if before is None:
             client.delete_registered_model_alias(registered_model, CHAMPION)
         else:
