@@ -307,3 +307,17 @@ def test_champion_before_tags_edited_into_a_cycle_end_with_no_champion(registry)
 
     assert tracking.restore_recorded_champion(unrecorded) == ["2", "1"]
     assert tracking.champion_version() is None
+
+
+def test_a_test_month_tag_edited_by_hand_to_no_month_is_not_taken(registry):
+    """A version's `partition` tag edited in the MLflow UI to what is no month: it was taken as the test month, so
+    model_performance scored the version as tested before "2020" and failed for every version on months_between
+    (as the retraining policy did on a champion's), and the gate refused every model against a champion "tested"
+    on a tag that sorts after the months ("March"). The version's run still says which month it was."""
+    first = published("2021-02")
+    registry.set_model_version_tag(tracking.REGISTERED_MODEL, first, tracking.PARTITION_TAG, "2020")
+    version = registry.get_model_version(tracking.REGISTERED_MODEL, first)
+    assert tracking.tested_on(version) == "2021-02"
+    registry.set_tag(version.run_id, tracking.PARTITION_TAG, "2020")  # the run's too: no test month at all
+    assert tracking.tested_on(version) is None
+    assert tracking.versions_tested_before("2021-04", None) == []

@@ -16,6 +16,11 @@ def check_month(month: str) -> str:
     return month
 
 
+def is_month(text: str | None) -> bool:
+    """Whether `text` is a month as check_month accepts it (a tag edited by hand may be anything)."""
+    return bool(text) and _MONTH.fullmatch(text) is not None
+
+
 def month_bounds(month: str) -> tuple[pd.Timestamp, pd.Timestamp]:
     """[start, end) of the month as naive timestamps (TLC times are naive local time)."""
     start = pd.Timestamp(check_month(month) + "-01")

@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from ml_assets.core import model
 from ml_assets.core.locks import file_lock, sqlite_file, store_lock
+from ml_assets.core.months import is_month
 from ml_assets.core.outages import is_outage
 from ml_assets.core.performance import RegisteredModel
 
@@ -199,19 +200,21 @@ def registered_versions(registered_model: str = REGISTERED_MODEL) -> list:
 
 def tested_on(version, run=None) -> str | None:
     """A version's test month: its own tag, else its run's (an ml_assets model registered again by hand, as the
-    MLflow UI's "Register model" does, to roll back); None for a model ml_assets never tested. `run`: the
-    version's run where the caller has it already."""
+    MLflow UI's "Register model" does, to roll back); None for a model ml_assets never tested. A tag edited by hand
+    to what is no month is none: every month computed from it would fail. `run`: the version's run where the
+    caller has it already."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    if version.tags.get(PARTITION_TAG) or not version.run_id:
-        return version.tags.get(PARTITION_TAG)
+    if is_month(own := version.tags.get(PARTITION_TAG)) or not version.run_id:
+        return own if is_month(own) else None
     try:
-        return (run or mlflow.MlflowClient().get_run(version.run_id)).data.tags.get(PARTITION_TAG)
+        tag = (run or mlflow.MlflowClient().get_run(version.run_id)).data.tags.get(PARTITION_TAG)
     except MlflowException as error:
         if error.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise  # a server that does not answer is not "never tested"
         return None
+    return tag if is_month(tag) else None
 
 
 def versions_tested_before(
