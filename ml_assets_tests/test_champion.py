@@ -2,6 +2,7 @@
 
 import mlflow
 import pytest
+from dagster import Failure
 
 from ml_assets.core.gate import compare
 from ml_assets.records import latest_metadata
@@ -161,3 +162,36 @@ def test_a_gate_re_executed_after_the_features_were_rebuilt_compares_no_other_ro
     # Executed on its own on the features it was trained on, the gate scores the champion (the same model) there.
     alone = check_result(run_gate_alone(instance, "2021-02"))
     assert alone.passed and alone.metadata["champion_rmse"].value == pytest.approx(alone.metadata["rmse"].value, 1e-3)
+
+
+def step_error(result, step: str):
+    """The error a step of an in-process run failed with (its message, its cause or None)."""
+    (failure,) = [event for event in result.get_step_failure_events() if event.step_key == step]
+    return failure.step_failure_data.error.message, failure.step_failure_data.error.cause
+
+
+@pytest.mark.slow
+def test_a_champion_whose_files_were_deleted_fails_training_and_the_gate_saying_what_to_do(
+    instance, dagster_home, monkeypatch
+):
+    """The champion's model files deleted by hand: trained_model and model_gate failed with a ValueError under
+    MLflow's traceback, saying only to move the alias."""
+    import shutil
+    from pathlib import Path
+
+    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "20000")
+    for month in ("2021-01", "2021-02"):
+        materialize_month(instance, month, ["raw_trips", "cleaned_trips"], run_config=FAST_CONFIG)
+    materialize_month(instance, "2021-02", ["trip_features", "best_params", "trained_model"], run_config=FAST_CONFIG)
+    mlflow.set_tracking_uri(f"sqlite:///{dagster_home / 'ml_assets' / 'mlflow.db'}")
+    shutil.rmtree(Path(mlflow.artifacts.download_artifacts("models:/trip_duration_xgboost/1")))
+    mlflow.set_tracking_uri(None)
+
+    expected = "the champion alias of trip_duration_xgboost names version 1, which cannot be loaded"
+    again = materialize_month(instance, "2021-02", ["trained_model"], run_config=FAST_CONFIG, raise_on_error=False)
+    said, cause = step_error(again, "trained_model")
+    assert f"trained_model 2021-02: {expected}" in said and cause is None, (said, cause)
+    with pytest.raises(Failure, match=f"model_gate 2021-02: {expected}") as gate_failed:
+        run_gate_alone(instance, "2021-02")
+    assert "or delete the alias and materialize trained_model again" in str(gate_failed.value)
+    assert gate_failed.value.__cause__ is None
