@@ -27,7 +27,10 @@ class DecayConfig(Config):
 def judge_decay(scores: pd.DataFrame, champion: ChampionOnMonth, month: str, threshold: float) -> AssetCheckResult:
     """The check's verdict on a month's scores and the champion model_performance recorded with them."""
     if champion.version is None:
-        return AssetCheckResult(passed=True, description=f"nothing to judge on {month}: there is no champion yet")
+        return AssetCheckResult(
+            passed=True,
+            description=f"nothing to judge on {month}: there is no champion (none yet, or its alias was removed)",
+        )
     if champion.ratio is None:
         if champion.tested_on is not None and champion.tested_on >= month:
             tested_later = f"v{champion.version} was tested on {month} or later"

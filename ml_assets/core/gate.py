@@ -36,7 +36,11 @@ def compare(
     if rmse >= baseline:
         return False, f"RMSE {rmse:.3f} does not beat the LinearRegression baseline {baseline:.3f}"
     if champion is None:
-        return True, f"RMSE {rmse:.3f} beats the baseline {baseline:.3f}; there is no champion yet"
+        return (
+            True,
+            f"RMSE {rmse:.3f} beats the baseline {baseline:.3f}; there is no champion "
+            "(none yet, or its alias was removed)",
+        )
     if rmse > champion * (1 + tolerance):
         return False, f"RMSE {rmse:.3f} is worse than the champion's {champion:.3f} by more than {percent(tolerance)}"
     return True, (
