@@ -128,6 +128,30 @@ def test_the_layout_names_every_module_and_package_of_the_code():
     assert not missing, f"not in docs/architecture.md's layout: {missing}"
 
 
+def test_the_run_config_table_names_every_op_with_config_and_each_of_its_fields():
+    """docs/configuration.md's run config: a field added to an op's config (as the drift check's `missing` was)
+    or an op renamed, without its row, fails here."""
+    from ml_assets.definitions import defs
+
+    section = (ROOT / "docs" / "configuration.md").read_text().split("## Run config")[1]
+    rows = dict(re.findall(r"^\| `(\w+)`[^|]*\| (.*) \|$", section, re.M))
+    configured = {}
+    for assets in defs.resolve_asset_graph().assets_defs:
+        schema = assets.node_def.config_schema
+        if schema is not None and getattr(schema.config_type, "fields", None):
+            configured[assets.node_def.name] = set(schema.config_type.fields)
+    assert set(rows) == set(configured), "ops in the table and ops with run config differ"
+    missing = {op: sorted(f for f in fields if f"`{f}`" not in rows[op]) for op, fields in configured.items()}
+    missing = {op: fields for op, fields in missing.items() if fields}
+    assert not missing, f"fields not in docs/configuration.md's run config table: {missing}"
+
+
+def test_every_make_target_the_docs_name_is_in_the_makefile():
+    targets = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
+    named = {target for page in PAGES for target in re.findall(r"`make ([a-z][\w-]*)", page.read_text())}
+    assert named and not named - targets, f"not targets of the Makefile: {sorted(named - targets)}"
+
+
 def test_the_cpu_table_counts_a_process_s_cpu_since_the_command_started():
     """A real child that spins for a CPU-second shows with about that much under its own pid and role; a
     command's total leaves out what the machine's processes used before it started."""
