@@ -340,7 +340,8 @@ SOURCE = Setting(
     "synthetic",
     _source,
     f"synthetic, tlc, or a folder of TLC files {_ABSOLUTE} (not a URL, not a file)",
-    "`synthetic`, `tlc`, or an absolute folder with `green_tripdata_YYYY-MM.parquet` files",
+    "`synthetic`, `tlc`, or an absolute folder with `green_tripdata_YYYY-MM.parquet` files (`yellow_tripdata_…` "
+    "for yellow taxis)",
 )
 TAXI = Setting(
     "ML_ASSETS_TAXI",
