@@ -79,7 +79,7 @@ class _RetrainReason(MonthRule):
 
 
 class NoChampion(_RetrainReason):
-    LABEL, TEXT = "no_champion", "the registry has no champion yet"
+    LABEL, TEXT = "no_champion", "the registry has no champion (none yet, or its alias was removed)"
 
 
 class ChampionDecayed(_RetrainReason):
