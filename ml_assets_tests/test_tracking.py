@@ -123,6 +123,24 @@ def test_a_version_whose_recorded_test_rmse_cannot_be_judged_against_is_left_out
     }
 
 
+def test_a_version_whose_run_has_no_test_rmse_is_left_out_saying_so(registry):
+    """A version of an ml_assets-tagged run without the `rmse` metric (a notebook's, or deleted by hand) was refused
+    as "KeyError: 'rmse'"."""
+    published("2021-02")
+    (version,) = tracking.registered_versions()
+    with mlflow.start_run() as run:  # the same model, logged again by hand with the month's tag and no metrics
+        mlflow.set_tag(tracking.PARTITION_TAG, "2021-02")
+        for path in ("model", "encoder.json"):
+            mlflow.log_artifact(mlflow.artifacts.download_artifacts(f"runs:/{version.run_id}/{path}"))
+    again = mlflow.register_model(f"runs:/{run.info.run_id}/model", tracking.REGISTERED_MODEL)
+    loaded, refused = tracking.load_registered_models([again])
+    assert loaded == []
+    assert refused == {
+        str(again.version): f"ValueError: its run {run.info.run_id} has no `rmse` metric (its test RMSE) to judge a "
+        "later one against"
+    }
+
+
 def test_a_month_scored_again_shows_its_newest_realized_rmse(registry):
     """A month scored again with other values (a re-published month, new cleaning code): every point of a step
     had the month's first day as its timestamp, so realized_history (the decay plot's curves) kept whichever MLflow

@@ -260,6 +260,8 @@ def load_registered(version) -> RegisteredModel:
     import mlflow
 
     run = mlflow.MlflowClient().get_run(version.run_id)
+    if "rmse" not in run.data.metrics:  # trained_model logs it; a run of a notebook, or one edited by hand, may not
+        raise ValueError(f"its run {version.run_id} has no `rmse` metric (its test RMSE) to judge a later one against")
     _, loaded, encoder = load_version(version)
     return RegisteredModel(
         version=str(version.version),
