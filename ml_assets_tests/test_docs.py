@@ -194,6 +194,7 @@ def test_a_process_that_execs_another_program_is_named_by_that_program():
         child.wait()
 
 
+@pytest.mark.slow
 def test_the_cpu_table_by_module_counts_a_test_s_own_cpu_and_its_processes_for_its_module(tmp_path, monkeypatch):
     """A test that spins for half a CPU-second in pytest's process and starts a child that starts a
     grandchild, each spinning for one: about 2.5 CPU-seconds for its module, found through the plugin

@@ -66,6 +66,7 @@ def test_a_stored_frame_gives_the_parts_rows_and_columns_the_frame_in_memory_giv
     assert np.array_equal(columns[DURATION].to_numpy(), frame[DURATION].to_numpy())
 
 
+@pytest.mark.slow
 def test_a_model_trained_from_the_stored_frame_is_the_one_trained_in_memory(frame, stored):
     """What `make reproduce` relies on: the trained_model step reads its frame from the file, a rebuild has it in
     memory; with the same parts, the matrices, the trees and the scores are the same."""
@@ -85,6 +86,7 @@ def test_a_model_trained_from_the_stored_frame_is_the_one_trained_in_memory(fram
     }
 
 
+@pytest.mark.slow
 def test_a_course_frame_trains_the_same_model_in_memory_as_stored(months, tmp_path, monkeypatch):
     """A `course` frame has none of the pickup columns the encoder's inputs name: the stored file skips them when
     the pipeline trains, so a rebuild (in memory) must skip them too, and trains the same model."""

@@ -221,6 +221,7 @@ def test_study_continues_and_tries_the_defaults_and_the_warm_start_first(tmp_pat
     assert parsed.best == pytest.approx(logged[0].best, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_studies_sharing_a_sqlite_file_never_take_one_enqueued_trial_twice(tmp_path):
     """pysqlite reads outside a transaction: two runs of one month at once both took the study's enqueued
     trial, and the second to finish it failed (`Cannot tell a COMPLETE trial`). Three connections (a

@@ -80,6 +80,7 @@ def test_retries_start_after_5_seconds_double_up_to_5_minutes_and_stay_within_th
     assert sum(hour) <= 3600 < sum(hour) + LONGEST_DELAY_SECONDS
 
 
+@pytest.mark.slow
 def test_a_step_waits_out_an_outage_that_also_refuses_the_warning_it_logs(instance, monkeypatch):
     """PostgreSQL restarted while best_params tuned: the step's error was an outage, but so was the error of
     the warning saying so (Dagster's event log is in that database too), and the step failed instead of

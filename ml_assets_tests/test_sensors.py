@@ -511,6 +511,7 @@ def requested(result, asset: str) -> set[str]:
     return set(result.get_requested_partitions(AssetKey(asset)))
 
 
+@pytest.mark.slow
 def test_training_waits_for_the_whole_window(instance, files, monkeypatch):
     """The sensor's job ingests one month; features and models of M wait until every window month is in."""
     from ml_assets.definitions import all_asset_checks, all_assets, defs
@@ -609,6 +610,7 @@ def first_quarter(tmp_path_factory):
     return root / "dagster_home", folder, cursor
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("stricter", "failed_check"),
     [
