@@ -123,7 +123,7 @@ def test_a_version_whose_recorded_test_rmse_cannot_be_judged_against_is_left_out
     }
 
 
-def test_a_version_whose_run_has_no_test_rmse_is_left_out_saying_so(registry):
+def test_a_version_whose_run_has_no_test_rmse_is_left_out_saying_so(registry, tmp_path):
     """A version of an ml_assets-tagged run without the `rmse` metric (a notebook's, or deleted by hand) was refused
     as "KeyError: 'rmse'"."""
     published("2021-02")
@@ -131,7 +131,9 @@ def test_a_version_whose_run_has_no_test_rmse_is_left_out_saying_so(registry):
     with mlflow.start_run() as run:  # the same model, logged again by hand with the month's tag and no metrics
         mlflow.set_tag(tracking.PARTITION_TAG, "2021-02")
         for path in ("model", "encoder.json"):
-            mlflow.log_artifact(mlflow.artifacts.download_artifacts(f"runs:/{version.run_id}/{path}"))
+            mlflow.log_artifact(
+                mlflow.artifacts.download_artifacts(f"runs:/{version.run_id}/{path}", dst_path=tmp_path)
+            )
     again = mlflow.register_model(f"runs:/{run.info.run_id}/model", tracking.REGISTERED_MODEL)
     loaded, refused = tracking.load_registered_models([again])
     assert loaded == []
