@@ -57,7 +57,7 @@ def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.
     derived = derive_features(cleaned_trips)
     try:
         predicted = model.predict(champion_model, transform(derived, encoder))
-    except (KeyError, TypeError, ValueError) as error:  # XGBoost's own errors are ValueErrors
+    except model.CANNOT_SCORE as error:
         raise Failure(
             f"{what}: the champion, version {version.version}, cannot score {month}'s trips "
             f"({type(error).__name__}: {error}): it is no model of this project's features (aliased by hand?); move "

@@ -14,6 +14,9 @@ import pandas as pd
 from ml_assets.core.features import TRAIN, VALID, DesignMatrices
 
 # Fixed settings; optuna tunes the rest (see ml_assets.core.tuning).
+# What scoring a model of other features raises: a column its encoder names is missing (KeyError), a value of
+# another kind (TypeError), or XGBoost's own refusal of the matrix (a ValueError).
+CANNOT_SCORE = (KeyError, TypeError, ValueError)
 BASE_PARAMS = {"objective": "reg:squarederror", "eval_metric": "rmse", "tree_method": "hist", "max_cat_to_onehot": 1}
 # A regularised model whose validation score carries to the next month: every study tries it first, so what
 # tuning picks is never worse than it on the holdout.

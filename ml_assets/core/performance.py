@@ -64,7 +64,7 @@ def score_versions(
             continue  # a model is judged only on months after its own test month
         try:
             predicted = model.predict(registered.model, transform(rows, registered.encoder))
-        except (KeyError, TypeError, ValueError) as error:  # XGBoost's own errors are ValueErrors
+        except model.CANNOT_SCORE as error:
             refused[registered.version] = f"cannot score {month}'s trips: {type(error).__name__}: {error}"
             continue
         realized = regression_metrics(actual, predicted)["rmse"]

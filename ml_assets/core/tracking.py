@@ -206,8 +206,11 @@ def tested_on(version, run=None) -> str | None:
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    if is_month(own := version.tags.get(PARTITION_TAG)) or not version.run_id:
-        return own if is_month(own) else None
+    own = version.tags.get(PARTITION_TAG)
+    if is_month(own):
+        return own
+    if not version.run_id:
+        return None
     try:
         tag = (run or mlflow.MlflowClient().get_run(version.run_id)).data.tags.get(PARTITION_TAG)
     except MlflowException as error:

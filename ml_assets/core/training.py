@@ -74,7 +74,7 @@ def champion_rmse(frame: pd.DataFrame, champion) -> float | None:
             f"the champion (version {version.version}, {kind}) cannot be scored on this month's "
             f"{frame.attrs.get('feature_set', 'other')} features, which lack its input {missing}"
         ) from None
-    except (TypeError, ValueError) as error:  # XGBoost's own errors are ValueErrors: a model of other features
+    except model.CANNOT_SCORE as error:  # a model of other features (a missing input is the KeyError above)
         raise NotComparable(
             f"the champion (version {version.version}, {kind}) cannot be scored on this month's features: "
             f"{type(error).__name__}: {error}"
