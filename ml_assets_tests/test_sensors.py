@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import shutil
 
@@ -727,8 +728,28 @@ def test_every_training_run_carries_the_tag_the_run_queue_limits_to_one():
     assert defs.resolve_job_def(schedule.job_name).tags[TRAINING_TAG[0]] == TRAINING_TAG[1]
 
 
-def schedule_tick(instance, when=datetime.datetime(2026, 11, 2, 6, tzinfo=datetime.timezone.utc)):
-    return monthly_retrain_schedule(build_schedule_context(instance=instance, scheduled_execution_time=when))
+TICK_TIME = datetime.datetime(2026, 11, 2, 6, tzinfo=datetime.timezone.utc)
+
+
+def schedule_tick(instance, when: datetime.datetime | None = TICK_TIME):
+    """One evaluation of the schedule. Its context is closed here, as the daemon closes it: the instance it opens
+    for `context.instance` otherwise stayed Dagster's current one until garbage collection closed it, in the middle
+    of a later test, and left that test's runs an instance already gone ("undefined DagsterInstance weakref")."""
+    with build_schedule_context(instance=instance, scheduled_execution_time=when) as context:
+        return monthly_retrain_schedule(context)
+
+
+def test_a_schedule_tick_leaves_dagster_s_current_instance_as_it_found_it(instance):
+    """The instance a tick opens is closed with it, so the runs of the rest of the test (and of the tests after it)
+    see the test's own instance, whenever the garbage collector runs."""
+    from dagster._core.storage.defs_state.base import DefsStateStorage
+
+    for month in ("2021-01", "2021-02"):
+        report(instance, "cleaned_trips", month)
+    assert isinstance(schedule_tick(instance), RunRequest)  # the path that read the instance most
+    assert DefsStateStorage.get() is instance.defs_state_storage
+    gc.collect()
+    assert DefsStateStorage.get() is instance.defs_state_storage
 
 
 def test_schedule_retrains_the_latest_complete_month(instance):
@@ -753,7 +774,7 @@ def test_schedule_evaluated_without_a_scheduled_time_uses_the_current_time(insta
     """A preview (`dagster schedule preview`, build_schedule_context()) has no scheduled time: the schedule raised."""
     for month in ("2021-01", "2021-02"):
         report(instance, "cleaned_trips", month)
-    request = monthly_retrain_schedule(build_schedule_context(instance=instance))
+    request = schedule_tick(instance, when=None)
     assert isinstance(request, RunRequest) and request.partition_key == "2021-02"
     today = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     assert request.run_key == f"retrain:2021-02:{today}"
