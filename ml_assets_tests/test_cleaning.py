@@ -1,5 +1,8 @@
 """Cleaning and schema unification on real TLC files (../shared/data/nyc-tlc)."""
 
+import datetime
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -308,6 +311,33 @@ def test_uncastable_column_is_a_schema_error():
     )
     with pytest.raises(SchemaError, match="trip_distance of type string"):
         unify_schema(table, "2021-01")
+
+
+@pytest.mark.parametrize(
+    "column, values",
+    [
+        ("PULocationID", lambda zones: pc.greater(zones, 100)),
+        ("DOLocationID", lambda zones: pc.greater(zones, 100)),
+        ("trip_distance", lambda miles: pc.greater(miles, 1)),
+        ("passenger_count", lambda count: pc.greater(count, 1)),
+        ("PULocationID", lambda zones: pa.array([datetime.date(2021, 1, 1)] * len(zones))),
+    ],
+    ids=["bool pickup zone", "bool dropoff zone", "bool distance", "bool code", "date zone"],
+)
+def test_a_numeric_column_of_booleans_or_dates_is_refused_naming_it(tmp_path, column, values):
+    """Arrow casts true/false to 1/0 and a date to days since 1970: a file whose zone ids or distances are booleans
+    (or dates) was read as zones 1 and 0 (or 18628) and distances of a mile, not refused as a word is."""
+    table = real("2021-01")
+    odd = replace_column(table, column, values(table[column]))
+    pq.write_table(odd, tmp_path / "odd.parquet")
+    month = pq.ParquetFile(tmp_path / "odd.parquet")
+    kind = month.schema_arrow.field(column).type
+    (schema_rule,) = [rule for rule in raw_rules(month, "2021-01", RuleThresholds(), "green") if not rule.passed]
+    assert f"{column} ({kind} -> {CANONICAL.field(column).type}" in schema_rule.message
+    with pytest.raises(
+        SchemaError, match=re.escape(f"month 2021-01: column {column} of type {kind} cannot be read as")
+    ):
+        clean_trips(month, "2021-01", "month 2021-01")
 
 
 def test_a_string_column_whose_bytes_are_no_utf8_is_refused_naming_it(tmp_path):

@@ -9,7 +9,8 @@ cannot take as it is, it does not guess at: an infinite number, and a zone id pa
 null; a timestamp stored with a zone is read as New York's wall-clock time (as TLC writes them),
 one finer than a microsecond is cut to the microsecond (no trip is timed closer), a value that
 cannot be read as its type (a word for a distance, bytes that are no UTF-8 in a string) is
-refused, and so is a column given twice.
+refused, as is a number column of booleans or dates (Arrow casts them to 1/0 and days since 1970), and so is
+a column given twice.
 
 Its numbers are float32: a yellow month has millions of trips, float32 halves their memory, and
 XGBoost computes in float32 whatever it is given. An integer float32 cannot hold exactly is rounded,
@@ -149,9 +150,19 @@ def _in_range(column: pa.ChunkedArray, to_type: pa.DataType) -> pa.ChunkedArray:
     return pc.if_else(pc.fill_null(outside, False), pa.scalar(None, column.type), column)
 
 
+def _no_number(kind: pa.DataType) -> bool:
+    """Booleans and dates, which Arrow casts to numbers (true to 1, a date to its days since 1970) though neither is a
+    zone id, a distance or a code; numbers and text that reads as one ("74") are read."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_boolean(kind) or pa.types.is_temporal(kind)
+
+
 def to_canonical(column: pa.ChunkedArray | pa.Array, to_type: pa.DataType):
     """A column read as its canonical type, odd values as the module docstring says; raises Arrow's error on a
     value that cannot be read (the raw schema rule and `unify_schema` judge a column alike)."""
+    if (pa.types.is_integer(to_type) or pa.types.is_floating(to_type)) and _no_number(column.type):
+        raise pa.ArrowNotImplementedError(f"Unsupported cast from {column.type} to {to_type}: no number")
     if pa.types.is_timestamp(to_type):
         return wall_clock(column, to_type)
     if pa.types.is_integer(to_type):
