@@ -297,7 +297,8 @@ def test_good_months_pass_every_check_and_features_follow(instance, source, dags
     assert {check.target_materialization_data.run_id for check in checks.values()} == {result.run_id}
     assert all(check.blocking for key, check in checks.items() if key[1] != "drift_vs_previous_month")
     assert metadata(checks[("cleaned_trips", "dropped_share")])["dropped_share"] == pytest.approx(0.0411, abs=1e-4)
-    assert latest_metadata(instance, "cleaned_trips", "2021-02")["dropped_zone_not_in_lookup"] == 0
+    stored = latest_metadata(instance, "cleaned_trips", "2021-02")
+    assert stored["dropped_zone_not_in_lookup"] == stored["dropped_duplicate_trip"] == 0
     drift = metadata(checks[("cleaned_trips", "drift_vs_previous_month")])
     assert drift["previous_month"] == "2021-01" and drift["psi_duration"] < 0.02 and drift["exceeded"] == []
     assert "2021-02" in materialized(instance, "trip_features")

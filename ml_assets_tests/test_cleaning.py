@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from ml_assets.core import cleaning, tables
 from ml_assets.core.cleaning import EmptyMonthError, clean_trips
 from ml_assets.core.features import OTHER_ZONE
 from ml_assets.core.rules import RuleThresholds, cleaned_rules, raw_rules
@@ -302,6 +303,70 @@ def test_trips_whose_zone_is_not_in_tlc_s_lookup_are_dropped_under_their_own_rea
     assert (
         unknown.sum() == ((expected.trips["PULocationID"] == 264) & (expected.trips["DOLocationID"] == 265)).sum() + 1
     )
+
+
+@pytest.mark.parametrize("as_file", [False, True], ids=["copies in a batch of their own", "copies in the same batch"])
+def test_a_month_given_twice_over_cleans_to_its_trips_once_and_counts_the_copies(tmp_path, as_file):
+    """A month file holding its rows twice went through doubled: every trip weighed twice in training. Each copy of a
+    kept trip is dropped under its own reason, and the dropped_share rule names the copies."""
+    table = real("2021-01")
+    once = clean_trips(table, "2021-01", "2021-01")
+    twice = pa.concat_tables([table, table])  # two chunks: two batches
+    if as_file:
+        pq.write_table(twice, tmp_path / "twice.parquet")  # one row group: one batch
+        twice = pq.ParquetFile(tmp_path / "twice.parquet")
+    cleaned = clean_trips(twice, "2021-01", "2021-01")
+    pd.testing.assert_frame_equal(cleaned.trips, once.trips)
+    copies = len(once.trips)  # a copy of a row dropped for another reason is counted under that reason
+    assert cleaned.dropped == {**{reason: 2 * rows for reason, rows in once.dropped.items()}, "duplicate_trip": copies}
+    (share,) = [
+        rule
+        for rule in cleaned_rules(cleaned.trips, "2021-01", cleaned.raw_rows, cleaned.dropped, RuleThresholds())
+        if rule.rule == "dropped_share"
+    ]
+    assert not share.passed and f"(duplicate_trip {copies}, " in share.message
+
+
+def test_trips_copied_across_batches_are_dropped_once_each(monkeypatch):
+    """Copies of a few trips, in the same batch, the next or the last one: each is dropped and counted, however far
+    from its first. A copy of a row dropped for another reason counts under that reason; a copy with one value
+    changed is another trip."""
+    table = real("2021-01")
+    expected = clean_trips(table, "2021-01", "2021-01")
+    monkeypatch.setattr(tables, "BATCH_ROWS", 10_000)
+    kept = kept_rows(table, "2021-01", 4)
+    minutes = wall_minutes(table)
+    too_long = np.flatnonzero(minutes > 60)[0]
+    rows = table.num_rows
+    order = np.insert(
+        np.arange(rows), [kept[1] + 1, 10_003, 20_000, rows, rows], [kept[1], kept[0], too_long, kept[2], kept[2]]
+    )
+    changed = table.slice(kept[3], 1)
+    changed = replace_column(changed, "fare_amount", pc.add(changed["fare_amount"], 1.0))
+    copied = pa.concat_tables([table.take(pa.array(order)), changed])
+    assert too_long < 20_000 and copied.num_rows > 7 * tables.BATCH_ROWS
+
+    cleaned = clean_trips(copied, "2021-01", "2021-01")
+    assert cleaned.dropped == {
+        **expected.dropped,
+        "duration_out_of_range": expected.dropped["duration_out_of_range"] + 1,
+        "duplicate_trip": 4,
+    }
+    pd.testing.assert_frame_equal(cleaned.trips[:-1], expected.trips)
+    assert cleaned.trips["fare_amount"].iloc[-1] == expected.trips["fare_amount"][3] + 1
+
+
+def test_trips_that_share_a_hash_are_compared_in_full_not_dropped(monkeypatch):
+    """A row is dropped only when it equals, column by column, an earlier row with its hash: distinct trips that share
+    one (here every trip of a pickup zone, as if the hash collided for each) all stay."""
+    table = real("2021-01")
+    expected = clean_trips(table, "2021-01", "2021-01")
+    monkeypatch.setattr(tables, "BATCH_ROWS", 10_000)
+    monkeypatch.setattr(cleaning, "_row_hashes", lambda trips: trips["PULocationID"].to_numpy().astype(np.uint64))
+    first = kept_rows(table, "2021-01", 1)[0]  # the first trip kept, so the first of its zone
+    cleaned = clean_trips(pa.concat_tables([table, table.slice(first, 1)]), "2021-01", "2021-01")
+    pd.testing.assert_frame_equal(cleaned.trips, expected.trips)
+    assert cleaned.dropped == {**expected.dropped, "duplicate_trip": 1}
 
 
 def test_uncastable_column_is_a_schema_error():

@@ -71,7 +71,7 @@ def _cleaned_metadata(context: AssetExecutionContext, cleaned: CleanedMonth) -> 
             key=CLEANED_TRIPS,
             code_version=code_version(cleaning, schema, tables, zones),
             description="Trips with a `duration` (minutes) of 1–60 whose pickup lies in the month, between zones "
-            "of TLC's lookup, in one schema for all years.",
+            "of TLC's lookup, each once, in one schema for all years.",
             kinds={"pandas"},
         ),
     },

@@ -4,6 +4,12 @@ A month is cleaned in Arrow, a batch of rows at a time (from a table or straight
 file), so that only the cleaned rows, in the canonical schema's narrow types, and one raw batch are
 held: a yellow month of 3.4 M trips stays well under a gigabyte. pandas sees the result once,
 converted column by column (`self_destruct`).
+
+A trip given twice (a month published with its rows twice over) is kept once: the same trip is a row
+with the same values in every canonical column, as `unify_schema` reads them (columns cleaning never
+reads do not tell trips apart; `duration` follows from the times). A copy may lie batches away from
+its first, so a 64-bit hash of each row kept so far is held with its place (12 bytes a row, 40 MB for
+a yellow month).
 """
 
 from __future__ import annotations
@@ -34,8 +40,9 @@ from ml_assets.core.schema import (
 from ml_assets.core.zones import known_zones
 
 MIN_DURATION, MAX_DURATION = 1.0, 60.0  # minutes, as in the course notebook
-# In the order they are judged; a zone id not in TLC's lookup (0, 999, -1) names no place a model could learn.
-REASONS = ("missing_values", "zone_not_in_lookup", "pickup_outside_month", "duration_out_of_range")
+# In the order they are judged; a zone id not in TLC's lookup (0, 999, -1) names no place a model could learn. A
+# copy of a kept trip is judged last: a copy of a row dropped for another reason is counted under that reason.
+REASONS = ("missing_values", "zone_not_in_lookup", "pickup_outside_month", "duration_out_of_range", "duplicate_trip")
 
 
 class EmptyMonthError(ValueError):
@@ -114,8 +121,68 @@ def _elapsed_minutes(pickup: pa.ChunkedArray, dropoff: pa.ChunkedArray) -> pa.Ar
     return pa.array(wall, pa.float64())
 
 
-def _clean_batch(batch: pa.Table, start, end, dropped: dict[str, int]) -> pa.Table:
-    """The batch's rows that pass, with `duration`; adds the dropped rows per reason to `dropped`."""
+def _row_hashes(trips: pa.Table) -> np.ndarray:
+    """A 64-bit hash of each row's canonical columns."""
+    # Columns as they are (no copy into one block of floats); a category hashes faster than strings.
+    columns = trips.select(CANONICAL.names).to_pandas(split_blocks=True, strings_to_categorical=True)
+    return pd.util.hash_pandas_object(columns, index=False).to_numpy()
+
+
+def _same_rows(a: pa.Table, b: pa.Table) -> np.ndarray:
+    """Row by row, whether `a` and `b` hold the same canonical values, a missing value matching a missing one."""
+    same = np.ones(a.num_rows, dtype=bool)
+    for name in CANONICAL.names:
+        both_missing = pc.and_(pc.is_null(a[name], nan_is_null=True), pc.is_null(b[name], nan_is_null=True))
+        same &= _bad(pc.or_kleene(pc.equal(a[name], b[name]), both_missing))
+    return same
+
+
+class _KeptTrips:
+    """The trips kept so far, and the hash of each. A row whose hash is an earlier row's is compared with that row in
+    full before it is dropped: two distinct trips of a month of 3 M share a 64-bit hash about once in three million
+    months, and then both are kept (a copy of the second may then be kept too: never a distinct trip dropped)."""
+
+    def __init__(self):
+        self.parts: list[pa.Table] = []
+        self.rows = 0
+        # Per part, its rows' hashes sorted and the kept row of each (numbered across parts): 12 bytes a row, searched
+        # a part at a time, never merged.
+        self.hashes: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def _first(self, hashes: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """For each row of a batch (`order` sorts its hashes), the first row with its hash: a kept one, else the
+        batch's own first (numbered after the kept rows)."""
+        ranked = hashes[order]
+        starts = np.flatnonzero(np.diff(ranked, prepend=ranked[:1] + 1) != 0)  # the first of each run of one hash
+        first = np.empty(len(hashes), np.int64)
+        first[order] = self.rows + np.repeat(order[starts], np.diff(starts, append=len(hashes)))
+        for kept, where in reversed(self.hashes):  # the earliest part last, to have the last word
+            at = np.minimum(np.searchsorted(kept, ranked), len(kept) - 1)  # in order: each search starts at the last
+            here = kept[at] == ranked
+            first[order[here]] = where[at[here]]
+        return first
+
+    def add(self, trips: pa.Table) -> int:
+        """Keep the rows of `trips` that repeat no kept row nor an earlier row of `trips`; the number of copies."""
+        hashes = _row_hashes(trips)
+        order = np.argsort(hashes, kind="stable")  # rows of one hash in their order: the first found is the first
+        first = self._first(hashes, order)
+        copies = np.flatnonzero(first < self.rows + np.arange(len(hashes)))  # rows whose hash came before
+        if len(copies):  # none in a real month
+            earlier = pa.concat_tables([*self.parts, trips]).take(first[copies])
+            copies = copies[_same_rows(trips.take(copies), earlier)]
+        keep = np.ones(trips.num_rows, dtype=bool)
+        keep[copies] = False
+        self.parts.append(trips.filter(keep) if len(copies) else trips)
+        order = order[keep[order]]  # the kept rows, by hash
+        if len(order):  # none of an empty part: a search needs a last element
+            self.hashes.append((hashes[order], (self.rows + np.cumsum(keep)[order] - 1).astype(np.int32)))
+        self.rows += len(order)
+        return len(copies)
+
+
+def _clean_batch(batch: pa.Table, start, end, dropped: dict[str, int], kept: _KeptTrips) -> None:
+    """Adds the batch's rows that pass, with `duration`, to `kept`, and the dropped rows per reason to `dropped`."""
     pickup, dropoff = batch[PICKUP], batch[DROPOFF]
     minutes = _elapsed_minutes(pickup, dropoff)
     timestamp = pickup.type
@@ -133,12 +200,14 @@ def _clean_batch(batch: pa.Table, start, end, dropped: dict[str, int]) -> pa.Tab
         ),
     }
     keep = np.ones(batch.num_rows, dtype=bool)
-    for reason in REASONS:
-        bad = rules[reason] & keep
+    for reason, rule in rules.items():  # in the order of REASONS
+        bad = rule & keep
         dropped[reason] += int(bad.sum())
         keep &= ~bad
-    kept = pa.array(keep)
-    return batch.filter(kept).append_column(DURATION, pc.cast(pc.filter(minutes, kept), pa.float32()))
+    keep = pa.array(keep)
+    dropped["duplicate_trip"] += kept.add(
+        batch.filter(keep).append_column(DURATION, pc.cast(pc.filter(minutes, keep), pa.float32()))
+    )
 
 
 def clean_trips(trips: tables.TableOrFile, month: str, origin: str) -> CleanedMonth:
@@ -149,13 +218,11 @@ def clean_trips(trips: tables.TableOrFile, month: str, origin: str) -> CleanedMo
     check_columns(schema, origin)
     known = [name for name in schema.names if canonical_name(name) in CANONICAL.names]  # the rest is never read
     start, end = (bound.to_pydatetime() for bound in month_bounds(month))
-    dropped = dict.fromkeys(REASONS, 0)
-    parts = [
-        _clean_batch(unify_schema(pa.Table.from_batches([batch]), origin), start, end, dropped)
-        for batch in tables.batches(trips, known)
-    ]
-    cleaned = pa.concat_tables(parts)
-    del parts
+    dropped, kept = dict.fromkeys(REASONS, 0), _KeptTrips()
+    for batch in tables.batches(trips, known):
+        _clean_batch(unify_schema(pa.Table.from_batches([batch]), origin), start, end, dropped, kept)
+    cleaned = pa.concat_tables(kept.parts)
+    del kept
     if cleaned.num_rows == 0:
         raise EmptyMonthError(f"{origin}: no trips left after cleaning (dropped: {dropped})")
     trips = cleaned.to_pandas(self_destruct=True, split_blocks=True, strings_to_categorical=True)

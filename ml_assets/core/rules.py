@@ -8,7 +8,7 @@ shows the figures next to the threshold.
   type's, every known column castable to the canonical schema), `row_count`, `pickups_in_month`
   (TLC files carry a few stray timestamps; real months are at >= 0.999).
 - cleaned_trips: `schema` (canonical columns + duration, castable to the canonical types),
-  `row_count`, `dropped_share` (whatever cleaning drops, for any of its reasons; real green months
+  `row_count`, `dropped_share` (whatever cleaning drops, for any of its reasons, copies of a trip too; real green months
   drop 3-5 %), `pickups_in_month` (all),
   `no_nulls` (REQUIRED columns + duration).
 """
