@@ -348,8 +348,9 @@ TAXI = Setting(
     "green",
     _choice("green", "yellow"),
     "green or yellow",
-    "TLC taxi type. A home (its assets and MLflow registry) holds one: raw_trips records it, and a month of "
-    "another type is refused. Two homes of different types need MLflow tracking stores of their own",
+    "TLC taxi type. A home holds one: raw_trips records it, and a month of another type is refused. Its models go to "
+    "a registered model of their own (`trip_duration_xgboost` for green, `trip_duration_xgboost_yellow` for yellow, "
+    "each version and run tagged `taxi`), so homes of both types may share one MLflow tracking server",
 )
 TLC_URL = Setting(
     "ML_ASSETS_TLC_URL",

@@ -13,10 +13,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from ml_assets.core.tracking import REGISTERED_MODEL
 from ml_assets.deploy.local.postgres import PostgresUnavailable, pgbouncer_binary, postgres_bindir
 from ml_assets.deploy.local.topology import RedisUnavailable, Topology, redis_server
-from ml_assets_tests.support import ROUNDS_ENV
+from ml_assets_tests.support import GREEN_MODEL, ROUNDS_ENV
 
 # Test-sized run monitoring (merged into deploy/dagster.yaml): a run whose worker died is failed within 5 s;
 # the rest is production's. (Checking every 2 s, and the queue every second, cost the daemon a quarter more CPU.)
@@ -85,8 +84,8 @@ def registered_versions(tracking_uri: str) -> dict[str, dict]:
 
     client = MlflowClient(tracking_uri)
     versions = [
-        client.get_model_version(REGISTERED_MODEL, found.version)  # search leaves aliases out
-        for found in client.search_model_versions(f"name='{REGISTERED_MODEL}'")
+        client.get_model_version(GREEN_MODEL, found.version)  # search leaves aliases out
+        for found in client.search_model_versions(f"name='{GREEN_MODEL}'")
     ]
     return {
         str(version.version): {"run_id": version.run_id, "status": version.status, "aliases": sorted(version.aliases)}

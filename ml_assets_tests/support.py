@@ -20,9 +20,12 @@ import pyarrow.compute as pc
 import pytest
 
 from ml_assets import keys, settings
+from ml_assets.core.tracking import GREEN, registered_model
 from ml_assets.deploy.local.environment import BIN, ROOT
 from ml_assets.deploy.local.ports import free_port  # noqa: F401 - for the tests, as the stack picks its ports
 from ml_assets.deploy.local.waiting import http_ok, wait_until
+
+GREEN_MODEL = registered_model(GREEN)  # the registered model of the tests' homes: they read green months
 
 TLC_DATA = ROOT.parent / "shared" / "data" / "nyc-tlc"  # real TLC files, read-only
 

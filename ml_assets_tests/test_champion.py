@@ -197,3 +197,57 @@ def test_a_champion_whose_files_were_deleted_fails_training_and_the_gate_saying_
         run_gate_alone(instance, "2021-02")
     assert "or delete the alias and materialize trained_model again" in str(gate_failed.value)
     assert gate_failed.value.__cause__ is None
+
+
+@pytest.mark.slow
+def test_homes_of_two_taxi_types_on_one_tracking_store_keep_their_models_apart(tmp_path, monkeypatch, empty_home):
+    """A green and a yellow home pointed at one MLflow store registered into one `trip_duration_xgboost`: the yellow
+    gate judged its model against the green champion, and model_performance and predictions read the other type's
+    versions. Each type has its registered model now (green's keeps its name); each home sees only its own."""
+    from dagster import DagsterInstance
+
+    from ml_assets.core import tracking
+    from ml_assets_tests.support import use_new_home
+
+    store = tmp_path / "tracking"
+    store.mkdir()
+    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "20000")
+    run_ids, said = {}, {}
+    for taxi in ("green", "yellow"):
+        use_new_home(tmp_path / taxi, monkeypatch, template=empty_home)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+        monkeypatch.setenv("ML_ASSETS_TAXI", taxi)
+        with DagsterInstance.get() as instance:
+            for month in ("2021-01", "2021-02", "2021-03"):
+                materialize_month(instance, month, ["raw_trips", "cleaned_trips"], run_config=FAST_CONFIG)
+            trained = materialize_month(
+                instance, "2021-02", ["trip_features", "best_params", "trained_model"], run_config=FAST_CONFIG
+            )
+            gate = {key: value.value for key, value in check_result(trained).metadata.items()}
+            run_ids[taxi] = latest_metadata(instance, "trained_model", "2021-02")["mlflow_run_id"]
+            materialize_month(instance, "2021-03", ["model_performance", "trip_duration_predictions"])
+            said[taxi] = {
+                "gate": gate,
+                "performance": latest_metadata(instance, "model_performance", "2021-03"),
+                "predictions": latest_metadata(instance, "trip_duration_predictions", "2021-03"),
+            }
+    green, yellow = said["green"], said["yellow"]
+    # Each gate published version 1 of its own model, with no champion before it: yellow's saw no green champion.
+    assert (green["gate"]["model_name"], green["gate"]["model_version"]) == ("trip_duration_xgboost", "1")
+    assert (yellow["gate"]["model_name"], yellow["gate"]["model_version"]) == ("trip_duration_xgboost_yellow", "1")
+    assert "champion_version_before" not in yellow["gate"] and "there is no champion" in yellow["gate"]["reason"]
+    assert yellow["gate"]["registered_model"].endswith("/#/models/trip_duration_xgboost_yellow/versions/1")
+
+    mlflow.set_tracking_uri(f"sqlite:///{store / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    for taxi, name in (("green", "trip_duration_xgboost"), ("yellow", "trip_duration_xgboost_yellow")):
+        (version,) = client.search_model_versions(f"name = '{name}'")
+        assert (version.run_id, version.tags[tracking.TAXI_TAG]) == (run_ids[taxi], taxi)
+        assert client.get_run(version.run_id).data.tags[tracking.TAXI_TAG] == taxi
+        # model_performance of each home scored its own version only: one realized RMSE on each version's run.
+        assert [point.step for point in client.get_metric_history(version.run_id, "realized_rmse")] == [1]
+        # Predictions by each home's own champion.
+        predictions = said[taxi]["predictions"]
+        assert (predictions["model_name"], predictions["model_version"]) == (name, "1")
+    assert green["performance"]["dagster/row_count"] == yellow["performance"]["dagster/row_count"] == 1
+    mlflow.set_tracking_uri(None)

@@ -29,13 +29,12 @@ import time
 import pytest
 
 from ml_assets.checks.champion_decay import champion_decay
-from ml_assets.core.tracking import REGISTERED_MODEL
 from ml_assets.deploy.local.ui_actions import TRAINING_TAG, backfill, launch, stop_sensors
 from ml_assets.deploy.scram import ITERATIONS, ROLE_SECRET
 from ml_assets_tests.compose import Stack, default_services, docker_missing, settled, upstream_images
 from ml_assets_tests.deployment_support import TEST_SETTINGS
 from ml_assets_tests.standins import LABEL, ensure_images, image_labels
-from ml_assets_tests.support import ASSETS, drop_month, wait_until
+from ml_assets_tests.support import ASSETS, GREEN_MODEL, drop_month, wait_until
 
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(2400)]
 
@@ -103,7 +102,7 @@ def wait_finished(stack: Stack, run_id: str, seconds: float) -> dict:
 
 def registered(stack: Stack) -> dict[str, str]:
     """Registered version -> the MLflow run it came from, from the MLflow server."""
-    found = stack.mlflow("model-versions/search", filter=f"name='{REGISTERED_MODEL}'")
+    found = stack.mlflow("model-versions/search", filter=f"name='{GREEN_MODEL}'")
     return {version["version"]: version["run_id"] for version in found.get("model_versions", [])}
 
 
@@ -117,7 +116,7 @@ def snapshot(stack: Stack) -> dict:
             for month in MONTHS
         },
         "models": registered(stack),
-        "champion": stack.mlflow("registered-models/alias", name=REGISTERED_MODEL, alias="champion")["model_version"],
+        "champion": stack.mlflow("registered-models/alias", name=GREEN_MODEL, alias="champion")["model_version"],
     }
 
 
@@ -194,7 +193,7 @@ def test_a_month_launched_from_the_webserver_trains_on_the_worker_through_a_code
     model = stack.materialization("trained_model", month)
     assert model["run_id"] in (run_id, retry["runId"])
     mlflow_run_id = model["metadata"]["mlflow_run_id"]
-    champion = stack.mlflow("registered-models/alias", name=REGISTERED_MODEL, alias="champion")["model_version"]
+    champion = stack.mlflow("registered-models/alias", name=GREEN_MODEL, alias="champion")["model_version"]
     assert (champion["version"], champion["run_id"]) == ("1", mlflow_run_id)
     link = model["metadata"]["mlflow_run"]
     assert link.startswith(f"{stack.mlflow_url}/#/experiments/") and link.endswith(f"/runs/{mlflow_run_id}"), link

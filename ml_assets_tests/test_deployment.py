@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pytest
 
-from ml_assets.core.tracking import REGISTERED_MODEL
 from ml_assets.deploy.local.environment import clean_environ
 from ml_assets.deploy.local.proc import ended, process_table
 from ml_assets.deploy.local.topology import SERVICES, Topology
@@ -41,7 +40,7 @@ from ml_assets_tests.deployment_support import (
     registered_versions,
     require_servers,
 )
-from ml_assets_tests.support import ROOT, drop_month, http_ok, stop_process_group, wait_until
+from ml_assets_tests.support import GREEN_MODEL, ROOT, drop_month, http_ok, stop_process_group, wait_until
 
 pytestmark = pytest.mark.deployment
 
@@ -294,7 +293,7 @@ def test_month_is_ingested_and_trained_through_the_topology(deployment):
 
     # The registered version and its alias, from the tracking server over HTTP.
     # (model_gate published trained_model's run: the champion is the model Dagster recorded.)
-    champion = mlflow_get(deployment, "registered-models/alias", name=REGISTERED_MODEL, alias="champion")
+    champion = mlflow_get(deployment, "registered-models/alias", name=GREEN_MODEL, alias="champion")
     assert champion["model_version"]["run_id"] == model["mlflow_run_id"]
     run = mlflow_get(deployment, "runs/get", run_id=model["mlflow_run_id"])["run"]
     assert run["info"]["status"] == "FINISHED"
@@ -347,25 +346,24 @@ def test_only_the_pipeline_s_own_user_moves_champion(deployment):
     never in the tracking URI) registered every version and moved the alias."""
     with deployment.instance() as instance:
         deployment.wait_for(lambda: materialized(instance, "trained_model", "2023-02"), "a model of 2023-02", 300)
-    champion = mlflow_get(deployment, "registered-models/alias", name=REGISTERED_MODEL, alias="champion")
+    champion = mlflow_get(deployment, "registered-models/alias", name=GREEN_MODEL, alias="champion")
     version = champion["model_version"]["version"]
-    move = {"name": REGISTERED_MODEL, "alias": "champion", "version": version}
+    move = {"name": GREEN_MODEL, "alias": "champion", "version": version}
     assert "@" not in deployment.code_env()["MLFLOW_TRACKING_URI"]
 
     assert (
-        mlflow_request(deployment, "registered-models/alias", user=None, name=REGISTERED_MODEL, alias="champion")[0]
-        == 401
+        mlflow_request(deployment, "registered-models/alias", user=None, name=GREEN_MODEL, alias="champion")[0] == 401
     )
     assert mlflow_request(deployment, "registered-models/alias", move, user=None)[0] == 401
     admin = ("admin", deployment.mlflow_users.admin_password)
     visitor = ("visitor", "visitor-password-1")
     created = mlflow_request(deployment, "users/create", {"username": visitor[0], "password": visitor[1]}, user=admin)
     assert created[0] == 200, created
-    assert mlflow_request(deployment, "registered-models/get", user=visitor, name=REGISTERED_MODEL)[0] == 200
+    assert mlflow_request(deployment, "registered-models/get", user=visitor, name=GREEN_MODEL)[0] == 200
     assert mlflow_request(deployment, "registered-models/alias", move, user=visitor)[0] == 403
     wrong = (deployment.mlflow_users.pipeline_user, "not-the-password")
     assert mlflow_request(deployment, "registered-models/alias", move, user=wrong)[0] == 401
-    after = mlflow_get(deployment, "registered-models/alias", name=REGISTERED_MODEL, alias="champion")
+    after = mlflow_get(deployment, "registered-models/alias", name=GREEN_MODEL, alias="champion")
     assert after["model_version"]["version"] == version
 
 

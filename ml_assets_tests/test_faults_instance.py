@@ -15,10 +15,9 @@ import mlflow
 import pytest
 from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus
 
-from ml_assets.core import tracking
 from ml_assets.deploy.local.proc import command_line
 from ml_assets_tests import forked
-from ml_assets_tests.support import ROOT, assert_champion_was_recorded, stored_values, use_new_home
+from ml_assets_tests.support import GREEN_MODEL, ROOT, assert_champion_was_recorded, stored_values, use_new_home
 
 MONTH = "2021-02"
 
@@ -69,7 +68,7 @@ def test_two_runners_on_a_fresh_home_both_succeed(tmp_path, monkeypatch):
     for out, _ in outputs:
         run_id = re.search(r"MLflow run .*/runs/(\w+)", out)[1]
         version = re.search(r"MLflow model .*\(v(\d+), ", out)[1]
-        assert client.get_model_version(tracking.REGISTERED_MODEL, version).run_id == run_id, out[-2000:]
+        assert client.get_model_version(GREEN_MODEL, version).run_id == run_id, out[-2000:]
 
 
 def test_runs_whose_runner_died_before_their_first_event_are_failed_by_the_next_runner(instance):

@@ -26,7 +26,14 @@ from ml_assets.keys import CHAMPION_POOL
 from ml_assets.records import check_evaluations, latest_materialization, run_metadata
 from ml_assets.runner.runs import materialize_month
 from ml_assets_tests import forked
-from ml_assets_tests.support import FAST_CONFIG, ROOT, assert_champion_was_recorded, template_home, use_new_home
+from ml_assets_tests.support import (
+    FAST_CONFIG,
+    GREEN_MODEL,
+    ROOT,
+    assert_champion_was_recorded,
+    template_home,
+    use_new_home,
+)
 
 MONTH = "2021-02"
 INGESTION = ["raw_trips", "cleaned_trips"]
@@ -84,7 +91,7 @@ def client(dagster_home) -> mlflow.MlflowClient:
 
 def champion_version(dagster_home):
     try:
-        return client(dagster_home).get_model_version_by_alias(tracking.REGISTERED_MODEL, tracking.CHAMPION)
+        return client(dagster_home).get_model_version_by_alias(GREEN_MODEL, tracking.CHAMPION)
     except mlflow.exceptions.MlflowException:
         return None
 
@@ -111,7 +118,7 @@ def test_an_unwritable_model_folder_promotes_nothing(ingested, dagster_home, mon
     assert printed + "Permission denied" in failed.stderr, failed.stdout + failed.stderr
     assert MONTH not in ingested.get_materialized_partitions(AssetKey("trained_model"))
     assert champion_version(dagster_home) is None  # logged in MLflow, but never registered
-    assert client(dagster_home).search_model_versions(f"name = '{tracking.REGISTERED_MODEL}'") == []
+    assert client(dagster_home).search_model_versions(f"name = '{GREEN_MODEL}'") == []
 
     models.chmod(0o755)
     assert materialize_month(ingested, MONTH, run_config=FAST_CONFIG).success
@@ -129,7 +136,7 @@ def test_a_failure_after_registration_is_undone(ingested, dagster_home, monkeypa
     assert not result.success
     # The registry answered with an error: no outage to wait out, so model_gate is not retried.
     assert not [event for event in result.all_events if event.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
-    assert client(dagster_home).search_model_versions(f"name = '{tracking.REGISTERED_MODEL}'") == []
+    assert client(dagster_home).search_model_versions(f"name = '{GREEN_MODEL}'") == []
     assert materialize_month(ingested, MONTH, run_config=FAST_CONFIG).success
     assert_champion_was_recorded(ingested, dagster_home)
 
@@ -227,9 +234,9 @@ def test_a_kill_right_after_the_alias_moved_is_put_back_by_the_next_run(ingested
     assert judged["champion_version_before"] == str(first.version)  # not against the unrecorded one
     champion = champion_version(dagster_home)
     assert gate_recorded(ingested, champion)  # the retry's own model, or the first one put back
-    versions = client(dagster_home).search_model_versions(f"name = '{tracking.REGISTERED_MODEL}'")
+    versions = client(dagster_home).search_model_versions(f"name = '{GREEN_MODEL}'")
     assert {first.version, unrecorded.version} <= {version.version for version in versions}  # nothing lost
-    assert client(dagster_home).get_model_version(tracking.REGISTERED_MODEL, unrecorded.version).aliases == []
+    assert client(dagster_home).get_model_version(GREEN_MODEL, unrecorded.version).aliases == []
 
 
 # The order that let the older model take the alias: the second run trains once the first run's model
@@ -282,7 +289,7 @@ def test_two_runs_of_one_month_at_once_leave_one_champion(ingested, dagster_home
             process.kill()
             process.wait()
     assert [process.returncode for process in both] == [0, 0], "\n".join(error[-2000:] for error in errors)
-    versions = client(dagster_home).search_model_versions(f"name = '{tracking.REGISTERED_MODEL}'")
+    versions = client(dagster_home).search_model_versions(f"name = '{GREEN_MODEL}'")
     assert len(versions) == 2
     # Each run published the model it trained, not the other run's (the newest of the month).
     for version in versions:

@@ -6,10 +6,12 @@ runner and the code location run them with these settings.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +23,11 @@ from ml_assets.checks.champion_decay import CHAMPION_DECAY
 from ml_assets.core.features import OTHER_ZONE
 from ml_assets.core.lineage import LineageError, check_file
 from ml_assets.core.performance import DecayThresholds
-from ml_assets.core.tracking import REGISTERED_MODEL
 from ml_assets.deploy.local.environment import clean_environ
 from ml_assets.keys import MODEL_PERFORMANCE
 from ml_assets.records import check_evaluations, latest_materialization
 from ml_assets_tests import forked
-from ml_assets_tests.support import ROOT, drop_month
+from ml_assets_tests.support import GREEN_MODEL, ROOT, drop_month
 
 pytestmark = pytest.mark.process
 
@@ -93,7 +94,7 @@ def realized_rmse(env: dict, version, month: str) -> float:
     client = registry(env)
     mlflow.set_tracking_uri(client.tracking_uri)
     try:
-        booster = mlflow.xgboost.load_model(f"models:/{REGISTERED_MODEL}/{version.version}")
+        booster = mlflow.xgboost.load_model(f"models:/{GREEN_MODEL}/{version.version}")
         encoder = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/encoder.json")
     finally:
         mlflow.set_tracking_uri(None)
@@ -133,7 +134,7 @@ def test_every_earlier_version_is_scored_on_a_later_month(history, monkeypatch):
     assert decay["decay_threshold"] == DecayThresholds().decay_threshold  # the default: history sets none
 
     client = registry(history)
-    for version in client.search_model_versions(f"name = '{REGISTERED_MODEL}'"):
+    for version in client.search_model_versions(f"name = '{GREEN_MODEL}'"):
         if version.version not in rows:
             continue
         row, test_rmse = rows[version.version], client.get_run(version.run_id).data.metrics["rmse"]
@@ -171,28 +172,59 @@ def test_a_version_is_rebuilt_exactly_and_refused_once_a_file_was_republished(hi
     assert "perhaps TLC re-published the month" in message  # a likely cause, not a fact: the source may differ
 
 
-def test_a_version_registered_without_lineage_is_refused(tmp_path):
-    """A model registered before ml_assets recorded lineage (here: logged and registered by hand)."""
+@contextlib.contextmanager
+def model_logged_by_hand(env: dict, tags: dict | None = None) -> Iterator:
+    """The home's MLflow store, MLflow's default for the block, with a tiny model logged in a run of its own (`tags`
+    on the run) as a notebook logs one: no lineage. Its ModelInfo."""
     import mlflow
     import xgboost
 
-    env = environment(tmp_path / "home", tmp_path)
-    uri = f"sqlite:///{tmp_path / 'home' / 'ml_assets' / 'mlflow.db'}"
-    (tmp_path / "home" / "ml_assets").mkdir()
+    home = Path(env["DAGSTER_HOME"])
+    (home / "ml_assets").mkdir()
     features = np.random.default_rng(0).random((50, 3))
-    mlflow.set_tracking_uri(uri)
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'ml_assets' / 'mlflow.db'}")
     try:
-        experiment = mlflow.create_experiment("old", artifact_location=(tmp_path / "artifacts").as_uri())
-        with mlflow.start_run(experiment_id=experiment):
+        experiment = mlflow.create_experiment("by hand", artifact_location=(home / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment, tags=tags):
             booster = xgboost.train({"max_depth": 2}, xgboost.DMatrix(features, label=features.sum(axis=1)), 3)
             info = mlflow.xgboost.log_model(booster, name="model", pip_requirements=["xgboost"])  # inferring: 3 CPU-s
-        mlflow.register_model(info.model_uri, REGISTERED_MODEL)
+        yield info
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_a_version_registered_without_lineage_is_refused(tmp_path):
+    """A model registered before ml_assets recorded lineage (here: logged and registered by hand)."""
+    import mlflow
+
+    env = environment(tmp_path / "home", tmp_path)
+    with model_logged_by_hand(env) as info:
+        mlflow.register_model(info.model_uri, GREEN_MODEL)
     refused = reproduce(env, 1)
     assert refused.returncode == 2
     assert f"version 1: no lineage.json found on its MLflow run {info.run_id}" in refused.stderr
     assert "perhaps it was registered before ml_assets recorded what made each model" in refused.stderr
+
+
+def test_a_yellow_home_rebuilds_versions_of_the_yellow_registered_model_only(tmp_path):
+    """A yellow home sharing green's tracking store: `reproduce 1` took version 1 of green's model and rebuilt it from
+    yellow files. It looks in yellow's registered model now, and refuses a green model found there, naming both."""
+    import mlflow
+
+    from ml_assets.core import tracking
+
+    env = environment(tmp_path / "home", tmp_path, ML_ASSETS_TAXI="yellow")
+    with model_logged_by_hand(env, {tracking.TAXI_TAG: "green"}) as info:  # as trained_model tags a green home's run
+        mlflow.register_model(info.model_uri, GREEN_MODEL)
+        absent = reproduce(env, 1)
+        mlflow.register_model(info.model_uri, "trip_duration_xgboost_yellow")  # by hand, into the other type's
+        mixed = reproduce(env, 1)
+    assert absent.returncode == 2 and "trip_duration_xgboost_yellow has no version 1" in absent.stderr, absent.stderr
+    assert mixed.returncode == 2
+    assert (
+        "version 1: version 1 of trip_duration_xgboost_yellow is a model of green taxis (`taxi` green on it or its "
+        "run), but this home holds yellow taxis" in mixed.stderr
+    ), mixed.stderr
 
 
 def test_a_lineage_this_code_cannot_read_is_refused_not_a_mismatch(tmp_path):
@@ -212,7 +244,7 @@ def test_a_lineage_this_code_cannot_read_is_refused_not_a_mismatch(tmp_path):
             mlflow.log_dict({"format": 1, "test_month": "2023-02"}, "lineage.json")  # no training_months
             booster = xgboost.train({"max_depth": 2}, xgboost.DMatrix(features, label=features.sum(axis=1)), 3)
             info = mlflow.xgboost.log_model(booster, name="model", pip_requirements=["xgboost"])
-        mlflow.register_model(info.model_uri, REGISTERED_MODEL)
+        mlflow.register_model(info.model_uri, GREEN_MODEL)
     finally:
         mlflow.set_tracking_uri(None)
     refused = reproduce(env, 1)
@@ -248,11 +280,11 @@ def refusal(result: subprocess.CompletedProcess) -> str:
 def test_a_version_that_cannot_be_loaded_or_reached_is_refused_at_once(history, tmp_path):
     env = relocated(history, tmp_path)
     client = registry(env)
-    runs = {number: client.get_model_version(REGISTERED_MODEL, number).run_id for number in ("2", "3", "4")}
+    runs = {number: client.get_model_version(GREEN_MODEL, number).run_id for number in ("2", "3", "4")}
     artifacts = {
         number: Path(client.get_run(run).info.artifact_uri.removeprefix("file://")) for number, run in runs.items()
     }
-    shutil.rmtree(client.get_model_version_download_uri(REGISTERED_MODEL, "2").removeprefix("file://"))
+    shutil.rmtree(client.get_model_version_download_uri(GREEN_MODEL, "2").removeprefix("file://"))
     (artifacts["3"] / "encoder.json").unlink()
     (artifacts["4"] / "lineage.json").unlink()
 
@@ -298,7 +330,7 @@ logged = tracking.log_realized_rmse
 
 def then_the_champion_moves(*args):  # another month's model_gate moves the alias while this month is scored
     logged(*args)
-    mlflow.MlflowClient().set_registered_model_alias(tracking.REGISTERED_MODEL, tracking.CHAMPION, "1")
+    mlflow.MlflowClient().set_registered_model_alias(GREEN_MODEL, tracking.CHAMPION, "1")
 
 tracking.log_realized_rmse = then_the_champion_moves
 instance = DagsterInstance.get()
@@ -314,7 +346,7 @@ def test_the_champion_recorded_with_a_month_s_scores_is_the_one_scored(history, 
     (here the newest one is scored, and the alias moves to version 1) was recorded without its ratio, so
     champion_decay and `on_decay` judged a champion the month's table does not hold."""
     env = relocated(history, tmp_path)
-    registry(env).set_registered_model_alias(REGISTERED_MODEL, "champion", "3")  # tested on 2023-04
+    registry(env).set_registered_model_alias(GREEN_MODEL, "champion", "3")  # tested on 2023-04
     recorded = json.loads(python(env, "-c", CHAMPION_MOVES).stdout.strip().splitlines()[-1])
     assert recorded["champion_version"] == "3" and recorded["champion_tested_on"] == "2023-04"
     assert recorded["champion_ratio"] > 0

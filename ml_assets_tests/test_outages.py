@@ -46,6 +46,7 @@ def test_errors_of_services_that_cannot_be_reached_are_outages(monkeypatch, dags
     config = {
         "mlflow_tracking_uri": f"http://127.0.0.1:{closed}",
         "experiment_name": "x",
+        "taxi": "green",
         "http_request_max_retries": 0,
         "http_request_timeout": 10,
     }
@@ -138,7 +139,7 @@ def test_an_unreachable_tracking_store_is_named_whatever_its_error_says(error, s
     for variable in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"):  # connect sets them
         monkeypatch.setenv(variable, "1")
     config = {"mlflow_tracking_uri": "http://127.0.0.1:9", "experiment_name": "x"}
-    config |= {"http_request_max_retries": 0, "http_request_timeout": 10}
+    config |= {"taxi": "green", "http_request_max_retries": 0, "http_request_timeout": 10}
     tracking = MlflowTracking(build_init_resource_context(config=config))
     failure = raised(lambda: tracking.connect("trained_model 2021-02"))
     assert isinstance(failure, Failure), failure
@@ -152,7 +153,7 @@ def test_a_password_with_an_at_sign_is_mlflow_s_whole_and_masked_whole(dagster_h
     from ml_assets.resources.tracking import MlflowTracking
 
     config = {"mlflow_tracking_uri": "http://alice:P@SS@127.0.0.1:9/", "experiment_name": "x"}
-    config |= {"http_request_max_retries": 0, "http_request_timeout": 10}
+    config |= {"taxi": "green", "http_request_max_retries": 0, "http_request_timeout": 10}
     tracking = MlflowTracking(build_init_resource_context(config=config))
     assert (tracking.tracking_uri, tracking.shown_uri) == ("http://127.0.0.1:9/", "http://alice:***@127.0.0.1:9/")
     assert tracking._client_env["MLFLOW_TRACKING_PASSWORD"] == "P@SS"

@@ -4,6 +4,7 @@ MLflow UI."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import xgboost
 
 from ml_assets.core import gate, tracking
 from ml_assets.core.gate import GateResult
+from ml_assets_tests.support import GREEN_MODEL
 
 
 @pytest.fixture
@@ -25,12 +27,13 @@ def registry(tmp_path):
     mlflow.set_tracking_uri(None)
 
 
-def logged_model(month: str) -> str:
-    """A tiny XGBoost model logged in a run as trained_model logs one (test month, training months, RMSE,
-    encoder); its model URI."""
+def logged_model(month: str, taxi: str = tracking.GREEN) -> str:
+    """A tiny XGBoost model of `taxi` trips logged in a run as trained_model logs one (test month, training months,
+    taxi type, RMSE, encoder); its model URI."""
     features = np.random.default_rng(0).random((30, 2))
     with mlflow.start_run():
-        mlflow.set_tags({tracking.PARTITION_TAG: month, tracking.TRAINING_MONTHS_TAG: "2021-01"})
+        tags = {tracking.PARTITION_TAG: month, tracking.TRAINING_MONTHS_TAG: "2021-01", tracking.TAXI_TAG: taxi}
+        mlflow.set_tags(tags)
         mlflow.log_metric("rmse", 5.0)
         mlflow.log_dict({"features": []}, "encoder.json")
         booster = xgboost.train({"max_depth": 1}, xgboost.DMatrix(features, label=features.sum(axis=1)), 2)
@@ -41,8 +44,8 @@ def passes(champion) -> GateResult:
     return GateResult(True, "", None, None if champion is None else str(champion[0].version))
 
 
-def published(month: str) -> str:
-    return tracking.publish(logged_model(month), passes, {tracking.PARTITION_TAG: month}).version
+def published(month: str, taxi: str = tracking.GREEN) -> str:
+    return tracking.publish(logged_model(month, taxi), passes, {tracking.PARTITION_TAG: month}, taxi).version
 
 
 def test_an_interrupt_once_the_alias_moved_puts_champion_back_and_deletes_the_version(registry, monkeypatch):
@@ -67,7 +70,7 @@ def test_an_interrupt_once_the_alias_moved_puts_champion_back_and_deletes_the_ve
 def test_monitoring_scores_the_newest_versions_tested_before_the_month_and_the_champion(registry):
     for month in ("2021-02", "2021-03", "2021-04", "2021-05"):
         published(month)  # versions 1 to 4, the last one champion
-    registry.set_registered_model_alias(tracking.REGISTERED_MODEL, tracking.CHAMPION, "1")
+    registry.set_registered_model_alias(GREEN_MODEL, tracking.CHAMPION, "1")
 
     def chosen(month: str, newest: int | None = None) -> list[str]:
         return [str(v.version) for v in tracking.versions_tested_before(month, tracking.champion_version(), newest)]
@@ -81,7 +84,7 @@ def test_monitoring_scores_the_newest_versions_tested_before_the_month_and_the_c
         features = np.random.default_rng(0).random((30, 2))
         booster = xgboost.train({"max_depth": 1}, xgboost.DMatrix(features, label=features.sum(axis=1)), 2)
         untagged = mlflow.xgboost.log_model(booster, name="model", pip_requirements=["xgboost"]).model_uri
-    assert tracking.tested_on(mlflow.register_model(untagged, tracking.REGISTERED_MODEL)) is None
+    assert tracking.tested_on(mlflow.register_model(untagged, GREEN_MODEL)) is None
     assert chosen("2021-06", newest=2) == ["4", "3", "1"]
 
 
@@ -90,8 +93,8 @@ def test_a_trained_model_registered_again_by_hand_is_scored_with_its_run_s_test_
     run has them) was never scored, and as champion had "no test month" for the decay check and `on_decay`."""
     first = published("2021-02")
     published("2021-03")
-    run_id = registry.get_model_version(tracking.REGISTERED_MODEL, first).run_id
-    again = mlflow.register_model(f"runs:/{run_id}/model", tracking.REGISTERED_MODEL)
+    run_id = registry.get_model_version(GREEN_MODEL, first).run_id
+    again = mlflow.register_model(f"runs:/{run_id}/model", GREEN_MODEL)
     chosen = tracking.versions_tested_before("2021-04", tracking.champion_version())
     assert [str(v.version) for v in chosen] == ["3", "2", "1"]
     assert tracking.tested_on(again) == "2021-02"
@@ -102,7 +105,7 @@ def test_a_version_whose_run_or_files_are_gone_is_left_out_with_the_reason(regis
     for month in ("2021-02", "2021-03", "2021-04"):
         published(month)
     first, second, _ = reversed(tracking.registered_versions())
-    shutil.rmtree(Path(mlflow.artifacts.download_artifacts(f"models:/{tracking.REGISTERED_MODEL}/1")))
+    shutil.rmtree(Path(mlflow.artifacts.download_artifacts(f"models:/{GREEN_MODEL}/1")))
     registry.delete_run(second.run_id)  # a deleted run still loads: its score stands
     loaded, refused = tracking.load_registered_models(tracking.registered_versions())
     assert [model.version for model in loaded] == ["3", "2"]
@@ -134,7 +137,7 @@ def test_a_version_whose_run_has_no_test_rmse_is_left_out_saying_so(registry, tm
             mlflow.log_artifact(
                 mlflow.artifacts.download_artifacts(f"runs:/{version.run_id}/{path}", dst_path=tmp_path)
             )
-    again = mlflow.register_model(f"runs:/{run.info.run_id}/model", tracking.REGISTERED_MODEL)
+    again = mlflow.register_model(f"runs:/{run.info.run_id}/model", GREEN_MODEL)
     loaded, refused = tracking.load_registered_models([again])
     assert loaded == []
     assert refused == {
@@ -147,7 +150,7 @@ def test_a_month_scored_again_shows_its_newest_realized_rmse(registry):
     """A month scored again with other values (a re-published month, new cleaning code): every point of a step
     had the month's first day as its timestamp, so realized_history (the decay plot's curves) kept whichever MLflow
     listed last, here the largest; and a value seen before was not logged again when it came back."""
-    run_id = registry.get_model_version(tracking.REGISTERED_MODEL, published("2021-02")).run_id
+    run_id = registry.get_model_version(GREEN_MODEL, published("2021-02")).run_id
     for rmse in (7.0, 6.0, 7.0, 5.5):
         tracking.log_realized_rmse(run_id, rmse, 2, "2021-04")
         assert tracking.realized_history(run_id) == {2: rmse}
@@ -160,8 +163,52 @@ def test_a_month_scored_again_shows_its_newest_realized_rmse(registry):
 
 def test_a_champion_that_cannot_be_loaded_is_named_as_the_cause(registry):
     published("2021-02")
-    shutil.rmtree(Path(mlflow.artifacts.download_artifacts(f"models:/{tracking.REGISTERED_MODEL}/1")))
+    shutil.rmtree(Path(mlflow.artifacts.download_artifacts(f"models:/{GREEN_MODEL}/1")))
     with pytest.raises(ValueError, match="the champion alias of trip_duration_xgboost names version 1, which cannot"):
+        tracking.load_champion()
+
+
+def test_each_taxi_type_publishes_into_its_own_registered_model_and_sees_its_own_champion_only(registry):
+    """One tracking store for a green and a yellow home: yellow's versions went into green's registered model, where
+    its gate was judged against the green champion and took the alias from it."""
+    assert [published("2021-02"), published("2021-02", "yellow"), published("2021-03", "yellow")] == ["1", "1", "2"]
+    assert tracking.registered_model("yellow") == "trip_duration_xgboost_yellow"
+    scored = {"green": ["1"], "yellow": ["2", "1"]}  # the versions tested before 2021-04, of each type
+    for taxi, versions in scored.items():
+        assert str(tracking.load_champion(taxi)[0].version) == versions[0]
+        assert {v.tags[tracking.TAXI_TAG] for v in tracking.registered_versions(taxi)} == {taxi}
+        chosen = tracking.versions_tested_before("2021-04", tracking.champion_version(taxi), taxi=taxi)
+        assert [model.version for model in tracking.load_registered_models(chosen, taxi)[0]] == versions
+
+
+def test_a_version_of_another_taxi_type_in_a_registered_model_is_named_not_mixed(registry):
+    """A yellow model in green's registered model (registered there by hand from a yellow run, or a version a
+    yellow home published before each type had its own, tagged since): the green steps loaded it as their champion
+    and scored it on green months. Now they say which version it is, of which type, and what to do."""
+    published("2021-02")
+    yellow = mlflow.register_model(logged_model("2021-03", "yellow"), GREEN_MODEL)  # the UI's "Register model"
+    registry.set_registered_model_alias(GREEN_MODEL, tracking.CHAMPION, yellow.version)
+    said = (
+        "version 2 of trip_duration_xgboost is a model of yellow taxis (`taxi` yellow on it or its run), but this home "
+        "holds green taxis, whose models are registered in trip_duration_xgboost: register its run's model in "
+        "trip_duration_xgboost_yellow instead"
+    )
+    with pytest.raises(tracking.UnloadableChampion, match=f"names a model of another taxi type: {re.escape(said)}"):
+        tracking.load_champion()
+    with pytest.raises(tracking.UnloadableChampion):  # no gate judges a green model against it
+        published("2021-04")
+    assert [str(v.version) for v in tracking.registered_versions()] == ["2", "1"]
+    loaded, refused = tracking.load_registered_models(tracking.registered_versions())
+    assert [model.version for model in loaded] == ["1"]
+    assert list(refused) == ["2"] and refused["2"].startswith(f"OtherTaxiModel: {said}")
+    # A version from before versions recorded their type is taken as its registered model's; one tagged by hand
+    # as another type's is named like the one above.
+    registry.set_registered_model_alias(GREEN_MODEL, tracking.CHAMPION, "1")
+    registry.delete_model_version_tag(GREEN_MODEL, "1", tracking.TAXI_TAG)
+    registry.delete_tag(registry.get_model_version(GREEN_MODEL, "1").run_id, tracking.TAXI_TAG)
+    assert str(tracking.load_champion()[0].version) == "1"
+    registry.set_model_version_tag(GREEN_MODEL, "1", tracking.TAXI_TAG, "yellow")
+    with pytest.raises(tracking.UnloadableChampion, match="version 1 of trip_duration_xgboost is a model of yellow"):
         tracking.load_champion()
 
 
@@ -170,7 +217,7 @@ def test_an_unrecorded_champion_whose_predecessor_was_deleted_leaves_no_champion
     failed every MLflow step, reported as the store being unreachable."""
     published("2021-02")
     published("2021-03")  # champion, replacing version 1
-    registry.delete_model_version(tracking.REGISTERED_MODEL, "1")
+    registry.delete_model_version(GREEN_MODEL, "1")
     assert tracking.restore_recorded_champion(lambda version: False) == ["2"]
     assert tracking.champion_version() is None
 
@@ -259,7 +306,7 @@ def test_predictions_after_the_champion_was_deleted_name_the_versions_left(regis
     was no champion "yet", to train a first month, though the registry held other versions to alias."""
     published("2021-02")
     published("2021-03")  # champion
-    registry.delete_model_version(tracking.REGISTERED_MODEL, "2")
+    registry.delete_model_version(GREEN_MODEL, "2")
     said, _ = predictions_failure("2021-04", registry)
     assert "has version(s) 1: the version it named was deleted" in said
     assert "set `champion` on a version in the MLflow UI, or materialize trained_model again" in said
@@ -269,7 +316,7 @@ def test_a_champion_that_cannot_be_loaded_fails_predictions_saying_what_to_do(re
     """A champion whose files were deleted by hand failed predictions with a ValueError under MLflow's traceback,
     saying only to move the alias."""
     published("2021-02")
-    shutil.rmtree(Path(mlflow.artifacts.download_artifacts(f"models:/{tracking.REGISTERED_MODEL}/1")))
+    shutil.rmtree(Path(mlflow.artifacts.download_artifacts(f"models:/{GREEN_MODEL}/1")))
     said, cause = predictions_failure("2021-04", registry)
     assert "trip_duration_predictions 2021-04: the champion alias of trip_duration_xgboost names version 1" in said
     assert "or delete the alias and materialize trained_model again" in said
@@ -281,9 +328,9 @@ def test_a_champion_registered_again_by_hand_keeps_its_test_month_for_the_gate(r
     champion: the gate read the test month from the version's tags only, so a model of an earlier month than the
     champion's could replace it, while monitoring read the run's."""
     first = published("2021-03")
-    run_id = registry.get_model_version(tracking.REGISTERED_MODEL, first).run_id
-    again = mlflow.register_model(f"runs:/{run_id}/model", tracking.REGISTERED_MODEL)
-    registry.set_registered_model_alias(tracking.REGISTERED_MODEL, tracking.CHAMPION, again.version)
+    run_id = registry.get_model_version(GREEN_MODEL, first).run_id
+    again = mlflow.register_model(f"runs:/{run_id}/model", GREEN_MODEL)
+    registry.set_registered_model_alias(GREEN_MODEL, tracking.CHAMPION, again.version)
     assert gate.tested_after("2021-02", tracking.load_champion()) == "2021-03"
 
 
@@ -293,7 +340,7 @@ def test_a_champion_before_tag_edited_by_hand_is_no_unreachable_store(registry):
     store could not be reached."""
     published("2021-02")
     published("2021-03")
-    registry.set_model_version_tag(tracking.REGISTERED_MODEL, "2", tracking.CHAMPION_BEFORE_TAG, "v1")
+    registry.set_model_version_tag(GREEN_MODEL, "2", tracking.CHAMPION_BEFORE_TAG, "v1")
     assert tracking.restore_recorded_champion(lambda version: False) == ["2"]
     assert tracking.champion_version() is None
 
@@ -318,7 +365,7 @@ def test_champion_before_tags_edited_into_a_cycle_end_with_no_champion(registry)
     back went round between them for ever, every step that may move the alias hanging."""
     published("2021-02")
     published("2021-03")  # champion, replacing version 1
-    registry.set_model_version_tag(tracking.REGISTERED_MODEL, "1", tracking.CHAMPION_BEFORE_TAG, "2")
+    registry.set_model_version_tag(GREEN_MODEL, "1", tracking.CHAMPION_BEFORE_TAG, "2")
     looked_at = []
 
     def unrecorded(version) -> bool:
@@ -335,8 +382,8 @@ def test_a_test_month_tag_edited_by_hand_to_no_month_is_not_taken(registry):
     (as the retraining policy did on a champion's), and the gate refused every model against a champion "tested"
     on a tag that sorts after the months ("March"). The version's run still says which month it was."""
     first = published("2021-02")
-    registry.set_model_version_tag(tracking.REGISTERED_MODEL, first, tracking.PARTITION_TAG, "2020")
-    version = registry.get_model_version(tracking.REGISTERED_MODEL, first)
+    registry.set_model_version_tag(GREEN_MODEL, first, tracking.PARTITION_TAG, "2020")
+    version = registry.get_model_version(GREEN_MODEL, first)
     assert tracking.tested_on(version) == "2021-02"
     registry.set_tag(version.run_id, tracking.PARTITION_TAG, "2020")  # the run's too: no test month at all
     assert tracking.tested_on(version) is None

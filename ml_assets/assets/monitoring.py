@@ -63,12 +63,13 @@ def model_performance(context: AssetExecutionContext, config: PerformanceConfig,
     from ml_assets.core import tracking
 
     month = month_of(context)
-    context.resources.mlflow.connect(f"model_performance {month}", in_champion_pool=True)
+    mlflow = context.resources.mlflow
+    mlflow.connect(f"model_performance {month}", in_champion_pool=True)
     # Read once, before choosing what to score: the champion recorded is the one scored, wherever the alias moves.
-    current = tracking.champion_version()
-    earlier = tracking.versions_tested_before(month, current, config.newest_versions)
+    current = tracking.champion_version(mlflow.taxi)
+    earlier = tracking.versions_tested_before(month, current, config.newest_versions, mlflow.taxi)
     registered = {str(version.version): version for version in earlier}
-    loaded, refused = tracking.load_registered_models(earlier)
+    loaded, refused = tracking.load_registered_models(earlier, mlflow.taxi)
     scores, unscored = score_versions(cleaned_trips, month, loaded)
     refused |= unscored
     for version, why in refused.items():

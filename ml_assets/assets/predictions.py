@@ -43,9 +43,9 @@ def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.
     mlflow, what = context.resources.mlflow, f"trip_duration_predictions {month}"
     mlflow.connect(what, in_champion_pool=True)
     with mlflow.champion_must_load(what):
-        champion = tracking.load_champion()
+        champion = tracking.load_champion(mlflow.taxi)
     if champion is None:
-        raise Failure(f"{what}: {tracking.no_champion()}")
+        raise Failure(f"{what}: {tracking.no_champion(mlflow.taxi)}")
     version, champion_model, encoder = champion
     # A month rebuilt after a newer champion came may be one it trained on: its RMSE there is no test score.
     trained_on_month = tracking.trained_on(version, month)
@@ -68,6 +68,7 @@ def trip_duration_predictions(context: AssetExecutionContext, cleaned_trips: pd.
         {
             "rows": len(scored),
             **row_count_entry(len(scored)),
+            "model_name": mlflow.registered_model,
             "model_version": str(version.version),
             "mean_predicted_duration": round(float(scored["predicted_duration"].mean()), 3),
             "mean_actual_duration": round(float(scored[DURATION].mean()), 3),

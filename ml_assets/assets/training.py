@@ -172,13 +172,15 @@ def trained_model(
                 "mlflow.runName": f"trained_model {month}",
                 tracking.PARTITION_TAG: month,
                 tracking.TRAINING_MONTHS_TAG: ",".join(attrs["training_months"]),
+                tracking.TAXI_TAG: mlflow.taxi,
             }
         )
         stale = tracking.fail_stale_runs(run_id, lambda other: run_is_alive(context.instance, other))
         if stale:
             context.log.warning(f"marked FAILED the MLflow runs left RUNNING by runs that are over: {stale}")
         with mlflow.champion_must_load(f"trained_model {month}"):
-            champion = tracking.load_champion()  # what the champion of this moment scores; model_gate judges again
+            # What the champion of this moment scores; model_gate judges again.
+            champion = tracking.load_champion(mlflow.taxi)
         if later := gate.tested_after(month, champion):
             context.log.info(
                 f"trained_model {month}: the champion, version {champion[0].version}, was tested on {later} and may "

@@ -64,7 +64,7 @@ def _model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_fe
 
     tags = {tracking.PARTITION_TAG: month, tracking.DAGSTER_RUN_TAG: run_id}
     with mlflow.champion_must_load(f"{MODEL_GATE} {month}"):
-        published = tracking.publish(model["mlflow_model_uri"], against, tags)
+        published = tracking.publish(model["mlflow_model_uri"], against, tags, mlflow.taxi)
     gate = published.verdict
     context.log.info(f"trained_model {month} is version {published.version}, {published.alias}: {gate.reason}")
     metadata = {
@@ -73,9 +73,9 @@ def _model_gate(context: AssetCheckExecutionContext, config: GateConfig, trip_fe
         "champion_rmse": gate.champion_rmse,
         "champion_version_before": gate.champion_version,
         "tolerance": config.champion_tolerance,
-        "model_name": tracking.REGISTERED_MODEL,
+        "model_name": mlflow.registered_model,
         "model_version": published.version,
-        "registered_model": model_version_link(mlflow.ui_url, tracking.REGISTERED_MODEL, published.version),
+        "registered_model": model_version_link(mlflow.ui_url, mlflow.registered_model, published.version),
         "alias": published.alias,
         "reason": gate.reason,
     }

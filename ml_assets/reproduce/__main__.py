@@ -1,4 +1,5 @@
-"""Rebuild registered model version VERSION from the data and settings that made it, and compare.
+"""Rebuild version VERSION of the home's registered model (ML_ASSETS_TAXI's: trip_duration_xgboost for green,
+trip_duration_xgboost_yellow for yellow) from the data and settings that made it, and compare.
 
 Loads the registered model first, reads the version's months from the configured source, refuses
 any file whose sha256 is not the recorded one, trains again with the recorded features, params,
@@ -53,7 +54,7 @@ def _registered(version):
         _, registered, encoder = tracking.load_version(version)
     except (MlflowException, OSError, ValueError) as error:  # XGBoost's and JSON's errors are ValueErrors
         raise LineageError(
-            f"its registered model (models:/{tracking.REGISTERED_MODEL}/{version.version}) or the encoder.json of "
+            f"its registered model (models:/{version.name}/{version.version}) or the encoder.json of "
             f"its MLflow run {version.run_id} cannot be loaded: {_first_line(error)}"
         ) from error
     return registered, encoder
@@ -67,11 +68,13 @@ def reproduce(number: int) -> bool:
     resources = build_resources()
     with initialize({key: resources[key] for key in ("trip_source", "mlflow")}) as initialized:
         initialized.mlflow.connect(f"version {number}")
-        client = mlflow.MlflowClient()
+        client, taxi, name = mlflow.MlflowClient(), initialized.mlflow.taxi, initialized.mlflow.registered_model
         try:
-            version = client.get_model_version(tracking.REGISTERED_MODEL, str(number))
+            version = client.get_model_version(name, str(number))
         except MlflowException as error:
-            raise LineageError(f"{tracking.REGISTERED_MODEL} has no version {number} ({_first_line(error)})") from error
+            raise LineageError(f"{name} has no version {number} ({_first_line(error)})") from error
+        if mixed := tracking.other_taxi(version, taxi):  # its months would be read as the wrong type's files
+            raise LineageError(mixed)
         recorded = _recorded_lineage(version)
         registered, encoder = _registered(version)
         print(
@@ -99,7 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         prog="ml_assets.reproduce", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("version", type=int, help=f"a version of the registered model {tracking.REGISTERED_MODEL}")
+    parser.add_argument("version", type=int, help="a version of the registered model of ML_ASSETS_TAXI's type")
     args = parser.parse_args()
     # Its output is the comparison: MLflow's progress bars and notes on each download would bury it.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -35,6 +35,7 @@ def build_resources() -> dict:
         "mlflow": mlflow_tracking_resource.configured(
             {
                 "experiment_name": settings.MLFLOW_EXPERIMENT.resource_value(old_style=True),
+                "taxi": settings.TAXI.resource_value(old_style=True),
                 "mlflow_tracking_uri": settings.MLFLOW_TRACKING_URI.resource_value(
                     f"sqlite:///{state / 'mlflow.db'}", old_style=True
                 ),

@@ -31,6 +31,9 @@ class MlflowTracking:
         self.shown_uri = credentials.mask(given) if given else None
         self._context = context.replace_config({**config, "mlflow_tracking_uri": self.tracking_uri})
         self.experiment_name = config["experiment_name"]
+        # The home's taxi type: its models are registered in `registered_model`, of that type alone.
+        self.taxi = config["taxi"]
+        self.registered_model = tracking.registered_model(self.taxi)
         self.ui_url = mlflow_ui_url(config.get("ui_url"), self.tracking_uri)
         self._client_env = {
             settings.MLFLOW_HTTP_REQUEST_MAX_RETRIES.variable: str(config["http_request_max_retries"]),
@@ -63,7 +66,9 @@ class MlflowTracking:
         try:
             mlflow.set_tracking_uri(self.tracking_uri)
             tracking.ensure_experiment(self.tracking_uri, self.experiment_name)
-            restored = tracking.restore_recorded_champion(self._publishing_recorded) if in_champion_pool else []
+            restored = (
+                tracking.restore_recorded_champion(self._publishing_recorded, self.taxi) if in_champion_pool else []
+            )
         except Exception as error:  # MLflow raises its own, requests' and OS errors alike
             said = credentials.said(error)
             raise Failure(f"{what}: MLflow tracking at {self.shown_uri} cannot be reached: {said}") from error
@@ -117,6 +122,11 @@ class MlflowTracking:
 @resource(
     config_schema={
         "experiment_name": ConfigField(StringSource, description="MLflow experiment name"),
+        "taxi": ConfigField(
+            StringSource,
+            default_value=settings.TAXI.default,
+            description="the home's taxi type, whose registered model the steps use (core.tracking.registered_model)",
+        ),
         "mlflow_tracking_uri": ConfigField(Noneable(StringSource), default_value=None, is_required=False),
         "ui_url": ConfigField(Noneable(StringSource), default_value=None, is_required=False),
         "http_request_max_retries": ConfigField(

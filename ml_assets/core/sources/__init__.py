@@ -84,8 +84,8 @@ def check_taxi_of_home(recorded: str | None, taxi: str, month: str) -> None:
     raise OtherTaxiError(
         f"month {month}: ML_ASSETS_TAXI is {taxi}, but this home holds {recorded} months (raw_trips records "
         f"taxi={recorded}): its training windows and champion would mix both. Set ML_ASSETS_TAXI={recorded}, "
-        f"or give {taxi} trips a home of their own: another DAGSTER_HOME, and another MLflow tracking store where "
-        "MLFLOW_TRACKING_URI names one (the registered model's name is the same for both types)"
+        f"or give {taxi} trips a home of their own: another DAGSTER_HOME (it may share the MLflow tracking server: "
+        "each taxi type registers its models in a registered model of its own)"
     )
 
 
