@@ -192,8 +192,8 @@ def load_champion(taxi: str = GREEN):
         return None
     if mixed := other_taxi(version, taxi):
         raise UnloadableChampion(
-            f"the {CHAMPION} alias of {version.name} names a model of another taxi type: {mixed}; then move the "
-            f"alias to a {taxi} version (MLflow UI), or materialize trained_model again to publish a new {CHAMPION}"
+            f"the {CHAMPION} alias of {version.name} names a model of another taxi type: {mixed} (its alias goes with "
+            f"it: the next model that passes the gate becomes {CHAMPION}), or move the alias to a {taxi} version first"
         )
     try:
         return load_version(version)
