@@ -674,6 +674,60 @@ def test_training_waits_while_a_window_month_is_being_ingested(instance):
     assert requested(result, "trip_features") == {"2021-02", "2021-03"}
 
 
+def test_a_month_scored_before_an_earlier_model_was_trained_is_scored_again_once_it_is(instance):
+    """Catching up on several months, automation scores 2021-03 while the model tested on 2021-02 still trains:
+    2021-03's table lacked that model for good (and Dagster did not mark it stale). Once the model is registered,
+    2021-03 is scored again, once: a run that fails is not launched again until another model is trained."""
+    from ml_assets.definitions import defs
+
+    def launch(asset: str, month: str, status=DagsterRunStatus.STARTED):
+        """A run of `asset` for `month` as the daemon launches it (its materialization planned)."""
+        job = "retrain_month" if asset == "trained_model" else "__ASSET_JOB"
+        return instance.create_run_for_job(
+            job_def=defs.resolve_job_def(job),
+            tags={"dagster/partition": month},
+            status=status,
+            asset_selection=frozenset({AssetKey(asset)}),
+        )
+
+    result = evaluate_automation_conditions(defs=defs, instance=instance)
+    for month in ("2021-01", "2021-02", "2021-03"):
+        report(instance, "cleaned_trips", month)
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert requested(result, "model_performance") == {"2021-01", "2021-02", "2021-03"}
+    training = launch("trained_model", "2021-02")
+    for month in ("2021-01", "2021-02", "2021-03"):
+        report(instance, "model_performance", month)  # scored while 2021-02's model trains
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert not requested(result, "model_performance")
+
+    report(instance, "trained_model", "2021-02")  # registered, and its run ends
+    instance.report_run_canceled(training)
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert requested(result, "model_performance") == {"2021-03"}  # 2021-02's own month does not score its model
+    rescoring = launch("model_performance", "2021-03")
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert not requested(result, "model_performance")  # requested once
+    instance.report_run_failed(rescoring)
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert not requested(result, "model_performance")  # a failed try is not launched again and again
+
+    report(instance, "trained_model", "2021-01")  # a month trained again (from the UI)
+    result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=result.cursor)
+    assert requested(result, "model_performance") == {"2021-02", "2021-03"}
+
+
+def test_months_are_scored_again_after_every_earlier_model_they_miss_and_none_is_training():
+    from ml_assets.core.performance import months_to_score_again
+
+    scored = {"2021-02": 5, "2021-03": 6, "2021-04": 9}
+    assert months_to_score_again(scored, {"2021-01": 4, "2021-02": 7, "2021-03": 8}, set()) == {"2021-03"}
+    assert months_to_score_again(scored, {"2021-03": 10}, set()) == {"2021-04"}
+    assert months_to_score_again(scored, {"2021-03": 10}, {"2021-02"}) == set()  # wait: 2021-02 still to train
+    assert months_to_score_again(scored, {"2021-03": 10}, {"2021-04"}) == {"2021-04"}  # its own month's model
+    assert months_to_score_again({}, {"2021-01": 1}, set()) == set()
+
+
 @pytest.mark.slow
 def test_a_model_the_gate_refused_leaves_its_month_s_predictions_to_the_champion(instance, monkeypatch):
     """model_gate's refusal is a WARN that blocks nothing, and predictions score the month with the champion:

@@ -20,7 +20,7 @@ from dagster import (
 )
 
 from ml_assets import settings
-from ml_assets.automation.conditions import MONTH_INGESTED
+from ml_assets.automation.conditions import MONTH_SCORABLE
 from ml_assets.code_versions import code_version
 from ml_assets.core import performance, plots
 from ml_assets.core.features import FEATURE_INPUTS
@@ -53,7 +53,7 @@ def _table(scores: pd.DataFrame) -> MetadataValue:
     kinds={"mlflow", "pandas"},
     ins={"cleaned_trips": AssetIn(CLEANED_TRIPS, metadata={"columns": FEATURE_INPUTS})},
     required_resource_keys={"mlflow"},
-    automation_condition=MONTH_INGESTED,
+    automation_condition=MONTH_SCORABLE,
     code_version=code_version(performance),
     pool=CHAMPION_POOL,  # may put back an unrecorded champion before judging its decay
 )

@@ -13,6 +13,7 @@ from dagster import (
     AutomationConditionSensorDefinition,
     AutomationContext,
     AutomationResult,
+    DagsterEventType,
     DagsterInstance,
     DefaultSensorStatus,
     Definitions,
@@ -21,18 +22,19 @@ from dagster import (
 
 from ml_assets import settings
 from ml_assets.automation.jobs import TRAINING_TAG
-from ml_assets.core.performance import ChampionOnMonth, DecayThresholds, retrain_reasons
+from ml_assets.core.performance import ChampionOnMonth, DecayThresholds, months_to_score_again, retrain_reasons
 from ml_assets.core.rules import percent
 from ml_assets.keys import FEATURES, MODEL_PERFORMANCE, MONITORING, PREDICTION, TRAINED_MODEL, TRAINING
-from ml_assets.partitions import window_months
-from ml_assets.records import latest_metadata
+from ml_assets.partitions import monthly_partitions, window_months
+from ml_assets.records import latest_metadata, partitions_in_progress
 
 RETRAIN_POLICY = settings.RETRAIN.value()  # shapes the conditions, so it is fixed when the code location loads
 DECAY = DecayThresholds(**{name: setting.value() for name, setting in settings.DECAY.items()})
 
 
 class MonthRule(AutomationCondition):
-    """True for the candidate months where `holds` does; subclasses name the rule, and the UI shows it."""
+    """True for the candidate months where `holds` does (or those `true_months` gives, for a rule that reads the
+    records of every month at once); subclasses name the rule, and the UI shows it."""
 
     LABEL, TEXT = "", ""
 
@@ -46,9 +48,12 @@ class MonthRule(AutomationCondition):
     def holds(self, instance: DagsterInstance, month: str) -> bool:
         raise NotImplementedError
 
+    def true_months(self, instance: DagsterInstance, months: set[str]) -> set[str]:
+        return {month for month in months if self.holds(instance, month)}
+
     def evaluate(self, context: AutomationContext) -> AutomationResult:
         candidates, instance = context.candidate_subset, context.asset_graph_view.instance
-        true = {month for month in candidates.expensively_compute_partition_keys() if self.holds(instance, month)}
+        true = self.true_months(instance, set(candidates.expensively_compute_partition_keys()))
         return AutomationResult(context, candidates.compute_intersection_with_partition_keys(true))
 
 
@@ -94,14 +99,35 @@ class ChampionTooOld(_RetrainReason):
     LABEL, TEXT = "champion_too_old", f"the champion was tested more than {DECAY.max_model_age_months} months before"
 
 
+class ModelTrainedSinceScored(MonthRule):
+    LABEL, TEXT = (
+        "model_trained_since_scored",
+        "a model tested before the month was trained after model_performance last tried to score it, and none is "
+        "training",
+    )
+
+    def true_months(self, instance: DagsterInstance, months: set[str]) -> set[str]:
+        latest = instance.get_latest_storage_id_by_partition
+        # A run's planned materialization counts as a try, so that a run that failed is not launched again and again.
+        planned = latest(MODEL_PERFORMANCE, DagsterEventType.ASSET_MATERIALIZATION_PLANNED)
+        scored = latest(MODEL_PERFORMANCE, DagsterEventType.ASSET_MATERIALIZATION)
+        tried = {
+            month: max(planned.get(month, -1), scored.get(month, -1)) for month in months & (set(planned) | set(scored))
+        }
+        trained = latest(TRAINED_MODEL, DagsterEventType.ASSET_MATERIALIZATION)
+        # Runs, asset backfills and `make backfill` ranges; job backfills count once their runs are launched.
+        training = partitions_in_progress(
+            instance, TRAINED_MODEL, monthly_partitions, monthly_partitions.get_partition_keys(), jobs=()
+        )
+        return months_to_score_again(tried, trained, training)
+
+
 _MISSING = AutomationCondition.any_deps_missing()
 _BLOCKING_CHECK_FAILED = AutomationCondition.any_checks_match(AutomationCondition.check_failed(), blocking_only=True)
+_UPDATED = (AutomationCondition.newly_missing() | AutomationCondition.any_deps_updated()).since_last_handled()
+_QUIET = ~AutomationCondition.any_deps_in_progress() & ~AutomationCondition.in_progress()
 # Eager for every month, not only the latest (Dagster 1.13's eager() keeps to the latest time window).
-_EAGER = (
-    (AutomationCondition.newly_missing() | AutomationCondition.any_deps_updated()).since_last_handled()
-    & ~AutomationCondition.any_deps_in_progress()
-    & ~AutomationCondition.in_progress()
-).with_label("eager_every_month")
+_EAGER = (_UPDATED & _QUIET).with_label("eager_every_month")
 # The data's blocking checks; not model_gate's refusal on trained_model, a WARN that blocks nothing (predictions
 # then score the month with the champion).
 CHECKS_PASSED = ~(
@@ -140,7 +166,11 @@ def failed_blocking_checks(
 
 _RETRAIN_DUE = (PerformanceMeasured() & (NoChampion() | ChampionDecayed() | ChampionTooOld())).with_label("retrain_due")
 
-MONTH_INGESTED = (_EAGER & ~_MISSING.with_label("month_missing") & CHECKS_PASSED).with_label("month_ingested")
+# model_performance: as soon as the month is in, and again once the models tested before it that were still to
+# train when it was scored are all registered (automation catching up on several months, a month trained again).
+MONTH_SCORABLE = (
+    ((_UPDATED | ModelTrainedSinceScored()) & _QUIET) & ~_MISSING.with_label("month_missing") & CHECKS_PASSED
+).with_label("month_scorable")
 WINDOW_READY = (
     _EAGER & HasTrainingMonths() & ~_MISSING.with_label("window_months_missing") & CHECKS_PASSED
 ).with_label("window_ready")

@@ -118,3 +118,16 @@ def retrain_reasons(champion: ChampionOnMonth, month: str, thresholds: DecayThre
         "champion_decayed": champion.ratio is not None and decayed(champion.ratio, thresholds.decay_threshold),
         "champion_too_old": age is not None and age > thresholds.max_model_age_months,
     }
+
+
+def months_to_score_again(scored: dict[str, int], trained: dict[str, int], training: set[str]) -> set[str]:
+    """The scored months whose table misses a model: month M once a model tested before M was trained after M was
+    last scored, and no model tested before M is still to train (so M is scored again once they are all in, not
+    once for each). `scored` and `trained` hold each month's latest record id (ids grow with time); `training`
+    the months whose model is queued or training."""
+    return {
+        month
+        for month, record in scored.items()
+        if max((trained[earlier] for earlier in trained if earlier < month), default=-1) > record
+        and not any(earlier < month for earlier in training)
+    }
