@@ -71,6 +71,24 @@ def test_two_runners_on_a_fresh_home_both_succeed(tmp_path, monkeypatch):
         assert client.get_model_version(GREEN_MODEL, version).run_id == run_id, out[-2000:]
 
 
+@pytest.mark.timeout(240)
+def test_a_step_dagster_s_race_queues_beside_a_free_slot_gets_the_slot(instance, monkeypatch):
+    """Dagster's claim reads whether the pool has a free slot, then queues the step: when another run's step frees the
+    slot in between, the step is queued unassigned beside a free slot and nothing assigns it. Two runners racing for
+    `champion` hung so until killed (600 s, in a `make test` on a busy machine). Made certain here: every claim reads
+    that no slot is free; the step still runs, once the watch has seen it stranded twice."""
+    from ml_assets.keys import CHAMPION_POOL, MODEL_PERFORMANCE
+    from ml_assets.runner.runs import INGESTION, materialize_month
+
+    monkeypatch.setenv("ML_ASSETS_SYNTHETIC_ROWS", "5000")
+    assert materialize_month(instance, "2021-01", INGESTION).success
+    storage = type(instance.event_log_storage)
+    monkeypatch.setattr(storage, "has_unassigned_slots", lambda self, pool: False)
+    assert materialize_month(instance, "2021-01", [MODEL_PERFORMANCE]).success
+    info = instance.event_log_storage.get_concurrency_info(CHAMPION_POOL)
+    assert (info.slot_count, info.claimed_slots, info.pending_steps) == (1, [], [])  # the slot was the pool's one
+
+
 def test_runs_whose_runner_died_before_their_first_event_are_failed_by_the_next_runner(instance):
     """A runner that dies between creating its run and the run's first event (the full disk below) leaves it
     NOT_STARTED, with nothing but the run's process tag to tell it from a runner that is just starting. Its

@@ -29,8 +29,9 @@ from ml_assets.checks.model_gate import MODEL_GATE
 from ml_assets.core.locks import file_lock
 from ml_assets.core.months import month_range, shift_month
 from ml_assets.definitions import all_asset_checks, all_assets
-from ml_assets.keys import CLEANED_TRIPS, RAW_TRIPS, TRAINED_MODEL
+from ml_assets.keys import CHAMPION_POOL, CLEANED_TRIPS, RAW_TRIPS, TRAINED_MODEL
 from ml_assets.partitions import monthly_partitions, window_months
+from ml_assets.pools import PoolWatch
 from ml_assets.records import PROCESS_TAG, RANGE_TAG, UNFINISHED, run_or_latest_metadata, run_process_alive
 from ml_assets.resources import build_resources
 from ml_assets.runner.console import first_line
@@ -94,27 +95,28 @@ def execute_in_process(
     resident through training and the gate (docs/large-months.md).
 
     On Dagster's private execution API, as `JobDefinition.execute_in_process` calls it (checked against
-    dagster 1.13.27); a test compares the two.
+    dagster 1.13.27); a test compares the two. A step that Dagster's race strands in a pool is assigned (`pools`).
     """
     from dagster._core.definitions.job_base import InMemoryJob
     from dagster._core.execution.execute_in_process import core_execute_in_process, merge_run_tags
 
-    return core_execute_in_process(
-        run_config=run_config,
-        job=InMemoryJob(job_def=job.as_ephemeral_job(resource_defs={}, input_values={})),
-        instance=instance,
-        output_capturing_enabled=False,
-        raise_on_error=raise_on_error,
-        run_tags=merge_run_tags(
-            job_def=job,
-            partition_key=month,
-            tags={**(tags or {}), PROCESS_TAG: str(os.getpid())},
-            asset_selection=[],
-            instance=instance,
+    with PoolWatch(instance, [CHAMPION_POOL]):
+        return core_execute_in_process(
             run_config=run_config,
-        ),
-        asset_selection=frozenset(),
-    )
+            job=InMemoryJob(job_def=job.as_ephemeral_job(resource_defs={}, input_values={})),
+            instance=instance,
+            output_capturing_enabled=False,
+            raise_on_error=raise_on_error,
+            run_tags=merge_run_tags(
+                job_def=job,
+                partition_key=month,
+                tags={**(tags or {}), PROCESS_TAG: str(os.getpid())},
+                asset_selection=[],
+                instance=instance,
+                run_config=run_config,
+            ),
+            asset_selection=frozenset(),
+        )
 
 
 def fail_dead_runs(instance: DagsterInstance) -> None:
