@@ -7,6 +7,7 @@ from dagster import Definitions, load_assets_from_modules
 from ml_assets.assets import features, ingestion, monitoring, predictions, training
 from ml_assets.automation.conditions import training_automation_sensor
 from ml_assets.automation.jobs import ingest_month_job, retrain_month_job
+from ml_assets.automation.pool_watch import pool_watch_sensor
 from ml_assets.automation.schedules import monthly_retrain_schedule
 from ml_assets.automation.sensors import new_month_sensor
 from ml_assets.checks.champion_decay import champion_decay
@@ -27,7 +28,7 @@ defs = Definitions(
     executor=run_executor(),
     resources=build_resources(),
     jobs=[ingest_month_job, retrain_month_job],
-    sensors=[new_month_sensor, training_automation_sensor],
+    sensors=[new_month_sensor, training_automation_sensor, pool_watch_sensor],
     schedules=[monthly_retrain_schedule],
 )
 

@@ -3,8 +3,8 @@
 `claim_concurrency_slot` (Dagster 1.13.27) first reads whether the pool has a slot no step holds, then queues the
 step, assigned only if it had. A step of another run that frees the slot between the two finds no queued step to
 hand it on to, and the new step is queued unassigned beside a free slot: nothing in Dagster assigns it later, and
-its run waits for good (two runners racing for `champion` hung so). `PoolWatch` assigns such a step, as freeing the
-slot would have.
+its run waits for good (two runners racing for `champion` hung so). Such a step is assigned the slot, as freeing it
+would have: by `PoolWatch` in the runner's process, and by `pool_watch_sensor` where a daemon launches the runs.
 """
 
 from __future__ import annotations
@@ -23,12 +23,21 @@ def stranded_steps(instance: DagsterInstance, pool: str) -> frozenset[tuple[str,
     return frozenset((step.run_id, step.step_key) for step in info.pending_steps)
 
 
-class PoolWatch:
-    """While a run goes on in this process (`with PoolWatch(...)`), looks at `pools` every `interval` seconds and
-    assigns the first queued step of one whose steps were stranded at the last look and still are."""
+def assign_stranded(instance: DagsterInstance, pool: str, seen: frozenset) -> tuple[frozenset, frozenset]:
+    """Assigns the first queued step of `pool` where its steps are stranded now and were at the last look (`seen`):
+    (what to pass as `seen` at the next look, the stranded steps it assigned the slot among)."""
+    now = stranded_steps(instance, pool)
+    if now & seen:
+        instance.event_log_storage.assign_pending_steps([pool])
+        return frozenset(), now
+    return now, frozenset()
 
-    def __init__(self, instance: DagsterInstance, pools: list[str], interval: float = 5.0):
-        self._instance, self._pools, self._interval = instance, pools, interval
+
+class PoolWatch:
+    """While a run goes on in this process (`with PoolWatch(...)`), looks at `pool` every `interval` seconds."""
+
+    def __init__(self, instance: DagsterInstance, pool: str, interval: float = 5.0):
+        self._instance, self._pool, self._interval = instance, pool, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="pool-watch", daemon=True)
 
@@ -41,14 +50,9 @@ class PoolWatch:
         self._thread.join()
 
     def _watch(self) -> None:
-        seen: dict[str, frozenset] = {}
+        seen = frozenset()
         while not self._stop.wait(self._interval):
-            for pool in self._pools:
-                try:
-                    now = stranded_steps(self._instance, pool)
-                    if now & seen.get(pool, frozenset()):
-                        self._instance.event_log_storage.assign_pending_steps([pool])
-                        now = frozenset()
-                except Exception:  # noqa: BLE001 (a look that fails, e.g. a locked sqlite file, is tried again)
-                    now = frozenset()
-                seen[pool] = now
+            try:
+                seen, _ = assign_stranded(self._instance, self._pool, seen)
+            except Exception:  # noqa: BLE001 (a look that fails, e.g. on a locked sqlite file, is tried again)
+                seen = frozenset()

@@ -89,6 +89,33 @@ def test_a_step_dagster_s_race_queues_beside_a_free_slot_gets_the_slot(instance,
     assert (info.slot_count, info.claimed_slots, info.pending_steps) == (1, [], [])  # the slot was the pool's one
 
 
+def test_a_step_stranded_beside_a_free_slot_is_given_it_by_the_sensor_on_its_second_tick(instance):
+    """Where a daemon launches the runs (their steps claim on run workers): the same race, as Dagster's storage leaves
+    it. The sensor gives the slot on the second tick that sees the step stranded, not on the first."""
+    from dagster import SkipReason, build_sensor_context
+
+    from ml_assets.automation.pool_watch import pool_watch_sensor
+    from ml_assets.keys import CHAMPION_POOL
+
+    storage = instance.event_log_storage
+    storage.initialize_concurrency_limit_to_default(CHAMPION_POOL)
+    step = ("a-run", "trained_model_model_gate")
+    storage.add_pending_step(CHAMPION_POOL, *step, should_assign=False)  # where the race leaves it
+
+    def tick(cursor):
+        context = build_sensor_context(instance=instance, cursor=cursor)
+        return pool_watch_sensor(context), context.cursor
+
+    first, cursor = tick(None)
+    assert "looked at again" in first.skip_message
+    assert storage.check_concurrency_claim(CHAMPION_POOL, *step).assigned_timestamp is None
+    second, cursor = tick(cursor)
+    assert isinstance(second, SkipReason) and "assigned the free slot" in second.skip_message
+    assert storage.claim_concurrency_slot(CHAMPION_POOL, *step).is_claimed
+    third, _ = tick(cursor)  # held: nothing stranded
+    assert third.skip_message == f"no step stranded in pool {CHAMPION_POOL}"
+
+
 def test_runs_whose_runner_died_before_their_first_event_are_failed_by_the_next_runner(instance):
     """A runner that dies between creating its run and the run's first event (the full disk below) leaves it
     NOT_STARTED, with nothing but the run's process tag to tell it from a runner that is just starting. Its

@@ -100,7 +100,7 @@ def execute_in_process(
     from dagster._core.definitions.job_base import InMemoryJob
     from dagster._core.execution.execute_in_process import core_execute_in_process, merge_run_tags
 
-    with PoolWatch(instance, [CHAMPION_POOL]):
+    with PoolWatch(instance, CHAMPION_POOL):
         return core_execute_in_process(
             run_config=run_config,
             job=InMemoryJob(job_def=job.as_ephemeral_job(resource_defs={}, input_values={})),
