@@ -31,7 +31,7 @@ from pathlib import Path
 import yaml
 
 from ml_assets.deploy.local.environment import clean_environ
-from ml_assets.deploy.local.ui_actions import REPOSITORY, graphql
+from ml_assets.deploy.local.ui_actions import REPOSITORY, RUN_SENSORS, graphql
 from ml_assets_tests.support import ROOT, free_port, wait_until
 
 PROJECT_LABEL = "com.docker.compose.project"
@@ -242,7 +242,7 @@ class Stack:
         return urllib.request.urlopen(urllib.request.Request(self.mlflow_url + path, headers=headers), timeout=30)
 
     def start_sensors(self) -> None:
-        for name in ("new_month_sensor", "training_automation_sensor"):
+        for name in RUN_SENSORS:
             started = self.graphql(
                 """mutation Start($selector: SensorSelector!) { startSensor(sensorSelector: $selector) {
                      __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }""",

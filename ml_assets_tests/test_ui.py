@@ -1,7 +1,7 @@
 """The Dagster UI in headless Chromium, clicked as a person would: lineage, a month, a backfill, a failed check.
 
 One `dagster dev` (webserver and daemon) serves every test of the module, on a free port of
-127.0.0.1, with its own DAGSTER_HOME. The person first turns the two sensors off on the Automation
+127.0.0.1, with its own DAGSTER_HOME. The person first turns the sensors off on the Automation
 page, so that only what they launch runs. Screenshots of each step go to the folder printed at
 the start (run pytest with -s to see it).
 """
@@ -123,8 +123,8 @@ class DagsterUI:
         page = self.open("/automation")
         page.get_by_role("button", name="Skip").click()  # "Join the Dagster community": a fresh instance asks once
         running = page.locator("input[type=checkbox]:checked")  # the sensors' on/off switches
-        playwright_api.expect(running).to_have_count(2)
-        for left in (1, 0):
+        playwright_api.expect(running).to_have_count(3)  # new_month, training_automation, pool_watch
+        for left in (2, 1, 0):
             running.first.locator("xpath=..").click()  # the switch's label: the input itself is hidden
             playwright_api.expect(running).to_have_count(left)  # the sensor stopped, its switch redrawn
         self.shot("0-sensors-stopped")

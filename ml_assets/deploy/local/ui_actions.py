@@ -7,6 +7,7 @@ from __future__ import annotations
 from ml_assets.automation.jobs import TRAINING_TAG
 
 REPOSITORY = {"repositoryLocationName": "ml_assets", "repositoryName": "__repository__"}
+RUN_SENSORS = ("new_month_sensor", "training_automation_sensor")  # the sensors that launch runs
 
 
 def graphql(stack):
@@ -34,23 +35,25 @@ def launch(stack, month: str, assets: list[str] | None = None, run_config: dict 
 
 
 def stop_sensors(stack) -> None:
-    """Stop every sensor (both run by default) through the webserver, as a user would in the UI."""
+    """Stop the sensors that launch runs (`RUN_SENSORS`) through the webserver, as a user would in the UI;
+    pool_watch_sensor, which launches none, keeps watching."""
     client = graphql(stack)
     found = client._execute(
         """query Sensors($repository: RepositorySelector!) { sensorsOrError(repositorySelector: $repository) {
              ... on Sensors { results { id name } } } }""",
         {"repository": REPOSITORY},
     )["sensorsOrError"]["results"]
-    if len(found) != 2:
-        raise RuntimeError(f"expected the code location's two sensors, found {found}")
-    for sensor in found:
+    ids = {sensor["name"]: sensor["id"] for sensor in found}
+    if not set(RUN_SENSORS) <= set(ids):
+        raise RuntimeError(f"expected the code location's sensors {RUN_SENSORS}, found {found}")
+    for name in RUN_SENSORS:
         stopped = client._execute(
             """mutation Stop($id: String!) { stopSensor(id: $id) { __typename
                  ... on StopSensorMutationResult { instigationState { status } } ... on PythonError { message } } }""",
-            {"id": sensor["id"]},
+            {"id": ids[name]},
         )["stopSensor"]
         if stopped.get("instigationState", {}).get("status") != "STOPPED":
-            raise RuntimeError(f"sensor {sensor['name']} not stopped: {stopped}")
+            raise RuntimeError(f"sensor {name} not stopped: {stopped}")
 
 
 def backfill(stack, job: str, months: list[str], tags: dict | None = None, config: dict | None = None) -> str:
