@@ -172,13 +172,15 @@ def cpu_quota(cpus: int) -> Iterator[list[str]]:
 
 
 def stop_process_group(process: subprocess.Popen) -> None:
-    """Stop a process started with `start_new_session=True` and everything it started."""
+    """Stop a process started with `start_new_session=True` and everything it started: SIGTERM, a minute for the
+    leader to exit, then SIGKILL for what is left of the group."""
+    from ml_assets.deploy.local.service import kill_group_left
+
     os.killpg(process.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    kill_group_left(process)
+    process.wait()
 
 
 # Yellow taxi files by year: `tpep_` times, no trip_type or ehail_fee, the airport fee spelled two

@@ -192,3 +192,25 @@ def test_a_port_one_process_picked_is_never_picked_by_another(monkeypatch):
         picker.communicate("\n", timeout=30)
     draws = iter([taken - low])  # its picker ended: free again
     assert ports.free_port() == taken
+
+
+def test_stopping_a_process_group_leaves_none_of_it(tmp_path):
+    """A member that outlives its leader's SIGTERM (a code server `dagster dev` spawned while it was being stopped
+    missed the signal and lived on for good, found after a `make test`) is killed with the group."""
+    pid_file = tmp_path / "member.pid"
+    leader = subprocess.Popen(
+        ["sh", "-c", f"sh -c 'trap \"\" TERM; echo $$ > {pid_file}; while :; do sleep 1; done' & wait"],
+        start_new_session=True,
+    )
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), "the member started", 30, poll=0.1)
+    member = int(pid_file.read_text())
+    stop_process_group(leader)
+
+    def gone() -> bool:
+        try:
+            state = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        return state == "Z"  # killed, not yet reaped by init
+
+    wait_until(gone, "the member stopped", 10, poll=0.1)

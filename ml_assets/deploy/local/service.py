@@ -15,6 +15,20 @@ from ml_assets.deploy.local.environment import DEPLOY
 SERVICE_SH = DEPLOY / "service.sh"  # the image's entry point: one command per compose service
 
 
+def kill_group_left(process: subprocess.Popen) -> None:
+    """SIGKILL whatever is left in the process group `process` leads (started with `start_new_session`): run workers
+    outlive a server that exits, and a child started while the group was being stopped missed the signal (a code
+    server `dagster dev` spawned then lived on, its heartbeat never begun)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        process.poll()  # reap the leader: a zombie still counts as a member of the group
+        time.sleep(0.1)
+
+
 @dataclass
 class Service:
     name: str
@@ -69,16 +83,7 @@ class Service:
         self.process = None
 
     def _reap_group(self) -> None:
-        """SIGKILL whatever is left in the group (run workers outlive a server that exits)."""
-        pgid = self.process.pid
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                return
-            self.process.poll()  # reap the leader: a zombie still counts as a member of the group
-            time.sleep(0.1)
+        kill_group_left(self.process)
 
     def tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
