@@ -36,6 +36,9 @@ from ml_assets_tests.support import (
 )
 
 playwright_api = pytest.importorskip("playwright.sync_api")
+# What the UI draws after a page loads (a partition's metadata, a run's status) may take longer than Playwright's
+# 5 s when the rest of the suite shares the two cores: trained_model's Partitions tab once showed no `rmse` in time.
+playwright_api.expect.set_options(timeout=30_000)
 pytestmark = pytest.mark.ui
 
 CHROMIUM = "/usr/bin/chromium"
